@@ -1,0 +1,3 @@
+"""streamlearn: online learning for production."""
+
+__version__ = "0.1.0"

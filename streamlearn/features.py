@@ -1,0 +1,227 @@
+"""FeatureEncoder: feature dicts (or columns) -> fixed-width numeric and hashed-categorical arrays.
+
+Numeric features get one slot each and a running (Welford/Chan) standardisation; categorical
+values are hashed with a stable hash (CRC-32 of ``name=value``, never Python's salted
+``hash()``) into shared embedding buckets. Slots are fixed-width, so the model's input shape
+(and its ONNX signature) never changes while features appear and disappear. In auto mode a
+name gets a slot the first time it is seen (new names in sorted order, so feature order never
+matters); names beyond capacity, or outside an explicit schema, are ignored and counted.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EncodedFeatures", "FeatureEncoder", "stable_bucket"]
+
+_CLIP = 8.0
+_CACHE_LIMIT = 200_000
+
+
+def stable_bucket(name: str, value: str, buckets: int) -> int:
+    """Bucket in [1, buckets) for a categorical value; 0 is reserved for "missing".
+
+    >>> stable_bucket("country", "DE", 4096)
+    101
+    """
+    return zlib.crc32(f"{name}={value}".encode()) % (buckets - 1) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFeatures:
+    """Raw numeric values (NaN = missing) and categorical bucket ids for a batch."""
+
+    num: np.ndarray  # float64 [N, numeric_slots]
+    cat: np.ndarray  # int64 [N, categorical_slots]
+
+    def __len__(self) -> int:
+        return len(self.num)
+
+
+class FeatureEncoder:
+    """Maps feature names to slots and values to model inputs; its state is plain arrays."""
+
+    def __init__(
+        self,
+        numeric_slots: int = 64,
+        categorical_slots: int = 16,
+        hash_buckets: int = 4096,
+        numeric: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+    ) -> None:
+        if len(numeric) > numeric_slots or len(categorical) > categorical_slots:
+            raise ValueError("explicit schema has more features than slots")
+        self.numeric_slots = numeric_slots
+        self.categorical_slots = categorical_slots
+        self.hash_buckets = hash_buckets
+        self.auto = not numeric and not categorical
+        self._num_index = {str(n): i for i, n in enumerate(numeric)}
+        self._cat_index = {str(n): i for i, n in enumerate(categorical)}
+        self.count = np.zeros(numeric_slots)
+        self.mean = np.zeros(numeric_slots)
+        self.m2 = np.zeros(numeric_slots)
+        self.ignored = 0  # values of features with no slot
+        self.mismatched = 0  # strings sent to a numeric feature
+        self._bucket_cache: dict[tuple[str, str], int] = {}
+
+    # -- schema ---------------------------------------------------------------------------
+    @property
+    def numeric_names(self) -> list[str]:
+        return sorted(self._num_index, key=self._num_index.__getitem__)
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return sorted(self._cat_index, key=self._cat_index.__getitem__)
+
+    def _assign(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Give slots to names not seen before, sorted by name (order-independent)."""
+        for name, value in sorted(items, key=lambda kv: kv[0]):
+            if isinstance(value, str):
+                if len(self._cat_index) < self.categorical_slots:
+                    self._cat_index[name] = len(self._cat_index)
+            elif len(self._num_index) < self.numeric_slots:
+                self._num_index[name] = len(self._num_index)
+
+    def _new_names(self, items: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        return [(n, v) for n, v in items if n not in self._num_index and n not in self._cat_index]
+
+    def _bucket(self, name: str, value: str) -> int:
+        key = (name, value)
+        bucket = self._bucket_cache.get(key)
+        if bucket is None:
+            if len(self._bucket_cache) >= _CACHE_LIMIT:
+                self._bucket_cache.clear()
+            bucket = self._bucket_cache[key] = stable_bucket(name, value, self.hash_buckets)
+        return bucket
+
+    # -- encoding -------------------------------------------------------------------------
+    def encode(self, xs: Sequence[Mapping[Any, Any]]) -> EncodedFeatures:
+        """Encode feature dicts (values: numbers, bools or strings; None = missing)."""
+        num = np.full((len(xs), self.numeric_slots), np.nan)
+        cat = np.zeros((len(xs), self.categorical_slots), dtype=np.int64)
+        num_index, cat_index = self._num_index, self._cat_index
+        for row, x in enumerate(xs):
+            items = [(str(k), v) for k, v in x.items() if v is not None]
+            if self.auto:
+                new = self._new_names(items)
+                if new:
+                    self._assign(new)
+            for name, value in items:
+                slot = num_index.get(name)
+                if slot is not None:
+                    if isinstance(value, str):
+                        self.mismatched += 1
+                    else:
+                        num[row, slot] = value
+                    continue
+                slot = cat_index.get(name)
+                if slot is not None:
+                    cat[row, slot] = self._bucket(name, str(value))
+                else:
+                    self.ignored += 1
+        return EncodedFeatures(num, cat)
+
+    def encode_columns(self, columns: Mapping[Any, Sequence[Any] | np.ndarray]) -> EncodedFeatures:
+        """Encode a column-oriented batch (e.g. a DataFrame's columns); NaN/None = missing."""
+        arrays = {str(k): np.asarray(v) for k, v in columns.items()}
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        if self.auto:
+            firsts = [(k, _first_present(a)) for k, a in arrays.items()]
+            new = self._new_names([(k, v) for k, v in firsts if v is not None])
+            if new:
+                self._assign(new)
+        num = np.full((n, self.numeric_slots), np.nan)
+        cat = np.zeros((n, self.categorical_slots), dtype=np.int64)
+        for name, column in arrays.items():
+            if (slot := self._num_index.get(name)) is not None:
+                if column.dtype.kind in "biuf":
+                    num[:, slot] = column.astype(np.float64)
+                else:
+                    num[:, slot] = [_as_float(v, self) for v in column]
+            elif (slot := self._cat_index.get(name)) is not None:
+                cat[:, slot] = [0 if _missing(v) else self._bucket(name, str(v)) for v in column]
+            else:
+                self.ignored += int(sum(not _missing(v) for v in column))
+        return EncodedFeatures(num, cat)
+
+    # -- running standardisation ------------------------------------------------------------
+    def standardize(self, num: np.ndarray) -> np.ndarray:
+        """Standardise with the current statistics; missing values become 0 (the mean)."""
+        std = np.sqrt(self.m2 / np.maximum(self.count - 1, 1))
+        std = np.where(std > 1e-12, std, 1.0)
+        z = (num - self.mean) / std
+        z = np.nan_to_num(z, nan=0.0, posinf=_CLIP, neginf=-_CLIP)
+        return np.clip(z, -_CLIP, _CLIP).astype(np.float32)
+
+    def observe(self, num: np.ndarray) -> None:
+        """Fold a batch of raw values into the statistics (Chan et al.'s parallel update)."""
+        present = ~np.isnan(num)
+        n_b = present.sum(axis=0)
+        if not n_b.any():
+            return
+        safe = np.where(present, num, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_b = np.where(n_b > 0, safe.sum(axis=0) / np.maximum(n_b, 1), 0.0)
+            m2_b = (np.where(present, num - mean_b, 0.0) ** 2).sum(axis=0)
+        n_a = self.count
+        total = n_a + n_b
+        delta = mean_b - self.mean
+        frac = np.divide(n_b, total, out=np.zeros_like(delta), where=total > 0)
+        self.mean = self.mean + delta * frac
+        self.m2 = self.m2 + m2_b + delta**2 * n_a * frac
+        self.count = total
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable state (travels in meta.json and checkpoints)."""
+        return {
+            "numeric_slots": self.numeric_slots,
+            "categorical_slots": self.categorical_slots,
+            "hash_buckets": self.hash_buckets,
+            "auto": self.auto,
+            "numeric": self.numeric_names,
+            "categorical": self.categorical_names,
+            "count": self.count.tolist(),
+            "mean": self.mean.tolist(),
+            "m2": self.m2.tolist(),
+            "ignored": self.ignored,
+            "mismatched": self.mismatched,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> FeatureEncoder:
+        enc = cls(state["numeric_slots"], state["categorical_slots"], state["hash_buckets"])
+        enc.auto = bool(state["auto"])
+        enc._num_index = {n: i for i, n in enumerate(state["numeric"])}
+        enc._cat_index = {n: i for i, n in enumerate(state["categorical"])}
+        enc.count = np.asarray(state["count"], dtype=np.float64)
+        enc.mean = np.asarray(state["mean"], dtype=np.float64)
+        enc.m2 = np.asarray(state["m2"], dtype=np.float64)
+        enc.ignored = int(state["ignored"])
+        enc.mismatched = int(state["mismatched"])
+        return enc
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _first_present(column: np.ndarray) -> Any:
+    for value in column:
+        if not _missing(value):
+            return value.item() if isinstance(value, np.generic) else value
+    return None
+
+
+def _as_float(value: Any, encoder: FeatureEncoder) -> float:
+    if _missing(value):
+        return np.nan
+    if isinstance(value, str):
+        encoder.mismatched += 1
+        return np.nan
+    return float(value)

@@ -1,0 +1,1 @@
+"""Learning stages: the online learner, its replay buffer, LR schedule and error memory."""

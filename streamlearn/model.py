@@ -1,0 +1,66 @@
+"""TabularNet: hashed-categorical embeddings + numeric inputs -> MLP -> (prediction, hidden).
+
+The hidden output (the last hidden layer) is the key the error memory retrieves by. Class
+outputs have spare slots switched on by ``class_mask`` as classes appear; regression outputs are
+trained on a standardised target and de-standardised by two buffers, so an exported graph
+predicts in the target's own units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["TabularNet"]
+
+_MASKED = -1e9
+
+
+class TabularNet(nn.Module):
+    """MLP over [numeric slots ‖ one embedding per categorical slot]."""
+
+    def __init__(
+        self,
+        numeric_slots: int,
+        categorical_slots: int,
+        hash_buckets: int,
+        embedding_dim: int,
+        hidden: Sequence[int],
+        n_outputs: int,
+        regression: bool = False,
+    ) -> None:
+        super().__init__()
+        self.regression = regression
+        self.embedding = nn.Embedding(hash_buckets, embedding_dim, padding_idx=0)
+        layers: list[nn.Module] = []
+        width = numeric_slots + categorical_slots * embedding_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, 1 if regression else n_outputs)
+        self.register_buffer("class_mask", torch.zeros(n_outputs, dtype=torch.bool))
+        self.register_buffer("target_loc", torch.zeros(()))
+        self.register_buffer("target_scale", torch.ones(()))
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.head.in_features
+
+    def raw(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked class logits [N, C] (or standardised value [N]) and hidden [N, H]."""
+        emb = self.embedding(cat).flatten(1)
+        hidden = self.body(torch.cat([num, emb], dim=1))
+        out = self.head(hidden)
+        if self.regression:
+            return out.squeeze(1), hidden
+        return out.masked_fill(~self.class_mask, _MASKED), hidden
+
+    def forward(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities [N, C] (or value [N]) and hidden [N, H]."""
+        out, hidden = self.raw(num, cat)
+        if self.regression:
+            return out * self.target_scale + self.target_loc, hidden
+        return torch.softmax(out.float(), dim=1), hidden
