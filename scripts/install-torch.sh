@@ -2,11 +2,11 @@
 # Installs PyTorch without dragging multi-GB CUDA packages onto CPU-only machines.
 # GPU machines (nvidia-smi answers) get the regular CUDA wheel; CPU machines get the +cpu
 # build, from a local find-links wheel when pip is configured with one, else from the
-# PyTorch CPU index. Nothing happens when a torch >= 2.4 is already importable.
+# PyTorch CPU index. Nothing happens when a torch >= 2.6 is already importable.
 set -euo pipefail
 PY=${PYTHON:-python3}
 VERSION=${TORCH_VERSION:-2.13.0}
-if "$PY" -c 'import sys, torch; v = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(v < (2, 4))' 2>/dev/null; then
+if "$PY" -c 'import sys, torch; v = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(v < (2, 6))' 2>/dev/null; then
     echo "torch already installed: $("$PY" -c 'import torch; print(torch.__version__)')"
     exit 0
 fi

@@ -23,6 +23,11 @@ def predicted_labels(prediction: np.ndarray, classes: Sequence[Hashable]) -> lis
     ]
 
 
+def _same(a: Hashable, b: Hashable) -> bool:
+    """Label equality that keeps True and 1 apart, as LabelMap does."""
+    return bool(a == b) and isinstance(a, bool | np.bool_) == isinstance(b, bool | np.bool_)
+
+
 @dataclass(frozen=True, slots=True)
 class DriftWindow:
     """Accuracy in the ``span`` events before and after a drift position."""
@@ -57,7 +62,9 @@ class PrequentialScore:
             self._scores.append(np.abs(pred - truth))
         else:
             labels = predicted_labels(np.asarray(prediction)[labelled], classes)
-            hits = [labels[j] is not None and labels[j] == ys[i] for j, i in enumerate(labelled)]
+            hits = [
+                labels[j] is not None and _same(labels[j], ys[i]) for j, i in enumerate(labelled)
+            ]
             self._scores.append(np.asarray(hits, dtype=np.float64))
 
     def values(self) -> np.ndarray:

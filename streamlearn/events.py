@@ -73,7 +73,10 @@ def _number(value: object, where: str) -> float:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Invalid("non_finite", f"{where} is beyond the float range") from None
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _Invalid("non_finite", f"{where} is {value}")
@@ -102,7 +105,10 @@ def _features(raw_x: object, max_features: int) -> dict[str, FeatureValue]:
 
 
 def _label(value: object) -> Label | None:
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, int) and not isinstance(value, bool):
+        _number(value, "y")  # a class index or target must fit a float
+        return value
+    if value is None or isinstance(value, str | bool):
         return value
     if isinstance(value, float):
         return _number(value, "y")
@@ -116,7 +122,7 @@ def _parse(raw: bytes, max_bytes: int, max_features: int) -> Event:
         raise _Invalid("oversized", f"{len(raw)} bytes, limit {max_bytes}")
     try:
         doc = json.loads(raw, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise _Invalid("not_json", str(exc)) from None
     if not isinstance(doc, dict):
         raise _Invalid("not_object", f"top level is {type(doc).__name__}, expected an object")

@@ -29,7 +29,8 @@ def stable_bucket(name: str, value: str, buckets: int) -> int:
     >>> stable_bucket("country", "DE", 4096)
     101
     """
-    return zlib.crc32(f"{name}={value}".encode()) % (buckets - 1) + 1
+    # surrogatepass: a JSON "\ud800" escape decodes to a lone surrogate; hash it, don't crash.
+    return zlib.crc32(f"{name}={value}".encode("utf-8", "surrogatepass")) % (buckets - 1) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +132,12 @@ class FeatureEncoder:
         arrays = {str(k): np.asarray(v) for k, v in columns.items()}
         n = len(next(iter(arrays.values()))) if arrays else 0
         if self.auto:
-            firsts = [(k, _first_present(a)) for k, a in arrays.items()]
-            new = self._new_names([(k, v) for k, v in firsts if v is not None])
-            if new:
-                self._assign(new)
+            # Same slots as encode() row by row: names by the row they first appear in.
+            firsts = [(*_first_present(a), k) for k, a in arrays.items()]
+            for row in sorted({r for r, _, _ in firsts if r >= 0}):
+                new = self._new_names([(k, v) for r, v, k in firsts if r == row])
+                if new:
+                    self._assign(new)
         num = np.full((n, self.numeric_slots), np.nan)
         cat = np.zeros((n, self.categorical_slots), dtype=np.int64)
         for name, column in arrays.items():
@@ -211,11 +214,12 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def _first_present(column: np.ndarray) -> Any:
-    for value in column:
+def _first_present(column: np.ndarray) -> tuple[int, Any]:
+    """(row, value) of the first present value; (-1, None) for an all-missing column."""
+    for row, value in enumerate(column):
         if not _missing(value):
-            return value.item() if isinstance(value, np.generic) else value
-    return None
+            return row, value.item() if isinstance(value, np.generic) else value
+    return -1, None
 
 
 def _as_float(value: Any, encoder: FeatureEncoder) -> float:

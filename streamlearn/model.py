@@ -33,7 +33,8 @@ class TabularNet(nn.Module):
     ) -> None:
         super().__init__()
         self.regression = regression
-        self.embedding = nn.Embedding(hash_buckets, embedding_dim, padding_idx=0)
+        # Sparse gradients: a step touches only the buckets in its batch (lazy Adam updates them).
+        self.embedding = nn.Embedding(hash_buckets, embedding_dim, padding_idx=0, sparse=True)
         layers: list[nn.Module] = []
         width = numeric_slots + categorical_slots * embedding_dim
         for size in hidden:
@@ -63,4 +64,5 @@ class TabularNet(nn.Module):
         out, hidden = self.raw(num, cat)
         if self.regression:
             return out * self.target_scale + self.target_loc, hidden
-        return torch.softmax(out.float(), dim=1), hidden
+        # masked_fill: with no class switched on yet, every slot is 0 rather than uniform.
+        return torch.softmax(out.float(), dim=1).masked_fill(~self.class_mask, 0.0), hidden

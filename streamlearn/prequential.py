@@ -8,7 +8,7 @@ learned).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +17,14 @@ import numpy as np
 from streamlearn.drift import build_detector
 from streamlearn.features import EncodedFeatures, FeatureEncoder
 from streamlearn.labels import LabelMap
+from streamlearn.learn.compensation import MemoryStage
 from streamlearn.learn.learner import OnlineLearner
 from streamlearn.settings import Settings
 
-__all__ = ["BatchOutcome", "Prequential"]
+__all__ = ["BatchObserver", "BatchOutcome", "Prequential"]
+
+# (raw numeric [B, d_num], buckets [B, d_cat], targets [B], base predictions before learning)
+BatchObserver = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +54,14 @@ class Prequential:
         self.learner = OnlineLearner(lrn, f)
         self.learner.set_classes(self._class_mask())
         self.detector = build_detector(settings.drift)
+        # error memory (ReLoop2): compensates the base prediction, see learn/compensation.py
+        m = settings.memory
+        self.memory = MemoryStage(m, f, self.learner) if m.enabled else None
         self.seen = 0  # labelled events learned from
         self.unknown_labels = 0
         self.drifts: list[int] = []
+        # called with every learned batch, e.g. the publisher's quality gate (export/gate.py)
+        self.observers: list[BatchObserver] = []
 
     def _class_mask(self) -> np.ndarray:
         mask = np.zeros(self.learner.model.class_mask.shape[0], dtype=bool)
@@ -67,7 +76,13 @@ class Prequential:
         return self._predict(self.encoder.encode_columns(columns))
 
     def _predict(self, feats: EncodedFeatures) -> np.ndarray:
-        return self.learner.predict(self.encoder.standardize(feats.num), feats.cat)
+        return self._score(self.encoder.standardize(feats.num), feats.cat)
+
+    def _score(self, z: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Score-only rows: the base prediction, compensated by the error memory when on."""
+        if self.memory is not None:
+            return self.memory.predict(z, cat)
+        return self.learner.predict(z, cat)
 
     # -- prequential step -----------------------------------------------------------------
     def process(
@@ -83,12 +98,13 @@ class Prequential:
 
     def _targets(self, ys: Sequence[Hashable | None]) -> tuple[np.ndarray, np.ndarray]:
         """(rows to learn, their targets); unknown classes are counted and not learned."""
+        labelled = np.array([y is not None for y in ys], dtype=bool)
         if self.regression:
-            target = np.array([np.nan if y is None else float(y) for y in ys])  # type: ignore[arg-type]
+            target = np.array([_target(y) for y in ys], dtype=np.float64)
             ok = np.isfinite(target)
+            self.unknown_labels += int((labelled & ~ok).sum())  # e.g. a string: not a target
             return ok, target[ok]
         slots = np.array([-1 if y is None else _slot(self.labels, y) for y in ys], np.int64)
-        labelled = np.array([y is not None for y in ys])
         self.unknown_labels += int((labelled & (slots < 0)).sum())
         ok = slots >= 0
         return ok, slots[ok]
@@ -106,18 +122,28 @@ class Prequential:
         prediction = np.zeros((n, *width), dtype=np.float32)
         loss = np.full(n, np.nan)
         drifts: list[int] = []
+        if not ok.all():  # score-only rows are scored first too: batch-mates' labels unseen
+            prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
         if ok.any():
             result = self.learner.step(z[ok], feats.cat[ok], target)
-            prediction[ok] = result.prediction
+            prediction[ok] = (
+                result.prediction
+                if self.memory is None
+                else self.memory.compensate(result.hidden, result.prediction)
+            )
             loss[ok] = result.loss
+            for observe in self.observers:
+                observe(feats.num[ok], feats.cat[ok], target, result.prediction)
             for offset in self.detector.update(result.loss):
                 drifts.append(self.seen + offset)
             if drifts:
                 self.learner.on_drift()
+            if self.memory is not None:  # learns from the base prediction, like the detector
+                self.memory.learn(
+                    z[ok], feats.cat[ok], result.hidden, target, result.prediction, bool(drifts)
+                )
             self.seen += int(ok.sum())
             self.encoder.observe(feats.num[ok])
-        if not ok.all():
-            prediction[~ok] = self.learner.predict(z[~ok], feats.cat[~ok])
         if not self.regression and len(self.labels) != known_before:
             prediction = _without_new_classes(prediction, known_before)
         self.drifts.extend(drifts)
@@ -125,6 +151,48 @@ class Prequential:
 
     def classes(self) -> list[Hashable]:
         return list(self.labels.classes)
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything this chain owns, so a restored one continues the stream bit for bit.
+
+        Plain values and tensors (numpy arrays from the error memory included); see
+        streamlearn/checkpoint.py for how they are written.
+        """
+        return {
+            "encoder": self.encoder.state_dict(),
+            "labels": self.labels.state_dict(),
+            "learner": self.learner.state_dict(),
+            "detector": self.detector.state_dict(),
+            "memory": None if self.memory is None else self.memory.state_dict(),
+            "counters": {
+                "seen": self.seen,
+                "unknown_labels": self.unknown_labels,
+                "drifts": list(self.drifts),
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; the settings must build the same model."""
+        self.encoder = FeatureEncoder.from_state_dict(state["encoder"])
+        self.labels = LabelMap.from_state_dict(state["labels"])
+        self.learner.load_state_dict(state["learner"])
+        self.learner.set_classes(self._class_mask())
+        self.detector.load_state_dict(state["detector"])
+        if self.memory is not None and state.get("memory") is not None:
+            self.memory.load_state_dict(state["memory"])
+        counters = state["counters"]
+        self.seen = int(counters["seen"])
+        self.unknown_labels = int(counters["unknown_labels"])
+        self.drifts = [int(d) for d in counters["drifts"]]
+
+
+def _target(y: Hashable | None) -> float:
+    """A regression target; NaN (not learned) when missing or not a number."""
+    try:
+        return np.nan if y is None else float(y)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
 
 
 def _slot(labels: LabelMap, y: Hashable) -> int:

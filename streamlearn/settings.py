@@ -11,18 +11,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamlearn.errors import ConfigError
 
 __all__ = [
+    "CheckpointSettings",
     "DriftSettings",
+    "ExportSettings",
     "FeatureSettings",
+    "KafkaSettings",
     "LearnerSettings",
     "MemorySettings",
+    "RegistrySettings",
+    "ServeSettings",
     "Settings",
     "SourceSettings",
+    "WorkerSettings",
     "load_settings",
 ]
 
@@ -36,12 +42,12 @@ class _Section(BaseModel):
 class SourceSettings(_Section):
     """Where events come from."""
 
-    kind: Literal["synthetic", "file"] = "synthetic"
+    kind: Literal["synthetic", "file", "kafka"] = "synthetic"
     stream: str = Field("agrawal-drift", description="synthetic stream name")
     n_events: int = Field(30_000, gt=0, description="events a synthetic stream yields")
     seed: int = 42
     path: Path | None = Field(None, description="JSONL file for kind=file")
-    batch_size: int = Field(64, gt=0, description="events per micro-batch")
+    batch_size: int = Field(32, gt=0, description="events per micro-batch")
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> SourceSettings:
@@ -70,15 +76,19 @@ class LearnerSettings(_Section):
     )
     max_classes: int = Field(16, ge=2, le=4096, description="output slots for classes")
     hidden: tuple[int, ...] = Field((64, 64), min_length=1)
-    lr: float = Field(3e-3, gt=0, description="constant learning rate after warm-up")
+    lr: float = Field(5e-3, gt=0, description="constant learning rate after warm-up")
     warmup_steps: int = Field(20, ge=0)
     rewarm_factor: float = Field(3.0, ge=1.0, description="LR peak after drift, times lr")
     rewarm_steps: int = Field(10, ge=0)
     redecay_steps: int = Field(200, ge=0)
+    updates: int = Field(2, ge=1, le=16, description="gradient steps per micro-batch")
     weight_decay: float = Field(0.0, ge=0)
     clip_norm: float = Field(5.0, gt=0)
     replay_size: int = Field(2048, ge=0, description="reservoir capacity (0 disables replay)")
-    replay_ratio: float = Field(0.5, ge=0, le=8, description="replayed samples per new one")
+    replay_ratio: float = Field(1.0, ge=0, le=8, description="replayed samples per new one")
+    replay_reset_on_drift: bool = Field(
+        True, description="empty the reservoir on drift: old labels may contradict the new concept"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch default)")
@@ -108,9 +118,164 @@ class DriftSettings(_Section):
 
 
 class MemorySettings(_Section):
-    """ReLoop2 error memory beside the model (see DESIGN.md)."""
+    """ReLoop2 error memory beside the model (see DESIGN.md "Error memory")."""
 
-    enabled: bool = False
+    enabled: bool = Field(True, description="compensate predictions with the error memory")
+    kind: Literal["topk", "lsh"] = Field(
+        "topk", description="exact top-k over a ring buffer, or the paper's LSH sketch"
+    )
+    lam: float = Field(1.0, ge=0, le=4, description="λ: weight of the compensation")
+    gamma: float = Field(0.5, ge=0, le=1, description="γ: weight of ȳ − ŷ_base against ȳ − ȳ_base")
+    tau: float = Field(0.1, gt=0, description="τ: softmax temperature over similarities")
+    size: int = Field(128, ge=1, le=1_000_000, description="top-k: ring buffer capacity")
+    k: int = Field(8, ge=0, le=4096, description="top-k: neighbours (0 = all, dense softmax)")
+    tables: int = Field(8, ge=1, le=64, description="LSH: hash tables (K)")
+    bits: int = Field(8, ge=1, le=20, description="LSH: bits per table (2^L buckets)")
+    decay: float = Field(1.0, gt=0, le=1, description="LSH: bucket decay per stored sample")
+    store: Literal["all", "errors"] = Field(
+        "all", description="store every labelled row, or only rows the base model got wrong"
+    )
+    error_threshold: float = Field(
+        0.5, ge=0, description="store=errors: 1 − p(true class) above this (regression: × MAE)"
+    )
+    reset_on_drift: bool = Field(True, description="clear the memory on a detected drift")
+    rekey_after_drift: int = Field(
+        20, ge=0, description="top-k: steps after a drift that re-encode the stored keys"
+    )
+    rekey_every: int = Field(3, ge=0, description="top-k: re-encode every N steps (0 = never)")
+
+
+class ExportSettings(_Section):
+    """When the worker exports an ONNX artifact, how it is checked, and the publish gate."""
+
+    every_steps: int = Field(500, ge=1, description="micro-batches between exports")
+    after_drift_steps: int = Field(
+        100, ge=0, description="micro-batches after a detected drift until the recovery export"
+    )
+    min_rows: int = Field(
+        256, ge=1, description="labelled rows since the last publish before the gate can judge"
+    )
+    gate_margin: float = Field(
+        0.02, ge=0, description="publish if candidate loss ≤ published loss × (1 + margin)"
+    )
+    gate_window: int = Field(4096, ge=1, description="recent labelled rows the gate compares on")
+    tolerance: float = Field(1e-4, gt=0, description="max |onnxruntime − torch| on parity rows")
+    parity_rows: int = Field(64, ge=1, le=65_536, description="rows of the parity batch")
+    opset: int = Field(17, ge=13, le=21, description="ONNX opset of the export")
+    memory_push_s: float = Field(2.0, gt=0, description="seconds between error-memory pushes")
+
+
+class RegistrySettings(_Section):
+    """Where artifacts and the error memory are published (filesystem or Redis)."""
+
+    kind: Literal["filesystem", "redis"] = "filesystem"
+    path: Path = Field(Path("registry"), description="filesystem: root directory")
+    url: str = Field("redis://localhost:6379/0", description="redis: server URL")
+    password: SecretStr | None = Field(None, description="redis: password (kept out of logs)")
+    prefix: str = Field("streamlearn", min_length=1, description="redis: key prefix")
+    keep: int = Field(20, ge=2, description="versions kept; older ones are deleted")
+    poll_s: float = Field(1.0, gt=0, description="pointer polling interval (pub/sub fallback)")
+
+
+class ServeSettings(_Section):
+    """The HTTP serving tier (KServe v2 + v1 :predict)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65_535)
+    model_name: str = Field("streamlearn", pattern=r"^[A-Za-z0-9_.-]+$")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token for /admin/*; unset = admin endpoints disabled"
+    )
+    max_batch: int = Field(1024, ge=1, le=1_000_000, description="rows per request")
+    max_body_bytes: int = Field(4 << 20, ge=1024, description="request body limit")
+    memory_poll_s: float = Field(2.0, gt=0, description="seconds between error-memory pulls")
+    compensate: bool = Field(True, description="apply the pulled error memory")
+    warm_rows: int = Field(8, ge=1, le=4096, description="rows of the warm-up batch")
+
+
+class KafkaSettings(_Section):
+    """Kafka connection, topics and consumer group (``source.kind: kafka``, worker, produce).
+
+    Connection keys are passed through to the client; ``client_options`` takes any further
+    client setting verbatim (kafka-python keyword names, or librdkafka names for confluent).
+    """
+
+    client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python", description="kafka-python (always installed) or confluent-kafka (faster)"
+    )
+    bootstrap_servers: tuple[str, ...] = Field(("localhost:9092",), min_length=1)
+    topic: str = Field("events", min_length=1, description="labelled/unlabelled events")
+    labels_topic: str | None = Field(None, description='late labels {"id": ..., "y": ...}')
+    dead_letter_topic: str | None = Field(
+        "events.dead-letter", description="rejected messages (original bytes + reason headers)"
+    )
+    output_topic: str | None = Field(None, description="predictions (id, prediction, model_step)")
+    group_id: str = Field("streamlearn", min_length=1)
+    client_id: str = "streamlearn"
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a partition starts with neither checkpoint nor commit"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = Field(None, description="kept out of logs and reprs")
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    session_timeout_ms: int = Field(45_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    max_poll_records: int = Field(500, ge=1, description="records one poll may return")
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+    reconnect_backoff_max_ms: int = Field(10_000, ge=100, description="client reconnect cap")
+    client_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra client settings, passed through verbatim"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError(f"security_protocol={self.security_protocol} needs sasl_mechanism")
+            if self.sasl_username is None or self.sasl_password is None:
+                raise ValueError("SASL needs sasl_username and sasl_password")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        return self
+
+
+class WorkerSettings(_Section):
+    """The long-running worker: batching, late labels, back-off, limits."""
+
+    max_wait_s: float = Field(
+        1.0, gt=0, description="a partial batch is learned once its oldest event waited this long"
+    )
+    poll_timeout_s: float = Field(0.1, gt=0, le=5, description="longest single poll")
+    label_cache_size: int = Field(
+        100_000, ge=0, description="unlabelled events kept for late labels"
+    )
+    label_ttl_s: float = Field(3_600.0, gt=0, description="how long a scored event waits")
+    max_event_bytes: int = Field(64 * 1024, ge=64, description="larger messages are rejected")
+    backoff_initial_s: float = Field(0.5, gt=0, description="first retry delay in an outage")
+    backoff_max_s: float = Field(30.0, gt=0, description="retry delay cap in an outage")
+    idle_probe_s: float = Field(5.0, gt=0, description="probe the broker after this long idle")
+    client_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "CRITICAL", description="Kafka client library logs (they repeat per retry)"
+    )
+    log_every_s: float = Field(30.0, gt=0, description="seconds between progress lines")
+    shutdown_timeout_s: float = Field(
+        10.0, ge=0, description="on stop, how long to wait for unacknowledged messages"
+    )
+
+
+class CheckpointSettings(_Section):
+    """Where and how often the worker saves its whole state (offsets included)."""
+
+    dir: Path = Field(Path("checkpoints"), description="checkpoint directory")
+    every_batches: int = Field(200, ge=0, description="batches between checkpoints (0 = off)")
+    every_s: float = Field(30.0, ge=0, description="seconds between checkpoints (0 = off)")
+    keep: int = Field(3, ge=1, description="newest checkpoints kept")
 
 
 class Settings(BaseSettings):
@@ -125,6 +290,12 @@ class Settings(BaseSettings):
     learner: LearnerSettings = LearnerSettings()
     drift: DriftSettings = DriftSettings()
     memory: MemorySettings = MemorySettings()
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    export: ExportSettings = ExportSettings()
+    registry: RegistrySettings = RegistrySettings()
+    serve: ServeSettings = ServeSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -135,7 +306,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init kwargs carry the YAML file's content; environment overrides it.
+        # Direct construction: environment over keyword arguments (load_settings layers more).
         return env_settings, init_settings
 
 
@@ -161,18 +332,47 @@ def _describe(exc: ValidationError) -> str:
     return "invalid settings:\n" + "\n".join(lines)
 
 
+class _MappingSource(PydanticBaseSettingsSource):
+    """A settings layer from an already-parsed mapping (the YAML file)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build Settings from an optional YAML file, the environment and keyword overrides.
+    """Settings from defaults < YAML file < STREAMLEARN_* environment < keyword overrides.
+
+    Keyword overrides are per section (what a command-line flag sets) and win over all else.
 
     >>> load_settings(learner={"lr": 0.01}).learner.lr
     0.01
     """
     data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
-    for section, values in overrides.items():
-        merged = dict(data.get(section) or {})
-        merged.update(values)
-        data[section] = merged
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, _MappingSource(settings_cls, data)
+
     try:
-        return Settings(**data)
+        layered = _Layered(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    # Hand back a plain (picklable) Settings holding the validated sections.
+    return Settings.model_construct(
+        **{name: getattr(layered, name) for name in Settings.model_fields}
+    )

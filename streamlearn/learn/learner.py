@@ -56,12 +56,14 @@ class OnlineLearner:
                 learner.max_classes,
                 regression=self.regression,
             ).to(self.device)
+        # Dense layers: AdamW. The embedding table has sparse gradients and its own lazy Adam,
+        # so a step's cost does not grow with the number of hash buckets.
+        embedding = self.model.embedding.weight
+        self._dense = [p for p in self.model.parameters() if p is not embedding]
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=learner.lr,
-            weight_decay=learner.weight_decay,
-            foreach=True,
+            self._dense, lr=learner.lr, weight_decay=learner.weight_decay, foreach=True
         )
+        self.sparse_optimizer = torch.optim.SparseAdam([embedding], lr=learner.lr)
         self.schedule = RewarmSchedule(
             learner.lr,
             learner.warmup_steps,
@@ -96,6 +98,13 @@ class OnlineLearner:
             pred, _ = self.model(to_device(num, self.device), to_device(cat, self.device))
         return pred.float().cpu().numpy()
 
+    @torch.no_grad()
+    def predict_hidden(self, num: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`predict`, plus the hidden representation [N, H] (error-memory key)."""
+        with self._amp():
+            pred, hidden = self.model(to_device(num, self.device), to_device(cat, self.device))
+        return pred.float().cpu().numpy(), hidden.float().cpu().numpy()
+
     def set_classes(self, mask: np.ndarray) -> None:
         """Switch on the output slots of the classes seen so far."""
         if not self.regression:
@@ -121,21 +130,27 @@ class OnlineLearner:
             return (out.float() - z) ** 2
         return F.cross_entropy(out.float(), y, reduction="none")
 
-    def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
-        """Predict the labelled batch with the current weights, then take one gradient step.
+    def _replay_mix(
+        self, num: torch.Tensor, cat: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch followed by a fresh replay sample of replay_ratio × its size."""
+        n_replay = round(self.settings.replay_ratio * len(y)) if len(self.replay) else 0
+        if not n_replay:
+            return num, cat, y
+        r_num, r_cat, r_y = self.replay.sample(n_replay)
+        return torch.cat([num, r_num]), torch.cat([cat, r_cat]), torch.cat([y, r_y])
 
-        ``y`` holds class slots (int) or target values (float).
+    def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
+        """Predict the labelled batch with the current weights, then learn from it.
+
+        ``y`` holds class slots (int) or target values (float). The first update shares its
+        forward pass with the prequential prediction; ``updates`` > 1 takes further steps on
+        the same batch, each with a fresh replay sample.
         """
         batch = len(y)
         num_t, cat_t = to_device(num, self.device), to_device(cat, self.device)
         y_t = to_device(y.astype(np.float32 if self.regression else np.int64), self.device)
-        n_replay = round(self.settings.replay_ratio * batch) if len(self.replay) else 0
-        if n_replay:
-            r_num, r_cat, r_y = self.replay.sample(n_replay)
-            x_num, x_cat = torch.cat([num_t, r_num]), torch.cat([cat_t, r_cat])
-            y_all = torch.cat([y_t, r_y])
-        else:
-            x_num, x_cat, y_all = num_t, cat_t, y_t
+        x_num, x_cat, y_all = self._replay_mix(num_t, cat_t, y_t)
 
         self.model.train()
         with self._amp():
@@ -147,12 +162,19 @@ class OnlineLearner:
             else:
                 prediction = torch.softmax(pre_out, dim=1)
             pre_loss = self._losses(out[:batch], y_t)
-        if self.regression:
+        if self.regression and np.isfinite(y).all():  # a non-finite batch is skipped below
             self._observe_targets(y.astype(np.float64))
-        loss = self._losses(out, y_all).mean()
-
-        learned = self._apply(loss)
-        self.replay.add(num_t, cat_t, y_t)
+        learned = self._apply(self._losses(out, y_all).mean())
+        for _ in range(self.settings.updates - 1):
+            x_num, x_cat, y_all = self._replay_mix(num_t, cat_t, y_t)
+            with self._amp():
+                out, _ = self.model.raw(x_num, x_cat)
+            learned = self._apply(self._losses(out, y_all).mean()) and learned
+        finite = torch.isfinite(pre_loss)  # a NaN/inf row must not poison later replay
+        if finite.all():
+            self.replay.add(num_t, cat_t, y_t)
+        elif finite.any():
+            self.replay.add(num_t[finite], cat_t[finite], y_t[finite])
         return StepResult(
             prediction.cpu().numpy(),
             pre_loss.cpu().numpy(),
@@ -160,30 +182,49 @@ class OnlineLearner:
             learned,
         )
 
+    def _zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sparse_optimizer.zero_grad(set_to_none=True)
+
+    def _clip(self) -> bool:
+        """Clip all gradients (dense and sparse) to one global norm; False if non-finite."""
+        grads = [p.grad for p in self._dense if p.grad is not None]
+        embedding = self.model.embedding.weight
+        if embedding.grad is not None:
+            embedding.grad = embedding.grad.coalesce()
+            grads.append(embedding.grad.values())
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if not torch.isfinite(norm):
+            return False
+        scale = (self.settings.clip_norm / (norm + 1e-6)).clamp(max=1.0)
+        for grad in grads:
+            grad.mul_(scale)
+        return True
+
     def _apply(self, loss: torch.Tensor) -> bool:
         """Backward, clip and step unless the loss or gradient is non-finite."""
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         if not torch.isfinite(loss):
             self.skipped_nonfinite += 1
             return False
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), self.settings.clip_norm, foreach=True
-        )
-        if not torch.isfinite(norm):
-            self.optimizer.zero_grad(set_to_none=True)
+        if not self._clip():
+            self._zero_grad()
             self.skipped_nonfinite += 1
             return False
         lr = self.schedule.value(self.steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
+        for optimizer in (self.optimizer, self.sparse_optimizer):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
         self.steps += 1
         return True
 
     def on_drift(self) -> None:
-        """Re-warm the learning rate (drift response)."""
+        """Drift response: re-warm the learning rate; optionally restart the replay sample."""
         self.schedule.on_drift(self.steps)
+        if self.settings.replay_reset_on_drift:
+            self.replay.clear()
 
     @property
     def lr(self) -> float:
@@ -194,6 +235,7 @@ class OnlineLearner:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "sparse_optimizer": self.sparse_optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "replay": self.replay.state_dict(),
             "counters": {
@@ -206,6 +248,7 @@ class OnlineLearner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.sparse_optimizer.load_state_dict(state["sparse_optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.replay.load_state_dict(state["replay"])
         counters = state["counters"]

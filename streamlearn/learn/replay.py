@@ -64,6 +64,10 @@ class ReservoirBuffer:
             self.cat[dst] = cat[src]
             self.y[dst] = y[src].to(self.y.dtype)
 
+    def clear(self) -> None:
+        """Forget every row (after a drift the old concept's labels may be wrong)."""
+        self.seen = 0
+
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """k rows drawn uniformly with replacement from what the reservoir holds."""
         idx = torch.from_numpy(self._rng.integers(0, len(self), size=k)).to(self.num.device)

@@ -1,0 +1,183 @@
+"""Composition root: builds sources and learners from Settings. No logic of its own."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from streamlearn.prequential import Prequential
+from streamlearn.settings import Settings
+from streamlearn.sources import FileSource, Source, SyntheticSource
+
+if TYPE_CHECKING:  # serving stack and Kafka imported only by the commands that use them
+    import threading
+    from collections.abc import Iterable
+
+    from prometheus_client import CollectorRegistry
+    from starlette.applications import Starlette
+
+    from streamlearn.export.publisher import Publisher
+    from streamlearn.registry.base import Registry
+    from streamlearn.serve.runtime import ServingRuntime
+    from streamlearn.worker import ExportHook, Worker
+
+__all__ = [
+    "build_prequential",
+    "build_publisher",
+    "build_registry",
+    "build_server",
+    "build_source",
+    "build_worker",
+    "configure_logging",
+    "run_produce",
+    "run_server",
+    "run_worker",
+]
+
+
+def build_source(settings: Settings) -> Source:
+    """The source named by ``settings.source.kind``."""
+    src = settings.source
+    if src.kind == "file":
+        assert src.path is not None  # enforced by SourceSettings
+        return FileSource(src.path)
+    if src.kind == "kafka":
+        from streamlearn.sources.kafka import KafkaSource
+
+        w = settings.worker
+        return KafkaSource(settings.kafka, w.max_wait_s, max_bytes=w.max_event_bytes)
+    return SyntheticSource(src.stream, src.n_events, src.seed)
+
+
+def build_prequential(settings: Settings) -> Prequential:
+    return Prequential(settings)
+
+
+def build_registry(settings: Settings) -> Registry:
+    """The registry named by ``settings.registry.kind`` (filesystem or Redis)."""
+    reg = settings.registry
+    if reg.kind == "redis":
+        from streamlearn.registry.redis import RedisRegistry
+
+        password = reg.password.get_secret_value() if reg.password else None
+        return RedisRegistry(reg.url, prefix=reg.prefix, keep=reg.keep, password=password)
+    from streamlearn.registry.filesystem import FilesystemRegistry
+
+    return FilesystemRegistry(reg.path, keep=reg.keep)
+
+
+def build_publisher(settings: Settings, registry: Registry) -> Publisher:
+    """The worker's export stage (call maybe_publish and push_memory after each batch)."""
+    from streamlearn.export.publisher import Publisher
+
+    return Publisher(registry, settings.export)
+
+
+def build_server(
+    settings: Settings,
+    registry: Registry,
+    metrics_registry: CollectorRegistry | None = None,
+    *,
+    watch: bool = True,
+) -> tuple[Starlette, ServingRuntime]:
+    """The serving ASGI app and its runtime (model slot + registry watcher)."""
+    from prometheus_client import CollectorRegistry
+
+    from streamlearn.serve.app import build_app
+    from streamlearn.serve.metrics import ServeMetrics
+    from streamlearn.serve.runtime import ServingRuntime
+
+    metrics = ServeMetrics(metrics_registry or CollectorRegistry())
+    srv = settings.serve
+    runtime = ServingRuntime(
+        registry,
+        metrics,
+        poll_s=settings.registry.poll_s,
+        memory_poll_s=srv.memory_poll_s,
+        warm_rows=srv.warm_rows,
+        compensate=srv.compensate,
+    )
+    return build_app(runtime, srv, watch=watch), runtime
+
+
+def run_server(settings: Settings) -> None:
+    """``streamlearn serve``: uvicorn in the foreground until SIGINT/SIGTERM."""
+    import uvicorn
+
+    registry = build_registry(settings)
+    app, _ = build_server(settings, registry)
+    try:
+        uvicorn.run(
+            app,
+            host=settings.serve.host,
+            port=settings.serve.port,
+            log_level="info",
+            access_log=False,
+        )
+    finally:
+        registry.close()
+
+
+# -- Kafka worker and producer (issue 4) --------------------------------------------------------
+def configure_logging(level: str, client_level: str = "CRITICAL") -> None:
+    """Timestamped lines on stderr; Kafka client libraries (they log per retry) kept quiet."""
+    import logging
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(client_level)  # kafka-python and kafka.librdkafka
+
+
+def build_worker(
+    settings: Settings, stop: threading.Event, export: ExportHook | None = None
+) -> Worker | None:
+    """Connect (retrying through an outage) and assemble the worker; None if stopped first."""
+    import logging
+
+    from streamlearn.backoff import Backoff, BrokerHealth, retry
+    from streamlearn.checkpoint import CheckpointStore
+    from streamlearn.sources.kafka import open_reader, open_writer
+    from streamlearn.worker import Worker, no_export
+
+    w, c = settings.worker, settings.checkpoint
+    health = BrokerHealth(
+        Backoff(w.backoff_initial_s, w.backoff_max_s), logging.getLogger(__name__)
+    )
+    reader = retry(lambda: open_reader(settings.kafka), health, stop, "connect")
+    writer = retry(lambda: open_writer(settings.kafka), health, stop, "connect")
+    if reader is None or writer is None:  # stopped while the broker was unreachable
+        if reader is not None:
+            reader.close()
+        return None
+    store = CheckpointStore(c.dir, c.keep)
+    preq = build_prequential(settings)
+    return Worker(settings, preq, reader, writer, store, export or no_export, stop=stop)
+
+
+def run_worker(settings: Settings) -> None:
+    """``streamlearn worker``: runs until SIGTERM/SIGINT, then checkpoints, commits, returns."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = build_worker(settings, stop)
+    if worker is not None:
+        worker.run()
+
+
+def run_produce(
+    settings: Settings,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    rate: float,
+    total: int | None,
+    progress: bool = True,
+) -> int:
+    """``streamlearn produce``: send ``messages`` to ``kafka.topic``; returns how many."""
+    from streamlearn.produce import produce
+    from streamlearn.sources.kafka import open_writer
+
+    writer = open_writer(settings.kafka)
+    try:
+        return produce(writer, settings.kafka.topic, messages, rate, total, progress)
+    finally:
+        writer.close()

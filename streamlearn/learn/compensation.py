@@ -1,0 +1,173 @@
+"""MemoryStage: how the prequential loop uses the error memory, and when its keys are renewed.
+
+Per labelled micro-batch: the learner's base prediction (made before it learns) is compensated
+by :class:`~streamlearn.learn.memory.ErrorMemory`, then the memory stores
+(hidden, y, base prediction). Score-only rows are compensated the same way. The drift
+detector keeps watching the *base* model's loss.
+
+Keys are the model's hidden representation, which moves as the model trains, fastest right
+after a drift, when the LR is re-warmed. The rule (measured in benchmarks/error_memory.py, see
+DESIGN.md "Error memory"):
+
+- a small ring buffer (``size`` samples, a few micro-batches) bounds how stale a key can be;
+- on a detected drift the memory is cleared (its labels belong to the old concept);
+- for ``rekey_after_drift`` steps after a detected drift, and every ``rekey_every`` steps
+  otherwise (0 = never), the stored inputs are re-encoded with the current model, refreshing
+  both the keys and the stored base predictions (top-k store only: a sketch of sums cannot be
+  re-encoded, so the LSH store relies on the reset and its ``decay``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from streamlearn.learn.learner import OnlineLearner
+from streamlearn.learn.memory import ErrorMemory, TopKStore
+from streamlearn.settings import FeatureSettings, MemorySettings
+
+__all__ = ["MemoryStage"]
+
+
+class MemoryStage:
+    """Compensates the learner's predictions with an ErrorMemory and keeps the memory fresh."""
+
+    def __init__(
+        self, settings: MemorySettings, features: FeatureSettings, learner: OnlineLearner
+    ) -> None:
+        self.settings = settings
+        self.learner = learner
+        model = learner.model
+        self.memory = ErrorMemory(
+            model.hidden_dim,
+            int(model.class_mask.shape[0]),
+            kind=settings.kind,
+            lam=settings.lam,
+            gamma=settings.gamma,
+            tau=settings.tau,
+            size=settings.size,
+            k=settings.k,
+            tables=settings.tables,
+            bits=settings.bits,
+            decay=settings.decay,
+            store=settings.store,
+            error_threshold=settings.error_threshold,
+            regression=learner.regression,
+            device=learner.device,
+            seed=learner.settings.seed,
+        )
+        store = self.memory.backend
+        self._ring: TopKStore | None = None
+        if isinstance(store, TopKStore) and (settings.rekey_every or settings.rekey_after_drift):
+            self._ring = store  # inputs are mirrored slot for slot with the ring buffer
+            self._num = torch.zeros((settings.size, features.numeric_slots), device=learner.device)
+            self._cat = torch.zeros(
+                (settings.size, features.categorical_slots), dtype=torch.long, device=learner.device
+            )
+        self._keys: tuple[np.ndarray, torch.Tensor] | None = None
+        self.steps = 0
+        self.since_drift = -1  # steps since the last detected drift; -1 = none yet
+        self.resets = 0
+        self.rekeys = 0
+
+    # -- scoring ----------------------------------------------------------------------------
+    def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """The base prediction corrected by the memory (unchanged while it is empty)."""
+        if len(self.memory) == 0:
+            return base
+        self._keys = (hidden, self.memory.keys(hidden))  # normalised once for learn()
+        return self.memory.compensate(hidden, base, self._keys[1])
+
+    def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Score-only rows: base prediction and hidden from the learner, then compensation."""
+        base, hidden = self.learner.predict_hidden(num, cat)
+        return self.compensate(hidden, base)
+
+    # -- learning ---------------------------------------------------------------------------
+    def learn(
+        self,
+        num: np.ndarray,
+        cat: np.ndarray,
+        hidden: np.ndarray,
+        target: np.ndarray,
+        base: np.ndarray,
+        drifted: bool,
+    ) -> None:
+        """After a learned batch: apply the reset rule, store the rows, re-key if due."""
+        self.steps += 1
+        if drifted:
+            self.since_drift = 0
+            if self.settings.reset_on_drift:
+                self.memory.reset()
+                self.resets += 1
+        elif self.since_drift >= 0:
+            self.since_drift += 1
+        cursor = self._ring.cursor if self._ring is not None else 0
+        keys = self._keys[1] if self._keys is not None and self._keys[0] is hidden else None
+        self._keys = None
+        stored = self.memory.update(hidden, target, base, keys)
+        if self._ring is not None:
+            if not stored.all():
+                num, cat = num[stored], cat[stored]
+            self._store_inputs(num, cat, cursor)
+            if self._rekey_due():
+                self.rekey()
+
+    def _store_inputs(self, num: np.ndarray, cat: np.ndarray, cursor: int) -> None:
+        """Mirror the ring slots just written (from ``cursor`` on) with the raw inputs."""
+        assert self._ring is not None
+        size, n = self._ring.size, min(len(num), self._ring.size)
+        num_t = torch.from_numpy(np.ascontiguousarray(num[len(num) - n :]))
+        cat_t = torch.from_numpy(np.ascontiguousarray(cat[len(cat) - n :]))
+        if cursor + n <= size:  # the usual case: one contiguous run of slots
+            self._num[cursor : cursor + n] = num_t  # copies, converting dtype and device
+            self._cat[cursor : cursor + n] = cat_t
+        else:
+            slots = (torch.arange(n) + cursor) % size
+            self._num[slots.to(self._num.device)] = num_t.to(self._num.device, torch.float32)
+            self._cat[slots.to(self._cat.device)] = cat_t.to(self._cat.device, torch.long)
+
+    def _rekey_due(self) -> bool:
+        s = self.settings
+        if 0 <= self.since_drift < s.rekey_after_drift:
+            return True
+        return bool(s.rekey_every) and self.steps % s.rekey_every == 0
+
+    @torch.no_grad()
+    def rekey(self) -> None:
+        """Re-encode every stored input with the current model: fresh keys and base values."""
+        ring = self._ring
+        if ring is None or ring.filled == 0:
+            return
+        n, w = ring.filled, ring.width
+        pred, hidden = self.learner.model(self._num[:n], self._cat[:n])
+        ring.keys[:n] = F.normalize(hidden.float(), dim=1, eps=1e-8)
+        ring.values[:n, w:] = pred.float().view(n, w)
+        self.rekeys += 1
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain arrays and scalars: the memory, the inputs kept for re-keying, counters."""
+        state = {
+            "memory": self.memory.state_dict(),
+            "steps": self.steps,
+            "since_drift": self.since_drift,
+            "model_step": self.learner.steps,  # the learner step the keys belong to
+        }
+        if self._ring is not None:
+            order = self._ring.order()
+            state["num"] = self._num[order].cpu().numpy()
+            state["cat"] = self._cat[order].cpu().numpy()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict(state["memory"])
+        self.steps = int(state["steps"])
+        self.since_drift = int(state["since_drift"])
+        if self._ring is not None and "num" in state:
+            n = self._ring.filled  # the ring was rewritten oldest-first from slot 0
+            self._num[:n] = torch.as_tensor(np.asarray(state["num"]), dtype=torch.float32)[-n:]
+            self._cat[:n] = torch.as_tensor(np.asarray(state["cat"]), dtype=torch.long)[-n:]

@@ -1,0 +1,91 @@
+"""Smoke test of benchmarks/prequential.py: streamlearn and river LR on a short stream.
+
+Runs the real command line in a subprocess (as a user would) on ~600 events of one stream,
+leaving out the slow peers and deep-river, and checks the table, the JSON and the plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "prequential.py"
+STREAM = "sea-drift"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    command = [
+        sys.executable, str(SCRIPT), "--events", "600", "--seed", "7", "--streams", STREAM,
+        "--skip-peers", "river-hat,river-arf,deep-river", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "## Targets" in done.stdout
+    return out
+
+
+def test_writes_table_json_and_plot(out: Path) -> None:
+    markdown = (out / "prequential.md").read_text(encoding="utf-8")
+    assert f"## {STREAM}" in markdown
+    for name in ("streamlearn", "streamlearn (dicts)", "river LogisticRegression"):
+        assert f"| {name} " in markdown
+    assert "StandardScaler \\| LogisticRegression" in markdown  # pipe escaped in the table
+    assert "## Machine" in markdown and "## Overall" in markdown
+    assert "deep-river" in markdown and "skipped" in markdown  # skipped peer said so
+    png = (out / f"prequential-{STREAM}.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5_000
+
+
+def test_numbers_are_sane(out: Path) -> None:
+    data = json.loads((out / "prequential.json").read_text(encoding="utf-8"))
+    stream = data["streams"][STREAM]
+    assert stream["drift_positions"] == [150, 300, 450]
+    models = stream["models"]
+    assert set(models) == {
+        "streamlearn",
+        "streamlearn-dicts",
+        "streamlearn-throughput",
+        "river-lr",
+        "river-scaled-lr",
+    }
+    for summary in models.values():
+        assert summary["events"] == 600
+        assert 0.0 <= summary["accuracy"] <= 1.0
+        assert summary["events_per_s"] > 0
+        assert len(summary["after_drift"]) == 3
+        assert all(0.0 <= a <= 1.0 for a in summary["after_drift"])
+    assert "deep-river" in stream["skipped"]
+    # the two streamlearn paths are the same learner on the same rows
+    assert math.isclose(
+        models["streamlearn"]["accuracy"], models["streamlearn-dicts"]["accuracy"], abs_tol=0.02
+    )
+
+
+def test_targets_come_from_this_run(out: Path) -> None:
+    data = json.loads((out / "prequential.json").read_text(encoding="utf-8"))
+    by_target = {(t["target"], t["stream"]): t for t in data["targets"]}
+    lr = by_target[("streamlearn events/s ≥ 10× river LogisticRegression", STREAM)]
+    models = data["streams"][STREAM]["models"]
+    ratio = models["streamlearn"]["events_per_s"] / models["river-lr"]["events_per_s"]
+    assert math.isclose(lr["value"], ratio, rel_tol=1e-9)
+    assert lr["met"] is (ratio >= 10)
+    deep = by_target[("streamlearn events/s ≥ 100× deep-river MLP", STREAM)]
+    assert deep["met"] is None  # not measured: deep-river was skipped
+    accuracy = by_target[("streamlearn accuracy ≥ best peer − 0.01", STREAM)]
+    assert isinstance(accuracy["met"], bool)
+
+
+def test_missing_deep_river_venv_is_a_note_not_a_crash(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from peers.deep_river_peer import DeepRiverPeer, PeerUnavailable
+
+    with pytest.raises(PeerUnavailable, match=r"setup_peers\.sh"):
+        DeepRiverPeer(venv=tmp_path / "no-venv").run([({"a": 1.0}, 1)])

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+
+from streamlearn.drift import LossDeviationDetector
+
+
+def make(cooldown=200):
+    return LossDeviationDetector(alpha=0.05, window=300, k=4.0, cooldown=cooldown, min_samples=100)
+
+
+def test_golden_detections(losses, changes, feed):
+    fired = feed(make(), losses)
+    assert fired == [1502, 4502]
+    # sensible: rises in the loss are caught within a few events, the fall at 3000 is not drift
+    assert all(0 <= f - c < 20 for f, c in zip(fired, [changes[0], changes[2]], strict=True))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 6000])
+def test_detections_do_not_depend_on_batching(losses, batch, feed):
+    assert feed(make(), losses, batch) == [1502, 4502]
+
+
+def test_smoothed_loss_is_an_ewma():
+    det = LossDeviationDetector(alpha=0.5, window=10, k=4.0, cooldown=0, min_samples=5)
+    assert det.smoothed is None
+    det.update(np.array([1.0, 3.0, 5.0]))
+    assert det.smoothed == pytest.approx(0.5 * 5 + 0.5 * (0.5 * 3 + 0.5 * 1))
+    assert det.seen == 3
+
+
+def test_false_alarms_on_a_stationary_loss_are_rare():
+    # The window's std of an autocorrelated EWMA is itself noisy, so k=4 is not a 4-sigma
+    # guarantee; this pins the rate: at most one false alarm per 6000 events on average.
+    alarms = [
+        len(make().update(np.abs(np.random.default_rng(s).normal(0.4, 0.1, 6000))))
+        for s in range(8)
+    ]
+    assert alarms[0] == 0
+    assert sum(alarms) <= 8
+
+
+def test_nothing_fires_before_min_samples():
+    det = LossDeviationDetector(alpha=0.5, window=500, k=1.0, cooldown=0, min_samples=300)
+    losses = np.concatenate([np.full(100, 0.1), np.full(100, 5.0)])
+    assert det.update(losses) == []
+
+
+def test_cooldown_respected(stairs, feed):
+    assert len(feed(make(cooldown=0), stairs)) == 11  # one per step up
+    fired = feed(LossDeviationDetector(0.05, 200, 4.0, cooldown=1000, min_samples=50), stairs)
+    assert fired == [300, 1501, 2701]
+    assert (np.diff(fired) > 1000).all()
+
+
+def test_non_finite_losses_are_ignored(losses, feed):
+    bad = {10: np.nan, 700: np.inf, 2000: -np.inf, 4000: np.nan}
+    dirty = losses.copy()
+    for offset, (pos, value) in enumerate(sorted(bad.items())):
+        dirty = np.insert(dirty, pos + offset, value)
+    det = make()
+    fired = feed(det, dirty)
+    # same detections, shifted by the non-finite values inserted before them
+    assert fired == [1502 + 2, 4502 + 4]
+    assert det.seen == len(losses)
+    assert np.isfinite(det.smoothed)
+
+
+def test_state_round_trip_through_json_continues_identically(losses, feed):
+    whole = make()
+    expected = feed(whole, losses)
+    first = make()
+    assert feed(first, losses[:1510]) == [1502]  # stop inside the cooldown
+    state = json.loads(json.dumps(first.state_dict()))
+    restored = make()
+    restored.load_state_dict(state)
+    rest = [1510 + f for f in feed(restored, losses[1510:])]
+    assert [1502, *rest] == expected
+    assert restored.state_dict() == whole.state_dict()
