@@ -1,0 +1,1 @@
+"""Model export: ONNX artifacts, error-memory snapshots, the publish gate and the publisher."""

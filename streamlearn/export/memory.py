@@ -1,0 +1,106 @@
+"""Error-memory snapshots: the worker's ReLoop2 memory as bytes serving replicas can pull.
+
+A snapshot is an uncompressed ``.npz`` (numpy's zip of arrays, read back with
+``allow_pickle=False``: nothing from the network is ever unpickled) holding the memory's arrays
+plus one JSON header: the :class:`~streamlearn.learn.memory.ErrorMemory` configuration, its
+scalar state, the learner step its keys belong to and the newest model version published when
+it was pushed. Serving rebuilds the memory with the same class the learner uses, so the
+compensation it applies is the learner's own code on the same state.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamlearn.errors import ArtifactError
+from streamlearn.learn.compensation import MemoryStage
+from streamlearn.learn.memory import ErrorMemory
+
+__all__ = ["MEMORY_FORMAT", "MemorySnapshot", "decode_memory", "encode_memory"]
+
+MEMORY_FORMAT = "streamlearn-memory/1"
+_HEADER = "__header__"
+_CONFIG = ("kind", "lam", "gamma", "tau", "size", "k", "tables", "bits", "decay", "store")
+
+
+@dataclass(frozen=True, eq=False)
+class MemorySnapshot:
+    """A decoded snapshot: the rebuilt memory and where it came from."""
+
+    memory: ErrorMemory
+    hidden_dim: int
+    width: int  # class slots (1 for regression)
+    regression: bool
+    learner_step: int
+    model_version: int | None
+    pushed_unix: float
+    pulled_unix: float
+
+
+def encode_memory(stage: MemoryStage, model_version: int | None) -> bytes:
+    """Serialise a MemoryStage's error memory (its arrays and the config to rebuild it)."""
+    memory, settings = stage.memory, stage.settings
+    state = memory.state_dict()
+    arrays = {k: np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
+    scalars = {k: v for k, v in state.items() if k not in arrays}
+    header = {
+        "format": MEMORY_FORMAT,
+        "config": {k: getattr(settings, k) for k in _CONFIG},
+        "hidden_dim": int(stage.learner.model.hidden_dim),
+        "width": int(stage.learner.model.class_mask.shape[0]),
+        "regression": memory.regression,
+        "scalars": scalars,
+        "learner_step": int(stage.learner.steps),
+        "model_version": model_version,
+        "pushed_unix": time.time(),
+    }
+    raw = np.frombuffer(json.dumps(header, allow_nan=False).encode("utf-8"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{_HEADER: raw}, **arrays)
+    return buffer.getvalue()
+
+
+def decode_memory(blob: bytes) -> MemorySnapshot:
+    """Rebuild the memory from :func:`encode_memory` bytes; ArtifactError("bad_memory") if not."""
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        header: dict[str, Any] = json.loads(arrays.pop(_HEADER).tobytes().decode("utf-8"))
+        if header.get("format") != MEMORY_FORMAT:
+            raise ValueError(f"unknown memory format {header.get('format')!r}")
+        config = header["config"]
+        memory = ErrorMemory(
+            int(header["hidden_dim"]),
+            int(header["width"]),
+            regression=bool(header["regression"]),
+            device="cpu",
+            **{k: config[k] for k in _CONFIG},
+        )
+        memory.load_state_dict({**header["scalars"], **arrays})
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        zipfile.BadZipFile,
+        RuntimeError,
+    ) as exc:
+        raise ArtifactError("bad_memory", f"error-memory snapshot unusable: {exc}") from None
+    return MemorySnapshot(
+        memory=memory,
+        hidden_dim=int(header["hidden_dim"]),
+        width=1 if memory.regression else int(header["width"]),
+        regression=memory.regression,
+        learner_step=int(header["learner_step"]),
+        model_version=header.get("model_version"),
+        pushed_unix=float(header["pushed_unix"]),
+        pulled_unix=time.time(),
+    )
