@@ -1,0 +1,247 @@
+"""deploy/docker/Dockerfile, read as text (there is no Docker engine here): multi-stage, a final
+stage without build tools running as a non-root user, ENTRYPOINT streamlearn, the torch variant
+as a build argument; plus the image's healthcheck script and its runtime dependencies."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from types import ModuleType
+
+import pytest
+from deploy_support import DOCKER, REPO
+
+from streamlearn.settings import CheckpointSettings, RegistrySettings, ServeSettings
+
+DOCKERFILE = DOCKER / "Dockerfile"
+BUILD_TOOLS = re.compile(
+    r"\b(build-essential|gcc|g\+\+|clang|cmake|make|cc|gfortran|cargo|rustc|"
+    r"python3?-dev|libc6?-dev|linux-headers|pkg-config)\b"
+)
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs: comments dropped, continuation lines joined."""
+    out, pending = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue  # comments inside a continued instruction
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        keyword, _, args = full.partition(" ")
+        out.append((keyword.upper(), args.strip()))
+    return out
+
+
+def stages(text: str) -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for keyword, args in instructions(text):
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, args))
+    return result
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[list[tuple[str, str]]]:
+    return stages(DOCKERFILE.read_text())
+
+
+def _args(stage: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [args for kw, args in stage if kw == keyword]
+
+
+def _exec_form(args: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list), f"use the exec form (JSON array), got {args}"
+    return value
+
+
+def test_multi_stage_with_a_named_builder(dockerfile):
+    assert len(dockerfile) >= 2
+    names = [re.search(r"\bAS\s+(\S+)", s[0][1], re.I) for s in dockerfile]
+    assert names[0] and names[0].group(1) == "builder"
+    final = dockerfile[-1]
+    copies_from = [a for a in _args(final, "COPY") if a.startswith("--from=")]
+    assert copies_from == ["--from=builder /opt/venv /opt/venv"], "only the virtualenv crosses"
+
+
+def test_final_stage_has_no_build_tools(dockerfile):
+    final = dockerfile[-1]
+    for keyword, args in final:
+        if keyword == "RUN":
+            assert not BUILD_TOOLS.search(args), f"build tool in the final stage: {args}"
+    # ... while the builder is where they belong (so the check above is not vacuous)
+    builder_runs = " ".join(_args(dockerfile[0], "RUN"))
+    assert "build-essential" in builder_runs
+
+
+def test_final_stage_runs_as_a_non_root_user(dockerfile):
+    final = dockerfile[-1]
+    users = _args(final, "USER")
+    assert users, "the final stage must set USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0") and user.isdigit(), "numeric UID (runAsNonRoot checks it)"
+    keywords = [kw for kw, _ in final]
+    last_user = len(keywords) - 1 - keywords[::-1].index("USER")
+    assert last_user < keywords.index("ENTRYPOINT")
+    assert not {"RUN", "COPY", "ADD"} & set(keywords[last_user:]), (
+        "USER follows the last build step"
+    )
+    assert _exec_form(_args(final, "ENTRYPOINT")[-1]) == ["streamlearn"]
+    # the chart's securityContext expects the same UID
+    values = (REPO / "helm" / "streamlearn" / "values.yaml").read_text()
+    assert f"runAsUser: {user}" in values
+
+
+def test_read_only_root_friendly(dockerfile):
+    final = dockerfile[-1]
+    (workdir,) = _args(final, "WORKDIR")
+    volumes = {v for args in _args(final, "VOLUME") for v in _exec_form(args)}
+    # streamlearn's relative defaults land in the volumes
+    assert str(PurePosixPath(workdir) / CheckpointSettings().dir) in volumes
+    assert str(PurePosixPath(workdir) / RegistrySettings().path) in volumes
+    env = " ".join(_args(final, "ENV"))
+    assert "PYTHONDONTWRITEBYTECODE=1" in env  # no .pyc writes into a read-only site-packages
+    assert "MPLCONFIGDIR=/tmp/" in env and "HOME=" in env
+    assert "STREAMLEARN_" not in env, "env would silently override the users' YAML settings"
+    chowned = " ".join(_args(final, "RUN"))
+    assert "chown -R 10001:10001 /var/lib/streamlearn" in chowned
+
+
+def test_torch_variant_build_argument(dockerfile):
+    builder = dockerfile[0]
+    variant = [a for a in _args(builder, "ARG") if a.startswith("TORCH_VARIANT=")]
+    assert variant == ["TORCH_VARIANT=cpu"], "CPU torch unless asked otherwise"
+    runs = " ".join(_args(builder, "RUN"))
+    assert 'https://download.pytorch.org/whl/${TORCH_VARIANT}"' in runs
+    assert "cu[0-9][0-9][0-9]" in runs  # the variant is checked, not passed blindly
+    # torch is installed before the project, so `pip install /src` keeps that build
+    order = [a for a in _args(builder, "RUN") if "pip install" in a]
+    assert "torch==" in order[0] and order[-1].startswith("pip install /src")
+    # the same torch version as scripts/install-torch.sh
+    (version,) = [a for a in _args(builder, "ARG") if a.startswith("TORCH_VERSION=")]
+    script = (REPO / "scripts" / "install-torch.sh").read_text()
+    assert f"VERSION=${{TORCH_VERSION:-{version.split('=')[1]}}}" in script
+
+
+def test_copied_files_exist_and_pass_the_dockerignore(dockerfile):
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = [line[1:] for line in ignore if line.startswith("!")]
+    for stage in dockerfile:
+        for args in _args(stage, "COPY"):
+            if args.startswith("--from="):
+                continue
+            *sources, _ = args.split()
+            for source in sources:
+                assert (REPO / source).exists(), source
+                assert any(source == a or source.startswith(a + "/") for a in allowed), source
+
+
+def test_healthcheck_is_the_image_script(dockerfile):
+    final = dockerfile[-1]
+    (health,) = _args(final, "HEALTHCHECK")
+    command = _exec_form(health.split("CMD", 1)[1].strip())
+    script = command[-1]
+    copied = [a.split()[-1] for a in _args(final, "COPY")]
+    assert script in copied
+    assert (DOCKER / "healthcheck.py").is_file()
+
+
+# -- the healthcheck script ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def healthcheck() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("healthcheck", DOCKER / "healthcheck.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_healthcheck_only_probes_the_server(healthcheck, tmp_path, monkeypatch):
+    exe = "/opt/venv/bin/streamlearn"
+    py = "/opt/venv/bin/python"
+    assert healthcheck.live_url([py, exe, "worker", "--config", "/x.yaml"]) is None
+    assert healthcheck.live_url([py, exe, "produce", "--topic", "serve"]) is None
+    assert healthcheck.live_url([py, exe, "serve", "--port", "9000"]) == (
+        "http://127.0.0.1:9000/v2/health/live"
+    )
+    assert healthcheck.live_url([py, "-m", "streamlearn", "serve", "--port=9001"]).endswith(
+        ":9001/v2/health/live"
+    )
+    config = tmp_path / "server.yaml"
+    config.write_text("serve: {port: 8181}\n")
+    assert ":8181/" in healthcheck.live_url([py, exe, "serve", "--config", str(config)])
+    monkeypatch.setenv("STREAMLEARN_SERVE__PORT", "8282")
+    assert ":8282/" in healthcheck.live_url([py, exe, "serve", "--config", str(config)])
+    monkeypatch.delenv("STREAMLEARN_SERVE__PORT")
+    default = healthcheck.live_url([py, exe, "serve"])
+    assert default == f"http://127.0.0.1:{ServeSettings().port}/v2/health/live"
+
+
+def test_healthcheck_path_is_a_server_route(healthcheck):
+    from streamlearn.serve import app
+
+    assert f'Route("{healthcheck.LIVE_PATH}"' in Path(app.__file__).read_text()
+
+
+# -- the image installs what streamlearn imports ----------------------------------------------
+def _requirement_name(line: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+# Imported only on paths where the caller already brings the package.
+NOT_NEEDED_IN_IMAGE = {"pandas": "streamlearn.river's *_many methods take the caller's DataFrame"}
+
+
+def test_image_installs_every_third_party_import():
+    """Every third-party module streamlearn imports is declared by pyproject.toml, required by a
+    declared package, or listed in deploy/docker/requirements-runtime.txt."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {_requirement_name(r) for r in project["dependencies"]}
+    runtime = DOCKER / "requirements-runtime.txt"
+    declared |= {
+        _requirement_name(line)
+        for line in runtime.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    transitive = set(declared)
+    for name in declared:
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        transitive |= {_requirement_name(r) for r in requires if "extra ==" not in r}
+    import ast
+    import sys
+
+    owners = metadata.packages_distributions()
+    missing = set()
+    for path in (REPO / "streamlearn").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in {"streamlearn", *NOT_NEEDED_IN_IMAGE}:
+                    continue
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                if not dists & transitive:
+                    missing.add(f"{top} ({path.relative_to(REPO)})")
+    assert sorted(missing) == []
