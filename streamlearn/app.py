@@ -160,7 +160,8 @@ def run_worker(settings: Settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    worker = build_worker(settings, stop)
+    publisher = build_publisher(settings, build_registry(settings))
+    worker = build_worker(settings, stop, publisher.after_batch)
     if worker is not None:
         worker.run()
 

@@ -35,12 +35,12 @@ __all__ = ["ExportHook", "Worker", "WorkerStats", "no_export"]
 log = logging.getLogger(__name__)
 
 # The export seam: called after every batch with the live chain and the batch count; the hook
-# owns its cadence (the serving issue's Publisher.maybe_publish / push_memory fit it as is).
+# owns its cadence (``streamlearn worker`` passes Publisher.after_batch).
 ExportHook = Callable[[Prequential, int], None]
 
 
 def no_export(preq: Prequential, batches: int) -> None:
-    """Export nothing: the seam where the ONNX exporter of the serving issue plugs in."""
+    """Export nothing (tests and benchmarks that only learn)."""
 
 
 @dataclass

@@ -217,6 +217,19 @@ class Publisher:
         self.memory_pushes += 1
         return True
 
+    def after_batch(self, prequential: Prequential, batches: int) -> PublishResult:
+        """The worker's export hook: publish when due, push the error memory when due."""
+        result = self.maybe_publish(prequential, batches)
+        self.push_memory(prequential)
+        if result.published:
+            log.info(
+                "published version %s (%s, loss %.4f)",
+                result.version,
+                result.trigger,
+                result.candidate_loss,
+            )
+        return result
+
 
 def _finite(values: dict[str, float]) -> dict[str, float | None]:
     """JSON has no NaN: None for a loss that is not known."""

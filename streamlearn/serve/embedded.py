@@ -85,8 +85,7 @@ def run_live_demo(
             if not events:
                 continue
             preq.process([e.x for e in events], [e.y for e in events])
-            result = publisher.maybe_publish(preq, step)
-            publisher.push_memory(preq)
+            result = publisher.after_batch(preq, step)
             if result.published:
                 report.published.append(result.version or 0)
                 print(

@@ -185,3 +185,33 @@ def test_bad_messages_are_dead_lettered_and_unacknowledged_ones_block_the_checkp
     worker.stop()
     worker.shutdown()
     assert worker.store.saved == 0  # not checkpointed past an unconfirmed dead letter
+
+
+def test_the_publisher_hook_exports_versions_and_pushes_the_memory(tmp_path: Path):
+    from streamlearn.app import build_publisher, build_registry
+
+    s = load_settings(
+        kafka={"topic": TOPIC, "dead_letter_topic": "dlq"},
+        learner={"hidden": [16], "device": "cpu"},
+        features={"numeric_slots": 4, "categorical_slots": 2, "hash_buckets": 64},
+        source={"batch_size": 8},
+        worker={"max_wait_s": 0.01, "poll_timeout_s": 0.01},
+        checkpoint={"dir": tmp_path / "ckpt", "every_batches": 5, "every_s": 0},
+        registry={"kind": "filesystem", "path": tmp_path / "registry"},
+        export={"every_steps": 10, "min_rows": 16, "gate_margin": 10.0, "memory_push_s": 0.001},
+    )
+    registry = build_registry(s)
+    publisher = build_publisher(s, registry)
+    log = {(TOPIC, 0): [event(i) for i in range(400)]}
+    worker = Worker(
+        s,
+        Prequential(s),
+        FakeReader(log),
+        FakeWriter(),
+        CheckpointStore(s.checkpoint.dir),
+        publisher.after_batch,
+    )
+    drive(worker, 400)
+    assert publisher.published >= 2  # every 10 of the 50 batches, once the gate has rows
+    assert registry.current() is not None
+    assert publisher.memory_pushes > 0 and registry.pull_memory() is not None
