@@ -61,7 +61,7 @@ class OnlineLearner:
         embedding = self.model.embedding.weight
         self._dense = [p for p in self.model.parameters() if p is not embedding]
         self.optimizer = torch.optim.AdamW(
-            self._dense, lr=learner.lr, weight_decay=learner.weight_decay, foreach=True
+            self._dense, lr=learner.lr, weight_decay=learner.weight_decay, fused=True
         )
         self.sparse_optimizer = torch.optim.SparseAdam([embedding], lr=learner.lr)
         self.schedule = RewarmSchedule(
@@ -152,7 +152,6 @@ class OnlineLearner:
         y_t = to_device(y.astype(np.float32 if self.regression else np.int64), self.device)
         x_num, x_cat, y_all = self._replay_mix(num_t, cat_t, y_t)
 
-        self.model.train()
         with self._amp():
             out, hidden = self.model.raw(x_num, x_cat)
         with torch.no_grad():
@@ -161,10 +160,11 @@ class OnlineLearner:
                 prediction = pre_out * self.model.target_scale + self.model.target_loc
             else:
                 prediction = torch.softmax(pre_out, dim=1)
-            pre_loss = self._losses(out[:batch], y_t)
         if self.regression and np.isfinite(y).all():  # a non-finite batch is skipped below
             self._observe_targets(y.astype(np.float64))
-        learned = self._apply(self._losses(out, y_all).mean())
+        losses = self._losses(out, y_all)  # one pass: training loss and prequential loss
+        pre_loss = losses[:batch].detach()
+        learned = self._apply(losses.mean())
         for _ in range(self.settings.updates - 1):
             x_num, x_cat, y_all = self._replay_mix(num_t, cat_t, y_t)
             with self._amp():
