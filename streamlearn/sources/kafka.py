@@ -6,7 +6,7 @@ offers the same two halves:
 
 - a :class:`KafkaReader`: consumer-group subscription with a :class:`RebalanceHandler` (which
   says where each assigned partition starts and checkpoints before partitions are given up),
-  ``poll``, ``commit``, ``probe``;
+  ``poll``, ``commit``, ``probe``, ``end_offsets`` (for the lag metric);
 - a :class:`KafkaWriter`: ``send`` without blocking, ``settle`` = every record sent so far is
   acknowledged (failed ones are sent again), so the worker checkpoints only past records whose
   dead letters and predictions are safely in Kafka.
@@ -36,6 +36,7 @@ __all__ = [
     "TopicPartition",
     "open_reader",
     "open_writer",
+    "security_config",
 ]
 
 TopicPartition = tuple[str, int]
@@ -82,6 +83,13 @@ class KafkaReader(Protocol):
 
     def probe(self, timeout_s: float) -> None:
         """One round trip to the broker; raises KafkaUnavailable when it does not answer."""
+        ...
+
+    def end_offsets(
+        self, partitions: Sequence[TopicPartition], timeout_s: float
+    ) -> dict[TopicPartition, int]:
+        """The broker's end offset (next offset to be written) of each partition, for lag;
+        partitions it gave no answer for are left out. Raises KafkaUnavailable."""
         ...
 
     def close(self) -> None: ...
@@ -163,6 +171,27 @@ class Outbox:
 
     def _flush(self, timeout_s: float) -> None:
         raise NotImplementedError
+
+
+def security_config(settings: KafkaSettings, names: Mapping[str, str]) -> dict[str, Any]:
+    """SASL and SSL options under a client's own key ``names`` (secrets revealed only here).
+
+    ``names`` maps sasl_mechanism, sasl_username, sasl_password, ssl_cafile, ssl_certfile,
+    ssl_keyfile and ssl_key_password to the client's keys; unset options are left out.
+    """
+    values: dict[str, Any] = {}
+    if settings.sasl_mechanism is not None:
+        values["sasl_mechanism"] = settings.sasl_mechanism
+        values["sasl_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            values["sasl_password"] = settings.sasl_password.get_secret_value()
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(settings, key)
+        if path is not None:
+            values[key] = str(path)
+    if settings.ssl_key_password is not None:
+        values["ssl_key_password"] = settings.ssl_key_password.get_secret_value()
+    return {names[key]: value for key, value in values.items()}
 
 
 def _client_module(settings: KafkaSettings) -> Any:

@@ -17,7 +17,14 @@ from confluent_kafka import TopicPartition as CTopicPartition
 
 from streamlearn.errors import ConfigError, KafkaUnavailable
 from streamlearn.settings import KafkaSettings
-from streamlearn.sources.kafka import Message, Outbox, RebalanceHandler, Record, TopicPartition
+from streamlearn.sources.kafka import (
+    Message,
+    Outbox,
+    RebalanceHandler,
+    Record,
+    TopicPartition,
+    security_config,
+)
 
 __all__ = ["ConfluentReader", "ConfluentWriter", "connection_config"]
 
@@ -28,6 +35,17 @@ client_log = logging.getLogger("kafka.librdkafka")
 def _on_error(error: KafkaError) -> None:
     """librdkafka reports transport trouble here; it reconnects by itself, the worker probes."""
     client_log.debug("client error: %s", error)
+
+
+_SECURITY_NAMES = {
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_username": "sasl.username",
+    "sasl_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+    "ssl_key_password": "ssl.key.password",
+}
 
 
 def connection_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -41,20 +59,7 @@ def connection_config(settings: KafkaSettings) -> dict[str, Any]:
         "logger": client_log,
         "error_cb": _on_error,
     }
-    if settings.sasl_mechanism is not None:
-        config["sasl.mechanism"] = settings.sasl_mechanism
-        config["sasl.username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            config["sasl.password"] = settings.sasl_password.get_secret_value()
-    for key, path in (
-        ("ssl.ca.location", settings.ssl_cafile),
-        ("ssl.certificate.location", settings.ssl_certfile),
-        ("ssl.key.location", settings.ssl_keyfile),
-    ):
-        if path is not None:
-            config[key] = str(path)
-    if settings.ssl_key_password is not None:
-        config["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
+    config.update(security_config(settings, _SECURITY_NAMES))
     return config
 
 
@@ -168,6 +173,22 @@ class ConfluentReader:
             self.consumer.list_topics(self.settings.topic, timeout=timeout_s)
         except KafkaException as exc:
             raise KafkaUnavailable(f"no metadata from the broker: {exc}") from None
+
+    def end_offsets(
+        self, partitions: Sequence[TopicPartition], timeout_s: float
+    ) -> dict[TopicPartition, int]:
+        """High watermarks asked of the broker (librdkafka's cached ones lag behind)."""
+        ends: dict[TopicPartition, int] = {}
+        for topic, partition in partitions:
+            try:
+                marks = self.consumer.get_watermark_offsets(
+                    CTopicPartition(topic, partition), timeout=timeout_s, cached=False
+                )
+            except KafkaException as exc:
+                raise KafkaUnavailable(f"no end offsets from the broker: {exc}") from None
+            if marks is not None and marks[1] >= 0:
+                ends[(topic, partition)] = int(marks[1])
+        return ends
 
     def close(self) -> None:
         try:

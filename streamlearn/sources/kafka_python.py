@@ -19,11 +19,29 @@ from kafka.errors import KafkaConfigurationError, KafkaError
 
 from streamlearn.errors import ConfigError, KafkaUnavailable
 from streamlearn.settings import KafkaSettings
-from streamlearn.sources.kafka import Message, Outbox, RebalanceHandler, Record, TopicPartition
+from streamlearn.sources.kafka import (
+    Message,
+    Outbox,
+    RebalanceHandler,
+    Record,
+    TopicPartition,
+    security_config,
+)
 
 __all__ = ["KafkaPythonReader", "KafkaPythonWriter", "connection_config"]
 
 log = logging.getLogger(__name__)
+
+
+_SECURITY_NAMES = {
+    "sasl_mechanism": "sasl_mechanism",
+    "sasl_username": "sasl_plain_username",
+    "sasl_password": "sasl_plain_password",
+    "ssl_cafile": "ssl_cafile",
+    "ssl_certfile": "ssl_certfile",
+    "ssl_keyfile": "ssl_keyfile",
+    "ssl_key_password": "ssl_password",
+}
 
 
 def connection_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -36,20 +54,7 @@ def connection_config(settings: KafkaSettings) -> dict[str, Any]:
         "reconnect_backoff_max_ms": settings.reconnect_backoff_max_ms,
         "bootstrap_timeout_ms": min(settings.request_timeout_ms, 10_000),  # retried by the caller
     }
-    if settings.sasl_mechanism is not None:
-        config["sasl_mechanism"] = settings.sasl_mechanism
-        config["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            config["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    for key, path in (
-        ("ssl_cafile", settings.ssl_cafile),
-        ("ssl_certfile", settings.ssl_certfile),
-        ("ssl_keyfile", settings.ssl_keyfile),
-    ):
-        if path is not None:
-            config[key] = str(path)
-    if settings.ssl_key_password is not None:
-        config["ssl_password"] = settings.ssl_key_password.get_secret_value()
+    config.update(security_config(settings, _SECURITY_NAMES))
     return config
 
 
@@ -164,6 +169,19 @@ class KafkaPythonReader:
             )
         except KafkaError as exc:
             raise KafkaUnavailable(f"no answer from the broker: {exc!r}") from None
+
+    def end_offsets(
+        self, partitions: Sequence[TopicPartition], timeout_s: float
+    ) -> dict[TopicPartition, int]:
+        if not partitions:
+            return {}
+        try:
+            ends = self.consumer.end_offsets(
+                [KTopicPartition(t, p) for t, p in partitions], timeout_ms=int(timeout_s * 1000)
+            )
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"no end offsets from the broker: {exc!r}") from None
+        return {(tp.topic, tp.partition): int(o) for tp, o in ends.items() if o is not None}
 
     def close(self) -> None:
         try:
