@@ -9,6 +9,14 @@ install:
 install-test:
 	PYTHON=$(PYTHON) bash scripts/install-torch.sh
 	$(PYTHON) -m pip install -e ".[test]"
+	@# prometheus + promtool for tests/integration/test_prometheus.py (skipped without them):
+	@# installed only when missing, and only where apt-get runs as root
+	@if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus) \
+		|| echo "prometheus not installed: tests/integration/test_prometheus.py will be skipped"; \
+	fi
 
 demo: install
 	$(PYTHON) -m streamlearn demo

@@ -11,16 +11,19 @@ from streamlearn.sources import FileSource, Source, SyntheticSource
 if TYPE_CHECKING:  # serving stack and Kafka imported only by the commands that use them
     import threading
     from collections.abc import Iterable
+    from wsgiref.simple_server import WSGIServer
 
     from prometheus_client import CollectorRegistry
     from starlette.applications import Starlette
 
     from streamlearn.export.publisher import Publisher
+    from streamlearn.metrics import WorkerMetrics
     from streamlearn.registry.base import Registry
     from streamlearn.serve.runtime import ServingRuntime
     from streamlearn.worker import ExportHook, Worker
 
 __all__ = [
+    "build_export_hook",
     "build_prequential",
     "build_publisher",
     "build_registry",
@@ -31,6 +34,7 @@ __all__ = [
     "run_produce",
     "run_server",
     "run_worker",
+    "start_metrics_server",
 ]
 
 
@@ -82,8 +86,8 @@ def build_server(
     """The serving ASGI app and its runtime (model slot + registry watcher)."""
     from prometheus_client import CollectorRegistry
 
+    from streamlearn.metrics import ServeMetrics
     from streamlearn.serve.app import build_app
-    from streamlearn.serve.metrics import ServeMetrics
     from streamlearn.serve.runtime import ServingRuntime
 
     metrics = ServeMetrics(metrics_registry or CollectorRegistry())
@@ -127,7 +131,10 @@ def configure_logging(level: str, client_level: str = "CRITICAL") -> None:
 
 
 def build_worker(
-    settings: Settings, stop: threading.Event, export: ExportHook | None = None
+    settings: Settings,
+    stop: threading.Event,
+    export: ExportHook | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> Worker | None:
     """Connect (retrying through an outage) and assemble the worker; None if stopped first."""
     import logging
@@ -149,7 +156,30 @@ def build_worker(
         return None
     store = CheckpointStore(c.dir, c.keep)
     preq = build_prequential(settings)
-    return Worker(settings, preq, reader, writer, store, export or no_export, stop=stop)
+    return Worker(
+        settings, preq, reader, writer, store, export or no_export, stop=stop, metrics=metrics
+    )
+
+
+def build_export_hook(publisher: Publisher, metrics: WorkerMetrics) -> ExportHook:
+    """The worker's export hook: the publisher's step, its outcome counted."""
+
+    def export(preq: Prequential, batches: int) -> None:
+        result = publisher.after_batch(preq, batches)
+        metrics.observe_publish(result, publisher.memory_pushes)
+
+    return export
+
+
+def start_metrics_server(settings: Settings, registry: CollectorRegistry) -> WSGIServer | None:
+    """Serve ``registry`` on ``metrics.host:metrics.port`` from a daemon thread (None: off)."""
+    from prometheus_client import start_http_server
+
+    m = settings.metrics
+    if m.port is None:
+        return None
+    server, _ = start_http_server(m.port, m.host, registry)
+    return server
 
 
 def run_worker(settings: Settings) -> None:
@@ -157,13 +187,25 @@ def run_worker(settings: Settings) -> None:
     import signal
     import threading
 
+    from prometheus_client import CollectorRegistry
+
+    from streamlearn.metrics import WorkerMetrics
+
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    publisher = build_publisher(settings, build_registry(settings))
-    worker = build_worker(settings, stop, publisher.after_batch)
-    if worker is not None:
-        worker.run()
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, settings.metrics.smoothing)
+    server = start_metrics_server(settings, registry)  # up before Kafka: scrapeable in outages
+    try:
+        publisher = build_publisher(settings, build_registry(settings))
+        worker = build_worker(settings, stop, build_export_hook(publisher, metrics), metrics)
+        if worker is not None:
+            worker.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 def run_produce(

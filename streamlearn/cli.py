@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 _EPILOG = """\
 configuration: a YAML file (--config) with sections source, features, learner, drift, memory,
-export, registry, serve;
+export, registry, serve, kafka, worker, checkpoint, metrics;
 every key can be overridden by an environment variable STREAMLEARN_<SECTION>__<KEY>, e.g.
 STREAMLEARN_LEARNER__LR=0.01. Options given here override both.
 """
@@ -124,6 +124,9 @@ def _add_worker(commands: Any) -> None:
     worker.add_argument("--checkpoint-dir", type=Path, help="checkpoint directory")
     worker.add_argument("--batch-size", type=int, help="events per micro-batch (default 32)")
     worker.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)"
+    )
+    worker.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -200,6 +203,8 @@ def _kafka_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         overrides["checkpoint"] = {"dir": args.checkpoint_dir}
     if getattr(args, "batch_size", None) is not None:
         overrides["source"] = {"batch_size": args.batch_size}
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics"] = {"port": args.metrics_port}
     return overrides
 
 

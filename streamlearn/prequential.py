@@ -36,6 +36,7 @@ class BatchOutcome:
     loss: np.ndarray  # [B] prequential loss; NaN for rows not learned
     learned: np.ndarray  # [B] bool: the row was trained on
     drifts: list[int]  # global positions (labelled-event count) where drift fired
+    target: np.ndarray  # [learned rows] their class slots or target values
 
 
 class Prequential:
@@ -147,7 +148,7 @@ class Prequential:
         if not self.regression and len(self.labels) != known_before:
             prediction = _without_new_classes(prediction, known_before)
         self.drifts.extend(drifts)
-        return BatchOutcome(prediction, loss, ok, drifts)
+        return BatchOutcome(prediction, loss, ok, drifts, target)
 
     def classes(self) -> list[Hashable]:
         return list(self.labels.classes)

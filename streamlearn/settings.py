@@ -24,6 +24,7 @@ __all__ = [
     "KafkaSettings",
     "LearnerSettings",
     "MemorySettings",
+    "MetricsSettings",
     "RegistrySettings",
     "ServeSettings",
     "Settings",
@@ -112,6 +113,9 @@ class DriftSettings(_Section):
     k: float = Field(4.0, gt=0, description="threshold in standard deviations")
     cooldown: int = Field(1000, ge=0, description="events ignored after a detection")
     min_samples: int = Field(300, ge=1, description="events before the first detection")
+    min_rise: float = Field(
+        0.3, ge=0, description="loss_deviation: smallest rise of the smoothed loss that counts"
+    )
     params: dict[str, float | int] = Field(
         default_factory=dict, description="extra keyword arguments for river detectors"
     )
@@ -278,6 +282,21 @@ class CheckpointSettings(_Section):
     keep: int = Field(3, ge=1, description="newest checkpoints kept")
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics of the worker (the server serves them on its own ``/metrics``)."""
+
+    port: int | None = Field(
+        None, ge=0, le=65_535, description="worker: serve /metrics on this port (None = off)"
+    )
+    host: str = Field("0.0.0.0", description="worker: bind address of the metrics port")
+    lag_interval_s: float = Field(
+        5.0, gt=0, description="seconds between end-offset lookups for the consumer lag"
+    )
+    smoothing: float = Field(
+        0.01, gt=0, le=1, description="EWMA weight of one event in the smoothed loss and metric"
+    )
+
+
 class Settings(BaseSettings):
     """The root: one section per stage."""
 
@@ -296,18 +315,7 @@ class Settings(BaseSettings):
     export: ExportSettings = ExportSettings()
     registry: RegistrySettings = RegistrySettings()
     serve: ServeSettings = ServeSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Direct construction: environment over keyword arguments (load_settings layers more).
-        return env_settings, init_settings
+    metrics: MetricsSettings = MetricsSettings()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Worker: the long-running loop. Stages are called in one fixed order, nothing else lives here.
 
     poll a batch → decode (bad → dead-letter) → score → drift → learn → error memory
-    (all inside Prequential) → predictions out → export hook → checkpoint → commit
+    (all inside Prequential) → predictions out → metrics → export hook → checkpoint → commit
 
 Exactly-once model state: the checkpoint holds the model *and* the next offset of every
 partition it has learned from; on start the worker restores the newest readable checkpoint and
@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from streamlearn.backoff import Backoff, BrokerHealth
 from streamlearn.batching import Batcher
 from streamlearn.checkpoint import CheckpointStore, restore_rng, rng_state
@@ -26,6 +28,7 @@ from streamlearn.errors import CheckpointError, KafkaUnavailable
 from streamlearn.events import FeatureValue, Label
 from streamlearn.intake import Intake, dead_letter_headers, label_check, prediction_messages, split
 from streamlearn.late_labels import LabelCache
+from streamlearn.metrics import WorkerMetrics
 from streamlearn.prequential import Prequential
 from streamlearn.settings import Settings
 from streamlearn.sources.kafka import KafkaReader, KafkaWriter, Record, TopicPartition
@@ -71,6 +74,7 @@ class Worker:
         export: ExportHook = no_export,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings, self.preq, self.reader, self.writer = settings, preq, reader, writer
         self.store, self.export, self._clock = store, export, clock
@@ -91,7 +95,9 @@ class Worker:
         self._lock = threading.RLock()  # rebalance callbacks may run on a client thread
         self._dirty = False
         self._since_save = 0
-        self._saved_at = self._next_probe = self._next_log = clock()
+        self._saved_at = self._next_probe = self._next_log = self._next_lag = clock()
+        self.metrics = metrics or WorkerMetrics(CollectorRegistry(), settings.metrics.smoothing)
+        self.metrics.watch_broker(lambda: self.health.up)
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, checkpoint, commit and return (signal-safe)."""
@@ -117,15 +123,18 @@ class Worker:
             self.idle()
         if self._dirty and self._checkpoint_due():
             self.checkpoint()
+        self._observe_lag()
 
     def process(self, batch: Sequence[Record]) -> None:
         """One batch through the fixed stages; its offsets count as learned afterwards."""
+        start = time.perf_counter()
         intake = split(
             batch, self.settings.kafka.labels_topic, self.settings.worker.max_event_bytes,
             self._check,
         )  # fmt: skip
         self._dead_letter(intake)
         xs, ys = self._rows(intake)
+        outcome = None
         if xs:
             step = self.preq.learner.steps
             outcome = self.preq.process(xs, ys)  # score → drift → learn → error memory
@@ -136,6 +145,8 @@ class Worker:
         self.stats.events += len(intake.events)
         self._dirty = True
         self._since_save += 1
+        seconds = time.perf_counter() - start
+        self.metrics.observe_batch(len(batch), seconds, self.preq, self.stats, outcome)
         self.export(self.preq, self.stats.batches)
 
     def idle(self) -> None:
@@ -246,6 +257,7 @@ class Worker:
         return True
 
     def _save(self) -> None:
+        start = time.perf_counter()
         path = self.store.save(
             {
                 "prequential": self.preq.state_dict(),
@@ -259,6 +271,7 @@ class Worker:
         self._dirty = False
         self._since_save = 0
         self._saved_at = self._clock()
+        self.metrics.observe_checkpoint(time.perf_counter() - start, path)
         log.debug("checkpoint %s: %d events learned", path.name, self.preq.seen)
 
     def _commit(self) -> None:
@@ -275,6 +288,7 @@ class Worker:
             log.warning("%d damaged checkpoint(s) skipped", self.store.corrupt_skipped)
         if loaded is None:
             log.info("no checkpoint in %s: starting fresh", self.store.directory)
+            self.metrics.observe_restore(self.preq, self.stats, None, self.store.corrupt_skipped)
             return
         state = loaded.state
         try:
@@ -289,10 +303,26 @@ class Worker:
                 "settings it was written with, or another checkpoint.dir"
             ) from exc
         self.saved = dict(self.positions)
+        created = float(state.get("created", 0.0)) or None
+        self.metrics.observe_restore(self.preq, self.stats, created, self.store.corrupt_skipped)
         log.info(
             "restored %s: %d events learned, resuming at %s",
             loaded.path.name, self.preq.seen, self.positions,
         )  # fmt: skip
+
+    def _observe_lag(self) -> None:
+        """Consumer lag from the broker's end offsets, at most every ``lag_interval_s``."""
+        now = self._clock()
+        if now < self._next_lag or not self.health.up:
+            return
+        self._next_lag = now + self.settings.metrics.lag_interval_s
+        timeout_s = min(self.settings.kafka.request_timeout_ms / 1000, 2.0)
+        try:
+            ends = self.reader.end_offsets(sorted(self.owned), timeout_s)
+        except KafkaUnavailable as exc:  # metrics only: the next poll notices an outage
+            log.debug("end offsets unavailable: %s", exc)
+            return
+        self.metrics.observe_lag(ends, self.positions)
 
     # -- RebalanceHandler -------------------------------------------------------------------
     def assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:

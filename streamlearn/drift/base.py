@@ -51,5 +51,6 @@ def build_detector(settings: DriftSettings) -> DriftDetector:
             k=settings.k,
             cooldown=settings.cooldown,
             min_samples=settings.min_samples,
+            min_rise=settings.min_rise,
         )
     return RiverDriftDetector(settings.detector, settings.params, cooldown=settings.cooldown)

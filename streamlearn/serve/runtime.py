@@ -23,8 +23,8 @@ from streamlearn.device import configure_threads
 from streamlearn.errors import ArtifactError, RegistryError
 from streamlearn.export.artifact import ModelBundle, load_bundle
 from streamlearn.export.memory import MemorySnapshot, decode_memory
+from streamlearn.metrics import ServeMetrics
 from streamlearn.registry.base import Registry
-from streamlearn.serve.metrics import ServeMetrics
 
 __all__ = ["Served", "ServingRuntime"]
 
@@ -83,7 +83,9 @@ class ServingRuntime:
         assert bundle is not None
         prediction, hidden = bundle.run(num, cat)
         if self.compensate and served.memory is not None and served.memory_fits():
+            self.metrics.observe_prediction(len(prediction), True)
             return served.memory.memory.compensate(hidden, prediction), hidden, True
+        self.metrics.observe_prediction(len(prediction), False)
         return prediction, hidden, False
 
     # -- refresh --------------------------------------------------------------------------
@@ -93,7 +95,7 @@ class ServingRuntime:
             try:
                 version = self.registry.current()
             except RegistryError as exc:
-                self.metrics.registry_errors.inc()
+                self.metrics.observe_registry_error()
                 log.warning("registry pointer unreadable, keeping the current model: %s", exc)
                 return False
             served = self.state.bundle
@@ -107,19 +109,16 @@ class ServingRuntime:
                 bundle = load_bundle(version, stored.onnx, stored.meta, self.warm_rows)
             except ArtifactError as exc:
                 self.refused[version] = exc.reason
-                self.metrics.refused.labels(exc.reason).inc()
+                self.metrics.observe_refused(exc.reason)
                 log.error("refused model version %s, keeping %s: %s", version, _v(served), exc)
                 return False
             except RegistryError as exc:
-                self.metrics.registry_errors.inc()
+                self.metrics.observe_registry_error(fetching=True)
                 log.warning("cannot fetch version %s, keeping %s: %s", version, _v(served), exc)
                 return False
-            self.metrics.swap_seconds.observe(time.perf_counter() - start)
             self.state = Served(bundle, self.state.memory)  # the swap: one reference
             self.refused.pop(version, None)
-            self.metrics.swaps.inc()
-            self.metrics.model_version.set(version)
-            self.metrics.ready.set(1)
+            self.metrics.observe_swap(version, time.perf_counter() - start)
             log.info("serving model version %s (was %s)", version, _v(served))
             return True
 
@@ -129,7 +128,7 @@ class ServingRuntime:
             try:
                 blob = self.registry.pull_memory()
             except RegistryError as exc:
-                self.metrics.registry_errors.inc()
+                self.metrics.observe_registry_error()
                 log.warning("error memory unreadable, keeping the current one: %s", exc)
                 return False
             if blob is None:
@@ -141,12 +140,11 @@ class ServingRuntime:
             try:
                 snapshot = decode_memory(blob)
             except ArtifactError as exc:
-                self.metrics.memory_refused.labels(exc.reason).inc()
+                self.metrics.observe_memory_refused(exc.reason)
                 log.error("refused error-memory snapshot: %s", exc)
                 return False
             self.state = Served(self.state.bundle, snapshot)
-            self.metrics.memory_updates.inc()
-            self.metrics.memory_pushed_unix.set(snapshot.pushed_unix)
+            self.metrics.observe_memory(snapshot.pushed_unix)
             return True
 
     def reload(self) -> int | None:

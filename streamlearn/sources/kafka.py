@@ -88,8 +88,10 @@ class KafkaReader(Protocol):
     def end_offsets(
         self, partitions: Sequence[TopicPartition], timeout_s: float
     ) -> dict[TopicPartition, int]:
-        """The broker's end offset (next offset to be written) of each partition, for lag;
-        partitions it gave no answer for are left out. Raises KafkaUnavailable."""
+        """Each partition's end offset (next offset to be written), for the lag metric: the
+        larger of the broker's "latest" answer and the high watermark of the last fetch (some
+        brokers, tansu, answer "latest" too low). Partitions without an answer are left out.
+        Raises KafkaUnavailable."""
         ...
 
     def close(self) -> None: ...

@@ -177,17 +177,18 @@ class ConfluentReader:
     def end_offsets(
         self, partitions: Sequence[TopicPartition], timeout_s: float
     ) -> dict[TopicPartition, int]:
-        """High watermarks asked of the broker (librdkafka's cached ones lag behind)."""
+        """The broker's high watermark, or librdkafka's from the last fetch if that is larger."""
         ends: dict[TopicPartition, int] = {}
         for topic, partition in partitions:
+            tp = CTopicPartition(topic, partition)
             try:
-                marks = self.consumer.get_watermark_offsets(
-                    CTopicPartition(topic, partition), timeout=timeout_s, cached=False
-                )
+                asked = self.consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+                fetched = self.consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException as exc:
                 raise KafkaUnavailable(f"no end offsets from the broker: {exc}") from None
-            if marks is not None and marks[1] >= 0:
-                ends[(topic, partition)] = int(marks[1])
+            known = [int(m[1]) for m in (asked, fetched) if m is not None and m[1] >= 0]
+            if known:
+                ends[(topic, partition)] = max(known)
         return ends
 
     def close(self) -> None:

@@ -176,12 +176,19 @@ class KafkaPythonReader:
         if not partitions:
             return {}
         try:
-            ends = self.consumer.end_offsets(
+            listed = self.consumer.end_offsets(
                 [KTopicPartition(t, p) for t, p in partitions], timeout_ms=int(timeout_s * 1000)
             )
         except KafkaError as exc:
             raise KafkaUnavailable(f"no end offsets from the broker: {exc!r}") from None
-        return {(tp.topic, tp.partition): int(o) for tp, o in ends.items() if o is not None}
+        assigned = self.consumer.assignment()
+        ends = {}
+        for tp, offset in listed.items():
+            fetched = self.consumer.highwater(tp) if tp in assigned else None  # local, no I/O
+            known = [int(o) for o in (offset, fetched) if o is not None and o >= 0]
+            if known:
+                ends[(tp.topic, tp.partition)] = max(known)
+        return ends
 
     def close(self) -> None:
         try:

@@ -79,7 +79,7 @@ def test_no_request_fails_while_versions_swap(tmp_path, backend):
             stop.set()
             for thread in clients:
                 thread.join(MAX_SECONDS)
-            swaps = metrics.get_sample_value("streamlearn_serve_swaps_total")
+            swaps = metrics.get_sample_value("streamlearn_serve_swaps_total", {"result": "swapped"})
     assert not failures, failures[:5]
     assert len(results) > 200
     seen = Counter(results)

@@ -43,6 +43,7 @@ def write_config(path: Path, bootstrap: str, topic: str, **sections: Any) -> Pat
         "source": {"batch_size": 16},
         "worker": {"max_wait_s": 0.5, "log_every_s": 1},
         "checkpoint": {"dir": str(path.parent / "ckpt"), "every_batches": 10, "every_s": 1},
+        "registry": {"kind": "filesystem", "path": str(path.parent / "registry")},
         **sections,
     }  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)

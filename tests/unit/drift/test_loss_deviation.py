@@ -78,3 +78,17 @@ def test_state_round_trip_through_json_continues_identically(losses, feed):
     rest = [1510 + f for f in feed(restored, losses[1510:])]
     assert [1502, *rest] == expected
     assert restored.state_dict() == whole.state_dict()
+
+
+def test_min_rise_floor_ignores_small_bumps_on_a_quiet_loss():
+    # A well-learned concept: the smoothed loss hardly moves, so k·σ is tiny and a small bump
+    # would fire; the floor requires a rise of at least min_rise in loss units.
+    rng = np.random.default_rng(3)
+    quiet = rng.normal(0.05, 0.005, 2000)
+    bump = np.concatenate([quiet, rng.normal(0.15, 0.005, 300), rng.normal(0.05, 0.005, 500)])
+    drift = np.concatenate([quiet, rng.normal(0.8, 0.05, 300)])
+    kwargs = {"alpha": 0.05, "window": 500, "k": 4.0, "cooldown": 500, "min_samples": 200}
+    assert LossDeviationDetector(**kwargs, min_rise=0.0).update(bump)  # fires without a floor
+    assert LossDeviationDetector(**kwargs, min_rise=0.3).update(bump) == []
+    fired = LossDeviationDetector(**kwargs, min_rise=0.3).update(drift)
+    assert len(fired) == 1 and 2000 <= fired[0] < 2050

@@ -42,6 +42,7 @@ DRIFT = {
     "k": 3.0,
     "cooldown": 1000,
     "min_samples": 200,
+    "min_rise": 0.0,
     "params": {},
 }
 

@@ -1,0 +1,356 @@
+"""Every Prometheus metric of streamlearn, built against a CollectorRegistry passed in.
+
+Nothing is registered at import (as in prometheus/client_python's own examples): the
+composition root (streamlearn/app.py) makes one registry per process and hands it to
+:class:`WorkerMetrics` or :class:`ServeMetrics`; tests make a fresh one each. Names start with
+``streamlearn_worker_`` / ``streamlearn_serve_`` and end in their unit (``_total``,
+``_seconds``, ``_bytes``). Known label values are created up front, so their series exist at 0
+before the first event (``rate()`` and alerts then see the first increment).
+
+Cost: the worker's loop calls :meth:`WorkerMetrics.observe_batch` once per micro-batch (a few
+vectorised numpy reductions and about twenty metric updates, no loop over events); cumulative
+state the loop already keeps (events learned, optimizer steps, drifts, …) is turned into
+counter increments by difference. The request path of the server makes two metric updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, get_args
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from streamlearn import __version__
+from streamlearn.events import RejectionReason
+
+if TYPE_CHECKING:
+    from streamlearn.export.publisher import PublishResult
+    from streamlearn.prequential import BatchOutcome, Prequential
+    from streamlearn.worker import WorkerStats
+
+__all__ = ["PUBLISH_RESULTS", "SWAP_RESULTS", "ServeMetrics", "WorkerMetrics"]
+
+TopicPartition = tuple[str, int]
+
+PUBLISH_RESULTS = ("published", "gated", "waiting_for_rows", "export_failed", "registry_error")
+SWAP_RESULTS = ("swapped", "refused", "fetch_failed")
+ARTIFACT_REFUSALS = (
+    "bad_meta",
+    "version_mismatch",
+    "sha256_mismatch",
+    "unloadable",
+    "bad_signature",
+    "warmup_failed",
+    "missing_file",
+)
+
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+SLOW_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+REQUEST_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class _Make:
+    """Metric constructors bound to one registry and name prefix."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        self.registry, self.prefix = registry, prefix
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(self.prefix + name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(self.prefix + name, doc, labels, registry=self.registry)
+
+    def histogram(
+        self, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()
+    ) -> Histogram:
+        return Histogram(self.prefix + name, doc, labels, buckets=buckets, registry=self.registry)
+
+    def build_info(self) -> None:
+        info = Info(self.prefix + "build", "streamlearn version", registry=self.registry)
+        info.info({"version": __version__})
+
+
+class WorkerMetrics:
+    """The worker's metrics; served on ``metrics.port`` by ``streamlearn worker``."""
+
+    def __init__(self, registry: CollectorRegistry, smoothing: float = 0.01) -> None:
+        self.registry = registry
+        self.smoothing = smoothing  # EWMA weight of one learned event
+        m = _Make(registry, "streamlearn_worker_")
+        m.build_info()
+        tp = ("topic", "partition")
+        self.consumed = m.counter("events_consumed", "Kafka records consumed")
+        self.rejected = m.counter("events_rejected", "Records dead-lettered, by reason", ["reason"])
+        self._rejected = {r: self.rejected.labels(r) for r in get_args(RejectionReason)}
+        self.trained = m.counter("events_trained", "Labelled events learned")
+        self.late = m.counter("late_labels_joined", "Events learned when their late label came")
+        self.sent = m.counter("predictions_sent", "Predictions sent to the output topic")
+        self.steps = m.counter("train_steps", "Optimizer steps taken")
+        self.nonfinite = m.counter(
+            "train_steps_skipped_nonfinite", "Optimizer steps skipped: non-finite loss or gradient"
+        )
+        self.step_seconds = m.histogram(
+            "step_duration_seconds",
+            "Micro-batch time: decode, score, drift, learn, error memory (not the export)",
+            STEP_BUCKETS,
+        )
+        self.batch_size = m.histogram("batch_size", "Records per micro-batch", BATCH_BUCKETS)
+        self.loss = m.gauge("prequential_loss", "Smoothed prequential loss of the base model")
+        self.score = m.gauge(
+            "prequential_metric",
+            "Smoothed prequential accuracy (classification) or MAE (regression)",
+            ["metric"],
+        )
+        self.drifts = m.counter("drifts", "Drift detections")
+        self.lr = m.gauge("learning_rate", "Current learning rate")
+        self.replay_rows = m.gauge("replay_rows", "Rows in the replay reservoir")
+        self.replay_capacity = m.gauge("replay_capacity_rows", "Replay reservoir capacity")
+        self.memory_rows = m.gauge("error_memory_rows", "Samples in the error memory (0 = off)")
+        self.memory_capacity = m.gauge(
+            "error_memory_capacity_rows", "Error memory capacity (top-k ring; 0 = off or LSH)"
+        )
+        self.lag = m.gauge(
+            "consumer_lag_messages", "End offset - next offset to learn (clamped at 0)", tp
+        )
+        self.position = m.gauge("consumer_offset", "Next offset to learn", tp)
+        self.broker_up = m.gauge("broker_up", "1 while the broker answers")
+        self.ckpt_seconds = m.histogram(
+            "checkpoint_duration_seconds", "Time to write one checkpoint", SLOW_BUCKETS
+        )
+        self.ckpt_bytes = m.gauge("checkpoint_size_bytes", "Size of the newest checkpoint")
+        self.ckpt_time = m.gauge(
+            "checkpoint_last_success_timestamp_seconds",
+            "When the newest checkpoint was written (the restored one, else process start)",
+        )
+        self.ckpt_corrupt = m.counter("checkpoints_corrupt", "Damaged checkpoints skipped")
+        self.publish = m.counter("publish", "Export attempts by result", ["result"])
+        self._publish = {result: self.publish.labels(result) for result in PUBLISH_RESULTS}
+        self.publish_seconds = m.histogram(
+            "publish_duration_seconds", "Gate + ONNX export + parity + publish", SLOW_BUCKETS
+        )
+        self.publish_time = m.gauge(
+            "last_publish_timestamp_seconds", "When this process last published (0 = not yet)"
+        )
+        self.version = m.gauge("model_version", "Last version this process published (0 = none)")
+        self.memory_pushes = m.counter("error_memory_pushes", "Error-memory snapshots pushed")
+        self.ckpt_time.set(time.time())
+        self._last: dict[str, int] = {}
+        self._loss: float | None = None
+        self._score: float | None = None
+        self._partitions: set[TopicPartition] = set()
+
+    # -- worker loop ------------------------------------------------------------------------
+    def watch_broker(self, up: Callable[[], bool]) -> None:
+        """Read the broker state at scrape time (no update on the loop)."""
+        self.broker_up.set_function(lambda: float(up()))
+
+    def observe_restore(
+        self, preq: Prequential, stats: WorkerStats, created: float | None, corrupt: int = 0
+    ) -> None:
+        """After a restore: restored totals are a baseline, not increments of this process."""
+        self._last = {}
+        self._advance(preq, stats, publish=False)
+        if created is not None:
+            self.ckpt_time.set(created)
+        self.ckpt_corrupt.inc(corrupt)
+
+    def observe_batch(
+        self,
+        records: int,
+        seconds: float,
+        preq: Prequential,
+        stats: WorkerStats,
+        outcome: BatchOutcome | None,
+    ) -> None:
+        """One micro-batch: counters by difference, gauges set, loss and metric smoothed."""
+        self.consumed.inc(records)
+        self.batch_size.observe(records)
+        self.step_seconds.observe(seconds)
+        self._advance(preq, stats, publish=True)
+        learner = preq.learner
+        self.lr.set(learner.lr)
+        self.replay_rows.set(len(learner.replay))
+        self.replay_capacity.set(learner.replay.capacity)
+        memory, m = preq.memory, preq.settings.memory
+        self.memory_rows.set(0 if memory is None else len(memory.memory))
+        self.memory_capacity.set(m.size if memory is not None and m.kind == "topk" else 0)
+        if outcome is not None:
+            self._smooth(outcome, preq.regression)
+
+    def _advance(self, preq: Prequential, stats: WorkerStats, *, publish: bool) -> None:
+        """Increment counters by how far the loop's own totals moved (or just record them)."""
+        learner = preq.learner
+        for counter, key, value in (
+            (self.trained, "trained", preq.seen),
+            (self.steps, "steps", learner.steps),
+            (self.nonfinite, "nonfinite", learner.skipped_nonfinite),
+            (self.drifts, "drifts", len(preq.drifts)),
+            (self.late, "late", stats.late_learned),
+            (self.sent, "sent", stats.published),
+        ):
+            self._bump(counter, key, value, publish)
+        for reason, value in stats.rejected.items():
+            if reason not in self._rejected:
+                self._rejected[reason] = self.rejected.labels(reason)
+            self._bump(self._rejected[reason], "rejected:" + reason, value, publish)
+
+    def _bump(self, counter: Counter, key: str, value: int, publish: bool) -> None:
+        step = value - self._last.get(key, 0)
+        self._last[key] = value
+        if publish and step > 0:
+            counter.inc(step)
+
+    def _smooth(self, outcome: BatchOutcome, regression: bool) -> None:
+        """Event-weighted EWMAs of the batch's loss and accuracy / absolute error."""
+        learned = outcome.learned
+        n = int(learned.sum())
+        if n == 0:
+            return
+        loss = outcome.loss[learned]
+        loss = loss[np.isfinite(loss)]
+        weight = 1.0 - (1.0 - self.smoothing) ** n
+        batch_loss = float(loss.mean()) if loss.size else math.nan
+        pred = outcome.prediction[learned]
+        if regression:
+            name, value = "mae", float(abs(pred - outcome.target).mean())
+        else:
+            name, value = "accuracy", float((pred.argmax(axis=1) == outcome.target).mean())
+        if math.isfinite(batch_loss):
+            self._loss = _ewma(self._loss, batch_loss, weight)
+            self.loss.set(self._loss)
+        if math.isfinite(value):
+            self._score = _ewma(self._score, value, weight)
+            self.score.labels(name).set(self._score)
+
+    def observe_lag(
+        self, ends: Mapping[TopicPartition, int], positions: Mapping[TopicPartition, int]
+    ) -> None:
+        """Lag per partition from end offsets; a partition no longer reported is dropped.
+
+        Clamped at 0: some brokers (tansu) answer "latest" with less than the true end offset.
+        """
+        current = {tp for tp in ends if tp in positions}
+        for topic, partition in self._partitions - current:
+            self.lag.remove(topic, str(partition))
+            self.position.remove(topic, str(partition))
+        for tp in current:
+            labels = (tp[0], str(tp[1]))
+            self.lag.labels(*labels).set(max(0, ends[tp] - positions[tp]))
+            self.position.labels(*labels).set(positions[tp])
+        self._partitions = current
+
+    def observe_checkpoint(self, seconds: float, path: Path) -> None:
+        """A checkpoint was written to ``path`` in ``seconds``."""
+        self.ckpt_seconds.observe(seconds)
+        self.ckpt_time.set(time.time())
+        with contextlib.suppress(OSError):
+            self.ckpt_bytes.set(path.stat().st_size)
+
+    def observe_publish(self, result: PublishResult, memory_pushes: int) -> None:
+        """What the export hook did after a batch (``not_due`` is not counted)."""
+        self._bump(self.memory_pushes, "memory_pushes", memory_pushes, True)
+        if result.reason == "not_due":
+            return
+        if result.reason not in self._publish:
+            self._publish[result.reason] = self.publish.labels(result.reason)
+        self._publish[result.reason].inc()
+        if result.reason in ("published", "gated"):
+            self.publish_seconds.observe(result.seconds)
+        if result.published and result.version is not None:
+            self.version.set(result.version)
+            self.publish_time.set(time.time())
+
+
+def _ewma(old: float | None, new: float, weight: float) -> float:
+    return new if old is None else old + weight * (new - old)
+
+
+class ServeMetrics:
+    """The serving tier's metrics (``GET /metrics``); one set per server process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        m = _Make(registry, "streamlearn_serve_")
+        m.build_info()
+        self.requests = m.counter(
+            "requests", "HTTP requests by endpoint and status code", ["endpoint", "code"]
+        )
+        self.latency = m.histogram(
+            "request_duration_seconds", "Request time inside the server", REQUEST_BUCKETS,
+            ["endpoint"],
+        )  # fmt: skip
+        self._request: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self.model_version = m.gauge("model_version", "Version served (0 = none)")
+        self.ready = m.gauge("ready", "1 when a model is loaded")
+        self.swaps = m.counter("swaps", "New versions met by the watcher, by result", ["result"])
+        self._swaps = {result: self.swaps.labels(result) for result in SWAP_RESULTS}
+        self.swap_seconds = m.histogram(
+            "swap_duration_seconds", "Fetch + verify + load + warm-up of a version", SLOW_BUCKETS
+        )
+        self.refused = m.counter(
+            "artifacts_refused", "Artifacts refused (the old model kept serving)", ["reason"]
+        )
+        for reason in ARTIFACT_REFUSALS:
+            self.refused.labels(reason)
+        self.registry_errors = m.counter("registry_errors", "Failed registry reads")
+        self.rows = m.counter(
+            "predicted_rows", "Rows predicted, by error-memory compensation", ["compensated"]
+        )
+        self._rows = {flag: self.rows.labels(str(flag).lower()) for flag in (True, False)}
+        self.memory_updates = m.counter("memory_updates", "Error-memory snapshots taken into use")
+        self.memory_refused = m.counter(
+            "memory_refused", "Error-memory snapshots refused", ["reason"]
+        )
+        self.memory_refused.labels("bad_memory")
+        self.memory_pushed_unix = m.gauge(
+            "memory_pushed_timestamp_seconds", "When the memory in use was pushed (0 = none)"
+        )
+
+    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
+        """One answered request (children cached: two metric updates per request)."""
+        children = self._request.get((endpoint, code))
+        if children is None:
+            children = (self.requests.labels(endpoint, str(code)), self.latency.labels(endpoint))
+            self._request[(endpoint, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_prediction(self, rows: int, compensated: bool) -> None:
+        """Rows predicted, with or without the error memory's compensation."""
+        self._rows[compensated].inc(rows)
+
+    def observe_swap(self, version: int, seconds: float) -> None:
+        """``version`` is served now; fetching, verifying and warming it took ``seconds``."""
+        self._swaps["swapped"].inc()
+        self.swap_seconds.observe(seconds)
+        self.model_version.set(version)
+        self.ready.set(1)
+
+    def observe_refused(self, reason: str) -> None:
+        """A version was refused (the old model keeps serving)."""
+        self._swaps["refused"].inc()
+        self.refused.labels(reason).inc()
+
+    def observe_registry_error(self, fetching: bool = False) -> None:
+        """A registry read failed; ``fetching``: while fetching a new version."""
+        self.registry_errors.inc()
+        if fetching:
+            self._swaps["fetch_failed"].inc()
+
+    def observe_memory(self, pushed_unix: float) -> None:
+        """An error-memory snapshot (pushed at ``pushed_unix``) is in use now."""
+        self.memory_updates.inc()
+        self.memory_pushed_unix.set(pushed_unix)
+
+    def observe_memory_refused(self, reason: str) -> None:
+        """An error-memory snapshot was refused."""
+        self.memory_refused.labels(reason).inc()
