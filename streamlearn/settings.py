@@ -114,7 +114,7 @@ class DriftSettings(_Section):
     cooldown: int = Field(1000, ge=0, description="events ignored after a detection")
     min_samples: int = Field(300, ge=1, description="events before the first detection")
     min_rise: float = Field(
-        0.3, ge=0, description="loss_deviation: smallest rise of the smoothed loss that counts"
+        0.2, ge=0, description="loss_deviation: smallest rise of the smoothed loss that counts"
     )
     params: dict[str, float | int] = Field(
         default_factory=dict, description="extra keyword arguments for river detectors"

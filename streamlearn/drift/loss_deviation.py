@@ -4,8 +4,8 @@ TAME (task-aware mixture of experts, see seed-abstracts) detects a task shift fr
 of the loss. Here the loss is smoothed by an EWMA, s_t = α·l_t + (1−α)·s_{t−1}; a window of the
 last W smoothed values gives mean μ and std σ, and drift fires when s_t > μ + max(k·σ, δ):
 the floor δ (``min_rise``, in loss units) keeps a well-learned concept, whose smoothed loss
-barely moves, from firing on small bumps (measured on agrawal-drift: δ = 0.3 turns eleven
-detections into exactly the two true drifts). After a detection the window restarts (the new
+barely moves, from firing on small bumps (measured on agrawal-drift: δ = 0.2 turns eleven
+detections into the two true drifts and one more). After a detection the window restarts (the new
 concept sets the next baseline) and a cooldown passes before the next detection can fire.
 """
 
