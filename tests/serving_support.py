@@ -77,6 +77,16 @@ def trained(task: str = "binary", n: int = 1500, categorical: bool = True, **sec
     return preq
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a server the test started; kill it if it does not exit within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -124,12 +134,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
         client.close()
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def export(preq: Prequential):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from kafka_tools import free_port, start_broker, stop_process
+from kafka_tools import start_broker
+from serving_support import free_port, stop_process
 
 
 @pytest.fixture(scope="session")

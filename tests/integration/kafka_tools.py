@@ -25,12 +25,6 @@ FAST_GROUP = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_broker(binary: str, port: int, advertised_port: int, log: Path) -> subprocess.Popen:
     """tansu with in-memory storage on loopback; returns once it accepts connections."""
     handle = log.open("wb")
@@ -52,15 +46,6 @@ def start_broker(binary: str, port: int, advertised_port: int, log: Path) -> sub
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"tansu did not listen on {port}: {log.read_text(errors='replace')}")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def unique(prefix: str) -> str:

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
-from serving_support import free_port
+from serving_support import free_port, stop_process
 from worker_support import TOPIC, FakeReader, FakeWriter, event
 
 from streamlearn.app import (
@@ -179,12 +179,7 @@ def _prometheus(tmp_path: Path, worker_port: int, server_port: int) -> Iterator[
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -13,14 +13,13 @@ from kafka_tools import (
     TcpProxy,
     create_topic,
     event,
-    free_port,
     read_topic,
     send,
     start_broker,
-    stop_process,
     unique,
     worker_settings,
 )
+from serving_support import free_port, stop_process
 
 from streamlearn.app import build_worker
 
