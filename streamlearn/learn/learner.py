@@ -3,21 +3,22 @@
 One forward pass over [new batch ‖ replay sample] gives both the prequential predictions for
 the new rows (made before any update, so a prediction never sees its own label) and the
 training loss. Steps with a non-finite loss or gradient are skipped and counted, gradients are
-clipped, and the LR follows a warm-up/re-warm schedule. CUDA with bfloat16 autocast when
-present, else CPU float32.
+clipped, and the LR follows a warm-up/re-warm schedule. Training runs the hand-fused step of
+learn/fused.py in float32; scoring-only calls use the module (bfloat16 autocast on CUDA).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from streamlearn.device import autocast_dtype, configure_threads, resolve_device, to_device
+from streamlearn.learn.fused import FusedTrainer, Pass
 from streamlearn.learn.replay import ReservoirBuffer
 from streamlearn.learn.schedule import RewarmSchedule
 from streamlearn.model import TabularNet
@@ -56,14 +57,9 @@ class OnlineLearner:
                 learner.max_classes,
                 regression=self.regression,
             ).to(self.device)
-        # Dense layers: AdamW. The embedding table has sparse gradients and its own lazy Adam,
+        # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
-        embedding = self.model.embedding.weight
-        self._dense = [p for p in self.model.parameters() if p is not embedding]
-        self.optimizer = torch.optim.AdamW(
-            self._dense, lr=learner.lr, weight_decay=learner.weight_decay, fused=True
-        )
-        self.sparse_optimizer = torch.optim.SparseAdam([embedding], lr=learner.lr)
+        self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm)
         self.schedule = RewarmSchedule(
             learner.lr,
             learner.warmup_steps,
@@ -105,6 +101,17 @@ class OnlineLearner:
             pred, hidden = self.model(to_device(num, self.device), to_device(cat, self.device))
         return pred.float().cpu().numpy(), hidden.float().cpu().numpy()
 
+    def forward_seen(
+        self, num: torch.Tensor, cat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and hidden [N, H] of rows the learner has trained on (device tensors).
+
+        The training forward: it computes only the input slots and classes seen so far, which
+        gives the module's result for such rows at a fraction of the cost.
+        """
+        p = self.trainer.forward(num, cat, self.trainer.active_classes())
+        return self.trainer.prediction(p, len(num)), p.hidden[-1]
+
     def set_classes(self, mask: np.ndarray) -> None:
         """Switch on the output slots of the classes seen so far."""
         if not self.regression:
@@ -124,21 +131,12 @@ class OnlineLearner:
         self.model.target_loc.fill_(self._y_mean)
         self.model.target_scale.fill_(std if std > 1e-12 else 1.0)
 
-    def _losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.regression:
-            z = (y - self.model.target_loc) / self.model.target_scale
-            return (out.float() - z) ** 2
-        return F.cross_entropy(out.float(), y, reduction="none")
-
-    def _replay_mix(
-        self, num: torch.Tensor, cat: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The batch followed by a fresh replay sample of replay_ratio × its size."""
-        n_replay = round(self.settings.replay_ratio * len(y)) if len(self.replay) else 0
-        if not n_replay:
-            return num, cat, y
-        r_num, r_cat, r_y = self.replay.sample(n_replay)
-        return torch.cat([num, r_num]), torch.cat([cat, r_cat]), torch.cat([y, r_y])
+    def _replay_rows(self, batch: int) -> tuple[int, tuple[torch.Tensor, ...] | None]:
+        """(rows per update, one uniform replay draw for all of this batch's updates)."""
+        per_update = round(self.settings.replay_ratio * batch) if len(self.replay) else 0
+        if not per_update:
+            return 0, None
+        return per_update, self.replay.sample(per_update * self.settings.updates)
 
     def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
         """Predict the labelled batch with the current weights, then learn from it.
@@ -148,75 +146,52 @@ class OnlineLearner:
         the same batch, each with a fresh replay sample.
         """
         batch = len(y)
+        self.trainer.observe_inputs(num, cat)
+        k = self.trainer.active_classes()
         num_t, cat_t = to_device(num, self.device), to_device(cat, self.device)
         y_t = to_device(y.astype(np.float32 if self.regression else np.int64), self.device)
-        x_num, x_cat, y_all = self._replay_mix(num_t, cat_t, y_t)
+        per_update, replayed = self._replay_rows(batch)
 
-        with self._amp():
-            out, hidden = self.model.raw(x_num, x_cat)
-        with torch.no_grad():
-            pre_out = out[:batch].float()
-            if self.regression:
-                prediction = pre_out * self.model.target_scale + self.model.target_loc
-            else:
-                prediction = torch.softmax(pre_out, dim=1)
+        def mixed(update: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """The batch followed by this update's share of the replay draw."""
+            if replayed is None:
+                return num_t, cat_t, y_t
+            rows = slice(update * per_update, (update + 1) * per_update)
+            new = (num_t, cat_t, y_t)
+            return tuple(torch.cat([t, r[rows]]) for t, r in zip(new, replayed, strict=True))
+
+        x_num, x_cat, y_all = mixed(0)
+        first = self.trainer.forward(x_num, x_cat, k)
+        prediction = self.trainer.prediction(first, batch)
         if self.regression and np.isfinite(y).all():  # a non-finite batch is skipped below
             self._observe_targets(y.astype(np.float64))
-        losses = self._losses(out, y_all)  # one pass: training loss and prequential loss
-        pre_loss = losses[:batch].detach()
-        learned = self._apply(losses.mean())
-        for _ in range(self.settings.updates - 1):
-            x_num, x_cat, y_all = self._replay_mix(num_t, cat_t, y_t)
-            with self._amp():
-                out, _ = self.model.raw(x_num, x_cat)
-            learned = self._apply(self._losses(out, y_all).mean()) and learned
-        finite = torch.isfinite(pre_loss)  # a NaN/inf row must not poison later replay
-        if finite.all():
+        losses = self.trainer.losses(first, y_all)  # training loss and prequential loss
+        pre_loss = losses[:batch]
+        learned = self._learn(first, y_all, losses)
+        for update in range(1, self.settings.updates):
+            x_num, x_cat, y_all = mixed(update)
+            again = self.trainer.forward(x_num, x_cat, k)
+            learned = self._learn(again, y_all, self.trainer.losses(again, y_all)) and learned
+        # a NaN/inf row must not poison later replay
+        if math.isfinite(float(pre_loss.sum())):
             self.replay.add(num_t, cat_t, y_t)
-        elif finite.any():
+        else:
+            finite = torch.isfinite(pre_loss)
             self.replay.add(num_t[finite], cat_t[finite], y_t[finite])
         return StepResult(
-            prediction.cpu().numpy(),
+            prediction.float().cpu().numpy(),
             pre_loss.cpu().numpy(),
-            hidden[:batch].detach().float().cpu().numpy(),
+            first.hidden[-1][:batch].float().cpu().numpy(),
             learned,
         )
 
-    def _zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.sparse_optimizer.zero_grad(set_to_none=True)
-
-    def _clip(self) -> bool:
-        """Clip all gradients (dense and sparse) to one global norm; False if non-finite."""
-        grads = [p.grad for p in self._dense if p.grad is not None]
-        embedding = self.model.embedding.weight
-        if embedding.grad is not None:
-            embedding.grad = embedding.grad.coalesce()
-            grads.append(embedding.grad.values())
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        if not torch.isfinite(norm):
-            return False
-        scale = (self.settings.clip_norm / (norm + 1e-6)).clamp(max=1.0)
-        for grad in grads:
-            grad.mul_(scale)
-        return True
-
-    def _apply(self, loss: torch.Tensor) -> bool:
-        """Backward, clip and step unless the loss or gradient is non-finite."""
-        self._zero_grad()
-        if not torch.isfinite(loss):
+    def _learn(self, p: Pass, y: torch.Tensor, losses: torch.Tensor) -> bool:
+        """One update unless the loss or the gradient is non-finite (then skipped, counted)."""
+        if not math.isfinite(float(losses.sum())) or not self.trainer.learn(
+            p, y, self.schedule.value(self.steps)
+        ):
             self.skipped_nonfinite += 1
             return False
-        loss.backward()
-        if not self._clip():
-            self._zero_grad()
-            self.skipped_nonfinite += 1
-            return False
-        lr = self.schedule.value(self.steps)
-        for optimizer in (self.optimizer, self.sparse_optimizer):
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
         self.steps += 1
         return True
 
@@ -234,8 +209,7 @@ class OnlineLearner:
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "sparse_optimizer": self.sparse_optimizer.state_dict(),
+            "optimizer": self.trainer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "replay": self.replay.state_dict(),
             "counters": {
@@ -247,8 +221,7 @@ class OnlineLearner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.sparse_optimizer.load_state_dict(state["sparse_optimizer"])
+        self.trainer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.replay.load_state_dict(state["replay"])
         counters = state["counters"]

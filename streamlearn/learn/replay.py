@@ -39,20 +39,29 @@ class ReservoirBuffer:
 
     def slots_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions in the batch, reservoir slots) for the next n items, last write wins."""
-        t = np.arange(self.seen, self.seen + n)
-        slots = t.copy()
-        late = t >= self.capacity
-        if late.any():
-            slots[late] = self._rng.integers(0, t[late] + 1)
-        keep = slots < self.capacity
-        positions, slots = np.nonzero(keep)[0], slots[keep]
-        # Later items overwrite earlier ones in the same slot, as sequential insertion would.
-        _, last = np.unique(slots[::-1], return_index=True)
-        chosen = len(slots) - 1 - last
-        return positions[chosen], slots[chosen]
+        fill = min(n, max(self.capacity - self.seen, 0))  # items that find a free slot
+        positions, slots = np.arange(fill), np.arange(self.seen, self.seen + fill)
+        if fill == n:
+            return positions, slots
+        t = np.arange(self.seen + fill, self.seen + n)
+        drawn = self._rng.integers(0, t + 1)
+        kept = np.flatnonzero(drawn < self.capacity)
+        positions = np.concatenate([positions, kept + fill])
+        slots = np.concatenate([slots, drawn[kept]])
+        if len(set(slots.tolist())) < len(slots):
+            # Later items overwrite earlier ones in the same slot, as sequential insertion would.
+            _, last = np.unique(slots[::-1], return_index=True)
+            chosen = len(slots) - 1 - last
+            positions, slots = positions[chosen], slots[chosen]
+        return positions, slots
 
     def add(self, num: torch.Tensor, cat: torch.Tensor, y: torch.Tensor) -> None:
         if self.capacity == 0:
+            self.seen += len(y)
+            return
+        if self.seen + len(y) <= self.capacity:  # still filling up: one run of free slots
+            run = slice(self.seen, self.seen + len(y))
+            self.num[run], self.cat[run], self.y[run] = num, cat, y
             self.seen += len(y)
             return
         positions, slots = self.slots_for(len(y))

@@ -149,11 +149,11 @@ def test_kill_9_at_random_points_trains_each_event_exactly_once(
     assert ref_model.keys() == got_model.keys()
     for name, tensor in ref_model.items():
         assert torch.equal(got_model[name], tensor), name  # bitwise
-    ref_opt = reference["prequential"]["learner"]["optimizer"]["state"]
-    got_opt = final["prequential"]["learner"]["optimizer"]["state"]
-    for key, slots in ref_opt.items():
-        for slot, value in slots.items():
-            assert torch.equal(torch.as_tensor(got_opt[key][slot]), torch.as_tensor(value))
+    ref_opt = reference["prequential"]["learner"]["optimizer"]
+    got_opt = final["prequential"]["learner"]["optimizer"]
+    assert ref_opt.keys() == got_opt.keys()
+    for key, value in ref_opt.items():  # Adam moments and step, active widths
+        assert torch.equal(torch.as_tensor(got_opt[key]), torch.as_tensor(value)), key
     assert (
         final["prequential"]["learner"]["counters"]
         == reference["prequential"]["learner"]["counters"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from streamlearn.learn import fused
 from streamlearn.learn.learner import OnlineLearner
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
@@ -109,7 +110,7 @@ def test_non_finite_step_skipped_counted_and_weights_unchanged(where):
         learner.step(*toy_batch(rng, regression=regression))
     state = params(learner)
     kept = len(learner.replay)
-    optimizer_state = copy.deepcopy(learner.optimizer.state_dict())
+    optimizer_state = copy.deepcopy(learner.trainer.state_dict())
     steps = learner.steps
     num, cat, y = toy_batch(rng, regression=regression)
     if where == "num":
@@ -121,7 +122,7 @@ def test_non_finite_step_skipped_counted_and_weights_unchanged(where):
     assert learner.skipped_nonfinite == 1
     assert learner.steps == steps
     assert_same(params(learner), state)
-    assert str(learner.optimizer.state_dict()) == str(optimizer_state)
+    assert str(learner.trainer.state_dict()) == str(optimizer_state)
     # the bad row must not poison later steps: not replayed, not in the target statistics
     assert len(learner.replay) == kept + 31
     assert torch.isfinite(learner.replay.num[: len(learner.replay)]).all()
@@ -133,24 +134,30 @@ def test_non_finite_step_skipped_counted_and_weights_unchanged(where):
     assert all(torch.isfinite(p).all() for p in learner.model.parameters())
 
 
-def test_gradient_clipping_bounds_the_update():
+def recorded_adamw(monkeypatch, record):
+    """Calls of the dense-layer AdamW update, passed to ``record(grad, lr)`` first."""
+    original = fused.adamw
+
+    def recording(params, grads, *args, **kwargs):
+        record(grads[0], kwargs["lr"])
+        return original(params, grads, *args, **kwargs)
+
+    monkeypatch.setattr(fused, "adamw", recording)
+
+
+def test_gradient_clipping_bounds_the_update(monkeypatch):
+    norms: list[float] = []
+    recorded_adamw(monkeypatch, lambda grad, lr: norms.append(float(grad.norm())))
+
     def grad_norms(clip_norm):
         learner = make(clip_norm=clip_norm, task="regression", replay_size=0)
-        norms = []
-        original = learner.optimizer.step
-
-        def recording_step(*args, **kwargs):
-            grads = [p.grad for p in learner.model.parameters() if p.grad is not None]
-            norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
-            return original(*args, **kwargs)
-
-        learner.optimizer.step = recording_step
+        norms.clear()
         before = [p.detach().clone() for p in learner.model.parameters()]
         num, cat, y = toy_batch(np.random.default_rng(5), regression=True)
         learner.step(num * 1e4, cat, y * 1e3)
         after = [p.detach() for p in learner.model.parameters()]
         change = max(float((a - b).abs().max()) for a, b in zip(after, before, strict=True))
-        return norms, change
+        return list(norms), change
 
     clipped, change = grad_norms(0.5)
     unclipped, _ = grad_norms(1e9)
@@ -159,17 +166,11 @@ def test_gradient_clipping_bounds_the_update():
     assert np.isfinite(change) and change <= 0.01 * 1.01  # Adam: at most ~lr per weight
 
 
-def test_schedule_lr_is_applied_to_the_optimizer():
+def test_schedule_lr_is_applied_to_the_optimizer(monkeypatch):
     rng = np.random.default_rng(6)
     learner = make(lr=0.01, warmup_steps=4, rewarm_factor=3.0, rewarm_steps=2, redecay_steps=2)
-    applied = []
-    original = learner.optimizer.step
-
-    def recording_step(*args, **kwargs):
-        applied.append(learner.optimizer.param_groups[0]["lr"])
-        return original(*args, **kwargs)
-
-    learner.optimizer.step = recording_step
+    applied: list[float] = []
+    recorded_adamw(monkeypatch, lambda grad, lr: applied.append(lr))
     for _ in range(6):
         learner.step(*toy_batch(rng))
     assert applied == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
@@ -233,13 +234,13 @@ def test_replay_fills_and_is_mixed_into_the_loss():
     rng = np.random.default_rng(9)
     learner = make(replay_size=50, replay_ratio=1.0)
     sizes = []
-    original = learner.model.raw
+    original = learner.trainer.forward
 
-    def recording_raw(num, cat):
+    def recording_forward(num, cat, k):
         sizes.append(len(num))
-        return original(num, cat)
+        return original(num, cat, k)
 
-    learner.model.raw = recording_raw
+    learner.trainer.forward = recording_forward
     for _ in range(3):
         learner.step(*toy_batch(rng, n=20))
     assert sizes == [20, 40, 40]  # first step has nothing to replay
@@ -279,3 +280,17 @@ def test_steps_on_cuda():
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     num, cat, _ = toy_batch(rng)
     assert learner.predict(num, cat).shape == (32, 3)
+
+
+def test_forward_seen_equals_the_module_on_trained_rows():
+    """The memory re-keys through the cheaper training forward: same numbers as the module."""
+    rng = np.random.default_rng(12)
+    learner = make()
+    _run(learner, [toy_batch(rng) for _ in range(4)])
+    num, cat, _ = toy_batch(rng)
+    num_t, cat_t = torch.from_numpy(num), torch.from_numpy(cat)
+    prediction, hidden = learner.forward_seen(num_t, cat_t)
+    with torch.no_grad():
+        expected, expected_hidden = learner.model(num_t, cat_t)
+    torch.testing.assert_close(prediction, expected)
+    torch.testing.assert_close(hidden, expected_hidden)

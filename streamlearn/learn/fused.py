@@ -1,0 +1,233 @@
+"""FusedTrainer: TabularNet's training step as a short, fixed sequence of tensor ops.
+
+Autograd and ``torch.optim`` cost far more per step than the arithmetic of a model this small
+(a 64-wide MLP on a 32-row batch): graph recording, hooks, per-parameter optimizer loops. This
+step writes the forward pass, the hand-derived backward pass, global-norm clipping, AdamW (for
+the dense layers, on one flat buffer the module's parameters are views of) and lazy sparse Adam
+(for the embedding rows in the batch) directly. tests/unit/learn/test_fused.py checks gradients
+and updates against autograd + ``torch.optim.AdamW``/``SparseAdam``.
+
+Only the active part of the input is computed: numeric slots up to the widest one ever non-zero,
+categorical slots up to the widest one ever set, class outputs switched on by ``class_mask``.
+Inputs beyond those are zero (and padding rows of the embedding are zero), so they contribute
+nothing to outputs or gradients: skipping them changes no result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.optim.adamw import adamw
+
+from streamlearn.model import TabularNet
+
+__all__ = ["FusedTrainer", "Pass"]
+
+_BETAS = (0.9, 0.999)  # torch.optim.AdamW / SparseAdam defaults
+_EPS = 1e-8
+
+
+@dataclass(slots=True)
+class Pass:
+    """One forward pass: what the loss, the backward pass and the caller need."""
+
+    out: torch.Tensor  # [N, k] logits of the active classes, or [N] standardised values
+    hidden: list[torch.Tensor]  # post-ReLU output of each hidden layer; the last is the key
+    x_num: torch.Tensor  # [N, a] active numeric inputs
+    ids: torch.Tensor  # [N, c] active bucket ids
+    emb: torch.Tensor  # [N, c·e] their embeddings
+
+
+class FusedTrainer:
+    """Forward, backward and optimizer update of one TabularNet, without autograd."""
+
+    def __init__(self, model: TabularNet, weight_decay: float, clip_norm: float) -> None:
+        self.model = model
+        self.weight_decay = weight_decay
+        self.clip_norm = clip_norm
+        self.regression = model.regression
+        self.table = model.embedding.weight
+        self.numeric_slots = model.numeric_slots
+        self.flat = torch.cat([p.detach().flatten() for p in self._dense()]).float()
+        self.grad = torch.zeros_like(self.flat)
+        self._bind()
+        self.step = torch.zeros((), dtype=torch.float32, device=self.flat.device)
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        # lazy Adam moments of the embedding rows: [buckets, 2 (mean, square), dim]
+        self.table_moments = self.table.new_zeros((self.table.shape[0], 2, self.table.shape[1]))
+        self.active_num = 0
+        self.active_cat = 0
+
+    def _dense(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p is not self.table]
+
+    def _bind(self) -> None:
+        """Make the module's dense parameters (and their gradients) views of the flat buffers."""
+        views: dict[int, torch.Tensor] = {}
+        offset = 0
+        for p in self._dense():
+            n = p.numel()
+            p.data = self.flat[offset : offset + n].view_as(p)
+            views[id(p)] = self.grad[offset : offset + n].view_as(p)
+            offset += n
+        layers = [m for m in self.model.body if isinstance(m, nn.Linear)] + [self.model.head]
+        # plain lists: nn.Module attribute lookups cost more than the small ops they feed
+        self.weights = [layer.weight for layer in layers]
+        self.biases = [layer.bias for layer in layers]
+        self.weight_grads = [views[id(w)] for w in self.weights]
+        self.bias_grads = [views[id(b)] for b in self.biases]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Pickling copies views as separate tensors: bind the module to the buffer again."""
+        self.__dict__.update(state)
+        self._bind()
+
+    # -- widths -----------------------------------------------------------------------------
+    def observe_inputs(self, num: np.ndarray, cat: np.ndarray) -> None:
+        """Widen the active input to every slot this batch sets (it never narrows)."""
+        self.active_num = max(self.active_num, _last_set(num))
+        self.active_cat = max(self.active_cat, _last_set(cat))
+
+    def active_classes(self) -> int:
+        if self.regression:
+            return 1
+        return int(self.model.class_mask.sum())
+
+    # -- forward ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward(self, num: torch.Tensor, cat: torch.Tensor, k: int) -> Pass:
+        """Outputs over the first k output slots and the activations backward reads."""
+        a, c = self.active_num, self.active_cat
+        dim = self.table.shape[1]
+        x_num, ids = num[:, :a], cat[:, :c]
+        emb = self.table.index_select(0, ids.reshape(-1)).view(len(ids), c * dim)
+        w, start = self.weights[0], self.numeric_slots
+        h = torch.addmm(self.biases[0], x_num, w[:, :a].t())
+        h.addmm_(emb, w[:, start : start + c * dim].t())
+        hidden = [h.clamp_min_(0.0)]
+        for w, b in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
+            hidden.append(torch.addmm(b, hidden[-1], w.t()).clamp_min_(0.0))
+        out = torch.addmm(self.biases[-1][:k], hidden[-1], self.weights[-1][:k].t())
+        return Pass(out.squeeze(1) if self.regression else out, hidden, x_num, ids, emb)
+
+    @torch.no_grad()
+    def losses(self, p: Pass, y: torch.Tensor) -> torch.Tensor:
+        """[N] squared error of the standardised target, or cross-entropy."""
+        if self.regression:
+            return (p.out - self._standardised(y)) ** 2
+        return F.cross_entropy(p.out, y, reduction="none")
+
+    def _standardised(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.model.target_loc) / self.model.target_scale
+
+    @torch.no_grad()
+    def prediction(self, p: Pass, rows: int) -> torch.Tensor:
+        """Probabilities [rows, C] (zero for classes not switched on) or values [rows]."""
+        if self.regression:
+            return p.out[:rows] * self.model.target_scale + self.model.target_loc
+        full = torch.zeros(
+            (rows, self.model.class_mask.shape[0]), dtype=p.out.dtype, device=p.out.device
+        )
+        full[:, : p.out.shape[1]] = torch.softmax(p.out[:rows], dim=1)
+        return full
+
+    # -- backward + update ------------------------------------------------------------------
+    def _backward(self, p: Pass, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the mean loss into ``self.grad``; (touched bucket ids, their grads)."""
+        n = len(y)
+        if self.regression:
+            d_out = ((p.out - self._standardised(y)) * (2.0 / n)).unsqueeze(1)
+        else:
+            d_out = torch.softmax(p.out, dim=1)
+            d_out.scatter_add_(1, y.unsqueeze(1), torch.full_like(d_out[:, :1], -1.0))
+            d_out.mul_(1.0 / n)
+        self.grad.zero_()
+        k = d_out.shape[1]
+        torch.mm(d_out.t(), p.hidden[-1], out=self.weight_grads[-1][:k])
+        torch.sum(d_out, 0, out=self.bias_grads[-1][:k])
+        d_h = d_out @ self.weights[-1][:k]
+        for i in range(len(p.hidden) - 1, 0, -1):
+            d_h.mul_(p.hidden[i] > 0)  # ReLU
+            torch.mm(d_h.t(), p.hidden[i - 1], out=self.weight_grads[i])
+            torch.sum(d_h, 0, out=self.bias_grads[i])
+            d_h = d_h @ self.weights[i]
+        d_h.mul_(p.hidden[0] > 0)
+        first = self.weight_grads[0]
+        emb_cols = slice(self.numeric_slots, self.numeric_slots + p.emb.shape[1])
+        first[:, : p.x_num.shape[1]] = d_h.t() @ p.x_num
+        first[:, emb_cols] = d_h.t() @ p.emb
+        torch.sum(d_h, 0, out=self.bias_grads[0])
+        d_emb = (d_h @ self.weights[0][:, emb_cols]).view(-1, self.table.shape[1])
+        ids, inverse = torch.unique(p.ids.reshape(-1), return_inverse=True)
+        rows = d_emb.new_zeros((len(ids), self.table.shape[1])).index_add_(0, inverse, d_emb)
+        rows.mul_(ids.unsqueeze(1) != 0)  # padding bucket 0 stays zero, as nn.Embedding's
+        return ids, rows
+
+    @torch.no_grad()
+    def learn(self, p: Pass, y: torch.Tensor, lr: float) -> bool:
+        """Backward, clip, AdamW + sparse Adam; False, and nothing changed, when the gradient
+        is not finite."""
+        ids, rows = self._backward(p, y)
+        norm = math.sqrt(float(self.grad.dot(self.grad)) + float(rows.pow(2).sum()))
+        if not math.isfinite(norm):
+            return False
+        scale = self.clip_norm / (norm + 1e-6)
+        if scale < 1.0:
+            self.grad.mul_(scale)
+            rows.mul_(scale)
+        beta1, beta2 = _BETAS
+        # dense layers: torch's own fused AdamW kernel on the flat buffer (it counts the step)
+        adamw(
+            [self.flat],
+            [self.grad],
+            [self.exp_avg],
+            [self.exp_avg_sq],
+            [],
+            [self.step],
+            fused=True,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=lr,
+            weight_decay=self.weight_decay,
+            eps=_EPS,
+            maximize=False,
+        )
+        # lazy Adam on the touched embedding rows, as torch.optim.SparseAdam computes it
+        step = float(self.step)
+        moments = self.table_moments.index_select(0, ids)
+        avg, avg_sq = moments[:, 0], moments[:, 1]
+        avg.lerp_(rows, 1 - beta1)
+        avg_sq.mul_(beta2).addcmul_(rows, rows, value=1 - beta2)
+        self.table_moments.index_copy_(0, ids, moments)
+        step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+        self.table.index_add_(0, ids, avg / avg_sq.sqrt_().add_(_EPS), alpha=-step_size)
+        return True
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "exp_avg": self.exp_avg,
+            "exp_avg_sq": self.exp_avg_sq,
+            "table_moments": self.table_moments,
+            "active": [self.active_num, self.active_cat],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("step", "exp_avg", "exp_avg_sq", "table_moments"):
+            getattr(self, name).copy_(state[name])
+        self.active_num, self.active_cat = (int(v) for v in state["active"])
+
+
+def _last_set(values: np.ndarray) -> int:
+    """1 + the last column with any non-zero value (0 when none)."""
+    columns = np.flatnonzero(values.any(axis=0))
+    return int(columns[-1]) + 1 if len(columns) else 0
