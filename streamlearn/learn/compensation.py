@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from streamlearn.learn.learner import OnlineLearner
-from streamlearn.learn.memory import ErrorMemory, TopKStore
+from streamlearn.learn.memory import ErrorMemory, TopKStore, ring_write, unit_rows
 from streamlearn.settings import FeatureSettings, MemorySettings
 
 __all__ = ["MemoryStage"]
@@ -110,7 +109,7 @@ class MemoryStage:
         self._keys = None
         stored = self.memory.update(hidden, target, base, keys)
         if self._ring is not None:
-            if not stored.all():
+            if self.memory.store == "errors":  # the rows it skipped are not in the ring
                 num, cat = num[stored], cat[stored]
             self._store_inputs(num, cat, cursor)
             if self._rekey_due():
@@ -119,16 +118,9 @@ class MemoryStage:
     def _store_inputs(self, num: np.ndarray, cat: np.ndarray, cursor: int) -> None:
         """Mirror the ring slots just written (from ``cursor`` on) with the raw inputs."""
         assert self._ring is not None
-        size, n = self._ring.size, min(len(num), self._ring.size)
-        num_t = torch.from_numpy(np.ascontiguousarray(num[len(num) - n :]))
-        cat_t = torch.from_numpy(np.ascontiguousarray(cat[len(cat) - n :]))
-        if cursor + n <= size:  # the usual case: one contiguous run of slots
-            self._num[cursor : cursor + n] = num_t  # copies, converting dtype and device
-            self._cat[cursor : cursor + n] = cat_t
-        else:
-            slots = (torch.arange(n) + cursor) % size
-            self._num[slots.to(self._num.device)] = num_t.to(self._num.device, torch.float32)
-            self._cat[slots.to(self._cat.device)] = cat_t.to(self._cat.device, torch.long)
+        n = min(len(num), self._ring.size)  # the ring kept only the newest `size` rows
+        ring_write(self._num, cursor, torch.from_numpy(num[len(num) - n :]))
+        ring_write(self._cat, cursor, torch.from_numpy(cat[len(cat) - n :]))
 
     def _rekey_due(self) -> bool:
         s = self.settings
@@ -143,8 +135,8 @@ class MemoryStage:
         if ring is None or ring.filled == 0:
             return
         n, w = ring.filled, ring.width
-        pred, hidden = self.learner.model(self._num[:n], self._cat[:n])
-        ring.keys[:n] = F.normalize(hidden.float(), dim=1, eps=1e-8)
+        pred, hidden = self.learner.forward_seen(self._num[:n], self._cat[:n])
+        unit_rows(hidden.float(), out=ring.keys[:n])
         ring.values[:n, w:] = pred.float().view(n, w)
         self.rekeys += 1
 

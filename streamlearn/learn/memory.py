@@ -34,16 +34,42 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-__all__ = ["ErrorMemory", "LSHStore", "MemoryStore", "TopKStore"]
+__all__ = ["ErrorMemory", "LSHStore", "MemoryStore", "TopKStore", "ring_write", "unit_rows"]
 
 Kind = Literal["lsh", "topk"]
 
 
 def _as_tensor(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    tensor = torch.as_tensor(array)
-    return tensor.to(device=device, dtype=torch.float32)
+    """float32 on ``device``; a host float32 array, the usual input, is wrapped without a copy
+    by ``from_numpy``, a third of the cost of ``as_tensor``."""
+    if isinstance(array, np.ndarray) and array.dtype == np.float32 and device.type == "cpu":
+        return torch.from_numpy(array)
+    return torch.as_tensor(array, dtype=torch.float32, device=device)
+
+
+def _numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A host array (labels and base predictions are built into rows on the host)."""
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+def unit_rows(rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.normalize(rows, dim=1, eps=1e-8)``, bit for bit, in three ops instead of five
+    (its ``torch.norm`` wrapper alone costs more than the arithmetic); written into ``out``
+    when given, to skip a copy."""
+    norm = torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min_(1e-8)
+    return torch.div(rows, norm, out=out)
+
+
+def ring_write(ring: torch.Tensor, cursor: int, rows: torch.Tensor) -> None:
+    """Copy ``rows`` (at most ``len(ring)``) into ``ring`` from slot ``cursor`` on, wrapping
+    to slot 0: one or two slice copies (converting dtype and device), no index tensor."""
+    n, room = rows.shape[0], ring.shape[0] - cursor  # Tensor.__len__ is Python code
+    if n <= room:  # the usual case: one run of slots, no view of the rows needed
+        ring[cursor : cursor + n] = rows
+    else:
+        ring[cursor:] = rows[:room]
+        ring[: n - room] = rows[room:]
 
 
 class MemoryStore(Protocol):
@@ -80,39 +106,33 @@ class TopKStore:
         self.keys = torch.zeros((size, hidden_dim), device=device)
         self.values = torch.zeros((size, 2 * width), device=device)
         self._zero = torch.zeros(1, device=device)
+        self._full = (self.keys.T, self.values)  # read views of a full ring, made once
         self.filled = 0
         self.cursor = 0
 
     def __len__(self) -> int:
         return self.filled
 
-    def slots(self, n: int) -> torch.Tensor:
-        """Ring positions the next ``n`` writes go to (n ≤ size)."""
-        return (torch.arange(n, device=self.keys.device) + self.cursor) % self.size
-
     def write(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        if len(keys) > self.size:  # only the newest `size` rows would survive anyway
-            keys, values = keys[-self.size :], values[-self.size :]
-        n = len(keys)
-        if self.cursor + n <= self.size:
-            self.keys[self.cursor : self.cursor + n] = keys
-            self.values[self.cursor : self.cursor + n] = values
-        else:
-            slots = self.slots(n)
-            self.keys[slots] = keys
-            self.values[slots] = values
+        n = keys.shape[0]
+        if n > self.size:  # only the newest `size` rows would survive anyway
+            keys, values, n = keys[-self.size :], values[-self.size :], self.size
+        ring_write(self.keys, self.cursor, keys)
+        ring_write(self.values, self.cursor, values)
         self.cursor = (self.cursor + n) % self.size
         self.filled = min(self.filled + n, self.size)
 
     def read(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = self.filled  # callers read only a non-empty store
+        stored, values = self._full if n == self.size else (self.keys[:n].T, self.values[:n])
         # s/τ [B, n] in one op: cosine similarities of unit keys, divided by the temperature
-        sim = torch.addmm(self._zero, keys, self.keys[:n].T, beta=0.0, alpha=1.0 / self.tau)
+        sim = torch.addmm(self._zero, keys, stored, beta=0.0, alpha=1.0 / self.tau)
         if self.k == 0 or self.k >= n:  # every stored sample is a neighbour
-            return torch.softmax(sim, dim=1) @ self.values[:n], None
-        top, idx = torch.topk(sim, self.k, dim=1)  # [B, k]
-        weight = torch.softmax(top, dim=1).unsqueeze(1)  # [B, 1, k]
-        return torch.bmm(weight, self.values[idx]).squeeze(1), None  # [B, 2W]
+            weight = torch.softmax(sim, dim=1)
+        else:  # softmax over the k nearest, scattered into [B, n]: one matmul, no gather
+            top, idx = torch.topk(sim, self.k, dim=1)
+            weight = torch.zeros_like(sim).scatter_(1, idx, torch.softmax(top, dim=1))
+        return weight @ values, None  # [B, 2W]
 
     def clear(self) -> None:
         self.filled = self.cursor = 0
@@ -295,8 +315,9 @@ class ErrorMemory:
         else:
             raise ValueError(f"unknown memory kind {kind!r} (lsh | topk)")
         # ŷ = (1 − λγ)·ŷ_base + [ȳ ‖ ȳ_base] @ mix, mix = [λ·I ; −λ(1 − γ)·I]
-        eye = self._one_hot = torch.eye(w, device=self.device)
+        eye = torch.eye(w, device=self.device)
         self._mix = torch.cat([lam * eye, -lam * (1.0 - gamma) * eye])
+        self._one_hot = np.eye(w, dtype=np.float32)  # labels → y rows, on the host
         self.abs_error = 0.0  # regression: running mean |y − ŷ_base| for store="errors"
         self.writes = 0
 
@@ -306,7 +327,7 @@ class ErrorMemory:
     def keys(self, hidden: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Unit-length keys [B, H] for hidden rows; pass them to compensate and update alike
         to normalise a batch once."""
-        return F.normalize(_as_tensor(hidden, self.device), dim=1, eps=1e-8)
+        return unit_rows(_as_tensor(hidden, self.device))
 
     def _values(self, base: np.ndarray | torch.Tensor) -> torch.Tensor:
         values = _as_tensor(base, self.device)
@@ -340,11 +361,10 @@ class ErrorMemory:
         out = self._compensated(hidden, base_t, keys)
         if out is base_t:  # nothing stored: the base prediction unchanged (a copy)
             out = base_t.clone()
-            return (out[:, 0] if self.regression else out).cpu().numpy()
-        if self.regression:
-            return out[:, 0].cpu().numpy()
-        out = out.clamp_(0.0, 1.0)  # then renormalise; all-zero rows stay zero
-        return out.div_(out.sum(1, keepdim=True).clamp_min_(1e-12)).cpu().numpy()
+        elif not self.regression:  # clamp, then renormalise; all-zero rows stay zero
+            out.clamp_(0.0, 1.0)
+            out.div_(out.sum(1, keepdim=True).clamp_min_(1e-12))
+        return (out[:, 0] if self.regression else out).cpu().numpy()
 
     # -- write ----------------------------------------------------------------------------
     def update(
@@ -356,22 +376,28 @@ class ErrorMemory:
     ) -> np.ndarray:
         """Store labelled rows (all, or only errors); returns which rows were stored [B]."""
         keys = self.keys(hidden) if keys is None else keys
-        base_t = self._values(base)
-        if self.regression:
-            target = _as_tensor(y, self.device).view(-1, 1)
-        else:
-            target = self._one_hot[torch.as_tensor(y, device=self.device).long()]
-        values = torch.cat([target, base_t], dim=1)
+        values = self._rows(y, base)
         if self.store == "errors":
-            keep = self._errors(target, base_t)
+            keep = self._errors(values[:, : self.width], values[:, self.width :])
             keys, values = keys[keep], values[keep]
             stored = keep.cpu().numpy()
         else:
-            stored = np.ones(len(keys), dtype=bool)
+            stored = np.ones(keys.shape[0], dtype=bool)
         self.writes += 1
-        if len(keys):
+        if keys.shape[0]:
             self.backend.write(keys, values)
         return stored
+
+    def _rows(self, y: np.ndarray | torch.Tensor, base: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Stored values ``[y ‖ ŷ_base]`` [B, 2W], built on the host (y one-hot by indexing)
+        and moved to the device in one copy: a few numpy ops instead of several torch ones."""
+        labels = _numpy(y)
+        if self.regression:
+            target = labels.reshape(-1, 1)
+        else:
+            target = self._one_hot[labels.astype(np.int64, copy=False)]
+        rows = np.concatenate([target, _numpy(base).reshape(len(target), -1)], axis=1)
+        return _as_tensor(rows, self.device)
 
     def _errors(self, target: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """Rows worth storing under store="errors"."""

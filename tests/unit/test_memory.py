@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from streamlearn.errors import ConfigError
-from streamlearn.learn.memory import ErrorMemory, LSHStore, TopKStore
+from streamlearn.learn.memory import ErrorMemory, LSHStore, TopKStore, ring_write, unit_rows
 from streamlearn.prequential import Prequential
 from streamlearn.settings import load_settings
 
@@ -171,6 +171,24 @@ def test_topk_ring_stays_within_its_bound_and_keeps_the_newest():
     np.testing.assert_array_equal(mem.state_dict()["y"][:, 0], np.arange(27, 37))
     mem.update(f32(rng.normal(size=(25, 3))), f32(np.arange(100, 125)), f32(np.zeros(25)))
     np.testing.assert_array_equal(mem.state_dict()["y"][:, 0], np.arange(115, 125))
+
+
+def test_unit_rows_is_normalize_bit_for_bit():
+    rows = torch.from_numpy(f32(np.random.default_rng(4).normal(size=(6, 5))))
+    rows[2] = 0.0  # a dead hidden layer: stays zero
+    want = torch.nn.functional.normalize(rows, dim=1, eps=1e-8)
+    assert torch.equal(unit_rows(rows), want)
+    out = torch.full((8, 5), 7.0)
+    unit_rows(rows, out=out[1:7])
+    assert torch.equal(out[1:7], want) and (out[0] == 7).all() and (out[7] == 7).all()
+
+
+def test_ring_write_wraps_to_slot_zero():
+    ring = torch.zeros(5, dtype=torch.long)
+    ring_write(ring, 3, torch.tensor([1, 2, 3, 4]))
+    assert ring.tolist() == [3, 4, 0, 1, 2]
+    ring_write(ring, 0, torch.tensor([9.0, 8.0]))  # converts the dtype
+    assert ring.tolist() == [9, 8, 0, 1, 2]
 
 
 def test_lsh_sketch_size_is_fixed():
