@@ -44,6 +44,7 @@ from report import (
     stream_parser,
     write_json,
 )
+from speed_bounds import matmul_gmacs, measure_bounds, op_microseconds
 from tqdm import tqdm
 
 from streamlearn.evaluation import PrequentialScore
@@ -60,6 +61,9 @@ THROUGHPUT = "streamlearn-throughput"
 SKIPPABLE = (DICTS, THROUGHPUT, *RIVER_PEERS, DEEP_RIVER)
 # The throughput preset: large micro-batches, one gradient step each (fewer, cheaper steps).
 THROUGHPUT_PRESET = {"source": {"batch_size": 256}, "learner": {"updates": 1, "lr": 0.01}}
+
+
+BOUNDS_WARMUP = 3000  # events learned before the ops of one micro-batch are counted
 
 
 # -- input preparation (untimed) ----------------------------------------------------------------
@@ -167,6 +171,21 @@ def run_stream(
     return result
 
 
+def add_speed_bounds(results: Sequence[StreamResult], n_events: int, seed: int) -> None:
+    """Arithmetic and dispatch ceilings per stream (benchmarks/speed_bounds.py), after the
+    timed runs so that measuring them cannot disturb those."""
+    gmacs, op_us = matmul_gmacs(), op_microseconds()
+    for result in results:
+        settings = settings_for(result.stream, n_events, seed)
+        rows = list(stream_rows(result.stream, BOUNDS_WARMUP + settings.source.batch_size, seed))
+        batches = [
+            (to_columns(b), [y for _, y in b])
+            for b in row_batches(rows, settings.source.batch_size)
+        ]
+        bounds = measure_bounds(result.stream, settings, batches, gmacs=gmacs, op_us=op_us)
+        result.bounds = bounds.to_json()
+
+
 def _log(run: ModelRun, stream: str) -> None:
     tqdm.write(
         f"  {stream:<14} {run.name:<42} accuracy {fmt_float(run.score.overall())}"
@@ -219,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in result.runs:
             _log(run, stream)
         results.append(result)
+    add_speed_bounds(results, args.events, args.seed)
     meta = {
         "command": command,
         "started": started.isoformat(timespec="seconds"),

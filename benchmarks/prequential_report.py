@@ -38,6 +38,7 @@ class StreamResult:
     runs: list[ModelRun] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why
     settings: dict[str, Any] = field(default_factory=dict)  # streamlearn's, as used
+    bounds: dict[str, Any] | None = None  # speed_bounds.SpeedBounds.to_json() of the stream
 
     def add(self, run: ModelRun) -> None:
         self.runs.append(run)
@@ -257,6 +258,83 @@ def targets_section(results: Sequence[StreamResult]) -> str:
     )
 
 
+def _needed(result: StreamResult, key: str) -> float | None:
+    """events/s the speed-up target over peer ``key`` asks for on this stream."""
+    peer = result.run(key)
+    factor = next(f for k, _, f in SPEEDUP_TARGETS if k == key)
+    return None if peer is None else factor * peer.events_per_s
+
+
+def _above(needed: float | None, bounds: dict[str, Any]) -> str:
+    """Which ceilings a target's events/s lies above."""
+    if needed is None:
+        return "—"
+    over = [
+        name
+        for name, ceiling in (
+            ("dispatch", bounds["overhead_events_per_s"]),
+            ("arithmetic", bounds["arithmetic_events_per_s"]),
+        )
+        if needed > ceiling
+    ]
+    return f"{fmt_rate(needed)}: above {' and '.join(over)}" if over else f"{fmt_rate(needed)}: —"
+
+
+def bounds_section(results: Sequence[StreamResult]) -> str:
+    """The arithmetic and dispatch ceilings (benchmarks/speed_bounds.py) next to the targets."""
+    measured = [r for r in results if r.bounds and r.run(SUBJECT)]
+    if not measured:
+        return ""
+    table = []
+    for res in measured:
+        b, subject = res.bounds, res.run(SUBJECT)
+        assert b is not None and subject is not None
+        table.append(
+            [
+                res.stream,
+                fmt_rate(subject.events_per_s),
+                f"{b['macs_per_event'] / 1e3:,.0f} k",
+                fmt_rate(b["arithmetic_events_per_s"]),
+                f"{b['ops_per_batch']:,} × {b['op_us']:.1f} µs"
+                f" = {b['overhead_us_per_batch']:,.0f} µs",
+                fmt_rate(b["overhead_events_per_s"]),
+                _above(_needed(res, "river-lr"), b),
+                _above(_needed(res, "deep-river"), b),
+            ]
+        )
+    first = measured[0].bounds
+    assert first is not None
+    header = [
+        "stream",
+        "streamlearn events/s",
+        "multiply-adds per event",
+        "arithmetic ceiling",
+        "torch ops per batch × cost",
+        "dispatch ceiling",
+        "10× river LR needs",
+        "100× deep-river needs",
+    ]
+    return "\n".join(
+        [
+            "## Why the speed targets are missed",
+            "",
+            "Measured in this run by `benchmarks/speed_bounds.py`, with streamlearn's default "
+            "settings. *Arithmetic ceiling*: this machine's matrix-product rate "
+            f"({first['matmul_gmacs']:.0f} G multiply-adds/s per thread, 64×64 by 64×64, "
+            f"× {first['cores']} cores) divided by the multiply-adds one learned event costs "
+            "(updates × (1 + replay_ratio) training rows, each ≈ 3× a forward pass over the "
+            "active slots). *Dispatch ceiling*: the torch operations one micro-batch dispatches "
+            "(counted) times the cost of one small operation measured in a tight loop; numpy, "
+            "Python and cache misses come on top, so both ceilings are generous. A target "
+            "above a ceiling cannot be met by this design (eager PyTorch, batch 32, two "
+            "updates with replay) on this machine.",
+            "",
+            markdown_table(header, table, align="lrrrrrll"),
+            "",
+        ]
+    )
+
+
 def header_section(results: Sequence[StreamResult], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     subject = next((r for res in results if (r := res.run(SUBJECT))), None)
@@ -305,7 +383,7 @@ def header_section(results: Sequence[StreamResult], meta: dict[str, Any]) -> str
 
 def render_markdown(results: Sequence[StreamResult], meta: dict[str, Any]) -> str:
     parts = [header_section(results, meta), *(stream_section(r) for r in results)]
-    parts += [overall_section(results), targets_section(results)]
+    parts += [overall_section(results), targets_section(results), bounds_section(results)]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -323,6 +401,7 @@ def results_json(results: Sequence[StreamResult], meta: dict[str, Any]) -> dict[
                 "streamlearn_settings": res.settings,
                 "models": {r.key: model_summary(res, r) for r in res.runs},
                 "skipped": res.skipped,
+                "speed_bounds": res.bounds,
             }
             for res in results
         },

@@ -89,3 +89,20 @@ def test_missing_deep_river_venv_is_a_note_not_a_crash(tmp_path: Path, monkeypat
 
     with pytest.raises(PeerUnavailable, match=r"setup_peers\.sh"):
         DeepRiverPeer(venv=tmp_path / "no-venv").run([({"a": 1.0}, 1)])
+
+
+def test_speed_bounds_are_measured_and_consistent(out: Path) -> None:
+    data = json.loads((out / "prequential.json").read_text(encoding="utf-8"))
+    bounds = data["streams"][STREAM]["speed_bounds"]
+    settings = data["streams"][STREAM]["streamlearn_settings"]["learner"]
+    # sea-drift: 3 numeric features, no categorical, 2 classes; default hidden (64, 64)
+    assert settings["hidden"] == [64, 64]
+    forward = 3 * 64 + 64 * 64 + 64 * 2
+    rows = settings["updates"] * (1 + settings["replay_ratio"])
+    assert bounds["macs_per_event"] == 3 * forward * rows
+    assert bounds["ops_per_batch"] > 20  # counted, not assumed: a step is dozens of ops
+    assert bounds["matmul_gmacs"] > 0 and bounds["op_us"] > 0
+    expected = bounds["matmul_gmacs"] * 1e9 * bounds["cores"] / bounds["macs_per_event"]
+    assert math.isclose(bounds["arithmetic_events_per_s"], expected, rel_tol=1e-9)
+    markdown = (out / "prequential.md").read_text(encoding="utf-8")
+    assert "## Why the speed targets are missed" in markdown
