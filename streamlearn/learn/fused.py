@@ -41,7 +41,7 @@ class Pass:
     hidden: list[torch.Tensor]  # post-ReLU output of each hidden layer; the last is the key
     x_num: torch.Tensor  # [N, a] active numeric inputs
     ids: torch.Tensor  # [N, c] active bucket ids
-    emb: torch.Tensor  # [N, c·e] their embeddings
+    emb: torch.Tensor | None  # [N, c·e] their embeddings; None while no categorical slot is set
 
 
 class FusedTrainer:
@@ -107,10 +107,12 @@ class FusedTrainer:
         a, c = self.active_num, self.active_cat
         dim = self.table.shape[1]
         x_num, ids = num[:, :a], cat[:, :c]
-        emb = self.table.index_select(0, ids.reshape(-1)).view(len(ids), c * dim)
         w, start = self.weights[0], self.numeric_slots
         h = torch.addmm(self.biases[0], x_num, w[:, :a].t())
-        h.addmm_(emb, w[:, start : start + c * dim].t())
+        emb = None
+        if c:
+            emb = self.table.index_select(0, ids.reshape(-1)).view(len(ids), c * dim)
+            h.addmm_(emb, w[:, start : start + c * dim].t())
         hidden = [h.clamp_min_(0.0)]
         for w, b in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
             hidden.append(torch.addmm(b, hidden[-1], w.t()).clamp_min_(0.0))
@@ -139,8 +141,9 @@ class FusedTrainer:
         return full
 
     # -- backward + update ------------------------------------------------------------------
-    def _backward(self, p: Pass, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients of the mean loss into ``self.grad``; (touched bucket ids, their grads)."""
+    def _backward(self, p: Pass, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Gradients of the mean loss into ``self.grad``; (touched bucket ids, their
+        gradient rows), or None when no embedding was used."""
         n = len(y)
         if self.regression:
             d_out = ((p.out - self._standardised(y)) * (2.0 / n)).unsqueeze(1)
@@ -160,10 +163,12 @@ class FusedTrainer:
             d_h = d_h @ self.weights[i]
         d_h.mul_(p.hidden[0] > 0)
         first = self.weight_grads[0]
-        emb_cols = slice(self.numeric_slots, self.numeric_slots + p.emb.shape[1])
         first[:, : p.x_num.shape[1]] = d_h.t() @ p.x_num
-        first[:, emb_cols] = d_h.t() @ p.emb
         torch.sum(d_h, 0, out=self.bias_grads[0])
+        if p.emb is None:
+            return None
+        emb_cols = slice(self.numeric_slots, self.numeric_slots + p.emb.shape[1])
+        first[:, emb_cols] = d_h.t() @ p.emb
         d_emb = (d_h @ self.weights[0][:, emb_cols]).view(-1, self.table.shape[1])
         ids, inverse = torch.unique(p.ids.reshape(-1), return_inverse=True)
         rows = d_emb.new_zeros((len(ids), self.table.shape[1])).index_add_(0, inverse, d_emb)
@@ -174,14 +179,18 @@ class FusedTrainer:
     def learn(self, p: Pass, y: torch.Tensor, lr: float) -> bool:
         """Backward, clip, AdamW + sparse Adam; False, and nothing changed, when the gradient
         is not finite."""
-        ids, rows = self._backward(p, y)
-        norm = math.sqrt(float(self.grad.dot(self.grad)) + float(rows.pow(2).sum()))
+        sparse = self._backward(p, y)
+        square = float(self.grad.dot(self.grad))
+        if sparse is not None:
+            square += float(sparse[1].pow(2).sum())
+        norm = math.sqrt(square)
         if not math.isfinite(norm):
             return False
         scale = self.clip_norm / (norm + 1e-6)
         if scale < 1.0:
             self.grad.mul_(scale)
-            rows.mul_(scale)
+            if sparse is not None:
+                sparse[1].mul_(scale)
         beta1, beta2 = _BETAS
         # dense layers: torch's own fused AdamW kernel on the flat buffer (it counts the step)
         adamw(
@@ -200,7 +209,13 @@ class FusedTrainer:
             eps=_EPS,
             maximize=False,
         )
-        # lazy Adam on the touched embedding rows, as torch.optim.SparseAdam computes it
+        if sparse is not None:
+            self._sparse_adam(*sparse, lr)
+        return True
+
+    def _sparse_adam(self, ids: torch.Tensor, rows: torch.Tensor, lr: float) -> None:
+        """Lazy Adam on the touched embedding rows, as torch.optim.SparseAdam computes it."""
+        beta1, beta2 = _BETAS
         step = float(self.step)
         moments = self.table_moments.index_select(0, ids)
         avg, avg_sq = moments[:, 0], moments[:, 1]
@@ -209,7 +224,6 @@ class FusedTrainer:
         self.table_moments.index_copy_(0, ids, moments)
         step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
         self.table.index_add_(0, ids, avg / avg_sq.sqrt_().add_(_EPS), alpha=-step_size)
-        return True
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -23,12 +23,13 @@ def make_model(regression: bool) -> TabularNet:
     return model
 
 
-def make_batch(rng: np.random.Generator, regression: bool, n: int = 24):
+def make_batch(rng: np.random.Generator, regression: bool, n: int = 24, categorical: bool = True):
     """Numeric slot 4 and categorical slot 2 stay unused; bucket 0 (padding) appears."""
     num = np.zeros((n, NUM), np.float32)
     num[:, :3] = rng.normal(size=(n, 3))
     cat = np.zeros((n, CAT), np.int64)
-    cat[:, :2] = rng.integers(0, 12, size=(n, 2))  # repeats, so rows must be summed
+    if categorical:
+        cat[:, :2] = rng.integers(0, 12, size=(n, 2))  # repeats, so rows must be summed
     y = rng.normal(size=n).astype(np.float32) if regression else rng.integers(0, 4, n)
     return num, cat, y
 
@@ -47,12 +48,12 @@ def fused_pass(trainer: FusedTrainer, num, cat, y):
     return p, torch.from_numpy(y)
 
 
-def trainer_and_reference(regression: bool, seed: int):
+def trainer_and_reference(regression: bool, seed: int, categorical: bool = True):
     """A trainer on one model and an untouched copy of it, plus one batch and its pass."""
     model = make_model(regression)
     reference = copy.deepcopy(model)
     trainer = FusedTrainer(model, weight_decay=0.0, clip_norm=5.0)
-    num, cat, y = make_batch(np.random.default_rng(seed), regression)
+    num, cat, y = make_batch(np.random.default_rng(seed), regression, categorical=categorical)
     p, y_t = fused_pass(trainer, num, cat, y)
     return trainer, reference, (num, cat, y), p, y_t
 
@@ -71,12 +72,15 @@ def test_forward_matches_the_module(regression):
     torch.testing.assert_close(trainer.losses(p, y_t).mean(), expected)
 
 
+@pytest.mark.parametrize("categorical", [True, False])
 @pytest.mark.parametrize("regression", [False, True])
-def test_gradients_match_autograd(regression):
-    trainer, reference, (num, cat, y), p, y_t = trainer_and_reference(regression, 2)
+def test_gradients_match_autograd(regression, categorical):
+    trainer, reference, (num, cat, y), p, y_t = trainer_and_reference(regression, 2, categorical)
     model = trainer.model
     with torch.no_grad():
-        ids, rows = trainer._backward(p, y_t)
+        sparse = trainer._backward(p, y_t)
+    assert (sparse is None) == (not categorical)  # no categorical input: no embedding work
+    ids, rows = sparse if sparse is not None else (torch.zeros(0, dtype=torch.long), None)
     reference_loss(reference, num, cat, y).backward()
     fused_grads = dict(
         zip(
@@ -88,7 +92,8 @@ def test_gradients_match_autograd(regression):
     for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
         if name == "embedding.weight":
             dense = torch.zeros_like(ours)
-            dense[ids] = rows
+            if rows is not None:
+                dense[ids] = rows
             torch.testing.assert_close(dense, theirs.grad.to_dense(), msg=name)
         else:
             torch.testing.assert_close(fused_grads[id(ours)], theirs.grad, msg=name)
