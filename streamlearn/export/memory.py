@@ -3,9 +3,12 @@
 A snapshot is an uncompressed ``.npz`` (numpy's zip of arrays, read back with
 ``allow_pickle=False``: nothing from the network is ever unpickled) holding the memory's arrays
 plus one JSON header: the :class:`~streamlearn.learn.memory.ErrorMemory` configuration, its
-scalar state, the learner step its keys belong to and the newest model version published when
-it was pushed. Serving rebuilds the memory with the same class the learner uses, so the
-compensation it applies is the learner's own code on the same state.
+scalar state, the learner step it was taken at, the newest model version published when it was
+pushed and, when the keys were re-encoded by that published model (the publisher does so
+whenever it can), that version as ``keyed_by_version``: a replica then looks samples up in the
+hidden space of the model it serves, not the worker's live one. Serving rebuilds the memory
+with the same class the learner uses, so the compensation it applies is the learner's own code
+on the same state.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from streamlearn.errors import ArtifactError
 from streamlearn.learn.compensation import MemoryStage
 from streamlearn.learn.memory import ErrorMemory
+from streamlearn.model import TabularNet
 
 __all__ = ["MEMORY_FORMAT", "MemorySnapshot", "decode_memory", "encode_memory"]
 
@@ -40,14 +44,18 @@ class MemorySnapshot:
     regression: bool
     learner_step: int
     model_version: int | None
+    keyed_by_version: int | None  # the model whose hidden space the keys are in; None: live
     pushed_unix: float
     pulled_unix: float
 
 
-def encode_memory(stage: MemoryStage, model_version: int | None) -> bytes:
-    """Serialise a MemoryStage's error memory (its arrays and the config to rebuild it)."""
+def encode_memory(
+    stage: MemoryStage, model_version: int | None, model: TabularNet | None = None
+) -> bytes:
+    """Serialise a MemoryStage's error memory (its arrays and the config to rebuild it);
+    ``model`` is the published ``model_version``, to re-key the snapshot with."""
     memory, settings = stage.memory, stage.settings
-    state = memory.state_dict()
+    state, rekeyed = stage.state_for(model)
     arrays = {k: np.asarray(v) for k, v in state.items() if isinstance(v, np.ndarray)}
     scalars = {k: v for k, v in state.items() if k not in arrays}
     header = {
@@ -59,6 +67,7 @@ def encode_memory(stage: MemoryStage, model_version: int | None) -> bytes:
         "scalars": scalars,
         "learner_step": int(stage.learner.steps),
         "model_version": model_version,
+        "keyed_by_version": model_version if rekeyed else None,
         "pushed_unix": time.time(),
     }
     raw = np.frombuffer(json.dumps(header, allow_nan=False).encode("utf-8"), dtype=np.uint8)
@@ -101,6 +110,7 @@ def decode_memory(blob: bytes) -> MemorySnapshot:
         regression=memory.regression,
         learner_step=int(header["learner_step"]),
         model_version=header.get("model_version"),
+        keyed_by_version=header.get("keyed_by_version"),
         pushed_unix=float(header["pushed_unix"]),
         pulled_unix=time.time(),
     )

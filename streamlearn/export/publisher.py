@@ -6,7 +6,8 @@ The worker calls two methods and nothing else (the seam; the loop itself lives i
   batches and ``after_drift_steps`` batches after a detected drift (the recovery export), if
   the :class:`~streamlearn.export.gate.QualityGate` passes, and publishes to the registry;
 - :meth:`Publisher.push_memory` after every micro-batch: pushes the error-memory snapshot at
-  most every ``memory_push_s`` seconds.
+  most every ``memory_push_s`` seconds, re-keyed with the last model it published (replicas
+  serve that model, so they look samples up in its hidden space).
 
 Neither raises for an export refused, a gate failure or an unreachable registry: each is
 counted and reported in the :class:`PublishResult`, and the worker keeps learning.
@@ -14,6 +15,7 @@ counted and reported in the :class:`PublishResult`, and the worker keeps learnin
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -25,6 +27,7 @@ from streamlearn.export.artifact import ModelBundle, load_bundle
 from streamlearn.export.gate import QualityGate
 from streamlearn.export.memory import encode_memory
 from streamlearn.export.onnx import export_artifact
+from streamlearn.model import TabularNet
 from streamlearn.prequential import Prequential
 from streamlearn.registry.base import Registry
 from streamlearn.settings import ExportSettings
@@ -73,6 +76,7 @@ class Publisher:
         self._incumbent: ModelBundle | None = None
         self._last_push = -math.inf
         self.last_version: int | None = None
+        self._published_model: TabularNet | None = None  # a copy, to re-key memory pushes
         self.published = 0
         self.gated = 0
         self.export_failures = 0
@@ -182,6 +186,7 @@ class Publisher:
         gate.clear()
         self.published += 1
         self.last_version = version
+        self._published_model = copy.deepcopy(prequential.learner.model)
         return PublishResult(
             True,
             "published",
@@ -209,7 +214,8 @@ class Publisher:
             return False
         self._last_push = now
         try:
-            self.registry.push_memory(encode_memory(prequential.memory, self.last_version))
+            blob = encode_memory(prequential.memory, self.last_version, self._published_model)
+            self.registry.push_memory(blob)
         except RegistryError as exc:
             self.registry_errors += 1
             log.warning("error-memory push failed: %s", exc)

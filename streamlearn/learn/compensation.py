@@ -26,6 +26,7 @@ import torch
 
 from streamlearn.learn.learner import OnlineLearner
 from streamlearn.learn.memory import ErrorMemory, TopKStore, ring_write, unit_rows
+from streamlearn.model import TabularNet
 from streamlearn.settings import FeatureSettings, MemorySettings
 
 __all__ = ["MemoryStage"]
@@ -139,6 +140,22 @@ class MemoryStage:
         unit_rows(hidden.float(), out=ring.keys[:n])
         ring.values[:n, w:] = pred.float().view(n, w)
         self.rekeys += 1
+
+    @torch.no_grad()
+    def state_for(self, model: TabularNet | None) -> tuple[dict[str, Any], bool]:
+        """The memory's state and whether it was re-keyed: with ``model`` (e.g. the last
+        exported one) the stored inputs are re-encoded by it, so a replica serving that model
+        retrieves in its own hidden space. Needs the top-k store's kept inputs; the live
+        memory is not changed."""
+        state = self.memory.state_dict()
+        ring = self._ring
+        if model is None or ring is None or ring.filled == 0:
+            return state, False
+        order = ring.order()
+        pred, hidden = model(self._num[order], self._cat[order])
+        state["keys"] = unit_rows(hidden.float()).cpu().numpy()
+        state["base"] = pred.float().view(len(order), ring.width).cpu().numpy()
+        return state, True
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
-from serving_support import make_rows, trained
+import torch
+from serving_support import make_rows, train, trained
 
 from streamlearn.errors import ArtifactError
 from streamlearn.export.memory import decode_memory, encode_memory
@@ -42,3 +45,31 @@ def test_truncated_snapshot_is_refused():
     blob = encode_memory(preq.memory, None)
     with pytest.raises(ArtifactError):
         decode_memory(blob[: len(blob) // 2])
+
+
+def test_snapshot_is_rekeyed_with_the_published_model():
+    """A replica serves the exported model: the pushed keys must be in its hidden space."""
+    preq = trained("binary", n=600, memory={"enabled": True, "size": 64})
+    published = copy.deepcopy(preq.learner.model)
+    rows, ys = make_rows(320, 9)
+    train(preq, rows, ys)  # the live model moves on after the export
+    live = decode_memory(encode_memory(preq.memory, model_version=4))
+    pushed = decode_memory(encode_memory(preq.memory, model_version=4, model=published))
+    assert (live.keyed_by_version, pushed.keyed_by_version) == (None, 4)
+    stage = preq.memory
+    order = stage._ring.order()
+    with torch.no_grad():
+        pred, hidden = published(stage._num[order], stage._cat[order])
+    expected = torch.nn.functional.normalize(hidden, dim=1, eps=1e-8)
+    pushed_state, live_state = pushed.memory.state_dict(), live.memory.state_dict()
+    np.testing.assert_allclose(pushed_state["keys"], expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pushed_state["base"], pred.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(pushed_state["y"], live_state["y"])  # labels stay
+    assert np.abs(pushed_state["keys"] - live_state["keys"]).max() > 1e-3  # it did re-key
+    np.testing.assert_array_equal(live_state["keys"], stage.memory.state_dict()["keys"])
+
+
+def test_lsh_snapshot_cannot_be_rekeyed_and_says_so():
+    preq = trained("binary", n=300, memory={"enabled": True, "kind": "lsh"})
+    model = copy.deepcopy(preq.learner.model)
+    assert decode_memory(encode_memory(preq.memory, 2, model=model)).keyed_by_version is None

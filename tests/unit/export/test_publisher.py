@@ -13,6 +13,7 @@ import streamlearn.export.publisher as publisher_module
 from streamlearn.errors import ExportError, RegistryError
 from streamlearn.export.artifact import load_bundle
 from streamlearn.export.gate import QualityGate
+from streamlearn.export.memory import decode_memory
 from streamlearn.export.publisher import Publisher
 from streamlearn.prequential import Prequential
 from streamlearn.registry.filesystem import FilesystemRegistry
@@ -164,3 +165,18 @@ def test_gate_window_keeps_the_newest_rows():
         )
     assert gate.rows == 4
     assert gate.judge(None).candidate_loss == pytest.approx((4 + 9 + 16 + 25) / 4)
+
+
+def test_memory_pushed_after_a_publish_is_keyed_by_that_version(tmp_path):
+    settings = small_settings(memory={"enabled": True}, export={"every_steps": 5, "min_rows": 64})
+    registry = FilesystemRegistry(tmp_path / "r")
+    publisher = Publisher(registry, settings.export)
+    preq = Prequential(settings)
+    assert publisher.push_memory(preq, force=True)  # nothing published yet: the live keys
+    assert decode_memory(registry.pull_memory()).keyed_by_version is None
+    rows, ys = make_rows(32 * 8, 3)
+    results = _run(preq, publisher, rows, ys)
+    assert any(r.published for r in results)
+    assert publisher.push_memory(preq, force=True)
+    snapshot = decode_memory(registry.pull_memory())
+    assert snapshot.keyed_by_version == snapshot.model_version == publisher.last_version
