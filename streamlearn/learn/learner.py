@@ -131,7 +131,9 @@ class OnlineLearner:
         self.model.target_loc.fill_(self._y_mean)
         self.model.target_scale.fill_(std if std > 1e-12 else 1.0)
 
-    def _replay_rows(self, batch: int) -> tuple[int, tuple[torch.Tensor, ...] | None]:
+    def _replay_rows(
+        self, batch: int
+    ) -> tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """(rows per update, one uniform replay draw for all of this batch's updates)."""
         per_update = round(self.settings.replay_ratio * batch) if len(self.replay) else 0
         if not per_update:
@@ -157,8 +159,12 @@ class OnlineLearner:
             if replayed is None:
                 return num_t, cat_t, y_t
             rows = slice(update * per_update, (update + 1) * per_update)
-            new = (num_t, cat_t, y_t)
-            return tuple(torch.cat([t, r[rows]]) for t, r in zip(new, replayed, strict=True))
+            r_num, r_cat, r_y = replayed
+            return (
+                torch.cat([num_t, r_num[rows]]),
+                torch.cat([cat_t, r_cat[rows]]),
+                torch.cat([y_t, r_y[rows]]),
+            )
 
         x_num, x_cat, y_all = mixed(0)
         first = self.trainer.forward(x_num, x_cat, k)
