@@ -34,6 +34,7 @@ class TabularNet(nn.Module):
         super().__init__()
         self.regression = regression
         self.numeric_slots = numeric_slots
+        self.categorical_slots = categorical_slots
         # Sparse gradients: a step touches only the buckets in its batch (lazy Adam updates them).
         self.embedding = nn.Embedding(hash_buckets, embedding_dim, padding_idx=0, sparse=True)
         layers: list[nn.Module] = []

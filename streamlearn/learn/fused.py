@@ -54,6 +54,7 @@ class FusedTrainer:
         self.regression = model.regression
         self.table = model.embedding.weight
         self.numeric_slots = model.numeric_slots
+        self.categorical_slots = model.categorical_slots
         self.flat = torch.cat([p.detach().flatten() for p in self._dense()]).float()
         self.grad = torch.zeros_like(self.flat)
         self._bind()
@@ -233,6 +234,33 @@ class FusedTrainer:
             "exp_avg_sq": self.exp_avg_sq,
             "table_moments": self.table_moments,
             "active": [self.active_num, self.active_cat],
+        }
+
+    def from_torch_optim(self, dense: dict[str, Any], sparse: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`state_dict` from the AdamW + SparseAdam state of the learner before the fused
+        step (checkpoints written by it). Which slots were active is not known there, so every
+        slot counts as active: slower, never wrong."""
+        slots = [dense["state"].get(i, {}) for i in range(len(self._dense()))]
+        params = self._dense()
+
+        def moment(name: str) -> torch.Tensor:
+            return torch.cat(
+                [
+                    torch.as_tensor(s[name]).flatten() if name in s else torch.zeros(p.numel())
+                    for s, p in zip(slots, params, strict=True)
+                ]
+            )
+
+        table = sparse["state"].get(0, {})
+        zeros = torch.zeros_like(self.table)
+        return {
+            "step": torch.tensor(max((float(s.get("step", 0)) for s in slots), default=0.0)),
+            "exp_avg": moment("exp_avg"),
+            "exp_avg_sq": moment("exp_avg_sq"),
+            "table_moments": torch.stack(
+                [table.get("exp_avg", zeros), table.get("exp_avg_sq", zeros)], dim=1
+            ),
+            "active": [self.numeric_slots, self.categorical_slots],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

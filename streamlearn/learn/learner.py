@@ -227,7 +227,10 @@ class OnlineLearner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.trainer.load_state_dict(state["optimizer"])
+        optimizer = state["optimizer"]
+        if "sparse_optimizer" in state:  # a checkpoint of the torch.optim learner before it
+            optimizer = self.trainer.from_torch_optim(optimizer, state["sparse_optimizer"])
+        self.trainer.load_state_dict(optimizer)
         self.schedule.load_state_dict(state["schedule"])
         self.replay.load_state_dict(state["replay"])
         counters = state["counters"]

@@ -294,3 +294,33 @@ def test_forward_seen_equals_the_module_on_trained_rows():
         expected, expected_hidden = learner.model(num_t, cat_t)
     torch.testing.assert_close(prediction, expected)
     torch.testing.assert_close(hidden, expected_hidden)
+
+
+def test_checkpoint_of_the_torch_optim_learner_still_loads():
+    """Learner state written before the fused step (AdamW + SparseAdam) is migrated."""
+    rng = np.random.default_rng(13)
+    old = make()
+    table = old.model.embedding.weight
+    dense = [p for p in old.model.parameters() if p is not table]
+    adamw = torch.optim.AdamW(dense, lr=0.01)
+    sparse = torch.optim.SparseAdam([table], lr=0.01)
+    for _ in range(3):  # the old learner's step: autograd, then both optimizers
+        num, cat, y = toy_batch(rng)
+        out, _ = old.model.raw(torch.from_numpy(num), torch.from_numpy(cat))
+        F.cross_entropy(out, torch.from_numpy(y)).backward()
+        adamw.step()
+        sparse.step()
+        adamw.zero_grad()
+        sparse.zero_grad()
+    state = old.state_dict()
+    state["optimizer"], state["sparse_optimizer"] = adamw.state_dict(), sparse.state_dict()
+    new = make(seed=3)
+    new.load_state_dict(state)
+    assert_same(params(new), params(old))
+    trainer = new.trainer
+    assert float(trainer.step) == 3.0
+    expected = torch.cat([adamw.state[p]["exp_avg_sq"].flatten() for p in dense])
+    assert torch.equal(trainer.exp_avg_sq, expected)
+    assert torch.equal(trainer.table_moments[:, 0], sparse.state[table]["exp_avg"])
+    assert (trainer.active_num, trainer.active_cat) == (4, 2)  # unknown: every slot
+    assert new.step(*toy_batch(rng)).learned
