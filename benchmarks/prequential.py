@@ -16,8 +16,9 @@ Models:
   river-arf             forest.ARFClassifier(n_models=10, seed)
   deep-river            deep-river 0.3.4 MLP in benchmarks/.venv-deep-river (setup_peers.sh)
 
-Writes <out>/prequential.md (tables, targets, machine), <out>/prequential.json (raw numbers)
-and <out>/prequential-<stream>.png (rolling accuracy, drift positions marked).
+Writes <out>/prequential.md (tables, targets, machine, and the arithmetic and dispatch
+ceilings of benchmarks/speed_bounds.py that explain missed speed targets), <out>/prequential.json
+(raw numbers) and <out>/prequential-<stream>.png (rolling accuracy, drift positions marked).
 """
 
 from __future__ import annotations

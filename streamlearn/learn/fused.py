@@ -240,8 +240,8 @@ class FusedTrainer:
         """:meth:`state_dict` from the AdamW + SparseAdam state of the learner before the fused
         step (checkpoints written by it). Which slots were active is not known there, so every
         slot counts as active: slower, never wrong."""
-        slots = [dense["state"].get(i, {}) for i in range(len(self._dense()))]
         params = self._dense()
+        slots = [dense["state"].get(i, {}) for i in range(len(params))]
 
         def moment(name: str) -> torch.Tensor:
             return torch.cat(

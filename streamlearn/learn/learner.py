@@ -184,10 +184,10 @@ class OnlineLearner:
         else:
             finite = torch.isfinite(pre_loss)
             self.replay.add(num_t[finite], cat_t[finite], y_t[finite])
-        return StepResult(
-            prediction.float().cpu().numpy(),
+        return StepResult(  # the fused step is float32 throughout
+            prediction.cpu().numpy(),
             pre_loss.cpu().numpy(),
-            first.hidden[-1][:batch].float().cpu().numpy(),
+            first.hidden[-1][:batch].cpu().numpy(),
             learned,
         )
 
