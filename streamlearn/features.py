@@ -156,28 +156,35 @@ class FeatureEncoder:
     def standardize(self, num: np.ndarray) -> np.ndarray:
         """Standardise with the current statistics; missing values become 0 (the mean)."""
         std = np.sqrt(self.m2 / np.maximum(self.count - 1, 1))
-        std = np.where(std > 1e-12, std, 1.0)
+        std[std <= 1e-12] = 1.0
         z = (num - self.mean) / std
-        z = np.nan_to_num(z, nan=0.0, posinf=_CLIP, neginf=-_CLIP)
-        return np.clip(z, -_CLIP, _CLIP).astype(np.float32)
+        np.clip(z, -_CLIP, _CLIP, out=z)  # ±inf too; NaN (missing) passes through ...
+        np.copyto(z, 0.0, where=np.isnan(z))  # ... and becomes the mean
+        return z.astype(np.float32)
 
     def observe(self, num: np.ndarray) -> None:
-        """Fold a batch of raw values into the statistics (Chan et al.'s parallel update)."""
+        """Fold a batch of raw values into the statistics (Chan et al.'s parallel update),
+        for the columns it has values in (usually far fewer than the slots)."""
         present = ~np.isnan(num)
-        n_b = present.sum(axis=0)
-        if not n_b.any():
+        n_col = present.sum(axis=0)
+        cols = np.flatnonzero(n_col)
+        if not len(cols):
             return
-        safe = np.where(present, num, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_b = np.where(n_b > 0, safe.sum(axis=0) / np.maximum(n_b, 1), 0.0)
-            m2_b = (np.where(present, num - mean_b, 0.0) ** 2).sum(axis=0)
-        n_a = self.count
+        x, n_b = num[:, cols], n_col[cols]
+        if (n_b == len(num)).all():  # the usual batch: no value missing in these columns
+            mean_b = x.sum(axis=0) / n_b
+            m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        else:
+            seen = present[:, cols]
+            mean_b = np.where(seen, x, 0.0).sum(axis=0) / n_b
+            m2_b = (np.where(seen, x - mean_b, 0.0) ** 2).sum(axis=0)
+        n_a = self.count[cols]
         total = n_a + n_b
-        delta = mean_b - self.mean
-        frac = np.divide(n_b, total, out=np.zeros_like(delta), where=total > 0)
-        self.mean = self.mean + delta * frac
-        self.m2 = self.m2 + m2_b + delta**2 * n_a * frac
-        self.count = total
+        delta = mean_b - self.mean[cols]
+        frac = n_b / total
+        self.mean[cols] += delta * frac
+        self.m2[cols] += m2_b + delta**2 * n_a * frac
+        self.count[cols] = total
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -53,9 +53,21 @@ class LabelMap:
             self._index[_key(label)] = slot
         return slot
 
-    def add_many(self, labels: Iterable[Hashable]) -> np.ndarray:
-        """Slots for a batch of labels (-1 where a label cannot be taken)."""
-        return np.asarray([-1 if (s := self.add(y)) is None else s for y in labels], np.int64)
+    def add_many(self, labels: Iterable[Hashable | None]) -> np.ndarray:
+        """Slots for a batch of labels (-1 where a label is missing or cannot be taken).
+
+        A batch repeats a few labels many times: each distinct one is resolved once.
+        """
+        resolved: dict[tuple[type, Hashable], int] = {}
+        slots = []
+        for y in labels:
+            key = (y.__class__, y)  # the class keeps True apart from 1
+            slot = resolved.get(key)
+            if slot is None:
+                found = None if y is None else self.add(y)
+                slot = resolved[key] = -1 if found is None else found
+            slots.append(slot)
+        return np.array(slots, dtype=np.int64)
 
     def mask(self) -> np.ndarray:
         """Boolean [capacity]: which slots hold a class."""

@@ -105,7 +105,7 @@ class Prequential:
             ok = np.isfinite(target)
             self.unknown_labels += int((labelled & ~ok).sum())  # e.g. a string: not a target
             return ok, target[ok]
-        slots = np.array([-1 if y is None else _slot(self.labels, y) for y in ys], np.int64)
+        slots = self.labels.add_many(ys)
         self.unknown_labels += int((labelled & (slots < 0)).sum())
         ok = slots >= 0
         return ok, slots[ok]
@@ -123,28 +123,37 @@ class Prequential:
         prediction = np.zeros((n, *width), dtype=np.float32)
         loss = np.full(n, np.nan)
         drifts: list[int] = []
-        if not ok.all():  # score-only rows are scored first too: batch-mates' labels unseen
+        every = bool(ok.all())  # the usual batch: no masked copies needed
+        if not every:  # score-only rows are scored first too: batch-mates' labels unseen
             prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
-        if ok.any():
-            result = self.learner.step(z[ok], feats.cat[ok], target)
-            prediction[ok] = (
+        if n and (every or ok.any()):
+            raw, cat = (feats.num, feats.cat) if every else (feats.num[ok], feats.cat[ok])
+            z = z if every else z[ok]
+            # a pending re-key of the error memory rides along in the learner's forward pass
+            rekey = None if self.memory is None else self.memory.rekey_inputs()
+            result = self.learner.step(z, cat, target, rekey)
+            if self.memory is not None and result.seen is not None:
+                self.memory.apply_rekey(*result.seen)
+            scored = (
                 result.prediction
                 if self.memory is None
                 else self.memory.compensate(result.hidden, result.prediction)
             )
+            if every:
+                prediction = scored
+            else:
+                prediction[ok] = scored
             loss[ok] = result.loss
             for observe in self.observers:
-                observe(feats.num[ok], feats.cat[ok], target, result.prediction)
+                observe(raw, cat, target, result.prediction)
             for offset in self.detector.update(result.loss):
                 drifts.append(self.seen + offset)
             if drifts:
                 self.learner.on_drift()
             if self.memory is not None:  # learns from the base prediction, like the detector
-                self.memory.learn(
-                    z[ok], feats.cat[ok], result.hidden, target, result.prediction, bool(drifts)
-                )
-            self.seen += int(ok.sum())
-            self.encoder.observe(feats.num[ok])
+                self.memory.learn(z, cat, result.hidden, target, result.prediction, bool(drifts))
+            self.seen += len(target)
+            self.encoder.observe(raw)
         if not self.regression and len(self.labels) != known_before:
             prediction = _without_new_classes(prediction, known_before)
         self.drifts.extend(drifts)
@@ -194,11 +203,6 @@ def _target(y: Hashable | None) -> float:
         return np.nan if y is None else float(y)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         return np.nan
-
-
-def _slot(labels: LabelMap, y: Hashable) -> int:
-    slot = labels.add(y)
-    return -1 if slot is None else slot
 
 
 def _without_new_classes(prediction: np.ndarray, known: int) -> np.ndarray:

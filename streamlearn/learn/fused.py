@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.optim.adamw import adamw
 
 from streamlearn.model import TabularNet
 
@@ -42,6 +41,31 @@ class Pass:
     x_num: torch.Tensor  # [N, a] active numeric inputs
     ids: torch.Tensor  # [N, c] active bucket ids
     emb: torch.Tensor | None  # [N, c·e] their embeddings; None while no categorical slot is set
+    views: _Views  # the parameter slices it used
+
+    def head(self, rows: int) -> Pass:
+        """The first ``rows`` rows: the training rows of a pass that also forwarded others."""
+        emb = None if self.emb is None else self.emb[:rows]
+        hidden = [h[:rows] for h in self.hidden]
+        return Pass(self.out[:rows], hidden, self.x_num[:rows], self.ids[:rows], emb, self.views)
+
+
+@dataclass(frozen=True, slots=True)
+class _Views:
+    """The parameter and gradient slices one set of active widths reads, made once per set:
+    slicing and transposing afresh on every pass cost more than the products they feed."""
+
+    num_t: torch.Tensor  # first layer's numeric columns, transposed [a, H]
+    emb_t: torch.Tensor  # its embedding columns, transposed [c·e, H]
+    emb: torch.Tensor  # the same, untransposed [H, c·e] (input gradient of the embeddings)
+    hidden_t: list[torch.Tensor]  # later hidden layers' weights, transposed
+    head_t: torch.Tensor  # head rows of the active classes, transposed [H, k]
+    head: torch.Tensor  # [k, H]
+    head_bias: torch.Tensor  # [k]
+    grad_num: torch.Tensor  # gradient slices matching the above
+    grad_emb: torch.Tensor
+    grad_head: torch.Tensor
+    grad_head_bias: torch.Tensor
 
 
 class FusedTrainer:
@@ -84,6 +108,29 @@ class FusedTrainer:
         self.biases = [layer.bias for layer in layers]
         self.weight_grads = [views[id(w)] for w in self.weights]
         self.bias_grads = [views[id(b)] for b in self.biases]
+        self._views: dict[tuple[int, int, int], _Views] = {}
+
+    def _views_for(self, a: int, c: int, k: int) -> _Views:
+        """Slices of the parameters and gradients for a numeric, c categorical, k outputs."""
+        views = self._views.get((a, c, k))
+        if views is None:
+            first, grad = self.weights[0], self.weight_grads[0]
+            emb = slice(self.numeric_slots, self.numeric_slots + c * self.table.shape[1])
+            head = self.weights[-1][:k]
+            views = self._views[(a, c, k)] = _Views(
+                first[:, :a].t(),
+                first[:, emb].t(),
+                first[:, emb],
+                [w.t() for w in self.weights[1:-1]],
+                head.t(),
+                head,
+                self.biases[-1][:k],
+                grad[:, :a],
+                grad[:, emb],
+                self.weight_grads[-1][:k],
+                self.bias_grads[-1][:k],
+            )
+        return views
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Pickling copies views as separate tensors: bind the module to the buffer again."""
@@ -106,19 +153,18 @@ class FusedTrainer:
     def forward(self, num: torch.Tensor, cat: torch.Tensor, k: int) -> Pass:
         """Outputs over the first k output slots and the activations backward reads."""
         a, c = self.active_num, self.active_cat
-        dim = self.table.shape[1]
+        v = self._views_for(a, c, k)
         x_num, ids = num[:, :a], cat[:, :c]
-        w, start = self.weights[0], self.numeric_slots
-        h = torch.addmm(self.biases[0], x_num, w[:, :a].t())
+        h = torch.addmm(self.biases[0], x_num, v.num_t)
         emb = None
         if c:
-            emb = self.table.index_select(0, ids.reshape(-1)).view(len(ids), c * dim)
-            h.addmm_(emb, w[:, start : start + c * dim].t())
+            emb = self.table.index_select(0, ids.reshape(-1)).view(len(ids), -1)
+            h.addmm_(emb, v.emb_t)
         hidden = [h.clamp_min_(0.0)]
-        for w, b in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
-            hidden.append(torch.addmm(b, hidden[-1], w.t()).clamp_min_(0.0))
-        out = torch.addmm(self.biases[-1][:k], hidden[-1], self.weights[-1][:k].t())
-        return Pass(out.squeeze(1) if self.regression else out, hidden, x_num, ids, emb)
+        for w_t, b in zip(v.hidden_t, self.biases[1:-1], strict=True):
+            hidden.append(torch.addmm(b, hidden[-1], w_t).clamp_min_(0.0))
+        out = torch.addmm(v.head_bias, hidden[-1], v.head_t)
+        return Pass(out.squeeze(1) if self.regression else out, hidden, x_num, ids, emb, v)
 
     @torch.no_grad()
     def losses(self, p: Pass, y: torch.Tensor) -> torch.Tensor:
@@ -131,14 +177,13 @@ class FusedTrainer:
         return (y - self.model.target_loc) / self.model.target_scale
 
     @torch.no_grad()
-    def prediction(self, p: Pass, rows: int) -> torch.Tensor:
+    def prediction(self, p: Pass, rows: slice) -> torch.Tensor:
         """Probabilities [rows, C] (zero for classes not switched on) or values [rows]."""
+        out = p.out[rows]
         if self.regression:
-            return p.out[:rows] * self.model.target_scale + self.model.target_loc
-        full = torch.zeros(
-            (rows, self.model.class_mask.shape[0]), dtype=p.out.dtype, device=p.out.device
-        )
-        full[:, : p.out.shape[1]] = torch.softmax(p.out[:rows], dim=1)
+            return out * self.model.target_scale + self.model.target_loc
+        full = out.new_zeros((out.shape[0], self.model.class_mask.shape[0]))
+        full[:, : out.shape[1]] = torch.softmax(out, dim=1)
         return full
 
     # -- backward + update ------------------------------------------------------------------
@@ -153,24 +198,23 @@ class FusedTrainer:
             d_out.scatter_add_(1, y.unsqueeze(1), torch.full_like(d_out[:, :1], -1.0))
             d_out.mul_(1.0 / n)
         self.grad.zero_()
-        k = d_out.shape[1]
-        torch.mm(d_out.t(), p.hidden[-1], out=self.weight_grads[-1][:k])
-        torch.sum(d_out, 0, out=self.bias_grads[-1][:k])
-        d_h = d_out @ self.weights[-1][:k]
+        v = p.views
+        torch.mm(d_out.t(), p.hidden[-1], out=v.grad_head)
+        torch.sum(d_out, 0, out=v.grad_head_bias)
+        d_h = torch.mm(d_out, v.head)
         for i in range(len(p.hidden) - 1, 0, -1):
             d_h = _relu_backward(d_h, p.hidden[i])
             torch.mm(d_h.t(), p.hidden[i - 1], out=self.weight_grads[i])
             torch.sum(d_h, 0, out=self.bias_grads[i])
-            d_h = d_h @ self.weights[i]
+            d_h = torch.mm(d_h, self.weights[i])
         d_h = _relu_backward(d_h, p.hidden[0])
-        first = self.weight_grads[0]
-        first[:, : p.x_num.shape[1]] = d_h.t() @ p.x_num
+        d_h_t = d_h.t()
+        torch.mm(d_h_t, p.x_num, out=v.grad_num)
         torch.sum(d_h, 0, out=self.bias_grads[0])
         if p.emb is None:
             return None
-        emb_cols = slice(self.numeric_slots, self.numeric_slots + p.emb.shape[1])
-        first[:, emb_cols] = d_h.t() @ p.emb
-        d_emb = (d_h @ self.weights[0][:, emb_cols]).view(-1, self.table.shape[1])
+        torch.mm(d_h_t, p.emb, out=v.grad_emb)
+        d_emb = torch.mm(d_h, v.emb).view(-1, self.table.shape[1])
         ids, inverse = torch.unique(p.ids.reshape(-1), return_inverse=True)
         rows = d_emb.new_zeros((len(ids), self.table.shape[1])).index_add_(0, inverse, d_emb)
         rows.mul_(ids.unsqueeze(1) != 0)  # padding bucket 0 stays zero, as nn.Embedding's
@@ -193,21 +237,22 @@ class FusedTrainer:
             if sparse is not None:
                 sparse[1].mul_(scale)
         beta1, beta2 = _BETAS
-        # dense layers: torch's own fused AdamW kernel on the flat buffer (it counts the step)
-        adamw(
+        # dense layers: torch's own fused AdamW kernel on the flat buffer, called directly
+        # (torch.optim.adamw's wrapper spends longer grouping tensors than the kernel runs)
+        self.step.add_(1.0)
+        torch._fused_adamw_(
             [self.flat],
             [self.grad],
             [self.exp_avg],
             [self.exp_avg_sq],
             [],
             [self.step],
-            fused=True,
-            amsgrad=False,
+            lr=lr,
             beta1=beta1,
             beta2=beta2,
-            lr=lr,
             weight_decay=self.weight_decay,
             eps=_EPS,
+            amsgrad=False,
             maximize=False,
         )
         if sparse is not None:

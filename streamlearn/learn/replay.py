@@ -66,12 +66,12 @@ class ReservoirBuffer:
             return
         positions, slots = self.slots_for(len(y))
         self.seen += len(y)
-        if len(slots):
+        if len(slots):  # index_select / index_copy_: a fraction of advanced indexing's cost
             src = torch.from_numpy(positions).to(num.device)
             dst = torch.from_numpy(slots).to(self.num.device)
-            self.num[dst] = num[src].to(self.num.dtype)
-            self.cat[dst] = cat[src]
-            self.y[dst] = y[src].to(self.y.dtype)
+            self.num.index_copy_(0, dst, num.index_select(0, src).to(self.num.dtype))
+            self.cat.index_copy_(0, dst, cat.index_select(0, src))
+            self.y.index_copy_(0, dst, y.index_select(0, src).to(self.y.dtype))
 
     def clear(self) -> None:
         """Forget every row (after a drift the old concept's labels may be wrong)."""
@@ -80,7 +80,11 @@ class ReservoirBuffer:
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """k rows drawn uniformly with replacement from what the reservoir holds."""
         idx = torch.from_numpy(self._rng.integers(0, len(self), size=k)).to(self.num.device)
-        return self.num[idx], self.cat[idx], self.y[idx]
+        return (
+            self.num.index_select(0, idx),
+            self.cat.index_select(0, idx),
+            self.y.index_select(0, idx),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {

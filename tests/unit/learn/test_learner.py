@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from streamlearn.learn import fused
 from streamlearn.learn.learner import OnlineLearner
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
@@ -135,14 +134,14 @@ def test_non_finite_step_skipped_counted_and_weights_unchanged(where):
 
 
 def recorded_adamw(monkeypatch, record):
-    """Calls of the dense-layer AdamW update, passed to ``record(grad, lr)`` first."""
-    original = fused.adamw
+    """Calls of the dense-layer AdamW kernel, passed to ``record(grad, lr)`` first."""
+    original = torch._fused_adamw_
 
     def recording(params, grads, *args, **kwargs):
         record(grads[0], kwargs["lr"])
         return original(params, grads, *args, **kwargs)
 
-    monkeypatch.setattr(fused, "adamw", recording)
+    monkeypatch.setattr(torch, "_fused_adamw_", recording)
 
 
 def test_gradient_clipping_bounds_the_update(monkeypatch):
