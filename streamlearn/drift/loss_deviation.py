@@ -11,10 +11,10 @@ concept sets the next baseline) and a cooldown passes before the next detection 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
+from scipy.signal import lfilter
 
 __all__ = ["LossDeviationDetector"]
 
@@ -48,8 +48,6 @@ class LossDeviationDetector:
         self._ring = np.zeros(window)
         self._filled = 0
         self._head = 0
-        self._sum = 0.0
-        self._sumsq = 0.0
         self._smoothed: float | None = None
         self._quiet = 0  # events left in the cooldown
         self.seen = 0
@@ -61,54 +59,97 @@ class LossDeviationDetector:
 
     def _restart_window(self) -> None:
         self._filled = self._head = 0
-        self._sum = self._sumsq = 0.0
 
-    def _push(self, value: float) -> None:
-        if self._filled == self.window:
-            old = self._ring[self._head]
-            self._sum -= old
-            self._sumsq -= old * old
-        else:
-            self._filled += 1
-        self._ring[self._head] = value
-        self._head = (self._head + 1) % self.window
-        self._sum += value
-        self._sumsq += value * value
+    def _smooth(self, x: np.ndarray) -> np.ndarray:
+        """The EWMA of the batch. lfilter runs the recurrence in order, with the loop's own
+        arithmetic, so the smoothed values (and the ring) do not depend on the batching."""
+        c = 1.0 - self.alpha
+        if self._smoothed is None:  # the first loss starts the EWMA as it is
+            s, _ = lfilter([self.alpha], [1.0, -c], x[1:], zi=[c * x[0]])
+            return np.concatenate((x[:1], s))
+        return lfilter([self.alpha], [1.0, -c], x, zi=[c * self._smoothed])[0]
 
-    def _deviates(self, value: float) -> bool:
-        n = self._filled
-        if n < self.min_samples:
-            return False
-        mean = self._sum / n
-        std = math.sqrt(max(self._sumsq / n - mean * mean, 0.0))
-        return value > mean + max(self.k * std, self.min_rise)
+    def _push_many(self, values: np.ndarray) -> None:
+        """Ring writes in event order (only the last ``window`` values can survive)."""
+        w, n = self.window, len(values)
+        self._filled = min(self._filled + n, w)
+        if n > w:
+            self._head = (self._head + n - w) % w
+            values, n = values[-w:], w
+        head = self._head
+        split = min(n, w - head)
+        self._ring[head : head + split] = values[:split]
+        self._ring[: n - split] = values[split:]
+        self._head = (head + n) % w
+
+    def _first_fire(self, s: np.ndarray, start: int) -> int | None:
+        """Index of the first event from ``start`` on that deviates, spending the cooldown first.
+
+        Event j is tested against the last min(filled, window) values pushed before it: window
+        sums are differences of cumulative sums over [ring, oldest first ‖ s[start:]], shifted by
+        one smoothed value so that the variance does not cancel against the squared mean.
+        """
+        n, w = len(s), self.window
+        quiet = min(self._quiet, n - start)
+        self._quiet -= quiet
+        filled, head = self._filled, self._head
+        # the first event to test: past the cooldown, with min_samples (at least 1) values before it
+        first = max(start + quiet, start + max(self.min_samples, 1) - filled)
+        if first >= n:
+            return None
+        e0 = filled + first - start  # values pushed before the first tested event
+        pad = max(w - e0, 0) + 1  # leading zeros: every window start is then a slice start
+        shift = s[first]
+        d = np.zeros(pad + filled + n - 1 - start)
+        # the ring oldest first (head == filled until it is full), then the batch
+        parts = (self._ring[head:filled], self._ring[:head], s[start:-1])
+        np.subtract(np.concatenate(parts), shift, out=d[pad:])
+        top, k = pad - 1 + e0, n - first  # cumsum[top]: all values before the first tested event
+        m = w if e0 >= w else np.minimum(np.arange(e0, e0 + k), w)
+
+        def window_mean(v: np.ndarray) -> np.ndarray:
+            c = np.cumsum(v)
+            return (c[top : top + k] - c[top - w : top - w + k]) / m
+
+        mean, rise = window_mean(d), s[first:] - shift
+        if not (rise > mean + self.min_rise).any():  # implied by the test below; usually settles it
+            return None
+        std = np.sqrt(np.maximum(window_mean(d * d) - mean * mean, 0.0))
+        hits = np.flatnonzero(rise > mean + np.maximum(self.k * std, self.min_rise))
+        return first + int(hits[0]) if len(hits) else None
 
     def update(self, losses: np.ndarray) -> list[int]:
+        """Offsets into ``losses`` where drift fired; non-finite losses are skipped entirely."""
+        x = np.asarray(losses, dtype=np.float64).ravel()
+        offsets = None
+        if not np.isfinite(x).all():  # rare: keep the finite ones, remember where they were
+            offsets = np.flatnonzero(np.isfinite(x))
+            x = x[offsets]
+        if not len(x):
+            return []
+        s = self._smooth(x)
+        self._smoothed = float(s[-1])
+        self.seen += len(s)
         fired: list[int] = []
-        alpha = self.alpha
-        for i, loss in enumerate(np.asarray(losses, dtype=np.float64).tolist()):
-            if not math.isfinite(loss):
-                continue
-            s = loss if self._smoothed is None else alpha * loss + (1 - alpha) * self._smoothed
-            self._smoothed = s
-            self.seen += 1
-            if self._quiet:
-                self._quiet -= 1
-            elif self._deviates(s):
-                fired.append(i)
-                self._quiet = self.cooldown
-                self._restart_window()
-                continue
-            self._push(s)
+        start = 0
+        while (hit := self._first_fire(s, start)) is not None:  # firings are rare
+            self._push_many(s[start:hit])
+            fired.append(hit if offsets is None else int(offsets[hit]))
+            self._quiet = self.cooldown
+            self._restart_window()
+            start = hit + 1
+        self._push_many(s[start:])
         return fired
 
     def state_dict(self) -> dict[str, Any]:
+        """The ring's sum and sum of squares are derived from it (kept for older readers)."""
+        window = self._ring[: self._filled]
         return {
             "ring": self._ring.tolist(),
             "filled": self._filled,
             "head": self._head,
-            "sum": self._sum,
-            "sumsq": self._sumsq,
+            "sum": float(window.sum()),
+            "sumsq": float((window * window).sum()),
             "smoothed": self._smoothed,
             "quiet": self._quiet,
             "seen": self.seen,
@@ -117,6 +158,5 @@ class LossDeviationDetector:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._ring = np.asarray(state["ring"], dtype=np.float64)
         self._filled, self._head = int(state["filled"]), int(state["head"])
-        self._sum, self._sumsq = float(state["sum"]), float(state["sumsq"])
         self._smoothed = state["smoothed"]
         self._quiet, self.seen = int(state["quiet"]), int(state["seen"])

@@ -92,3 +92,88 @@ def test_min_rise_floor_ignores_small_bumps_on_a_quiet_loss():
     assert LossDeviationDetector(**kwargs, min_rise=0.3).update(bump) == []
     fired = LossDeviationDetector(**kwargs, min_rise=0.3).update(drift)
     assert len(fired) == 1 and 2000 <= fired[0] < 2050
+
+
+class _PerEvent:
+    """The detector as a plain per-event loop (its original form): the oracle for update."""
+
+    def __init__(self, alpha, window, k, cooldown, min_samples, min_rise):
+        self.alpha, self.window, self.k, self.cooldown = alpha, window, k, cooldown
+        self.min_samples, self.min_rise = min(min_samples, window), min_rise
+        self.ring, self.filled, self.head, self.sum, self.sumsq = np.zeros(window), 0, 0, 0.0, 0.0
+        self.smoothed, self.quiet, self.seen = None, 0, 0
+
+    def update(self, losses):
+        fired = []
+        for i, loss in enumerate(losses.tolist()):
+            if not np.isfinite(loss):
+                continue
+            a, last = self.alpha, self.smoothed
+            s = loss if last is None else a * loss + (1 - a) * last
+            self.smoothed, self.seen = s, self.seen + 1
+            if self.quiet:
+                self.quiet -= 1
+            elif self.filled >= self.min_samples:
+                mean = self.sum / self.filled
+                std = max(self.sumsq / self.filled - mean * mean, 0.0) ** 0.5
+                if s > mean + max(self.k * std, self.min_rise):
+                    fired.append(i)
+                    self.quiet, self.filled, self.head = self.cooldown, 0, 0
+                    self.sum = self.sumsq = 0.0
+                    continue
+            if self.filled == self.window:
+                old = self.ring[self.head]
+                self.sum, self.sumsq = self.sum - old, self.sumsq - old * old
+            else:
+                self.filled += 1
+            self.ring[self.head], self.head = s, (self.head + 1) % self.window
+            self.sum, self.sumsq = self.sum + s, self.sumsq + s * s
+        return fired
+
+    def state_dict(self):
+        keys = ("ring", "filled", "head", "sum", "sumsq", "smoothed", "quiet", "seen")
+        return {key: getattr(self, key) for key in keys} | {"ring": self.ring.tolist()}
+
+
+def _jumpy_losses(seed, n=6000):
+    """Abrupt level jumps up and down, with NaN/±inf sprinkled in (the first loss among them)."""
+    rng = np.random.default_rng(seed)
+    levels = np.repeat(rng.uniform(0.1, 2.0, n // 20), rng.integers(20, 60, n // 20))
+    losses = np.abs(levels[:n] + rng.normal(0.0, 0.05, n))
+    bad = rng.random(n) < 0.01
+    losses[bad] = rng.choice([np.nan, np.inf, -np.inf], bad.sum())
+    losses[0] = np.nan
+    return losses
+
+
+def _assert_same_state(state, expected):
+    assert state.keys() == expected.keys()
+    for key, value in expected.items():
+        if key == "ring":
+            np.testing.assert_allclose(state[key], value, rtol=1e-9, atol=0)
+        else:
+            assert state[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("min_rise", [0.0, 0.3])
+@pytest.mark.parametrize(
+    "limits", [{"cooldown": 25, "min_samples": 15}, {"cooldown": 8, "min_samples": 20}]
+)
+def test_batched_update_matches_the_per_event_loop(seed, min_rise, limits, feed):
+    """Small window and cooldown: several firings and cooldowns fall inside one batch (and in
+    the second case min_samples, not the cooldown, decides when testing resumes)."""
+    kwargs = {"alpha": 0.2, "window": 40, "k": 3.0, "min_rise": min_rise, **limits}
+    losses = _jumpy_losses(seed)
+    oracle = _PerEvent(**kwargs)
+    expected = oracle.update(losses)
+    assert len(expected) >= 30  # many firings, so a wrong window or cooldown shows
+    assert max(np.bincount(np.asarray(expected) // 256)) >= 3  # several within a batch of 256
+    one_by_one = LossDeviationDetector(**kwargs)
+    assert [i for i, loss in enumerate(losses) if one_by_one.update(np.array([loss]))] == expected
+    _assert_same_state(one_by_one.state_dict(), oracle.state_dict())
+    for batch in (7, 32, 256, 3000):
+        det = LossDeviationDetector(**kwargs)
+        assert feed(det, losses, batch) == expected, batch
+        _assert_same_state(det.state_dict(), oracle.state_dict())
+        assert det.state_dict() == one_by_one.state_dict()  # the EWMA and ring are bit-exact
