@@ -129,11 +129,7 @@ class Prequential:
         if n and (every or ok.any()):
             raw, cat = (feats.num, feats.cat) if every else (feats.num[ok], feats.cat[ok])
             z = z if every else z[ok]
-            # a pending re-key of the error memory rides along in the learner's forward pass
-            rekey = None if self.memory is None else self.memory.rekey_inputs()
-            result = self.learner.step(z, cat, target, rekey)
-            if self.memory is not None and result.seen is not None:
-                self.memory.apply_rekey(*result.seen)
+            result = self.learner.step(z, cat, target)
             scored = (
                 result.prediction
                 if self.memory is None

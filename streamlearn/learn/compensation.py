@@ -15,12 +15,6 @@ DESIGN.md "Error memory"):
   otherwise (0 = never), the stored inputs are re-encoded with the current model, refreshing
   both the keys and the stored base predictions (top-k store only: a sketch of sums cannot be
   re-encoded, so the LSH store relies on the reset and its ``decay``).
-
-A re-key falls due after a learned batch but is carried out with the next one: its inputs ride
-along in the learner's next forward pass (:meth:`rekey_inputs`, ``OnlineLearner.step``'s
-``seen`` rows, :meth:`apply_rekey`), which runs on the same weights the re-key would have used,
-for a fraction of a pass of its own. Anything that reads the memory before then (score-only
-rows, an export) re-keys it on the spot.
 """
 
 from __future__ import annotations
@@ -78,12 +72,10 @@ class MemoryStage:
         self.since_drift = -1  # steps since the last detected drift; -1 = none yet
         self.resets = 0
         self.rekeys = 0
-        self.rekey_pending = False  # due, to be done with the next forward pass
 
     # -- scoring ----------------------------------------------------------------------------
     def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
         """The base prediction corrected by the memory (unchanged while it is empty)."""
-        self._rekey_now()
         if len(self.memory) == 0:
             return base
         self._keys = (hidden, self.memory.keys(hidden))  # normalised once for learn()
@@ -121,7 +113,8 @@ class MemoryStage:
             if self.memory.store == "errors":  # the rows it skipped are not in the ring
                 num, cat = num[stored], cat[stored]
             self._store_inputs(num, cat, cursor)
-            self.rekey_pending = self._ring.filled > 0 and self._rekey_due()
+            if self._rekey_due():
+                self.rekey()
 
     def _store_inputs(self, num: np.ndarray, cat: np.ndarray, cursor: int) -> None:
         """Mirror the ring slots just written (from ``cursor`` on) with the raw inputs."""
@@ -136,30 +129,17 @@ class MemoryStage:
             return True
         return bool(s.rekey_every) and self.steps % s.rekey_every == 0
 
-    def rekey_inputs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The stored inputs when a re-key is pending (for the learner's next forward pass,
-        whose outputs go to :meth:`apply_rekey`), else None."""
-        if not self.rekey_pending or self._ring is None:
-            return None
-        n = self._ring.filled
-        return self._num[:n], self._cat[:n]
-
     @torch.no_grad()
-    def apply_rekey(self, prediction: torch.Tensor, hidden: torch.Tensor) -> None:
-        """Fresh keys and base values: the current model's outputs for the stored inputs."""
+    def rekey(self) -> None:
+        """Re-encode every stored input with the current model: fresh keys and base values."""
         ring = self._ring
-        assert ring is not None
+        if ring is None or ring.filled == 0:
+            return
         n, w = ring.filled, ring.width
+        pred, hidden = self.learner.forward_seen(self._num[:n], self._cat[:n])
         unit_rows(hidden.float(), out=ring.keys[:n])
-        ring.values[:n, w:] = prediction.float().view(n, w)
+        ring.values[:n, w:] = pred.float().view(n, w)
         self.rekeys += 1
-        self.rekey_pending = False
-
-    def _rekey_now(self) -> None:
-        """Carry out a pending re-key with a forward pass of its own."""
-        inputs = self.rekey_inputs()
-        if inputs is not None:
-            self.apply_rekey(*self.learner.forward_seen(*inputs))
 
     @torch.no_grad()
     def state_for(self, model: TabularNet | None) -> tuple[dict[str, Any], bool]:
@@ -167,8 +147,6 @@ class MemoryStage:
         exported one) the stored inputs are re-encoded by it, so a replica serving that model
         retrieves in its own hidden space. Needs the top-k store's kept inputs; the live
         memory is not changed."""
-        if model is None:
-            self._rekey_now()
         state = self.memory.state_dict()
         ring = self._ring
         if model is None or ring is None or ring.filled == 0:
@@ -186,7 +164,6 @@ class MemoryStage:
             "memory": self.memory.state_dict(),
             "steps": self.steps,
             "since_drift": self.since_drift,
-            "rekey_pending": self.rekey_pending,
             "model_step": self.learner.steps,  # the learner step the keys belong to
         }
         if self._ring is not None:
@@ -199,7 +176,6 @@ class MemoryStage:
         self.memory.load_state_dict(state["memory"])
         self.steps = int(state["steps"])
         self.since_drift = int(state["since_drift"])
-        self.rekey_pending = bool(state.get("rekey_pending", False))  # older checkpoints: none
         if self._ring is not None and "num" in state:
             n = self._ring.filled  # the ring was rewritten oldest-first from slot 0
             self._num[:n] = torch.as_tensor(np.asarray(state["num"]), dtype=torch.float32)[-n:]

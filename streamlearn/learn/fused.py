@@ -43,12 +43,6 @@ class Pass:
     emb: torch.Tensor | None  # [N, c·e] their embeddings; None while no categorical slot is set
     views: _Views  # the parameter slices it used
 
-    def head(self, rows: int) -> Pass:
-        """The first ``rows`` rows: the training rows of a pass that also forwarded others."""
-        emb = None if self.emb is None else self.emb[:rows]
-        hidden = [h[:rows] for h in self.hidden]
-        return Pass(self.out[:rows], hidden, self.x_num[:rows], self.ids[:rows], emb, self.views)
-
 
 @dataclass(frozen=True, slots=True)
 class _Views:

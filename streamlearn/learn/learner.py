@@ -35,8 +35,6 @@ class StepResult:
     loss: np.ndarray  # [B] per-row loss of those predictions
     hidden: np.ndarray  # [B, H] hidden representation (the error-memory key)
     learned: bool  # False when the step was skipped as non-finite
-    # predictions and hidden [S, H] (device tensors) of the ``seen`` rows forwarded along
-    seen: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class OnlineLearner:
@@ -142,21 +140,12 @@ class OnlineLearner:
             return 0, None
         return per_update, self.replay.sample(per_update * self.settings.updates)
 
-    def step(
-        self,
-        num: np.ndarray,
-        cat: np.ndarray,
-        y: np.ndarray,
-        seen: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> StepResult:
+    def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
         """Predict the labelled batch with the current weights, then learn from it.
 
         ``y`` holds class slots (int) or target values (float). The first update shares its
         forward pass with the prequential prediction; ``updates`` > 1 takes further steps on
-        the same batch, each with a fresh replay sample. ``seen`` rows (device tensors of rows
-        trained on before, e.g. the error memory's inputs due for re-keying) ride along in that
-        first forward pass and are not learned: :meth:`forward_seen` for the price of a few
-        more rows in one pass instead of a pass of its own.
+        the same batch, each with a fresh replay sample.
         """
         batch = len(y)
         self.trainer.observe_inputs(num, cat)
@@ -165,32 +154,20 @@ class OnlineLearner:
         y_t = to_device(y.astype(np.float32 if self.regression else np.int64), self.device)
         per_update, replayed = self._replay_rows(batch)
 
-        def mixed(
-            update: int, extra: tuple[torch.Tensor, torch.Tensor] | None = None
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """The batch, this update's share of the replay draw, then any extra rows."""
-            nums, cats, ys = [num_t], [cat_t], [y_t]
-            if replayed is not None:
-                rows = slice(update * per_update, (update + 1) * per_update)
-                for parts, drawn in zip((nums, cats, ys), replayed, strict=True):
-                    parts.append(drawn[rows])
-            if extra is not None:
-                nums.append(extra[0])
-                cats.append(extra[1])
-            if len(nums) == 1:
+        def mixed(update: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """The batch followed by this update's share of the replay draw."""
+            if replayed is None:
                 return num_t, cat_t, y_t
-            return torch.cat(nums), torch.cat(cats), torch.cat(ys) if len(ys) > 1 else y_t
-
-        x_num, x_cat, y_all = mixed(0, seen)
-        first = self.trainer.forward(x_num, x_cat, k)
-        seen_out = None
-        if seen is not None:
-            trained = len(y_all)
-            seen_out = (
-                self.trainer.prediction(first, slice(trained, None)),
-                first.hidden[-1][trained:],
+            rows = slice(update * per_update, (update + 1) * per_update)
+            r_num, r_cat, r_y = replayed
+            return (
+                torch.cat([num_t, r_num[rows]]),
+                torch.cat([cat_t, r_cat[rows]]),
+                torch.cat([y_t, r_y[rows]]),
             )
-            first = first.head(trained)
+
+        x_num, x_cat, y_all = mixed(0)
+        first = self.trainer.forward(x_num, x_cat, k)
         prediction = self.trainer.prediction(first, slice(batch))
         if self.regression and np.isfinite(y).all():  # a non-finite batch is skipped below
             self._observe_targets(y.astype(np.float64))
@@ -212,7 +189,6 @@ class OnlineLearner:
             pre_loss.cpu().numpy(),
             first.hidden[-1][:batch].cpu().numpy(),
             learned,
-            seen_out,
         )
 
     def _learn(self, p: Pass, y: torch.Tensor, losses: torch.Tensor) -> bool:

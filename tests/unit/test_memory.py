@@ -330,43 +330,26 @@ def test_score_only_rows_are_compensated():
     np.testing.assert_allclose(mixed.prediction[[1, 3]], want[[1, 3]], rtol=1e-5, atol=1e-6)
 
 
-def _drifted_stage(seed: int) -> tuple[Prequential, np.ndarray]:
-    """A stage just reset by a drift, 16 rows stored, their re-key pending; and the keys the
-    current model gives those rows."""
+def test_reset_on_drift_and_rekey_use_the_current_model():
     preq = Prequential(
         settings({"enabled": True, "size": 64, "rekey_every": 0, "rekey_after_drift": 3})
     )
     stage = preq.memory
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(6)
     for _ in range(4):
         preq.process_columns(*columns(rng, 16))
-    assert len(stage.memory) == 64 and stage.rekeys == 0 and not stage.rekey_pending
+    assert len(stage.memory) == 64 and stage.rekeys == 0
     cols, ys = columns(rng, 16)
     feats = preq.encoder.encode_columns(cols)
     z = preq.encoder.standardize(feats.num)
     result = preq.learner.step(z, feats.cat, np.asarray(ys))
     stage.learn(z, feats.cat, result.hidden, np.asarray(ys), result.prediction, drifted=True)
-    assert stage.resets == 1 and stage.rekeys == 0 and stage.rekey_pending
+    assert stage.resets == 1 and stage.rekeys == 1
     assert len(stage.memory) == 16  # cleared, then this batch stored
     _, hidden = preq.learner.predict_hidden(z, feats.cat)
-    return preq, torch.nn.functional.normalize(torch.from_numpy(hidden), dim=1).numpy()
-
-
-def test_rekey_rides_along_with_the_next_step_on_the_current_weights():
-    preq, want = _drifted_stage(6)
-    preq.process_columns(*columns(np.random.default_rng(60), 16))
-    assert preq.memory.rekeys == 1
-    keys = preq.memory.memory.backend.keys[:16].numpy()
-    np.testing.assert_allclose(keys, want, rtol=1e-4, atol=1e-5)
-
-
-def test_reading_the_memory_first_rekeys_it_on_the_spot():
-    preq, want = _drifted_stage(6)
-    preq.predict_columns(columns(np.random.default_rng(61), 4)[0])
-    assert preq.memory.rekeys == 1 and not preq.memory.rekey_pending
-    keys = preq.memory.memory.backend.keys[:16].numpy()
-    np.testing.assert_allclose(keys, want, rtol=1e-4, atol=1e-5)
-    assert preq.memory.rekey_inputs() is None  # nothing left for the next step
+    store = stage.memory.backend
+    keys = torch.nn.functional.normalize(torch.from_numpy(hidden), dim=1)
+    torch.testing.assert_close(store.keys[:16], keys, rtol=1e-4, atol=1e-5)
 
 
 def test_rekey_every_n_steps():
@@ -374,7 +357,7 @@ def test_rekey_every_n_steps():
     rng = np.random.default_rng(8)
     for _ in range(7):
         preq.process_columns(*columns(rng, 16))
-    assert preq.memory.rekeys == 2  # due after steps 3 and 6, done with steps 4 and 7
+    assert preq.memory.rekeys == 2  # after steps 3 and 6
 
 
 def test_lsh_stage_does_not_rekey():
