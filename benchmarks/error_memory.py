@@ -61,6 +61,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "k = 0: softmax over all of a 256 ring, τ = 0.01, re-key after drift only",
         {"k": 0, "tau": 0.01, "size": 256, "rekey_every": 0},
     ),
+    "dense-tau-0.02": ("k = 0: softmax over the whole ring, τ = 0.02", {"k": 0, "tau": 0.02}),
+    "dense-tau-0.05": ("k = 0: softmax over the whole ring, τ = 0.05", {"k": 0, "tau": 0.05}),
     "k-4": ("k = 4", {"k": 4}),
     "k-16": ("k = 16", {"k": 16}),
     "size-64": ("ring of 64", {"size": 64}),
