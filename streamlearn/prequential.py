@@ -123,23 +123,18 @@ class Prequential:
         prediction = np.zeros((n, *width), dtype=np.float32)
         loss = np.full(n, np.nan)
         drifts: list[int] = []
-        every = bool(ok.all())  # the usual batch: no masked copies needed
-        if not every:  # score-only rows are scored first too: batch-mates' labels unseen
+        rows = slice(None) if ok.all() else ok  # a slice views the usual, fully labelled batch
+        if rows is ok:  # score-only rows are scored first too: batch-mates' labels unseen
             prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
-        if n and (every or ok.any()):
-            raw, cat = (feats.num, feats.cat) if every else (feats.num[ok], feats.cat[ok])
-            z = z if every else z[ok]
+        if ok.any():
+            raw, cat, z = feats.num[rows], feats.cat[rows], z[rows]
             result = self.learner.step(z, cat, target)
-            scored = (
+            prediction[rows] = (
                 result.prediction
                 if self.memory is None
                 else self.memory.compensate(result.hidden, result.prediction)
             )
-            if every:
-                prediction = scored
-            else:
-                prediction[ok] = scored
-            loss[ok] = result.loss
+            loss[rows] = result.loss
             for observe in self.observers:
                 observe(raw, cat, target, result.prediction)
             for offset in self.detector.update(result.loss):

@@ -171,12 +171,12 @@ class FusedTrainer:
         return (y - self.model.target_loc) / self.model.target_scale
 
     @torch.no_grad()
-    def prediction(self, p: Pass, rows: slice) -> torch.Tensor:
+    def prediction(self, p: Pass, rows: int) -> torch.Tensor:
         """Probabilities [rows, C] (zero for classes not switched on) or values [rows]."""
-        out = p.out[rows]
+        out = p.out[:rows]
         if self.regression:
             return out * self.model.target_scale + self.model.target_loc
-        full = out.new_zeros((out.shape[0], self.model.class_mask.shape[0]))
+        full = out.new_zeros((rows, self.model.class_mask.shape[0]))
         full[:, : out.shape[1]] = torch.softmax(out, dim=1)
         return full
 

@@ -110,7 +110,7 @@ class OnlineLearner:
         gives the module's result for such rows at a fraction of the cost.
         """
         p = self.trainer.forward(num, cat, self.trainer.active_classes())
-        return self.trainer.prediction(p, slice(None)), p.hidden[-1]
+        return self.trainer.prediction(p, len(num)), p.hidden[-1]
 
     def set_classes(self, mask: np.ndarray) -> None:
         """Switch on the output slots of the classes seen so far."""
@@ -168,7 +168,7 @@ class OnlineLearner:
 
         x_num, x_cat, y_all = mixed(0)
         first = self.trainer.forward(x_num, x_cat, k)
-        prediction = self.trainer.prediction(first, slice(batch))
+        prediction = self.trainer.prediction(first, batch)
         if self.regression and np.isfinite(y).all():  # a non-finite batch is skipped below
             self._observe_targets(y.astype(np.float64))
         losses = self.trainer.losses(first, y_all)  # training loss and prequential loss

@@ -66,7 +66,7 @@ def test_forward_matches_the_module(regression):
         pred, _ = reference(torch.from_numpy(num), torch.from_numpy(cat))
         expected = reference_loss(reference, num, cat, y)
     torch.testing.assert_close(p.hidden[-1], hidden)
-    torch.testing.assert_close(trainer.prediction(p, slice(10)), pred[:10])
+    torch.testing.assert_close(trainer.prediction(p, 10), pred[:10])
     if not regression:
         torch.testing.assert_close(p.out, out[:, :4])
     torch.testing.assert_close(trainer.losses(p, y_t).mean(), expected)
