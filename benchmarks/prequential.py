@@ -15,10 +15,13 @@ Models:
   river-hat             tree.HoeffdingAdaptiveTreeClassifier(seed)
   river-arf             forest.ARFClassifier(n_models=10, seed)
   deep-river            deep-river 0.3.4 MLP in benchmarks/.venv-deep-river (setup_peers.sh)
+  streamlearn-frontier  streamlearn over a grid of batch sizes x updates x learning rates
+                        (--frontier-*), to show which settings, if any, meet every target
 
-Writes <out>/prequential.md (tables, targets, machine, and the arithmetic and dispatch
-ceilings of benchmarks/speed_bounds.py that explain missed speed targets), <out>/prequential.json
-(raw numbers) and <out>/prequential-<stream>.png (rolling accuracy, drift positions marked).
+Writes <out>/prequential.md (tables, targets, machine, the arithmetic and dispatch ceilings of
+benchmarks/speed_bounds.py that explain missed speed targets, and the speed-accuracy frontier),
+<out>/prequential.json (raw numbers), <out>/prequential-<stream>.png (rolling accuracy, drift
+positions marked) and <out>/prequential-frontier.png (accuracy against events/s per setting).
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from frontier import (
+    DEFAULT_BATCHES,
+    DEFAULT_LRS,
+    DEFAULT_UPDATES,
+    FrontierPoint,
+    frontier_json,
+    frontier_section,
+    presets,
+    run_frontier,
+    write_frontier_plot,
+)
 from peers.deep_river_peer import KEY as DEEP_RIVER
 from peers.deep_river_peer import DeepRiverPeer, PeerUnavailable
 from peers.river_peers import RIVER_PEERS, run_river_peer
@@ -59,7 +73,13 @@ Columns = dict[str, np.ndarray]
 DEFAULT_STREAMS = ("agrawal-drift", "sea-drift", "hyperplane", "rbf-drift")
 DICTS = "streamlearn-dicts"
 THROUGHPUT = "streamlearn-throughput"
-SKIPPABLE = (DICTS, THROUGHPUT, *RIVER_PEERS, DEEP_RIVER)
+FRONTIER = "streamlearn-frontier"
+SKIPPABLE = (DICTS, THROUGHPUT, FRONTIER, *RIVER_PEERS, DEEP_RIVER)
+FRONTIER_OPTIONS = (  # (flag, type, default grid, metavar, what it sets)
+    ("--frontier-batches", int, DEFAULT_BATCHES, "N", "micro-batch sizes"),
+    ("--frontier-updates", int, DEFAULT_UPDATES, "N", "updates per micro-batch"),
+    ("--frontier-lrs", float, DEFAULT_LRS, "LR", "learning rates"),
+)
 # The throughput preset: large micro-batches, one gradient step each (fewer, cheaper steps).
 THROUGHPUT_PRESET = {"source": {"batch_size": 256}, "learner": {"updates": 1, "lr": 0.01}}
 
@@ -132,9 +152,15 @@ def run_streamlearn(
 
 # -- one stream ---------------------------------------------------------------------------------
 def run_stream(
-    stream: str, n_events: int, seed: int, skip: set[str], progress: bool
-) -> StreamResult:
-    """Every model on one stream, the same rows for all."""
+    stream: str,
+    n_events: int,
+    seed: int,
+    skip: set[str],
+    progress: bool,
+    grid: Sequence[tuple[int, int, float]] = (),
+) -> tuple[StreamResult, list[FrontierPoint]]:
+    """Every model on one stream, the same rows for all; then streamlearn on each ``grid``
+    setting (batch size, updates, lr) unless the frontier is skipped."""
     spec = STREAMS[stream]
     rows = list(stream_rows(stream, n_events, seed))
     settings = settings_for(stream, n_events, seed)
@@ -169,7 +195,15 @@ def run_stream(
         except PeerUnavailable as exc:
             result.skipped[DEEP_RIVER] = str(exc)
             tqdm.write(f"  {exc}")
-    return result
+    if FRONTIER in skip or not grid:
+        return result, []
+
+    def run_preset(preset: dict[str, dict[str, Any]]) -> ModelRun:
+        tuned = settings_for(stream, n_events, seed, preset)
+        return run_streamlearn(tuned, rows, progress=False, key=FRONTIER, name=FRONTIER)
+
+    settings_grid = tqdm(grid, desc=f"{stream} frontier", unit="setting", disable=not progress)
+    return result, run_frontier(list(settings_grid), run_preset)
 
 
 def add_speed_bounds(results: Sequence[StreamResult], n_events: int, seed: int) -> None:
@@ -222,10 +256,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=Path("benchmarks/results"),
         help="folder for prequential.md/.json/-<stream>.png (default benchmarks/results)",
     )
+    for flag, kind, default, metavar, what in FRONTIER_OPTIONS:
+        p.add_argument(
+            flag,
+            type=kind,
+            nargs="+",
+            default=list(default),
+            metavar=metavar,
+            help=f"frontier {what} (default {' '.join(map(str, default))})",
+        )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if args.events < 10:
         p.error("--events must be at least 10")
+    for flag, *_ in FRONTIER_OPTIONS:
+        if min(getattr(args, flag[2:].replace("-", "_"))) <= 0:
+            p.error(f"{flag} takes positive values only")
     return args
 
 
@@ -233,9 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = command_line()
     started, load_at_start = datetime.now(timezone.utc), load_average()
+    grid = presets(args.frontier_batches, args.frontier_updates, args.frontier_lrs)
     results: list[StreamResult] = []
+    frontiers: dict[str, list[FrontierPoint]] = {}
     for stream in tqdm(args.streams, desc="streams", disable=args.no_progress):
-        result = run_stream(stream, args.events, args.seed, args.skip_peers, not args.no_progress)
+        result, frontiers[stream] = run_stream(
+            stream, args.events, args.seed, args.skip_peers, not args.no_progress, grid
+        )
         for run in result.runs:
             _log(run, stream)
         results.append(result)
@@ -251,9 +301,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_plots(results, args.out)
-    markdown = render_markdown(results, meta)
+    default = Settings()
+    write_frontier_plot(
+        results,
+        frontiers,
+        args.out / "prequential-frontier.png",
+        (default.source.batch_size, default.learner.updates, default.learner.lr),
+    )
+    markdown = render_markdown(results, meta, [frontier_section(results, frontiers)])
     (args.out / "prequential.md").write_text(markdown, encoding="utf-8")
-    write_json(args.out / "prequential.json", results_json(results, meta))
+    data = results_json(results, meta)
+    data["frontier"] = frontier_json(frontiers)
+    write_json(args.out / "prequential.json", data)
     print(markdown)
     return 0
 

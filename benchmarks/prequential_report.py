@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 from report import ModelRun, fmt_float, fmt_rate, markdown_table, plot_curves, rolling_window
 
-__all__ = ["StreamResult", "render_markdown", "results_json", "targets", "write_plots"]
+__all__ = [
+    "StreamResult",
+    "best_peer",
+    "needed_events_per_s",
+    "render_markdown",
+    "results_json",
+    "targets",
+    "write_plots",
+]
 
 SUBJECT = "streamlearn"  # the batch API row the targets are about
 DRIFT_SPAN = 1000  # events after an abrupt drift that the drift column averages
@@ -58,6 +66,19 @@ class StreamResult:
 
     def after_drift(self, run: ModelRun) -> list[float]:
         return [w.after for w in run.score.around(self.drift_positions, self.span)]
+
+
+def best_peer(result: StreamResult) -> ModelRun | None:
+    """The most accurate model on the stream that is not streamlearn (None: no peer ran)."""
+    peers = [r for r in result.runs if not r.key.startswith(SUBJECT)]
+    return max(peers, key=lambda r: r.score.overall()) if peers else None
+
+
+def needed_events_per_s(result: StreamResult, key: str) -> float | None:
+    """events/s the speed-up target over peer ``key`` asks for on this stream."""
+    peer = result.run(key)
+    factor = next(f for k, _, f in SPEEDUP_TARGETS if k == key)
+    return None if peer is None else factor * peer.events_per_s
 
 
 # -- numbers ------------------------------------------------------------------------------------
@@ -140,12 +161,10 @@ def _accuracy_targets(results: Sequence[StreamResult]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     target = f"{SUBJECT} accuracy ≥ best peer − {ACCURACY_SLACK:g}"
     for res in results:
-        subject = res.run(SUBJECT)
-        peers = [r for r in res.runs if not r.key.startswith(SUBJECT)]
-        if subject is None or not peers:
+        subject, best = res.run(SUBJECT), best_peer(res)
+        if subject is None or best is None:
             rows.append({"target": target, "stream": res.stream, "met": None, "detail": "no peer"})
             continue
-        best = max(peers, key=lambda r: r.score.overall())
         ours, theirs = subject.score.overall(), best.score.overall()
         margin = ours - theirs
         detail = f"{fmt_float(ours)} vs {fmt_float(theirs)} ({best.name}), margin {margin:+.3f}"
@@ -258,13 +277,6 @@ def targets_section(results: Sequence[StreamResult]) -> str:
     )
 
 
-def _needed(result: StreamResult, key: str) -> float | None:
-    """events/s the speed-up target over peer ``key`` asks for on this stream."""
-    peer = result.run(key)
-    factor = next(f for k, _, f in SPEEDUP_TARGETS if k == key)
-    return None if peer is None else factor * peer.events_per_s
-
-
 def _above(needed: float | None, bounds: dict[str, Any]) -> str:
     """Which ceilings a target's events/s lies above."""
     if needed is None:
@@ -298,8 +310,8 @@ def bounds_section(results: Sequence[StreamResult]) -> str:
                 f"{b['ops_per_batch']:,} × {b['op_us']:.1f} µs"
                 f" = {b['overhead_us_per_batch']:,.0f} µs",
                 fmt_rate(b["overhead_events_per_s"]),
-                _above(_needed(res, "river-lr"), b),
-                _above(_needed(res, "deep-river"), b),
+                _above(needed_events_per_s(res, "river-lr"), b),
+                _above(needed_events_per_s(res, "deep-river"), b),
             ]
         )
     first = measured[0].bounds
@@ -381,9 +393,13 @@ def header_section(results: Sequence[StreamResult], meta: dict[str, Any]) -> str
     return "\n".join([*lines, ""])
 
 
-def render_markdown(results: Sequence[StreamResult], meta: dict[str, Any]) -> str:
+def render_markdown(
+    results: Sequence[StreamResult], meta: dict[str, Any], extra: Sequence[str] = ()
+) -> str:
+    """The whole report; ``extra`` sections (e.g. the frontier) go at the end."""
     parts = [header_section(results, meta), *(stream_section(r) for r in results)]
     parts += [overall_section(results), targets_section(results), bounds_section(results)]
+    parts += list(extra)
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -25,6 +25,7 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     command = [
         sys.executable, str(SCRIPT), "--events", "600", "--seed", "7", "--streams", STREAM,
         "--skip-peers", "river-hat,river-arf,deep-river", "--out", str(out), "--no-progress",
+        "--frontier-batches", "32", "64", "--frontier-updates", "1", "--frontier-lrs", "0.01",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -106,3 +107,84 @@ def test_speed_bounds_are_measured_and_consistent(out: Path) -> None:
     assert math.isclose(bounds["arithmetic_events_per_s"], expected, rel_tol=1e-9)
     markdown = (out / "prequential.md").read_text(encoding="utf-8")
     assert "## Why the speed targets are missed" in markdown
+
+
+def test_frontier_runs_each_grid_setting(out: Path) -> None:
+    data = json.loads((out / "prequential.json").read_text(encoding="utf-8"))
+    points = data["frontier"][STREAM]
+    assert [(p["batch_size"], p["updates"], p["lr"]) for p in points] == [
+        (32, 1, 0.01),
+        (64, 1, 0.01),
+    ]
+    for p in points:
+        assert 0.0 <= p["accuracy"] <= 1.0 and p["events_per_s"] > 0
+    markdown = (out / "prequential.md").read_text(encoding="utf-8")
+    assert "## Speed–accuracy frontier" in markdown
+    assert "no verdict" in markdown  # deep-river skipped: the speed region is unknown
+    png = (out / "prequential-frontier.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5_000
+
+
+def _run(key: str, accuracy: float, events_per_s: float):
+    from report import ModelRun, score_from_hits
+
+    hits = [i < accuracy * 100 for i in range(100)]
+    return ModelRun(key, key, score_from_hits(hits), 100 / events_per_s)
+
+
+def test_frontier_verdict_needs_accuracy_and_speed_together(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from frontier import FrontierPoint, frontier_section, write_frontier_plot
+    from prequential_report import StreamResult
+
+    result = StreamResult("s", "a stream", "binary", [])
+    # best peer 0.80 -> accuracy >= 0.79; speed: max(100 x 1k, 10 x 10k, 10 x 5k) = 100k
+    for key, acc, rate in [
+        ("deep-river", 0.80, 1_000),
+        ("river-lr", 0.60, 10_000),
+        ("river-scaled-lr", 0.70, 5_000),
+    ]:
+        result.add(_run(key, acc, rate))
+    points = [  # events / seconds = events/s
+        FrontierPoint(32, 2, 0.005, 0.85, 100, 100 / 50_000),  # accurate only
+        FrontierPoint(64, 4, 0.005, 0.80, 100, 100 / 150_000),  # both
+        FrontierPoint(512, 1, 0.01, 0.50, 100, 100 / 200_000),  # fast only
+    ]
+    text = frontier_section([result], {"s": points})
+    assert "every stream" not in text  # one stream: nothing to add
+    assert "**1 setting(s) meet both**, e.g. batch 64, 4 upd., lr 0.005" in text
+    assert "0.850 ✓ · 50,000 |" in text and "0.800 ✓ · 150,000 ✓ |" in text
+    assert "0.500 · 200,000 ✓ |" in text
+    assert "most accurate fast enough: batch 64, 4 upd., lr 0.005 at 0.800" in text
+    assert "fastest accurate enough: batch 64, 4 upd., lr 0.005 at 150,000 events/s" in text
+    assert "150.0× deep-river MLP, 15.0× river LogisticRegression" in text
+    path = write_frontier_plot([result], {"s": points}, tmp_path / "f.png", (32, 2, 0.005))
+    assert path is not None and path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_frontier_names_settings_accurate_on_every_stream(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from frontier import FrontierPoint, frontier_section
+    from prequential_report import StreamResult
+
+    results, frontiers = [], {}
+    for name, second_accuracy in [("a", 0.80), ("b", 0.70)]:
+        result = StreamResult(name, name, "binary", [])
+        result.add(_run("deep-river", 0.80, 1_000))  # 100 events in 0.1 s on each stream
+        results.append(result)
+        frontiers[name] = [
+            FrontierPoint(32, 2, 0.005, 0.80, 100, 0.002),  # accurate on both streams
+            FrontierPoint(64, 4, 0.005, second_accuracy, 100, 0.001),  # only on "a"
+        ]
+    text = frontier_section(results, frontiers)
+    # over both streams: 200 events in 0.004 s = 50,000/s; deep-river 200 in 0.2 s = 1,000/s
+    assert "- every stream: accurate enough on all of them: batch 32, 2 upd., lr 0.005 " in text
+    assert "(50,000 events/s)" in text and "batch 64, 4 upd., lr 0.005 (" not in text
+    assert "runs at 50.0× deep-river MLP over all streams" in text
+
+
+def test_frontier_grid_rejects_non_positive_values() -> None:
+    command = [sys.executable, str(SCRIPT), "--frontier-lrs", "0.01", "0"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--frontier-lrs takes positive values only" in done.stderr
