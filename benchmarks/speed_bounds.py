@@ -103,7 +103,7 @@ def _macs_per_event(preq: Prequential) -> float:
     widths = [
         trainer.active_num + trainer.active_cat * trainer.table.shape[1],
         *s.hidden,
-        trainer.active_classes(),
+        learner.outputs,
     ]
     forward = sum(a * b for a, b in itertools.pairwise(widths))
     return 3.0 * forward * s.updates * (1.0 + s.replay_ratio)

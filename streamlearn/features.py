@@ -131,7 +131,7 @@ class FeatureEncoder:
         """Encode a column-oriented batch (e.g. a DataFrame's columns); NaN/None = missing."""
         arrays = {str(k): np.asarray(v) for k, v in columns.items()}
         n = len(next(iter(arrays.values()))) if arrays else 0
-        if self.auto:
+        if self.auto and not all(k in self._num_index or k in self._cat_index for k in arrays):
             # Same slots as encode() row by row: names by the row they first appear in.
             firsts = [(*_first_present(a), k) for k, a in arrays.items()]
             for row in sorted({r for r, _, _ in firsts if r >= 0}):
@@ -153,29 +153,43 @@ class FeatureEncoder:
         return EncodedFeatures(num, cat)
 
     # -- running standardisation ------------------------------------------------------------
+    @property
+    def _used(self) -> int:
+        """Numeric slots with a name (slots 0..n-1); the others hold NaN in every batch."""
+        return len(self._num_index)
+
     def standardize(self, num: np.ndarray) -> np.ndarray:
-        """Standardise with the current statistics; missing values become 0 (the mean)."""
-        std = np.sqrt(self.m2 / np.maximum(self.count - 1, 1))
+        """Standardise this encoder's output with the current statistics; missing values
+        become 0 (the mean). Only named slots are computed: the others are 0 (in the encoder's
+        output they are always missing)."""
+        k = self._used
+        std = np.sqrt(self.m2[:k] / np.maximum(self.count[:k] - 1, 1))
         std[std <= 1e-12] = 1.0
-        z = (num - self.mean) / std
-        np.clip(z, -_CLIP, _CLIP, out=z)  # ±inf too; NaN (missing) passes through ...
-        np.copyto(z, 0.0, where=np.isnan(z))  # ... and becomes the mean
-        return z.astype(np.float32)
+        block = (num[:, :k] - self.mean[:k]) / std
+        np.clip(block, -_CLIP, _CLIP, out=block)  # ±inf too; NaN (missing) passes through ...
+        np.copyto(block, 0.0, where=np.isnan(block))  # ... and becomes the mean
+        z = np.zeros(num.shape, dtype=np.float32)
+        z[:, :k] = block
+        return z
 
     def observe(self, num: np.ndarray) -> None:
-        """Fold a batch of raw values into the statistics (Chan et al.'s parallel update),
-        for the columns it has values in (usually far fewer than the slots)."""
-        present = ~np.isnan(num)
-        n_col = present.sum(axis=0)
-        cols = np.flatnonzero(n_col)
-        if not len(cols):
+        """Fold a batch of this encoder's raw values into the statistics (Chan et al.'s
+        parallel update), for the named slots it has values in (usually far fewer than the
+        slots; the others are always missing in the encoder's output, and ignored)."""
+        x = num[:, : self._used]
+        if not x.size:
             return
-        x, n_b = num[:, cols], n_col[cols]
-        if (n_b == len(num)).all():  # the usual batch: no value missing in these columns
+        present = ~np.isnan(x)
+        if present.all():  # the usual batch: every named feature present in every row
+            cols, n_b = slice(0, x.shape[1]), float(len(x))
             mean_b = x.sum(axis=0) / n_b
             m2_b = ((x - mean_b) ** 2).sum(axis=0)
         else:
-            seen = present[:, cols]
+            n_col = present.sum(axis=0)
+            cols = np.flatnonzero(n_col)
+            if not len(cols):
+                return
+            x, n_b, seen = x[:, cols], n_col[cols], present[:, cols]
             mean_b = np.where(seen, x, 0.0).sum(axis=0) / n_b
             m2_b = (np.where(seen, x - mean_b, 0.0) ** 2).sum(axis=0)
         n_a = self.count[cols]

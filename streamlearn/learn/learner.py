@@ -60,6 +60,9 @@ class OnlineLearner:
         # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
         self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm)
+        # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
+        # kept here because reading the mask back would cost device ops on every step
+        self.outputs = 1 if self.regression else 0
         self.schedule = RewarmSchedule(
             learner.lr,
             learner.warmup_steps,
@@ -87,14 +90,12 @@ class OnlineLearner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast)
 
-    @torch.no_grad()
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] or values [N] for standardised numeric + bucket inputs."""
         with self._amp():
             pred, _ = self.model(to_device(num, self.device), to_device(cat, self.device))
         return pred.float().cpu().numpy()
 
-    @torch.no_grad()
     def predict_hidden(self, num: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`predict`, plus the hidden representation [N, H] (error-memory key)."""
         with self._amp():
@@ -109,13 +110,14 @@ class OnlineLearner:
         The training forward: it computes only the input slots and classes seen so far, which
         gives the module's result for such rows at a fraction of the cost.
         """
-        p = self.trainer.forward(num, cat, self.trainer.active_classes())
+        p = self.trainer.forward(num, cat, self.outputs)
         return self.trainer.prediction(p, len(num)), p.hidden[-1]
 
     def set_classes(self, mask: np.ndarray) -> None:
         """Switch on the output slots of the classes seen so far."""
         if not self.regression:
             self.model.class_mask.copy_(torch.from_numpy(mask))
+            self.outputs = int(mask.sum())
 
     # -- learning -------------------------------------------------------------------------
     def _observe_targets(self, y: np.ndarray) -> None:
@@ -149,7 +151,7 @@ class OnlineLearner:
         """
         batch = len(y)
         self.trainer.observe_inputs(num, cat)
-        k = self.trainer.active_classes()
+        k = self.outputs
         num_t, cat_t = to_device(num, self.device), to_device(cat, self.device)
         y_t = to_device(y.astype(np.float32 if self.regression else np.int64), self.device)
         per_update, replayed = self._replay_rows(batch)
@@ -227,6 +229,8 @@ class OnlineLearner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if not self.regression:
+            self.outputs = int(self.model.class_mask.sum())
         optimizer = state["optimizer"]
         if "sparse_optimizer" in state:  # a checkpoint of the torch.optim learner before it
             optimizer = self.trainer.from_torch_optim(optimizer, state["sparse_optimizer"])

@@ -155,7 +155,8 @@ def _with_nans(rng, n, d, frac=0.2):
 
 def test_chan_batch_statistics_match_numpy():
     rng = np.random.default_rng(11)
-    enc = FeatureEncoder(numeric_slots=6, categorical_slots=1, hash_buckets=16)
+    names = [f"x{i}" for i in range(6)]  # statistics are kept for named slots only
+    enc = FeatureEncoder(numeric_slots=6, categorical_slots=1, hash_buckets=16, numeric=names)
     chunks = [_with_nans(rng, n, 6) for n in (1, 7, 50, 3, 200, 1)]
     chunks[1][:, 4] = np.nan  # a column absent from a whole batch
     chunks[0][:, 5] = np.nan  # ...and from the very first one
@@ -177,7 +178,7 @@ def test_observe_all_missing_is_a_no_op():
 
 def test_standardize_uses_statistics_clips_and_imputes_zero():
     rng = np.random.default_rng(5)
-    enc = FeatureEncoder(numeric_slots=3, categorical_slots=1, hash_buckets=16)
+    enc = FeatureEncoder(3, 1, 16, numeric=["a", "b", "c"])
     data = rng.normal([10.0, -4.0, 0.0], [2.0, 0.5, 1.0], size=(500, 3))
     data[:, 2] = 7.0  # constant column: std 0 must not divide by zero
     enc.observe(data)
@@ -193,9 +194,24 @@ def test_standardize_uses_statistics_clips_and_imputes_zero():
 
 
 def test_standardize_before_any_statistics_is_identity_with_imputation():
-    enc = FeatureEncoder(2, 1, 16)
+    enc = FeatureEncoder(2, 1, 16, numeric=["a", "b"])
     z = enc.standardize(np.array([[1.5, np.nan]]))
     assert z.tolist() == [[1.5, 0.0]]
+
+
+def test_slots_without_a_name_are_neither_observed_nor_standardised():
+    """The encoder's own output holds NaN there; statistics cover the named slots only."""
+    enc = FeatureEncoder(3, 1, 16)
+    feats = enc.encode([{"a": 2.0}, {"a": 4.0}])
+    enc.observe(feats.num)
+    assert enc.count.tolist() == [2.0, 0.0, 0.0] and enc.mean[0] == 3.0
+    stray = np.array([[5.0, 9.0, -9.0]])  # values in unnamed slots: not from this encoder
+    enc.observe(stray)
+    assert enc.count.tolist() == [3.0, 0.0, 0.0]
+    z = enc.standardize(stray)
+    seen = np.array([2.0, 4.0, 5.0])
+    expected = (5.0 - seen.mean()) / seen.std(ddof=1)
+    assert z[0, 1:].tolist() == [0.0, 0.0] and z[0, 0] == pytest.approx(expected, rel=1e-6)
 
 
 def test_encode_and_encode_columns_agree():

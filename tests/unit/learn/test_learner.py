@@ -295,10 +295,24 @@ def test_forward_seen_equals_the_module_on_trained_rows():
     torch.testing.assert_close(hidden, expected_hidden)
 
 
+def test_learning_records_no_autograd_graph():
+    """The fused step runs without torch.no_grad(): only because nothing requires grad."""
+    rng = np.random.default_rng(14)
+    learner = make()
+    assert not any(p.requires_grad for p in learner.model.parameters())
+    _run(learner, [toy_batch(rng) for _ in range(3)])
+    assert not any(p.requires_grad for p in learner.model.parameters())
+    num, cat, _ = toy_batch(rng)
+    prediction, hidden = learner.forward_seen(torch.from_numpy(num), torch.from_numpy(cat))
+    assert prediction.grad_fn is None and hidden.grad_fn is None
+    assert learner.predict(num, cat).shape == (32, 3)  # the module path too (numpy out)
+
+
 def test_checkpoint_of_the_torch_optim_learner_still_loads():
     """Learner state written before the fused step (AdamW + SparseAdam) is migrated."""
     rng = np.random.default_rng(13)
     old = make()
+    old.model.requires_grad_(True)  # the old learner trained its module by autograd
     table = old.model.embedding.weight
     dense = [p for p in old.model.parameters() if p is not table]
     adamw = torch.optim.AdamW(dense, lr=0.01)
