@@ -103,28 +103,37 @@ class FeatureEncoder:
     # -- encoding -------------------------------------------------------------------------
     def encode(self, xs: Sequence[Mapping[Any, Any]]) -> EncodedFeatures:
         """Encode feature dicts (values: numbers, bools or strings; None = missing)."""
-        num = np.full((len(xs), self.numeric_slots), np.nan)
         cat = np.zeros((len(xs), self.categorical_slots), dtype=np.int64)
         num_index, cat_index = self._num_index, self._cat_index
+        named = [[np.nan] * len(num_index) for _ in xs]  # named numeric slots, filled below
+        settled: Any = None  # keys of a row whose every name has a slot: same keys, no news
         for row, x in enumerate(xs):
-            items = [(str(k), v) for k, v in x.items() if v is not None]
-            if self.auto:
-                new = self._new_names(items)
-                if new:
-                    self._assign(new)
-            for name, value in items:
+            if self.auto and x.keys() != settled:
+                self._assign(self._new_names([(str(k), v) for k, v in x.items() if v is not None]))
+                if len(named[row]) < len(num_index):  # a numeric slot was just named
+                    named = [r + [np.nan] * (len(num_index) - len(r)) for r in named]
+                if all(str(k) in num_index or str(k) in cat_index for k in x):
+                    settled = x.keys()
+            values = named[row]
+            for key, value in x.items():
+                if value is None:
+                    continue
+                name = key if type(key) is str else str(key)
                 slot = num_index.get(name)
                 if slot is not None:
                     if isinstance(value, str):
                         self.mismatched += 1
                     else:
-                        num[row, slot] = value
+                        values[slot] = value
                     continue
                 slot = cat_index.get(name)
                 if slot is not None:
                     cat[row, slot] = self._bucket(name, str(value))
                 else:
                     self.ignored += 1
+        num = np.full((len(xs), self.numeric_slots), np.nan)
+        if named and num_index:
+            num[:, : len(num_index)] = named
         return EncodedFeatures(num, cat)
 
     def encode_columns(self, columns: Mapping[Any, Sequence[Any] | np.ndarray]) -> EncodedFeatures:

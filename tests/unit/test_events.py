@@ -150,3 +150,10 @@ def test_rejection_repr_hides_raw_bytes():
     result = decode(b"secret-bytes")
     assert isinstance(result, Rejection)
     assert "secret-bytes" not in repr(result)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-32"])
+def test_json_in_any_encoding_json_loads_accepts(encoding):
+    """Bytes are decoded as json.loads decodes them (UTF-8/16/32, with or without a BOM)."""
+    raw = '{"id": "é", "x": {"a": 1.5, "b": "ü"}, "y": 1}'.encode(encoding)
+    assert decode(raw) == Event("é", {"a": 1.5, "b": "ü"}, 1)

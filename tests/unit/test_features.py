@@ -292,3 +292,19 @@ def test_encode_and_encode_columns_agree_when_names_appear_in_later_rows():
     assert e1.ignored == e2.ignored == 1  # "c": no categorical slot left
     np.testing.assert_array_equal(o1.num, o2.num)
     np.testing.assert_array_equal(o1.cat, o2.cat)
+
+
+def test_a_numeric_name_first_seen_mid_batch_pads_the_rows_before_it():
+    enc = FeatureEncoder(3, 1, 16)
+    out = enc.encode([{"a": 1.0}, {"a": 2.0, "b": 5}, {"a": None, "b": True}, {"a": 4.0}])
+    assert enc.numeric_names == ["a", "b"]
+    np.testing.assert_array_equal(
+        out.num[:, :2], [[1.0, np.nan], [2.0, 5.0], [np.nan, 1.0], [4.0, np.nan]]
+    )
+    assert np.isnan(out.num[:, 2]).all()
+
+
+def test_rows_with_settled_keys_still_count_names_without_a_slot():
+    enc = FeatureEncoder(1, 1, 16)  # one numeric slot: "b" never gets one
+    enc.encode([{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}, {"a": 5.0, "b": 6.0}])
+    assert enc.numeric_names == ["a"] and enc.ignored == 3
