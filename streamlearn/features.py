@@ -68,6 +68,8 @@ class FeatureEncoder:
         self.m2 = np.zeros(numeric_slots)
         self.ignored = 0  # values of features with no slot
         self.mismatched = 0  # strings sent to a numeric feature
+        self.non_finite = 0  # ±inf sent to a numeric feature (treated as missing)
+        self.overflowed = 0  # column updates skipped: the batch's values overflowed the variance
         self._bucket_cache: dict[tuple[str, str], int] = {}
 
     # -- schema ---------------------------------------------------------------------------
@@ -134,7 +136,7 @@ class FeatureEncoder:
         num = np.full((len(xs), self.numeric_slots), np.nan)
         if named and num_index:
             num[:, : len(num_index)] = named
-        return EncodedFeatures(num, cat)
+        return EncodedFeatures(self._finite(num), cat)
 
     def encode_columns(self, columns: Mapping[Any, Sequence[Any] | np.ndarray]) -> EncodedFeatures:
         """Encode a column-oriented batch (e.g. a DataFrame's columns); NaN/None = missing."""
@@ -159,7 +161,16 @@ class FeatureEncoder:
                 cat[:, slot] = [0 if _missing(v) else self._bucket(name, str(v)) for v in column]
             else:
                 self.ignored += int(sum(not _missing(v) for v in column))
-        return EncodedFeatures(num, cat)
+        return EncodedFeatures(self._finite(num), cat)
+
+    def _finite(self, num: np.ndarray) -> np.ndarray:
+        """±inf becomes missing, counted: one would make a running mean inf for good (the
+        Kafka path rejects such events at decode; the Python APIs take whatever they get)."""
+        infinite = np.isinf(num)
+        if infinite.any():
+            self.non_finite += int(infinite.sum())
+            num[infinite] = np.nan
+        return num
 
     # -- running standardisation ------------------------------------------------------------
     @property
@@ -188,26 +199,39 @@ class FeatureEncoder:
         x = num[:, : self._used]
         if not x.size:
             return
-        present = ~np.isnan(x)
-        if present.all():  # the usual batch: every named feature present in every row
-            cols, n_b = slice(0, x.shape[1]), float(len(x))
-            mean_b = x.sum(axis=0) / n_b
-            m2_b = ((x - mean_b) ** 2).sum(axis=0)
-        else:
-            n_col = present.sum(axis=0)
-            cols = np.flatnonzero(n_col)
-            if not len(cols):
-                return
-            x, n_b, seen = x[:, cols], n_col[cols], present[:, cols]
-            mean_b = np.where(seen, x, 0.0).sum(axis=0) / n_b
-            m2_b = (np.where(seen, x - mean_b, 0.0) ** 2).sum(axis=0)
-        n_a = self.count[cols]
-        total = n_a + n_b
-        delta = mean_b - self.mean[cols]
-        frac = n_b / total
-        self.mean[cols] += delta * frac
-        self.m2[cols] += m2_b + delta**2 * n_a * frac
-        self.count[cols] = total
+        # overflow is detected below and counted; numpy's warning would only add log noise
+        with np.errstate(over="ignore", invalid="ignore"):
+            present = ~np.isnan(x)
+            if present.all():  # the usual batch: every named feature present in every row
+                cols, n_b = slice(0, x.shape[1]), float(len(x))
+                mean_b = x.sum(axis=0) / n_b
+                m2_b = ((x - mean_b) ** 2).sum(axis=0)
+            else:
+                n_col = present.sum(axis=0)
+                cols = np.flatnonzero(n_col)
+                if not len(cols):
+                    return
+                x, n_b, seen = x[:, cols], n_col[cols], present[:, cols]
+                mean_b = np.where(seen, x, 0.0).sum(axis=0) / n_b
+                m2_b = (np.where(seen, x - mean_b, 0.0) ** 2).sum(axis=0)
+            n_a, mean_a, m2_a = self.count[cols], self.mean[cols], self.m2[cols]
+            total = n_a + n_b
+            delta = mean_b - mean_a
+            frac = n_b / total
+            mean = mean_a + delta * frac
+            m2 = m2_a + (m2_b + delta**2 * n_a * frac)
+            fits = np.isfinite(m2)
+            if not fits.all():  # values near the float range overflow the variance: such a column
+                # keeps its statistics through this batch (counted) instead of turning inf for good
+                self.overflowed += int(np.count_nonzero(~fits))
+                mean, m2, total = (
+                    np.where(fits, mean, mean_a),
+                    np.where(fits, m2, m2_a),
+                    np.where(fits, total, n_a),
+                )
+            self.mean[cols] = mean
+            self.m2[cols] = m2
+            self.count[cols] = total
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -224,6 +248,8 @@ class FeatureEncoder:
             "m2": self.m2.tolist(),
             "ignored": self.ignored,
             "mismatched": self.mismatched,
+            "non_finite": self.non_finite,
+            "overflowed": self.overflowed,
         }
 
     @classmethod
@@ -237,6 +263,8 @@ class FeatureEncoder:
         enc.m2 = np.asarray(state["m2"], dtype=np.float64)
         enc.ignored = int(state["ignored"])
         enc.mismatched = int(state["mismatched"])
+        enc.non_finite = int(state.get("non_finite", 0))  # absent from older states
+        enc.overflowed = int(state.get("overflowed", 0))
         return enc
 
 

@@ -37,6 +37,7 @@ __all__ = ["PUBLISH_RESULTS", "SWAP_RESULTS", "ServeMetrics", "WorkerMetrics"]
 
 TopicPartition = tuple[str, int]
 
+DROP_REASONS = ("no_slot", "not_a_number", "non_finite")  # feature values treated as missing
 PUBLISH_RESULTS = ("published", "gated", "waiting_for_rows", "export_failed", "registry_error")
 SWAP_RESULTS = ("swapped", "refused", "fetch_failed")
 ARTIFACT_REFUSALS = (
@@ -92,6 +93,20 @@ class WorkerMetrics:
         self.rejected = m.counter("events_rejected", "Records dead-lettered, by reason", ["reason"])
         self._rejected = {r: self.rejected.labels(r) for r in get_args(RejectionReason)}
         self.trained = m.counter("events_trained", "Labelled events learned")
+        self.dropped = m.counter(
+            "feature_values_dropped",
+            "Feature values treated as missing: no_slot (slots full or not in the schema), "
+            "not_a_number (a string for a numeric feature), non_finite (±inf)",
+            ["reason"],
+        )
+        self._dropped = {reason: self.dropped.labels(reason) for reason in DROP_REASONS}
+        self.stats_skipped = m.counter(
+            "feature_statistics_skipped",
+            "Standardisation updates of a feature skipped: its batch values overflowed float64",
+        )
+        self.unknown_labels = m.counter(
+            "labels_unknown", "Labels not learned: beyond max_classes, or not a usable target"
+        )
         self.late = m.counter("late_labels_joined", "Events learned when their late label came")
         self.sent = m.counter("predictions_sent", "Predictions sent to the output topic")
         self.steps = m.counter("train_steps", "Optimizer steps taken")
@@ -188,9 +203,14 @@ class WorkerMetrics:
 
     def _advance(self, preq: Prequential, stats: WorkerStats, *, publish: bool) -> None:
         """Increment counters by how far the loop's own totals moved (or just record them)."""
-        learner = preq.learner
+        learner, encoder = preq.learner, preq.encoder
         for counter, key, value in (
             (self.trained, "trained", preq.seen),
+            (self._dropped["no_slot"], "dropped:no_slot", encoder.ignored),
+            (self._dropped["not_a_number"], "dropped:not_a_number", encoder.mismatched),
+            (self._dropped["non_finite"], "dropped:non_finite", encoder.non_finite),
+            (self.stats_skipped, "stats_skipped", encoder.overflowed),
+            (self.unknown_labels, "unknown_labels", preq.unknown_labels),
             (self.steps, "steps", learner.steps),
             (self.nonfinite, "nonfinite", learner.skipped_nonfinite),
             (self.drifts, "drifts", len(preq.drifts)),

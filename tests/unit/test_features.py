@@ -308,3 +308,47 @@ def test_rows_with_settled_keys_still_count_names_without_a_slot():
     enc = FeatureEncoder(1, 1, 16)  # one numeric slot: "b" never gets one
     enc.encode([{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}, {"a": 5.0, "b": 6.0}])
     assert enc.numeric_names == ["a"] and enc.ignored == 3
+
+
+def test_infinite_values_are_missing_and_counted_on_both_paths():
+    rows = [{"a": 1.0, "b": float("inf")}, {"a": float("-inf"), "b": 2.0}]
+    by_rows = FeatureEncoder(3, 1, 16)
+    num = by_rows.encode(rows).num
+    assert np.isnan(num[0, 1]) and np.isnan(num[1, 0]) and by_rows.non_finite == 2
+    by_columns = FeatureEncoder(3, 1, 16)
+    columns = {"a": np.array([1.0, -np.inf]), "b": np.array([np.inf, 2.0])}
+    np.testing.assert_array_equal(by_columns.encode_columns(columns).num, num)
+    assert by_columns.non_finite == 2
+    by_rows.observe(num)
+    assert np.isfinite(by_rows.mean).all() and by_rows.count[:2].tolist() == [1.0, 1.0]
+
+
+def test_values_that_overflow_the_variance_leave_the_statistics_finite():
+    enc = FeatureEncoder(2, 1, 16, numeric=["a", "b"])
+    enc.observe(np.array([[1.0, 10.0], [3.0, 30.0]]))
+    before = enc.mean.copy(), enc.m2.copy(), enc.count.copy()
+    enc.observe(np.array([[1e200, 20.0], [2.0, 20.0]]))  # (1e200)² is beyond float64
+    assert enc.overflowed == 1
+    assert enc.mean[0] == before[0][0] and enc.m2[0] == before[1][0]  # column a: unchanged
+    assert enc.count.tolist() == [2.0, 4.0]  # column b learned as usual
+    assert np.isfinite(enc.mean).all() and np.isfinite(enc.m2).all()
+    z = enc.standardize(np.array([[1e200, 20.0]]))
+    assert z[0, 0] == 8.0  # clipped, as any far-out value
+    state = FeatureEncoder.from_state_dict(enc.state_dict())
+    assert (state.overflowed, state.non_finite) == (1, 0)
+
+
+def test_one_absurd_value_does_not_wreck_the_learner():
+    from streamlearn.prequential import Prequential
+    from streamlearn.settings import load_settings
+
+    preq = Prequential(load_settings(learner={"task": "binary"}))
+    batch = [{"a": float(j % 8), "b": 1.0} for j in range(32)]
+    labels = [int(j % 8 > 3) for j in range(32)]
+    for _ in range(3):
+        preq.process(batch, labels)
+    preq.process([{"a": 1e300, "b": float("inf")}, *batch[1:]], labels)
+    after = preq.process(batch, labels)
+    assert np.isfinite(preq.encoder.mean).all() and np.isfinite(preq.encoder.m2).all()
+    assert np.isfinite(after.loss).all() and np.isfinite(after.prediction).all()
+    assert preq.encoder.non_finite == 1 and preq.encoder.overflowed == 1

@@ -145,6 +145,31 @@ def test_nonfinite_steps_drifts_late_labels_and_predictions_are_counted(tmp_path
     assert skipped > 0 and _value(reg, W + "train_steps_skipped_nonfinite_total") == skipped
 
 
+def test_dropped_feature_values_and_unknown_labels_are_counted(tmp_path):
+    """Input the decoder accepts but the model cannot use: counted, not learned from."""
+
+    def raw(i: int, x: dict, y: object) -> bytes:
+        return json.dumps({"id": f"d-{i}", "x": x, "y": y}).encode()
+
+    values = [event(i) for i in range(40)] + [
+        raw(40, {"a": "high", "c": "r"}, 1),  # a string for the numeric feature a
+        raw(41, {"a": 1.0, "n1": 1, "n2": 2, "n3": 3, "n4": 4}, 0),  # 4 numeric slots: n4 none
+        raw(42, {"a": 1e300, "c": "b"}, 1),  # its square overflows the running variance
+        raw(43, {"a": 0.5, "c": "r"}, "maybe"),  # a third label in a binary task
+    ]
+    values += [event(i) for i in range(44, 60)]
+    worker, reg = _worker(_settings(tmp_path), FakeReader({(TOPIC, 0): values}))
+    assert _value(reg, W + "feature_values_dropped_total", reason="non_finite") == 0.0
+    _drive(worker, 59)
+    encoder = worker.preq.encoder
+    assert (encoder.mismatched, encoder.ignored, encoder.overflowed) == (1, 1, 1)
+    assert _value(reg, W + "feature_values_dropped_total", reason="not_a_number") == 1
+    assert _value(reg, W + "feature_values_dropped_total", reason="no_slot") == 1
+    assert _value(reg, W + "feature_statistics_skipped_total") == 1
+    assert _value(reg, W + "labels_unknown_total") == worker.preq.unknown_labels == 1
+    assert _value(reg, W + "events_trained_total") == 59  # the unknown label is not learned
+
+
 def test_consumer_lag_per_partition_is_clamped_and_follows_the_assignment(tmp_path):
     log = {(TOPIC, 0): [event(i) for i in range(100)], (TOPIC, 1): [event(i) for i in range(50)]}
     reader = FakeReader(log, max_per_poll=4)
