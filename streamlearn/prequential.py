@@ -23,6 +23,8 @@ from streamlearn.settings import Settings
 
 __all__ = ["BatchObserver", "BatchOutcome", "Prequential"]
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 # (raw numeric [B, d_num], buckets [B, d_cat], targets [B], base predictions before learning)
 BatchObserver = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -102,8 +104,10 @@ class Prequential:
         labelled = np.array([y is not None for y in ys], dtype=bool)
         if self.regression:
             target = np.array([_target(y) for y in ys], dtype=np.float64)
-            ok = np.isfinite(target)
-            self.unknown_labels += int((labelled & ~ok).sum())  # e.g. a string: not a target
+            # the model trains in float32: a target beyond its range (or NaN, inf, a string) is
+            # not one; it is counted, and not learned
+            ok = np.abs(target) <= _FLOAT32_MAX
+            self.unknown_labels += int((labelled & ~ok).sum())
             return ok, target[ok]
         slots = self.labels.add_many(ys)
         self.unknown_labels += int((labelled & (slots < 0)).sum())

@@ -231,6 +231,20 @@ def test_regression_label_that_is_not_a_number_is_counted_not_raised():
     assert np.isfinite(outcome.prediction).all()
 
 
+def test_regression_target_beyond_float32_is_counted_not_raised():
+    """1e300 is a valid JSON number; learning it overflowed the target statistics (a crash)."""
+    p = make(task="regression")
+    xs = [{"a": float(i % 4)} for i in range(16)]
+    for _ in range(3):
+        p.process(xs, [2.0 * (i % 4) for i in range(16)])
+    scale = float(p.learner.model.target_scale)
+    outcome = p.process(xs[:4], [1e300, -1e39, float("inf"), 3.0])
+    assert outcome.learned.tolist() == [False, False, False, True]
+    assert p.unknown_labels == 3
+    assert float(p.learner.model.target_scale) == pytest.approx(scale, rel=0.2)
+    assert np.isfinite(p.process(xs, [1.0] * 16).prediction).all()
+
+
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_empty_batch(task):
     p = make(task=task)
