@@ -135,7 +135,10 @@ class FeatureEncoder:
                     self.ignored += 1
         num = np.full((len(xs), self.numeric_slots), np.nan)
         if named and num_index:
-            num[:, : len(num_index)] = named
+            try:
+                num[:, : len(num_index)] = named
+            except OverflowError:  # an int beyond float64 somewhere: convert value by value
+                num[:, : len(num_index)] = [[_as_float(v, self) for v in r] for r in named]
         return EncodedFeatures(self._finite(num), cat)
 
     def encode_columns(self, columns: Mapping[Any, Sequence[Any] | np.ndarray]) -> EncodedFeatures:
@@ -286,4 +289,8 @@ def _as_float(value: Any, encoder: FeatureEncoder) -> float:
     if isinstance(value, str):
         encoder.mismatched += 1
         return np.nan
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64: like ±inf, missing and counted
+        encoder.non_finite += 1
+        return np.nan

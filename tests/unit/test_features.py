@@ -352,3 +352,15 @@ def test_one_absurd_value_does_not_wreck_the_learner():
     assert np.isfinite(preq.encoder.mean).all() and np.isfinite(preq.encoder.m2).all()
     assert np.isfinite(after.loss).all() and np.isfinite(after.prediction).all()
     assert preq.encoder.non_finite == 1 and preq.encoder.overflowed == 1
+
+
+def test_an_int_beyond_float64_is_missing_and_counted_on_both_paths():
+    huge = 10**400
+    by_rows = FeatureEncoder(2, 1, 16)
+    num = by_rows.encode([{"a": 1, "b": huge}, {"a": huge, "b": 2}]).num
+    assert num[0, 0] == 1.0 and num[1, 1] == 2.0 and np.isnan([num[0, 1], num[1, 0]]).all()
+    assert by_rows.non_finite == 2
+    by_columns = FeatureEncoder(2, 1, 16)
+    columns = {"a": np.array([1, huge], dtype=object), "b": np.array([huge, 2], dtype=object)}
+    np.testing.assert_array_equal(by_columns.encode_columns(columns).num, num)
+    assert by_columns.non_finite == 2
