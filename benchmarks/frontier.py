@@ -117,8 +117,7 @@ def _mark(ok: bool | None) -> str:
     return "" if ok is None else " ✓" if ok else ""
 
 
-def _summary(result: StreamResult, points: Sequence[FrontierPoint]) -> str:
-    r = region(result)
+def _summary(result: StreamResult, points: Sequence[FrontierPoint], r: Region) -> str:
     if r.min_accuracy is None or r.min_events_per_s is None:
         return f"- {result.stream}: the peers the targets name did not all run; no verdict."
     both = [p for p in points if r.accurate(p) and r.fast(p)]
@@ -156,15 +155,17 @@ def _speedups(result: StreamResult, p: FrontierPoint) -> str:
 
 
 def _every_stream(
-    shown: Sequence[StreamResult], frontiers: Mapping[str, Sequence[FrontierPoint]]
+    shown: Sequence[StreamResult],
+    frontiers: Mapping[str, Sequence[FrontierPoint]],
+    regions: Mapping[str, Region],
 ) -> str:
     """The settings accurate enough on every stream, and the fastest of them over all."""
-    if len(shown) < 2 or any(region(res).min_accuracy is None for res in shown):
+    if len(shown) < 2 or any(regions[res.stream].min_accuracy is None for res in shown):
         return ""
     per_setting: dict[tuple[int, int, float], list[FrontierPoint]] = {}
     for res in shown:
         for p in frontiers[res.stream]:
-            if region(res).accurate(p):
+            if regions[res.stream].accurate(p):
                 per_setting.setdefault(p.setting, []).append(p)
     everywhere = {k: v for k, v in per_setting.items() if len(v) == len(shown)}
     if not everywhere:
@@ -216,8 +217,8 @@ def frontier_section(
             "",
             markdown_table(header, rows, align="rrr" + "r" * len(shown)),
             "",
-            *(_summary(res, frontiers[res.stream]) for res in shown),
-            _every_stream(shown, frontiers),
+            *(_summary(res, frontiers[res.stream], regions[res.stream]) for res in shown),
+            _every_stream(shown, frontiers, regions),
             "",
             "![frontier](prequential-frontier.png)",
             "",

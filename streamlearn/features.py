@@ -169,10 +169,11 @@ class FeatureEncoder:
     def _finite(self, num: np.ndarray) -> np.ndarray:
         """±inf becomes missing, counted: one would make a running mean inf for good (the
         Kafka path rejects such events at decode; the Python APIs take whatever they get)."""
-        infinite = np.isinf(num)
+        named = num[:, : self._used]  # the other slots are NaN
+        infinite = np.isinf(named)
         if infinite.any():
             self.non_finite += int(infinite.sum())
-            num[infinite] = np.nan
+            named[infinite] = np.nan
         return num
 
     # -- running standardisation ------------------------------------------------------------

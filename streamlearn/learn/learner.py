@@ -174,14 +174,16 @@ class OnlineLearner:
         if self.regression and np.isfinite(y).all():  # a non-finite batch is skipped below
             self._observe_targets(y.astype(np.float64))
         losses = self.trainer.losses(first, y_all)  # training loss and prequential loss
-        pre_loss = losses[:batch]
-        learned = self._learn(first, y_all, losses)
+        pre_loss, total = losses[:batch], float(losses.sum())
+        learned = self._learn(first, y_all, total)
         for update in range(1, self.settings.updates):
             x_num, x_cat, y_all = mixed(update)
             again = self.trainer.forward(x_num, x_cat, k)
-            learned = self._learn(again, y_all, self.trainer.losses(again, y_all)) and learned
-        # a NaN/inf row must not poison later replay
-        if math.isfinite(float(pre_loss.sum())):
+            loss = float(self.trainer.losses(again, y_all).sum())
+            learned = self._learn(again, y_all, loss) and learned
+        # a NaN/inf row must not poison later replay (losses are ≥ 0: a finite total covers the
+        # batch's rows too)
+        if math.isfinite(total) or math.isfinite(float(pre_loss.sum())):
             self.replay.add(num_t, cat_t, y_t)
         else:
             finite = torch.isfinite(pre_loss)
@@ -193,11 +195,10 @@ class OnlineLearner:
             learned,
         )
 
-    def _learn(self, p: Pass, y: torch.Tensor, losses: torch.Tensor) -> bool:
-        """One update unless the loss or the gradient is non-finite (then skipped, counted)."""
-        if not math.isfinite(float(losses.sum())) or not self.trainer.learn(
-            p, y, self.schedule.value(self.steps)
-        ):
+    def _learn(self, p: Pass, y: torch.Tensor, loss: float) -> bool:
+        """One update unless the summed loss or the gradient is non-finite (then skipped,
+        counted)."""
+        if not math.isfinite(loss) or not self.trainer.learn(p, y, self.schedule.value(self.steps)):
             self.skipped_nonfinite += 1
             return False
         self.steps += 1
