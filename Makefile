@@ -17,6 +17,14 @@ install-test:
 			--no-install-recommends prometheus) \
 		|| echo "prometheus not installed: tests/integration/test_prometheus.py will be skipped"; \
 	fi
+	@# a C compiler builds the compiled training step (streamlearn/learn/native.py); without
+	@# one the learner runs the torch step and tests/unit/learn/test_native.py is skipped
+	@if ! command -v cc >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends gcc libc6-dev) \
+		|| echo "no C compiler installed: tests/unit/learn/test_native.py will be skipped"; \
+	fi
 
 demo: install
 	$(PYTHON) -m streamlearn demo

@@ -91,6 +91,11 @@ class LearnerSettings(_Section):
         True, description="empty the reservoir on drift: old labels may contradict the new concept"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    kernel: Literal["auto", "native", "torch"] = Field(
+        "auto",
+        description="training step: native (compiled C, CPU only), torch (tensor ops), "
+        "auto (native on CPU when a C compiler builds it, else torch)",
+    )
     amp: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch default)")
     seed: int = 0

@@ -15,6 +15,7 @@ nothing to outputs or gradients: skipping them changes no result.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from streamlearn.learn.native import NativeStep, NativeUnavailable, load
 from streamlearn.model import TabularNet
 
 __all__ = ["FusedTrainer", "Pass"]
@@ -70,7 +72,15 @@ class FusedTrainer:
     few per micro-batch; dropping them made the whole prequential step ≈ 3.5 % faster).
     """
 
-    def __init__(self, model: TabularNet, weight_decay: float, clip_norm: float) -> None:
+    def __init__(
+        self,
+        model: TabularNet,
+        weight_decay: float,
+        clip_norm: float,
+        native: ctypes.CDLL | None = None,
+    ) -> None:
+        """``native``: the compiled step's library (learn/native.py); when given (CPU only),
+        :attr:`native` runs whole updates in one call on this trainer's buffers."""
         model.requires_grad_(False)
         self.model = model
         self.weight_decay = weight_decay
@@ -89,6 +99,7 @@ class FusedTrainer:
         self.table_moments = self.table.new_zeros((self.table.shape[0], 2, self.table.shape[1]))
         self.active_num = 0
         self.active_cat = 0
+        self.native = None if native is None else NativeStep(native, self, _BETAS, _EPS)
 
     def _dense(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p is not self.table]
@@ -132,10 +143,19 @@ class FusedTrainer:
             )
         return views
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the compiled step's binding (raw pointers into this process)."""
+        return {**self.__dict__, "native": self.native is not None}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Pickling copies views as separate tensors: bind the module to the buffer again."""
+        """Pickling copies views as separate tensors: bind the module to the buffer again, and
+        the compiled step to the new buffers (the torch step where it cannot be had)."""
         self.__dict__.update(state)
         self._bind()
+        try:
+            self.native = NativeStep(load(), self, _BETAS, _EPS) if state["native"] else None
+        except NativeUnavailable:
+            self.native = None
 
     # -- widths -----------------------------------------------------------------------------
     def observe_inputs(self, num: np.ndarray, cat: np.ndarray) -> None:

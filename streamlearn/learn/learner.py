@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from streamlearn.device import autocast_dtype, configure_threads, resolve_device, to_device
+from streamlearn.errors import ConfigError
+from streamlearn.learn import native
 from streamlearn.learn.fused import FusedTrainer, Pass
 from streamlearn.learn.replay import ReservoirBuffer
 from streamlearn.learn.schedule import RewarmSchedule
@@ -59,7 +61,12 @@ class OnlineLearner:
             ).to(self.device)
         # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
-        self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm)
+        self.trainer = FusedTrainer(
+            self.model,
+            learner.weight_decay,
+            learner.clip_norm,
+            _native_library(learner.kernel, self.device),
+        )
         # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
         # kept here because reading the mask back would cost device ops on every step
         self.outputs = 1 if self.regression else 0
@@ -133,11 +140,16 @@ class OnlineLearner:
         self.model.target_loc.fill_(self._y_mean)
         self.model.target_scale.fill_(std if std > 1e-12 else 1.0)
 
+    def _replay_per_update(self, batch: int) -> int:
+        """Replayed rows mixed into each update of a batch (0 while the reservoir is empty);
+        one uniform draw of that many rows per update serves all of the batch's updates."""
+        return round(self.settings.replay_ratio * batch) if len(self.replay) else 0
+
     def _replay_rows(
         self, batch: int
     ) -> tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
-        """(rows per update, one uniform replay draw for all of this batch's updates)."""
-        per_update = round(self.settings.replay_ratio * batch) if len(self.replay) else 0
+        """(rows per update, the replay draw's rows for all of this batch's updates)."""
+        per_update = self._replay_per_update(batch)
         if not per_update:
             return 0, None
         return per_update, self.replay.sample(per_update * self.settings.updates)
@@ -149,8 +161,10 @@ class OnlineLearner:
         forward pass with the prequential prediction; ``updates`` > 1 takes further steps on
         the same batch, each with a fresh replay sample.
         """
-        batch = len(y)
         self.trainer.observe_inputs(num, cat)
+        if self.trainer.native is not None:
+            return self._native_step(self.trainer.native, num, cat, y)
+        batch = len(y)
         k = self.outputs
         num_t, cat_t = to_device(num, self.device), to_device(cat, self.device)
         y_t = to_device(y.astype(np.float32 if self.regression else np.int64), self.device)
@@ -181,19 +195,79 @@ class OnlineLearner:
             again = self.trainer.forward(x_num, x_cat, k)
             loss = float(self.trainer.losses(again, y_all).sum())
             learned = self._learn(again, y_all, loss) and learned
-        # a NaN/inf row must not poison later replay (losses are ≥ 0: a finite total covers the
-        # batch's rows too)
-        if math.isfinite(total) or math.isfinite(float(pre_loss.sum())):
-            self.replay.add(num_t, cat_t, y_t)
-        else:
-            finite = torch.isfinite(pre_loss)
-            self.replay.add(num_t[finite], cat_t[finite], y_t[finite])
+        self._keep(num_t, cat_t, y_t, total, pre_loss)
         return StepResult(  # the fused step is float32 throughout
             prediction.cpu().numpy(),
             pre_loss.cpu().numpy(),
             first.hidden[-1][:batch].cpu().numpy(),
             learned,
         )
+
+    def _native_step(
+        self, step: native.NativeStep, num: np.ndarray, cat: np.ndarray, y: np.ndarray
+    ) -> StepResult:
+        """:meth:`step` through the compiled update: one call per update, the replay rows
+        gathered inside it, the same replay draws, schedule and skip rules."""
+        batch = len(y)
+        rows = (
+            np.ascontiguousarray(num, dtype=np.float32),
+            np.ascontiguousarray(cat, dtype=np.int64),
+            np.ascontiguousarray(y, dtype=np.float32 if self.regression else np.int64),
+        )
+        per_update = self._replay_per_update(batch)
+        drawn = self.replay.draw(per_update * self.settings.updates) if per_update else None
+        width = () if self.regression else (self.model.class_mask.shape[0],)
+        prediction = np.zeros((batch, *width), dtype=np.float32)
+        loss = np.empty(batch + per_update, dtype=np.float32)
+        hidden = np.empty((batch, self.model.hidden_dim), dtype=np.float32)
+        shown = (float(self.model.target_loc), float(self.model.target_scale))
+        if self.regression and np.isfinite(y).all():  # as step(): after predicting
+            self._observe_targets(y.astype(np.float64))
+        target = (float(self.model.target_loc), float(self.model.target_scale), *shown)
+        learned = True
+        for update in range(self.settings.updates):
+            replay = None
+            if drawn is not None:
+                picked = drawn[update * per_update : (update + 1) * per_update]
+                replay = (self.replay.num, self.replay.cat, self.replay.y, picked)
+            first = update == 0
+            code = step.update(
+                rows,
+                replay,
+                self.outputs,
+                self.schedule.value(self.steps),
+                target,
+                prediction if first else None,
+                loss if first else None,
+                hidden if first else None,
+            )
+            if code == native.NO_MEMORY:
+                raise MemoryError("compiled training step: scratch memory could not be allocated")
+            if code == native.APPLIED:
+                self.steps += 1
+            else:
+                self.skipped_nonfinite += 1
+                learned = False
+        pre_loss = loss[:batch]
+        tensors = (torch.from_numpy(rows[0]), torch.from_numpy(rows[1]), torch.from_numpy(rows[2]))
+        self._keep(*tensors, float(loss.sum()), torch.from_numpy(pre_loss))
+        return StepResult(prediction, pre_loss, hidden, learned)
+
+    def _keep(
+        self,
+        num: torch.Tensor,
+        cat: torch.Tensor,
+        y: torch.Tensor,
+        total: float,
+        pre_loss: torch.Tensor,
+    ) -> None:
+        """Add the batch to the reservoir; a NaN/inf row must not poison later replay (losses
+        are ≥ 0: a finite total over batch and replay covers the batch's rows too)."""
+        if math.isfinite(total) or math.isfinite(float(pre_loss.sum())):
+            self.replay.add(num, cat, y)
+        else:
+            finite = torch.isfinite(pre_loss)
+            self.replay.add(num[finite], cat[finite], y[finite])
 
     def _learn(self, p: Pass, y: torch.Tensor, loss: float) -> bool:
         """One update unless the summed loss or the gradient is non-finite (then skipped,
@@ -242,3 +316,18 @@ class OnlineLearner:
         self.steps = int(counters["steps"])
         self.skipped_nonfinite = int(counters["skipped_nonfinite"])
         self._y_count, self._y_mean, self._y_m2 = (float(v) for v in counters["y"])
+
+
+def _native_library(kernel: str, device: torch.device) -> Any:
+    """The compiled step's library for ``learner.kernel`` on ``device``, or None for the torch
+    step. "auto" takes it on a CPU when it builds; "native" insists (a clear error if not)."""
+    if kernel == "torch" or (kernel == "auto" and device.type != "cpu"):
+        return None
+    if device.type != "cpu":
+        raise ConfigError(f"learner.kernel: 'native' runs on the CPU, not on {device.type}")
+    try:
+        return native.load()
+    except native.NativeUnavailable as error:
+        if kernel == "native":
+            raise ConfigError(f"learner.kernel: 'native' is unavailable here: {error}") from error
+        return None

@@ -77,9 +77,13 @@ class ReservoirBuffer:
         """Forget every row (after a drift the old concept's labels may be wrong)."""
         self.seen = 0
 
+    def draw(self, k: int) -> np.ndarray:
+        """Positions of k rows drawn uniformly with replacement from what the reservoir holds."""
+        return self._rng.integers(0, len(self), size=k)
+
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """k rows drawn uniformly with replacement from what the reservoir holds."""
-        idx = torch.from_numpy(self._rng.integers(0, len(self), size=k)).to(self.num.device)
+        idx = torch.from_numpy(self.draw(k)).to(self.num.device)
         return (
             self.num.index_select(0, idx),
             self.cat.index_select(0, idx),

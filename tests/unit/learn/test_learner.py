@@ -149,7 +149,8 @@ def test_gradient_clipping_bounds_the_update(monkeypatch):
     recorded_adamw(monkeypatch, lambda grad, lr: norms.append(float(grad.norm())))
 
     def grad_norms(clip_norm):
-        learner = make(clip_norm=clip_norm, task="regression", replay_size=0)
+        # the torch step, to watch its AdamW call; test_native.py holds the compiled one to it
+        learner = make(clip_norm=clip_norm, task="regression", replay_size=0, kernel="torch")
         norms.clear()
         before = [p.detach().clone() for p in learner.model.parameters()]
         num, cat, y = toy_batch(np.random.default_rng(5), regression=True)
@@ -167,7 +168,9 @@ def test_gradient_clipping_bounds_the_update(monkeypatch):
 
 def test_schedule_lr_is_applied_to_the_optimizer(monkeypatch):
     rng = np.random.default_rng(6)
-    learner = make(lr=0.01, warmup_steps=4, rewarm_factor=3.0, rewarm_steps=2, redecay_steps=2)
+    learner = make(
+        lr=0.01, warmup_steps=4, rewarm_factor=3.0, rewarm_steps=2, redecay_steps=2, kernel="torch"
+    )
     applied: list[float] = []
     recorded_adamw(monkeypatch, lambda grad, lr: applied.append(lr))
     for _ in range(6):
@@ -231,7 +234,7 @@ def test_same_seed_same_weights_and_global_rng_untouched():
 
 def test_replay_fills_and_is_mixed_into_the_loss():
     rng = np.random.default_rng(9)
-    learner = make(replay_size=50, replay_ratio=1.0)
+    learner = make(replay_size=50, replay_ratio=1.0, kernel="torch")  # watches its forward
     sizes = []
     original = learner.trainer.forward
 

@@ -1,0 +1,341 @@
+"""The compiled training step (native_step.c): build it once per machine, load it, bind it.
+
+On a CPU a 32-event micro-batch costs about three times as long in torch's per-op dispatch as
+in its arithmetic (DESIGN.md, "Compiled training step"). native_step.c runs FusedTrainer's
+whole update (forward, loss, backward, clipping, AdamW, lazy sparse Adam) in one call on the
+same buffers.
+
+Where the library comes from, first that works: a build for this CPU (``-march=native``) in
+``$XDG_CACHE_HOME/streamlearn/native``, compiled there on first use with the machine's C
+compiler (≈ 1 s, once per machine and source); else a portable build (``x86-64-v3``: AVX2)
+shipped inside the package, which a container image makes in its build stage with ``python -m
+streamlearn.learn.native --portable`` because its runtime has no compiler. With neither,
+:func:`load` raises :class:`NativeUnavailable` and the learner runs the torch step
+(``learner.kernel``: auto): the same results to float32 rounding, slower.
+``python -m streamlearn.learn.native`` builds for this CPU and prints the library's path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from streamlearn.learn.fused import FusedTrainer
+
+__all__ = ["NativeStep", "NativeUnavailable", "build", "load"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "native_step.c"
+MAX_LAYERS = 16  # MAX_LAYERS in native_step.c: hidden layers + the head
+# -fassociative-math (with the two flags it needs) lets the compiler vectorise the dot products;
+# NaN and inf still propagate (no -ffinite-math-only), so the non-finite guards keep working.
+FLAGS = (
+    "-O3",
+    "-fPIC",
+    "-shared",
+    "-fno-math-errno",
+    "-fassociative-math",
+    "-fno-signed-zeros",
+    "-fno-trapping-math",
+)
+APPLIED, SKIPPED, NO_MEMORY = 1, 0, -2  # fused_step's return codes
+PORTABLE = "x86-64-v3"  # the -march of the build a package ships (AVX2, FMA: x86 since 2015)
+PREBUILT = Path(__file__).with_name("prebuilt")  # where the package keeps it
+# CPU features (as /proc/cpuinfo names them) that builds for these -march levels use
+_LEVEL_FEATURES = {
+    "x86-64-v3": ("avx2", "fma", "bmi2"),
+    "x86-64-v4": ("avx512f", "avx512bw", "avx512vl"),
+}
+
+
+class NativeUnavailable(RuntimeError):
+    """The compiled step cannot be had here (no compiler, a failed build, switched off)."""
+
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int32
+_F = ctypes.c_float
+
+
+class _Net(ctypes.Structure):
+    """``Net`` of native_step.c: the model's fixed shape and its buffers."""
+
+    _fields_ = [
+        ("layers", _I),
+        ("numeric_slots", _I),
+        ("categorical_slots", _I),
+        ("emb_dim", _I),
+        ("in_full", _I),
+        ("width", _I * MAX_LAYERS),
+        ("regression", _I),
+        ("weight", _P * MAX_LAYERS),
+        ("bias", _P * MAX_LAYERS),
+        ("grad_weight", _P * MAX_LAYERS),
+        ("grad_bias", _P * MAX_LAYERS),
+        ("flat", _P),
+        ("grad", _P),
+        ("exp_avg", _P),
+        ("exp_avg_sq", _P),
+        ("flat_size", ctypes.c_int64),
+        ("table", _P),
+        ("table_moments", _P),
+        ("step", _P),
+        ("weight_decay", _F),
+        ("clip_norm", _F),
+        ("beta1", _F),
+        ("beta2", _F),
+        ("eps", _F),
+    ]
+
+
+class _Call(ctypes.Structure):
+    """``Call`` of native_step.c: one update's rows, widths and outputs."""
+
+    _fields_ = [
+        ("num", _P),
+        ("cat", _P),
+        ("y", _P),
+        ("batch", _I),
+        ("r_num", _P),
+        ("r_cat", _P),
+        ("r_y", _P),
+        ("r_idx", _P),
+        ("r_rows", _I),
+        ("active_num", _I),
+        ("active_cat", _I),
+        ("outputs", _I),
+        ("lr", _F),
+        ("target_loc", _F),
+        ("target_scale", _F),
+        ("pred_loc", _F),
+        ("pred_scale", _F),
+        ("prediction", _P),
+        ("pred_stride", _I),
+        ("loss", _P),
+        ("hidden", _P),
+    ]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "streamlearn" / "native"
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (a -march=native build only runs where they all are)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _library_name(source: bytes, march: str) -> str:
+    """The build's file name. The key covers the source, the flags, the architecture and,
+    for ``native``, the CPU's features; not the compiler, so a build is found where no
+    compiler is installed."""
+    key = hashlib.sha256()
+    for part in (source, " ".join(FLAGS), march, platform.machine(), sys.platform):
+        key.update(part if isinstance(part, bytes) else part.encode())
+        key.update(b"\0")
+    if march == "native":
+        key.update(_cpu_flags().encode())
+    return f"native_step-{key.hexdigest()[:16]}.so"
+
+
+def _check_cpu(march: str) -> None:
+    """A build for a named x86-64 level must not run (SIGILL) on a CPU below it."""
+    missing = sorted(set(_LEVEL_FEATURES.get(march, ())) - set(_cpu_flags().split()))
+    if missing:
+        raise NativeUnavailable(f"-march={march} needs CPU features this CPU lacks: {missing}")
+
+
+def build(march: str = "native", directory: Path | None = None) -> Path:
+    """The library built for ``march`` in ``directory`` (default: the user's cache),
+    compiling it first when it is not there yet.
+
+    Raises :class:`NativeUnavailable` when the CPU lacks what ``march`` needs, no build exists
+    and no C compiler is found, or the build fails. Concurrent builders each write a temporary
+    file and rename it into place.
+    """
+    _check_cpu(march)
+    source = resources.files("streamlearn.learn").joinpath(SOURCE).read_bytes()
+    target = (directory or _cache_dir()) / _library_name(source, march)
+    if target.exists():
+        return target
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise NativeUnavailable(f"no build in {target.parent} and no C compiler (cc) on PATH")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as work:
+            src, out = Path(work) / SOURCE, Path(work) / target.name
+            src.write_bytes(source)
+            command = [compiler, *FLAGS, f"-march={march}", str(src), "-o", str(out), "-lm"]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise NativeUnavailable(f"{' '.join(command)} failed: {done.stderr.strip()}")
+            os.replace(out, target)
+    except OSError as error:
+        raise NativeUnavailable(f"cannot write the build to {target.parent}: {error}") from error
+    return target
+
+
+def _find() -> Path:
+    """This CPU's build (made now if need be), else the package's portable one."""
+    try:
+        return build()
+    except NativeUnavailable as error:
+        try:
+            return build(PORTABLE, PREBUILT)
+        except NativeUnavailable as portable:
+            raise NativeUnavailable(f"{error}; portable build: {portable}") from None
+
+
+_loaded: ctypes.CDLL | NativeUnavailable | None = None  # one attempt per process
+
+
+def load() -> ctypes.CDLL:
+    """The loaded library; raises :class:`NativeUnavailable` (the same one on every later
+    call: a failed build is not retried within the process)."""
+    global _loaded
+    if _loaded is None:
+        try:
+            library = ctypes.CDLL(str(_find()))
+            library.fused_step.argtypes = [ctypes.POINTER(_Net), ctypes.POINTER(_Call)]
+            library.fused_step.restype = ctypes.c_int
+            _loaded = library
+        except (NativeUnavailable, OSError) as error:
+            _loaded = error if isinstance(error, NativeUnavailable) else NativeUnavailable(error)
+            log.info("compiled training step unavailable, using the torch step: %s", _loaded)
+    if isinstance(_loaded, NativeUnavailable):
+        raise _loaded
+    return _loaded
+
+
+def _ptr(array: np.ndarray | torch.Tensor) -> int:
+    return array.data_ptr() if isinstance(array, torch.Tensor) else array.ctypes.data
+
+
+class NativeStep:
+    """FusedTrainer's update as one call into native_step.c, on the trainer's own buffers.
+
+    It holds raw pointers into the trainer's tensors: make a new one whenever those are
+    replaced (FusedTrainer does on unpickling). CPU float32 tensors only.
+    """
+
+    def __init__(
+        self, library: ctypes.CDLL, trainer: FusedTrainer, betas: tuple[float, float], eps: float
+    ) -> None:
+        if len(trainer.weights) > MAX_LAYERS:
+            raise NativeUnavailable(f"more than {MAX_LAYERS - 1} hidden layers")
+        self._fused_step = library.fused_step
+        self._trainer = trainer  # keeps every buffer the pointers below point into alive
+        net = self._net = _Net()
+        net.layers = len(trainer.weights)
+        net.numeric_slots = trainer.numeric_slots
+        net.categorical_slots = trainer.categorical_slots
+        net.emb_dim = trainer.table.shape[1]
+        net.in_full = trainer.weights[0].shape[1]
+        net.regression = int(trainer.regression)
+        parts = zip(
+            trainer.weights, trainer.biases, trainer.weight_grads, trainer.bias_grads, strict=True
+        )
+        for i, (weight, bias, grad_weight, grad_bias) in enumerate(parts):
+            net.width[i] = weight.shape[0]
+            net.weight[i], net.bias[i] = weight.data_ptr(), bias.data_ptr()
+            net.grad_weight[i], net.grad_bias[i] = grad_weight.data_ptr(), grad_bias.data_ptr()
+        net.flat, net.grad = trainer.flat.data_ptr(), trainer.grad.data_ptr()
+        net.exp_avg, net.exp_avg_sq = trainer.exp_avg.data_ptr(), trainer.exp_avg_sq.data_ptr()
+        net.flat_size = trainer.flat.numel()
+        net.table, net.table_moments = trainer.table.data_ptr(), trainer.table_moments.data_ptr()
+        net.step = trainer.step.data_ptr()
+        net.weight_decay, net.clip_norm = trainer.weight_decay, trainer.clip_norm
+        net.beta1, net.beta2 = betas
+        net.eps = eps
+        self._call = _Call()
+        self._net_ref, self._call_ref = ctypes.byref(net), ctypes.byref(self._call)
+
+    def update(
+        self,
+        batch: tuple[np.ndarray, np.ndarray, np.ndarray],
+        replay: tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray] | None,
+        outputs: int,
+        lr: float,
+        target: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0),
+        prediction: np.ndarray | None = None,
+        loss: np.ndarray | None = None,
+        hidden: np.ndarray | None = None,
+    ) -> int:
+        """One update over the batch rows followed by the replay rows ``replay[3]`` picks.
+
+        ``batch``: C-contiguous numeric [B, numeric_slots] float32, bucket ids [B,
+        categorical_slots] int64, targets [B] (int64 slots or float32 values); ``replay``: the
+        reservoir's tensors of the same layouts and the int64 rows to take. ``target``:
+        (loc, scale) standardising regression targets for the loss, then (loc, scale)
+        de-standardising the prediction. Outputs, when given, are filled: ``prediction``
+        [B, ≥ outputs] float32 (probabilities or values), ``loss`` [B + replay rows] float32,
+        ``hidden`` [B, H] float32. Returns APPLIED, SKIPPED (non-finite: nothing changed) or
+        NO_MEMORY.
+        """
+        call, trainer = self._call, self._trainer
+        num, cat, y = batch
+        call.num, call.cat, call.y, call.batch = num.ctypes.data, cat.ctypes.data, _ptr(y), len(y)
+        if replay is None:
+            call.r_rows = 0
+        else:
+            r_num, r_cat, r_y, rows = replay
+            call.r_num, call.r_cat, call.r_y = r_num.data_ptr(), r_cat.data_ptr(), r_y.data_ptr()
+            call.r_idx, call.r_rows = rows.ctypes.data, len(rows)
+        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
+        call.outputs, call.lr = outputs, lr
+        call.target_loc, call.target_scale, call.pred_loc, call.pred_scale = target
+        call.prediction = None if prediction is None else prediction.ctypes.data
+        call.pred_stride = 1 if prediction is None or prediction.ndim == 1 else prediction.shape[1]
+        call.loss = None if loss is None else loss.ctypes.data
+        call.hidden = None if hidden is None else hidden.ctypes.data
+        return int(self._fused_step(self._net_ref, self._call_ref))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m streamlearn.learn.native",
+        description="Build the compiled training step and print the library's path.",
+    )
+    parser.add_argument(
+        "--portable",
+        action="store_true",
+        help=f"build for -march={PORTABLE} into the package ({PREBUILT}), for machines that "
+        "run it without a compiler (container images); default: for this CPU, in the cache",
+    )
+    parser.add_argument(
+        "--into", type=Path, default=PREBUILT, metavar="DIR", help="with --portable: build there"
+    )
+    args = parser.parse_args(argv)
+    try:
+        print(build(PORTABLE, args.into) if args.portable else build())
+    except NativeUnavailable as error:
+        parser.exit(1, f"error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

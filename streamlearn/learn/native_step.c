@@ -1,0 +1,328 @@
+/* One training update of TabularNet in one call: forward, loss, backward, clip, AdamW, lazy
+ * sparse Adam. The same arithmetic as streamlearn/learn/fused.py's FusedTrainer (which runs it
+ * as ~70 small torch ops); here the whole micro-batch costs one call, so the per-op dispatch
+ * that dominates a 64-row step on a CPU is gone. Python owns every buffer (torch tensors);
+ * this file allocates only per-call scratch.
+ *
+ * Layouts: weights row-major [out, in] as nn.Linear keeps them, views of one flat buffer with
+ * matching gradient views; embedding table [buckets, e], its Adam moments [buckets, 2, e].
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LAYERS 16 /* hidden layers + head */
+
+typedef struct {
+    int32_t layers;                /* hidden layers + 1 (the head) */
+    int32_t numeric_slots;         /* numeric inputs (W0's first columns) */
+    int32_t categorical_slots;     /* categorical inputs */
+    int32_t emb_dim;               /* embedding width e */
+    int32_t in_full;               /* W0's row stride: numeric_slots + categorical_slots * e */
+    int32_t width[MAX_LAYERS];     /* output width of each layer (head: all output slots) */
+    int32_t regression;
+    float *weight[MAX_LAYERS];
+    float *bias[MAX_LAYERS];
+    float *grad_weight[MAX_LAYERS];
+    float *grad_bias[MAX_LAYERS];
+    float *flat, *grad, *exp_avg, *exp_avg_sq; /* dense parameters, all views of these */
+    int64_t flat_size;
+    float *table, *table_moments;  /* [buckets, e], [buckets, 2, e] */
+    float *step;                   /* Adam's step count (a float scalar tensor) */
+    float weight_decay, clip_norm, beta1, beta2, eps;
+} Net;
+
+typedef struct {
+    const float *num;      /* batch rows [batch, numeric_slots] */
+    const int64_t *cat;    /* [batch, categorical_slots] */
+    const void *y;         /* [batch] int64 class slots or float32 values */
+    int32_t batch;
+    const float *r_num;    /* replay buffer, same layouts, rows picked by r_idx */
+    const int64_t *r_cat;
+    const void *r_y;
+    const int64_t *r_idx;
+    int32_t r_rows;
+    int32_t active_num, active_cat, outputs; /* a, c, k */
+    float lr;
+    float target_loc, target_scale; /* standardise regression targets for the loss */
+    float pred_loc, pred_scale;     /* de-standardise the predicted values */
+    float *prediction;     /* [batch, k] probabilities (row stride pred_stride) or [batch]
+                              values; may be NULL */
+    int32_t pred_stride;
+    float *loss;           /* [batch + r_rows] per-row loss (may be NULL) */
+    float *hidden;         /* [batch, H_last] last hidden layer (may be NULL) */
+} Call;
+
+/* where row n of the update comes from: (batch or replay arrays, its index there) */
+static int64_t source_row(const Call *c, int64_t n, int *replayed) {
+    *replayed = n >= c->batch;
+    return *replayed ? c->r_idx[n - c->batch] : n;
+}
+
+/* y[n, j] (+)= bias[j] + sum_i x[n, i] * w[j, i] for i < in (w's row stride: ldw). Few outputs
+ * (the head): one dot product per output. Otherwise w's block is transposed into wt first, so
+ * the inner loop runs along the outputs: contiguous, vectorised, no horizontal sums. */
+static void linear(const float *restrict x, int64_t rows, int32_t in, const float *restrict w,
+                   int32_t ldw, const float *restrict bias, int32_t out, float *restrict y,
+                   int accumulate, float *restrict wt) {
+    if (out < 16) {
+        for (int64_t n = 0; n < rows; n++)
+            for (int32_t j = 0; j < out; j++) {
+                const float *xr = x + n * in, *wr = w + (int64_t)j * ldw;
+                float s = 0.0f;
+                for (int32_t i = 0; i < in; i++) s += xr[i] * wr[i];
+                y[n * out + j] = (accumulate ? y[n * out + j] : bias ? bias[j] : 0.0f) + s;
+            }
+        return;
+    }
+    for (int32_t j = 0; j < out; j++)
+        for (int32_t i = 0; i < in; i++) wt[(int64_t)i * out + j] = w[(int64_t)j * ldw + i];
+    for (int64_t n = 0; n < rows; n++) {
+        float *yr = y + n * out;
+        if (!accumulate) {
+            if (bias) memcpy(yr, bias, sizeof(float) * out);
+            else memset(yr, 0, sizeof(float) * out);
+        }
+        for (int32_t i = 0; i < in; i++) {
+            const float xi = x[n * in + i], *wr = wt + (int64_t)i * out;
+            if (xi == 0.0f) continue;
+            for (int32_t j = 0; j < out; j++) yr[j] += xi * wr[j];
+        }
+    }
+}
+
+/* g[j, i] = sum_n d[n, j] * x[n, i] (a weight gradient; g's row stride: ldg). With fewer
+ * inputs than outputs it is summed transposed in gt (inner loop along the outputs), then
+ * copied out. */
+static void outer_sum(const float *restrict d, int64_t rows, int32_t out,
+                      const float *restrict x, int32_t in, float *restrict g, int32_t ldg,
+                      float *restrict gt) {
+    if (in >= out) {
+        for (int32_t j = 0; j < out; j++) memset(g + (int64_t)j * ldg, 0, sizeof(float) * in);
+        for (int64_t n = 0; n < rows; n++)
+            for (int32_t j = 0; j < out; j++) {
+                const float dj = d[n * out + j], *xr = x + n * in;
+                float *gr = g + (int64_t)j * ldg;
+                if (dj == 0.0f) continue;
+                for (int32_t i = 0; i < in; i++) gr[i] += dj * xr[i];
+            }
+        return;
+    }
+    memset(gt, 0, sizeof(float) * (size_t)in * out);
+    for (int64_t n = 0; n < rows; n++)
+        for (int32_t i = 0; i < in; i++) {
+            const float xi = x[n * in + i], *dr = d + n * out;
+            float *gr = gt + (int64_t)i * out;
+            if (xi == 0.0f) continue;
+            for (int32_t j = 0; j < out; j++) gr[j] += xi * dr[j];
+        }
+    for (int32_t j = 0; j < out; j++)
+        for (int32_t i = 0; i < in; i++) g[(int64_t)j * ldg + i] = gt[(int64_t)i * out + j];
+}
+
+/* dx[n, i] = sum_j d[n, j] * w[j, i] (an input gradient) */
+static void input_grad(const float *restrict d, int64_t rows, int32_t out,
+                       const float *restrict w, int32_t ldw, int32_t in, float *restrict dx) {
+    memset(dx, 0, sizeof(float) * rows * in);
+    for (int64_t n = 0; n < rows; n++)
+        for (int32_t j = 0; j < out; j++) {
+            const float dj = d[n * out + j], *wr = w + (int64_t)j * ldw;
+            float *dr = dx + n * in;
+            if (dj == 0.0f) continue;
+            for (int32_t i = 0; i < in; i++) dr[i] += dj * wr[i];
+        }
+}
+
+static void bias_grad(const float *d, int64_t rows, int32_t out, float *g) {
+    memset(g, 0, sizeof(float) * out);
+    for (int64_t n = 0; n < rows; n++)
+        for (int32_t j = 0; j < out; j++) g[j] += d[n * out + j];
+}
+
+/* as torch's clamp_min(0) and threshold_backward: NaN propagates (a NaN row must show as a
+ * non-finite loss, not turn into zeros) */
+static void relu(float *v, int64_t count) {
+    for (int64_t i = 0; i < count; i++) v[i] = v[i] < 0.0f ? 0.0f : v[i];
+}
+
+static void relu_backward(float *dv, const float *output, int64_t count) {
+    for (int64_t i = 0; i < count; i++) dv[i] = output[i] <= 0.0f ? 0.0f : dv[i];
+}
+
+/* in float32, as the torch step's dot products: a gradient whose square overflows there is
+ * non-finite here too, and the update is skipped alike */
+static float sum_of_squares(const float *v, int64_t count) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < count; i++) s += v[i] * v[i];
+    return s;
+}
+
+/* Returns 1 when the update was applied, 0 when it was skipped (non-finite loss or gradient:
+ * no parameter or moment changed), -2 when scratch could not be allocated (nothing changed;
+ * outputs not written). */
+int fused_step(const Net *net, const Call *c) {
+    const int64_t rows = (int64_t)c->batch + c->r_rows;
+    const int32_t a = c->active_num, cs = c->active_cat, k = c->outputs, e = net->emb_dim;
+    const int32_t ce = cs * e, L = net->layers, ns = net->numeric_slots;
+    const int32_t cats = net->categorical_slots, last = net->width[L - 2];
+    int32_t widest = ce > a ? ce : a;
+    for (int32_t l = 0; l < L; l++) widest = net->width[l] > widest ? net->width[l] : widest;
+
+    /* one scratch block: inputs, activations, logits, two gradient buffers, embedding rows */
+    int64_t floats = rows * (a + ce) + rows * k + 2 * rows * widest + 2 * rows * ce +
+                     (int64_t)widest * widest;
+    for (int32_t l = 0; l + 1 < L; l++) floats += rows * net->width[l];
+    float *scratch = malloc(sizeof(float) * (size_t)floats);
+    int64_t *ids = malloc(sizeof(int64_t) * (size_t)(6 * rows * cs + 1));
+    int result = -2;
+    if (!scratch || !ids) goto done;
+    float *x = scratch, *emb = x + rows * a, *act[MAX_LAYERS], *p = emb + rows * ce;
+    for (int32_t l = 0; l + 1 < L; l++) {
+        act[l] = p;
+        p += rows * net->width[l];
+    }
+    float *out = p, *d = out + rows * k, *dn = d + rows * widest, *d_emb = dn + rows * widest;
+    float *emb_grad = d_emb + rows * ce; /* per distinct bucket */
+    float *wt = emb_grad + rows * ce;    /* a transposed weight block or weight gradient */
+    int64_t *uniq = ids + rows * cs; /* then a hash of up to 4 * rows * cs slots */
+
+    /* the update's rows: the batch, then the replay rows r_idx picks */
+    for (int64_t n = 0; n < rows; n++) {
+        int replayed;
+        int64_t at = source_row(c, n, &replayed);
+        memcpy(x + n * a, (replayed ? c->r_num : c->num) + at * ns, sizeof(float) * a);
+        const int64_t *cat_row = (replayed ? c->r_cat : c->cat) + at * cats;
+        for (int32_t t = 0; t < cs; t++) {
+            ids[n * cs + t] = cat_row[t];
+            memcpy(emb + n * ce + (int64_t)t * e, net->table + cat_row[t] * e, sizeof(float) * e);
+        }
+    }
+
+    /* forward: hidden layers (ReLU), then the head over the k active outputs */
+    const float *w0 = net->weight[0];
+    linear(x, rows, a, w0, net->in_full, net->bias[0], net->width[0], act[0], 0, wt);
+    if (ce) linear(emb, rows, ce, w0 + ns, net->in_full, NULL, net->width[0], act[0], 1, wt);
+    for (int32_t l = 0; l + 1 < L; l++) {
+        relu(act[l], rows * net->width[l]);
+        if (l + 2 < L)
+            linear(act[l], rows, net->width[l], net->weight[l + 1], net->width[l],
+                   net->bias[l + 1], net->width[l + 1], act[l + 1], 0, wt);
+    }
+    linear(act[L - 2], rows, last, net->weight[L - 1], last, net->bias[L - 1], k, out, 0, wt);
+
+    /* per-row loss, the prediction, and d(mean loss)/d(out) into d [rows, k] */
+    double total = 0.0;
+    for (int64_t n = 0; n < rows; n++) {
+        int replayed;
+        int64_t at = source_row(c, n, &replayed);
+        const void *ys = replayed ? c->r_y : c->y;
+        float *o = out + n * k, *g = d + n * k, row_loss;
+        if (net->regression) {
+            float target = (((const float *)ys)[at] - c->target_loc) / c->target_scale;
+            float diff = o[0] - target;
+            row_loss = diff * diff;
+            g[0] = diff * (2.0f / (float)rows);
+            if (c->prediction && n < c->batch)
+                c->prediction[n] = o[0] * c->pred_scale + c->pred_loc;
+        } else {
+            int64_t slot = ((const int64_t *)ys)[at];
+            float top = o[0], sum = 0.0f;
+            for (int32_t j = 1; j < k; j++) top = o[j] > top ? o[j] : top;
+            for (int32_t j = 0; j < k; j++) sum += (g[j] = expf(o[j] - top));
+            for (int32_t j = 0; j < k; j++) g[j] /= sum;
+            row_loss = logf(sum) + top - o[slot];
+            if (c->prediction && n < c->batch)
+                memcpy(c->prediction + n * c->pred_stride, g, sizeof(float) * k);
+            g[slot] -= 1.0f;
+            for (int32_t j = 0; j < k; j++) g[j] *= 1.0f / (float)rows;
+        }
+        total += row_loss;
+        if (c->loss) c->loss[n] = row_loss;
+    }
+    if (c->hidden) memcpy(c->hidden, act[L - 2], sizeof(float) * (size_t)(c->batch * last));
+    result = 0;
+    if (!isfinite(total)) goto done;
+
+    /* backward into the flat gradient; slices of inactive inputs and outputs stay zero */
+    memset(net->grad, 0, sizeof(float) * (size_t)net->flat_size);
+    int32_t dw = k;
+    for (int32_t l = L - 1; l >= 1; l--) {
+        int32_t h = net->width[l - 1];
+        outer_sum(d, rows, dw, act[l - 1], h, net->grad_weight[l], h, wt);
+        bias_grad(d, rows, dw, net->grad_bias[l]);
+        input_grad(d, rows, dw, net->weight[l], h, h, dn);
+        relu_backward(dn, act[l - 1], rows * h);
+        float *t = d;
+        d = dn;
+        dn = t;
+        dw = h;
+    }
+    outer_sum(d, rows, dw, x, a, net->grad_weight[0], net->in_full, wt);
+    bias_grad(d, rows, dw, net->grad_bias[0]);
+    int64_t distinct = 0;
+    if (ce) {
+        outer_sum(d, rows, dw, emb, ce, net->grad_weight[0] + ns, net->in_full, wt);
+        input_grad(d, rows, dw, w0 + ns, net->in_full, ce, d_emb);
+        /* sum the rows' embedding gradients per distinct bucket; bucket 0 (padding) never
+         * learns, as nn.Embedding(padding_idx=0) */
+        int64_t mask = 1;
+        while (mask < 2 * rows * cs) mask <<= 1;
+        int64_t *seen = uniq + rows * cs; /* open addressing: bucket id -> 1 + its index */
+        memset(seen, 0, sizeof(int64_t) * (size_t)mask);
+        mask -= 1;
+        for (int64_t i = 0; i < rows * cs; i++) {
+            int64_t id = ids[i], h = (id * (int64_t)0x9E3779B1) & mask;
+            if (id == 0) continue;
+            while (seen[h] && uniq[seen[h] - 1] != id) h = (h + 1) & mask;
+            if (!seen[h]) {
+                uniq[distinct] = id;
+                seen[h] = ++distinct;
+                memset(emb_grad + (distinct - 1) * e, 0, sizeof(float) * e);
+            }
+            float *r = emb_grad + (seen[h] - 1) * e;
+            for (int32_t t = 0; t < e; t++) r[t] += d_emb[i * e + t];
+        }
+    }
+
+    /* global-norm clipping over the dense and the embedding gradients */
+    double norm = sqrt((double)sum_of_squares(net->grad, net->flat_size) +
+                       (double)sum_of_squares(emb_grad, distinct * e));
+    if (!isfinite(norm)) goto done;
+    float scale = (float)(net->clip_norm / (norm + 1e-6));
+    if (scale < 1.0f) {
+        for (int64_t i = 0; i < net->flat_size; i++) net->grad[i] *= scale;
+        for (int64_t i = 0; i < distinct * e; i++) emb_grad[i] *= scale;
+    }
+
+    /* AdamW on the dense buffer, as torch's fused kernel computes it */
+    const float b1 = net->beta1, b2 = net->beta2, eps = net->eps, lr = c->lr;
+    const float step = (*net->step += 1.0f);
+    const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
+    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    const float decay = 1.0f - lr * net->weight_decay;
+    for (int64_t i = 0; i < net->flat_size; i++) {
+        float g = net->grad[i];
+        float m = net->exp_avg[i] += (1.0f - b1) * (g - net->exp_avg[i]);
+        float v = net->exp_avg_sq[i] = b2 * net->exp_avg_sq[i] + (1.0f - b2) * g * g;
+        net->flat[i] = net->flat[i] * decay - step_size * m / (sqrtf(v) / bc2_sqrt + eps);
+    }
+
+    /* lazy Adam on the touched embedding rows, as torch.optim.SparseAdam */
+    const float sparse_size = (float)(lr * sqrt(bc2) / bc1);
+    for (int64_t u = 0; u < distinct; u++) {
+        float *m = net->table_moments + uniq[u] * 2 * e, *v = m + e;
+        float *row = net->table + uniq[u] * e;
+        const float *g = emb_grad + u * e;
+        for (int32_t t = 0; t < e; t++) {
+            m[t] += (1.0f - b1) * (g[t] - m[t]);
+            v[t] = v[t] * b2 + (1.0f - b2) * g[t] * g[t];
+            row[t] -= sparse_size * m[t] / (sqrtf(v[t]) + eps);
+        }
+    }
+    result = 1;
+done:
+    free(scratch);
+    free(ids);
+    return result;
+}

@@ -1,0 +1,199 @@
+"""The compiled training step (learn/native.py + native_step.c) against the torch step.
+
+Two learners with the same seed, one per kernel, see the same batches: every prediction, loss,
+hidden row, weight, Adam moment and counter must agree to float32 rounding, across tasks,
+depths, embeddings, replay, several updates, clipping, weight decay and skipped steps.
+"""
+
+import copy
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamlearn.errors import ConfigError
+from streamlearn.learn import native
+from streamlearn.learn.learner import OnlineLearner
+from streamlearn.settings import FeatureSettings, LearnerSettings
+
+FEATURES = FeatureSettings(numeric_slots=6, categorical_slots=3, hash_buckets=64, embedding_dim=4)
+CLASSES = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled() -> None:
+    """Skipped only where no C compiler exists (`make install-test` installs one); a build
+    that fails with a compiler present fails the tests."""
+    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler: the learner runs the torch step here")
+    native.load()
+
+
+def pair(**overrides):
+    values = {
+        "task": "multiclass",
+        "max_classes": CLASSES,
+        "hidden": (16, 8),
+        "lr": 0.01,
+        "warmup_steps": 3,
+        "replay_size": 40,
+        "replay_ratio": 1.0,
+        "updates": 2,
+        "device": "cpu",
+        "seed": 3,
+        **overrides,
+    }
+    learners = [
+        OnlineLearner(LearnerSettings(**values, kernel=kernel), FEATURES)
+        for kernel in ("torch", "native")
+    ]
+    assert learners[0].trainer.native is None and learners[1].trainer.native is not None
+    for learner in learners:
+        if values["task"] != "regression":
+            learner.set_classes(np.arange(CLASSES) < (2 if values["task"] == "binary" else 3))
+    return learners
+
+
+def batch(rng, task, n=24, numeric=4, categorical=2):
+    """Numeric slots beyond ``numeric`` and categorical beyond ``categorical`` stay unset."""
+    num = np.zeros((n, FEATURES.numeric_slots), dtype=np.float32)
+    num[:, :numeric] = rng.normal(size=(n, numeric))
+    cat = np.zeros((n, FEATURES.categorical_slots), dtype=np.int64)
+    cat[:, :categorical] = rng.integers(0, FEATURES.hash_buckets, size=(n, categorical))
+    score = num[:, 0] - num[:, 1]
+    if task == "regression":
+        return num, cat, (5.0 * score + 2.0).astype(np.float64)
+    classes = 2 if task == "binary" else 3
+    return num, cat, np.clip(np.floor(score + classes / 2), 0, classes - 1).astype(np.int64)
+
+
+def assert_agree(torch_learner, native_learner, rtol=2e-4, atol=2e-5):
+    for name, value in torch_learner.model.state_dict().items():
+        other = native_learner.model.state_dict()[name]
+        torch.testing.assert_close(other, value, rtol=rtol, atol=atol, msg=name)
+    a, b = torch_learner.trainer.state_dict(), native_learner.trainer.state_dict()
+    for name in ("step", "exp_avg", "exp_avg_sq", "table_moments"):
+        torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-7, msg=name)
+    assert (torch_learner.steps, torch_learner.skipped_nonfinite) == (
+        native_learner.steps,
+        native_learner.skipped_nonfinite,
+    )
+    assert len(torch_learner.replay) == len(native_learner.replay)
+
+
+@pytest.mark.parametrize(
+    ("task", "overrides", "widths"),
+    [
+        ("multiclass", {}, (4, 2)),
+        ("binary", {"hidden": (16,), "updates": 1}, (6, 3)),
+        ("regression", {"weight_decay": 0.01}, (4, 2)),
+        ("multiclass", {"clip_norm": 0.05}, (3, 1)),  # every update clipped
+        ("binary", {"replay_size": 0}, (4, 0)),  # no replay, no embeddings
+        ("multiclass", {"replay_ratio": 0.5, "updates": 3}, (5, 3)),
+    ],
+)
+def test_native_step_matches_the_torch_step(task, overrides, widths):
+    rng = np.random.default_rng(11)
+    torch_learner, native_learner = pair(task=task, **overrides)
+    for i in range(25):
+        numeric, categorical = widths if i > 3 else (2, min(1, widths[1]))  # widths grow
+        num, cat, y = batch(rng, task, numeric=numeric, categorical=categorical)
+        expected = torch_learner.step(num, cat, y)
+        got = native_learner.step(num, cat, y)
+        np.testing.assert_allclose(got.prediction, expected.prediction, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(got.loss, expected.loss, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(got.hidden, expected.hidden, rtol=2e-4, atol=2e-5)
+        assert got.learned == expected.learned
+        assert got.prediction.dtype == expected.prediction.dtype == np.float32
+        assert got.prediction.shape == expected.prediction.shape
+        if i == 12:
+            torch_learner.on_drift()
+            native_learner.on_drift()
+    assert native_learner.steps >= 25
+    assert_agree(torch_learner, native_learner)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_non_finite_batches_are_skipped_alike(task):
+    rng = np.random.default_rng(12)
+    torch_learner, native_learner = pair(task=task)
+    for i in range(8):
+        num, cat, y = batch(rng, task)
+        if i == 4:
+            num[3, 1] = np.nan
+        if i == 6:
+            num[:, 0] = 1e30  # finite inputs, overflowing activations
+        for learner in (torch_learner, native_learner):
+            learner.step(num, cat, y)
+    assert native_learner.skipped_nonfinite >= 1
+    assert_agree(torch_learner, native_learner)
+    assert all(torch.isfinite(p).all() for p in native_learner.model.parameters())
+
+
+def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
+    rng = np.random.default_rng(13)
+    _, learner = pair()
+    for _ in range(3):
+        learner.step(*batch(rng, "multiclass"))
+    clone, thawed = copy.deepcopy(learner), pickle.loads(pickle.dumps(learner))
+    for other in (clone, thawed):
+        assert (
+            other.trainer.native is not None and other.trainer.native is not learner.trainer.native
+        )
+    before = [p.clone() for p in learner.model.parameters()]
+    data = batch(rng, "multiclass")
+    results = [x.step(*data) for x in (learner, clone, thawed)]
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.prediction, results[0].prediction)
+    for x in (clone, thawed):  # each stepped its own weights, not the original's
+        for p, q in zip(x.model.parameters(), learner.model.parameters(), strict=True):
+            torch.testing.assert_close(p, q)
+    assert any(
+        not torch.equal(p, b) for p, b in zip(learner.model.parameters(), before, strict=True)
+    )
+
+
+def test_kernel_setting_and_unavailable_builds(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no build yet
+    monkeypatch.setattr(native, "PREBUILT", tmp_path / "prebuilt")  # none shipped either
+    monkeypatch.setenv("CC", "false")  # a compiler that fails
+    settings = LearnerSettings(task="binary", device="cpu")
+    assert OnlineLearner(settings, FEATURES).trainer.native is None  # auto: the torch step
+    with pytest.raises(ConfigError, match=r"learner.kernel.*failed"):
+        OnlineLearner(settings.model_copy(update={"kernel": "native"}), FEATURES)
+    monkeypatch.setattr(native, "_cpu_flags", lambda: "fpu sse2")  # an old CPU: no AVX2
+    with pytest.raises(native.NativeUnavailable, match=r"lacks.*avx2"):
+        native.build(native.PORTABLE, tmp_path)
+    monkeypatch.setattr(native, "_loaded", None)
+
+
+def test_builds_are_cached_and_a_shipped_portable_build_is_found(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = native.build()
+    assert first.is_relative_to(tmp_path / "cache") and first.suffix == ".so"
+    mtime = first.stat().st_mtime_ns
+    assert native.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
+    shipped = subprocess.run(
+        [sys.executable, "-m", "streamlearn.learn.native", "--portable", "--into", tmp_path],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    ).stdout.strip()
+    assert Path(shipped).parent == tmp_path and Path(shipped).exists()
+    # a machine without a compiler and without its own build takes the shipped one
+    monkeypatch.setattr(native, "PREBUILT", tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    monkeypatch.delenv("CC", raising=False)
+    assert native._find() == Path(shipped)
+    monkeypatch.setattr(native, "PREBUILT", tmp_path / "not-shipped")
+    with pytest.raises(native.NativeUnavailable, match="no C compiler"):
+        native._find()
