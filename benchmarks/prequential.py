@@ -18,8 +18,9 @@ Models:
   streamlearn-frontier  streamlearn over a grid of batch sizes x updates x learning rates
                         (--frontier-*), to show which settings, if any, meet every target
 
-Writes <out>/prequential.md (tables, targets, machine, the arithmetic and dispatch ceilings of
-benchmarks/speed_bounds.py that explain missed speed targets, and the speed-accuracy frontier),
+Writes <out>/prequential.md (tables, targets, machine, the arithmetic ceiling and the per-stage
+cost of a batch from benchmarks/speed_bounds.py that explain missed speed targets, and the
+speed-accuracy frontier),
 <out>/prequential.json (raw numbers), <out>/prequential-<stream>.png (rolling accuracy, drift
 positions marked) and <out>/prequential-frontier.png (accuracy against events/s per setting).
 """
@@ -59,7 +60,7 @@ from report import (
     stream_parser,
     write_json,
 )
-from speed_bounds import matmul_gmacs, measure_bounds, op_microseconds
+from speed_bounds import matmul_gmacs, measure_bounds
 from tqdm import tqdm
 
 from streamlearn.evaluation import PrequentialScore
@@ -84,7 +85,8 @@ FRONTIER_OPTIONS = (  # (flag, type, default grid, metavar, what it sets)
 THROUGHPUT_PRESET = {"source": {"batch_size": 256}, "learner": {"updates": 1, "lr": 0.01}}
 
 
-BOUNDS_WARMUP = 3000  # events learned before the ops of one micro-batch are counted
+BOUNDS_WARMUP = 3000  # events learned before a micro-batch's stages are timed
+BOUNDS_TIMED = 100  # micro-batches timed stage by stage
 
 
 # -- input preparation (untimed) ----------------------------------------------------------------
@@ -207,17 +209,18 @@ def run_stream(
 
 
 def add_speed_bounds(results: Sequence[StreamResult], n_events: int, seed: int) -> None:
-    """Arithmetic and dispatch ceilings per stream (benchmarks/speed_bounds.py), after the
-    timed runs so that measuring them cannot disturb those."""
-    gmacs, op_us = matmul_gmacs(), op_microseconds()
+    """Arithmetic ceiling and per-stage cost of a batch per stream (benchmarks/speed_bounds.py),
+    after the timed runs so that measuring them cannot disturb those."""
+    gmacs = matmul_gmacs()
     for result in results:
         settings = settings_for(result.stream, n_events, seed)
-        rows = list(stream_rows(result.stream, BOUNDS_WARMUP + settings.source.batch_size, seed))
-        batches = [
-            (to_columns(b), [y for _, y in b])
-            for b in row_batches(rows, settings.source.batch_size)
-        ]
-        bounds = measure_bounds(result.stream, settings, batches, gmacs=gmacs, op_us=op_us)
+        size = settings.source.batch_size
+        warm = BOUNDS_WARMUP // size
+        rows = list(stream_rows(result.stream, (warm + BOUNDS_TIMED) * size, seed))
+        batches = [(to_columns(b), [y for _, y in b]) for b in row_batches(rows, size)]
+        bounds = measure_bounds(
+            result.stream, settings, batches[:warm], batches[warm:], gmacs=gmacs
+        )
         result.bounds = bounds.to_json()
 
 

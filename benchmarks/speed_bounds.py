@@ -1,12 +1,12 @@
-"""Why streamlearn's events/s is where it is: two ceilings, measured in the benchmark's run.
+"""Why streamlearn's events/s is where it is, measured in the benchmark's run.
 
-- Arithmetic: one learned event costs ``updates × (1 + replay_ratio)`` training rows, each
-  about three times the forward pass's multiply-adds (forward, input gradient, weight
+- Arithmetic ceiling: one learned event costs ``updates × (1 + replay_ratio)`` training rows,
+  each about three times the forward pass's multiply-adds (forward, input gradient, weight
   gradient). Divided into this machine's measured matrix-product rate (one thread per core,
   all cores), that bounds events/s whatever the software does.
-- Framework overhead: the torch operations one micro-batch dispatches (counted with a
-  ``TorchDispatchMode``) times the measured cost of one small operation bound events/s from
-  below the arithmetic; numpy and Python work come on top.
+- Where a micro-batch's time goes: a warmed-up Prequential processes further batches with its
+  stages timed (exclusive time: a stage's own calls, less the stages it calls), so a target's
+  time budget per batch can be set against what each part costs.
 """
 
 from __future__ import annotations
@@ -14,51 +14,59 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from streamlearn.prequential import Prequential
 from streamlearn.settings import Settings
 
-__all__ = ["SpeedBounds", "matmul_gmacs", "measure_bounds", "op_microseconds"]
+__all__ = ["STAGES", "SpeedBounds", "matmul_gmacs", "measure_bounds"]
 
 Columns = dict[str, Any]
+
+# (stage, attribute path on Prequential, methods timed); a missing object (no error memory,
+# the torch step) leaves its stage at zero
+STAGES = (
+    ("training updates", "learner.trainer.native", ("update",)),
+    ("learner, rest", "learner", ("step",)),
+    ("error memory", "memory", ("compensate", "learn")),
+    ("drift detector", "detector", ("update",)),
+    ("features", "encoder", ("encode_columns", "standardize", "observe")),
+    ("labels", "labels", ("add_many",)),
+)
+OTHER = "other (Prequential's own code)"
 
 
 @dataclass(frozen=True)
 class SpeedBounds:
-    """The two ceilings for one stream, and what they are made of."""
+    """The arithmetic ceiling and the measured cost of a batch, per stage, for one stream."""
 
     stream: str
     batch_size: int
     macs_per_event: float  # multiply-adds of learning one event (all updates, replay rows)
     matmul_gmacs: float  # measured, one thread, 64×64 by 64×64 float32 products
     cores: int
-    ops_per_batch: int  # torch operations one micro-batch of Prequential dispatches
-    op_us: float  # measured cost of one small torch operation
+    warmup_batches: int  # batches learned before the timed ones
+    batches: int  # batches timed for the breakdown
+    stage_us: dict[str, float]  # µs per batch in each stage (STAGES, then OTHER)
 
     @property
     def arithmetic_events_per_s(self) -> float:
         return self.matmul_gmacs * 1e9 * self.cores / self.macs_per_event
 
     @property
-    def overhead_us_per_batch(self) -> float:
-        return self.ops_per_batch * self.op_us
-
-    @property
-    def overhead_events_per_s(self) -> float:
-        return self.batch_size / (self.overhead_us_per_batch * 1e-6)
+    def batch_us(self) -> float:
+        return sum(self.stage_us.values())
 
     def to_json(self) -> dict[str, Any]:
         return {
             **asdict(self),
             "arithmetic_events_per_s": self.arithmetic_events_per_s,
-            "overhead_us_per_batch": self.overhead_us_per_batch,
-            "overhead_events_per_s": self.overhead_events_per_s,
+            "batch_us": self.batch_us,
         }
 
 
@@ -80,20 +88,36 @@ def matmul_gmacs() -> float:
     return 64**3 / _best_of(lambda: torch.mm(a, b), 2000) / 1e9
 
 
-def op_microseconds() -> float:
-    """µs of one small elementwise torch operation (a [32, 64] add): dispatch, not math."""
-    a, b = torch.randn(32, 64), torch.randn(32, 64)
-    return _best_of(lambda: torch.add(a, b), 5000) * 1e6
+class _StageTimer:
+    """Wraps methods of one Prequential instance; adds each call's exclusive seconds."""
 
-
-class _OpCounter(TorchDispatchMode):
     def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._children: list[float] = []  # per open call: seconds spent in timed callees
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        self.count += 1
-        return func(*args, **(kwargs or {}))
+    def wrap(self, owner: object, method: str, stage: str) -> None:
+        original = getattr(owner, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._children.append(0.0)
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                self.seconds[stage] += elapsed - self._children.pop()
+                if self._children:
+                    self._children[-1] += elapsed
+
+        setattr(owner, method, timed)
+
+
+def _resolve(root: object, path: str) -> object | None:
+    for name in path.split("."):
+        root = getattr(root, name, None)
+        if root is None:
+            return None
+    return root
 
 
 def _macs_per_event(preq: Prequential) -> float:
@@ -112,24 +136,33 @@ def _macs_per_event(preq: Prequential) -> float:
 def measure_bounds(
     stream: str,
     settings: Settings,
-    batches: Sequence[tuple[Columns, list[Any]]],
+    warmup: Sequence[tuple[Columns, list[Any]]],
+    timed: Sequence[tuple[Columns, list[Any]]],
     *,
     gmacs: float,
-    op_us: float,
 ) -> SpeedBounds:
-    """Warm a fresh Prequential on all but the last batch, then count the last one's ops."""
+    """Warm a fresh Prequential on ``warmup``, then time its stages over ``timed``."""
     preq = Prequential(settings)
-    for columns, ys in batches[:-1]:
+    for columns, ys in warmup:
         preq.process_columns(columns, ys)
-    counter = _OpCounter()
-    with counter:
-        preq.process_columns(*batches[-1])
+    timer = _StageTimer()
+    for stage, path, methods in STAGES:
+        owner = _resolve(preq, path)
+        for method in methods if owner is not None else ():
+            timer.wrap(owner, method, stage)
+    start = time.perf_counter()
+    for columns, ys in timed:
+        preq.process_columns(columns, ys)
+    total = time.perf_counter() - start
+    per_batch = {stage: timer.seconds[stage] * 1e6 / len(timed) for stage, _, _ in STAGES}
+    per_batch[OTHER] = total * 1e6 / len(timed) - sum(per_batch.values())
     return SpeedBounds(
         stream=stream,
         batch_size=settings.source.batch_size,
         macs_per_event=_macs_per_event(preq),
         matmul_gmacs=gmacs,
         cores=os.cpu_count() or 1,
-        ops_per_batch=counter.count,
-        op_us=op_us,
+        warmup_batches=len(warmup),
+        batches=len(timed),
+        stage_us=per_batch,
     )

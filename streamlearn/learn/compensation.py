@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamlearn.learn import native
 from streamlearn.learn.learner import OnlineLearner
 from streamlearn.learn.memory import ErrorMemory, TopKStore, ring_write, unit_rows
 from streamlearn.model import TabularNet
@@ -58,6 +59,8 @@ class MemoryStage:
             regression=learner.regression,
             device=learner.device,
             seed=learner.settings.seed,
+            # compiled like the learner's step (learner.kernel), never on its own
+            native=native.load() if learner.trainer.native is not None else None,
         )
         store = self.memory.backend
         self._ring: TopKStore | None = None
@@ -78,8 +81,9 @@ class MemoryStage:
         """The base prediction corrected by the memory (unchanged while it is empty)."""
         if len(self.memory) == 0:
             return base
-        self._keys = (hidden, self.memory.keys(hidden))  # normalised once for learn()
-        return self.memory.compensate(hidden, base, self._keys[1])
+        compensated, keys = self.memory.compensate_keyed(hidden, base)
+        self._keys = (hidden, keys)  # normalised once for learn()
+        return compensated
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Score-only rows: base prediction and hidden from the learner, then compensation."""

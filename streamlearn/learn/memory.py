@@ -29,11 +29,14 @@ serving replicas. Keys go stale as the model trains; the reset rule is in
 
 from __future__ import annotations
 
+import ctypes
 import math
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
+
+from streamlearn.learn import native
 
 __all__ = ["ErrorMemory", "LSHStore", "MemoryStore", "TopKStore", "ring_write", "unit_rows"]
 
@@ -315,7 +318,10 @@ class ErrorMemory:
         regression: bool = False,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        native: ctypes.CDLL | None = None,
     ) -> None:
+        """``native``: the compiled library of learn/native.py; on CPU a top-k memory then
+        compensates in one call (:meth:`compensate_keyed`)."""
         self.kind, self.lam, self.gamma = kind, lam, gamma
         self.store, self.error_threshold = store, error_threshold
         self.regression = regression
@@ -332,11 +338,23 @@ class ErrorMemory:
         eye = torch.eye(w, device=self.device)
         self._mix = torch.cat([lam * eye, -lam * (1.0 - gamma) * eye])
         self._one_hot = np.eye(w, dtype=np.float32)  # labels → y rows, on the host
+        self._native = native if kind == "topk" and self.device.type == "cpu" else None
         self.abs_error = 0.0  # regression: running mean |y − ŷ_base| for store="errors"
         self.writes = 0
 
     def __len__(self) -> int:
         return len(self.backend)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the compiled library's handle (not picklable): whether it was used."""
+        return {**self.__dict__, "_native": self._native is not None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        try:
+            self._native = native.load() if state["_native"] else None
+        except native.NativeUnavailable:  # unpickled where it cannot be had: the torch path
+            self._native = None
 
     def keys(self, hidden: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Unit-length keys [B, H] for hidden rows; pass them to compensate and update alike
@@ -379,6 +397,41 @@ class ErrorMemory:
             out.clamp_(0.0, 1.0)
             out.div_(out.sum(1, keepdim=True).clamp_min_(1e-12))
         return (out[:, 0] if self.regression else out).cpu().numpy()
+
+    def compensate_keyed(
+        self, hidden: np.ndarray, base: np.ndarray
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """:meth:`compensate`, and the unit keys of ``hidden`` for :meth:`update`; on CPU with
+        a non-empty top-k store, in one call into native_memory.c (the same arithmetic)."""
+        if self._native is None or len(self.backend) == 0 or self.lam == 0.0:
+            keys = self.keys(hidden)
+            return self.compensate(hidden, base, keys), keys
+        store = self.backend
+        assert isinstance(store, TopKStore)
+        h = np.ascontiguousarray(hidden, dtype=np.float32)
+        b = np.ascontiguousarray(base, dtype=np.float32)
+        out = np.empty((len(h), self.width), dtype=np.float32)
+        keys = np.empty_like(h)
+        code = self._native.memory_compensate(
+            store.keys.data_ptr(),
+            store.values.data_ptr(),
+            store.filled,
+            h.shape[1],
+            self.width,
+            h.ctypes.data,
+            b.ctypes.data,
+            len(h),
+            store.k,
+            store.tau,
+            self.lam,
+            self.gamma,
+            int(self.regression),
+            out.ctypes.data,
+            keys.ctypes.data,
+        )
+        if code != 0:
+            raise MemoryError("compiled error memory: scratch memory could not be allocated")
+        return (out[:, 0] if self.regression else out), torch.from_numpy(keys)
 
     # -- write ----------------------------------------------------------------------------
     def update(

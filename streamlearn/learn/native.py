@@ -1,9 +1,10 @@
-"""The compiled training step (native_step.c): build it once per machine, load it, bind it.
+"""The compiled CPU kernels: build them once per machine, load them, bind the training step.
 
 On a CPU a 32-event micro-batch costs about three times as long in torch's per-op dispatch as
 in its arithmetic (DESIGN.md, "Compiled training step"). native_step.c runs FusedTrainer's
 whole update (forward, loss, backward, clipping, AdamW, lazy sparse Adam) in one call on the
-same buffers.
+same buffers; native_memory.c the error memory's top-k compensation (bound in
+learn/memory.py). Both go into one library.
 
 Where the library comes from, first that works: a build for this CPU (``-march=native``) in
 ``$XDG_CACHE_HOME/streamlearn/native``, compiled there on first use with the machine's C
@@ -41,7 +42,7 @@ __all__ = ["NativeStep", "NativeUnavailable", "build", "load"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = "native_step.c"
+SOURCES = ("native_step.c", "native_memory.c")  # compiled into one library
 MAX_LAYERS = 16  # MAX_LAYERS in native_step.c: hidden layers + the head
 # -fassociative-math (with the two flags it needs) lets the compiler vectorise the dot products;
 # NaN and inf still propagate (no -ffinite-math-only), so the non-finite guards keep working.
@@ -132,6 +133,11 @@ class _Call(ctypes.Structure):
     ]
 
 
+# memory_compensate(ring_keys, ring_values, filled, hidden_dim, width, hidden, base, rows, k,
+#                   tau, lam, gamma, regression, out, keys_out) of native_memory.c
+_MEMORY_ARGS = [_P, _P, _I, _I, _I, _P, _P, _I, _I, _F, _F, _F, _I, _P, _P]
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "streamlearn" / "native"
@@ -149,12 +155,12 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _library_name(source: bytes, march: str) -> str:
-    """The build's file name. The key covers the source, the flags, the architecture and,
+def _library_name(sources: list[bytes], march: str) -> str:
+    """The build's file name. The key covers the sources, the flags, the architecture and,
     for ``native``, the CPU's features; not the compiler, so a build is found where no
     compiler is installed."""
     key = hashlib.sha256()
-    for part in (source, " ".join(FLAGS), march, platform.machine(), sys.platform):
+    for part in (*sources, " ".join(FLAGS), march, platform.machine(), sys.platform):
         key.update(part if isinstance(part, bytes) else part.encode())
         key.update(b"\0")
     if march == "native":
@@ -178,8 +184,9 @@ def build(march: str = "native", directory: Path | None = None) -> Path:
     file and rename it into place.
     """
     _check_cpu(march)
-    source = resources.files("streamlearn.learn").joinpath(SOURCE).read_bytes()
-    target = (directory or _cache_dir()) / _library_name(source, march)
+    package = resources.files("streamlearn.learn")
+    sources = [package.joinpath(name).read_bytes() for name in SOURCES]
+    target = (directory or _cache_dir()) / _library_name(sources, march)
     if target.exists():
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -188,9 +195,11 @@ def build(march: str = "native", directory: Path | None = None) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as work:
-            src, out = Path(work) / SOURCE, Path(work) / target.name
-            src.write_bytes(source)
-            command = [compiler, *FLAGS, f"-march={march}", str(src), "-o", str(out), "-lm"]
+            files = [Path(work) / name for name in SOURCES]
+            for file, text in zip(files, sources, strict=True):
+                file.write_bytes(text)
+            out = Path(work) / target.name
+            command = [compiler, *FLAGS, f"-march={march}", *map(str, files), "-o", str(out), "-lm"]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise NativeUnavailable(f"{' '.join(command)} failed: {done.stderr.strip()}")
@@ -223,6 +232,8 @@ def load() -> ctypes.CDLL:
             library = ctypes.CDLL(str(_find()))
             library.fused_step.argtypes = [ctypes.POINTER(_Net), ctypes.POINTER(_Call)]
             library.fused_step.restype = ctypes.c_int
+            library.memory_compensate.argtypes = _MEMORY_ARGS
+            library.memory_compensate.restype = ctypes.c_int
             _loaded = library
         except (NativeUnavailable, OSError) as error:
             _loaded = error if isinstance(error, NativeUnavailable) else NativeUnavailable(error)

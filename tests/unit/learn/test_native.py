@@ -20,6 +20,7 @@ import torch
 from streamlearn.errors import ConfigError
 from streamlearn.learn import native
 from streamlearn.learn.learner import OnlineLearner
+from streamlearn.learn.memory import ErrorMemory
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
 FEATURES = FeatureSettings(numeric_slots=6, categorical_slots=3, hash_buckets=64, embedding_dim=4)
@@ -197,3 +198,57 @@ def test_builds_are_cached_and_a_shipped_portable_build_is_found(monkeypatch, tm
     monkeypatch.setattr(native, "PREBUILT", tmp_path / "not-shipped")
     with pytest.raises(native.NativeUnavailable, match="no C compiler"):
         native._find()
+
+
+@pytest.mark.parametrize(
+    ("regression", "k", "size", "rows_stored"),
+    [
+        (False, 8, 128, 200),  # a full ring, top-8
+        (False, 8, 128, 40),  # partly filled
+        (False, 0, 64, 100),  # k = 0: every stored sample weighs in
+        (False, 8, 128, 5),  # fewer stored than k
+        (True, 4, 32, 50),
+    ],
+)
+def test_native_memory_compensation_matches_the_torch_one(regression, k, size, rows_stored):
+    rng = np.random.default_rng(14)
+    width, hidden_dim = (1 if regression else 5), 12
+    memories = [
+        ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.2, gamma=0.3, lam=0.8,
+                    regression=regression, native=library)
+        for library in (None, native.load())
+    ]  # fmt: skip
+    for start in range(0, rows_stored, 10):
+        n = min(10, rows_stored - start)
+        hidden = rng.normal(size=(n, hidden_dim)).astype(np.float32)
+        if regression:
+            y, base = rng.normal(size=n), rng.normal(size=n).astype(np.float32)
+        else:
+            y = rng.integers(0, width, n)
+            base = rng.dirichlet(np.ones(width), n).astype(np.float32)
+        for memory in memories:
+            memory.update(hidden, y, base)
+    hidden = rng.normal(size=(16, hidden_dim)).astype(np.float32)
+    hidden[3] = 0.0  # a zero hidden row: its key is zero, not NaN; every similarity ties
+    base = (
+        rng.normal(size=16).astype(np.float32)
+        if regression
+        else rng.dirichlet(np.ones(width), 16).astype(np.float32)
+    )
+    (expected, expected_keys), (got, got_keys) = (
+        m.compensate_keyed(hidden, base) for m in memories
+    )
+    assert got.shape == expected.shape and got.dtype == np.float32
+    # among tied similarities either may pick other, equally valid neighbours: row 3 is
+    # compared only where every stored sample weighs in
+    rows = np.arange(16) != 3 if 0 < k < rows_stored else slice(None)
+    np.testing.assert_allclose(got[rows], expected[rows], rtol=1e-5, atol=1e-6)
+    assert np.isfinite(got).all() and not got_keys[3].any()
+    assert len(memories[1]) == min(rows_stored, size)
+    torch.testing.assert_close(got_keys, expected_keys)
+    assert not np.allclose(got, base)  # the memory did correct something
+    if not regression:
+        np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)
+    thawed = pickle.loads(pickle.dumps(memories[1]))  # e.g. river's clone, checkpoints
+    assert thawed._native is not None
+    np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
