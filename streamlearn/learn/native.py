@@ -55,7 +55,7 @@ FLAGS = (
     "-fno-signed-zeros",
     "-fno-trapping-math",
 )
-APPLIED, SKIPPED, NO_MEMORY = 1, 0, -2  # fused_step's return codes
+APPLIED, SKIPPED, FORWARD_ONLY, NO_MEMORY = 1, 0, -1, -2  # fused_step's return codes
 PORTABLE = "x86-64-v3"  # the -march of the build a package ships (AVX2, FMA: x86 since 2015)
 PREBUILT = Path(__file__).with_name("prebuilt")  # where the package keeps it
 # CPU features (as /proc/cpuinfo names them) that builds for these -march levels use
@@ -130,6 +130,7 @@ class _Call(ctypes.Structure):
         ("pred_stride", _I),
         ("loss", _P),
         ("hidden", _P),
+        ("unit_hidden", _I),
     ]
 
 
@@ -308,7 +309,7 @@ class NativeStep:
         ``hidden`` [B, H] float32. Returns APPLIED, SKIPPED (non-finite: nothing changed) or
         NO_MEMORY.
         """
-        call, trainer = self._call, self._trainer
+        call = self._call
         num, cat, y = batch
         call.num, call.cat, call.y, call.batch = num.ctypes.data, cat.ctypes.data, _ptr(y), len(y)
         if replay is None:
@@ -317,13 +318,43 @@ class NativeStep:
             r_num, r_cat, r_y, rows = replay
             call.r_num, call.r_cat, call.r_y = r_num.data_ptr(), r_cat.data_ptr(), r_y.data_ptr()
             call.r_idx, call.r_rows = rows.ctypes.data, len(rows)
-        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
         call.outputs, call.lr = outputs, lr
         call.target_loc, call.target_scale, call.pred_loc, call.pred_scale = target
         call.prediction = None if prediction is None else prediction.ctypes.data
         call.pred_stride = 1 if prediction is None or prediction.ndim == 1 else prediction.shape[1]
         call.loss = None if loss is None else loss.ctypes.data
         call.hidden = None if hidden is None else hidden.ctypes.data
+        call.unit_hidden = 0
+        return self._run()
+
+    def forward_into(
+        self,
+        num: torch.Tensor,
+        cat: torch.Tensor,
+        outputs: int,
+        prediction: torch.Tensor,
+        hidden: torch.Tensor,
+        shown: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
+        """A forward pass only (nothing learned) over ``num``/``cat`` (contiguous rows of the
+        model's full slot layouts), writing the prediction into ``prediction`` [n, ≥ outputs]
+        (a row-major view; its rows may be further apart than its width, as a column block of
+        a wider buffer) and unit-length last hidden rows into ``hidden`` [n, H] (contiguous).
+        ``shown``: (loc, scale) de-standardising regression values. For the error memory's
+        re-keying, which writes straight into its ring."""
+        call = self._call
+        call.num, call.cat, call.y, call.batch = num.data_ptr(), cat.data_ptr(), None, len(num)
+        call.r_rows, call.outputs, call.lr = 0, outputs, 0.0
+        call.pred_loc, call.pred_scale = shown
+        call.prediction, call.pred_stride = prediction.data_ptr(), prediction.stride(0)
+        call.loss, call.hidden, call.unit_hidden = None, hidden.data_ptr(), 1
+        code = self._run()
+        if code != FORWARD_ONLY:
+            raise MemoryError("compiled forward pass: scratch memory could not be allocated")
+
+    def _run(self) -> int:
+        call, trainer = self._call, self._trainer
+        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
         return int(self._fused_step(self._net_ref, self._call_ref))
 
 

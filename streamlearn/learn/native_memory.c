@@ -19,14 +19,19 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
                       int32_t regression, float *out, float *keys_out) {
     const int all = k <= 0 || k >= filled;
     const int32_t picked = all ? filled : k;
-    float *sim = malloc(sizeof(float) * (size_t)filled + sizeof(float) * 2 * (size_t)width);
+    /* scratch: similarities, the weighted means, the ring's keys transposed [hidden_dim,
+     * filled] so each row's similarities accumulate along contiguous, vectorised rows */
+    float *sim = malloc(sizeof(float) * ((size_t)filled * (1 + (size_t)hidden_dim) + 2 * width));
     int32_t *top = malloc(sizeof(int32_t) * (size_t)(picked > 0 ? picked : 1));
     if (!sim || !top) {
         free(sim);
         free(top);
         return -2;
     }
-    float *mean = sim + filled;
+    float *mean = sim + filled, *keys_t = mean + 2 * width;
+    for (int32_t j = 0; j < filled; j++)
+        for (int32_t i = 0; i < hidden_dim; i++)
+            keys_t[(int64_t)i * filled + j] = ring_keys[(int64_t)j * hidden_dim + i];
     for (int32_t n = 0; n < rows; n++) {
         const float *h = hidden + (int64_t)n * hidden_dim;
         float *q = keys_out + (int64_t)n * hidden_dim;
@@ -35,12 +40,13 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
         norm = sqrtf(norm);
         norm = norm < 1e-8f ? 1e-8f : norm;
         for (int32_t i = 0; i < hidden_dim; i++) q[i] = h[i] / norm;
-        for (int32_t j = 0; j < filled; j++) {
-            const float *key = ring_keys + (int64_t)j * hidden_dim;
-            float s = 0.0f;
-            for (int32_t i = 0; i < hidden_dim; i++) s += q[i] * key[i];
-            sim[j] = s * (1.0f / tau);
+        memset(sim, 0, sizeof(float) * (size_t)filled);
+        for (int32_t i = 0; i < hidden_dim; i++) {
+            const float qi = q[i], *column = keys_t + (int64_t)i * filled;
+            if (qi == 0.0f) continue;
+            for (int32_t j = 0; j < filled; j++) sim[j] += qi * column[j];
         }
+        for (int32_t j = 0; j < filled; j++) sim[j] *= 1.0f / tau;
         /* the k largest, kept sorted descending by insertion (k is small) */
         int32_t count = 0;
         for (int32_t j = 0; j < filled; j++) {

@@ -36,7 +36,7 @@ typedef struct {
 typedef struct {
     const float *num;      /* batch rows [batch, numeric_slots] */
     const int64_t *cat;    /* [batch, categorical_slots] */
-    const void *y;         /* [batch] int64 class slots or float32 values */
+    const void *y;         /* [batch] int64 class slots or float32 values; NULL: forward only */
     int32_t batch;
     const float *r_num;    /* replay buffer, same layouts, rows picked by r_idx */
     const int64_t *r_cat;
@@ -52,6 +52,7 @@ typedef struct {
     int32_t pred_stride;
     float *loss;           /* [batch + r_rows] per-row loss (may be NULL) */
     float *hidden;         /* [batch, H_last] last hidden layer (may be NULL) */
+    int32_t unit_hidden;   /* 1: hidden rows scaled to unit length (error-memory keys) */
 } Call;
 
 /* where row n of the update comes from: (batch or replay arrays, its index there) */
@@ -159,8 +160,9 @@ static float sum_of_squares(const float *v, int64_t count) {
 }
 
 /* Returns 1 when the update was applied, 0 when it was skipped (non-finite loss or gradient:
- * no parameter or moment changed), -2 when scratch could not be allocated (nothing changed;
- * outputs not written). */
+ * no parameter or moment changed), -1 after a forward pass without targets (y NULL: outputs
+ * only, nothing learned), -2 when scratch could not be allocated (nothing changed; outputs
+ * not written). */
 int fused_step(const Net *net, const Call *c) {
     const int64_t rows = (int64_t)c->batch + c->r_rows;
     const int32_t a = c->active_num, cs = c->active_cat, k = c->outputs, e = net->emb_dim;
@@ -211,38 +213,53 @@ int fused_step(const Net *net, const Call *c) {
     }
     linear(act[L - 2], rows, last, net->weight[L - 1], last, net->bias[L - 1], k, out, 0, wt);
 
-    /* per-row loss, the prediction, and d(mean loss)/d(out) into d [rows, k] */
+    /* per-row loss, the prediction, and d(mean loss)/d(out) into d [rows, k]; without
+     * targets (y NULL) only the prediction and the hidden rows */
     double total = 0.0;
     for (int64_t n = 0; n < rows; n++) {
         int replayed;
         int64_t at = source_row(c, n, &replayed);
         const void *ys = replayed ? c->r_y : c->y;
-        float *o = out + n * k, *g = d + n * k, row_loss;
+        float *o = out + n * k, *g = d + n * k, row_loss = 0.0f;
         if (net->regression) {
-            float target = (((const float *)ys)[at] - c->target_loc) / c->target_scale;
-            float diff = o[0] - target;
-            row_loss = diff * diff;
-            g[0] = diff * (2.0f / (float)rows);
             if (c->prediction && n < c->batch)
-                c->prediction[n] = o[0] * c->pred_scale + c->pred_loc;
+                c->prediction[n * c->pred_stride] = o[0] * c->pred_scale + c->pred_loc;
+            if (ys) {
+                float target = (((const float *)ys)[at] - c->target_loc) / c->target_scale;
+                float diff = o[0] - target;
+                row_loss = diff * diff;
+                g[0] = diff * (2.0f / (float)rows);
+            }
         } else {
-            int64_t slot = ((const int64_t *)ys)[at];
             float top = o[0], sum = 0.0f;
             for (int32_t j = 1; j < k; j++) top = o[j] > top ? o[j] : top;
             for (int32_t j = 0; j < k; j++) sum += (g[j] = expf(o[j] - top));
             for (int32_t j = 0; j < k; j++) g[j] /= sum;
-            row_loss = logf(sum) + top - o[slot];
             if (c->prediction && n < c->batch)
                 memcpy(c->prediction + n * c->pred_stride, g, sizeof(float) * k);
-            g[slot] -= 1.0f;
-            for (int32_t j = 0; j < k; j++) g[j] *= 1.0f / (float)rows;
+            if (ys) {
+                int64_t slot = ((const int64_t *)ys)[at];
+                row_loss = logf(sum) + top - o[slot];
+                g[slot] -= 1.0f;
+                for (int32_t j = 0; j < k; j++) g[j] *= 1.0f / (float)rows;
+            }
         }
         total += row_loss;
         if (c->loss) c->loss[n] = row_loss;
     }
-    if (c->hidden) memcpy(c->hidden, act[L - 2], sizeof(float) * (size_t)(c->batch * last));
-    result = 0;
-    if (!isfinite(total)) goto done;
+    if (c->hidden) {
+        memcpy(c->hidden, act[L - 2], sizeof(float) * (size_t)c->batch * last);
+        if (c->unit_hidden) /* as learn/memory.py's unit_rows: h / max(|h|, 1e-8) */
+            for (int64_t n = 0; n < c->batch; n++) {
+                float *h = c->hidden + n * last, norm = 0.0f;
+                for (int32_t i = 0; i < last; i++) norm += h[i] * h[i];
+                norm = sqrtf(norm);
+                norm = norm < 1e-8f ? 1e-8f : norm;
+                for (int32_t i = 0; i < last; i++) h[i] /= norm;
+            }
+    }
+    result = c->y ? 0 : -1;
+    if (!c->y || !isfinite(total)) goto done;
 
     /* backward into the flat gradient; slices of inactive inputs and outputs stay zero */
     memset(net->grad, 0, sizeof(float) * (size_t)net->flat_size);

@@ -21,7 +21,8 @@ from streamlearn.errors import ConfigError
 from streamlearn.learn import native
 from streamlearn.learn.learner import OnlineLearner
 from streamlearn.learn.memory import ErrorMemory
-from streamlearn.settings import FeatureSettings, LearnerSettings
+from streamlearn.prequential import Prequential
+from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
 FEATURES = FeatureSettings(numeric_slots=6, categorical_slots=3, hash_buckets=64, embedding_dim=4)
 CLASSES = 4
@@ -252,3 +253,36 @@ def test_native_memory_compensation_matches_the_torch_one(regression, k, size, r
     thawed = pickle.loads(pickle.dumps(memories[1]))  # e.g. river's clone, checkpoints
     assert thawed._native is not None
     np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_prequential_with_error_memory_agrees_across_kernels(task):
+    """The whole loop: compiled step, compiled compensation and compiled re-keying (into the
+    ring) against the torch ones, with re-keys on every step."""
+    rng = np.random.default_rng(15)
+    runs = [
+        Prequential(
+            load_settings(
+                learner={"task": task, "kernel": kernel, "hidden": [16, 8], "seed": 2},
+                features={"numeric_slots": 6, "categorical_slots": 3, "hash_buckets": 64},
+                memory={"size": 48, "k": 4, "rekey_every": 1},
+                drift={"detector": "none"},
+            )
+        )
+        for kernel in ("torch", "native")
+    ]
+    assert runs[0].learner.trainer.native is None and runs[1].memory.memory._native is not None
+    for _ in range(12):
+        num, _, y = batch(rng, task, n=16, categorical=0)
+        xs = [
+            {"a": a, "b": b, "c": c, "d": d, "k": f"k{int(abs(a) * 3)}"}
+            for a, b, c, d in num[:, :4]
+        ]
+        outcomes = [run.process(xs, list(y)) for run in runs]
+        np.testing.assert_allclose(
+            outcomes[1].prediction, outcomes[0].prediction, rtol=1e-3, atol=1e-4
+        )
+    rings = [run.memory.memory.backend for run in runs]
+    assert runs[1].memory.rekeys == 12 and rings[1].filled == 48
+    torch.testing.assert_close(rings[1].keys, rings[0].keys, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(rings[1].values, rings[0].values, rtol=1e-3, atol=1e-4)
