@@ -4,7 +4,9 @@ One forward pass over [new batch ‖ replay sample] gives both the prequential p
 the new rows (made before any update, so a prediction never sees its own label) and the
 training loss. Steps with a non-finite loss or gradient are skipped and counted, gradients are
 clipped, and the LR follows a warm-up/re-warm schedule. Training runs the hand-fused step of
-learn/fused.py in float32; scoring-only calls use the module (bfloat16 autocast on CUDA).
+learn/fused.py in float32: on a CPU as one compiled call per update (learn/native.py) unless
+``learner.kernel`` says torch, on CUDA as torch ops. Scoring-only calls use the module
+(bfloat16 autocast on CUDA).
 """
 
 from __future__ import annotations
