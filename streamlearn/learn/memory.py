@@ -409,7 +409,12 @@ class ErrorMemory:
         store = self.backend
         assert isinstance(store, TopKStore)
         h = np.ascontiguousarray(hidden, dtype=np.float32)
-        b = np.ascontiguousarray(base, dtype=np.float32)
+        b = np.ascontiguousarray(base, dtype=np.float32).reshape(len(h), -1)
+        if h.shape[1:] != store.keys.shape[1:] or b.shape[1] != self.width:  # C trusts shapes
+            raise ValueError(
+                f"hidden {h.shape} / base {b.shape}: the memory holds keys of width "
+                f"{store.keys.shape[1]} and values of width {self.width}"
+            )
         out = np.empty((len(h), self.width), dtype=np.float32)
         keys = np.empty_like(h)
         code = self._native.memory_compensate(

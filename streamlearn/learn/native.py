@@ -55,7 +55,7 @@ FLAGS = (
     "-fno-signed-zeros",
     "-fno-trapping-math",
 )
-APPLIED, SKIPPED, FORWARD_ONLY, NO_MEMORY = 1, 0, -1, -2  # fused_step's return codes
+APPLIED, SKIPPED, FORWARD_ONLY, NO_MEMORY, BAD_BUCKET = 1, 0, -1, -2, -3  # fused_step's codes
 PORTABLE = "x86-64-v3"  # the -march of the build a package ships (AVX2, FMA: x86 since 2015)
 PREBUILT = Path(__file__).with_name("prebuilt")  # where the package keeps it
 # CPU features (as /proc/cpuinfo names them) that builds for these -march levels use
@@ -96,6 +96,7 @@ class _Net(ctypes.Structure):
         ("flat_size", ctypes.c_int64),
         ("table", _P),
         ("table_moments", _P),
+        ("buckets", ctypes.c_int64),
         ("step", _P),
         ("weight_decay", _F),
         ("clip_norm", _F),
@@ -280,6 +281,7 @@ class NativeStep:
         net.exp_avg, net.exp_avg_sq = trainer.exp_avg.data_ptr(), trainer.exp_avg_sq.data_ptr()
         net.flat_size = trainer.flat.numel()
         net.table, net.table_moments = trainer.table.data_ptr(), trainer.table_moments.data_ptr()
+        net.buckets = trainer.table.shape[0]
         net.step = trainer.step.data_ptr()
         net.weight_decay, net.clip_norm = trainer.weight_decay, trainer.clip_norm
         net.beta1, net.beta2 = betas
@@ -306,10 +308,11 @@ class NativeStep:
         (loc, scale) standardising regression targets for the loss, then (loc, scale)
         de-standardising the prediction. Outputs, when given, are filled: ``prediction``
         [B, ≥ outputs] float32 (probabilities or values), ``loss`` [B + replay rows] float32,
-        ``hidden`` [B, H] float32. Returns APPLIED, SKIPPED (non-finite: nothing changed) or
-        NO_MEMORY.
+        ``hidden`` [B, H] float32. Returns APPLIED or SKIPPED (non-finite: nothing changed).
+        C reads raw memory: callers pass the batch through :meth:`check` first (the kernel
+        still refuses a bucket id outside the table: IndexError, nothing changed).
         """
-        call = self._call
+        call, trainer = self._call, self._trainer
         num, cat, y = batch
         call.num, call.cat, call.y, call.batch = num.ctypes.data, cat.ctypes.data, _ptr(y), len(y)
         if replay is None:
@@ -325,7 +328,25 @@ class NativeStep:
         call.loss = None if loss is None else loss.ctypes.data
         call.hidden = None if hidden is None else hidden.ctypes.data
         call.unit_hidden = 0
-        return self._run()
+        code = self._run()
+        if code == BAD_BUCKET:
+            raise IndexError(f"bucket id outside [0, {trainer.table.shape[0]}) in the batch")
+        if code == NO_MEMORY:
+            raise MemoryError("compiled training step: scratch memory could not be allocated")
+        return code
+
+    def check(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> None:
+        """ValueError for inputs of other shapes, IndexError for a bucket id outside the table
+        (the errors the torch step raises); callers check before changing any state."""
+        trainer = self._trainer
+        shapes = (len(y), trainer.numeric_slots), (len(y), trainer.categorical_slots)
+        if (num.shape, cat.shape) != shapes or y.ndim != 1:
+            raise ValueError(
+                f"inputs of shapes {num.shape} / {cat.shape} / {y.shape}; the model takes "
+                f"{shapes[0]} / {shapes[1]} / ({len(y)},)"
+            )
+        if cat.size and (cat.min() < 0 or cat.max() >= trainer.table.shape[0]):
+            raise IndexError(f"bucket id outside [0, {trainer.table.shape[0]}) in the batch")
 
     def forward_into(
         self,
@@ -349,8 +370,8 @@ class NativeStep:
         call.prediction, call.pred_stride = prediction.data_ptr(), prediction.stride(0)
         call.loss, call.hidden, call.unit_hidden = None, hidden.data_ptr(), 1
         code = self._run()
-        if code != FORWARD_ONLY:
-            raise MemoryError("compiled forward pass: scratch memory could not be allocated")
+        if code != FORWARD_ONLY:  # the ring holds only rows a training step has accepted
+            raise MemoryError(f"compiled forward pass failed (code {code})")
 
     def _run(self) -> int:
         call, trainer = self._call, self._trainer

@@ -29,6 +29,7 @@ typedef struct {
     float *flat, *grad, *exp_avg, *exp_avg_sq; /* dense parameters, all views of these */
     int64_t flat_size;
     float *table, *table_moments;  /* [buckets, e], [buckets, 2, e] */
+    int64_t buckets;
     float *step;                   /* Adam's step count (a float scalar tensor) */
     float weight_decay, clip_norm, beta1, beta2, eps;
 } Net;
@@ -161,8 +162,8 @@ static float sum_of_squares(const float *v, int64_t count) {
 
 /* Returns 1 when the update was applied, 0 when it was skipped (non-finite loss or gradient:
  * no parameter or moment changed), -1 after a forward pass without targets (y NULL: outputs
- * only, nothing learned), -2 when scratch could not be allocated (nothing changed; outputs
- * not written). */
+ * only, nothing learned), -2 when scratch could not be allocated, -3 when a bucket id lies
+ * outside the table (for -2 and -3: nothing changed, outputs not written). */
 int fused_step(const Net *net, const Call *c) {
     const int64_t rows = (int64_t)c->batch + c->r_rows;
     const int32_t a = c->active_num, cs = c->active_cat, k = c->outputs, e = net->emb_dim;
@@ -196,6 +197,10 @@ int fused_step(const Net *net, const Call *c) {
         memcpy(x + n * a, (replayed ? c->r_num : c->num) + at * ns, sizeof(float) * a);
         const int64_t *cat_row = (replayed ? c->r_cat : c->cat) + at * cats;
         for (int32_t t = 0; t < cs; t++) {
+            if (cat_row[t] < 0 || cat_row[t] >= net->buckets) {
+                result = -3;
+                goto done;
+            }
             ids[n * cs + t] = cat_row[t];
             memcpy(emb + n * ce + (int64_t)t * e, net->table + cat_row[t] * e, sizeof(float) * e);
         }

@@ -286,3 +286,47 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
     assert runs[1].memory.rekeys == 12 and rings[1].filled == 48
     torch.testing.assert_close(rings[1].keys, rings[0].keys, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(rings[1].values, rings[0].values, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", ["bucket", "negative bucket", "numeric width", "label shape"])
+def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
+    rng = np.random.default_rng(16)
+    torch_learner, native_learner = pair(task="regression")
+    for learner in (torch_learner, native_learner):
+        for _ in range(3):
+            learner.step(*batch(rng, "regression"))
+    state = copy.deepcopy(native_learner.state_dict())
+    num, cat, y = batch(rng, "regression")
+    if bad == "bucket":
+        cat[5, 1] = FEATURES.hash_buckets
+    elif bad == "negative bucket":
+        cat[2, 0] = -1
+    elif bad == "numeric width":
+        num = num[:, :4]
+    else:
+        y = y.reshape(-1, 1)
+    errors = (IndexError, ValueError, RuntimeError)
+    with pytest.raises(errors):
+        torch_learner.step(num, cat, y)
+    with pytest.raises(IndexError if "bucket" in bad else ValueError):
+        native_learner.step(num, cat, y)
+    after = native_learner.state_dict()
+    assert (
+        str(after["counters"]) == str(state["counters"])
+        and after["replay"]["seen"] == state["replay"]["seen"]
+    )
+    for name, value in state["model"].items():
+        assert torch.equal(after["model"][name], value), name
+    native_learner.step(*batch(rng, "regression"))  # and it goes on learning
+
+
+def test_memory_refuses_inputs_of_other_widths():
+    memory = ErrorMemory(8, 3, k=2, size=16, native=native.load())
+    rng = np.random.default_rng(17)
+    memory.update(rng.normal(size=(4, 8)).astype(np.float32), np.array([0, 1, 2, 0]),
+                  rng.dirichlet(np.ones(3), 4).astype(np.float32))  # fmt: skip
+    base = rng.dirichlet(np.ones(3), 2).astype(np.float32)
+    with pytest.raises(ValueError, match="keys of width 8"):
+        memory.compensate_keyed(rng.normal(size=(2, 12)).astype(np.float32), base)
+    with pytest.raises(ValueError, match="values of width 3"):
+        memory.compensate_keyed(rng.normal(size=(2, 8)).astype(np.float32), base[:, :2])
