@@ -62,9 +62,53 @@ static int64_t source_row(const Call *c, int64_t n, int *replayed) {
     return *replayed ? c->r_idx[n - c->batch] : n;
 }
 
+/* C[M, N] += A[M, K] . B[K, N], row-major with row strides lda, ldb, ldc. Blocks of 4 rows
+ * by 32 columns accumulate in fixed-size locals the compiler keeps in vector registers (8
+ * AVX-512 or 16 AVX2 registers), so each loaded row of B feeds four rows of FMAs; the edges
+ * take one row at a time, skipping zero multipliers (ReLU zeros, unset inputs). */
+#define BLOCK_ROWS 4
+#define BLOCK_COLS 32
+static void gemm_acc(int64_t M, int64_t K, int64_t N, const float *restrict A, int64_t lda,
+                     const float *restrict B, int64_t ldb, float *restrict C, int64_t ldc) {
+    const int64_t n_blocked = N - N % BLOCK_COLS;
+    int64_t m = 0;
+    for (; m + BLOCK_ROWS <= M; m += BLOCK_ROWS)
+        for (int64_t n = 0; n < n_blocked; n += BLOCK_COLS) {
+            float acc[BLOCK_ROWS][BLOCK_COLS];
+            for (int r = 0; r < BLOCK_ROWS; r++)
+                for (int t = 0; t < BLOCK_COLS; t++) acc[r][t] = C[(m + r) * ldc + n + t];
+            for (int64_t k = 0; k < K; k++) {
+                const float *b = B + k * ldb + n;
+                for (int r = 0; r < BLOCK_ROWS; r++) {
+                    const float a = A[(m + r) * lda + k];
+                    for (int t = 0; t < BLOCK_COLS; t++) acc[r][t] += a * b[t];
+                }
+            }
+            for (int r = 0; r < BLOCK_ROWS; r++)
+                for (int t = 0; t < BLOCK_COLS; t++) C[(m + r) * ldc + n + t] = acc[r][t];
+        }
+    for (int64_t row = 0; row < M; row++) { /* what the blocks left: edge rows, edge columns */
+        const int64_t from = row < m ? n_blocked : 0;
+        if (from == N) continue;
+        float *c = C + row * ldc;
+        for (int64_t k = 0; k < K; k++) {
+            const float a = A[row * lda + k], *b = B + k * ldb;
+            if (a == 0.0f) continue;
+            for (int64_t n = from; n < N; n++) c[n] += a * b[n];
+        }
+    }
+}
+
+/* dst[j, i] = src[i, j]: src is [rows, cols] with row stride lds */
+static void transpose(const float *restrict src, int64_t rows, int64_t cols, int64_t lds,
+                      float *restrict dst) {
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) dst[j * rows + i] = src[i * lds + j];
+}
+
 /* y[n, j] (+)= bias[j] + sum_i x[n, i] * w[j, i] for i < in (w's row stride: ldw). Few outputs
- * (the head): one dot product per output. Otherwise w's block is transposed into wt first, so
- * the inner loop runs along the outputs: contiguous, vectorised, no horizontal sums. */
+ * (the head): one dot product per output. Otherwise w's block is transposed into wt first and
+ * the product runs as gemm_acc. */
 static void linear(const float *restrict x, int64_t rows, int32_t in, const float *restrict w,
                    int32_t ldw, const float *restrict bias, int32_t out, float *restrict y,
                    int accumulate, float *restrict wt) {
@@ -78,62 +122,39 @@ static void linear(const float *restrict x, int64_t rows, int32_t in, const floa
             }
         return;
     }
-    for (int32_t j = 0; j < out; j++)
-        for (int32_t i = 0; i < in; i++) wt[(int64_t)i * out + j] = w[(int64_t)j * ldw + i];
-    for (int64_t n = 0; n < rows; n++) {
-        float *yr = y + n * out;
-        if (!accumulate) {
-            if (bias) memcpy(yr, bias, sizeof(float) * out);
-            else memset(yr, 0, sizeof(float) * out);
+    transpose(w, out, in, ldw, wt);
+    if (!accumulate)
+        for (int64_t n = 0; n < rows; n++) {
+            if (bias) memcpy(y + n * out, bias, sizeof(float) * out);
+            else memset(y + n * out, 0, sizeof(float) * out);
         }
-        for (int32_t i = 0; i < in; i++) {
-            const float xi = x[n * in + i], *wr = wt + (int64_t)i * out;
-            if (xi == 0.0f) continue;
-            for (int32_t j = 0; j < out; j++) yr[j] += xi * wr[j];
-        }
-    }
+    gemm_acc(rows, in, out, x, in, wt, out, y, out);
 }
 
-/* g[j, i] = sum_n d[n, j] * x[n, i] (a weight gradient; g's row stride: ldg). With fewer
- * inputs than outputs it is summed transposed in gt (inner loop along the outputs), then
- * copied out. */
+/* g[j, i] = sum_n d[n, j] * x[n, i] (a weight gradient; g's row stride: ldg), as dT . x, or
+ * with fewer inputs than outputs as (xT . d) transposed, so the long side runs along the
+ * vectorised columns. t1, t2: scratch of rows * max(in, out) and in * out floats. */
 static void outer_sum(const float *restrict d, int64_t rows, int32_t out,
                       const float *restrict x, int32_t in, float *restrict g, int32_t ldg,
-                      float *restrict gt) {
+                      float *restrict t1, float *restrict t2) {
     if (in >= out) {
+        transpose(d, rows, out, out, t1);
         for (int32_t j = 0; j < out; j++) memset(g + (int64_t)j * ldg, 0, sizeof(float) * in);
-        for (int64_t n = 0; n < rows; n++)
-            for (int32_t j = 0; j < out; j++) {
-                const float dj = d[n * out + j], *xr = x + n * in;
-                float *gr = g + (int64_t)j * ldg;
-                if (dj == 0.0f) continue;
-                for (int32_t i = 0; i < in; i++) gr[i] += dj * xr[i];
-            }
+        gemm_acc(out, rows, in, t1, rows, x, in, g, ldg);
         return;
     }
-    memset(gt, 0, sizeof(float) * (size_t)in * out);
-    for (int64_t n = 0; n < rows; n++)
-        for (int32_t i = 0; i < in; i++) {
-            const float xi = x[n * in + i], *dr = d + n * out;
-            float *gr = gt + (int64_t)i * out;
-            if (xi == 0.0f) continue;
-            for (int32_t j = 0; j < out; j++) gr[j] += xi * dr[j];
-        }
+    transpose(x, rows, in, in, t1);
+    memset(t2, 0, sizeof(float) * (size_t)in * out);
+    gemm_acc(in, rows, out, t1, rows, d, out, t2, out);
     for (int32_t j = 0; j < out; j++)
-        for (int32_t i = 0; i < in; i++) g[(int64_t)j * ldg + i] = gt[(int64_t)i * out + j];
+        for (int32_t i = 0; i < in; i++) g[(int64_t)j * ldg + i] = t2[(int64_t)i * out + j];
 }
 
-/* dx[n, i] = sum_j d[n, j] * w[j, i] (an input gradient) */
+/* dx[n, i] = sum_j d[n, j] * w[j, i] (an input gradient): d . W */
 static void input_grad(const float *restrict d, int64_t rows, int32_t out,
                        const float *restrict w, int32_t ldw, int32_t in, float *restrict dx) {
     memset(dx, 0, sizeof(float) * rows * in);
-    for (int64_t n = 0; n < rows; n++)
-        for (int32_t j = 0; j < out; j++) {
-            const float dj = d[n * out + j], *wr = w + (int64_t)j * ldw;
-            float *dr = dx + n * in;
-            if (dj == 0.0f) continue;
-            for (int32_t i = 0; i < in; i++) dr[i] += dj * wr[i];
-        }
+    gemm_acc(rows, out, in, d, out, w, ldw, dx, in);
 }
 
 static void bias_grad(const float *d, int64_t rows, int32_t out, float *g) {
@@ -174,7 +195,7 @@ int fused_step(const Net *net, const Call *c) {
 
     /* one scratch block: inputs, activations, logits, two gradient buffers, embedding rows */
     int64_t floats = rows * (a + ce) + rows * k + 2 * rows * widest + 2 * rows * ce +
-                     (int64_t)widest * widest;
+                     2 * (int64_t)widest * (rows > widest ? rows : widest);
     for (int32_t l = 0; l + 1 < L; l++) floats += rows * net->width[l];
     float *scratch = malloc(sizeof(float) * (size_t)floats);
     int64_t *ids = malloc(sizeof(int64_t) * (size_t)(6 * rows * cs + 1));
@@ -187,7 +208,8 @@ int fused_step(const Net *net, const Call *c) {
     }
     float *out = p, *d = out + rows * k, *dn = d + rows * widest, *d_emb = dn + rows * widest;
     float *emb_grad = d_emb + rows * ce; /* per distinct bucket */
-    float *wt = emb_grad + rows * ce;    /* a transposed weight block or weight gradient */
+    /* transposed weight blocks, activations and gradients for the products */
+    float *wt = emb_grad + rows * ce, *wt2 = wt + (int64_t)widest * (rows > widest ? rows : widest);
     int64_t *uniq = ids + rows * cs; /* then a hash of up to 4 * rows * cs slots */
 
     /* the update's rows: the batch, then the replay rows r_idx picks */
@@ -271,7 +293,7 @@ int fused_step(const Net *net, const Call *c) {
     int32_t dw = k;
     for (int32_t l = L - 1; l >= 1; l--) {
         int32_t h = net->width[l - 1];
-        outer_sum(d, rows, dw, act[l - 1], h, net->grad_weight[l], h, wt);
+        outer_sum(d, rows, dw, act[l - 1], h, net->grad_weight[l], h, wt, wt2);
         bias_grad(d, rows, dw, net->grad_bias[l]);
         input_grad(d, rows, dw, net->weight[l], h, h, dn);
         relu_backward(dn, act[l - 1], rows * h);
@@ -280,11 +302,11 @@ int fused_step(const Net *net, const Call *c) {
         dn = t;
         dw = h;
     }
-    outer_sum(d, rows, dw, x, a, net->grad_weight[0], net->in_full, wt);
+    outer_sum(d, rows, dw, x, a, net->grad_weight[0], net->in_full, wt, wt2);
     bias_grad(d, rows, dw, net->grad_bias[0]);
     int64_t distinct = 0;
     if (ce) {
-        outer_sum(d, rows, dw, emb, ce, net->grad_weight[0] + ns, net->in_full, wt);
+        outer_sum(d, rows, dw, emb, ce, net->grad_weight[0] + ns, net->in_full, wt, wt2);
         input_grad(d, rows, dw, w0 + ns, net->in_full, ce, d_emb);
         /* sum the rows' embedding gradients per distinct bucket; bucket 0 (padding) never
          * learns, as nn.Embedding(padding_idx=0) */
