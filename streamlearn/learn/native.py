@@ -239,7 +239,7 @@ def load() -> ctypes.CDLL:
             _loaded = library
         except (NativeUnavailable, OSError) as error:
             _loaded = error if isinstance(error, NativeUnavailable) else NativeUnavailable(error)
-            log.info("compiled training step unavailable, using the torch step: %s", _loaded)
+            log.warning("compiled CPU kernels unavailable, using the torch step: %s", _loaded)
     if isinstance(_loaded, NativeUnavailable):
         raise _loaded
     return _loaded
