@@ -40,6 +40,7 @@ class DemoReport:
     segments: list[tuple[int, int, float]] = field(default_factory=list)  # start, stop, value
     around: list[DriftWindow] = field(default_factory=list)  # 1,000 events each side
     plot: Path | None = None
+    training_step: str = ""  # which training step ran: compiled kernels or torch ops
 
     @property
     def events_per_second(self) -> float:
@@ -54,6 +55,7 @@ class DemoReport:
             f"events learned    {self.events:,}",
             f"events/s          {self.events_per_second:,.0f} end to end (reading the source "
             f"included), {self.process_events_per_second:,.0f} in Prequential.process",
+            f"training step     {self.training_step}",
             f"prequential {self.metric:<6} {self.overall:.4f}",
             f"drifts detected   {self.detected or 'none'}",
         ]
@@ -76,7 +78,13 @@ def run_demo(settings: Settings, out_dir: Path | None, stream: TextIO | None = N
     source = build_source(settings)
     preq = build_prequential(settings)
     score = PrequentialScore(regression=preq.regression)
-    report = DemoReport(metric=score.metric)
+    learner = preq.learner
+    report = DemoReport(
+        metric=score.metric,
+        training_step="compiled C kernels (learner.kernel), cpu"
+        if learner.trainer.native is not None
+        else f"torch ops, {learner.device}",
+    )
     if isinstance(source, SyntheticSource):
         report.true_drifts = source.drift_positions
     total = settings.source.n_events if isinstance(source, SyntheticSource) else None

@@ -223,10 +223,12 @@ class OnlineLearner:
         prediction = np.zeros((batch, *width), dtype=np.float32)
         loss = np.empty(batch + per_update, dtype=np.float32)
         hidden = np.empty((batch, self.model.hidden_dim), dtype=np.float32)
-        shown = (float(self.model.target_loc), float(self.model.target_scale))
-        if self.regression and np.isfinite(y).all():  # as step(): after predicting
-            self._observe_targets(y.astype(np.float64))
-        target = (float(self.model.target_loc), float(self.model.target_scale), *shown)
+        target = (0.0, 1.0, 0.0, 1.0)  # classification: unused
+        if self.regression:  # the prediction shows the statistics before this batch's targets
+            shown = (float(self.model.target_loc), float(self.model.target_scale))
+            if np.isfinite(y).all():  # as step(): observed after predicting
+                self._observe_targets(y.astype(np.float64))
+            target = (float(self.model.target_loc), float(self.model.target_scale), *shown)
         learned = True
         for update in range(self.settings.updates):
             replay = None

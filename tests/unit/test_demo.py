@@ -13,6 +13,7 @@ import pytest
 
 from streamlearn.cli import main
 from streamlearn.demo import run_demo
+from streamlearn.learn import native
 from streamlearn.settings import load_settings
 
 EVENTS = 4000
@@ -67,6 +68,12 @@ def test_summary_names_speed_accuracy_and_plot(sea) -> None:
     assert 0 < end_to_end <= learner  # the source's own time only adds to the end-to-end figure
     assert f"prequential accuracy {report.overall:.4f}" in text
     assert "true drifts       [1000, 2000, 3000]" in text
+    try:  # the compiled kernels wherever a C compiler builds them
+        native.load()
+        step = "compiled C kernels (learner.kernel), cpu"
+    except native.NativeUnavailable:
+        step = "torch ops, cpu"
+    assert f"training step     {step}" in text
     png = out / "demo-sea-drift.png"
     assert report.plot == png and png.read_bytes().startswith(b"\x89PNG")
 
