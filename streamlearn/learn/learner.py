@@ -67,7 +67,7 @@ class OnlineLearner:
             self.model,
             learner.weight_decay,
             learner.clip_norm,
-            _native_library(learner.kernel, self.device),
+            _native_library(learner.kernel, self.device, len(learner.hidden)),
         )
         # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
         # kept here because reading the mask back would cost device ops on every step
@@ -321,13 +321,18 @@ class OnlineLearner:
         self._y_count, self._y_mean, self._y_m2 = (float(v) for v in counters["y"])
 
 
-def _native_library(kernel: str, device: torch.device) -> Any:
+def _native_library(kernel: str, device: torch.device, hidden_layers: int) -> Any:
     """The compiled step's library for ``learner.kernel`` on ``device``, or None for the torch
     step. "auto" takes it on a CPU when it builds; "native" insists (a clear error if not)."""
-    if kernel == "torch" or (kernel == "auto" and device.type != "cpu"):
+    too_deep = hidden_layers + 1 > native.MAX_LAYERS
+    if kernel == "torch" or (kernel == "auto" and (device.type != "cpu" or too_deep)):
         return None
     if device.type != "cpu":
         raise ConfigError(f"learner.kernel: 'native' runs on the CPU, not on {device.type}")
+    if too_deep:
+        raise ConfigError(
+            f"learner.kernel: 'native' takes at most {native.MAX_LAYERS - 1} hidden layers"
+        )
     try:
         return native.load()
     except native.NativeUnavailable as error:

@@ -245,10 +245,6 @@ def load() -> ctypes.CDLL:
     return _loaded
 
 
-def _ptr(array: np.ndarray | torch.Tensor) -> int:
-    return array.data_ptr() if isinstance(array, torch.Tensor) else array.ctypes.data
-
-
 class NativeStep:
     """FusedTrainer's update as one call into native_step.c, on the trainer's own buffers.
 
@@ -314,7 +310,8 @@ class NativeStep:
         """
         call, trainer = self._call, self._trainer
         num, cat, y = batch
-        call.num, call.cat, call.y, call.batch = num.ctypes.data, cat.ctypes.data, _ptr(y), len(y)
+        call.num, call.cat, call.y = num.ctypes.data, cat.ctypes.data, y.ctypes.data
+        call.batch = len(y)
         if replay is None:
             call.r_rows = 0
         else:

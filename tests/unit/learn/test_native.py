@@ -162,6 +162,10 @@ def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
 
 
 def test_kernel_setting_and_unavailable_builds(monkeypatch, tmp_path):
+    deep = LearnerSettings(task="binary", device="cpu", hidden=(4,) * native.MAX_LAYERS)
+    assert OnlineLearner(deep, FEATURES).trainer.native is None  # deeper than the kernel takes
+    with pytest.raises(ConfigError, match="at most 15 hidden layers"):
+        OnlineLearner(deep.model_copy(update={"kernel": "native"}), FEATURES)
     monkeypatch.setattr(native, "_loaded", None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no build yet
     monkeypatch.setattr(native, "PREBUILT", tmp_path / "prebuilt")  # none shipped either
