@@ -8,6 +8,7 @@ depths, embeddings, replay, several updates, clipping, weight decay and skipped 
 import copy
 import os
 import pickle
+import platform
 import shutil
 import subprocess
 import sys
@@ -180,6 +181,10 @@ def test_kernel_setting_and_unavailable_builds(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_loaded", None)
 
 
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or "avx2" not in native._cpu_flags().split(),
+    reason="the portable build is x86-64-v3 (AVX2)",
+)
 def test_builds_are_cached_and_a_shipped_portable_build_is_found(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     first = native.build()
