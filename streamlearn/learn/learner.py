@@ -216,7 +216,7 @@ class OnlineLearner:
             np.ascontiguousarray(cat, dtype=np.int64),
             np.ascontiguousarray(y, dtype=np.float32 if self.regression else np.int64),
         )
-        step.check(*rows)  # before any state changes
+        step.check(*rows, self.outputs)  # before any state changes
         per_update = self._replay_per_update(batch)
         drawn = self.replay.draw(per_update * self.settings.updates) if per_update else None
         width = () if self.regression else (self.model.class_mask.shape[0],)

@@ -332,9 +332,10 @@ class NativeStep:
             raise MemoryError("compiled training step: scratch memory could not be allocated")
         return code
 
-    def check(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> None:
+    def check(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray, outputs: int) -> None:
         """ValueError for inputs of other shapes, IndexError for a bucket id outside the table
-        (the errors the torch step raises); callers check before changing any state."""
+        or a class slot outside the ``outputs`` switched on (the errors the torch step
+        raises); callers check before changing any state."""
         trainer = self._trainer
         shapes = (len(y), trainer.numeric_slots), (len(y), trainer.categorical_slots)
         if (num.shape, cat.shape) != shapes or y.ndim != 1:
@@ -344,6 +345,8 @@ class NativeStep:
             )
         if cat.size and (cat.min() < 0 or cat.max() >= trainer.table.shape[0]):
             raise IndexError(f"bucket id outside [0, {trainer.table.shape[0]}) in the batch")
+        if not trainer.regression and len(y) and (y.min() < 0 or y.max() >= outputs):
+            raise IndexError(f"class slot outside the {outputs} switched on in the batch")
 
     def forward_into(
         self,

@@ -297,16 +297,21 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
     torch.testing.assert_close(rings[1].values, rings[0].values, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("bad", ["bucket", "negative bucket", "numeric width", "label shape"])
+@pytest.mark.parametrize(
+    "bad", ["bucket", "negative bucket", "numeric width", "label shape", "class slot"]
+)
 def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
     rng = np.random.default_rng(16)
-    torch_learner, native_learner = pair(task="regression")
+    task = "multiclass" if bad == "class slot" else "regression"
+    torch_learner, native_learner = pair(task=task)
     for learner in (torch_learner, native_learner):
         for _ in range(3):
-            learner.step(*batch(rng, "regression"))
+            learner.step(*batch(rng, task))
     state = copy.deepcopy(native_learner.state_dict())
-    num, cat, y = batch(rng, "regression")
-    if bad == "bucket":
+    num, cat, y = batch(rng, task)
+    if bad == "class slot":
+        y[4] = 3  # slot 3 exists in the head, but only 3 classes are switched on
+    elif bad == "bucket":
         cat[5, 1] = FEATURES.hash_buckets
     elif bad == "negative bucket":
         cat[2, 0] = -1
@@ -317,7 +322,7 @@ def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
     errors = (IndexError, ValueError, RuntimeError)
     with pytest.raises(errors):
         torch_learner.step(num, cat, y)
-    with pytest.raises(IndexError if "bucket" in bad else ValueError):
+    with pytest.raises(IndexError if "bucket" in bad or "class" in bad else ValueError):
         native_learner.step(num, cat, y)
     after = native_learner.state_dict()
     assert (
@@ -326,7 +331,7 @@ def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
     )
     for name, value in state["model"].items():
         assert torch.equal(after["model"][name], value), name
-    native_learner.step(*batch(rng, "regression"))  # and it goes on learning
+    native_learner.step(*batch(rng, task))  # and it goes on learning
 
 
 def test_memory_refuses_inputs_of_other_widths():
