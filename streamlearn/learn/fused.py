@@ -149,11 +149,12 @@ class FusedTrainer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Pickling copies views as separate tensors: bind the module to the buffer again, and
-        the compiled step to the new buffers (the torch step where it cannot be had)."""
+        the compiled step to the new buffers (the torch step where it cannot be had, or for
+        pickles made before it existed)."""
         self.__dict__.update(state)
         self._bind()
         try:
-            self.native = NativeStep(load(), self, _BETAS, _EPS) if state["native"] else None
+            self.native = NativeStep(load(), self, _BETAS, _EPS) if state.get("native") else None
         except NativeUnavailable:
             self.native = None
 

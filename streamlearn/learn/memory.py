@@ -352,7 +352,7 @@ class ErrorMemory:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         try:
-            self._native = native.load() if state["_native"] else None
+            self._native = native.load() if state.get("_native") else None
         except native.NativeUnavailable:  # unpickled where it cannot be had: the torch path
             self._native = None
 

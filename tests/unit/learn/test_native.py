@@ -344,3 +344,19 @@ def test_memory_refuses_inputs_of_other_widths():
         memory.compensate_keyed(rng.normal(size=(2, 12)).astype(np.float32), base)
     with pytest.raises(ValueError, match="values of width 3"):
         memory.compensate_keyed(rng.normal(size=(2, 8)).astype(np.float32), base[:, :2])
+
+
+def test_pickles_from_before_the_compiled_step_still_load():
+    _, learner = pair()
+    learner.step(*batch(np.random.default_rng(18), "multiclass"))
+    old = learner.trainer.__getstate__()
+    del old["native"]  # what a FusedTrainer pickled by the earlier release holds
+    trainer = object.__new__(type(learner.trainer))
+    trainer.__setstate__(old)
+    assert trainer.native is None  # the torch step, as that release ran
+    memory = ErrorMemory(4, 2)
+    state = memory.__getstate__()
+    del state["_native"]
+    restored = object.__new__(ErrorMemory)
+    restored.__setstate__(state)
+    assert restored._native is None
