@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from streamlearn.events import Rejection
 from streamlearn.intake import dead_letter_headers, label_check, prediction_messages, split
@@ -61,3 +62,30 @@ def test_prediction_messages():
     assert json.loads(nothing_known[0])["prediction"] is None
     values = prediction_messages(["r"], np.array([2.5], dtype=np.float32), [], 1)
     assert json.loads(values[0])["prediction"] == 2.5
+
+
+@pytest.mark.parametrize(
+    ("ids", "rows", "classes"),
+    [
+        (['q"uote', "ünï\u2603", "tab\there", "\x00nul"], np.eye(4, 3), [True, 7, "naïve"]),
+        (["a", "b"], np.zeros((2, 2)), []),  # nothing known yet: null
+        (["r1", "r2", "r3"], np.array([1e300, float("nan"), -0.0]), []),  # regression
+        (["x"], np.array([-float("inf")]), []),
+    ],
+)
+def test_prediction_messages_are_json_dumps_byte_for_byte(ids, rows, classes):
+    """Assembled from parts, the messages equal what json.dumps writes for the same dict."""
+    step = np.int64(12)  # a numpy step count is written like an int
+    got = prediction_messages(ids, rows, classes, int(step))
+    if rows.ndim == 1:
+        values = [float(v) for v in rows]
+    else:
+        values = [
+            classes[int(r[: len(classes)].argmax())] if len(classes) and r.sum() > 0 else None
+            for r in rows
+        ]
+    expected = [
+        json.dumps({"id": i, "prediction": v, "model_step": 12}, separators=(",", ":")).encode()
+        for i, v in zip(ids, values, strict=True)
+    ]
+    assert got == expected
