@@ -139,18 +139,9 @@ class MemoryStage:
         if ring is None or ring.filled == 0:
             return
         n, w = ring.filled, ring.width
-        step = self.learner.trainer.native
-        if step is not None:  # one compiled call, writing straight into the ring
-            model = self.learner.model
-            shown = (float(model.target_loc), float(model.target_scale))
-            step.forward_into(
-                self._num[:n], self._cat[:n], self.learner.outputs, ring.values[:n, w:],
-                ring.keys[:n], shown,
-            )  # fmt: skip
-        else:
-            pred, hidden = self.learner.forward_seen(self._num[:n], self._cat[:n])
-            unit_rows(hidden.float(), out=ring.keys[:n])
-            ring.values[:n, w:] = pred.float().view(n, w)
+        self.learner.forward_seen_into(
+            self._num[:n], self._cat[:n], ring.values[:n, w:], ring.keys[:n]
+        )
         self.rekeys += 1
 
     @torch.no_grad()

@@ -23,6 +23,7 @@ from streamlearn.device import autocast_dtype, configure_threads, resolve_device
 from streamlearn.errors import ConfigError
 from streamlearn.learn import native
 from streamlearn.learn.fused import FusedTrainer, Pass
+from streamlearn.learn.memory import unit_rows
 from streamlearn.learn.replay import ReservoirBuffer
 from streamlearn.learn.schedule import RewarmSchedule
 from streamlearn.model import TabularNet
@@ -121,6 +122,21 @@ class OnlineLearner:
         """
         p = self.trainer.forward(num, cat, self.outputs)
         return self.trainer.prediction(p, len(num)), p.hidden[-1]
+
+    def forward_seen_into(
+        self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor
+    ) -> None:
+        """:meth:`forward_seen` written into ``prediction`` [N, C] (a view; its rows may lie
+        further apart than its width) with the hidden rows scaled to unit length into ``keys``
+        [N, H]: the error memory's re-keying, straight into its ring. One compiled call where
+        the learner runs the compiled step."""
+        if self.trainer.native is not None:
+            shown = (float(self.model.target_loc), float(self.model.target_scale))
+            self.trainer.native.forward_into(num, cat, self.outputs, prediction, keys, shown)
+            return
+        pred, hidden = self.forward_seen(num, cat)
+        unit_rows(hidden.float(), out=keys)
+        prediction.copy_(pred.float().view_as(prediction))
 
     def set_classes(self, mask: np.ndarray) -> None:
         """Switch on the output slots of the classes seen so far."""

@@ -61,9 +61,10 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
         float peak = -INFINITY, total = 0.0f;
         for (int32_t t = 0; t < picked; t++) peak = sim[top[t]] > peak ? sim[top[t]] : peak;
         memset(mean, 0, sizeof(float) * 2 * (size_t)width);
-        for (int32_t t = 0; t < picked; t++) total += expf(sim[top[t]] - peak);
+        for (int32_t t = 0; t < picked; t++) /* each weight's exponential, once */
+            total += (sim[top[t]] = expf(sim[top[t]] - peak));
         for (int32_t t = 0; t < picked; t++) {
-            const float w = expf(sim[top[t]] - peak) / total;
+            const float w = sim[top[t]] / total;
             const float *v = ring_values + (int64_t)top[t] * 2 * width;
             for (int32_t i = 0; i < 2 * width; i++) mean[i] += w * v[i];
         }
