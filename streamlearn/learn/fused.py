@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from streamlearn.learn.native import NativeStep, NativeUnavailable, load
+from streamlearn.learn.native import NativeStep, reload
 from streamlearn.model import TabularNet
 
 __all__ = ["FusedTrainer", "Pass"]
@@ -153,10 +153,8 @@ class FusedTrainer:
         pickles made before it existed)."""
         self.__dict__.update(state)
         self._bind()
-        try:
-            self.native = NativeStep(load(), self, _BETAS, _EPS) if state.get("native") else None
-        except NativeUnavailable:
-            self.native = None
+        library = reload(state.get("native"))
+        self.native = None if library is None else NativeStep(library, self, _BETAS, _EPS)
 
     # -- widths -----------------------------------------------------------------------------
     def observe_inputs(self, num: np.ndarray, cat: np.ndarray) -> None:

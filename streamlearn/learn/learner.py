@@ -64,12 +64,8 @@ class OnlineLearner:
             ).to(self.device)
         # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
-        self.trainer = FusedTrainer(
-            self.model,
-            learner.weight_decay,
-            learner.clip_norm,
-            _native_library(learner.kernel, self.device, len(learner.hidden)),
-        )
+        library = _native_library(learner.kernel, self.device, len(learner.hidden))
+        self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm, library)
         # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
         # kept here because reading the mask back would cost device ops on every step
         self.outputs = 1 if self.regression else 0
@@ -87,6 +83,7 @@ class OnlineLearner:
             torch.float32 if self.regression else torch.long,
             self.device,
             seed=learner.seed,
+            native=library,  # compiled inserts wherever the step is compiled
         )
         self.steps = 0
         self.skipped_nonfinite = 0
@@ -268,8 +265,8 @@ class OnlineLearner:
                 self.skipped_nonfinite += 1
                 learned = False
         pre_loss = loss[:batch]
-        tensors = (torch.from_numpy(rows[0]), torch.from_numpy(rows[1]), torch.from_numpy(rows[2]))
-        self._keep(*tensors, float(loss.sum()), torch.from_numpy(pre_loss))
+        finite = np.isfinite(pre_loss)  # as _keep: a NaN/inf row must not poison later replay
+        self.replay.add_rows(*(rows if finite.all() else (part[finite] for part in rows)))
         return StepResult(prediction, pre_loss, hidden, learned)
 
     def _keep(

@@ -351,10 +351,7 @@ class ErrorMemory:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        try:
-            self._native = native.load() if state.get("_native") else None
-        except native.NativeUnavailable:  # unpickled where it cannot be had: the torch path
-            self._native = None
+        self._native = native.reload(state.get("_native"))  # None: the torch path
 
     def keys(self, hidden: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Unit-length keys [B, H] for hidden rows; pass them to compensate and update alike

@@ -38,11 +38,12 @@ import torch
 if TYPE_CHECKING:
     from streamlearn.learn.fused import FusedTrainer
 
-__all__ = ["NativeStep", "NativeUnavailable", "build", "load"]
+__all__ = ["NativeStep", "NativeUnavailable", "build", "load", "reload"]
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("native_step.c", "native_memory.c")  # compiled into one library
+SOURCES = ("native_step.c", "native_memory.c", "native_replay.c")  # compiled into one library
+HEADERS = ("native_gemm.h",)  # included by the sources (copied beside them, not compiled)
 MAX_LAYERS = 16  # MAX_LAYERS in native_step.c: hidden layers + the head
 # -fassociative-math (with the two flags it needs) lets the compiler vectorise the dot products;
 # NaN and inf still propagate (no -ffinite-math-only), so the non-finite guards keep working.
@@ -138,6 +139,10 @@ class _Call(ctypes.Structure):
 # memory_compensate(ring_keys, ring_values, filled, hidden_dim, width, hidden, base, rows, k,
 #                   tau, lam, gamma, regression, out, keys_out) of native_memory.c
 _MEMORY_ARGS = [_P, _P, _I, _I, _I, _P, _P, _I, _I, _F, _F, _F, _I, _P, _P]
+# reservoir_insert(num, cat, y, capacity, seen, batch_num, batch_cat, batch_y, rows, num_dim,
+#                  cat_dim, y_size, drawn) of native_replay.c
+_L = ctypes.c_int64
+_REPLAY_ARGS = [_P, _P, _P, _L, _L, _P, _P, _P, _L, _I, _I, _I, _P]
 
 
 def _cache_dir() -> Path:
@@ -187,7 +192,7 @@ def build(march: str = "native", directory: Path | None = None) -> Path:
     """
     _check_cpu(march)
     package = resources.files("streamlearn.learn")
-    sources = [package.joinpath(name).read_bytes() for name in SOURCES]
+    sources = [package.joinpath(name).read_bytes() for name in (*SOURCES, *HEADERS)]
     target = (directory or _cache_dir()) / _library_name(sources, march)
     if target.exists():
         return target
@@ -197,11 +202,12 @@ def build(march: str = "native", directory: Path | None = None) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as work:
-            files = [Path(work) / name for name in SOURCES]
+            files = [Path(work) / name for name in (*SOURCES, *HEADERS)]
             for file, text in zip(files, sources, strict=True):
                 file.write_bytes(text)
             out = Path(work) / target.name
-            command = [compiler, *FLAGS, f"-march={march}", *map(str, files), "-o", str(out), "-lm"]
+            compiled = map(str, files[: len(SOURCES)])
+            command = [compiler, *FLAGS, f"-march={march}", *compiled, "-o", str(out), "-lm"]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise NativeUnavailable(f"{' '.join(command)} failed: {done.stderr.strip()}")
@@ -236,6 +242,8 @@ def load() -> ctypes.CDLL:
             library.fused_step.restype = ctypes.c_int
             library.memory_compensate.argtypes = _MEMORY_ARGS
             library.memory_compensate.restype = ctypes.c_int
+            library.reservoir_insert.argtypes = _REPLAY_ARGS
+            library.reservoir_insert.restype = None
             _loaded = library
         except (NativeUnavailable, OSError) as error:
             _loaded = error if isinstance(error, NativeUnavailable) else NativeUnavailable(error)
@@ -243,6 +251,15 @@ def load() -> ctypes.CDLL:
     if isinstance(_loaded, NativeUnavailable):
         raise _loaded
     return _loaded
+
+
+def reload(used: object) -> ctypes.CDLL | None:
+    """For unpickling an object whose pickle says whether it ``used`` the library: the library
+    again, or None (its torch path) where it cannot be had or was not used."""
+    try:
+        return load() if used else None
+    except NativeUnavailable:
+        return None
 
 
 class NativeStep:

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "native_gemm.h"
+
 /* Returns 0, or -2 when scratch could not be allocated (nothing written). */
 int memory_compensate(const float *ring_keys, const float *ring_values, int32_t filled,
                       int32_t hidden_dim, int32_t width, const float *hidden, const float *base,
@@ -19,19 +21,20 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
                       int32_t regression, float *out, float *keys_out) {
     const int all = k <= 0 || k >= filled;
     const int32_t picked = all ? filled : k;
-    /* scratch: similarities, the weighted means, the ring's keys transposed [hidden_dim,
-     * filled] so each row's similarities accumulate along contiguous, vectorised rows */
-    float *sim = malloc(sizeof(float) * ((size_t)filled * (1 + (size_t)hidden_dim) + 2 * width));
+    /* scratch: one row's similarities, the chosen ones' values, the weighted means, the unit
+     * queries transposed [hidden_dim, rows] and every row's similarities [filled, rows], which
+     * one product of the ring's keys with the queries makes (the ring is read as it lies) */
+    const size_t scratch = (size_t)filled * (1 + (size_t)rows) + (size_t)picked +
+                           2 * (size_t)width + (size_t)hidden_dim * (size_t)rows;
+    float *sim = malloc(sizeof(float) * scratch);
     int32_t *top = malloc(sizeof(int32_t) * (size_t)(picked > 0 ? picked : 1));
     if (!sim || !top) {
         free(sim);
         free(top);
         return -2;
     }
-    float *mean = sim + filled, *keys_t = mean + 2 * width;
-    for (int32_t j = 0; j < filled; j++)
-        for (int32_t i = 0; i < hidden_dim; i++)
-            keys_t[(int64_t)i * filled + j] = ring_keys[(int64_t)j * hidden_dim + i];
+    float *chosen = sim + filled, *mean = chosen + picked, *queries_t = mean + 2 * width;
+    float *sims = queries_t + (int64_t)hidden_dim * rows;
     for (int32_t n = 0; n < rows; n++) {
         const float *h = hidden + (int64_t)n * hidden_dim;
         float *q = keys_out + (int64_t)n * hidden_dim;
@@ -40,31 +43,39 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
         norm = sqrtf(norm);
         norm = norm < 1e-8f ? 1e-8f : norm;
         for (int32_t i = 0; i < hidden_dim; i++) q[i] = h[i] / norm;
-        memset(sim, 0, sizeof(float) * (size_t)filled);
-        for (int32_t i = 0; i < hidden_dim; i++) {
-            const float qi = q[i], *column = keys_t + (int64_t)i * filled;
-            if (qi == 0.0f) continue;
-            for (int32_t j = 0; j < filled; j++) sim[j] += qi * column[j];
-        }
-        for (int32_t j = 0; j < filled; j++) sim[j] *= 1.0f / tau;
-        /* the k largest, kept sorted descending by insertion (k is small) */
+    }
+    transpose(keys_out, rows, hidden_dim, hidden_dim, queries_t);
+    memset(sims, 0, sizeof(float) * (size_t)filled * (size_t)rows);
+    gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
+    for (int32_t n = 0; n < rows; n++) {
+        for (int32_t j = 0; j < filled; j++) sim[j] = sims[(int64_t)j * rows + n] * (1.0f / tau);
+        /* the k largest (all when k is 0 or covers the ring), kept sorted descending by
+         * insertion with their values beside their slots; once k are held, a candidate must
+         * beat the smallest of them (a NaN never does) */
         int32_t count = 0;
+        float floor = -INFINITY;
         for (int32_t j = 0; j < filled; j++) {
-            if (!all && count == picked && !(sim[j] > sim[top[picked - 1]])) continue;
-            int32_t at = count < picked ? count++ : picked - 1;
-            while (!all && at > 0 && sim[j] > sim[top[at - 1]]) {
-                top[at] = top[at - 1];
-                at--;
+            const float s = sim[j];
+            if (all) {
+                top[count] = j, chosen[count++] = s;
+                continue;
             }
-            top[at] = j;
+            if (count == picked && !(s > floor)) continue;
+            int32_t at = count < picked ? count++ : picked - 1;
+            for (; at > 0 && s > chosen[at - 1]; at--) {
+                top[at] = top[at - 1];
+                chosen[at] = chosen[at - 1];
+            }
+            top[at] = j, chosen[at] = s;
+            floor = chosen[picked - 1];
         }
         float peak = -INFINITY, total = 0.0f;
-        for (int32_t t = 0; t < picked; t++) peak = sim[top[t]] > peak ? sim[top[t]] : peak;
+        for (int32_t t = 0; t < picked; t++) peak = chosen[t] > peak ? chosen[t] : peak;
         memset(mean, 0, sizeof(float) * 2 * (size_t)width);
         for (int32_t t = 0; t < picked; t++) /* each weight's exponential, once */
-            total += (sim[top[t]] = expf(sim[top[t]] - peak));
+            total += (chosen[t] = expf(chosen[t] - peak));
         for (int32_t t = 0; t < picked; t++) {
-            const float w = sim[top[t]] / total;
+            const float w = chosen[t] / total;
             const float *v = ring_values + (int64_t)top[t] * 2 * width;
             for (int32_t i = 0; i < 2 * width; i++) mean[i] += w * v[i];
         }

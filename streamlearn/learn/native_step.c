@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "native_gemm.h"
+
 #define MAX_LAYERS 16 /* hidden layers + head */
 
 typedef struct {
@@ -60,50 +62,6 @@ typedef struct {
 static int64_t source_row(const Call *c, int64_t n, int *replayed) {
     *replayed = n >= c->batch;
     return *replayed ? c->r_idx[n - c->batch] : n;
-}
-
-/* C[M, N] += A[M, K] . B[K, N], row-major with row strides lda, ldb, ldc. Blocks of 4 rows
- * by 32 columns accumulate in fixed-size locals the compiler keeps in vector registers (8
- * AVX-512 or 16 AVX2 registers), so each loaded row of B feeds four rows of FMAs; the edges
- * take one row at a time, skipping zero multipliers (ReLU zeros, unset inputs). */
-#define BLOCK_ROWS 4
-#define BLOCK_COLS 32
-static void gemm_acc(int64_t M, int64_t K, int64_t N, const float *restrict A, int64_t lda,
-                     const float *restrict B, int64_t ldb, float *restrict C, int64_t ldc) {
-    const int64_t n_blocked = N - N % BLOCK_COLS;
-    int64_t m = 0;
-    for (; m + BLOCK_ROWS <= M; m += BLOCK_ROWS)
-        for (int64_t n = 0; n < n_blocked; n += BLOCK_COLS) {
-            float acc[BLOCK_ROWS][BLOCK_COLS];
-            for (int r = 0; r < BLOCK_ROWS; r++)
-                for (int t = 0; t < BLOCK_COLS; t++) acc[r][t] = C[(m + r) * ldc + n + t];
-            for (int64_t k = 0; k < K; k++) {
-                const float *b = B + k * ldb + n;
-                for (int r = 0; r < BLOCK_ROWS; r++) {
-                    const float a = A[(m + r) * lda + k];
-                    for (int t = 0; t < BLOCK_COLS; t++) acc[r][t] += a * b[t];
-                }
-            }
-            for (int r = 0; r < BLOCK_ROWS; r++)
-                for (int t = 0; t < BLOCK_COLS; t++) C[(m + r) * ldc + n + t] = acc[r][t];
-        }
-    for (int64_t row = 0; row < M; row++) { /* what the blocks left: edge rows, edge columns */
-        const int64_t from = row < m ? n_blocked : 0;
-        if (from == N) continue;
-        float *c = C + row * ldc;
-        for (int64_t k = 0; k < K; k++) {
-            const float a = A[row * lda + k], *b = B + k * ldb;
-            if (a == 0.0f) continue;
-            for (int64_t n = from; n < N; n++) c[n] += a * b[n];
-        }
-    }
-}
-
-/* dst[j, i] = src[i, j]: src is [rows, cols] with row stride lds */
-static void transpose(const float *restrict src, int64_t rows, int64_t cols, int64_t lds,
-                      float *restrict dst) {
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) dst[j * rows + i] = src[i * lds + j];
 }
 
 /* y[n, j] (+)= bias[j] + sum_i x[n, i] * w[j, i] for i < in (w's row stride: ldw). Few outputs

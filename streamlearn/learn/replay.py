@@ -2,15 +2,20 @@
 
 Vitter's Algorithm R (1985): item t (0-based) enters while t < capacity, afterwards it replaces
 slot j ~ U{0..t} when j < capacity, so every item seen so far is kept with equal probability.
-Batches are inserted in one vectorised step that gives the same result as one-by-one insertion.
+Batches are inserted in one vectorised step that gives the same result as one-by-one insertion;
+on a CPU with the compiled kernels (learn/native.py) one call into native_replay.c does the
+inserts, with the same random draws.
 """
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
 import torch
+
+from streamlearn.learn import native
 
 __all__ = ["ReservoirBuffer"]
 
@@ -26,25 +31,43 @@ class ReservoirBuffer:
         y_dtype: torch.dtype,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        native: ctypes.CDLL | None = None,
     ) -> None:
+        """``native``: the compiled library of learn/native.py, for inserts on the CPU."""
         self.capacity = capacity
         self.seen = 0
         self.num = torch.zeros((capacity, num_dim), dtype=torch.float32, device=device)
         self.cat = torch.zeros((capacity, cat_dim), dtype=torch.long, device=device)
         self.y = torch.zeros(capacity, dtype=y_dtype, device=device)
         self._rng = np.random.default_rng(seed)
+        self._native = native if self.num.device.type == "cpu" else None
+        self._y_dtype = self.y.numpy().dtype if self._native is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the compiled library's handle (not picklable): whether it was used."""
+        return {**self.__dict__, "_native": self._native is not None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._native = native.reload(state.get("_native"))
 
     def __len__(self) -> int:
         return min(self.seen, self.capacity)
 
+    def _draws(self, n: int) -> tuple[int, np.ndarray | None]:
+        """(how many of the next n items find a free slot, the others' uniform draws from
+        [0, their index]: None when all found one)."""
+        fill = min(n, max(self.capacity - self.seen, 0))
+        if fill == n:
+            return fill, None
+        return fill, self._rng.integers(0, np.arange(self.seen + fill, self.seen + n) + 1)
+
     def slots_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions in the batch, reservoir slots) for the next n items, last write wins."""
-        fill = min(n, max(self.capacity - self.seen, 0))  # items that find a free slot
+        fill, drawn = self._draws(n)
         positions, slots = np.arange(fill), np.arange(self.seen, self.seen + fill)
-        if fill == n:
+        if drawn is None:
             return positions, slots
-        t = np.arange(self.seen + fill, self.seen + n)
-        drawn = self._rng.integers(0, t + 1)
         kept = np.flatnonzero(drawn < self.capacity)
         positions = np.concatenate([positions, kept + fill])
         slots = np.concatenate([slots, drawn[kept]])
@@ -72,6 +95,43 @@ class ReservoirBuffer:
             self.num.index_copy_(0, dst, num.index_select(0, src).to(self.num.dtype))
             self.cat.index_copy_(0, dst, cat.index_select(0, src))
             self.y.index_copy_(0, dst, y.index_select(0, src).to(self.y.dtype))
+
+    def add_rows(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> None:
+        """:meth:`add` for host arrays: one compiled call when they lie as the buffer keeps
+        its rows (C-contiguous, its dtypes and widths), else through :meth:`add`."""
+        native = self._native
+        if native is None or self.capacity == 0 or not self._host_layout(num, cat, y):
+            self.add(torch.from_numpy(num), torch.from_numpy(cat), torch.from_numpy(y))
+            return
+        _, drawn = self._draws(len(y))  # the C side derives the free slots itself
+        native.reservoir_insert(
+            self.num.data_ptr(),
+            self.cat.data_ptr(),
+            self.y.data_ptr(),
+            self.capacity,
+            self.seen,
+            num.ctypes.data,
+            cat.ctypes.data,
+            y.ctypes.data,
+            len(y),
+            self.num.shape[1],
+            self.cat.shape[1],
+            y.itemsize,
+            None if drawn is None else drawn.ctypes.data,
+        )
+        self.seen += len(y)
+
+    def _host_layout(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> bool:
+        return (
+            num.dtype == np.float32
+            and cat.dtype == np.int64
+            and y.dtype == self._y_dtype
+            and num.shape == (len(y), self.num.shape[1])
+            and cat.shape == (len(y), self.cat.shape[1])
+            and num.flags.c_contiguous
+            and cat.flags.c_contiguous
+            and y.flags.c_contiguous
+        )
 
     def clear(self) -> None:
         """Forget every row (after a drift the old concept's labels may be wrong)."""

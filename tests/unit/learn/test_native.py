@@ -22,6 +22,7 @@ from streamlearn.errors import ConfigError
 from streamlearn.learn import native
 from streamlearn.learn.learner import OnlineLearner
 from streamlearn.learn.memory import ErrorMemory
+from streamlearn.learn.replay import ReservoirBuffer
 from streamlearn.prequential import Prequential
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
@@ -360,3 +361,47 @@ def test_pickles_from_before_the_compiled_step_still_load():
     restored = object.__new__(ErrorMemory)
     restored.__setstate__(state)
     assert restored._native is None
+
+
+@pytest.mark.parametrize(
+    ("capacity", "sizes", "y_dtype"),
+    [
+        (20, [5, 50, 1, 100, 144], torch.long),  # fills, crosses capacity within a batch
+        (2, [500, 3], torch.long),  # one slot drawn many times in a batch: the last row wins
+        (16, [7, 9, 40], torch.float32),  # regression targets
+        (0, [4, 4], torch.long),
+    ],
+)
+def test_compiled_reservoir_inserts_equal_the_torch_ones(capacity, sizes, y_dtype):
+    with_c, without = (
+        ReservoirBuffer(capacity, 2, 3, y_dtype, seed=11, native=lib)
+        for lib in (native.load(), None)
+    )
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        num = rng.standard_normal((size, 2)).astype(np.float32)
+        cat = rng.integers(0, 1000, (size, 3))
+        y = rng.integers(0, 9, size).astype(torch.empty(0, dtype=y_dtype).numpy().dtype)
+        with_c.add_rows(num, cat, y)
+        without.add_rows(num, cat, y)
+        assert with_c.seen == without.seen
+        for a, b in ((with_c.num, without.num), (with_c.cat, without.cat), (with_c.y, without.y)):
+            assert torch.equal(a, b)
+    if capacity:  # the same draws from one generator stream
+        assert torch.equal(with_c.sample(9)[2], without.sample(9)[2])
+
+
+def test_compiled_reservoir_takes_other_layouts_through_torch_and_survives_pickling():
+    buffer = ReservoirBuffer(8, 2, 3, torch.long, seed=1, native=native.load())
+    reference = ReservoirBuffer(8, 2, 3, torch.long, seed=1)
+    num = np.arange(40, dtype=np.float64).reshape(20, 2)  # float64, and a strided view below
+    cat = np.arange(120).reshape(20, 6)[:, ::2]
+    for target in (buffer, reference):
+        target.add_rows(num, cat, np.arange(20))
+    assert torch.equal(buffer.num, reference.num) and torch.equal(buffer.cat, reference.cat)
+    restored = pickle.loads(pickle.dumps(buffer))
+    assert restored._native is not None and torch.equal(restored.y, buffer.y)
+    rows = (np.ones((3, 2), np.float32), np.ones((3, 3), np.int64), np.arange(3))
+    for target in (restored, buffer):
+        target.add_rows(*rows)
+    assert torch.equal(restored.y, buffer.y) and restored.seen == buffer.seen == 23
