@@ -132,23 +132,32 @@ class Prequential:
             prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
         if ok.any():
             raw, cat, z = feats.num[rows], feats.cat[rows], z[rows]
-            result = self.learner.step(z, cat, target)
-            prediction[rows] = (
-                result.prediction
-                if self.memory is None
-                else self.memory.compensate(result.hidden, result.prediction)
-            )
-            loss[rows] = result.loss
+            # the batch's updates may run on the learner's worker thread meanwhile: nothing
+            # here reads the model until settle() (on_drift would settle first)
+            result = self.learner.begin_step(z, cat, target)
+            try:
+                prediction[rows] = (
+                    result.prediction
+                    if self.memory is None
+                    else self.memory.compensate(result.hidden, result.prediction)
+                )
+                loss[rows] = result.loss
+                for offset in self.detector.update(result.loss):
+                    drifts.append(self.seen + offset)
+                if drifts:
+                    self.learner.on_drift()
+                if self.memory is not None:  # learns from the base prediction, like the detector
+                    self.memory.store(
+                        z, cat, result.hidden, target, result.prediction, bool(drifts)
+                    )
+                self.seen += len(target)
+                self.encoder.observe(raw)
+            finally:
+                self.learner.settle()
+            if self.memory is not None:  # re-keyed by the model that learned this batch
+                self.memory.refresh()
             for observe in self.observers:
                 observe(raw, cat, target, result.prediction)
-            for offset in self.detector.update(result.loss):
-                drifts.append(self.seen + offset)
-            if drifts:
-                self.learner.on_drift()
-            if self.memory is not None:  # learns from the base prediction, like the detector
-                self.memory.learn(z, cat, result.hidden, target, result.prediction, bool(drifts))
-            self.seen += len(target)
-            self.encoder.observe(raw)
         if not self.regression and len(self.labels) != known_before:
             prediction = _without_new_classes(prediction, known_before)
         self.drifts.extend(drifts)

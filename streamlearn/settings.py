@@ -96,6 +96,11 @@ class LearnerSettings(_Section):
         description="training step: native (compiled C, CPU only), torch (tensor ops), "
         "auto (native on CPU when a C compiler builds it, else torch)",
     )
+    overlap: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="with the native kernel: run a batch's updates on a second thread while "
+        "the rest of the batch is processed (same results); auto: on with 2 or more CPUs",
+    )
     amp: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch default)")
     seed: int = 0

@@ -82,7 +82,7 @@ class MemoryStage:
         if len(self.memory) == 0:
             return base
         compensated, keys = self.memory.compensate_keyed(hidden, base)
-        self._keys = (hidden, keys)  # normalised once for learn()
+        self._keys = (hidden, keys)  # normalised once for store()
         return compensated
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
@@ -91,7 +91,7 @@ class MemoryStage:
         return self.compensate(hidden, base)
 
     # -- learning ---------------------------------------------------------------------------
-    def learn(
+    def store(
         self,
         num: np.ndarray,
         cat: np.ndarray,
@@ -100,7 +100,8 @@ class MemoryStage:
         base: np.ndarray,
         drifted: bool,
     ) -> None:
-        """After a learned batch: apply the reset rule, store the rows, re-key if due."""
+        """After a learned batch: apply the reset rule, store the rows. Re-keying reads the
+        model: :meth:`refresh` once the batch's updates are done."""
         self.steps += 1
         if drifted:
             self.since_drift = 0
@@ -117,8 +118,11 @@ class MemoryStage:
             if self.memory.store == "errors":  # the rows it skipped are not in the ring
                 num, cat = num[stored], cat[stored]
             self._store_inputs(num, cat, cursor)
-            if self._rekey_due():
-                self.rekey()
+
+    def refresh(self) -> None:
+        """Re-key the stored inputs with the current model when the rule says so."""
+        if self._ring is not None and self._rekey_due():
+            self.rekey()
 
     def _store_inputs(self, num: np.ndarray, cat: np.ndarray, cursor: int) -> None:
         """Mirror the ring slots just written (from ``cursor`` on) with the raw inputs."""

@@ -6,13 +6,16 @@ training loss. Steps with a non-finite loss or gradient are skipped and counted,
 clipped, and the LR follows a warm-up/re-warm schedule. Training runs the hand-fused step of
 learn/fused.py in float32: on a CPU as one compiled call per update (learn/native.py) unless
 ``learner.kernel`` says torch, on CUDA as torch ops. Scoring-only calls use the module
-(bfloat16 autocast on CUDA).
+(bfloat16 autocast on CUDA). With the compiled step and ``learner.overlap``, :meth:`begin_step`
+scores the batch and leaves its updates running on a second thread; :meth:`settle` waits for
+them (every method that reads the model, optimizer or reservoir settles first).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +32,16 @@ from streamlearn.learn.schedule import RewarmSchedule
 from streamlearn.model import TabularNet
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
-__all__ = ["OnlineLearner", "StepResult"]
+__all__ = ["OnlineLearner", "Scored", "StepResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """What a step's forward pass saw, before any update."""
+
+    prediction: np.ndarray  # [B, C] probabilities or [B] values, from pre-update weights
+    loss: np.ndarray  # [B] per-row loss of those predictions
+    hidden: np.ndarray  # [B, H] hidden representation (the error-memory key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +99,18 @@ class OnlineLearner:
         )
         self.steps = 0
         self.skipped_nonfinite = 0
+        # updates running on the worker thread: (batch rows, their losses) to keep once done
+        self._overlap = self.trainer.native is not None and _overlaps(learner.overlap)
+        self._pending: tuple[tuple[np.ndarray, ...], np.ndarray] | None = None
+        self._learned = True  # whether every update of the last step applied
         self._y_count = 0.0
         self._y_mean = 0.0
         self._y_m2 = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles and copies see the learner with its updates done."""
+        self.settle()
+        return self.__dict__.copy()
 
     # -- inference ------------------------------------------------------------------------
     def _amp(self) -> contextlib.AbstractContextManager[Any]:
@@ -99,12 +120,14 @@ class OnlineLearner:
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] or values [N] for standardised numeric + bucket inputs."""
+        self.settle()
         with self._amp():
             pred, _ = self.model(to_device(num, self.device), to_device(cat, self.device))
         return pred.float().cpu().numpy()
 
     def predict_hidden(self, num: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`predict`, plus the hidden representation [N, H] (error-memory key)."""
+        self.settle()
         with self._amp():
             pred, hidden = self.model(to_device(num, self.device), to_device(cat, self.device))
         return pred.float().cpu().numpy(), hidden.float().cpu().numpy()
@@ -117,6 +140,7 @@ class OnlineLearner:
         The training forward: it computes only the input slots and classes seen so far, which
         gives the module's result for such rows at a fraction of the cost.
         """
+        self.settle()
         p = self.trainer.forward(num, cat, self.outputs)
         return self.trainer.prediction(p, len(num)), p.hidden[-1]
 
@@ -127,6 +151,7 @@ class OnlineLearner:
         further apart than its width) with the hidden rows scaled to unit length into ``keys``
         [N, H]: the error memory's re-keying, straight into its ring. One compiled call where
         the learner runs the compiled step."""
+        self.settle()
         if self.trainer.native is not None:
             shown = (float(self.model.target_loc), float(self.model.target_scale))
             self.trainer.native.forward_into(num, cat, self.outputs, prediction, keys, shown)
@@ -137,6 +162,7 @@ class OnlineLearner:
 
     def set_classes(self, mask: np.ndarray) -> None:
         """Switch on the output slots of the classes seen so far."""
+        self.settle()
         if not self.regression:
             self.model.class_mask.copy_(torch.from_numpy(mask))
             self.outputs = int(mask.sum())
@@ -174,8 +200,37 @@ class OnlineLearner:
 
         ``y`` holds class slots (int) or target values (float). The first update shares its
         forward pass with the prequential prediction; ``updates`` > 1 takes further steps on
-        the same batch, each with a fresh replay sample.
+        the same batch, each with its share of one replay draw.
         """
+        scored = self.begin_step(num, cat, y)
+        return StepResult(scored.prediction, scored.loss, scored.hidden, self.settle())
+
+    def settle(self) -> bool:
+        """Wait for the last step's updates if they still run on the worker thread, account
+        for them and keep the batch in the reservoir; whether every one of them applied."""
+        if self._pending is not None:
+            rows, loss = self._pending
+            self._pending = None
+            assert self.trainer.native is not None
+            self._learned = self._account(self.trainer.native.wait(), rows, loss)
+        return self._learned
+
+    def _account(
+        self, codes: list[int], rows: tuple[np.ndarray, ...], pre_loss: np.ndarray
+    ) -> bool:
+        """Count a compiled step's applied and skipped updates, keep its rows for replay (a
+        NaN/inf row must not poison later replay: its loss is not finite)."""
+        applied = sum(code == native.APPLIED for code in codes)
+        self.steps += applied
+        self.skipped_nonfinite += len(codes) - applied
+        finite = np.isfinite(pre_loss)
+        self.replay.add_rows(*(rows if finite.all() else (part[finite] for part in rows)))
+        return applied == len(codes)
+
+    def begin_step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> Scored:
+        """:meth:`step`'s prediction of the batch; its learning is done by :meth:`settle` at
+        the latest (at once, unless the updates overlap on the worker thread)."""
+        self.settle()
         self.trainer.observe_inputs(num, cat)
         if self.trainer.native is not None:
             return self._native_step(self.trainer.native, num, cat, y)
@@ -211,18 +266,17 @@ class OnlineLearner:
             loss = float(self.trainer.losses(again, y_all).sum())
             learned = self._learn(again, y_all, loss) and learned
         self._keep(num_t, cat_t, y_t, total, pre_loss)
-        return StepResult(  # the fused step is float32 throughout
-            prediction.cpu().numpy(),
-            pre_loss.cpu().numpy(),
-            first.hidden[-1][:batch].cpu().numpy(),
-            learned,
+        self._learned = learned
+        return Scored(  # the fused step is float32 throughout
+            prediction.cpu().numpy(), pre_loss.cpu().numpy(), first.hidden[-1][:batch].cpu().numpy()
         )
 
     def _native_step(
         self, step: native.NativeStep, num: np.ndarray, cat: np.ndarray, y: np.ndarray
-    ) -> StepResult:
-        """:meth:`step` through the compiled update: one call per update, the replay rows
-        gathered inside it, the same replay draws, schedule and skip rules."""
+    ) -> Scored:
+        """:meth:`begin_step` through the compiled update: one call per update, the replay
+        rows gathered inside it, the same replay draws, schedule and skip rules. Overlapping,
+        one call scores the batch and the updates run on the worker thread."""
         batch = len(y)
         rows = (
             np.ascontiguousarray(num, dtype=np.float32),
@@ -230,11 +284,12 @@ class OnlineLearner:
             np.ascontiguousarray(y, dtype=np.float32 if self.regression else np.int64),
         )
         step.check(*rows, self.outputs)  # before any state changes
+        updates = self.settings.updates
         per_update = self._replay_per_update(batch)
-        drawn = self.replay.draw(per_update * self.settings.updates) if per_update else None
+        drawn = self.replay.draw(per_update * updates) if per_update else None
+        replay = None if drawn is None else (self.replay.num, self.replay.cat, self.replay.y, drawn)
         width = () if self.regression else (self.model.class_mask.shape[0],)
         prediction = np.zeros((batch, *width), dtype=np.float32)
-        loss = np.empty(batch + per_update, dtype=np.float32)
         hidden = np.empty((batch, self.model.hidden_dim), dtype=np.float32)
         target = (0.0, 1.0, 0.0, 1.0)  # classification: unused
         if self.regression:  # the prediction shows the statistics before this batch's targets
@@ -242,32 +297,24 @@ class OnlineLearner:
             if np.isfinite(y).all():  # as step(): observed after predicting
                 self._observe_targets(y.astype(np.float64))
             target = (float(self.model.target_loc), float(self.model.target_scale), *shown)
-        learned = True
-        for update in range(self.settings.updates):
-            replay = None
-            if drawn is not None:
-                picked = drawn[update * per_update : (update + 1) * per_update]
-                replay = (self.replay.num, self.replay.cat, self.replay.y, picked)
-            first = update == 0
-            code = step.update(
-                rows,
-                replay,
-                self.outputs,
-                self.schedule.value(self.steps),
-                target,
-                prediction if first else None,
-                loss if first else None,
-                hidden if first else None,
-            )
-            if code == native.APPLIED:
-                self.steps += 1
-            else:
-                self.skipped_nonfinite += 1
-                learned = False
-        pre_loss = loss[:batch]
-        finite = np.isfinite(pre_loss)  # as _keep: a NaN/inf row must not poison later replay
-        self.replay.add_rows(*(rows if finite.all() else (part[finite] for part in rows)))
-        return StepResult(prediction, pre_loss, hidden, learned)
+        if self._overlap:
+            loss = np.empty(batch, dtype=np.float32)
+            lrs = [self.schedule.value(self.steps + applied) for applied in range(updates)]
+            if step.begin(rows, replay, self.outputs, lrs, target, prediction, loss, hidden):
+                self._pending = (rows, loss)
+                return Scored(prediction, loss, hidden)
+            self._overlap = False  # no worker thread here: updates in this thread from now on
+        loss = np.empty(batch + per_update, dtype=np.float32)
+        codes: list[int] = []
+        for update in range(updates):
+            picked = None
+            if replay is not None and drawn is not None:
+                picked = (*replay[:3], drawn[update * per_update : (update + 1) * per_update])
+            lr = self.schedule.value(self.steps + codes.count(native.APPLIED))
+            outputs = (prediction, loss, hidden) if update == 0 else (None, None, None)
+            codes.append(step.update(rows, picked, self.outputs, lr, target, *outputs))
+        self._learned = self._account(codes, rows, loss[:batch])
+        return Scored(prediction, loss[:batch], hidden)
 
     def _keep(
         self,
@@ -296,6 +343,7 @@ class OnlineLearner:
 
     def on_drift(self) -> None:
         """Drift response: re-warm the learning rate; optionally restart the replay sample."""
+        self.settle()
         self.schedule.on_drift(self.steps)
         if self.settings.replay_reset_on_drift:
             self.replay.clear()
@@ -306,6 +354,7 @@ class OnlineLearner:
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        self.settle()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.trainer.state_dict(),
@@ -319,6 +368,7 @@ class OnlineLearner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.settle()
         self.model.load_state_dict(state["model"])
         if not self.regression:
             self.outputs = int(self.model.class_mask.sum())
@@ -332,6 +382,15 @@ class OnlineLearner:
         self.steps = int(counters["steps"])
         self.skipped_nonfinite = int(counters["skipped_nonfinite"])
         self._y_count, self._y_mean, self._y_m2 = (float(v) for v in counters["y"])
+
+
+def _overlaps(setting: str) -> bool:
+    """``learner.overlap``: "auto" overlaps where this process may run on two or more CPUs."""
+    if setting != "auto":
+        return setting == "on"
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) >= 2
+    return (os.cpu_count() or 1) >= 2
 
 
 def _native_library(kernel: str, device: torch.device, hidden_layers: int) -> Any:

@@ -42,8 +42,9 @@ __all__ = ["NativeStep", "NativeUnavailable", "build", "load", "reload"]
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("native_step.c", "native_memory.c", "native_replay.c")  # compiled into one library
-HEADERS = ("native_gemm.h",)  # included by the sources (copied beside them, not compiled)
+# compiled into one library; the headers are included by them (copied beside, not compiled)
+SOURCES = ("native_step.c", "native_async.c", "native_memory.c", "native_replay.c")
+HEADERS = ("native_gemm.h", "native_step.h")
 MAX_LAYERS = 16  # MAX_LAYERS in native_step.c: hidden layers + the head
 # -fassociative-math (with the two flags it needs) lets the compiler vectorise the dot products;
 # NaN and inf still propagate (no -ffinite-math-only), so the non-finite guards keep working.
@@ -55,7 +56,14 @@ FLAGS = (
     "-fassociative-math",
     "-fno-signed-zeros",
     "-fno-trapping-math",
+    "-pthread",
 )
+# a batch's rows: numeric [B, slots] float32, bucket ids [B, slots] int64, targets [B]
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
+# the reservoir's numeric, bucket and target tensors, and the rows of them to take
+Replay = tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]
+# (loc, scale) standardising regression targets, then (loc, scale) de-standardising values
+Target = tuple[float, float, float, float]
 APPLIED, SKIPPED, FORWARD_ONLY, NO_MEMORY, BAD_BUCKET = 1, 0, -1, -2, -3  # fused_step's codes
 PORTABLE = "x86-64-v3"  # the -march of the build a package ships (AVX2, FMA: x86 since 2015)
 PREBUILT = Path(__file__).with_name("prebuilt")  # where the package keeps it
@@ -133,6 +141,20 @@ class _Call(ctypes.Structure):
         ("loss", _P),
         ("hidden", _P),
         ("unit_hidden", _I),
+        ("score_only", _I),
+    ]
+
+
+class _Job(ctypes.Structure):
+    """``Job`` of native_async.c: a batch's updates for the worker thread."""
+
+    _fields_ = [
+        ("net", ctypes.POINTER(_Net)),
+        ("call", _Call),
+        ("updates", _I),
+        ("per_update", _I),
+        ("lrs", _P),
+        ("codes", _P),
     ]
 
 
@@ -244,6 +266,10 @@ def load() -> ctypes.CDLL:
             library.memory_compensate.restype = ctypes.c_int
             library.reservoir_insert.argtypes = _REPLAY_ARGS
             library.reservoir_insert.restype = None
+            library.updates_submit.argtypes = [ctypes.POINTER(_Job)]
+            library.updates_submit.restype = ctypes.c_int
+            library.updates_wait.argtypes = [ctypes.POINTER(_Job)]
+            library.updates_wait.restype = None
             _loaded = library
         except (NativeUnavailable, OSError) as error:
             _loaded = error if isinstance(error, NativeUnavailable) else NativeUnavailable(error)
@@ -301,14 +327,19 @@ class NativeStep:
         net.eps = eps
         self._call = _Call()
         self._net_ref, self._call_ref = ctypes.byref(net), ctypes.byref(self._call)
+        self._library = library
+        self._job = _Job()
+        self._job.net = ctypes.pointer(net)
+        self._job_ref = ctypes.byref(self._job)
+        self._in_flight: tuple[object, ...] | None = None
 
     def update(
         self,
-        batch: tuple[np.ndarray, np.ndarray, np.ndarray],
-        replay: tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray] | None,
+        batch: Batch,
+        replay: Replay | None,
         outputs: int,
         lr: float,
-        target: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0),
+        target: Target = (0.0, 1.0, 0.0, 1.0),
         prediction: np.ndarray | None = None,
         loss: np.ndarray | None = None,
         hidden: np.ndarray | None = None,
@@ -325,7 +356,73 @@ class NativeStep:
         C reads raw memory: callers pass the batch through :meth:`check` first (the kernel
         still refuses a bucket id outside the table: IndexError, nothing changed).
         """
-        call, trainer = self._call, self._trainer
+        self._set_call(batch, replay, outputs, lr, target, (prediction, loss, hidden))
+        return self._run()
+
+    def begin(
+        self,
+        batch: Batch,
+        replay: Replay | None,
+        outputs: int,
+        lrs: list[float],
+        target: Target,
+        prediction: np.ndarray,
+        loss: np.ndarray,
+        hidden: np.ndarray,
+    ) -> bool:
+        """Score the batch here, then start its ``len(lrs)`` updates on the worker thread of
+        native_async.c; arguments as :meth:`update`'s, ``loss`` [B].
+
+        Scoring is the first update's forward pass over the batch rows alone (rows do not mix,
+        so the replay rows change none of its outputs), nothing learned. Update u then takes
+        the u-th equal share of the replay rows and ``lrs[a]`` after ``a`` applied updates.
+        False when no worker thread could be started (scored, nothing learned: run the
+        updates with :meth:`update`). Until :meth:`wait` nothing may read or change the
+        trainer's buffers, the reservoir's rows or the arrays passed.
+        """
+        updates = len(lrs)
+        per_update = 0 if replay is None else len(replay[3]) // updates
+        call = self._call
+        self._set_call(batch, replay, outputs, 0.0, target, (prediction, loss, hidden))
+        call.r_rows, call.score_only = 0, 1
+        code = self._run()
+        if code != FORWARD_ONLY:
+            raise MemoryError(f"compiled forward pass failed (code {code})")
+        call.r_rows, call.score_only = per_update, 0
+        call.prediction = call.loss = call.hidden = None
+        job = self._job
+        job.call = call
+        job.updates, job.per_update = updates, per_update
+        rates = np.asarray(lrs, dtype=np.float32)
+        codes = np.empty(updates, dtype=np.int32)
+        job.lrs, job.codes = rates.ctypes.data, codes.ctypes.data
+        if self._library.updates_submit(self._job_ref) != 0:
+            return False
+        self._in_flight = (batch, replay, rates, codes)  # alive until the worker is done
+        return True
+
+    def wait(self) -> list[int]:
+        """Block until the submitted updates have run; their codes (APPLIED or SKIPPED)."""
+        assert self._in_flight is not None, "no updates submitted"
+        self._library.updates_wait(self._job_ref)
+        codes = self._in_flight[3]
+        self._in_flight = None
+        for code in codes:
+            self._raise_for(int(code))
+        return codes.tolist()
+
+    def _set_call(
+        self,
+        batch: Batch,
+        replay: Replay | None,
+        outputs: int,
+        lr: float,
+        target: Target,
+        written: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None],
+    ) -> None:
+        """The call's fields; ``written``: the prediction, loss and hidden arrays filled."""
+        prediction, loss, hidden = written
+        call = self._call
         num, cat, y = batch
         call.num, call.cat, call.y = num.ctypes.data, cat.ctypes.data, y.ctypes.data
         call.batch = len(y)
@@ -341,13 +438,9 @@ class NativeStep:
         call.pred_stride = 1 if prediction is None or prediction.ndim == 1 else prediction.shape[1]
         call.loss = None if loss is None else loss.ctypes.data
         call.hidden = None if hidden is None else hidden.ctypes.data
-        call.unit_hidden = 0
-        code = self._run()
-        if code == BAD_BUCKET:
-            raise IndexError(f"bucket id outside [0, {trainer.table.shape[0]}) in the batch")
-        if code == NO_MEMORY:
-            raise MemoryError("compiled training step: scratch memory could not be allocated")
-        return code
+        call.unit_hidden = call.score_only = 0
+        trainer = self._trainer
+        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
 
     def check(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray, outputs: int) -> None:
         """ValueError for inputs of other shapes, IndexError for a bucket id outside the table
@@ -385,15 +478,23 @@ class NativeStep:
         call.r_rows, call.outputs, call.lr = 0, outputs, 0.0
         call.pred_loc, call.pred_scale = shown
         call.prediction, call.pred_stride = prediction.data_ptr(), prediction.stride(0)
-        call.loss, call.hidden, call.unit_hidden = None, hidden.data_ptr(), 1
+        call.loss, call.hidden, call.unit_hidden, call.score_only = None, hidden.data_ptr(), 1, 0
+        trainer = self._trainer
+        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
         code = self._run()
         if code != FORWARD_ONLY:  # the ring holds only rows a training step has accepted
             raise MemoryError(f"compiled forward pass failed (code {code})")
 
     def _run(self) -> int:
-        call, trainer = self._call, self._trainer
-        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
-        return int(self._fused_step(self._net_ref, self._call_ref))
+        code = int(self._fused_step(self._net_ref, self._call_ref))
+        self._raise_for(code)
+        return code
+
+    def _raise_for(self, code: int) -> None:
+        if code == BAD_BUCKET:
+            raise IndexError(f"bucket id outside [0, {self._trainer.table.shape[0]}) in the batch")
+        if code == NO_MEMORY:
+            raise MemoryError("compiled training step: scratch memory could not be allocated")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,50 +13,7 @@
 #include <string.h>
 
 #include "native_gemm.h"
-
-#define MAX_LAYERS 16 /* hidden layers + head */
-
-typedef struct {
-    int32_t layers;                /* hidden layers + 1 (the head) */
-    int32_t numeric_slots;         /* numeric inputs (W0's first columns) */
-    int32_t categorical_slots;     /* categorical inputs */
-    int32_t emb_dim;               /* embedding width e */
-    int32_t in_full;               /* W0's row stride: numeric_slots + categorical_slots * e */
-    int32_t width[MAX_LAYERS];     /* output width of each layer (head: all output slots) */
-    int32_t regression;
-    float *weight[MAX_LAYERS];
-    float *bias[MAX_LAYERS];
-    float *grad_weight[MAX_LAYERS];
-    float *grad_bias[MAX_LAYERS];
-    float *flat, *grad, *exp_avg, *exp_avg_sq; /* dense parameters, all views of these */
-    int64_t flat_size;
-    float *table, *table_moments;  /* [buckets, e], [buckets, 2, e] */
-    int64_t buckets;
-    float *step;                   /* Adam's step count (a float scalar tensor) */
-    float weight_decay, clip_norm, beta1, beta2, eps;
-} Net;
-
-typedef struct {
-    const float *num;      /* batch rows [batch, numeric_slots] */
-    const int64_t *cat;    /* [batch, categorical_slots] */
-    const void *y;         /* [batch] int64 class slots or float32 values; NULL: forward only */
-    int32_t batch;
-    const float *r_num;    /* replay buffer, same layouts, rows picked by r_idx */
-    const int64_t *r_cat;
-    const void *r_y;
-    const int64_t *r_idx;
-    int32_t r_rows;
-    int32_t active_num, active_cat, outputs; /* a, c, k */
-    float lr;
-    float target_loc, target_scale; /* standardise regression targets for the loss */
-    float pred_loc, pred_scale;     /* de-standardise the predicted values */
-    float *prediction;     /* [batch, k] probabilities (row stride pred_stride) or [batch]
-                              values; may be NULL */
-    int32_t pred_stride;
-    float *loss;           /* [batch + r_rows] per-row loss (may be NULL) */
-    float *hidden;         /* [batch, H_last] last hidden layer (may be NULL) */
-    int32_t unit_hidden;   /* 1: hidden rows scaled to unit length (error-memory keys) */
-} Call;
+#include "native_step.h"
 
 /* where row n of the update comes from: (batch or replay arrays, its index there) */
 static int64_t source_row(const Call *c, int64_t n, int *replayed) {
@@ -140,9 +97,10 @@ static float sum_of_squares(const float *v, int64_t count) {
 }
 
 /* Returns 1 when the update was applied, 0 when it was skipped (non-finite loss or gradient:
- * no parameter or moment changed), -1 after a forward pass without targets (y NULL: outputs
- * only, nothing learned), -2 when scratch could not be allocated, -3 when a bucket id lies
- * outside the table (for -2 and -3: nothing changed, outputs not written). */
+ * no parameter or moment changed), -1 after a forward pass only (y NULL: outputs; or
+ * score_only: outputs and losses; nothing learned), -2 when scratch could not be allocated,
+ * -3 when a bucket id lies outside the table (for -2 and -3: nothing changed, outputs not
+ * written). */
 int fused_step(const Net *net, const Call *c) {
     const int64_t rows = (int64_t)c->batch + c->r_rows;
     const int32_t a = c->active_num, cs = c->active_cat, k = c->outputs, e = net->emb_dim;
@@ -243,8 +201,8 @@ int fused_step(const Net *net, const Call *c) {
                 for (int32_t i = 0; i < last; i++) h[i] /= norm;
             }
     }
-    result = c->y ? 0 : -1;
-    if (!c->y || !isfinite(total)) goto done;
+    result = c->y && !c->score_only ? 0 : -1;
+    if (result == -1 || !isfinite(total)) goto done;
 
     /* backward into the flat gradient; slices of inactive inputs and outputs stay zero */
     memset(net->grad, 0, sizeof(float) * (size_t)net->flat_size);

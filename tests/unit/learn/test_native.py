@@ -9,7 +9,6 @@ import copy
 import os
 import pickle
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +29,7 @@ FEATURES = FeatureSettings(numeric_slots=6, categorical_slots=3, hash_buckets=64
 CLASSES = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compiled() -> None:
-    """Skipped only where no C compiler exists (`make install-test` installs one); a build
-    that fails with a compiler present fails the tests."""
-    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
-        pytest.skip("no C compiler: the learner runs the torch step here")
-    native.load()
+pytestmark = pytest.mark.usefixtures("compiled")
 
 
 def pair(**overrides):
