@@ -345,9 +345,11 @@ def bounds_section(results: Sequence[StreamResult]) -> str:
             f"Where a micro-batch's time goes: µs per batch of {first['batch_size']} events, "
             f"over {first['batches']} batches after {first['warmup_batches']} of warm-up, "
             "each stage's own time (a stage's calls less the timed stages they call). "
-            "*training updates*: "
-            "the compiled update (learn/native_step.c), all updates of the batch; *learner, "
-            "rest*: replay draws and inserts, target statistics, result arrays.",
+            "Only the calling thread's time is counted. *compiled training*: its time in the "
+            "compiled step (learn/native_step.c): scoring the batch and handing its updates to "
+            "the worker thread, then waiting for them if they are not done by the end of the "
+            "batch (learner.overlap; without it, the updates themselves); *learner, rest*: "
+            "replay draws and inserts, target statistics, result arrays.",
             "",
             markdown_table(
                 ["stream", *first["stage_us"].keys(), "total"],

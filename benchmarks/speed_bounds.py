@@ -31,9 +31,9 @@ Columns = dict[str, Any]
 # (stage, attribute path on Prequential, methods timed); a missing object (no error memory,
 # the torch step) leaves its stage at zero
 STAGES = (
-    ("training updates", "learner.trainer.native", ("update",)),
-    ("learner, rest", "learner", ("step",)),
-    ("error memory", "memory", ("compensate", "learn")),
+    ("compiled training", "learner.trainer.native", ("update", "begin", "wait")),
+    ("learner, rest", "learner", ("begin_step", "settle")),
+    ("error memory", "memory", ("compensate", "store", "refresh")),
     ("drift detector", "detector", ("update",)),
     ("features", "encoder", ("encode_columns", "standardize", "observe")),
     ("labels", "labels", ("add_many",)),

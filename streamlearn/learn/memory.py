@@ -420,16 +420,16 @@ class ErrorMemory:
             store.filled,
             h.shape[1],
             self.width,
-            h.ctypes.data,
-            b.ctypes.data,
+            native.address(h),
+            native.address(b),
             len(h),
             store.k,
             store.tau,
             self.lam,
             self.gamma,
             int(self.regression),
-            out.ctypes.data,
-            keys.ctypes.data,
+            native.address(out),
+            native.address(keys),
         )
         if code != 0:
             raise MemoryError("compiled error memory: scratch memory could not be allocated")

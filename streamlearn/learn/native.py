@@ -38,7 +38,7 @@ import torch
 if TYPE_CHECKING:
     from streamlearn.learn.fused import FusedTrainer
 
-__all__ = ["NativeStep", "NativeUnavailable", "build", "load", "reload"]
+__all__ = ["NativeStep", "NativeUnavailable", "address", "build", "load", "reload"]
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +279,19 @@ def load() -> ctypes.CDLL:
     return _loaded
 
 
+def address(array: np.ndarray) -> int:
+    """The data pointer of a C-contiguous array for a kernel: through a ctypes view of its
+    buffer, a third of ``array.ctypes.data``'s cost (≈ 0.3 against 0.9 µs, paid for every
+    array of every call); ``ctypes.data`` where no view is possible (read-only, empty)."""
+    try:
+        return ctypes.addressof(_BYTE.from_buffer(array))
+    except (TypeError, ValueError):
+        return int(array.ctypes.data)
+
+
+_BYTE = ctypes.c_char
+
+
 def reload(used: object) -> ctypes.CDLL | None:
     """For unpickling an object whose pickle says whether it ``used`` the library: the library
     again, or None (its torch path) where it cannot be had or was not used."""
@@ -395,7 +408,7 @@ class NativeStep:
         job.updates, job.per_update = updates, per_update
         rates = np.asarray(lrs, dtype=np.float32)
         codes = np.empty(updates, dtype=np.int32)
-        job.lrs, job.codes = rates.ctypes.data, codes.ctypes.data
+        job.lrs, job.codes = address(rates), address(codes)
         if self._library.updates_submit(self._job_ref) != 0:
             return False
         self._in_flight = (batch, replay, rates, codes)  # alive until the worker is done
@@ -424,20 +437,20 @@ class NativeStep:
         prediction, loss, hidden = written
         call = self._call
         num, cat, y = batch
-        call.num, call.cat, call.y = num.ctypes.data, cat.ctypes.data, y.ctypes.data
+        call.num, call.cat, call.y = address(num), address(cat), address(y)
         call.batch = len(y)
         if replay is None:
             call.r_rows = 0
         else:
             r_num, r_cat, r_y, rows = replay
             call.r_num, call.r_cat, call.r_y = r_num.data_ptr(), r_cat.data_ptr(), r_y.data_ptr()
-            call.r_idx, call.r_rows = rows.ctypes.data, len(rows)
+            call.r_idx, call.r_rows = address(rows), len(rows)
         call.outputs, call.lr = outputs, lr
         call.target_loc, call.target_scale, call.pred_loc, call.pred_scale = target
-        call.prediction = None if prediction is None else prediction.ctypes.data
+        call.prediction = None if prediction is None else address(prediction)
         call.pred_stride = 1 if prediction is None or prediction.ndim == 1 else prediction.shape[1]
-        call.loss = None if loss is None else loss.ctypes.data
-        call.hidden = None if hidden is None else hidden.ctypes.data
+        call.loss = None if loss is None else address(loss)
+        call.hidden = None if hidden is None else address(hidden)
         call.unit_hidden = call.score_only = 0
         trainer = self._trainer
         call.active_num, call.active_cat = trainer.active_num, trainer.active_cat

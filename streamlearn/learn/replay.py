@@ -99,25 +99,25 @@ class ReservoirBuffer:
     def add_rows(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> None:
         """:meth:`add` for host arrays: one compiled call when they lie as the buffer keeps
         its rows (C-contiguous, its dtypes and widths), else through :meth:`add`."""
-        native = self._native
-        if native is None or self.capacity == 0 or not self._host_layout(num, cat, y):
+        library = self._native
+        if library is None or self.capacity == 0 or not self._host_layout(num, cat, y):
             self.add(torch.from_numpy(num), torch.from_numpy(cat), torch.from_numpy(y))
             return
         _, drawn = self._draws(len(y))  # the C side derives the free slots itself
-        native.reservoir_insert(
+        library.reservoir_insert(
             self.num.data_ptr(),
             self.cat.data_ptr(),
             self.y.data_ptr(),
             self.capacity,
             self.seen,
-            num.ctypes.data,
-            cat.ctypes.data,
-            y.ctypes.data,
+            native.address(num),
+            native.address(cat),
+            native.address(y),
             len(y),
             self.num.shape[1],
             self.cat.shape[1],
             y.itemsize,
-            None if drawn is None else drawn.ctypes.data,
+            None if drawn is None else native.address(drawn),
         )
         self.seen += len(y)
 
