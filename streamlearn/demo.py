@@ -18,6 +18,7 @@ from tqdm import tqdm
 from streamlearn.app import build_prequential, build_source
 from streamlearn.evaluation import DriftWindow, PrequentialScore
 from streamlearn.events import Event, Rejection
+from streamlearn.learn.learner import OnlineLearner
 from streamlearn.plots import plot_curves
 from streamlearn.settings import Settings
 from streamlearn.sources import SyntheticSource
@@ -81,9 +82,7 @@ def run_demo(settings: Settings, out_dir: Path | None, stream: TextIO | None = N
     learner = preq.learner
     report = DemoReport(
         metric=score.metric,
-        training_step="compiled C kernels (learner.kernel), cpu"
-        if learner.trainer.native is not None
-        else f"torch ops, {learner.device}",
+        training_step=_training_step(learner),
     )
     if isinstance(source, SyntheticSource):
         report.true_drifts = source.drift_positions
@@ -122,3 +121,11 @@ def run_demo(settings: Settings, out_dir: Path | None, stream: TextIO | None = N
             detected={"streamlearn": report.detected},
         )
     return report
+
+
+def _training_step(learner: OnlineLearner) -> str:
+    """Which training step runs, for the summary."""
+    if learner.trainer.native is None:
+        return f"torch ops, {learner.device}"
+    step = "compiled C kernels (learner.kernel), cpu"
+    return f"{step}, updates on a second thread (learner.overlap)" if learner.overlapping else step

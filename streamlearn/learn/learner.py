@@ -349,6 +349,11 @@ class OnlineLearner:
             self.replay.clear()
 
     @property
+    def overlapping(self) -> bool:
+        """Whether steps leave their updates running on the worker thread (learner.overlap)."""
+        return self._overlap
+
+    @property
     def lr(self) -> float:
         return self.schedule.value(self.steps)
 

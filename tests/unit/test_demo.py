@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from itertools import pairwise
 from pathlib import Path
@@ -71,6 +72,8 @@ def test_summary_names_speed_accuracy_and_plot(sea) -> None:
     try:  # the compiled kernels wherever a C compiler builds them
         native.load()
         step = "compiled C kernels (learner.kernel), cpu"
+        if len(os.sched_getaffinity(0)) >= 2:  # learner.overlap: auto
+            step += ", updates on a second thread (learner.overlap)"
     except native.NativeUnavailable:
         step = "torch ops, cpu"
     assert f"training step     {step}" in text
