@@ -424,6 +424,12 @@ class NativeStep:
             self._raise_for(int(code))
         return codes.tolist()
 
+    def __del__(self) -> None:
+        """Updates still running write into this object's job and the trainer's buffers:
+        let them finish before either is freed (a learner dropped between begin and settle)."""
+        if getattr(self, "_in_flight", None) is not None:
+            self._library.updates_wait(self._job_ref)
+
     def _set_call(
         self,
         batch: Batch,

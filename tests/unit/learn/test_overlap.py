@@ -170,3 +170,16 @@ def test_overlap_setting():
     assert learners("on")._overlap
     torch_kernel = LearnerSettings(task="binary", kernel="torch", overlap="on")
     assert not OnlineLearner(torch_kernel, FEATURES)._overlap  # only the compiled step overlaps
+
+
+def test_a_learner_dropped_mid_step_lets_its_updates_finish_first():
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        learner = learners("on")
+        learner.set_classes(np.arange(16) < 2)
+        learner.begin_step(*batch(rng, n=64))
+        assert learner.trainer.native._in_flight is not None
+        del learner  # its buffers are freed only after the worker is done with them
+    survivor = learners("on")
+    survivor.set_classes(np.arange(16) < 2)
+    assert survivor.step(*batch(rng)).learned
