@@ -268,7 +268,7 @@ def load() -> ctypes.CDLL:
             library.reservoir_insert.restype = None
             library.updates_submit.argtypes = [ctypes.POINTER(_Job)]
             library.updates_submit.restype = ctypes.c_int
-            library.updates_wait.argtypes = [ctypes.POINTER(_Job)]
+            library.updates_wait.argtypes = []
             library.updates_wait.restype = None
             _loaded = library
         except (NativeUnavailable, OSError) as error:
@@ -279,6 +279,9 @@ def load() -> ctypes.CDLL:
     return _loaded
 
 
+_BYTE = ctypes.c_char
+
+
 def address(array: np.ndarray) -> int:
     """The data pointer of a C-contiguous array for a kernel: through a ctypes view of its
     buffer, a third of ``array.ctypes.data``'s cost (≈ 0.3 against 0.9 µs, paid for every
@@ -287,9 +290,6 @@ def address(array: np.ndarray) -> int:
         return ctypes.addressof(_BYTE.from_buffer(array))
     except (TypeError, ValueError):
         return int(array.ctypes.data)
-
-
-_BYTE = ctypes.c_char
 
 
 def reload(used: object) -> ctypes.CDLL | None:
@@ -398,9 +398,7 @@ class NativeStep:
         call = self._call
         self._set_call(batch, replay, outputs, 0.0, target, (prediction, loss, hidden))
         call.r_rows, call.score_only = 0, 1
-        code = self._run()
-        if code != FORWARD_ONLY:
-            raise MemoryError(f"compiled forward pass failed (code {code})")
+        self._run_forward()
         call.r_rows, call.score_only = per_update, 0
         call.prediction = call.loss = call.hidden = None
         job = self._job
@@ -417,7 +415,7 @@ class NativeStep:
     def wait(self) -> list[int]:
         """Block until the submitted updates have run; their codes (APPLIED or SKIPPED)."""
         assert self._in_flight is not None, "no updates submitted"
-        self._library.updates_wait(self._job_ref)
+        self._library.updates_wait()
         codes = self._in_flight[3]
         self._in_flight = None
         for code in codes:
@@ -428,7 +426,7 @@ class NativeStep:
         """Updates still running write into this object's job and the trainer's buffers:
         let them finish before either is freed (a learner dropped between begin and settle)."""
         if getattr(self, "_in_flight", None) is not None:
-            self._library.updates_wait(self._job_ref)
+            self._library.updates_wait()
 
     def _set_call(
         self,
@@ -458,8 +456,6 @@ class NativeStep:
         call.loss = None if loss is None else address(loss)
         call.hidden = None if hidden is None else address(hidden)
         call.unit_hidden = call.score_only = 0
-        trainer = self._trainer
-        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
 
     def check(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray, outputs: int) -> None:
         """ValueError for inputs of other shapes, IndexError for a bucket id outside the table
@@ -498,16 +494,20 @@ class NativeStep:
         call.pred_loc, call.pred_scale = shown
         call.prediction, call.pred_stride = prediction.data_ptr(), prediction.stride(0)
         call.loss, call.hidden, call.unit_hidden, call.score_only = None, hidden.data_ptr(), 1, 0
-        trainer = self._trainer
-        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
-        code = self._run()
-        if code != FORWARD_ONLY:  # the ring holds only rows a training step has accepted
-            raise MemoryError(f"compiled forward pass failed (code {code})")
+        self._run_forward()  # the ring holds only rows a training step has accepted
 
     def _run(self) -> int:
+        call, trainer = self._call, self._trainer
+        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
         code = int(self._fused_step(self._net_ref, self._call_ref))
         self._raise_for(code)
         return code
+
+    def _run_forward(self) -> None:
+        """:meth:`_run` for a call that learns nothing (y NULL or score_only)."""
+        code = self._run()
+        if code != FORWARD_ONLY:
+            raise MemoryError(f"compiled forward pass failed (code {code})")
 
     def _raise_for(self, code: int) -> None:
         if code == BAD_BUCKET:

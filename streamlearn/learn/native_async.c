@@ -24,9 +24,9 @@ typedef struct {
 } Job;
 
 /* Handing a Job over costs no system call while both threads are busy: each side spins
- * (SPINS rounds of a pause: well under a millisecond) before it sleeps on a condition variable,
- * and the other side signals only a sleeper. In a VM a futex wake costs ~10 µs, a
- * micro-batch's whole updates ~50. Dekker's handshake: a sleeper counts itself in, then
+ * (SPINS rounds of a pause: ≈ 0.5 ms, up to ≈ 1 ms where a pause is slower) before it sleeps
+ * on a condition variable, and the other side signals only a sleeper. In a VM a futex wake
+ * costs ~10 µs, a micro-batch's whole updates ~50. Dekker's handshake: a sleeper counts itself in, then
  * reads the counter; a signaller moves the counter, then reads the sleepers; all
  * sequentially consistent, so no wake-up is lost. */
 #define SPINS 20000
@@ -132,8 +132,7 @@ int updates_submit(const Job *job) {
     return result;
 }
 
-/* Block until every submitted Job, this one included, has run (at once when they have). */
-void updates_wait(const Job *job) {
-    (void)job;
+/* Block until every submitted Job has run (at once when they have). */
+void updates_wait(void) {
     await_count(&done, atomic_load(&submitted), 0, &caller_sleeps, &finished);
 }
