@@ -56,7 +56,7 @@ class Prequential:
         )
         self.learner = OnlineLearner(lrn, f)
         self.learner.set_classes(self._class_mask())
-        self.detector = build_detector(settings.drift)
+        self.detector = build_detector(settings.drift, self.learner.library)
         # error memory (ReLoop2): compensates the base prediction, see learn/compensation.py
         m = settings.memory
         self.memory = MemoryStage(m, f, self.learner) if m.enabled else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -37,8 +38,9 @@ class NoDrift:
         return None
 
 
-def build_detector(settings: DriftSettings) -> DriftDetector:
-    """The detector named in settings, configured from them."""
+def build_detector(settings: DriftSettings, native: ctypes.CDLL | None = None) -> DriftDetector:
+    """The detector named in settings, configured from them; ``native``: the compiled kernels
+    (learn/native.py) for the loss-deviation detector."""
     from streamlearn.drift.loss_deviation import LossDeviationDetector
     from streamlearn.drift.river import RiverDriftDetector
 
@@ -52,5 +54,6 @@ def build_detector(settings: DriftSettings) -> DriftDetector:
             cooldown=settings.cooldown,
             min_samples=settings.min_samples,
             min_rise=settings.min_rise,
+            native=native,
         )
     return RiverDriftDetector(settings.detector, settings.params, cooldown=settings.cooldown)

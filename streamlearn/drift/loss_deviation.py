@@ -7,14 +7,21 @@ the floor δ (``min_rise``, in loss units) keeps a well-learned concept, whose s
 barely moves, from firing on small bumps (measured on agrawal-drift: δ = 0.2 turns eleven
 detections into the two true drifts and one more). After a detection the window restarts (the new
 concept sets the next baseline) and a cooldown passes before the next detection can fire.
+
+With the compiled kernels (learn/native.py; the pipeline passes them where the learner's step is
+compiled) one call into native_drift.c runs the same rule as a per-event loop; the smoothed
+values are the same bit for bit, the window's mean and spread agree to rounding.
 """
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
 from scipy.signal import lfilter
+
+from streamlearn.learn import native
 
 __all__ = ["LossDeviationDetector"]
 
@@ -38,7 +45,9 @@ class LossDeviationDetector:
         cooldown: int = 1000,
         min_samples: int = 300,
         min_rise: float = 0.0,
+        native: ctypes.CDLL | None = None,
     ) -> None:
+        """``native``: the compiled library of learn/native.py, for :meth:`update`."""
         self.alpha = alpha
         self.window = window
         self.k = k
@@ -51,6 +60,15 @@ class LossDeviationDetector:
         self._smoothed: float | None = None
         self._quiet = 0  # events left in the cooldown
         self.seen = 0
+        self._native = native
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the compiled library's handle (not picklable): whether it was used."""
+        return {**self.__dict__, "_native": self._native is not None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._native = native.reload(state.get("_native"))
 
     @property
     def smoothed(self) -> float | None:
@@ -121,6 +139,8 @@ class LossDeviationDetector:
     def update(self, losses: np.ndarray) -> list[int]:
         """Offsets into ``losses`` where drift fired; non-finite losses are skipped entirely."""
         x = np.asarray(losses, dtype=np.float64).ravel()
+        if self._native is not None:
+            return self._update_compiled(np.ascontiguousarray(x))
         offsets = None
         if not np.isfinite(x).all():  # rare: keep the finite ones, remember where they were
             offsets = np.flatnonzero(np.isfinite(x))
@@ -141,6 +161,33 @@ class LossDeviationDetector:
         self._push_many(s[start:])
         return fired
 
+    def _update_compiled(self, x: np.ndarray) -> list[int]:
+        """:meth:`update` in one call into native_drift.c (non-finite losses skipped there)."""
+        assert self._native is not None
+        smoothed = self._smoothed
+        counters = np.array(
+            [self._filled, self._head, self._quiet, self.seen, smoothed is not None], np.int64
+        )
+        value = np.array([0.0 if smoothed is None else smoothed])
+        fired = np.empty(len(x), dtype=np.int32)
+        count = self._native.drift_update(
+            native.address(x),
+            len(x),
+            native.address(self._ring),
+            self.window,
+            self.alpha,
+            self.k,
+            self.min_samples,
+            self.min_rise,
+            self.cooldown,
+            native.address(counters),
+            native.address(value),
+            native.address(fired),
+        )
+        self._filled, self._head, self._quiet, self.seen, has_value = counters.tolist()
+        self._smoothed = float(value[0]) if has_value else None
+        return fired[:count].tolist()
+
     def state_dict(self) -> dict[str, Any]:
         """The ring's sum and sum of squares are derived from it (kept for older readers)."""
         window = self._ring[: self._filled]
@@ -156,7 +203,10 @@ class LossDeviationDetector:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._ring = np.asarray(state["ring"], dtype=np.float64)
+        ring = np.array(state["ring"], dtype=np.float64)  # a copy of its own, C-contiguous
+        if ring.shape != (self.window,):
+            raise ValueError(f"detector state: a ring of {ring.shape}, not ({self.window},)")
+        self._ring = ring
         self._filled, self._head = int(state["filled"]), int(state["head"])
         self._smoothed = state["smoothed"]
         self._quiet, self.seen = int(state["quiet"]), int(state["seen"])

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamlearn.learn import native
 from streamlearn.learn.learner import OnlineLearner
 from streamlearn.learn.memory import ErrorMemory, TopKStore, ring_write, unit_rows
 from streamlearn.model import TabularNet
@@ -59,8 +58,7 @@ class MemoryStage:
             regression=learner.regression,
             device=learner.device,
             seed=learner.settings.seed,
-            # compiled like the learner's step (learner.kernel), never on its own
-            native=native.load() if learner.trainer.native is not None else None,
+            native=learner.library,  # compiled like the learner's step (learner.kernel)
         )
         store = self.memory.backend
         self._ring: TopKStore | None = None

@@ -14,6 +14,7 @@ them (every method that reads the model, optimizer or reservoir settles first).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 from dataclasses import dataclass
@@ -352,6 +353,13 @@ class OnlineLearner:
     def overlapping(self) -> bool:
         """Whether steps leave their updates running on the worker thread (learner.overlap)."""
         return self._overlap
+
+    @property
+    def library(self) -> ctypes.CDLL | None:
+        """The compiled kernels where the step is compiled, else None: the stages beside the
+        learner (error memory, drift detector) are compiled with it, never on their own."""
+        step = self.trainer.native
+        return None if step is None else step.library
 
     @property
     def lr(self) -> float:

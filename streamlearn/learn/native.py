@@ -3,8 +3,10 @@
 On a CPU a 32-event micro-batch costs about three times as long in torch's per-op dispatch as
 in its arithmetic (DESIGN.md, "Compiled training step"). native_step.c runs FusedTrainer's
 whole update (forward, loss, backward, clipping, AdamW, lazy sparse Adam) in one call on the
-same buffers; native_memory.c the error memory's top-k compensation (bound in
-learn/memory.py). Both go into one library.
+same buffers; native_async.c runs a batch's updates on a worker thread; native_memory.c the
+error memory's top-k compensation (bound in learn/memory.py), native_replay.c the reservoir's
+inserts (learn/replay.py), native_drift.c the loss-deviation detector
+(drift/loss_deviation.py). All go into one library.
 
 Where the library comes from, first that works: a build for this CPU (``-march=native``) in
 ``$XDG_CACHE_HOME/streamlearn/native``, compiled there on first use with the machine's C
@@ -43,7 +45,13 @@ __all__ = ["NativeStep", "NativeUnavailable", "address", "build", "load", "reloa
 log = logging.getLogger(__name__)
 
 # compiled into one library; the headers are included by them (copied beside, not compiled)
-SOURCES = ("native_step.c", "native_async.c", "native_memory.c", "native_replay.c")
+SOURCES = (
+    "native_step.c",
+    "native_async.c",
+    "native_memory.c",
+    "native_replay.c",
+    "native_drift.c",
+)
 HEADERS = ("native_gemm.h", "native_step.h")
 MAX_LAYERS = 16  # MAX_LAYERS in native_step.c: hidden layers + the head
 # -fassociative-math (with the two flags it needs) lets the compiler vectorise the dot products;
@@ -165,6 +173,10 @@ _MEMORY_ARGS = [_P, _P, _I, _I, _I, _P, _P, _I, _I, _F, _F, _F, _I, _P, _P]
 #                  cat_dim, y_size, drawn) of native_replay.c
 _L = ctypes.c_int64
 _REPLAY_ARGS = [_P, _P, _P, _L, _L, _P, _P, _P, _L, _I, _I, _I, _P]
+# drift_update(losses, n, ring, window, alpha, k, min_samples, min_rise, cooldown, counters,
+#              smoothed, fired) of native_drift.c
+_D = ctypes.c_double
+_DRIFT_ARGS = [_P, _I, _P, _L, _D, _D, _L, _D, _L, _P, _P, _P]
 
 
 def _cache_dir() -> Path:
@@ -266,6 +278,8 @@ def load() -> ctypes.CDLL:
             library.memory_compensate.restype = ctypes.c_int
             library.reservoir_insert.argtypes = _REPLAY_ARGS
             library.reservoir_insert.restype = None
+            library.drift_update.argtypes = _DRIFT_ARGS
+            library.drift_update.restype = ctypes.c_int32
             library.updates_submit.argtypes = [ctypes.POINTER(_Job)]
             library.updates_submit.restype = ctypes.c_int
             library.updates_wait.argtypes = []
@@ -340,7 +354,7 @@ class NativeStep:
         net.eps = eps
         self._call = _Call()
         self._net_ref, self._call_ref = ctypes.byref(net), ctypes.byref(self._call)
-        self._library = library
+        self.library = library
         self._job = _Job()
         self._job.net = ctypes.pointer(net)
         self._job_ref = ctypes.byref(self._job)
@@ -407,7 +421,7 @@ class NativeStep:
         rates = np.asarray(lrs, dtype=np.float32)
         codes = np.empty(updates, dtype=np.int32)
         job.lrs, job.codes = address(rates), address(codes)
-        if self._library.updates_submit(self._job_ref) != 0:
+        if self.library.updates_submit(self._job_ref) != 0:
             return False
         self._in_flight = (batch, replay, rates, codes)  # alive until the worker is done
         return True
@@ -415,7 +429,7 @@ class NativeStep:
     def wait(self) -> list[int]:
         """Block until the submitted updates have run; their codes (APPLIED or SKIPPED)."""
         assert self._in_flight is not None, "no updates submitted"
-        self._library.updates_wait()
+        self.library.updates_wait()
         codes = self._in_flight[3]
         self._in_flight = None
         for code in codes:
@@ -426,7 +440,7 @@ class NativeStep:
         """Updates still running write into this object's job and the trainer's buffers:
         let them finish before either is freed (a learner dropped between begin and settle)."""
         if getattr(self, "_in_flight", None) is not None:
-            self._library.updates_wait()
+            self.library.updates_wait()
 
     def _set_call(
         self,

@@ -154,7 +154,7 @@ def test_without_a_worker_thread_the_updates_run_in_the_callers():
     rng = np.random.default_rng(8)
     synchronous, overlapped = learners("off"), learners("on")
     step = overlapped.trainer.native
-    step._library = _NoThreads(step._library)
+    step.library = _NoThreads(step.library)
     for learner in (synchronous, overlapped):
         learner.set_classes(np.arange(16) < 2)
     for _ in range(5):
