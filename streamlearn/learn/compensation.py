@@ -15,10 +15,17 @@ DESIGN.md "Error memory"):
   otherwise (0 = never), the stored inputs are re-encoded with the current model, refreshing
   both the keys and the stored base predictions (top-k store only: a sketch of sums cannot be
   re-encoded, so the LSH store relies on the reset and its ``decay``).
+
+Where the learner's updates overlap (``learner.overlap``), :meth:`MemoryStage.refresh` leaves
+the re-encoding running on the learner's worker thread while the caller goes on with the next
+batch's features; every method of the stage that reads or writes the memory waits for the
+learner's forward pass first (a step's updates touch none of its buffers), and pickling and
+its state settle the learner.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -74,9 +81,15 @@ class MemoryStage:
         self.resets = 0
         self.rekeys = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles and copies see the memory with its re-keying done."""
+        self.learner.settle()
+        return self.__dict__.copy()
+
     # -- scoring ----------------------------------------------------------------------------
     def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
         """The base prediction corrected by the memory (unchanged while it is empty)."""
+        self.learner.settle_forward()  # a re-keying left running writes the ring
         if len(self.memory) == 0:
             return base
         compensated, keys = self.memory.compensate_keyed(hidden, base)
@@ -100,6 +113,7 @@ class MemoryStage:
     ) -> None:
         """After a learned batch: apply the reset rule, store the rows. Re-keying reads the
         model: :meth:`refresh` once the batch's updates are done."""
+        self.learner.settle_forward()
         self.steps += 1
         if drifted:
             self.since_drift = 0
@@ -118,9 +132,10 @@ class MemoryStage:
             self._store_inputs(num, cat, cursor)
 
     def refresh(self) -> None:
-        """Re-key the stored inputs with the current model when the rule says so."""
+        """Re-key the stored inputs with the current model when the rule says so, on the
+        learner's worker thread where its updates overlap."""
         if self._ring is not None and self._rekey_due():
-            self.rekey()
+            self._rekey(self.learner.begin_forward_seen_into)
 
     def _store_inputs(self, num: np.ndarray, cat: np.ndarray, cursor: int) -> None:
         """Mirror the ring slots just written (from ``cursor`` on) with the raw inputs."""
@@ -137,13 +152,16 @@ class MemoryStage:
 
     def rekey(self) -> None:
         """Re-encode every stored input with the current model: fresh keys and base values."""
+        self._rekey(self.learner.forward_seen_into)
+
+    def _rekey(self, forward: Callable[..., None]) -> None:
+        """Re-encode with ``forward``: the learner's forward_seen_into or its begin_ form
+        (either settles the learner first)."""
         ring = self._ring
         if ring is None or ring.filled == 0:
             return
         n, w = ring.filled, ring.width
-        self.learner.forward_seen_into(
-            self._num[:n], self._cat[:n], ring.values[:n, w:], ring.keys[:n]
-        )
+        forward(self._num[:n], self._cat[:n], ring.values[:n, w:], ring.keys[:n])
         self.rekeys += 1
 
     @torch.no_grad()
@@ -152,6 +170,7 @@ class MemoryStage:
         exported one) the stored inputs are re-encoded by it, so a replica serving that model
         retrieves in its own hidden space. Needs the top-k store's kept inputs; the live
         memory is not changed."""
+        self.learner.settle()
         state = self.memory.state_dict()
         ring = self._ring
         if model is None or ring is None or ring.filled == 0:
@@ -165,6 +184,7 @@ class MemoryStage:
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Plain arrays and scalars: the memory, the inputs kept for re-keying, counters."""
+        self.learner.settle()
         state = {
             "memory": self.memory.state_dict(),
             "steps": self.steps,
@@ -178,6 +198,7 @@ class MemoryStage:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.settle()
         self.memory.load_state_dict(state["memory"])
         self.steps = int(state["steps"])
         self.since_drift = int(state["since_drift"])

@@ -103,6 +103,7 @@ class OnlineLearner:
         # updates running on the worker thread: (batch rows, their losses) to keep once done
         self._overlap = self.trainer.native is not None and _overlaps(learner.overlap)
         self._pending: tuple[tuple[np.ndarray, ...], np.ndarray] | None = None
+        self._forwarding = False  # a forward pass runs on the worker thread
         self._learned = True  # whether every update of the last step applied
         self._y_count = 0.0
         self._y_mean = 0.0
@@ -154,12 +155,32 @@ class OnlineLearner:
         the learner runs the compiled step."""
         self.settle()
         if self.trainer.native is not None:
-            shown = (float(self.model.target_loc), float(self.model.target_scale))
+            shown = self._shown()
             self.trainer.native.forward_into(num, cat, self.outputs, prediction, keys, shown)
             return
         pred, hidden = self.forward_seen(num, cat)
         unit_rows(hidden.float(), out=keys)
         prediction.copy_(pred.float().view_as(prediction))
+
+    def begin_forward_seen_into(
+        self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor
+    ) -> None:
+        """:meth:`forward_seen_into`, left running on the worker thread where steps overlap:
+        :meth:`settle`, which everything reading or changing the model calls first, waits for
+        it. Nothing may touch the tensors passed until then."""
+        self.settle()
+        step = self.trainer.native
+        if step is not None and self._overlap:
+            shown = self._shown()
+            if step.forward_into(num, cat, self.outputs, prediction, keys, shown, overlap=True):
+                self._forwarding = True
+                return
+            self._overlap = False  # no worker thread here: run everything in this thread
+        self.forward_seen_into(num, cat, prediction, keys)
+
+    def _shown(self) -> tuple[float, float]:
+        """(loc, scale) of the regression values the model shows (its target statistics)."""
+        return float(self.model.target_loc), float(self.model.target_scale)
 
     def set_classes(self, mask: np.ndarray) -> None:
         """Switch on the output slots of the classes seen so far."""
@@ -208,13 +229,24 @@ class OnlineLearner:
 
     def settle(self) -> bool:
         """Wait for the last step's updates if they still run on the worker thread, account
-        for them and keep the batch in the reservoir; whether every one of them applied."""
+        for them and keep the batch in the reservoir (or wait for a forward pass left running
+        there); whether every update of the last step applied."""
         if self._pending is not None:
             rows, loss = self._pending
             self._pending = None
             assert self.trainer.native is not None
             self._learned = self._account(self.trainer.native.wait(), rows, loss)
+        elif self._forwarding:  # a forward pass (begin_forward_seen_into) learns nothing
+            self._forwarding = False
+            assert self.trainer.native is not None
+            self.trainer.native.wait()
         return self._learned
+
+    def settle_forward(self) -> None:
+        """Wait for a forward pass left running by :meth:`begin_forward_seen_into` (its
+        outputs are the caller's buffers), not for a step's updates."""
+        if self._forwarding:
+            self.settle()
 
     def _account(
         self, codes: list[int], rows: tuple[np.ndarray, ...], pre_loss: np.ndarray
@@ -294,7 +326,7 @@ class OnlineLearner:
         hidden = np.empty((batch, self.model.hidden_dim), dtype=np.float32)
         target = (0.0, 1.0, 0.0, 1.0)  # classification: unused
         if self.regression:  # the prediction shows the statistics before this batch's targets
-            shown = (float(self.model.target_loc), float(self.model.target_scale))
+            shown = self._shown()
             if np.isfinite(y).all():  # as step(): observed after predicting
                 self._observe_targets(y.astype(np.float64))
             target = (float(self.model.target_loc), float(self.model.target_scale), *shown)

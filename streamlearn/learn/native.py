@@ -415,22 +415,27 @@ class NativeStep:
         self._run_forward()
         call.r_rows, call.score_only = per_update, 0
         call.prediction = call.loss = call.hidden = None
+        return self._submit(updates, per_update, np.asarray(lrs, dtype=np.float32), (batch, replay))
+
+    def _submit(self, updates: int, per_update: int, rates: np.ndarray, keep: object) -> bool:
+        """Hand the call as it stands to the worker as a Job of ``updates`` calls; ``keep``:
+        what it reads and writes, kept alive until :meth:`wait`."""
         job = self._job
-        job.call = call
+        job.call = self._call
         job.updates, job.per_update = updates, per_update
-        rates = np.asarray(lrs, dtype=np.float32)
         codes = np.empty(updates, dtype=np.int32)
         job.lrs, job.codes = address(rates), address(codes)
         if self.library.updates_submit(self._job_ref) != 0:
             return False
-        self._in_flight = (batch, replay, rates, codes)  # alive until the worker is done
+        self._in_flight = (keep, rates, codes)
         return True
 
     def wait(self) -> list[int]:
-        """Block until the submitted updates have run; their codes (APPLIED or SKIPPED)."""
-        assert self._in_flight is not None, "no updates submitted"
+        """Block until the submitted Job has run; its codes (APPLIED or SKIPPED for updates,
+        FORWARD_ONLY for a forward pass)."""
+        assert self._in_flight is not None, "nothing submitted"
         self.library.updates_wait()
-        codes = self._in_flight[3]
+        codes = self._in_flight[2]
         self._in_flight = None
         for code in codes:
             self._raise_for(int(code))
@@ -495,24 +500,38 @@ class NativeStep:
         prediction: torch.Tensor,
         hidden: torch.Tensor,
         shown: tuple[float, float] = (0.0, 1.0),
-    ) -> None:
+        *,
+        overlap: bool = False,
+    ) -> bool:
         """A forward pass only (nothing learned) over ``num``/``cat`` (contiguous rows of the
         model's full slot layouts), writing the prediction into ``prediction`` [n, ≥ outputs]
         (a row-major view; its rows may be further apart than its width, as a column block of
         a wider buffer) and unit-length last hidden rows into ``hidden`` [n, H] (contiguous).
         ``shown``: (loc, scale) de-standardising regression values. For the error memory's
-        re-keying, which writes straight into its ring."""
+        re-keying, which writes straight into its ring. With ``overlap`` it runs on the worker
+        thread (:meth:`wait` for it; until then nothing may change the weights or touch the
+        tensors passed) and False says no worker thread could be started (nothing ran)."""
         call = self._call
         call.num, call.cat, call.y, call.batch = num.data_ptr(), cat.data_ptr(), None, len(num)
         call.r_rows, call.outputs, call.lr = 0, outputs, 0.0
         call.pred_loc, call.pred_scale = shown
         call.prediction, call.pred_stride = prediction.data_ptr(), prediction.stride(0)
         call.loss, call.hidden, call.unit_hidden, call.score_only = None, hidden.data_ptr(), 1, 0
+        if overlap:
+            self._set_active()
+            return self._submit(1, 0, np.zeros(1, np.float32), (num, cat, prediction, hidden))
         self._run_forward()  # the ring holds only rows a training step has accepted
+        return True
+
+    def _set_active(self) -> None:
+        """The slots any batch so far has set: the kernel skips the others."""
+        self._call.active_num, self._call.active_cat = (
+            self._trainer.active_num,
+            self._trainer.active_cat,
+        )
 
     def _run(self) -> int:
-        call, trainer = self._call, self._trainer
-        call.active_num, call.active_cat = trainer.active_num, trainer.active_cat
+        self._set_active()
         code = int(self._fused_step(self._net_ref, self._call_ref))
         self._raise_for(code)
         return code

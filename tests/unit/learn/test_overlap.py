@@ -183,3 +183,48 @@ def test_a_learner_dropped_mid_step_lets_its_updates_finish_first():
     survivor = learners("on")
     survivor.set_classes(np.arange(16) < 2)
     assert survivor.step(*batch(rng)).learned
+
+
+def test_a_rekey_left_running_is_waited_for_by_whatever_reads_the_memory():
+    """refresh() leaves the re-keying on the worker thread; the memory's readers, its state
+    and a pickle wait for it, and the ring ends up as the synchronous run's."""
+    synchronous, overlapped = runs("binary")
+    rng = np.random.default_rng(10)
+    for _ in range(6):  # rekey_every 2: the last batch leaves a re-keying running
+        xs, ys = rows(rng, 16, "binary")
+        for run in (synchronous, overlapped):
+            run.process(xs, ys)
+    assert overlapped.learner._forwarding and overlapped.memory.rekeys == 3
+    thawed = pickle.loads(pickle.dumps(overlapped.memory))  # settles first
+    assert not overlapped.learner._forwarding
+    for memory in (overlapped.memory, thawed):
+        ring, expected = memory.memory.backend, synchronous.memory.memory.backend
+        assert torch.equal(ring.keys, expected.keys) and torch.equal(ring.values, expected.values)
+    for _ in range(2):
+        xs, ys = rows(rng, 16, "binary")
+        for run in (synchronous, overlapped):
+            run.process(xs, ys)
+    assert overlapped.learner._forwarding  # compensate must wait for it
+    hidden = rng.normal(size=(4, 8)).astype(np.float32)
+    base = np.zeros((4, 16), dtype=np.float32)
+    base[:, :2] = 0.5
+    np.testing.assert_array_equal(
+        overlapped.memory.compensate(hidden, base), synchronous.memory.compensate(hidden, base)
+    )
+    assert not overlapped.learner._forwarding
+    assert overlapped.memory.state_dict()["memory"]["keys"].tolist() == (
+        synchronous.memory.state_dict()["memory"]["keys"].tolist()
+    )
+
+
+def test_without_a_worker_thread_the_rekey_runs_in_the_callers():
+    synchronous, overlapped = runs("binary")
+    step = overlapped.learner.trainer.native
+    step.library = _NoThreads(step.library)
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        xs, ys = rows(rng, 16, "binary")
+        outcomes = [run.process(xs, ys) for run in (synchronous, overlapped)]
+        np.testing.assert_array_equal(outcomes[0].prediction, outcomes[1].prediction)
+    assert not overlapped.learner._overlap and not overlapped.learner._forwarding
+    assert_same_state(synchronous, overlapped)
