@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from streamlearn.learn.learner import OnlineLearner
-from streamlearn.learn.memory import ErrorMemory, TopKStore, ring_write, unit_rows
+from streamlearn.learn.memory import ErrorMemory, TopKStore, unit_rows
 from streamlearn.model import TabularNet
 from streamlearn.settings import FeatureSettings, MemorySettings
 
@@ -122,27 +122,16 @@ class MemoryStage:
                 self.resets += 1
         elif self.since_drift >= 0:
             self.since_drift += 1
-        cursor = self._ring.cursor if self._ring is not None else 0
         keys = self._keys[1] if self._keys is not None and self._keys[0] is hidden else None
         self._keys = None
-        stored = self.memory.update(hidden, target, base, keys)
-        if self._ring is not None:
-            if self.memory.store == "errors":  # the rows it skipped are not in the ring
-                num, cat = num[stored], cat[stored]
-            self._store_inputs(num, cat, cursor)
+        mirror = None if self._ring is None else (self._num, self._cat, num, cat)
+        self.memory.update(hidden, target, base, keys, mirror)
 
     def refresh(self) -> None:
         """Re-key the stored inputs with the current model when the rule says so, on the
         learner's worker thread where its updates overlap."""
         if self._ring is not None and self._rekey_due():
             self._rekey(self.learner.begin_forward_seen_into)
-
-    def _store_inputs(self, num: np.ndarray, cat: np.ndarray, cursor: int) -> None:
-        """Mirror the ring slots just written (from ``cursor`` on) with the raw inputs."""
-        assert self._ring is not None
-        n = min(len(num), self._ring.size)  # the ring kept only the newest `size` rows
-        ring_write(self._num, cursor, torch.from_numpy(num[len(num) - n :]))
-        ring_write(self._cat, cursor, torch.from_numpy(cat[len(cat) - n :]))
 
     def _rekey_due(self) -> bool:
         s = self.settings

@@ -41,6 +41,8 @@ from streamlearn.learn import native
 __all__ = ["ErrorMemory", "LSHStore", "MemoryStore", "TopKStore", "ring_write", "unit_rows"]
 
 Kind = Literal["lsh", "topk"]
+# (numeric ring, bucket ring, numeric rows, bucket rows): see ErrorMemory.update
+Mirror = tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]
 
 
 def _as_tensor(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -442,8 +444,18 @@ class ErrorMemory:
         y: np.ndarray | torch.Tensor,
         base: np.ndarray | torch.Tensor,
         keys: torch.Tensor | None = None,
+        mirror: Mirror | None = None,
     ) -> np.ndarray:
-        """Store labelled rows (all, or only errors); returns which rows were stored [B]."""
+        """Store labelled rows (all, or only errors); returns which rows were stored [B].
+
+        ``mirror`` (top-k store only): (numeric ring, bucket ring, numeric rows, bucket rows):
+        rings of the memory's size that keep each stored row's inputs in its slot (the
+        stage's, for re-keying). On CPU with the compiled kernels and ``store="all"``, one
+        call into native_memory.c does every write (``keys`` unused: it normalises there).
+        """
+        if self._native is not None and self.store == "all":
+            return self._store_compiled(hidden, y, base, mirror)
+        cursor = self.backend.cursor if isinstance(self.backend, TopKStore) else 0
         keys = self.keys(hidden) if keys is None else keys
         values = self._rows(y, base)
         if self.store == "errors":
@@ -455,7 +467,72 @@ class ErrorMemory:
         self.writes += 1
         if keys.shape[0]:
             self.backend.write(keys, values)
+        if mirror is not None:
+            ring_num, ring_cat, num, cat = mirror
+            if self.store == "errors":  # the rows it skipped are not in the ring
+                num, cat = num[stored], cat[stored]
+            n = min(len(num), len(ring_num))  # the ring kept only the newest `size` rows
+            ring_write(ring_num, cursor, torch.from_numpy(num[len(num) - n :]))
+            ring_write(ring_cat, cursor, torch.from_numpy(cat[len(cat) - n :]))
         return stored
+
+    def _store_compiled(
+        self,
+        hidden: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        base: np.ndarray | torch.Tensor,
+        mirror: Mirror | None,
+    ) -> np.ndarray:
+        """:meth:`update` for store="all" on the CPU top-k ring: one call into C."""
+        store = self.backend
+        assert isinstance(store, TopKStore) and self._native is not None
+        h = np.ascontiguousarray(_numpy(hidden), dtype=np.float32)
+        rows = len(h)
+        newest = slice(max(rows - store.size, 0), None)  # only these would survive
+        h = h[newest]
+        b = np.ascontiguousarray(_numpy(base)[newest], dtype=np.float32).reshape(len(h), -1)
+        labels = _numpy(y)[newest]
+        if h.shape[1:] != store.keys.shape[1:] or b.shape[1] != self.width:  # C trusts shapes
+            raise ValueError(
+                f"hidden {h.shape} / base {b.shape}: the memory holds keys of width "
+                f"{store.keys.shape[1]} and values of width {self.width}"
+            )
+        if self.regression:
+            targets, labels = np.ascontiguousarray(labels, dtype=np.float64), None
+        else:
+            targets, labels = None, np.ascontiguousarray(labels, dtype=np.int64)
+        ring_num = ring_cat = num = cat = None
+        if mirror is not None:
+            ring_num, ring_cat, num_rows, cat_rows = mirror
+            num = np.ascontiguousarray(num_rows[newest], dtype=np.float32)
+            cat = np.ascontiguousarray(cat_rows[newest], dtype=np.int64)
+            if num.shape[1:] != ring_num.shape[1:] or cat.shape[1:] != ring_cat.shape[1:]:
+                raise ValueError(f"inputs {num.shape} / {cat.shape} do not fit the rings")
+        code = self._native.memory_store(
+            store.keys.data_ptr(),
+            store.values.data_ptr(),
+            store.size,
+            store.cursor,
+            h.shape[1],
+            self.width,
+            native.address(h),
+            None if labels is None else native.address(labels),
+            None if targets is None else native.address(targets),
+            native.address(b),
+            len(h),
+            None if ring_num is None else ring_num.data_ptr(),
+            None if ring_cat is None else ring_cat.data_ptr(),
+            None if num is None else native.address(num),
+            None if cat is None else native.address(cat),
+            0 if ring_num is None else ring_num.shape[1],
+            0 if ring_cat is None else ring_cat.shape[1],
+        )
+        if code != 0:
+            raise IndexError(f"class label outside the memory's {self.width} slots")
+        self.writes += 1
+        store.cursor = (store.cursor + len(h)) % store.size
+        store.filled = min(store.filled + len(h), store.size)
+        return np.ones(rows, dtype=bool)
 
     def _rows(self, y: np.ndarray | torch.Tensor, base: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Stored values ``[y ‖ ŷ_base]`` [B, 2W], built on the host (y one-hot by indexing)

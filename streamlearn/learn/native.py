@@ -169,9 +169,12 @@ class _Job(ctypes.Structure):
 # memory_compensate(ring_keys, ring_values, filled, hidden_dim, width, hidden, base, rows, k,
 #                   tau, lam, gamma, regression, out, keys_out) of native_memory.c
 _MEMORY_ARGS = [_P, _P, _I, _I, _I, _P, _P, _I, _I, _F, _F, _F, _I, _P, _P]
+_L = ctypes.c_int64
+# memory_store(ring_keys, ring_values, size, cursor, hidden_dim, width, hidden, labels, targets,
+#              base, rows, ring_num, ring_cat, num, cat, num_dim, cat_dim) of native_memory.c
+_STORE_ARGS = [_P, _P, _L, _L, _I, _I, _P, _P, _P, _P, _L, _P, _P, _P, _P, _I, _I]
 # reservoir_insert(num, cat, y, capacity, seen, batch_num, batch_cat, batch_y, rows, num_dim,
 #                  cat_dim, y_size, drawn) of native_replay.c
-_L = ctypes.c_int64
 _REPLAY_ARGS = [_P, _P, _P, _L, _L, _P, _P, _P, _L, _I, _I, _I, _P]
 # drift_update(losses, n, ring, window, alpha, k, min_samples, min_rise, cooldown, counters,
 #              smoothed, fired) of native_drift.c
@@ -276,6 +279,8 @@ def load() -> ctypes.CDLL:
             library.fused_step.restype = ctypes.c_int
             library.memory_compensate.argtypes = _MEMORY_ARGS
             library.memory_compensate.restype = ctypes.c_int
+            library.memory_store.argtypes = _STORE_ARGS
+            library.memory_store.restype = ctypes.c_int
             library.reservoir_insert.argtypes = _REPLAY_ARGS
             library.reservoir_insert.restype = None
             library.drift_update.argtypes = _DRIFT_ARGS

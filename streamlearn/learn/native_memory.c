@@ -14,6 +14,15 @@
 
 #include "native_gemm.h"
 
+/* q = h / max(|h|, 1e-8): a row's unit key */
+static void unit_row(const float *h, int32_t hidden_dim, float *q) {
+    float norm = 0.0f;
+    for (int32_t i = 0; i < hidden_dim; i++) norm += h[i] * h[i];
+    norm = sqrtf(norm);
+    norm = norm < 1e-8f ? 1e-8f : norm;
+    for (int32_t i = 0; i < hidden_dim; i++) q[i] = h[i] / norm;
+}
+
 /* Returns 0, or -2 when scratch could not be allocated (nothing written). */
 int memory_compensate(const float *ring_keys, const float *ring_values, int32_t filled,
                       int32_t hidden_dim, int32_t width, const float *hidden, const float *base,
@@ -35,15 +44,8 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
     }
     float *chosen = sim + filled, *mean = chosen + picked, *queries_t = mean + 2 * width;
     float *sims = queries_t + (int64_t)hidden_dim * rows;
-    for (int32_t n = 0; n < rows; n++) {
-        const float *h = hidden + (int64_t)n * hidden_dim;
-        float *q = keys_out + (int64_t)n * hidden_dim;
-        float norm = 0.0f;
-        for (int32_t i = 0; i < hidden_dim; i++) norm += h[i] * h[i];
-        norm = sqrtf(norm);
-        norm = norm < 1e-8f ? 1e-8f : norm;
-        for (int32_t i = 0; i < hidden_dim; i++) q[i] = h[i] / norm;
-    }
+    for (int32_t n = 0; n < rows; n++)
+        unit_row(hidden + (int64_t)n * hidden_dim, hidden_dim, keys_out + (int64_t)n * hidden_dim);
     transpose(keys_out, rows, hidden_dim, hidden_dim, queries_t);
     memset(sims, 0, sizeof(float) * (size_t)filled * (size_t)rows);
     gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
@@ -95,5 +97,38 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
     }
     free(sim);
     free(top);
+    return 0;
+}
+
+/* ErrorMemory.update's writes into the top-k ring (store "all"): row n of the batch goes to
+ * slot (cursor + n) % size with its unit key and the values [y | base] (y one-hot over the
+ * width class slots, or the regression target), and, where ring_num is not NULL, its raw
+ * inputs to the rings mirrored slot for slot (MemoryStage's, for re-keying). Rows beyond the
+ * last `size` would be overwritten within the batch: callers pass at most size rows. Returns
+ * 0, or -3 when a class label lies outside [0, width) (nothing written). */
+int memory_store(float *ring_keys, float *ring_values, int64_t size, int64_t cursor,
+                 int32_t hidden_dim, int32_t width, const float *hidden, const int64_t *labels,
+                 const double *targets, const float *base, int64_t rows, float *ring_num,
+                 int64_t *ring_cat, const float *num, const int64_t *cat, int32_t num_dim,
+                 int32_t cat_dim) {
+    if (labels)
+        for (int64_t n = 0; n < rows; n++)
+            if (labels[n] < 0 || labels[n] >= width) return -3;
+    for (int64_t n = 0; n < rows; n++) {
+        const int64_t slot = (cursor + n) % size;
+        unit_row(hidden + n * hidden_dim, hidden_dim, ring_keys + slot * hidden_dim);
+        float *v = ring_values + slot * 2 * width;
+        if (labels) {
+            memset(v, 0, sizeof(float) * (size_t)width);
+            v[labels[n]] = 1.0f;
+        } else {
+            v[0] = (float)targets[n];
+        }
+        memcpy(v + width, base + n * width, sizeof(float) * (size_t)width);
+        if (ring_num) {
+            memcpy(ring_num + slot * num_dim, num + n * num_dim, sizeof(float) * (size_t)num_dim);
+            memcpy(ring_cat + slot * cat_dim, cat + n * cat_dim, sizeof(int64_t) * (size_t)cat_dim);
+        }
+    }
     return 0;
 }

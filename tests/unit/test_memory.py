@@ -211,6 +211,18 @@ def test_store_errors_keeps_only_wrong_rows():
     assert len(mem) == 2
 
 
+def test_mirrored_inputs_land_in_the_stored_rows_slots():
+    mem = ErrorMemory(2, 2, kind="topk", store="errors", error_threshold=0.5, size=4)
+    ring_num, ring_cat = torch.zeros((4, 1)), torch.zeros((4, 1), dtype=torch.long)
+    base = f32([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    num, cat = f32([[1.0], [2.0], [3.0]]), np.array([[7], [8], [9]])
+    for _ in range(2):  # the second batch wraps around the ring of 4
+        mem.update(f32([[1, 0], [0, 1], [1, 1]]), np.array([0, 0, 1]), base,
+                   mirror=(ring_num, ring_cat, num, cat))  # fmt: skip
+    assert ring_num[:, 0].tolist() == [2.0, 3.0, 2.0, 3.0]  # row 0 was right: not stored
+    assert ring_cat[:, 0].tolist() == [8, 9, 8, 9] and mem.backend.cursor == 0
+
+
 def test_reset_empties_the_memory():
     for kind in ("topk", "lsh"):
         mem = ErrorMemory(2, 2, kind=kind)

@@ -258,6 +258,42 @@ def test_native_memory_compensation_matches_the_torch_one(regression, k, size, r
     np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
 
 
+@pytest.mark.parametrize("regression", [False, True])
+def test_native_memory_store_matches_the_torch_one(regression):
+    """Ring slots, wrap-around, a batch larger than the ring, the mirrored input rings."""
+    rng = np.random.default_rng(19)
+    width, hidden_dim, size = (1 if regression else 4), 6, 24
+    memories = [
+        ErrorMemory(hidden_dim, width, k=3, size=size, regression=regression, native=library)
+        for library in (None, native.load())
+    ]
+    mirrors = [(torch.zeros((size, 3)), torch.zeros((size, 2), dtype=torch.long)) for _ in memories]
+    for n in (10, 10, 9, 30, 5):  # wraps at 24, then a batch of 30 keeps its newest 24
+        hidden = rng.normal(size=(n, hidden_dim)).astype(np.float32)
+        hidden[0] = 0.0  # a zero row: a zero key, not NaN
+        y = rng.normal(size=n) if regression else rng.integers(0, width, n)
+        base = rng.random((n, width)).astype(np.float32).squeeze(1 if regression else ())
+        num = rng.normal(size=(n, 3)).astype(np.float32)
+        cat = rng.integers(0, 50, (n, 2))
+        for memory, (ring_num, ring_cat) in zip(memories, mirrors, strict=True):
+            stored = memory.update(hidden, y, base, mirror=(ring_num, ring_cat, num, cat))
+            assert stored.all() and len(stored) == n
+    (expected, got), (want, have) = (m.backend for m in memories), mirrors
+    assert (got.cursor, got.filled, memories[1].writes) == (expected.cursor, expected.filled, 5)
+    torch.testing.assert_close(got.keys, expected.keys)
+    assert torch.equal(got.values, expected.values)
+    assert torch.equal(have[0], want[0]) and torch.equal(have[1], want[1])
+
+
+def test_native_memory_store_refuses_a_label_outside_the_slots():
+    memory = ErrorMemory(4, 3, k=2, size=8, native=native.load())
+    rng = np.random.default_rng(20)
+    hidden, base = rng.normal(size=(2, 4)).astype(np.float32), np.full((2, 3), 1 / 3, np.float32)
+    with pytest.raises(IndexError, match="3 slots"):
+        memory.update(hidden, np.array([0, 3]), base)
+    assert len(memory) == 0 and not memory.backend.values.any()  # nothing written
+
+
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
 def test_prequential_with_error_memory_agrees_across_kernels(task):
     """The whole loop: compiled step, compiled compensation and compiled re-keying (into the
@@ -285,6 +321,8 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
         np.testing.assert_allclose(
             outcomes[1].prediction, outcomes[0].prediction, rtol=1e-3, atol=1e-4
         )
+    for run in runs:
+        run.learner.settle()  # the last re-key may still run on the worker thread
     rings = [run.memory.memory.backend for run in runs]
     assert runs[1].memory.rekeys == 12 and rings[1].filled == 48
     torch.testing.assert_close(rings[1].keys, rings[0].keys, rtol=1e-3, atol=1e-4)
