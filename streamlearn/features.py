@@ -6,16 +6,21 @@ values are hashed with a stable hash (CRC-32 of ``name=value``, never Python's s
 (and its ONNX signature) never changes while features appear and disappear. In auto mode a
 name gets a slot the first time it is seen (new names in sorted order, so feature order never
 matters); names beyond capacity, or outside an explicit schema, are ignored and counted.
+With the compiled kernels (learn/native.py, passed where the learner's step is compiled)
+:meth:`FeatureEncoder.standardize` is one call into native_features.c, equal bit for bit.
 """
 
 from __future__ import annotations
 
+import ctypes
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from streamlearn.learn import native
 
 __all__ = ["EncodedFeatures", "FeatureEncoder", "stable_bucket"]
 
@@ -44,7 +49,7 @@ class EncodedFeatures:
         return len(self.num)
 
 
-class FeatureEncoder:
+class FeatureEncoder(native.UsesKernels):
     """Maps feature names to slots and values to model inputs; its state is plain arrays."""
 
     def __init__(
@@ -54,7 +59,9 @@ class FeatureEncoder:
         hash_buckets: int = 4096,
         numeric: Sequence[str] = (),
         categorical: Sequence[str] = (),
+        native: ctypes.CDLL | None = None,
     ) -> None:
+        """``native``: the compiled library of learn/native.py, for :meth:`standardize`."""
         if len(numeric) > numeric_slots or len(categorical) > categorical_slots:
             raise ValueError("explicit schema has more features than slots")
         self.numeric_slots = numeric_slots
@@ -71,6 +78,7 @@ class FeatureEncoder:
         self.non_finite = 0  # ±inf sent to a numeric feature (treated as missing)
         self.overflowed = 0  # column updates skipped: the batch's values overflowed the variance
         self._bucket_cache: dict[tuple[str, str], int] = {}
+        self._native = native
 
     # -- schema ---------------------------------------------------------------------------
     @property
@@ -187,6 +195,20 @@ class FeatureEncoder:
         become 0 (the mean). Only named slots are computed: the others are 0 (in the encoder's
         output they are always missing)."""
         k = self._used
+        if self._native is not None and num.shape[1:] == (self.numeric_slots,):
+            raw = np.ascontiguousarray(num, dtype=np.float64)
+            z = np.empty(raw.shape, dtype=np.float32)
+            self._native.features_standardize(
+                native.address(raw),
+                len(raw),
+                self.numeric_slots,
+                k,
+                native.address(self.count),
+                native.address(self.mean),
+                native.address(self.m2),
+                native.address(z),
+            )
+            return z
         std = np.sqrt(self.m2[:k] / np.maximum(self.count[:k] - 1, 1))
         std[std <= 1e-12] = 1.0
         block = (num[:, :k] - self.mean[:k]) / std
@@ -257,14 +279,20 @@ class FeatureEncoder:
         }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> FeatureEncoder:
-        enc = cls(state["numeric_slots"], state["categorical_slots"], state["hash_buckets"])
+    def from_state_dict(
+        cls, state: Mapping[str, Any], native: ctypes.CDLL | None = None
+    ) -> FeatureEncoder:
+        enc = cls(
+            state["numeric_slots"], state["categorical_slots"], state["hash_buckets"], native=native
+        )
         enc.auto = bool(state["auto"])
         enc._num_index = {n: i for i, n in enumerate(state["numeric"])}
         enc._cat_index = {n: i for i, n in enumerate(state["categorical"])}
         enc.count = np.asarray(state["count"], dtype=np.float64)
         enc.mean = np.asarray(state["mean"], dtype=np.float64)
         enc.m2 = np.asarray(state["m2"], dtype=np.float64)
+        if not enc.count.shape == enc.mean.shape == enc.m2.shape == (enc.numeric_slots,):
+            raise ValueError(f"encoder state: statistics of another width than {enc.numeric_slots}")
         enc.ignored = int(state["ignored"])
         enc.mismatched = int(state["mismatched"])
         enc.non_finite = int(state.get("non_finite", 0))  # absent from older states

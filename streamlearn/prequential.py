@@ -47,14 +47,19 @@ class Prequential:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         f, lrn = settings.features, settings.learner
+        self.learner = OnlineLearner(lrn, f)
         self.encoder = FeatureEncoder(
-            f.numeric_slots, f.categorical_slots, f.hash_buckets, f.numeric, f.categorical
+            f.numeric_slots,
+            f.categorical_slots,
+            f.hash_buckets,
+            f.numeric,
+            f.categorical,
+            native=self.learner.library,  # the stages beside a compiled step are compiled too
         )
         self.regression = lrn.task == "regression"
         self.labels = LabelMap(
             2 if lrn.task == "binary" else lrn.max_classes, lrn.classes, fixed=bool(lrn.classes)
         )
-        self.learner = OnlineLearner(lrn, f)
         self.learner.set_classes(self._class_mask())
         self.detector = build_detector(settings.drift, self.learner.library)
         # error memory (ReLoop2): compensates the base prediction, see learn/compensation.py
@@ -188,7 +193,7 @@ class Prequential:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; the settings must build the same model."""
-        self.encoder = FeatureEncoder.from_state_dict(state["encoder"])
+        self.encoder = FeatureEncoder.from_state_dict(state["encoder"], self.learner.library)
         self.labels = LabelMap.from_state_dict(state["labels"])
         self.learner.load_state_dict(state["learner"])
         self.learner.set_classes(self._class_mask())

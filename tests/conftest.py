@@ -1,9 +1,12 @@
-"""Shared test configuration: environment isolation and the ``gpu`` marker."""
+"""Shared test configuration: environment isolation, the ``gpu`` marker, the kernels."""
 
 import os
+import shutil
 
 import pytest
 import torch
+
+from streamlearn.learn import native
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +20,23 @@ def _no_streamlearn_env(monkeypatch):
 def pytest_runtest_setup(item):
     if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
+
+
+def _compiled_library():
+    """The compiled kernels; the test is skipped only where no C compiler exists (`make
+    install-test` installs one): a build that fails with a compiler present fails it."""
+    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler: the numpy and torch forms run here")
+    return native.load()
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """The compiled kernels (`pytest.mark.usefixtures("compiled")` for a whole module)."""
+    return _compiled_library()
+
+
+@pytest.fixture(params=["numpy", "compiled"])
+def library(request):
+    """A test taking it runs on the numpy/torch form (None) and on the compiled kernels."""
+    return None if request.param == "numpy" else _compiled_library()

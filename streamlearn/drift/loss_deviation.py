@@ -26,7 +26,7 @@ from streamlearn.learn import native
 __all__ = ["LossDeviationDetector"]
 
 
-class LossDeviationDetector:
+class LossDeviationDetector(native.UsesKernels):
     """EWMA-smoothed loss against mean + k·std of its recent window, with a cooldown.
 
     >>> import numpy as np
@@ -61,14 +61,6 @@ class LossDeviationDetector:
         self._quiet = 0  # events left in the cooldown
         self.seen = 0
         self._native = native
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Everything but the compiled library's handle (not picklable): whether it was used."""
-        return {**self.__dict__, "_native": self._native is not None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._native = native.reload(state.get("_native"))
 
     @property
     def smoothed(self) -> float | None:

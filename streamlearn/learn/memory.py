@@ -284,7 +284,7 @@ class LSHStore:
         self._weight = 1.0
 
 
-class ErrorMemory:
+class ErrorMemory(native.UsesKernels):
     """Error memory over one store: compensates base predictions, learns from labelled rows.
 
     ``width`` is the number of class slots (ignored for regression). Labels are class slots
@@ -346,14 +346,6 @@ class ErrorMemory:
 
     def __len__(self) -> int:
         return len(self.backend)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Everything but the compiled library's handle (not picklable): whether it was used."""
-        return {**self.__dict__, "_native": self._native is not None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._native = native.reload(state.get("_native"))  # None: the torch path
 
     def keys(self, hidden: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Unit-length keys [B, H] for hidden rows; pass them to compensate and update alike

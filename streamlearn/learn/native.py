@@ -6,7 +6,8 @@ whole update (forward, loss, backward, clipping, AdamW, lazy sparse Adam) in one
 same buffers; native_async.c runs a batch's updates on a worker thread; native_memory.c the
 error memory's top-k compensation (bound in learn/memory.py), native_replay.c the reservoir's
 inserts (learn/replay.py), native_drift.c the loss-deviation detector
-(drift/loss_deviation.py). All go into one library.
+(drift/loss_deviation.py), native_features.c the encoder's standardisation (features.py). All
+go into one library.
 
 Where the library comes from, first that works: a build for this CPU (``-march=native``) in
 ``$XDG_CACHE_HOME/streamlearn/native``, compiled there on first use with the machine's C
@@ -32,7 +33,7 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,7 +41,15 @@ import torch
 if TYPE_CHECKING:
     from streamlearn.learn.fused import FusedTrainer
 
-__all__ = ["NativeStep", "NativeUnavailable", "address", "build", "load", "reload"]
+__all__ = [
+    "NativeStep",
+    "NativeUnavailable",
+    "UsesKernels",
+    "address",
+    "build",
+    "load",
+    "reload",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ SOURCES = (
     "native_memory.c",
     "native_replay.c",
     "native_drift.c",
+    "native_features.c",
 )
 HEADERS = ("native_gemm.h", "native_step.h")
 MAX_LAYERS = 16  # MAX_LAYERS in native_step.c: hidden layers + the head
@@ -180,6 +190,8 @@ _REPLAY_ARGS = [_P, _P, _P, _L, _L, _P, _P, _P, _L, _I, _I, _I, _P]
 #              smoothed, fired) of native_drift.c
 _D = ctypes.c_double
 _DRIFT_ARGS = [_P, _I, _P, _L, _D, _D, _L, _D, _L, _P, _P, _P]
+# features_standardize(num, rows, slots, used, count, mean, m2, out) of native_features.c
+_STANDARDIZE_ARGS = [_P, _L, _L, _L, _P, _P, _P, _P]
 
 
 def _cache_dir() -> Path:
@@ -285,6 +297,8 @@ def load() -> ctypes.CDLL:
             library.reservoir_insert.restype = None
             library.drift_update.argtypes = _DRIFT_ARGS
             library.drift_update.restype = ctypes.c_int32
+            library.features_standardize.argtypes = _STANDARDIZE_ARGS
+            library.features_standardize.restype = None
             library.updates_submit.argtypes = [ctypes.POINTER(_Job)]
             library.updates_submit.restype = ctypes.c_int
             library.updates_wait.argtypes = []
@@ -318,6 +332,20 @@ def reload(used: object) -> ctypes.CDLL | None:
         return load() if used else None
     except NativeUnavailable:
         return None
+
+
+class UsesKernels:
+    """For objects that keep the compiled library (or None) in ``_native``: they pickle with a
+    flag in its place (a loaded library is not picklable) and load it again when unpickled."""
+
+    _native: ctypes.CDLL | None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_native": self._native is not None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._native = reload(state.get("_native"))  # None: the object's numpy/torch path
 
 
 class NativeStep:

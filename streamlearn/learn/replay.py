@@ -20,7 +20,7 @@ from streamlearn.learn import native
 __all__ = ["ReservoirBuffer"]
 
 
-class ReservoirBuffer:
+class ReservoirBuffer(native.UsesKernels):
     """Fixed-capacity reservoir of (num, cat, y) rows; seeded, device-resident."""
 
     def __init__(
@@ -42,14 +42,6 @@ class ReservoirBuffer:
         self._rng = np.random.default_rng(seed)
         self._native = native if self.num.device.type == "cpu" else None
         self._y_dtype = self.y.numpy().dtype if self._native is not None else None
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Everything but the compiled library's handle (not picklable): whether it was used."""
-        return {**self.__dict__, "_native": self._native is not None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._native = native.reload(state.get("_native"))
 
     def __len__(self) -> int:
         return min(self.seen, self.capacity)

@@ -176,9 +176,9 @@ def test_observe_all_missing_is_a_no_op():
     assert enc.count.sum() == 0 and enc.mean.sum() == 0 and enc.m2.sum() == 0
 
 
-def test_standardize_uses_statistics_clips_and_imputes_zero():
+def test_standardize_uses_statistics_clips_and_imputes_zero(library):
     rng = np.random.default_rng(5)
-    enc = FeatureEncoder(3, 1, 16, numeric=["a", "b", "c"])
+    enc = FeatureEncoder(3, 1, 16, numeric=["a", "b", "c"], native=library)
     data = rng.normal([10.0, -4.0, 0.0], [2.0, 0.5, 1.0], size=(500, 3))
     data[:, 2] = 7.0  # constant column: std 0 must not divide by zero
     enc.observe(data)
@@ -193,15 +193,15 @@ def test_standardize_uses_statistics_clips_and_imputes_zero():
     assert np.isfinite(z).all()
 
 
-def test_standardize_before_any_statistics_is_identity_with_imputation():
-    enc = FeatureEncoder(2, 1, 16, numeric=["a", "b"])
+def test_standardize_before_any_statistics_is_identity_with_imputation(library):
+    enc = FeatureEncoder(2, 1, 16, numeric=["a", "b"], native=library)
     z = enc.standardize(np.array([[1.5, np.nan]]))
     assert z.tolist() == [[1.5, 0.0]]
 
 
-def test_slots_without_a_name_are_neither_observed_nor_standardised():
+def test_slots_without_a_name_are_neither_observed_nor_standardised(library):
     """The encoder's own output holds NaN there; statistics cover the named slots only."""
-    enc = FeatureEncoder(3, 1, 16)
+    enc = FeatureEncoder(3, 1, 16, native=library)
     feats = enc.encode([{"a": 2.0}, {"a": 4.0}])
     enc.observe(feats.num)
     assert enc.count.tolist() == [2.0, 0.0, 0.0] and enc.mean[0] == 3.0
@@ -212,6 +212,32 @@ def test_slots_without_a_name_are_neither_observed_nor_standardised():
     seen = np.array([2.0, 4.0, 5.0])
     expected = (5.0 - seen.mean()) / seen.std(ddof=1)
     assert z[0, 1:].tolist() == [0.0, 0.0] and z[0, 0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_compiled_standardize_equals_numpys_bit_for_bit(compiled):
+    """70 named of 80 slots (more than the C side's block of 64), NaN, ±inf, huge values,
+    a constant column, integer input."""
+    rng = np.random.default_rng(21)
+    encoders = [FeatureEncoder(80, 1, 16, native=library) for library in (None, compiled)]
+    data = rng.normal(rng.normal(0, 50, 70), rng.uniform(0.01, 30, 70), size=(300, 70))
+    data[:, 5] = 3.0
+    rows = [{f"x{j:02d}": float(v) for j, v in enumerate(row)} for row in data]
+    for encoder in encoders:
+        encoder.observe(encoder.encode(rows).num)
+    query = encoders[0].encode(rows[:40]).num * rng.choice([0.5, 1.0, 40.0], size=(40, 80))
+    query[rng.random(query.shape) < 0.05] = np.nan
+    query[0, :3] = [np.inf, -np.inf, 1e308]
+    numpy_z, compiled_z = (encoder.standardize(query) for encoder in encoders)
+    assert compiled_z.dtype == np.float32 and np.array_equal(compiled_z, numpy_z)
+    assert not compiled_z[:, 70:].any() and (np.abs(compiled_z) == 8.0).any()
+    as_ints = np.arange(160).reshape(2, 80)
+    assert np.array_equal(encoders[1].standardize(as_ints), encoders[0].standardize(as_ints))
+
+
+def test_a_state_of_another_width_is_refused():
+    state = FeatureEncoder(4, 1, 16).state_dict()
+    with pytest.raises(ValueError, match="another width"):
+        FeatureEncoder.from_state_dict({**state, "mean": [0.0] * 3})
 
 
 def test_encode_and_encode_columns_agree():

@@ -1,25 +1,10 @@
 import json
-import os
 import pickle
-import shutil
 
 import numpy as np
 import pytest
 
 from streamlearn.drift import LossDeviationDetector
-from streamlearn.learn import native
-
-
-def _compiled():
-    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
-        pytest.skip("no C compiler: the detector runs its numpy form here")
-    return native.load()
-
-
-@pytest.fixture(params=["numpy", "compiled"])
-def library(request):
-    """Every test runs the numpy form and the compiled one (native_drift.c)."""
-    return None if request.param == "numpy" else _compiled()
 
 
 def make(library, cooldown=200):
@@ -206,9 +191,9 @@ def test_batched_update_matches_the_per_event_loop(seed, min_rise, limits, feed,
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_compiled_form_equals_the_numpy_form(seed, feed):
+def test_compiled_form_equals_the_numpy_form(seed, feed, compiled):
     """Same firings and, since the EWMA rounds alike, the same state to the last bit."""
-    library = _compiled()
+    library = compiled
     kwargs = {"alpha": 0.2, "window": 40, "k": 3.0, "cooldown": 25, "min_samples": 15}
     losses = _jumpy_losses(seed)
     numpy_form = LossDeviationDetector(**kwargs, min_rise=0.1)
