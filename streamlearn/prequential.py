@@ -106,18 +106,19 @@ class Prequential:
 
     def _targets(self, ys: Sequence[Hashable | None]) -> tuple[np.ndarray, np.ndarray]:
         """(rows to learn, their targets); unknown classes are counted and not learned."""
-        labelled = np.array([y is not None for y in ys], dtype=bool)
         if self.regression:
             target = np.array([_target(y) for y in ys], dtype=np.float64)
             # the model trains in float32: a target beyond its range (or NaN, inf, a string) is
             # not one; it is counted, and not learned
             ok = np.abs(target) <= _FLOAT32_MAX
-            self.unknown_labels += int((labelled & ~ok).sum())
-            return ok, target[ok]
-        slots = self.labels.add_many(ys)
-        self.unknown_labels += int((labelled & (slots < 0)).sum())
-        ok = slots >= 0
-        return ok, slots[ok]
+        else:
+            target = self.labels.add_many(ys)
+            ok = target >= 0
+        if ok.all():  # the usual batch: every row labelled with something learnable
+            return ok, target
+        labelled = np.array([y is not None for y in ys], dtype=bool)
+        self.unknown_labels += int((labelled & ~ok).sum())
+        return ok, target[ok]
 
     def process_encoded(
         self, feats: EncodedFeatures, ys: Sequence[Hashable | None]

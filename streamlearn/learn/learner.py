@@ -28,7 +28,7 @@ from streamlearn.errors import ConfigError
 from streamlearn.learn import native
 from streamlearn.learn.fused import FusedTrainer, Pass
 from streamlearn.learn.memory import unit_rows
-from streamlearn.learn.replay import ReservoirBuffer
+from streamlearn.learn.replay import PreparedRows, ReservoirBuffer
 from streamlearn.learn.schedule import RewarmSchedule
 from streamlearn.model import TabularNet
 from streamlearn.settings import FeatureSettings, LearnerSettings
@@ -100,9 +100,9 @@ class OnlineLearner:
         )
         self.steps = 0
         self.skipped_nonfinite = 0
-        # updates running on the worker thread: (batch rows, their losses) to keep once done
         self._overlap = self.trainer.native is not None and _overlaps(learner.overlap)
-        self._pending: tuple[tuple[np.ndarray, ...], np.ndarray] | None = None
+        # updates running on the worker thread: the batch rows to keep once they are done
+        self._pending: PreparedRows | None = None
         self._forwarding = False  # a forward pass runs on the worker thread
         self._learned = True  # whether every update of the last step applied
         self._y_count = 0.0
@@ -232,10 +232,10 @@ class OnlineLearner:
         for them and keep the batch in the reservoir (or wait for a forward pass left running
         there); whether every update of the last step applied."""
         if self._pending is not None:
-            rows, loss = self._pending
+            kept = self._pending
             self._pending = None
             assert self.trainer.native is not None
-            self._learned = self._account(self.trainer.native.wait(), rows, loss)
+            self._learned = self._account(self.trainer.native.wait(), kept)
         elif self._forwarding:  # a forward pass (begin_forward_seen_into) learns nothing
             self._forwarding = False
             assert self.trainer.native is not None
@@ -248,17 +248,20 @@ class OnlineLearner:
         if self._forwarding:
             self.settle()
 
-    def _account(
-        self, codes: list[int], rows: tuple[np.ndarray, ...], pre_loss: np.ndarray
-    ) -> bool:
-        """Count a compiled step's applied and skipped updates, keep its rows for replay (a
-        NaN/inf row must not poison later replay: its loss is not finite)."""
-        applied = sum(code == native.APPLIED for code in codes)
+    def _account(self, codes: list[int], kept: PreparedRows) -> bool:
+        """Count a compiled step's applied and skipped updates, put its rows into the
+        reservoir (after the updates, which read replay rows from it)."""
+        applied = codes.count(native.APPLIED)
         self.steps += applied
         self.skipped_nonfinite += len(codes) - applied
-        finite = np.isfinite(pre_loss)
-        self.replay.add_rows(*(rows if finite.all() else (part[finite] for part in rows)))
+        self.replay.insert(kept)
         return applied == len(codes)
+
+    def _kept(self, rows: tuple[np.ndarray, ...], pre_loss: np.ndarray) -> PreparedRows:
+        """The batch rows for the reservoir, their draws made: a NaN/inf row must not poison
+        later replay (its loss is not finite)."""
+        finite = np.isfinite(pre_loss)
+        return self.replay.prepare(*(rows if finite.all() else (part[finite] for part in rows)))
 
     def begin_step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> Scored:
         """:meth:`step`'s prediction of the batch; its learning is done by :meth:`settle` at
@@ -334,7 +337,7 @@ class OnlineLearner:
             loss = np.empty(batch, dtype=np.float32)
             lrs = [self.schedule.value(self.steps + applied) for applied in range(updates)]
             if step.begin(rows, replay, self.outputs, lrs, target, prediction, loss, hidden):
-                self._pending = (rows, loss)
+                self._pending = self._kept(rows, loss)  # drawn while the updates run
                 return Scored(prediction, loss, hidden)
             self._overlap = False  # no worker thread here: updates in this thread from now on
         loss = np.empty(batch + per_update, dtype=np.float32)
@@ -346,7 +349,7 @@ class OnlineLearner:
             lr = self.schedule.value(self.steps + codes.count(native.APPLIED))
             outputs = (prediction, loss, hidden) if update == 0 else (None, None, None)
             codes.append(step.update(rows, picked, self.outputs, lr, target, *outputs))
-        self._learned = self._account(codes, rows, loss[:batch])
+        self._learned = self._account(codes, self._kept(rows, loss[:batch]))
         return Scored(prediction, loss[:batch], hidden)
 
     def _keep(

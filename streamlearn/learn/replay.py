@@ -10,6 +10,7 @@ inserts, with the same random draws.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,17 @@ import torch
 
 from streamlearn.learn import native
 
-__all__ = ["ReservoirBuffer"]
+__all__ = ["PreparedRows", "ReservoirBuffer"]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRows:
+    """Rows to insert and the draws made for them (ReservoirBuffer.prepare)."""
+
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray]  # numeric, bucket ids, targets
+    seen: int  # the reservoir's count the draws were made at
+    compiled: bool  # inserted by the compiled call (else through add, which draws itself)
+    drawn: np.ndarray | None  # the compiled call's draws (None: all rows find a free slot)
 
 
 class ReservoirBuffer(native.UsesKernels):
@@ -91,11 +102,26 @@ class ReservoirBuffer(native.UsesKernels):
     def add_rows(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> None:
         """:meth:`add` for host arrays: one compiled call when they lie as the buffer keeps
         its rows (C-contiguous, its dtypes and widths), else through :meth:`add`."""
+        self.insert(self.prepare(num, cat, y))
+
+    def prepare(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> PreparedRows:
+        """:meth:`add_rows`' first half: the random draws for these rows, taken now (while
+        something may still read the buffer); :meth:`insert` copies them in, next."""
+        compiled = self._native is not None and self.capacity > 0 and self._host_layout(num, cat, y)
+        # the C side derives the free slots itself
+        drawn = self._draws(len(y))[1] if compiled else None
+        return PreparedRows((num, cat, y), self.seen, compiled, drawn)
+
+    def insert(self, prepared: PreparedRows) -> None:
+        """:meth:`add_rows`' second half: the rows into the slots drawn by :meth:`prepare`."""
+        num, cat, y = prepared.rows
+        if prepared.seen != self.seen:
+            raise RuntimeError("the reservoir changed between prepare and insert")
         library = self._native
-        if library is None or self.capacity == 0 or not self._host_layout(num, cat, y):
+        if not prepared.compiled or library is None:
             self.add(torch.from_numpy(num), torch.from_numpy(cat), torch.from_numpy(y))
             return
-        _, drawn = self._draws(len(y))  # the C side derives the free slots itself
+        drawn = prepared.drawn
         library.reservoir_insert(
             self.num.data_ptr(),
             self.cat.data_ptr(),

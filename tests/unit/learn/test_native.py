@@ -422,6 +422,27 @@ def test_compiled_reservoir_inserts_equal_the_torch_ones(capacity, sizes, y_dtyp
         assert torch.equal(with_c.sample(9)[2], without.sample(9)[2])
 
 
+def test_reservoir_rows_prepared_first_and_inserted_later_equal_add_rows(library):
+    """The learner draws while the updates still read the buffer, and inserts after them."""
+    split, whole = (ReservoirBuffer(16, 2, 3, torch.long, seed=5, native=library) for _ in "ab")
+    rng = np.random.default_rng(1)
+    for size in (10, 10, 30):
+        rows = (
+            rng.standard_normal((size, 2)).astype(np.float32),
+            rng.integers(0, 99, (size, 3)),
+            rng.integers(0, 4, size),
+        )
+        prepared = split.prepare(*rows)
+        assert split.seen == whole.seen  # nothing inserted yet
+        split.insert(prepared)
+        whole.add_rows(*rows)
+        assert torch.equal(split.num, whole.num) and torch.equal(split.y, whole.y)
+    stale = split.prepare(*rows)
+    split.add_rows(*rows)
+    with pytest.raises(RuntimeError, match="changed between"):
+        split.insert(stale)
+
+
 def test_compiled_reservoir_takes_other_layouts_through_torch_and_survives_pickling():
     buffer = ReservoirBuffer(8, 2, 3, torch.long, seed=1, native=native.load())
     reference = ReservoirBuffer(8, 2, 3, torch.long, seed=1)
