@@ -159,8 +159,8 @@ class FusedTrainer:
     # -- widths -----------------------------------------------------------------------------
     def observe_inputs(self, num: np.ndarray, cat: np.ndarray) -> None:
         """Widen the active input to every slot this batch sets (it never narrows)."""
-        self.active_num = max(self.active_num, _last_set(num))
-        self.active_cat = max(self.active_cat, _last_set(cat))
+        self.active_num = _widened(num, self.active_num)
+        self.active_cat = _widened(cat, self.active_cat)
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, num: torch.Tensor, cat: torch.Tensor, k: int) -> Pass:
@@ -329,7 +329,10 @@ def _relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.threshold_backward(grad, output, 0.0)
 
 
-def _last_set(values: np.ndarray) -> int:
-    """1 + the last column with any non-zero value (0 when none)."""
-    columns = np.flatnonzero(values.any(axis=0))
-    return int(columns[-1]) + 1 if len(columns) else 0
+def _widened(values: np.ndarray, active: int) -> int:
+    """``active`` widened to 1 + the last column with any non-zero value; only the columns
+    beyond it are read, usually all zero (one reduction)."""
+    rest = values[:, active:]
+    if not rest.any():
+        return active
+    return active + int(np.flatnonzero(rest.any(axis=0))[-1]) + 1

@@ -520,9 +520,10 @@ class NativeStep:
                 f"inputs of shapes {num.shape} / {cat.shape} / {y.shape}; the model takes "
                 f"{shapes[0]} / {shapes[1]} / ({len(y)},)"
             )
-        if cat.size and (cat.min() < 0 or cat.max() >= trainer.table.shape[0]):
+        # int64 read as uint64: a negative id is huge, so one maximum checks both bounds
+        if cat.size and cat.view(np.uint64).max() >= trainer.table.shape[0]:
             raise IndexError(f"bucket id outside [0, {trainer.table.shape[0]}) in the batch")
-        if not trainer.regression and len(y) and (y.min() < 0 or y.max() >= outputs):
+        if not trainer.regression and len(y) and y.view(np.uint64).max() >= outputs:
             raise IndexError(f"class slot outside the {outputs} switched on in the batch")
 
     def forward_into(
