@@ -165,7 +165,7 @@ class FeatureEncoder(native.UsesKernels):
         for name, column in arrays.items():
             if (slot := self._num_index.get(name)) is not None:
                 if column.dtype.kind in "biuf":
-                    num[:, slot] = column.astype(np.float64)
+                    num[:, slot] = column  # cast on assignment, no copy first
                 else:
                     num[:, slot] = [_as_float(v, self) for v in column]
             elif (slot := self._cat_index.get(name)) is not None:
