@@ -96,6 +96,22 @@ static float sum_of_squares(const float *v, int64_t count) {
     return s;
 }
 
+typedef struct {
+    float beta1, beta2, eps, step_size, bc2_sqrt, decay;
+} Adam;
+
+/* AdamW on flat[from, from + count), as torch's fused kernel computes it */
+static void adamw(const Net *net, const Adam *o, int64_t from, int64_t count) {
+    float *restrict w = net->flat + from, *restrict m = net->exp_avg + from;
+    float *restrict v = net->exp_avg_sq + from;
+    const float *restrict g = net->grad + from;
+    for (int64_t i = 0; i < count; i++) {
+        m[i] += (1.0f - o->beta1) * (g[i] - m[i]);
+        v[i] = o->beta2 * v[i] + (1.0f - o->beta2) * g[i] * g[i];
+        w[i] = w[i] * o->decay - o->step_size * m[i] / (sqrtf(v[i]) / o->bc2_sqrt + o->eps);
+    }
+}
+
 /* Returns 1 when the update was applied, 0 when it was skipped (non-finite loss or gradient:
  * no parameter or moment changed), -1 after a forward pass only (y NULL: outputs; or
  * score_only: outputs and losses; nothing learned), -2 when scratch could not be allocated,
@@ -259,13 +275,26 @@ int fused_step(const Net *net, const Call *c) {
     const float b1 = net->beta1, b2 = net->beta2, eps = net->eps, lr = c->lr;
     const float step = (*net->step += 1.0f);
     const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
-    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float decay = 1.0f - lr * net->weight_decay;
-    for (int64_t i = 0; i < net->flat_size; i++) {
-        float g = net->grad[i];
-        float m = net->exp_avg[i] += (1.0f - b1) * (g - net->exp_avg[i]);
-        float v = net->exp_avg_sq[i] = b2 * net->exp_avg_sq[i] + (1.0f - b2) * g * g;
-        net->flat[i] = net->flat[i] * decay - step_size * m / (sqrtf(v) / bc2_sqrt + eps);
+    const Adam adam = {b1, b2, eps, (float)(lr / bc1), (float)sqrt(bc2),
+                       1.0f - lr * net->weight_decay};
+    if (adam.decay != 1.0f) { /* decoupled weight decay moves every weight */
+        adamw(net, &adam, 0, net->flat_size);
+    } else { /* a weight of a slot or class never active has had zero gradients only, so zero
+              * moments: its update leaves it and them as they are; only active blocks run */
+        for (int32_t l = 0; l < L; l++) {
+            const int64_t w = net->weight[l] - net->flat, b = net->bias[l] - net->flat;
+            const int32_t units = l == L - 1 ? k : net->width[l];
+            const int32_t in = l == 0 ? net->in_full : net->width[l - 1];
+            if (l > 0) {
+                adamw(net, &adam, w, (int64_t)units * in);
+            } else {
+                for (int32_t r = 0; r < units; r++) {
+                    adamw(net, &adam, w + (int64_t)r * in, a);
+                    if (ce) adamw(net, &adam, w + (int64_t)r * in + ns, ce);
+                }
+            }
+            adamw(net, &adam, b, units);
+        }
     }
 
     /* lazy Adam on the touched embedding rows, as torch.optim.SparseAdam */

@@ -204,6 +204,37 @@ def test_builds_are_cached_and_a_shipped_portable_build_is_found(monkeypatch, tm
         native._find()
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_weights_of_slots_and_classes_never_active_move_only_by_weight_decay(weight_decay):
+    """Without weight decay the compiled step updates only the active blocks (the others'
+    gradients and moments are zero, so AdamW leaves them as they are); with it, all of them,
+    as the torch step does."""
+    torch_learner, native_learner = pair(weight_decay=weight_decay)
+    trainer = native_learner.trainer
+    before = [w.clone() for w in trainer.weights]
+    rng = np.random.default_rng(22)
+    for _ in range(6):
+        data = batch(rng, "multiclass", numeric=3, categorical=1)
+        for learner in (torch_learner, native_learner):
+            learner.step(*data)
+    assert_agree(torch_learner, native_learner)
+    ns, e = FEATURES.numeric_slots, FEATURES.embedding_dim
+    inactive = [
+        (trainer.weights[0], (slice(None), slice(3, ns)), before[0]),  # numeric slots 3..5
+        (trainer.weights[0], (slice(None), slice(ns + e, None)), before[0]),  # bucket slots 1, 2
+        (trainer.weights[-1], (slice(3, None), slice(None)), before[-1]),  # classes 3.. off
+    ]
+    for weight, block, start in inactive:
+        if weight_decay:
+            assert (weight[block].abs() < start[block].abs()).all()  # decayed toward zero
+        else:
+            assert torch.equal(weight[block], start[block])
+    assert not torch.equal(trainer.weights[1], before[1])  # hidden layers always learn
+    rows, cols = trainer.weights[0].shape  # the first block of the flat buffer
+    moments = trainer.exp_avg[: rows * cols].view(rows, cols)
+    assert not moments[:, 3:ns].any() and moments[:, :3].all()  # zero gradients, zero moments
+
+
 @pytest.mark.parametrize(
     ("regression", "k", "size", "rows_stored"),
     [
