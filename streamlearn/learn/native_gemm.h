@@ -5,11 +5,16 @@
 
 #include <stdint.h>
 
-/* C[M, N] += A[M, K] . B[K, N], row-major with row strides lda, ldb, ldc. Blocks of 4 rows
- * by 32 columns accumulate in fixed-size locals the compiler keeps in vector registers (8
- * AVX-512 or 16 AVX2 registers), so each loaded row of B feeds four rows of FMAs; the edges
- * take one row at a time, skipping zero multipliers (ReLU zeros, unset inputs). */
+/* C[M, N] += A[M, K] . B[K, N], row-major with row strides lda, ldb, ldc. Blocks of rows by
+ * 32 columns accumulate in fixed-size locals the compiler keeps in vector registers (8 rows:
+ * 16 of AVX-512's 32 registers; 4 rows: all 16 of AVX2's), so each loaded row of B feeds that
+ * many rows of FMAs; the edges take one row at a time, skipping zero multipliers (ReLU zeros,
+ * unset inputs). Every element sums over k in order either way: the same results. */
+#ifdef __AVX512F__
+#define BLOCK_ROWS 8
+#else
 #define BLOCK_ROWS 4
+#endif
 #define BLOCK_COLS 32
 static void gemm_acc(int64_t M, int64_t K, int64_t N, const float *restrict A, int64_t lda,
                      const float *restrict B, int64_t ldb, float *restrict C, int64_t ldc) {
