@@ -7,7 +7,8 @@ values are hashed with a stable hash (CRC-32 of ``name=value``, never Python's s
 name gets a slot the first time it is seen (new names in sorted order, so feature order never
 matters); names beyond capacity, or outside an explicit schema, are ignored and counted.
 With the compiled kernels (learn/native.py, passed where the learner's step is compiled)
-:meth:`FeatureEncoder.standardize` is one call into native_features.c, equal bit for bit.
+:meth:`FeatureEncoder.standardize` and :meth:`FeatureEncoder.observe` are one call each into
+native_features.c, equal bit for bit (statistics of a batch with missing values: to rounding).
 """
 
 from __future__ import annotations
@@ -224,6 +225,18 @@ class FeatureEncoder(native.UsesKernels):
         slots; the others are always missing in the encoder's output, and ignored)."""
         x = num[:, : self._used]
         if not x.size:
+            return
+        if self._native is not None and num.shape[1:] == (self.numeric_slots,):
+            raw = np.ascontiguousarray(num, dtype=np.float64)
+            self.overflowed += self._native.features_observe(
+                native.address(raw),
+                len(raw),
+                self.numeric_slots,
+                self._used,
+                native.address(self.count),
+                native.address(self.mean),
+                native.address(self.m2),
+            )
             return
         # overflow is detected below and counted; numpy's warning would only add log noise
         with np.errstate(over="ignore", invalid="ignore"):

@@ -6,7 +6,8 @@ whole update (forward, loss, backward, clipping, AdamW, lazy sparse Adam) in one
 same buffers; native_async.c runs a batch's updates on a worker thread; native_memory.c the
 error memory's top-k compensation (bound in learn/memory.py), native_replay.c the reservoir's
 inserts (learn/replay.py), native_drift.c the loss-deviation detector
-(drift/loss_deviation.py), native_features.c the encoder's standardisation (features.py). All
+(drift/loss_deviation.py), native_features.c the encoder's standardisation and statistics
+(features.py). All
 go into one library.
 
 Where the library comes from, first that works: a build for this CPU (``-march=native``) in
@@ -192,6 +193,8 @@ _D = ctypes.c_double
 _DRIFT_ARGS = [_P, _I, _P, _L, _D, _D, _L, _D, _L, _P, _P, _P]
 # features_standardize(num, rows, slots, used, count, mean, m2, out) of native_features.c
 _STANDARDIZE_ARGS = [_P, _L, _L, _L, _P, _P, _P, _P]
+# features_observe(num, rows, slots, used, count, mean, m2) of native_features.c
+_OBSERVE_ARGS = [_P, _L, _L, _L, _P, _P, _P]
 
 
 def _cache_dir() -> Path:
@@ -299,6 +302,8 @@ def load() -> ctypes.CDLL:
             library.drift_update.restype = ctypes.c_int32
             library.features_standardize.argtypes = _STANDARDIZE_ARGS
             library.features_standardize.restype = None
+            library.features_observe.argtypes = _OBSERVE_ARGS
+            library.features_observe.restype = ctypes.c_int64
             library.updates_submit.argtypes = [ctypes.POINTER(_Job)]
             library.updates_submit.restype = ctypes.c_int
             library.updates_wait.argtypes = []
