@@ -129,8 +129,7 @@ class Prequential:
         z = self.encoder.standardize(feats.num)
         if len(self.labels) != known_before:
             self.learner.set_classes(self._class_mask())
-        width = () if self.regression else (self.learner.model.class_mask.shape[0],)
-        prediction = np.zeros((n, *width), dtype=np.float32)
+        prediction = np.zeros((n, *self.learner.row_shape), dtype=np.float32)
         loss = np.full(n, np.nan)
         drifts: list[int] = []
         rows = slice(None) if ok.all() else ok  # a slice views the usual, fully labelled batch

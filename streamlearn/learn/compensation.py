@@ -76,15 +76,17 @@ class MemoryStage:
                 (settings.size, features.categorical_slots), dtype=torch.long, device=learner.device
             )
         self._keys: tuple[np.ndarray, torch.Tensor] | None = None
+        self._full: tuple[torch.Tensor, ...] | None = None  # views of the full ring's slots
         self.steps = 0
         self.since_drift = -1  # steps since the last detected drift; -1 = none yet
         self.resets = 0
         self.rekeys = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles and copies see the memory with its re-keying done."""
+        """Pickles and copies see the memory with its re-keying done (and no views: a pickle
+        would copy them apart from the ring)."""
         self.learner.settle()
-        return self.__dict__.copy()
+        return {**self.__dict__, "_full": None}
 
     # -- scoring ----------------------------------------------------------------------------
     def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -149,9 +151,19 @@ class MemoryStage:
         ring = self._ring
         if ring is None or ring.filled == 0:
             return
-        n, w = ring.filled, ring.width
-        forward(self._num[:n], self._cat[:n], ring.values[:n, w:], ring.keys[:n])
+        forward(*self._stored(ring))
         self.rekeys += 1
+
+    def _stored(self, ring: TopKStore) -> tuple[torch.Tensor, ...]:
+        """(inputs, buckets, base values, keys) of the filled slots: views, made once for the
+        full ring (the usual case)."""
+        n, w = ring.filled, ring.width
+        if n == ring.size and self._full is not None:
+            return self._full
+        views = (self._num[:n], self._cat[:n], ring.values[:n, w:], ring.keys[:n])
+        if n == ring.size:
+            self._full = views
+        return views
 
     @torch.no_grad()
     def state_for(self, model: TabularNet | None) -> tuple[dict[str, Any], bool]:

@@ -75,6 +75,8 @@ class OnlineLearner:
                 learner.max_classes,
                 regression=self.regression,
             ).to(self.device)
+        # a row's prediction: class slots, or one value (read once: a buffer's shape is slow)
+        self.row_shape = () if self.regression else (int(self.model.class_mask.shape[0]),)
         # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
         library = _native_library(learner.kernel, self.device, len(learner.hidden))
@@ -324,8 +326,7 @@ class OnlineLearner:
         per_update = self._replay_per_update(batch)
         drawn = self.replay.draw(per_update * updates) if per_update else None
         replay = None if drawn is None else (self.replay.num, self.replay.cat, self.replay.y, drawn)
-        width = () if self.regression else (self.model.class_mask.shape[0],)
-        prediction = np.zeros((batch, *width), dtype=np.float32)
+        prediction = np.zeros((batch, *self.row_shape), dtype=np.float32)
         hidden = np.empty((batch, self.model.hidden_dim), dtype=np.float32)
         target = (0.0, 1.0, 0.0, 1.0)  # classification: unused
         if self.regression:  # the prediction shows the statistics before this batch's targets

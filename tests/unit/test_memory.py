@@ -1,6 +1,7 @@
 """ErrorMemory (ReLoop2 compensation): formula, backends, bounds, state, wiring into Prequential."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -371,6 +372,22 @@ def test_rekey_every_n_steps():
     for _ in range(7):
         preq.process_columns(*columns(rng, 16))
     assert preq.memory.rekeys == 2  # after steps 3 and 6
+
+
+def test_a_copied_stage_rekeys_into_its_own_ring():
+    """The stage keeps views of its full ring for re-keying; a pickle must not carry them
+    (they would be copies of the ring, no longer the ring)."""
+    preq = Prequential(settings({"enabled": True, "size": 32, "rekey_every": 1}))
+    rng = np.random.default_rng(12)
+    for _ in range(4):  # 64 rows: the ring of 32 is full, its views made
+        preq.process_columns(*columns(rng, 16))
+    stage = preq.memory
+    assert stage._full is not None
+    copy = pickle.loads(pickle.dumps(preq)).memory
+    copy.memory.backend.keys.zero_()
+    copy.rekey()
+    assert copy.memory.backend.keys.abs().sum(1).gt(0).all()
+    torch.testing.assert_close(copy.memory.backend.keys, stage.memory.backend.keys)
 
 
 def test_lsh_stage_does_not_rekey():
