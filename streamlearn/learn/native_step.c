@@ -112,6 +112,33 @@ static void adamw(const Net *net, const Adam *o, int64_t from, int64_t count) {
     }
 }
 
+/* The flat buffer's blocks an update with these active widths can change, as (offset,
+ * length) pairs into `blocks`: layer 0's rows over the active numeric and bucket columns,
+ * the hidden layers whole, the head's rows and biases of the active classes. Returns how
+ * many; room for 2 * (2 * width[0] + 2 * layers) values is needed. */
+static int32_t active_blocks(const Net *net, int32_t a, int32_t ce, int32_t k,
+                             int64_t *blocks) {
+    const int32_t L = net->layers, ns = net->numeric_slots;
+    int32_t count = 0;
+#define BLOCK(at, length) (blocks[2 * count] = (at), blocks[2 * count++ + 1] = (length))
+    for (int32_t l = 0; l < L; l++) {
+        const int64_t w = net->weight[l] - net->flat, b = net->bias[l] - net->flat;
+        const int32_t units = l == L - 1 ? k : net->width[l];
+        const int32_t in = l == 0 ? net->in_full : net->width[l - 1];
+        if (l > 0) {
+            BLOCK(w, (int64_t)units * in);
+        } else {
+            for (int32_t r = 0; r < units; r++) {
+                BLOCK(w + (int64_t)r * in, a);
+                if (ce) BLOCK(w + (int64_t)r * in + ns, ce);
+            }
+        }
+        BLOCK(b, units);
+    }
+#undef BLOCK
+    return count;
+}
+
 /* Returns 1 when the update was applied, 0 when it was skipped (non-finite loss or gradient:
  * no parameter or moment changed), -1 after a forward pass only (y NULL: outputs; or
  * score_only: outputs and losses; nothing learned), -2 when scratch could not be allocated,
@@ -130,7 +157,9 @@ int fused_step(const Net *net, const Call *c) {
                      2 * (int64_t)widest * (rows > widest ? rows : widest);
     for (int32_t l = 0; l + 1 < L; l++) floats += rows * net->width[l];
     float *scratch = malloc(sizeof(float) * (size_t)floats);
-    int64_t *ids = malloc(sizeof(int64_t) * (size_t)(6 * rows * cs + 1));
+    /* bucket ids, distinct ids and their hash, active_blocks' pairs */
+    int64_t *ids = malloc(sizeof(int64_t) * (size_t)(6 * rows * cs + 1 +
+                                                     4 * ((int64_t)net->width[0] + L)));
     int result = -2;
     if (!scratch || !ids) goto done;
     float *x = scratch, *emb = x + rows * a, *act[MAX_LAYERS], *p = emb + rows * ce;
@@ -143,6 +172,7 @@ int fused_step(const Net *net, const Call *c) {
     /* transposed weight blocks, activations and gradients for the products */
     float *wt = emb_grad + rows * ce, *wt2 = wt + (int64_t)widest * (rows > widest ? rows : widest);
     int64_t *uniq = ids + rows * cs; /* then a hash of up to 4 * rows * cs slots */
+    int64_t *blocks = ids + 6 * rows * cs + 1; /* active_blocks' pairs */
 
     /* the update's rows: the batch, then the replay rows r_idx picks */
     for (int64_t n = 0; n < rows; n++) {
@@ -220,8 +250,11 @@ int fused_step(const Net *net, const Call *c) {
     result = c->y && !c->score_only ? 0 : -1;
     if (result == -1 || !isfinite(total)) goto done;
 
-    /* backward into the flat gradient; slices of inactive inputs and outputs stay zero */
-    memset(net->grad, 0, sizeof(float) * (size_t)net->flat_size);
+    /* backward into the flat gradient; the blocks of inactive inputs and outputs are never
+     * written, so they stay zero (as the trainer made them) */
+    const int32_t active = active_blocks(net, a, ce, k, blocks);
+    for (int32_t i = 0; i < active; i++)
+        memset(net->grad + blocks[2 * i], 0, sizeof(float) * (size_t)blocks[2 * i + 1]);
     int32_t dw = k;
     for (int32_t l = L - 1; l >= 1; l--) {
         int32_t h = net->width[l - 1];
@@ -281,20 +314,7 @@ int fused_step(const Net *net, const Call *c) {
         adamw(net, &adam, 0, net->flat_size);
     } else { /* a weight of a slot or class never active has had zero gradients only, so zero
               * moments: its update leaves it and them as they are; only active blocks run */
-        for (int32_t l = 0; l < L; l++) {
-            const int64_t w = net->weight[l] - net->flat, b = net->bias[l] - net->flat;
-            const int32_t units = l == L - 1 ? k : net->width[l];
-            const int32_t in = l == 0 ? net->in_full : net->width[l - 1];
-            if (l > 0) {
-                adamw(net, &adam, w, (int64_t)units * in);
-            } else {
-                for (int32_t r = 0; r < units; r++) {
-                    adamw(net, &adam, w + (int64_t)r * in, a);
-                    if (ce) adamw(net, &adam, w + (int64_t)r * in + ns, ce);
-                }
-            }
-            adamw(net, &adam, b, units);
-        }
+        for (int32_t i = 0; i < active; i++) adamw(net, &adam, blocks[2 * i], blocks[2 * i + 1]);
     }
 
     /* lazy Adam on the touched embedding rows, as torch.optim.SparseAdam */
