@@ -115,7 +115,7 @@ def test_speed_bounds_are_measured_and_consistent(out: Path, monkeypatch) -> Non
     assert math.isclose(sum(stages.values()), bounds["batch_us"], rel_tol=1e-9)
     assert bounds["batches"] > 0 and bounds["warmup_batches"] > 0
     markdown = (out / "prequential.md").read_text(encoding="utf-8")
-    assert "## Why the speed targets are missed" in markdown
+    assert "## Speed bounds: the arithmetic ceiling and where a batch's time goes" in markdown
     assert "Where a micro-batch's time goes" in markdown
 
 
