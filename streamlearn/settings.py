@@ -98,8 +98,9 @@ class LearnerSettings(_Section):
     )
     overlap: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="with the native kernel: run a batch's updates on a second thread while "
-        "the rest of the batch is processed (same results); auto: on with 2 or more CPUs",
+        description="with the native kernel: run a batch's updates (and the error memory's "
+        "re-keying) on a second thread while the rest is processed (same results); auto: on "
+        "with 2 or more CPUs",
     )
     amp: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch default)")

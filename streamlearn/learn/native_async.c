@@ -5,9 +5,10 @@
  * first update's own forward pass would give), then submits a Job: every update of the batch,
  * in order, each with its share of the replay rows and the learning rate the schedule gives
  * after the updates applied before it. It waits for the Job before anything reads the model,
- * the optimizer or the reservoir again. One worker thread per process serves every learner,
- * one Job at a time. The results are the synchronous ones: the same calls in the same order
- * on the same buffers. */
+ * the optimizer or the reservoir again. A Job may also be one forward-only call: the error
+ * memory's re-keying, left running while Python encodes the next batch. One worker thread per
+ * process serves every learner, one Job at a time. The results are the synchronous ones: the
+ * same calls in the same order on the same buffers. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
