@@ -269,9 +269,9 @@ class OnlineLearner:
         """:meth:`step`'s prediction of the batch; its learning is done by :meth:`settle` at
         the latest (at once, unless the updates overlap on the worker thread)."""
         self.settle()
-        self.trainer.observe_inputs(num, cat)
         if self.trainer.native is not None:
             return self._native_step(self.trainer.native, num, cat, y)
+        self.trainer.observe_inputs(num, cat)
         batch = len(y)
         k = self.outputs
         num_t, cat_t = to_device(num, self.device), to_device(cat, self.device)
@@ -321,7 +321,7 @@ class OnlineLearner:
             np.ascontiguousarray(cat, dtype=np.int64),
             np.ascontiguousarray(y, dtype=np.float32 if self.regression else np.int64),
         )
-        step.check(*rows, self.outputs)  # before any state changes
+        step.check(*rows, self.outputs)  # before any state changes; widens the active slots
         updates = self.settings.updates
         per_update = self._replay_per_update(batch)
         drawn = self.replay.draw(per_update * updates) if per_update else None

@@ -84,6 +84,7 @@ Replay = tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]
 # (loc, scale) standardising regression targets, then (loc, scale) de-standardising values
 Target = tuple[float, float, float, float]
 APPLIED, SKIPPED, FORWARD_ONLY, NO_MEMORY, BAD_BUCKET = 1, 0, -1, -2, -3  # fused_step's codes
+BAD_CLASS = -5  # batch_inputs': a class slot outside the ones switched on
 PORTABLE = "x86-64-v3"  # the -march of the build a package ships (AVX2, FMA: x86 since 2015)
 PREBUILT = Path(__file__).with_name("prebuilt")  # where the package keeps it
 # CPU features (as /proc/cpuinfo names them) that builds for these -march levels use
@@ -292,6 +293,8 @@ def load() -> ctypes.CDLL:
             library = ctypes.CDLL(str(_find()))
             library.fused_step.argtypes = [ctypes.POINTER(_Net), ctypes.POINTER(_Call)]
             library.fused_step.restype = ctypes.c_int
+            library.batch_inputs.argtypes = [_P, _P, _P, _L, _I, _I, _L, _I, _P]
+            library.batch_inputs.restype = ctypes.c_int
             library.memory_compensate.argtypes = _MEMORY_ARGS
             library.memory_compensate.restype = ctypes.c_int
             library.memory_store.argtypes = _STORE_ARGS
@@ -397,6 +400,8 @@ class NativeStep:
         self._job.net = ctypes.pointer(net)
         self._job_ref = ctypes.byref(self._job)
         self._in_flight: tuple[object, ...] | None = None
+        self._active = np.zeros(2, dtype=np.int32)  # batch_inputs' widths, in and out
+        self._active_at = address(self._active)
 
     def update(
         self,
@@ -517,7 +522,9 @@ class NativeStep:
     def check(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray, outputs: int) -> None:
         """ValueError for inputs of other shapes, IndexError for a bucket id outside the table
         or a class slot outside the ``outputs`` switched on (the errors the torch step
-        raises); callers check before changing any state."""
+        raises), with nothing changed; else the trainer's active widths are widened to the
+        batch (FusedTrainer.observe_inputs), in the same call into C. Inputs as :meth:`update`
+        takes them; callers check before changing any state."""
         trainer = self._trainer
         shapes = (len(y), trainer.numeric_slots), (len(y), trainer.categorical_slots)
         if (num.shape, cat.shape) != shapes or y.ndim != 1:
@@ -525,11 +532,23 @@ class NativeStep:
                 f"inputs of shapes {num.shape} / {cat.shape} / {y.shape}; the model takes "
                 f"{shapes[0]} / {shapes[1]} / ({len(y)},)"
             )
-        # int64 read as uint64: a negative id is huge, so one maximum checks both bounds
-        if cat.size and cat.view(np.uint64).max() >= trainer.table.shape[0]:
-            raise IndexError(f"bucket id outside [0, {trainer.table.shape[0]}) in the batch")
-        if not trainer.regression and len(y) and y.view(np.uint64).max() >= outputs:
+        active = self._active
+        active[0], active[1] = trainer.active_num, trainer.active_cat
+        code = self.library.batch_inputs(
+            address(num),
+            address(cat),
+            None if trainer.regression else address(y),
+            len(y),
+            trainer.numeric_slots,
+            trainer.categorical_slots,
+            trainer.table.shape[0],
+            outputs,
+            self._active_at,
+        )
+        if code == BAD_CLASS:
             raise IndexError(f"class slot outside the {outputs} switched on in the batch")
+        self._raise_for(code)
+        trainer.active_num, trainer.active_cat = active.tolist()
 
     def forward_into(
         self,

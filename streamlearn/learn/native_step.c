@@ -335,3 +335,32 @@ done:
     free(ids);
     return result;
 }
+
+/* NativeStep.check's value checks and FusedTrainer.observe_inputs in one pass over a batch:
+ * -3 when a bucket id lies outside [0, buckets), -5 when a class slot (labels not NULL) lies
+ * outside [0, outputs), in both cases with nothing changed; else 0, with active[0] and
+ * active[1] widened to 1 + the last numeric / bucket column any row sets (non-zero). */
+int batch_inputs(const float *num, const int64_t *cat, const int64_t *labels, int64_t rows,
+                 int32_t num_slots, int32_t cat_slots, int64_t buckets, int32_t outputs,
+                 int32_t *active) {
+    for (int64_t i = 0; i < rows * cat_slots; i++) /* a negative id wraps to a huge one */
+        if ((uint64_t)cat[i] >= (uint64_t)buckets) return -3;
+    if (labels)
+        for (int64_t n = 0; n < rows; n++)
+            if ((uint64_t)labels[n] >= (uint64_t)outputs) return -5;
+    int32_t a = active[0], c = active[1];
+    for (int64_t n = 0; n < rows; n++) {
+        for (int32_t j = num_slots - 1; j >= a; j--)
+            if (num[n * num_slots + j] != 0.0f) {
+                a = j + 1;
+                break;
+            }
+        for (int32_t j = cat_slots - 1; j >= c; j--)
+            if (cat[n * cat_slots + j] != 0) {
+                c = j + 1;
+                break;
+            }
+    }
+    active[0] = a, active[1] = c;
+    return 0;
+}

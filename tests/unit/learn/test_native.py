@@ -371,6 +371,7 @@ def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
         for _ in range(3):
             learner.step(*batch(rng, task))
     state = copy.deepcopy(native_learner.state_dict())
+    widths = (native_learner.trainer.active_num, native_learner.trainer.active_cat)
     num, cat, y = batch(rng, task)
     if bad == "class slot":
         y[4] = 3  # slot 3 exists in the head, but only 3 classes are switched on
@@ -394,7 +395,23 @@ def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
     )
     for name, value in state["model"].items():
         assert torch.equal(after["model"][name], value), name
+    assert (native_learner.trainer.active_num, native_learner.trainer.active_cat) == widths
     native_learner.step(*batch(rng, task))  # and it goes on learning
+
+
+def test_active_widths_widen_alike_on_both_kernels():
+    """The compiled check widens them as FusedTrainer.observe_inputs does: to the last
+    column any row sets, never narrower."""
+    rng = np.random.default_rng(24)
+    learners = pair()
+    for numeric, categorical in ((2, 0), (4, 1), (3, 2), (1, 1)):
+        data = batch(rng, "multiclass", numeric=numeric, categorical=categorical)
+        data[0][5, numeric - 1] = np.nan  # a NaN counts as set, as for numpy's any()
+        for learner in learners:
+            learner.step(*data)
+        widths = [(lrn.trainer.active_num, lrn.trainer.active_cat) for lrn in learners]
+        assert widths[0] == widths[1]
+    assert widths[1] == (4, 2)
 
 
 def test_memory_refuses_inputs_of_other_widths():
