@@ -129,10 +129,11 @@ class Prequential:
         z = self.encoder.standardize(feats.num)
         if len(self.labels) != known_before:
             self.learner.set_classes(self._class_mask())
-        prediction = np.zeros((n, *self.learner.row_shape), dtype=np.float32)
-        loss = np.full(n, np.nan)
         drifts: list[int] = []
         rows = slice(None) if ok.all() else ok  # a slice views the usual, fully labelled batch
+        if rows is ok or not n:  # some rows not learned: filled in row by row
+            prediction = np.zeros((n, *self.learner.row_shape), dtype=np.float32)
+            loss = np.full(n, np.nan)
         if rows is ok:  # score-only rows are scored first too: batch-mates' labels unseen
             prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
         if ok.any():
@@ -141,12 +142,17 @@ class Prequential:
             # here reads the model until settle() (on_drift would settle first)
             result = self.learner.begin_step(z, cat, target)
             try:
-                prediction[rows] = (
+                scored = (
                     result.prediction
                     if self.memory is None
                     else self.memory.compensate(result.hidden, result.prediction)
                 )
-                loss[rows] = result.loss
+                if rows is ok:
+                    prediction[rows], loss[rows] = scored, result.loss
+                else:  # every row learned: the arrays as they come, the outcome's own
+                    # prediction (the base one goes on to the memory and the observers)
+                    prediction = scored.copy() if scored is result.prediction else scored
+                    loss = result.loss.astype(np.float64)
                 for offset in self.detector.update(result.loss):
                     drifts.append(self.seen + offset)
                 if drifts:
