@@ -178,24 +178,38 @@ class _Job(ctypes.Structure):
     ]
 
 
-# memory_compensate(ring_keys, ring_values, filled, hidden_dim, width, hidden, base, rows, k,
-#                   tau, lam, gamma, regression, out, keys_out) of native_memory.c
-_MEMORY_ARGS = [_P, _P, _I, _I, _I, _P, _P, _I, _I, _F, _F, _F, _I, _P, _P]
 _L = ctypes.c_int64
-# memory_store(ring_keys, ring_values, size, cursor, hidden_dim, width, hidden, labels, targets,
-#              base, rows, ring_num, ring_cat, num, cat, num_dim, cat_dim) of native_memory.c
-_STORE_ARGS = [_P, _P, _L, _L, _I, _I, _P, _P, _P, _P, _L, _P, _P, _P, _P, _I, _I]
-# reservoir_insert(num, cat, y, capacity, seen, batch_num, batch_cat, batch_y, rows, num_dim,
-#                  cat_dim, y_size, drawn) of native_replay.c
-_REPLAY_ARGS = [_P, _P, _P, _L, _L, _P, _P, _P, _L, _I, _I, _I, _P]
-# drift_update(losses, n, ring, window, alpha, k, min_samples, min_rise, cooldown, counters,
-#              smoothed, fired) of native_drift.c
 _D = ctypes.c_double
-_DRIFT_ARGS = [_P, _I, _P, _L, _D, _D, _L, _D, _L, _P, _P, _P]
-# features_standardize(num, rows, slots, used, count, mean, m2, out) of native_features.c
-_STANDARDIZE_ARGS = [_P, _L, _L, _L, _P, _P, _P, _P]
-# features_observe(num, rows, slots, used, count, mean, m2) of native_features.c
-_OBSERVE_ARGS = [_P, _L, _L, _L, _P, _P, _P]
+# every function Python calls: (argument types, result type); the C files say what each does
+_SIGNATURES: dict[str, tuple[list[Any], Any]] = {
+    "fused_step": ([ctypes.POINTER(_Net), ctypes.POINTER(_Call)], ctypes.c_int),
+    # batch_inputs(num, cat, labels, rows, num_slots, cat_slots, buckets, outputs, active)
+    "batch_inputs": ([_P, _P, _P, _L, _I, _I, _L, _I, _P], ctypes.c_int),
+    # memory_compensate(ring_keys, ring_values, filled, hidden_dim, width, hidden, base, rows,
+    #                   k, tau, lam, gamma, regression, out, keys_out)
+    "memory_compensate": (
+        [_P, _P, _I, _I, _I, _P, _P, _I, _I, _F, _F, _F, _I, _P, _P],
+        ctypes.c_int,
+    ),
+    # memory_store(ring_keys, ring_values, size, cursor, hidden_dim, width, hidden, labels,
+    #              targets, base, rows, ring_num, ring_cat, num, cat, num_dim, cat_dim)
+    "memory_store": (
+        [_P, _P, _L, _L, _I, _I, _P, _P, _P, _P, _L, _P, _P, _P, _P, _I, _I],
+        ctypes.c_int,
+    ),
+    # reservoir_insert(num, cat, y, capacity, seen, batch_num, batch_cat, batch_y, rows,
+    #                  num_dim, cat_dim, y_size, drawn)
+    "reservoir_insert": ([_P, _P, _P, _L, _L, _P, _P, _P, _L, _I, _I, _I, _P], None),
+    # drift_update(losses, n, ring, window, alpha, k, min_samples, min_rise, cooldown,
+    #              counters, smoothed, fired)
+    "drift_update": ([_P, _I, _P, _L, _D, _D, _L, _D, _L, _P, _P, _P], ctypes.c_int32),
+    # features_standardize(num, rows, slots, used, count, mean, m2, out)
+    "features_standardize": ([_P, _L, _L, _L, _P, _P, _P, _P], None),
+    # features_observe(num, rows, slots, used, count, mean, m2)
+    "features_observe": ([_P, _L, _L, _L, _P, _P, _P], ctypes.c_int64),
+    "updates_submit": ([ctypes.POINTER(_Job)], ctypes.c_int),
+    "updates_wait": ([], None),
+}
 
 
 def _cache_dir() -> Path:
@@ -291,26 +305,9 @@ def load() -> ctypes.CDLL:
     if _loaded is None:
         try:
             library = ctypes.CDLL(str(_find()))
-            library.fused_step.argtypes = [ctypes.POINTER(_Net), ctypes.POINTER(_Call)]
-            library.fused_step.restype = ctypes.c_int
-            library.batch_inputs.argtypes = [_P, _P, _P, _L, _I, _I, _L, _I, _P]
-            library.batch_inputs.restype = ctypes.c_int
-            library.memory_compensate.argtypes = _MEMORY_ARGS
-            library.memory_compensate.restype = ctypes.c_int
-            library.memory_store.argtypes = _STORE_ARGS
-            library.memory_store.restype = ctypes.c_int
-            library.reservoir_insert.argtypes = _REPLAY_ARGS
-            library.reservoir_insert.restype = None
-            library.drift_update.argtypes = _DRIFT_ARGS
-            library.drift_update.restype = ctypes.c_int32
-            library.features_standardize.argtypes = _STANDARDIZE_ARGS
-            library.features_standardize.restype = None
-            library.features_observe.argtypes = _OBSERVE_ARGS
-            library.features_observe.restype = ctypes.c_int64
-            library.updates_submit.argtypes = [ctypes.POINTER(_Job)]
-            library.updates_submit.restype = ctypes.c_int
-            library.updates_wait.argtypes = []
-            library.updates_wait.restype = None
+            for name, (argtypes, restype) in _SIGNATURES.items():
+                function = getattr(library, name)
+                function.argtypes, function.restype = argtypes, restype
             _loaded = library
         except (NativeUnavailable, OSError) as error:
             _loaded = error if isinstance(error, NativeUnavailable) else NativeUnavailable(error)
@@ -463,6 +460,7 @@ class NativeStep:
     def _submit(self, updates: int, per_update: int, rates: np.ndarray, keep: object) -> bool:
         """Hand the call as it stands to the worker as a Job of ``updates`` calls; ``keep``:
         what it reads and writes, kept alive until :meth:`wait`."""
+        self._set_active()
         job = self._job
         job.call = self._call
         job.updates, job.per_update = updates, per_update
@@ -576,7 +574,6 @@ class NativeStep:
         call.prediction, call.pred_stride = prediction.data_ptr(), prediction.stride(0)
         call.loss, call.hidden, call.unit_hidden, call.score_only = None, hidden.data_ptr(), 1, 0
         if overlap:
-            self._set_active()
             return self._submit(1, 0, np.zeros(1, np.float32), (num, cat, prediction, hidden))
         self._run_forward()  # the ring holds only rows a training step has accepted
         return True

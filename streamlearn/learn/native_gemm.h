@@ -1,8 +1,9 @@
-/* The matrix kernels native_step.c and native_memory.c share (static: each file gets its own
- * inlinable copy). */
+/* The matrix and row kernels native_step.c and native_memory.c share (static: each file gets
+ * its own inlinable copy). */
 #ifndef STREAMLEARN_NATIVE_GEMM_H
 #define STREAMLEARN_NATIVE_GEMM_H
 
+#include <math.h>
 #include <stdint.h>
 
 /* C[M, N] += A[M, K] . B[K, N], row-major with row strides lda, ldb, ldc. Blocks of rows by
@@ -52,6 +53,15 @@ static void transpose(const float *restrict src, int64_t rows, int64_t cols, int
                       float *restrict dst) {
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++) dst[j * rows + i] = src[i * lds + j];
+}
+
+/* q = h / max(|h|, 1e-8), as learn/memory.py's unit_rows (q may be h itself): a unit key */
+static void unit_row(const float *h, int32_t hidden_dim, float *q) {
+    float norm = 0.0f;
+    for (int32_t i = 0; i < hidden_dim; i++) norm += h[i] * h[i];
+    norm = sqrtf(norm);
+    norm = norm < 1e-8f ? 1e-8f : norm;
+    for (int32_t i = 0; i < hidden_dim; i++) q[i] = h[i] / norm;
 }
 
 #endif

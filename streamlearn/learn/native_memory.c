@@ -14,15 +14,6 @@
 
 #include "native_gemm.h"
 
-/* q = h / max(|h|, 1e-8): a row's unit key */
-static void unit_row(const float *h, int32_t hidden_dim, float *q) {
-    float norm = 0.0f;
-    for (int32_t i = 0; i < hidden_dim; i++) norm += h[i] * h[i];
-    norm = sqrtf(norm);
-    norm = norm < 1e-8f ? 1e-8f : norm;
-    for (int32_t i = 0; i < hidden_dim; i++) q[i] = h[i] / norm;
-}
-
 /* Returns 0, or -2 when scratch could not be allocated (nothing written). */
 int memory_compensate(const float *ring_keys, const float *ring_values, int32_t filled,
                       int32_t hidden_dim, int32_t width, const float *hidden, const float *base,

@@ -238,14 +238,9 @@ int fused_step(const Net *net, const Call *c) {
     }
     if (c->hidden) {
         memcpy(c->hidden, act[L - 2], sizeof(float) * (size_t)c->batch * last);
-        if (c->unit_hidden) /* as learn/memory.py's unit_rows: h / max(|h|, 1e-8) */
-            for (int64_t n = 0; n < c->batch; n++) {
-                float *h = c->hidden + n * last, norm = 0.0f;
-                for (int32_t i = 0; i < last; i++) norm += h[i] * h[i];
-                norm = sqrtf(norm);
-                norm = norm < 1e-8f ? 1e-8f : norm;
-                for (int32_t i = 0; i < last; i++) h[i] /= norm;
-            }
+        if (c->unit_hidden)
+            for (int64_t n = 0; n < c->batch; n++)
+                unit_row(c->hidden + n * last, last, c->hidden + n * last);
     }
     result = c->y && !c->score_only ? 0 : -1;
     if (result == -1 || !isfinite(total)) goto done;
