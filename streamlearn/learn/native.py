@@ -607,7 +607,8 @@ class NativeStep:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m streamlearn.learn.native",
-        description="Build the compiled training step and print the library's path.",
+        description="Build the compiled CPU kernels (training step, error memory, reservoir, "
+        "drift detector, feature statistics) and print the library's path.",
     )
     parser.add_argument(
         "--portable",
