@@ -289,6 +289,43 @@ def test_native_memory_compensation_matches_the_torch_one(regression, k, size, r
     np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
 
 
+def _compensation_by_formula(memory, hidden, base):
+    """ReLoop2's compensation from the ring as stored, its k neighbours sorted by similarity,
+    descending, ties to the earlier slot, a NaN below every number (float64 throughout)."""
+    store = memory.backend
+    keys = store.keys[: store.filled].double().numpy()
+    values = store.values[: store.filled].double().numpy()
+    out = []
+    for h, b in zip(hidden.astype(np.float64), base.astype(np.float64), strict=True):
+        sim = keys @ (h / max(np.linalg.norm(h), 1e-8)) / store.tau
+        order = np.lexsort((np.arange(len(sim)), -np.nan_to_num(sim), np.isnan(sim)))
+        top = order[: store.k]
+        weights = np.exp(sim[top] - sim[top].max())
+        ybar, ybar_base = np.split(weights / weights.sum() @ values[top], 2)
+        lam, gamma = memory.lam, memory.gamma
+        value = np.clip((1 - lam * gamma) * b + lam * ybar - lam * (1 - gamma) * ybar_base, 0, 1)
+        out.append(value / value.sum())
+    return np.array(out)
+
+
+# k up to 16: passes over the keys; beyond: insertion into a sorted list
+@pytest.mark.parametrize("k", [3, 8, 16, 20])
+def test_native_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k):
+    rng = np.random.default_rng(23)
+    width, hidden_dim, size = 3, 5, 40
+    memory = ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.5, lam=0.9, gamma=0.4,
+                         native=native.load())  # fmt: skip
+    distinct = rng.normal(size=(6, hidden_dim)).astype(np.float32)
+    hidden = distinct[rng.integers(0, 6, 36)]  # repeated keys: equal similarities
+    hidden[[4, 17]] = np.nan  # a NaN key: its similarity is NaN for every query
+    memory.update(hidden, rng.integers(0, width, 36), rng.dirichlet(np.ones(width), 36))
+    queries = np.concatenate([distinct, rng.normal(size=(4, hidden_dim))]).astype(np.float32)
+    base = rng.dirichlet(np.ones(width), len(queries)).astype(np.float32)
+    got, _ = memory.compensate_keyed(queries, base)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, _compensation_by_formula(memory, queries, base), atol=2e-6)
+
+
 @pytest.mark.parametrize("regression", [False, True])
 def test_native_memory_store_matches_the_torch_one(regression):
     """Ring slots, wrap-around, a batch larger than the ring, the mirrored input rings."""
