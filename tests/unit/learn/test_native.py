@@ -289,6 +289,20 @@ def test_native_memory_compensation_matches_the_torch_one(regression, k, size, r
     np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
 
 
+def test_address_reads_the_data_pointer_of_any_array():
+    """The pointer read from the array object, and ctypes' for a subclass."""
+    assert native._DATA_OFFSET is not None  # CPython: found at import
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    read_only = np.zeros(5, dtype=np.float32)
+    read_only.flags.writeable = False
+
+    class Tagged(np.ndarray):
+        pass
+
+    for array in (base, base[1:], base[:, 2], read_only, np.empty(0), base.view(Tagged)):
+        assert native.address(array) == array.ctypes.data
+
+
 def _compensation_by_formula(memory, hidden, base):
     """ReLoop2's compensation from the ring as stored, its k neighbours sorted by similarity,
     descending, ties to the earlier slot, a NaN below every number (float64 throughout)."""
