@@ -104,8 +104,9 @@ class Prequential:
     ) -> BatchOutcome:
         return self.process_encoded(self.encoder.encode_columns(columns), ys)
 
-    def _targets(self, ys: Sequence[Hashable | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(rows to learn, their targets); unknown classes are counted and not learned."""
+    def _targets(self, ys: Sequence[Hashable | None]) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(rows to learn, their targets, whether that is every row); unknown classes are
+        counted and not learned."""
         if self.regression:
             target = np.array([_target(y) for y in ys], dtype=np.float64)
             # the model trains in float32: a target beyond its range (or NaN, inf, a string) is
@@ -115,28 +116,28 @@ class Prequential:
             target = self.labels.add_many(ys)
             ok = target >= 0
         if ok.all():  # the usual batch: every row labelled with something learnable
-            return ok, target
+            return ok, target, True
         labelled = np.array([y is not None for y in ys], dtype=bool)
         self.unknown_labels += int((labelled & ~ok).sum())
-        return ok, target[ok]
+        return ok, target[ok], False
 
     def process_encoded(
         self, feats: EncodedFeatures, ys: Sequence[Hashable | None]
     ) -> BatchOutcome:
         n = len(feats)
         known_before = len(self.labels)
-        ok, target = self._targets(ys)
+        ok, target, every = self._targets(ys)
         z = self.encoder.standardize(feats.num)
         if len(self.labels) != known_before:
             self.learner.set_classes(self._class_mask())
         drifts: list[int] = []
-        rows = slice(None) if ok.all() else ok  # a slice views the usual, fully labelled batch
+        rows = slice(None) if every else ok  # a slice views the usual, fully labelled batch
         if rows is ok or not n:  # some rows not learned: filled in row by row
             prediction = np.zeros((n, *self.learner.row_shape), dtype=np.float32)
             loss = np.full(n, np.nan)
         if rows is ok:  # score-only rows are scored first too: batch-mates' labels unseen
             prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
-        if ok.any():
+        if every or ok.any():
             raw, cat, z = feats.num[rows], feats.cat[rows], z[rows]
             # the batch's updates may run on the learner's worker thread meanwhile: nothing
             # here reads the model until settle() (on_drift would settle first)
