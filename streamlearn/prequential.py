@@ -137,7 +137,7 @@ class Prequential:
             loss = np.full(n, np.nan)
         if rows is ok:  # score-only rows are scored first too: batch-mates' labels unseen
             prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
-        if every or ok.any():
+        if (every and n) or ok.any():  # an empty batch learns nothing
             raw, cat, z = feats.num[rows], feats.cat[rows], z[rows]
             # the batch's updates may run on the learner's worker thread meanwhile: nothing
             # here reads the model until settle() (on_drift would settle first)
