@@ -25,6 +25,24 @@ from streamlearn.learn import native
 
 __all__ = ["LossDeviationDetector"]
 
+# native_drift.c's counters, in this order: window filled, ring head, cooldown left, losses
+# seen, whether the EWMA has a value
+_COUNTERS = ("filled", "head", "quiet", "seen", "has_value")
+_HAS_VALUE = _COUNTERS.index("has_value")
+
+
+def _counter(name: str, doc: str) -> property:
+    """An int attribute kept in the detector's counters array."""
+    index = _COUNTERS.index(name)
+
+    def get(self: LossDeviationDetector) -> int:
+        return int(self._counters[index])
+
+    def put(self: LossDeviationDetector, value: int) -> None:
+        self._counters[index] = value
+
+    return property(get, put, doc=doc)
+
 
 class LossDeviationDetector(native.UsesKernels):
     """EWMA-smoothed loss against mean + k·std of its recent window, with a cooldown.
@@ -55,12 +73,24 @@ class LossDeviationDetector(native.UsesKernels):
         self.min_samples = min(min_samples, window)
         self.min_rise = min_rise
         self._ring = np.zeros(window)
-        self._filled = 0
-        self._head = 0
-        self._smoothed: float | None = None
-        self._quiet = 0  # events left in the cooldown
-        self.seen = 0
+        # the counters and the EWMA live in arrays that native_drift.c updates in place
+        self._counters = np.zeros(len(_COUNTERS), dtype=np.int64)
+        self._value = np.zeros(1)
         self._native = native
+
+    _filled = _counter("filled", "values in the window")
+    _head = _counter("head", "the ring slot written next")
+    _quiet = _counter("quiet", "events left in the cooldown")
+    seen = _counter("seen", "finite losses seen")
+
+    @property
+    def _smoothed(self) -> float | None:
+        return float(self._value[0]) if self._counters[_HAS_VALUE] else None
+
+    @_smoothed.setter
+    def _smoothed(self, value: float | None) -> None:
+        self._counters[_HAS_VALUE] = value is not None
+        self._value[0] = 0.0 if value is None else value
 
     @property
     def smoothed(self) -> float | None:
@@ -156,11 +186,6 @@ class LossDeviationDetector(native.UsesKernels):
     def _update_compiled(self, x: np.ndarray) -> list[int]:
         """:meth:`update` in one call into native_drift.c (non-finite losses skipped there)."""
         assert self._native is not None
-        smoothed = self._smoothed
-        counters = np.array(
-            [self._filled, self._head, self._quiet, self.seen, smoothed is not None], np.int64
-        )
-        value = np.array([0.0 if smoothed is None else smoothed])
         fired = np.empty(len(x), dtype=np.int32)
         count = self._native.drift_update(
             native.address(x),
@@ -172,12 +197,10 @@ class LossDeviationDetector(native.UsesKernels):
             self.min_samples,
             self.min_rise,
             self.cooldown,
-            native.address(counters),
-            native.address(value),
+            native.address(self._counters),
+            native.address(self._value),
             native.address(fired),
         )
-        self._filled, self._head, self._quiet, self.seen, has_value = counters.tolist()
-        self._smoothed = float(value[0]) if has_value else None
         return fired[:count].tolist()
 
     def state_dict(self) -> dict[str, Any]:
