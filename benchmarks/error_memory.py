@@ -403,11 +403,12 @@ NOTES: list[str] = [
     "sea-drift has 10 % label noise, so no predictor beats about 0.90 there; where the base "
     "model loses little at a drift (its 1k-after accuracy within a few points of 0.90), a "
     "3-point gain in that window is out of reach for any compensation.",
-    "Cost: torch.topk on CPU is a data-dependent selection; a micro-benchmark that repeats one "
-    "input measures it several times faster than the stream does (the branch predictor learns "
-    "the input). The table times it inside the stream. k = 0 (softmax over every stored "
-    "sample) needs no selection and is the cheapest read; LSH does more small operations per "
-    "batch than a 128-row top-k and is slower here.",
+    "Cost: on CPU the compiled kernel (native_memory.c) selects the top k by branch-free "
+    "passes (k ≤ 16): a data-dependent selection by insertion or torch.topk measures several "
+    "times faster in a micro-benchmark that repeats one input than in the stream (the branch "
+    "predictor learns the input), so the table times it inside the stream. k = 0 (softmax over "
+    "every stored sample) needs no selection and is the cheapest read; LSH does more small "
+    "operations per batch than a 128-row top-k and is slower here.",
     "store = errors keeps only mistakes, so the neighbours' labels disagree with the model "
     "by construction and the compensation flips correct predictions: harmful at λ = 1.",
     "Tuning was done on seed 42; the other-seeds table checks the chosen default on unseen "
