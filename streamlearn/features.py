@@ -191,13 +191,20 @@ class FeatureEncoder(native.UsesKernels):
         """Numeric slots with a name (slots 0..n-1); the others hold NaN in every batch."""
         return len(self._num_index)
 
+    def _kernel_rows(self, num: np.ndarray) -> np.ndarray | None:
+        """``num`` as native_features.c reads it (C-contiguous float64 of this encoder's
+        width), or None where the numpy form runs (no kernels, another width)."""
+        if self._native is None or num.shape[1:] != (self.numeric_slots,):
+            return None
+        return np.ascontiguousarray(num, dtype=np.float64)
+
     def standardize(self, num: np.ndarray) -> np.ndarray:
         """Standardise this encoder's output with the current statistics; missing values
         become 0 (the mean). Only named slots are computed: the others are 0 (in the encoder's
         output they are always missing)."""
         k = self._used
-        if self._native is not None and num.shape[1:] == (self.numeric_slots,):
-            raw = np.ascontiguousarray(num, dtype=np.float64)
+        if (raw := self._kernel_rows(num)) is not None:
+            assert self._native is not None
             z = np.empty(raw.shape, dtype=np.float32)
             self._native.features_standardize(
                 native.address(raw),
@@ -226,8 +233,8 @@ class FeatureEncoder(native.UsesKernels):
         x = num[:, : self._used]
         if not x.size:
             return
-        if self._native is not None and num.shape[1:] == (self.numeric_slots,):
-            raw = np.ascontiguousarray(num, dtype=np.float64)
+        if (raw := self._kernel_rows(num)) is not None:
+            assert self._native is not None
             self.overflowed += self._native.features_observe(
                 native.address(raw),
                 len(raw),

@@ -401,11 +401,7 @@ class ErrorMemory(native.UsesKernels):
         assert isinstance(store, TopKStore)
         h = np.ascontiguousarray(hidden, dtype=np.float32)
         b = np.ascontiguousarray(base, dtype=np.float32).reshape(len(h), -1)
-        if h.shape[1:] != store.keys.shape[1:] or b.shape[1] != self.width:  # C trusts shapes
-            raise ValueError(
-                f"hidden {h.shape} / base {b.shape}: the memory holds keys of width "
-                f"{store.keys.shape[1]} and values of width {self.width}"
-            )
+        self._check_widths(h, b, store)
         out = np.empty((len(h), self.width), dtype=np.float32)
         keys = np.empty_like(h)
         code = self._native.memory_compensate(
@@ -428,6 +424,15 @@ class ErrorMemory(native.UsesKernels):
         if code != 0:
             raise MemoryError("compiled error memory: scratch memory could not be allocated")
         return (out[:, 0] if self.regression else out), torch.from_numpy(keys)
+
+    def _check_widths(self, hidden: np.ndarray, base: np.ndarray, store: TopKStore) -> None:
+        """ValueError unless rows fit the ring's keys and values: the compiled calls trust
+        shapes."""
+        if hidden.shape[1:] != store.keys.shape[1:] or base.shape[1] != self.width:
+            raise ValueError(
+                f"hidden {hidden.shape} / base {base.shape}: the memory holds keys of width "
+                f"{store.keys.shape[1]} and values of width {self.width}"
+            )
 
     # -- write ----------------------------------------------------------------------------
     def update(
@@ -484,11 +489,7 @@ class ErrorMemory(native.UsesKernels):
         h = h[newest]
         b = np.ascontiguousarray(_numpy(base)[newest], dtype=np.float32).reshape(len(h), -1)
         labels = _numpy(y)[newest]
-        if h.shape[1:] != store.keys.shape[1:] or b.shape[1] != self.width:  # C trusts shapes
-            raise ValueError(
-                f"hidden {h.shape} / base {b.shape}: the memory holds keys of width "
-                f"{store.keys.shape[1]} and values of width {self.width}"
-            )
+        self._check_widths(h, b, store)
         if self.regression:
             targets, labels = np.ascontiguousarray(labels, dtype=np.float64), None
         else:
