@@ -135,12 +135,16 @@ class ConfluentReader:
         )
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
-        try:
-            messages = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
-        except KafkaException as exc:
-            if self._handler_error is None:
-                raise KafkaUnavailable(f"consume failed: {exc}") from None
-            messages = []
+        """What is queued, at once; waits up to ``timeout_s`` only while nothing is.
+
+        librdkafka's ``consume(n, timeout)`` waits until it has ``n`` messages or the timeout
+        passes, so asking for ``max_records`` at once would hold a batch that is already here
+        back for the whole timeout whenever fewer are queued (a quiet topic, a stream's end)."""
+        messages = self._consume(max_records, 0.0)
+        if not messages and self._handler_error is None:
+            messages = self._consume(1, timeout_s)
+            if messages and max_records > 1:
+                messages += self._consume(max_records - 1, 0.0)
         if self._handler_error is not None:
             error, self._handler_error = self._handler_error, None
             raise error
@@ -156,6 +160,14 @@ class ConfluentReader:
                 Record(m.topic(), m.partition(), m.offset(), m.value(), m.key(), _headers(m))
             )
         return records
+
+    def _consume(self, n: int, timeout_s: float) -> list[Any]:
+        try:
+            return self.consumer.consume(num_messages=n, timeout=timeout_s)
+        except KafkaException as exc:
+            if self._handler_error is None:
+                raise KafkaUnavailable(f"consume failed: {exc}") from None
+            return []  # a rebalance callback failed: its error is what poll raises
 
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
