@@ -100,7 +100,7 @@ class LearnerSettings(_Section):
         "auto",
         description="with the native kernel: run a batch's updates (and the error memory's "
         "re-keying) on a second thread while the rest is processed (same results); auto: on "
-        "with 2 or more CPUs",
+        "where 2 or more CPUs are available (the affinity, capped by a container's CPU limit)",
     )
     amp: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch default)")

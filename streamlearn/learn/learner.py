@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from streamlearn.cpus import available_cpus
 from streamlearn.device import autocast_dtype, configure_threads, resolve_device, to_device
 from streamlearn.errors import ConfigError
 from streamlearn.learn import native
@@ -434,12 +434,11 @@ class OnlineLearner:
 
 
 def _overlaps(setting: str) -> bool:
-    """``learner.overlap``: "auto" overlaps where this process may run on two or more CPUs."""
+    """``learner.overlap``: "auto" overlaps where this process may keep two CPUs busy (its
+    affinity and any container CPU limit allow it: the worker thread spins while it waits)."""
     if setting != "auto":
         return setting == "on"
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) >= 2
-    return (os.cpu_count() or 1) >= 2
+    return available_cpus() >= 2
 
 
 def _native_library(kernel: str, device: torch.device, hidden_layers: int) -> Any:

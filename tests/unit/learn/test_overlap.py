@@ -228,3 +228,13 @@ def test_without_a_worker_thread_the_rekey_runs_in_the_callers():
         np.testing.assert_array_equal(outcomes[0].prediction, outcomes[1].prediction)
     assert not overlapped.learner._overlap and not overlapped.learner._forwarding
     assert_same_state(synchronous, overlapped)
+
+
+def test_auto_overlaps_only_where_two_cpus_may_be_kept_busy(monkeypatch):
+    import streamlearn.learn.learner as learner_module
+
+    monkeypatch.setattr(learner_module, "available_cpus", lambda: 1.5)  # a 1.5-CPU pod limit
+    assert not learners("auto")._overlap
+    assert learners("on")._overlap  # asked for explicitly: kept
+    monkeypatch.setattr(learner_module, "available_cpus", lambda: 2.0)
+    assert learners("auto")._overlap
