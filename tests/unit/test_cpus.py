@@ -41,6 +41,11 @@ def test_v2_without_a_quota_is_no_limit(tmp_path: Path):
     assert cgroup_cpu_limit(root, proc) is None
 
 
+def test_a_line_it_cannot_parse_is_skipped(tmp_path: Path):
+    root, proc = tree(tmp_path, "not a cgroup line\n0::/\n", {"cpu.max": "200000 100000"})
+    assert cgroup_cpu_limit(root, proc) == 2.0
+
+
 def test_v1_quota_over_period(tmp_path: Path):
     root, proc = tree(
         tmp_path,
