@@ -17,7 +17,7 @@ install-test:
 			--no-install-recommends prometheus) \
 		|| echo "prometheus not installed: tests/integration/test_prometheus.py will be skipped"; \
 	fi
-	@# a C compiler builds the compiled training step (streamlearn/learn/native.py); without
+	@# a C compiler builds the compiled training step (streamlearn/kernels/cpu/binding.py); without
 	@# one the learner runs the torch step and tests/unit/learn/test_native.py is skipped
 	@if ! command -v cc >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
 		&& [ "$$(id -u)" = 0 ]; then \
@@ -32,6 +32,7 @@ demo: install
 lint:
 	$(PYTHON) -m ruff check streamlearn tests benchmarks
 	$(PYTHON) -m ruff format --check streamlearn tests benchmarks
+	lint-imports
 
 test: install-test lint
 	$(PYTHON) -m pytest

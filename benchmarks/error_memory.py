@@ -33,8 +33,8 @@ from prequential import row_batches, settings_for, to_columns
 from report import command_line, fmt_float, fmt_rate, machine_info, stream_parser, write_json
 from torch.nn import functional as F
 
-from streamlearn.evaluation import PrequentialScore
-from streamlearn.prequential import Prequential
+from streamlearn.core.evaluation import PrequentialScore
+from streamlearn.core.prequential import Prequential
 from streamlearn.settings import MemorySettings, Settings
 from streamlearn.sources.synthetic import STREAMS, stream_rows
 
@@ -403,7 +403,7 @@ NOTES: list[str] = [
     "sea-drift has 10 % label noise, so no predictor beats about 0.90 there; where the base "
     "model loses little at a drift (its 1k-after accuracy within a few points of 0.90), a "
     "3-point gain in that window is out of reach for any compensation.",
-    "Cost: on CPU the compiled kernel (native_memory.c) selects the top k by branch-free "
+    "Cost: on CPU the compiled kernel (memory.c) selects the top k by branch-free "
     "passes (k ≤ 16): a data-dependent selection by insertion or torch.topk measures several "
     "times faster in a micro-benchmark that repeats one input than in the stream (the branch "
     "predictor learns the input), so the table times it inside the stream. k = 0 (softmax over "

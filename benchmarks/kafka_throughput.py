@@ -31,11 +31,11 @@ from typing import Any
 
 from report import command_line, fmt_rate, load_average, machine_info, markdown_table, write_json
 
+from streamlearn.core.prequential import Prequential
 from streamlearn.events import Event
-from streamlearn.prequential import Prequential
-from streamlearn.produce import synthetic_messages
 from streamlearn.settings import Settings, load_settings
 from streamlearn.sources import MemorySource
+from streamlearn.worker.kafka.produce import synthetic_messages
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FAST_GROUP = {

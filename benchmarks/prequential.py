@@ -63,8 +63,8 @@ from report import (
 from speed_bounds import matmul_gmacs, measure_bounds
 from tqdm import tqdm
 
-from streamlearn.evaluation import PrequentialScore
-from streamlearn.prequential import Prequential
+from streamlearn.core.evaluation import PrequentialScore
+from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings, load_settings
 from streamlearn.sources.synthetic import STREAMS, stream_rows
 

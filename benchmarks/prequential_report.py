@@ -347,7 +347,7 @@ def bounds_section(results: Sequence[StreamResult]) -> str:
             f"over {first['batches']} batches after {first['warmup_batches']} of warm-up, "
             "each stage's own time (a stage's calls less the timed stages they call). "
             "Only the calling thread's time is counted. *compiled training*: its time in the "
-            "compiled step (learn/native_step.c): scoring the batch and handing its updates to "
+            "compiled step (learn/step.c): scoring the batch and handing its updates to "
             "the worker thread, then waiting for them if they are not done by the end of the "
             "batch (learner.overlap; without it, the updates themselves); *learner, rest*: "
             "replay draws and inserts, target statistics, result arrays. The timers around "

@@ -24,7 +24,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 import numpy as np
 
-from streamlearn.evaluation import PrequentialScore
+from streamlearn.core.evaluation import PrequentialScore
 
 __all__ = [
     "ModelRun",

@@ -35,11 +35,11 @@ import numpy as np
 from report import command_line, load_average, machine_info, write_json
 from serving_report import TARGET_P99_MS, TARGET_PUBLISH_S, TARGET_RATE, render
 
+from streamlearn.core.prequential import Prequential
 from streamlearn.events import Event
 from streamlearn.export.artifact import Artifact, load_bundle
 from streamlearn.export.memory import decode_memory, encode_memory
 from streamlearn.export.onnx import export_artifact
-from streamlearn.prequential import Prequential
 from streamlearn.registry.base import Registry
 from streamlearn.registry.filesystem import FilesystemRegistry
 from streamlearn.registry.redis import RedisRegistry

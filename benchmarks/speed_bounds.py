@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from streamlearn.prequential import Prequential
+from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings
 
 __all__ = ["STAGES", "SpeedBounds", "matmul_gmacs", "measure_bounds"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from streamlearn.prequential import Prequential
+from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings
 from streamlearn.sources import FileSource, Source, SyntheticSource
 
@@ -16,11 +16,11 @@ if TYPE_CHECKING:  # serving stack and Kafka imported only by the commands that 
     from prometheus_client import CollectorRegistry
     from starlette.applications import Starlette
 
-    from streamlearn.export.publisher import Publisher
     from streamlearn.metrics import WorkerMetrics
     from streamlearn.registry.base import Registry
     from streamlearn.serve.runtime import ServingRuntime
-    from streamlearn.worker import ExportHook, Worker
+    from streamlearn.worker.loop import ExportHook, Worker
+    from streamlearn.worker.publisher import Publisher
 
 __all__ = [
     "build_export_hook",
@@ -45,7 +45,7 @@ def build_source(settings: Settings) -> Source:
         assert src.path is not None  # enforced by SourceSettings
         return FileSource(src.path)
     if src.kind == "kafka":
-        from streamlearn.sources.kafka import KafkaSource
+        from streamlearn.worker.kafka.source import KafkaSource
 
         w = settings.worker
         return KafkaSource(settings.kafka, w.max_wait_s, max_bytes=w.max_event_bytes)
@@ -71,7 +71,7 @@ def build_registry(settings: Settings) -> Registry:
 
 def build_publisher(settings: Settings, registry: Registry) -> Publisher:
     """The worker's export stage (call maybe_publish and push_memory after each batch)."""
-    from streamlearn.export.publisher import Publisher
+    from streamlearn.worker.publisher import Publisher
 
     return Publisher(registry, settings.export)
 
@@ -139,10 +139,10 @@ def build_worker(
     """Connect (retrying through an outage) and assemble the worker; None if stopped first."""
     import logging
 
-    from streamlearn.backoff import Backoff, BrokerHealth, retry
-    from streamlearn.checkpoint import CheckpointStore
-    from streamlearn.sources.kafka import open_reader, open_writer
-    from streamlearn.worker import Worker, no_export
+    from streamlearn.worker.backoff import Backoff, BrokerHealth, retry
+    from streamlearn.worker.checkpoint import CheckpointStore
+    from streamlearn.worker.kafka.source import open_reader, open_writer
+    from streamlearn.worker.loop import Worker, no_export
 
     w, c = settings.worker, settings.checkpoint
     health = BrokerHealth(
@@ -216,8 +216,8 @@ def run_produce(
     progress: bool = True,
 ) -> int:
     """``streamlearn produce``: send ``messages`` to ``kafka.topic``; returns how many."""
-    from streamlearn.produce import produce
-    from streamlearn.sources.kafka import open_writer
+    from streamlearn.worker.kafka.produce import produce
+    from streamlearn.worker.kafka.source import open_writer
 
     writer = open_writer(settings.kafka)
     try:

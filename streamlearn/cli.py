@@ -216,7 +216,7 @@ def _kafka_command(args: argparse.Namespace) -> int:
         app.configure_logging(args.log_level, settings.worker.client_log_level)
         app.run_worker(settings)
         return 0
-    from streamlearn.produce import file_messages, synthetic_messages
+    from streamlearn.worker.kafka.produce import file_messages, synthetic_messages
 
     app.configure_logging("WARNING", settings.worker.client_log_level)
     if args.file is not None:
@@ -244,11 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_server(load_settings(args.config, **_serve_overrides(args)))
             return 0
         if args.serve:
-            from streamlearn.serve.embedded import run_live_demo
+            from streamlearn.demo.serving import run_live_demo
 
             run_live_demo(load_settings(args.config, **_live_overrides(args)))
             return 0
-        from streamlearn.demo import run_demo
+        from streamlearn.demo.job import run_demo
 
         settings = load_settings(args.config, **_demo_overrides(args))
         report = run_demo(settings, None if args.no_plot else args.out)

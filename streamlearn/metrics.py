@@ -29,9 +29,9 @@ from streamlearn import __version__
 from streamlearn.events import RejectionReason
 
 if TYPE_CHECKING:
-    from streamlearn.export.publisher import PublishResult
-    from streamlearn.prequential import BatchOutcome, Prequential
-    from streamlearn.worker import WorkerStats
+    from streamlearn.core.prequential import BatchOutcome, Prequential
+    from streamlearn.worker.loop import WorkerStats
+    from streamlearn.worker.publisher import PublishResult
 
 __all__ = ["PUBLISH_RESULTS", "SWAP_RESULTS", "ServeMetrics", "WorkerMetrics"]
 

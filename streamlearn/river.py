@@ -19,9 +19,9 @@ import numpy as np
 from pydantic import ValidationError
 from river import base
 
+from streamlearn.core.features import EncodedFeatures
+from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ConfigError
-from streamlearn.features import EncodedFeatures
-from streamlearn.prequential import Prequential
 from streamlearn.settings import DriftSettings, FeatureSettings, LearnerSettings, Settings
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
     max_classes
         Output slots, i.e. the most classes the stream may bring.
     numeric_slots, categorical_slots, hash_buckets, embedding_dim
-        Fixed-width input encoding (see ``streamlearn.features``).
+        Fixed-width input encoding (see ``streamlearn.core.features``).
     device
         "cpu", "cuda" or "auto" (CUDA when present). One-row predictions are cheapest on CPU.
     seed
@@ -308,7 +308,7 @@ class Regressor(_Streaming, base.MiniBatchRegressor):
         Detector watching the prequential loss: "loss_deviation", "adwin", "page_hinkley",
         "kswin" or "none".
     numeric_slots, categorical_slots, hash_buckets, embedding_dim
-        Fixed-width input encoding (see ``streamlearn.features``).
+        Fixed-width input encoding (see ``streamlearn.core.features``).
     device
         "cpu", "cuda" or "auto" (CUDA when present). One-row predictions are cheapest on CPU.
     seed

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from streamlearn.learn import native
+from streamlearn.kernels.cpu import binding as native
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamlearn.prequential import Prequential
+from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings, load_settings
 
 COLORS = ("red", "green", "blue", "teal")
@@ -152,7 +152,7 @@ def serving(settings: Settings, registry, *, watch: bool = True):
     from prometheus_client import CollectorRegistry
 
     from streamlearn.app import build_server
-    from streamlearn.serve.embedded import BackgroundServer
+    from streamlearn.demo.serving import BackgroundServer
 
     metrics = CollectorRegistry()
     app, runtime = build_server(settings, registry, metrics, watch=watch)

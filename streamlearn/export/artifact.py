@@ -20,8 +20,8 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from streamlearn.core.features import FeatureEncoder
 from streamlearn.errors import ArtifactError
-from streamlearn.features import FeatureEncoder
 
 __all__ = [
     "FORMAT",

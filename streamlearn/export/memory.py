@@ -2,7 +2,8 @@
 
 A snapshot is an uncompressed ``.npz`` (numpy's zip of arrays, read back with
 ``allow_pickle=False``: nothing from the network is ever unpickled) holding the memory's arrays
-plus one JSON header: the :class:`~streamlearn.learn.memory.ErrorMemory` configuration, its
+plus one JSON header: the
+:class:`~streamlearn.core.memory.error_memory.ErrorMemory` configuration, its
 scalar state, the learner step it was taken at, the newest model version published when it was
 pushed and, when the keys were re-encoded by that published model (the publisher does so
 whenever it can), that version as ``keyed_by_version``: a replica then looks samples up in the
@@ -22,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from streamlearn.core.memory.error_memory import ErrorMemory
+from streamlearn.core.memory.stage import MemoryStage
+from streamlearn.core.model import TabularNet
 from streamlearn.errors import ArtifactError
-from streamlearn.learn.compensation import MemoryStage
-from streamlearn.learn.memory import ErrorMemory
-from streamlearn.model import TabularNet
 
 __all__ = ["MEMORY_FORMAT", "MemorySnapshot", "decode_memory", "encode_memory"]
 

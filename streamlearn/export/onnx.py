@@ -24,11 +24,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from streamlearn.core.features import FeatureEncoder
+from streamlearn.core.labels import LabelMap
+from streamlearn.core.model import TabularNet
 from streamlearn.errors import ExportError
 from streamlearn.export.artifact import FORMAT, Artifact, sha256_hex
-from streamlearn.features import FeatureEncoder
-from streamlearn.labels import LabelMap
-from streamlearn.model import TabularNet
 
 __all__ = ["export_artifact", "parity_error", "to_onnx"]
 

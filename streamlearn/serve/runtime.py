@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamlearn.device import configure_threads
 from streamlearn.errors import ArtifactError, RegistryError
 from streamlearn.export.artifact import ModelBundle, load_bundle
 from streamlearn.export.memory import MemorySnapshot, decode_memory
+from streamlearn.kernels.device import configure_threads
 from streamlearn.metrics import ServeMetrics
 from streamlearn.registry.base import Registry
 

@@ -13,7 +13,7 @@ import httpx
 from serving_support import small_settings
 
 from streamlearn.cli import main
-from streamlearn.serve.embedded import run_live_demo
+from streamlearn.demo.serving import run_live_demo
 
 
 def test_live_demo_learns_publishes_and_serves(tmp_path):

@@ -37,12 +37,12 @@ from streamlearn.app import (
     build_server,
     start_metrics_server,
 )
-from streamlearn.checkpoint import CheckpointStore
+from streamlearn.core.prequential import Prequential
+from streamlearn.demo.serving import BackgroundServer
 from streamlearn.metrics import WorkerMetrics
-from streamlearn.prequential import Prequential
-from streamlearn.serve.embedded import BackgroundServer
 from streamlearn.settings import Settings, load_settings
-from streamlearn.worker import Worker
+from streamlearn.worker.checkpoint import CheckpointStore
+from streamlearn.worker.loop import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "streamlearn.json"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from serving_support import export, make_rows, serving, small_settings, train
 
+from streamlearn.core.prequential import Prequential
 from streamlearn.export.memory import encode_memory
-from streamlearn.prequential import Prequential
 from streamlearn.registry.filesystem import FilesystemRegistry
 
 NAME = "streamlearn"

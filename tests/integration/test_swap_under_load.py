@@ -13,7 +13,7 @@ import httpx
 import pytest
 from serving_support import export, make_rows, redis_server, serving, small_settings, train
 
-from streamlearn.prequential import Prequential
+from streamlearn.core.prequential import Prequential
 from streamlearn.registry.filesystem import FilesystemRegistry
 from streamlearn.registry.redis import RedisRegistry
 

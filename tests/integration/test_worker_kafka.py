@@ -15,7 +15,7 @@ import torch
 from kafka_tools import Running, create_topic, event, read_topic, send, unique, worker_settings
 
 from streamlearn.app import build_worker
-from streamlearn.checkpoint import CheckpointStore
+from streamlearn.worker.checkpoint import CheckpointStore
 
 pytestmark = pytest.mark.timeout(180)
 

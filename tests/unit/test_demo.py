@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from streamlearn.cli import main
-from streamlearn.demo import run_demo
-from streamlearn.learn import native
+from streamlearn.demo.job import run_demo
+from streamlearn.kernels.cpu import binding as native
 from streamlearn.settings import load_settings
 
 EVENTS = 4000

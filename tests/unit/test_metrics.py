@@ -26,15 +26,15 @@ from streamlearn.app import (
     build_server,
     start_metrics_server,
 )
-from streamlearn.checkpoint import CheckpointStore
 from streamlearn.cli import _kafka_overrides, _parser
+from streamlearn.core.prequential import Prequential
 from streamlearn.errors import RegistryError
 from streamlearn.export.memory import encode_memory
 from streamlearn.metrics import PUBLISH_RESULTS, ServeMetrics, WorkerMetrics
-from streamlearn.prequential import Prequential
 from streamlearn.registry.filesystem import FilesystemRegistry
 from streamlearn.settings import Settings, load_settings
-from streamlearn.worker import Worker
+from streamlearn.worker.checkpoint import CheckpointStore
+from streamlearn.worker.loop import Worker
 
 W = "streamlearn_worker_"
 S = "streamlearn_serve_"

@@ -13,8 +13,8 @@ import random
 import numpy as np
 import pytest
 
+from streamlearn.core.prequential import Prequential
 from streamlearn.events import Event, decode
-from streamlearn.prequential import Prequential
 from streamlearn.settings import load_settings
 
 VALUES = (

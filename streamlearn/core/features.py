@@ -1,0 +1,345 @@
+"""FeatureEncoder: feature dicts (or columns) -> fixed-width numeric and hashed-categorical arrays.
+
+Numeric features get one slot each and a running (Welford/Chan) standardisation; categorical
+values are hashed with a stable hash (CRC-32 of ``name=value``, never Python's salted
+``hash()``) into shared embedding buckets. Slots are fixed-width, so the model's input shape
+(and its ONNX signature) never changes while features appear and disappear. In auto mode a
+name gets a slot the first time it is seen (new names in sorted order, so feature order never
+matters); names beyond capacity, or outside an explicit schema, are ignored and counted.
+With the compiled kernels (learn/native.py, passed where the learner's step is compiled)
+:meth:`FeatureEncoder.standardize` and :meth:`FeatureEncoder.observe` are one call each into
+features.c, equal bit for bit (statistics of a batch with missing values: to rounding).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamlearn.kernels.cpu import binding as native
+
+__all__ = ["EncodedFeatures", "FeatureEncoder", "stable_bucket"]
+
+_CLIP = 8.0
+_CACHE_LIMIT = 200_000
+
+
+def stable_bucket(name: str, value: str, buckets: int) -> int:
+    """Bucket in [1, buckets) for a categorical value; 0 is reserved for "missing".
+
+    >>> stable_bucket("country", "DE", 4096)
+    101
+    """
+    # surrogatepass: a JSON "\ud800" escape decodes to a lone surrogate; hash it, don't crash.
+    return zlib.crc32(f"{name}={value}".encode("utf-8", "surrogatepass")) % (buckets - 1) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFeatures:
+    """Raw numeric values (NaN = missing) and categorical bucket ids for a batch."""
+
+    num: np.ndarray  # float64 [N, numeric_slots]
+    cat: np.ndarray  # int64 [N, categorical_slots]
+
+    def __len__(self) -> int:
+        return len(self.num)
+
+
+class FeatureEncoder(native.UsesKernels):
+    """Maps feature names to slots and values to model inputs; its state is plain arrays."""
+
+    def __init__(
+        self,
+        numeric_slots: int = 64,
+        categorical_slots: int = 16,
+        hash_buckets: int = 4096,
+        numeric: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        native: ctypes.CDLL | None = None,
+    ) -> None:
+        """``native``: the compiled library of learn/native.py, for :meth:`standardize`."""
+        if len(numeric) > numeric_slots or len(categorical) > categorical_slots:
+            raise ValueError("explicit schema has more features than slots")
+        self.numeric_slots = numeric_slots
+        self.categorical_slots = categorical_slots
+        self.hash_buckets = hash_buckets
+        self.auto = not numeric and not categorical
+        self._num_index = {str(n): i for i, n in enumerate(numeric)}
+        self._cat_index = {str(n): i for i, n in enumerate(categorical)}
+        self.count = np.zeros(numeric_slots)
+        self.mean = np.zeros(numeric_slots)
+        self.m2 = np.zeros(numeric_slots)
+        self.ignored = 0  # values of features with no slot
+        self.mismatched = 0  # strings sent to a numeric feature
+        self.non_finite = 0  # ±inf sent to a numeric feature (treated as missing)
+        self.overflowed = 0  # column updates skipped: the batch's values overflowed the variance
+        self._bucket_cache: dict[tuple[str, str], int] = {}
+        self._native = native
+
+    # -- schema ---------------------------------------------------------------------------
+    @property
+    def numeric_names(self) -> list[str]:
+        return sorted(self._num_index, key=self._num_index.__getitem__)
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return sorted(self._cat_index, key=self._cat_index.__getitem__)
+
+    def _assign(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Give slots to names not seen before, sorted by name (order-independent)."""
+        for name, value in sorted(items, key=lambda kv: kv[0]):
+            if isinstance(value, str):
+                if len(self._cat_index) < self.categorical_slots:
+                    self._cat_index[name] = len(self._cat_index)
+            elif len(self._num_index) < self.numeric_slots:
+                self._num_index[name] = len(self._num_index)
+
+    def _new_names(self, items: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        return [(n, v) for n, v in items if n not in self._num_index and n not in self._cat_index]
+
+    def _bucket(self, name: str, value: str) -> int:
+        key = (name, value)
+        bucket = self._bucket_cache.get(key)
+        if bucket is None:
+            if len(self._bucket_cache) >= _CACHE_LIMIT:
+                self._bucket_cache.clear()
+            bucket = self._bucket_cache[key] = stable_bucket(name, value, self.hash_buckets)
+        return bucket
+
+    # -- encoding -------------------------------------------------------------------------
+    def encode(self, xs: Sequence[Mapping[Any, Any]]) -> EncodedFeatures:
+        """Encode feature dicts (values: numbers, bools or strings; None = missing)."""
+        cat = np.zeros((len(xs), self.categorical_slots), dtype=np.int64)
+        num_index, cat_index = self._num_index, self._cat_index
+        named = [[np.nan] * len(num_index) for _ in xs]  # named numeric slots, filled below
+        settled: Any = None  # keys of a row whose every name has a slot: same keys, no news
+        for row, x in enumerate(xs):
+            if self.auto and x.keys() != settled:
+                self._assign(self._new_names([(str(k), v) for k, v in x.items() if v is not None]))
+                if len(named[row]) < len(num_index):  # a numeric slot was just named
+                    named = [r + [np.nan] * (len(num_index) - len(r)) for r in named]
+                if all(str(k) in num_index or str(k) in cat_index for k in x):
+                    settled = x.keys()
+            values = named[row]
+            for key, value in x.items():
+                if value is None:
+                    continue
+                name = key if type(key) is str else str(key)
+                slot = num_index.get(name)
+                if slot is not None:
+                    if isinstance(value, str):
+                        self.mismatched += 1
+                    else:
+                        values[slot] = value
+                    continue
+                slot = cat_index.get(name)
+                if slot is not None:
+                    cat[row, slot] = self._bucket(name, str(value))
+                else:
+                    self.ignored += 1
+        num = np.full((len(xs), self.numeric_slots), np.nan)
+        if named and num_index:
+            try:
+                num[:, : len(num_index)] = named
+            except OverflowError:  # an int beyond float64 somewhere: convert value by value
+                num[:, : len(num_index)] = [[_as_float(v, self) for v in r] for r in named]
+        return EncodedFeatures(self._finite(num), cat)
+
+    def encode_columns(self, columns: Mapping[Any, Sequence[Any] | np.ndarray]) -> EncodedFeatures:
+        """Encode a column-oriented batch (e.g. a DataFrame's columns); NaN/None = missing."""
+        arrays = {str(k): np.asarray(v) for k, v in columns.items()}
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        if self.auto and not all(k in self._num_index or k in self._cat_index for k in arrays):
+            # Same slots as encode() row by row: names by the row they first appear in.
+            firsts = [(*_first_present(a), k) for k, a in arrays.items()]
+            for row in sorted({r for r, _, _ in firsts if r >= 0}):
+                new = self._new_names([(k, v) for r, v, k in firsts if r == row])
+                if new:
+                    self._assign(new)
+        num = np.full((n, self.numeric_slots), np.nan)
+        cat = np.zeros((n, self.categorical_slots), dtype=np.int64)
+        for name, column in arrays.items():
+            if (slot := self._num_index.get(name)) is not None:
+                if column.dtype.kind in "biuf":
+                    num[:, slot] = column  # cast on assignment, no copy first
+                else:
+                    num[:, slot] = [_as_float(v, self) for v in column]
+            elif (slot := self._cat_index.get(name)) is not None:
+                cat[:, slot] = [0 if _missing(v) else self._bucket(name, str(v)) for v in column]
+            else:
+                self.ignored += int(sum(not _missing(v) for v in column))
+        return EncodedFeatures(self._finite(num), cat)
+
+    def _finite(self, num: np.ndarray) -> np.ndarray:
+        """±inf becomes missing, counted: one would make a running mean inf for good (the
+        Kafka path rejects such events at decode; the Python APIs take whatever they get)."""
+        named = num[:, : self._used]  # the other slots are NaN
+        infinite = np.isinf(named)
+        if infinite.any():
+            self.non_finite += int(infinite.sum())
+            named[infinite] = np.nan
+        return num
+
+    # -- running standardisation ------------------------------------------------------------
+    @property
+    def _used(self) -> int:
+        """Numeric slots with a name (slots 0..n-1); the others hold NaN in every batch."""
+        return len(self._num_index)
+
+    def _kernel_rows(self, num: np.ndarray) -> np.ndarray | None:
+        """``num`` as features.c reads it (C-contiguous float64 of this encoder's
+        width), or None where the numpy form runs (no kernels, another width)."""
+        if self._native is None or num.shape[1:] != (self.numeric_slots,):
+            return None
+        return np.ascontiguousarray(num, dtype=np.float64)
+
+    def standardize(self, num: np.ndarray) -> np.ndarray:
+        """Standardise this encoder's output with the current statistics; missing values
+        become 0 (the mean). Only named slots are computed: the others are 0 (in the encoder's
+        output they are always missing)."""
+        k = self._used
+        if (raw := self._kernel_rows(num)) is not None:
+            assert self._native is not None
+            z = np.empty(raw.shape, dtype=np.float32)
+            self._native.features_standardize(
+                native.address(raw),
+                len(raw),
+                self.numeric_slots,
+                k,
+                native.address(self.count),
+                native.address(self.mean),
+                native.address(self.m2),
+                native.address(z),
+            )
+            return z
+        std = np.sqrt(self.m2[:k] / np.maximum(self.count[:k] - 1, 1))
+        std[std <= 1e-12] = 1.0
+        block = (num[:, :k] - self.mean[:k]) / std
+        np.clip(block, -_CLIP, _CLIP, out=block)  # ±inf too; NaN (missing) passes through ...
+        np.copyto(block, 0.0, where=np.isnan(block))  # ... and becomes the mean
+        z = np.zeros(num.shape, dtype=np.float32)
+        z[:, :k] = block
+        return z
+
+    def observe(self, num: np.ndarray) -> None:
+        """Fold a batch of this encoder's raw values into the statistics (Chan et al.'s
+        parallel update), for the named slots it has values in (usually far fewer than the
+        slots; the others are always missing in the encoder's output, and ignored)."""
+        x = num[:, : self._used]
+        if not x.size:
+            return
+        if (raw := self._kernel_rows(num)) is not None:
+            assert self._native is not None
+            self.overflowed += self._native.features_observe(
+                native.address(raw),
+                len(raw),
+                self.numeric_slots,
+                self._used,
+                native.address(self.count),
+                native.address(self.mean),
+                native.address(self.m2),
+            )
+            return
+        # overflow is detected below and counted; numpy's warning would only add log noise
+        with np.errstate(over="ignore", invalid="ignore"):
+            present = ~np.isnan(x)
+            if present.all():  # the usual batch: every named feature present in every row
+                cols, n_b = slice(0, x.shape[1]), float(len(x))
+                mean_b = x.sum(axis=0) / n_b
+                m2_b = ((x - mean_b) ** 2).sum(axis=0)
+            else:
+                n_col = present.sum(axis=0)
+                cols = np.flatnonzero(n_col)
+                if not len(cols):
+                    return
+                x, n_b, seen = x[:, cols], n_col[cols], present[:, cols]
+                mean_b = np.where(seen, x, 0.0).sum(axis=0) / n_b
+                m2_b = (np.where(seen, x - mean_b, 0.0) ** 2).sum(axis=0)
+            n_a, mean_a, m2_a = self.count[cols], self.mean[cols], self.m2[cols]
+            total = n_a + n_b
+            delta = mean_b - mean_a
+            frac = n_b / total
+            mean = mean_a + delta * frac
+            m2 = m2_a + (m2_b + delta**2 * n_a * frac)
+            fits = np.isfinite(m2)
+            if not fits.all():  # values near the float range overflow the variance: such a column
+                # keeps its statistics through this batch (counted) instead of turning inf for good
+                self.overflowed += int(np.count_nonzero(~fits))
+                mean, m2, total = (
+                    np.where(fits, mean, mean_a),
+                    np.where(fits, m2, m2_a),
+                    np.where(fits, total, n_a),
+                )
+            self.mean[cols] = mean
+            self.m2[cols] = m2
+            self.count[cols] = total
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable state (travels in meta.json and checkpoints)."""
+        return {
+            "numeric_slots": self.numeric_slots,
+            "categorical_slots": self.categorical_slots,
+            "hash_buckets": self.hash_buckets,
+            "auto": self.auto,
+            "numeric": self.numeric_names,
+            "categorical": self.categorical_names,
+            "count": self.count.tolist(),
+            "mean": self.mean.tolist(),
+            "m2": self.m2.tolist(),
+            "ignored": self.ignored,
+            "mismatched": self.mismatched,
+            "non_finite": self.non_finite,
+            "overflowed": self.overflowed,
+        }
+
+    @classmethod
+    def from_state_dict(
+        cls, state: Mapping[str, Any], native: ctypes.CDLL | None = None
+    ) -> FeatureEncoder:
+        enc = cls(
+            state["numeric_slots"], state["categorical_slots"], state["hash_buckets"], native=native
+        )
+        enc.auto = bool(state["auto"])
+        enc._num_index = {n: i for i, n in enumerate(state["numeric"])}
+        enc._cat_index = {n: i for i, n in enumerate(state["categorical"])}
+        enc.count = np.asarray(state["count"], dtype=np.float64)
+        enc.mean = np.asarray(state["mean"], dtype=np.float64)
+        enc.m2 = np.asarray(state["m2"], dtype=np.float64)
+        if not enc.count.shape == enc.mean.shape == enc.m2.shape == (enc.numeric_slots,):
+            raise ValueError(f"encoder state: statistics of another width than {enc.numeric_slots}")
+        enc.ignored = int(state["ignored"])
+        enc.mismatched = int(state["mismatched"])
+        enc.non_finite = int(state.get("non_finite", 0))  # absent from older states
+        enc.overflowed = int(state.get("overflowed", 0))
+        return enc
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _first_present(column: np.ndarray) -> tuple[int, Any]:
+    """(row, value) of the first present value; (-1, None) for an all-missing column."""
+    for row, value in enumerate(column):
+        if not _missing(value):
+            return row, value.item() if isinstance(value, np.generic) else value
+    return -1, None
+
+
+def _as_float(value: Any, encoder: FeatureEncoder) -> float:
+    if _missing(value):
+        return np.nan
+    if isinstance(value, str):
+        encoder.mismatched += 1
+        return np.nan
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64: like ±inf, missing and counted
+        encoder.non_finite += 1
+        return np.nan

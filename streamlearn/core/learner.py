@@ -1,0 +1,461 @@
+"""OnlineLearner: score a micro-batch with the current weights, then learn from it.
+
+One forward pass over [new batch ‖ replay sample] gives both the prequential predictions for
+the new rows (made before any update, so a prediction never sees its own label) and the
+training loss. Steps with a non-finite loss or gradient are skipped and counted, gradients are
+clipped, and the LR follows a warm-up/re-warm schedule. Training runs the hand-fused step of
+learn/fused.py in float32: on a CPU as one compiled call per update (learn/native.py) unless
+``learner.kernel`` says torch, on CUDA as torch ops. Scoring-only calls use the module
+(bfloat16 autocast on CUDA). With the compiled step and ``learner.overlap``, :meth:`begin_step`
+scores the batch and leaves its updates running on a second thread; :meth:`settle` waits for
+them (every method that reads the model, optimizer or reservoir settles first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamlearn.core.memory.error_memory import unit_rows
+from streamlearn.core.model import TabularNet
+from streamlearn.core.replay import PreparedRows, ReservoirBuffer
+from streamlearn.core.schedule import RewarmSchedule
+from streamlearn.core.training_step import FusedTrainer, Pass
+from streamlearn.errors import ConfigError
+from streamlearn.kernels.cpu import binding as native
+from streamlearn.kernels.cpus import available_cpus
+from streamlearn.kernels.device import autocast_dtype, configure_threads, resolve_device, to_device
+from streamlearn.settings import FeatureSettings, LearnerSettings
+
+__all__ = ["OnlineLearner", "Scored", "StepResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """What a step's forward pass saw, before any update."""
+
+    prediction: np.ndarray  # [B, C] probabilities or [B] values, from pre-update weights
+    loss: np.ndarray  # [B] per-row loss of those predictions
+    hidden: np.ndarray  # [B, H] hidden representation (the error-memory key)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one prequential step saw before it learned."""
+
+    prediction: np.ndarray  # [B, C] probabilities or [B] values, from pre-update weights
+    loss: np.ndarray  # [B] per-row loss of those predictions
+    hidden: np.ndarray  # [B, H] hidden representation (the error-memory key)
+    learned: bool  # False when the step was skipped as non-finite
+
+
+class OnlineLearner:
+    """Owns the model, optimizer, schedule and replay buffer; works on encoded arrays."""
+
+    def __init__(self, learner: LearnerSettings, features: FeatureSettings) -> None:
+        self.settings = learner
+        self.regression = learner.task == "regression"
+        self.device = resolve_device(learner.device)
+        self._autocast = autocast_dtype(self.device, learner.amp)
+        configure_threads(learner.threads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(learner.seed)
+            self.model = TabularNet(
+                features.numeric_slots,
+                features.categorical_slots,
+                features.hash_buckets,
+                features.embedding_dim,
+                learner.hidden,
+                learner.max_classes,
+                regression=self.regression,
+            ).to(self.device)
+        # a row's prediction: class slots, or one value (read once: a buffer's shape is slow)
+        self.row_shape = () if self.regression else (int(self.model.class_mask.shape[0]),)
+        # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
+        # so a step's cost does not grow with the number of hash buckets.
+        library = _native_library(learner.kernel, self.device, len(learner.hidden))
+        self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm, library)
+        # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
+        # kept here because reading the mask back would cost device ops on every step
+        self.outputs = 1 if self.regression else 0
+        self.schedule = RewarmSchedule(
+            learner.lr,
+            learner.warmup_steps,
+            learner.rewarm_factor,
+            learner.rewarm_steps,
+            learner.redecay_steps,
+        )
+        self.replay = ReservoirBuffer(
+            learner.replay_size,
+            features.numeric_slots,
+            features.categorical_slots,
+            torch.float32 if self.regression else torch.long,
+            self.device,
+            seed=learner.seed,
+            native=library,  # compiled inserts wherever the step is compiled
+        )
+        self.steps = 0
+        self.skipped_nonfinite = 0
+        self._overlap = self.trainer.native is not None and _overlaps(learner.overlap)
+        # updates running on the worker thread: the batch rows to keep once they are done
+        self._pending: PreparedRows | None = None
+        self._forwarding = False  # a forward pass runs on the worker thread
+        self._learned = True  # whether every update of the last step applied
+        self._y_count = 0.0
+        self._y_mean = 0.0
+        self._y_m2 = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles and copies see the learner with its updates done."""
+        self.settle()
+        return self.__dict__.copy()
+
+    # -- inference ------------------------------------------------------------------------
+    def _amp(self) -> contextlib.AbstractContextManager[Any]:
+        if self._autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast)
+
+    def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Probabilities [N, C] or values [N] for standardised numeric + bucket inputs."""
+        self.settle()
+        with self._amp():
+            pred, _ = self.model(to_device(num, self.device), to_device(cat, self.device))
+        return pred.float().cpu().numpy()
+
+    def predict_hidden(self, num: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`predict`, plus the hidden representation [N, H] (error-memory key)."""
+        self.settle()
+        with self._amp():
+            pred, hidden = self.model(to_device(num, self.device), to_device(cat, self.device))
+        return pred.float().cpu().numpy(), hidden.float().cpu().numpy()
+
+    def forward_seen(
+        self, num: torch.Tensor, cat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and hidden [N, H] of rows the learner has trained on (device tensors).
+
+        The training forward: it computes only the input slots and classes seen so far, which
+        gives the module's result for such rows at a fraction of the cost.
+        """
+        self.settle()
+        p = self.trainer.forward(num, cat, self.outputs)
+        return self.trainer.prediction(p, len(num)), p.hidden[-1]
+
+    def forward_seen_into(
+        self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor
+    ) -> None:
+        """:meth:`forward_seen` written into ``prediction`` [N, C] (a view; its rows may lie
+        further apart than its width) with the hidden rows scaled to unit length into ``keys``
+        [N, H]: the error memory's re-keying, straight into its ring. One compiled call where
+        the learner runs the compiled step."""
+        self.settle()
+        if self.trainer.native is not None:
+            shown = self._shown()
+            self.trainer.native.forward_into(num, cat, self.outputs, prediction, keys, shown)
+            return
+        pred, hidden = self.forward_seen(num, cat)
+        unit_rows(hidden.float(), out=keys)
+        prediction.copy_(pred.float().view_as(prediction))
+
+    def begin_forward_seen_into(
+        self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor
+    ) -> None:
+        """:meth:`forward_seen_into`, left running on the worker thread where steps overlap:
+        :meth:`settle`, which everything reading or changing the model calls first, waits for
+        it. Nothing may touch the tensors passed until then."""
+        self.settle()
+        step = self.trainer.native
+        if step is not None and self._overlap:
+            shown = self._shown()
+            if step.forward_into(num, cat, self.outputs, prediction, keys, shown, overlap=True):
+                self._forwarding = True
+                return
+            self._overlap = False  # no worker thread here: run everything in this thread
+        self.forward_seen_into(num, cat, prediction, keys)
+
+    def _shown(self) -> tuple[float, float]:
+        """(loc, scale) of the regression values the model shows (its target statistics)."""
+        return float(self.model.target_loc), float(self.model.target_scale)
+
+    def set_classes(self, mask: np.ndarray) -> None:
+        """Switch on the output slots of the classes seen so far."""
+        self.settle()
+        if not self.regression:
+            self.model.class_mask.copy_(torch.from_numpy(mask))
+            self.outputs = int(mask.sum())
+
+    # -- learning -------------------------------------------------------------------------
+    def _observe_targets(self, y: np.ndarray) -> None:
+        """Running mean/std of a regression target (Chan's update), mirrored in the model."""
+        n_b, mean_b = float(len(y)), float(y.mean())
+        m2_b = float(((y - mean_b) ** 2).sum())
+        total = self._y_count + n_b
+        delta = mean_b - self._y_mean
+        self._y_mean += delta * n_b / total
+        self._y_m2 += m2_b + delta**2 * self._y_count * n_b / total
+        self._y_count = total
+        std = (self._y_m2 / max(total - 1, 1)) ** 0.5
+        self.model.target_loc.fill_(self._y_mean)
+        self.model.target_scale.fill_(std if std > 1e-12 else 1.0)
+
+    def _replay_per_update(self, batch: int) -> int:
+        """Replayed rows mixed into each update of a batch (0 while the reservoir is empty);
+        one uniform draw of that many rows per update serves all of the batch's updates."""
+        return round(self.settings.replay_ratio * batch) if len(self.replay) else 0
+
+    def _replay_rows(
+        self, batch: int
+    ) -> tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+        """(rows per update, the replay draw's rows for all of this batch's updates)."""
+        per_update = self._replay_per_update(batch)
+        if not per_update:
+            return 0, None
+        return per_update, self.replay.sample(per_update * self.settings.updates)
+
+    def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
+        """Predict the labelled batch with the current weights, then learn from it.
+
+        ``y`` holds class slots (int) or target values (float). The first update shares its
+        forward pass with the prequential prediction; ``updates`` > 1 takes further steps on
+        the same batch, each with its share of one replay draw.
+        """
+        scored = self.begin_step(num, cat, y)
+        return StepResult(scored.prediction, scored.loss, scored.hidden, self.settle())
+
+    def settle(self) -> bool:
+        """Wait for the last step's updates if they still run on the worker thread, account
+        for them and keep the batch in the reservoir (or wait for a forward pass left running
+        there); whether every update of the last step applied."""
+        if self._pending is not None:
+            kept = self._pending
+            self._pending = None
+            assert self.trainer.native is not None
+            self._learned = self._account(self.trainer.native.wait(), kept)
+        elif self._forwarding:  # a forward pass (begin_forward_seen_into) learns nothing
+            self._forwarding = False
+            assert self.trainer.native is not None
+            self.trainer.native.wait()
+        return self._learned
+
+    def settle_forward(self) -> None:
+        """Wait for a forward pass left running by :meth:`begin_forward_seen_into` (its
+        outputs are the caller's buffers), not for a step's updates."""
+        if self._forwarding:
+            self.settle()
+
+    def _account(self, codes: list[int], kept: PreparedRows) -> bool:
+        """Count a compiled step's applied and skipped updates, put its rows into the
+        reservoir (after the updates, which read replay rows from it)."""
+        applied = codes.count(native.APPLIED)
+        self.steps += applied
+        self.skipped_nonfinite += len(codes) - applied
+        self.replay.insert(kept)
+        return applied == len(codes)
+
+    def _kept(self, rows: tuple[np.ndarray, ...], pre_loss: np.ndarray) -> PreparedRows:
+        """The batch rows for the reservoir, their draws made: a NaN/inf row must not poison
+        later replay (its loss is not finite)."""
+        finite = np.isfinite(pre_loss)
+        return self.replay.prepare(*(rows if finite.all() else (part[finite] for part in rows)))
+
+    def begin_step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> Scored:
+        """:meth:`step`'s prediction of the batch; its learning is done by :meth:`settle` at
+        the latest (at once, unless the updates overlap on the worker thread)."""
+        self.settle()
+        if self.trainer.native is not None:
+            return self._native_step(self.trainer.native, num, cat, y)
+        self.trainer.observe_inputs(num, cat)
+        batch = len(y)
+        k = self.outputs
+        num_t, cat_t = to_device(num, self.device), to_device(cat, self.device)
+        y_t = to_device(y.astype(np.float32 if self.regression else np.int64), self.device)
+        per_update, replayed = self._replay_rows(batch)
+
+        def mixed(update: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """The batch followed by this update's share of the replay draw."""
+            if replayed is None:
+                return num_t, cat_t, y_t
+            rows = slice(update * per_update, (update + 1) * per_update)
+            r_num, r_cat, r_y = replayed
+            return (
+                torch.cat([num_t, r_num[rows]]),
+                torch.cat([cat_t, r_cat[rows]]),
+                torch.cat([y_t, r_y[rows]]),
+            )
+
+        x_num, x_cat, y_all = mixed(0)
+        first = self.trainer.forward(x_num, x_cat, k)
+        prediction = self.trainer.prediction(first, batch)
+        if self.regression and np.isfinite(y).all():  # a non-finite batch is skipped below
+            self._observe_targets(y.astype(np.float64))
+        losses = self.trainer.losses(first, y_all)  # training loss and prequential loss
+        pre_loss, total = losses[:batch], float(losses.sum())
+        learned = self._learn(first, y_all, total)
+        for update in range(1, self.settings.updates):
+            x_num, x_cat, y_all = mixed(update)
+            again = self.trainer.forward(x_num, x_cat, k)
+            loss = float(self.trainer.losses(again, y_all).sum())
+            learned = self._learn(again, y_all, loss) and learned
+        self._keep(num_t, cat_t, y_t, total, pre_loss)
+        self._learned = learned
+        return Scored(  # the fused step is float32 throughout
+            prediction.cpu().numpy(), pre_loss.cpu().numpy(), first.hidden[-1][:batch].cpu().numpy()
+        )
+
+    def _native_step(
+        self, step: native.NativeStep, num: np.ndarray, cat: np.ndarray, y: np.ndarray
+    ) -> Scored:
+        """:meth:`begin_step` through the compiled update: one call per update, the replay
+        rows gathered inside it, the same replay draws, schedule and skip rules. Overlapping,
+        one call scores the batch and the updates run on the worker thread."""
+        batch = len(y)
+        rows = (
+            np.ascontiguousarray(num, dtype=np.float32),
+            np.ascontiguousarray(cat, dtype=np.int64),
+            np.ascontiguousarray(y, dtype=np.float32 if self.regression else np.int64),
+        )
+        step.check(*rows, self.outputs)  # before any state changes; widens the active slots
+        updates = self.settings.updates
+        per_update = self._replay_per_update(batch)
+        drawn = self.replay.draw(per_update * updates) if per_update else None
+        replay = None if drawn is None else (self.replay.num, self.replay.cat, self.replay.y, drawn)
+        prediction = np.zeros((batch, *self.row_shape), dtype=np.float32)
+        hidden = np.empty((batch, self.model.hidden_dim), dtype=np.float32)
+        target = (0.0, 1.0, 0.0, 1.0)  # classification: unused
+        if self.regression:  # the prediction shows the statistics before this batch's targets
+            shown = self._shown()
+            if np.isfinite(y).all():  # as step(): observed after predicting
+                self._observe_targets(y.astype(np.float64))
+            target = (float(self.model.target_loc), float(self.model.target_scale), *shown)
+        if self._overlap:
+            loss = np.empty(batch, dtype=np.float32)
+            lrs = [self.schedule.value(self.steps + applied) for applied in range(updates)]
+            if step.begin(rows, replay, self.outputs, lrs, target, prediction, loss, hidden):
+                self._pending = self._kept(rows, loss)  # drawn while the updates run
+                return Scored(prediction, loss, hidden)
+            self._overlap = False  # no worker thread here: updates in this thread from now on
+        loss = np.empty(batch + per_update, dtype=np.float32)
+        codes: list[int] = []
+        for update in range(updates):
+            picked = None
+            if replay is not None and drawn is not None:
+                picked = (*replay[:3], drawn[update * per_update : (update + 1) * per_update])
+            lr = self.schedule.value(self.steps + codes.count(native.APPLIED))
+            outputs = (prediction, loss, hidden) if update == 0 else (None, None, None)
+            codes.append(step.update(rows, picked, self.outputs, lr, target, *outputs))
+        self._learned = self._account(codes, self._kept(rows, loss[:batch]))
+        return Scored(prediction, loss[:batch], hidden)
+
+    def _keep(
+        self,
+        num: torch.Tensor,
+        cat: torch.Tensor,
+        y: torch.Tensor,
+        total: float,
+        pre_loss: torch.Tensor,
+    ) -> None:
+        """Add the batch to the reservoir; a NaN/inf row must not poison later replay (losses
+        are ≥ 0: a finite total over batch and replay covers the batch's rows too)."""
+        if math.isfinite(total) or math.isfinite(float(pre_loss.sum())):
+            self.replay.add(num, cat, y)
+        else:
+            finite = torch.isfinite(pre_loss)
+            self.replay.add(num[finite], cat[finite], y[finite])
+
+    def _learn(self, p: Pass, y: torch.Tensor, loss: float) -> bool:
+        """One update unless the summed loss or the gradient is non-finite (then skipped,
+        counted)."""
+        if not math.isfinite(loss) or not self.trainer.learn(p, y, self.schedule.value(self.steps)):
+            self.skipped_nonfinite += 1
+            return False
+        self.steps += 1
+        return True
+
+    def on_drift(self) -> None:
+        """Drift response: re-warm the learning rate; optionally restart the replay sample."""
+        self.settle()
+        self.schedule.on_drift(self.steps)
+        if self.settings.replay_reset_on_drift:
+            self.replay.clear()
+
+    @property
+    def overlapping(self) -> bool:
+        """Whether steps leave their updates running on the worker thread (learner.overlap)."""
+        return self._overlap
+
+    @property
+    def library(self) -> ctypes.CDLL | None:
+        """The compiled kernels where the step is compiled, else None: the stages beside the
+        learner (error memory, drift detector) are compiled with it, never on their own."""
+        step = self.trainer.native
+        return None if step is None else step.library
+
+    @property
+    def lr(self) -> float:
+        return self.schedule.value(self.steps)
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        self.settle()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.trainer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "replay": self.replay.state_dict(),
+            "counters": {
+                "steps": self.steps,
+                "skipped_nonfinite": self.skipped_nonfinite,
+                "y": [self._y_count, self._y_mean, self._y_m2],
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.settle()
+        self.model.load_state_dict(state["model"])
+        if not self.regression:
+            self.outputs = int(self.model.class_mask.sum())
+        optimizer = state["optimizer"]
+        if "sparse_optimizer" in state:  # a checkpoint of the torch.optim learner before it
+            optimizer = self.trainer.from_torch_optim(optimizer, state["sparse_optimizer"])
+        self.trainer.load_state_dict(optimizer)
+        self.schedule.load_state_dict(state["schedule"])
+        self.replay.load_state_dict(state["replay"])
+        counters = state["counters"]
+        self.steps = int(counters["steps"])
+        self.skipped_nonfinite = int(counters["skipped_nonfinite"])
+        self._y_count, self._y_mean, self._y_m2 = (float(v) for v in counters["y"])
+
+
+def _overlaps(setting: str) -> bool:
+    """``learner.overlap``: "auto" overlaps where this process may keep two CPUs busy (its
+    affinity and any container CPU limit allow it: the worker thread spins while it waits)."""
+    if setting != "auto":
+        return setting == "on"
+    return available_cpus() >= 2
+
+
+def _native_library(kernel: str, device: torch.device, hidden_layers: int) -> Any:
+    """The compiled step's library for ``learner.kernel`` on ``device``, or None for the torch
+    step. "auto" takes it on a CPU when it builds; "native" insists (a clear error if not)."""
+    too_deep = hidden_layers + 1 > native.MAX_LAYERS
+    if kernel == "torch" or (kernel == "auto" and (device.type != "cpu" or too_deep)):
+        return None
+    if device.type != "cpu":
+        raise ConfigError(f"learner.kernel: 'native' runs on the CPU, not on {device.type}")
+    if too_deep:
+        raise ConfigError(
+            f"learner.kernel: 'native' takes at most {native.MAX_LAYERS - 1} hidden layers"
+        )
+    try:
+        return native.load()
+    except native.NativeUnavailable as error:
+        if kernel == "native":
+            raise ConfigError(f"learner.kernel: 'native' is unavailable here: {error}") from error
+        return None

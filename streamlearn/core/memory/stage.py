@@ -1,0 +1,209 @@
+"""MemoryStage: how the prequential loop uses the error memory, and when its keys are renewed.
+
+Per labelled micro-batch: the learner's base prediction (made before it learns) is compensated
+by :class:`~streamlearn.core.memory.error_memory.ErrorMemory`, then the memory stores
+(hidden, y, base prediction). Score-only rows are compensated the same way. The drift
+detector keeps watching the *base* model's loss.
+
+Keys are the model's hidden representation, which moves as the model trains, fastest right
+after a drift, when the LR is re-warmed. The rule (measured in benchmarks/error_memory.py, see
+DESIGN.md "Error memory"):
+
+- a small ring buffer (``size`` samples, a few micro-batches) bounds how stale a key can be;
+- on a detected drift the memory is cleared (its labels belong to the old concept);
+- for ``rekey_after_drift`` steps after a detected drift, and every ``rekey_every`` steps
+  otherwise (0 = never), the stored inputs are re-encoded with the current model, refreshing
+  both the keys and the stored base predictions (top-k store only: a sketch of sums cannot be
+  re-encoded, so the LSH store relies on the reset and its ``decay``).
+
+Where the learner's updates overlap (``learner.overlap``), :meth:`MemoryStage.refresh` leaves
+the re-encoding running on the learner's worker thread while the caller goes on with the next
+batch's features; every method of the stage that reads or writes the memory waits for the
+learner's forward pass first (a step's updates touch none of its buffers), and pickling and
+its state settle the learner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamlearn.core.learner import OnlineLearner
+from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore, unit_rows
+from streamlearn.core.model import TabularNet
+from streamlearn.settings import FeatureSettings, MemorySettings
+
+__all__ = ["MemoryStage"]
+
+
+class MemoryStage:
+    """Compensates the learner's predictions with an ErrorMemory and keeps the memory fresh."""
+
+    def __init__(
+        self, settings: MemorySettings, features: FeatureSettings, learner: OnlineLearner
+    ) -> None:
+        self.settings = settings
+        self.learner = learner
+        model = learner.model
+        self.memory = ErrorMemory(
+            model.hidden_dim,
+            int(model.class_mask.shape[0]),
+            kind=settings.kind,
+            lam=settings.lam,
+            gamma=settings.gamma,
+            tau=settings.tau,
+            size=settings.size,
+            k=settings.k,
+            tables=settings.tables,
+            bits=settings.bits,
+            decay=settings.decay,
+            store=settings.store,
+            error_threshold=settings.error_threshold,
+            regression=learner.regression,
+            device=learner.device,
+            seed=learner.settings.seed,
+            native=learner.library,  # compiled like the learner's step (learner.kernel)
+        )
+        store = self.memory.backend
+        self._ring: TopKStore | None = None
+        if isinstance(store, TopKStore) and (settings.rekey_every or settings.rekey_after_drift):
+            self._ring = store  # inputs are mirrored slot for slot with the ring buffer
+            self._num = torch.zeros((settings.size, features.numeric_slots), device=learner.device)
+            self._cat = torch.zeros(
+                (settings.size, features.categorical_slots), dtype=torch.long, device=learner.device
+            )
+        self._keys: tuple[np.ndarray, torch.Tensor] | None = None
+        self._full: tuple[torch.Tensor, ...] | None = None  # views of the full ring's slots
+        self.steps = 0
+        self.since_drift = -1  # steps since the last detected drift; -1 = none yet
+        self.resets = 0
+        self.rekeys = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles and copies see the memory with its re-keying done (and no views: a pickle
+        would copy them apart from the ring)."""
+        self.learner.settle()
+        return {**self.__dict__, "_full": None}
+
+    # -- scoring ----------------------------------------------------------------------------
+    def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """The base prediction corrected by the memory (unchanged while it is empty)."""
+        self.learner.settle_forward()  # a re-keying left running writes the ring
+        if len(self.memory) == 0:
+            return base
+        compensated, keys = self.memory.compensate_keyed(hidden, base)
+        self._keys = (hidden, keys)  # normalised once for store()
+        return compensated
+
+    def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Score-only rows: base prediction and hidden from the learner, then compensation."""
+        base, hidden = self.learner.predict_hidden(num, cat)
+        return self.compensate(hidden, base)
+
+    # -- learning ---------------------------------------------------------------------------
+    def store(
+        self,
+        num: np.ndarray,
+        cat: np.ndarray,
+        hidden: np.ndarray,
+        target: np.ndarray,
+        base: np.ndarray,
+        drifted: bool,
+    ) -> None:
+        """After a learned batch: apply the reset rule, store the rows. Re-keying reads the
+        model: :meth:`refresh` once the batch's updates are done."""
+        self.learner.settle_forward()
+        self.steps += 1
+        if drifted:
+            self.since_drift = 0
+            if self.settings.reset_on_drift:
+                self.memory.reset()
+                self.resets += 1
+        elif self.since_drift >= 0:
+            self.since_drift += 1
+        keys = self._keys[1] if self._keys is not None and self._keys[0] is hidden else None
+        self._keys = None
+        mirror = None if self._ring is None else (self._num, self._cat, num, cat)
+        self.memory.update(hidden, target, base, keys, mirror)
+
+    def refresh(self) -> None:
+        """Re-key the stored inputs with the current model when the rule says so, on the
+        learner's worker thread where its updates overlap."""
+        if self._ring is not None and self._rekey_due():
+            self._rekey(self.learner.begin_forward_seen_into)
+
+    def _rekey_due(self) -> bool:
+        s = self.settings
+        if 0 <= self.since_drift < s.rekey_after_drift:
+            return True
+        return bool(s.rekey_every) and self.steps % s.rekey_every == 0
+
+    def rekey(self) -> None:
+        """Re-encode every stored input with the current model: fresh keys and base values."""
+        self._rekey(self.learner.forward_seen_into)
+
+    def _rekey(self, forward: Callable[..., None]) -> None:
+        """Re-encode with ``forward``: the learner's forward_seen_into or its begin_ form
+        (either settles the learner first)."""
+        ring = self._ring
+        if ring is None or ring.filled == 0:
+            return
+        forward(*self._stored(ring))
+        self.rekeys += 1
+
+    def _stored(self, ring: TopKStore) -> tuple[torch.Tensor, ...]:
+        """(inputs, buckets, base values, keys) of the filled slots: views, made once for the
+        full ring (the usual case)."""
+        n, w = ring.filled, ring.width
+        if n == ring.size and self._full is not None:
+            return self._full
+        views = (self._num[:n], self._cat[:n], ring.values[:n, w:], ring.keys[:n])
+        if n == ring.size:
+            self._full = views
+        return views
+
+    @torch.no_grad()
+    def state_for(self, model: TabularNet | None) -> tuple[dict[str, Any], bool]:
+        """The memory's state and whether it was re-keyed: with ``model`` (e.g. the last
+        exported one) the stored inputs are re-encoded by it, so a replica serving that model
+        retrieves in its own hidden space. Needs the top-k store's kept inputs; the live
+        memory is not changed."""
+        self.learner.settle()
+        state = self.memory.state_dict()
+        ring = self._ring
+        if model is None or ring is None or ring.filled == 0:
+            return state, False
+        order = ring.order()
+        pred, hidden = model(self._num[order], self._cat[order])
+        state["keys"] = unit_rows(hidden.float()).cpu().numpy()
+        state["base"] = pred.float().view(len(order), ring.width).cpu().numpy()
+        return state, True
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain arrays and scalars: the memory, the inputs kept for re-keying, counters."""
+        self.learner.settle()
+        state = {
+            "memory": self.memory.state_dict(),
+            "steps": self.steps,
+            "since_drift": self.since_drift,
+            "model_step": self.learner.steps,  # the learner step the keys belong to
+        }
+        if self._ring is not None:
+            order = self._ring.order()
+            state["num"] = self._num[order].cpu().numpy()
+            state["cat"] = self._cat[order].cpu().numpy()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.settle()
+        self.memory.load_state_dict(state["memory"])
+        self.steps = int(state["steps"])
+        self.since_drift = int(state["since_drift"])
+        if self._ring is not None and "num" in state:
+            n = self._ring.filled  # the ring was rewritten oldest-first from slot 0
+            self._num[:n] = torch.as_tensor(np.asarray(state["num"]), dtype=torch.float32)[-n:]
+            self._cat[:n] = torch.as_tensor(np.asarray(state["cat"]), dtype=torch.long)[-n:]

@@ -1,0 +1,228 @@
+"""Prequential: the stages every consumer shares — encode → score → loss → drift → learn.
+
+The worker, the demo, the river estimators and the benchmarks all drive this one object, so
+"predict first, then learn" and the drift response are written once. It works on micro-batches
+of feature dicts or of columns; labels may be missing (score only) or unknown (counted, not
+learned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamlearn.core.drift import build_detector
+from streamlearn.core.features import EncodedFeatures, FeatureEncoder
+from streamlearn.core.labels import LabelMap
+from streamlearn.core.learner import OnlineLearner
+from streamlearn.core.memory.stage import MemoryStage
+from streamlearn.settings import Settings
+
+__all__ = ["BatchObserver", "BatchOutcome", "Prequential"]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# (raw numeric [B, d_num], buckets [B, d_cat], targets [B], base predictions before learning)
+BatchObserver = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """Per-row results of one micro-batch, in input order."""
+
+    prediction: np.ndarray  # [B, C] class probabilities (rows sum to 1, or 0 if no class yet)
+    #                         or [B] regression values
+    loss: np.ndarray  # [B] prequential loss; NaN for rows not learned
+    learned: np.ndarray  # [B] bool: the row was trained on
+    drifts: list[int]  # global positions (labelled-event count) where drift fired
+    target: np.ndarray  # [learned rows] their class slots or target values
+
+
+class Prequential:
+    """Owns encoder, label map, learner and drift detector; processes micro-batches."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        f, lrn = settings.features, settings.learner
+        self.learner = OnlineLearner(lrn, f)
+        self.encoder = FeatureEncoder(
+            f.numeric_slots,
+            f.categorical_slots,
+            f.hash_buckets,
+            f.numeric,
+            f.categorical,
+            native=self.learner.library,  # the stages beside a compiled step are compiled too
+        )
+        self.regression = lrn.task == "regression"
+        self.labels = LabelMap(
+            2 if lrn.task == "binary" else lrn.max_classes, lrn.classes, fixed=bool(lrn.classes)
+        )
+        self.learner.set_classes(self._class_mask())
+        self.detector = build_detector(settings.drift, self.learner.library)
+        # error memory (ReLoop2): compensates the base prediction, see learn/compensation.py
+        m = settings.memory
+        self.memory = MemoryStage(m, f, self.learner) if m.enabled else None
+        self.seen = 0  # labelled events learned from
+        self.unknown_labels = 0
+        self.drifts: list[int] = []
+        # called with every learned batch, e.g. the publisher's quality gate (export/gate.py)
+        self.observers: list[BatchObserver] = []
+
+    def _class_mask(self) -> np.ndarray:
+        mask = np.zeros(self.learner.model.class_mask.shape[0], dtype=bool)
+        mask[: len(self.labels)] = True
+        return mask
+
+    # -- scoring only ---------------------------------------------------------------------
+    def predict(self, xs: Sequence[Mapping[Any, Any]]) -> np.ndarray:
+        return self._predict(self.encoder.encode(xs))
+
+    def predict_columns(self, columns: Mapping[Any, Any]) -> np.ndarray:
+        return self._predict(self.encoder.encode_columns(columns))
+
+    def _predict(self, feats: EncodedFeatures) -> np.ndarray:
+        return self._score(self.encoder.standardize(feats.num), feats.cat)
+
+    def _score(self, z: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Score-only rows: the base prediction, compensated by the error memory when on."""
+        if self.memory is not None:
+            return self.memory.predict(z, cat)
+        return self.learner.predict(z, cat)
+
+    # -- prequential step -----------------------------------------------------------------
+    def process(
+        self, xs: Sequence[Mapping[Any, Any]], ys: Sequence[Hashable | None]
+    ) -> BatchOutcome:
+        """Score every row, then learn from the labelled ones."""
+        return self.process_encoded(self.encoder.encode(xs), ys)
+
+    def process_columns(
+        self, columns: Mapping[Any, Any], ys: Sequence[Hashable | None]
+    ) -> BatchOutcome:
+        return self.process_encoded(self.encoder.encode_columns(columns), ys)
+
+    def _targets(self, ys: Sequence[Hashable | None]) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(rows to learn, their targets, whether that is every row); unknown classes are
+        counted and not learned."""
+        if self.regression:
+            target = np.array([_target(y) for y in ys], dtype=np.float64)
+            # the model trains in float32: a target beyond its range (or NaN, inf, a string) is
+            # not one; it is counted, and not learned
+            ok = np.abs(target) <= _FLOAT32_MAX
+        else:
+            target = self.labels.add_many(ys)
+            ok = target >= 0
+        if ok.all():  # the usual batch: every row labelled with something learnable
+            return ok, target, True
+        labelled = np.array([y is not None for y in ys], dtype=bool)
+        self.unknown_labels += int((labelled & ~ok).sum())
+        return ok, target[ok], False
+
+    def process_encoded(
+        self, feats: EncodedFeatures, ys: Sequence[Hashable | None]
+    ) -> BatchOutcome:
+        n = len(feats)
+        known_before = len(self.labels)
+        ok, target, every = self._targets(ys)
+        z = self.encoder.standardize(feats.num)
+        if len(self.labels) != known_before:
+            self.learner.set_classes(self._class_mask())
+        drifts: list[int] = []
+        rows = slice(None) if every else ok  # a slice views the usual, fully labelled batch
+        if rows is ok or not n:  # some rows not learned: filled in row by row
+            prediction = np.zeros((n, *self.learner.row_shape), dtype=np.float32)
+            loss = np.full(n, np.nan)
+        if rows is ok:  # score-only rows are scored first too: batch-mates' labels unseen
+            prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
+        if (every and n) or ok.any():  # an empty batch learns nothing
+            raw, cat, z = feats.num[rows], feats.cat[rows], z[rows]
+            # the batch's updates may run on the learner's worker thread meanwhile: nothing
+            # here reads the model until settle() (on_drift would settle first)
+            result = self.learner.begin_step(z, cat, target)
+            try:
+                scored = (
+                    result.prediction
+                    if self.memory is None
+                    else self.memory.compensate(result.hidden, result.prediction)
+                )
+                if rows is ok:
+                    prediction[rows], loss[rows] = scored, result.loss
+                else:  # every row learned: the arrays as they come, the outcome's own
+                    # prediction (the base one goes on to the memory and the observers)
+                    prediction = scored.copy() if scored is result.prediction else scored
+                    loss = result.loss.astype(np.float64)
+                for offset in self.detector.update(result.loss):
+                    drifts.append(self.seen + offset)
+                if drifts:
+                    self.learner.on_drift()
+                if self.memory is not None:  # learns from the base prediction, like the detector
+                    self.memory.store(
+                        z, cat, result.hidden, target, result.prediction, bool(drifts)
+                    )
+                self.seen += len(target)
+                self.encoder.observe(raw)
+            finally:
+                self.learner.settle()
+            if self.memory is not None:  # re-keyed by the model that learned this batch
+                self.memory.refresh()
+            for observe in self.observers:
+                observe(raw, cat, target, result.prediction)
+        if not self.regression and len(self.labels) != known_before:
+            prediction = _without_new_classes(prediction, known_before)
+        self.drifts.extend(drifts)
+        return BatchOutcome(prediction, loss, ok, drifts, target)
+
+    def classes(self) -> list[Hashable]:
+        return list(self.labels.classes)
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything this chain owns, so a restored one continues the stream bit for bit.
+
+        Plain values and tensors (numpy arrays from the error memory included); see
+        streamlearn/worker/checkpoint.py for how they are written.
+        """
+        return {
+            "encoder": self.encoder.state_dict(),
+            "labels": self.labels.state_dict(),
+            "learner": self.learner.state_dict(),
+            "detector": self.detector.state_dict(),
+            "memory": None if self.memory is None else self.memory.state_dict(),
+            "counters": {
+                "seen": self.seen,
+                "unknown_labels": self.unknown_labels,
+                "drifts": list(self.drifts),
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; the settings must build the same model."""
+        self.encoder = FeatureEncoder.from_state_dict(state["encoder"], self.learner.library)
+        self.labels = LabelMap.from_state_dict(state["labels"])
+        self.learner.load_state_dict(state["learner"])
+        self.learner.set_classes(self._class_mask())
+        self.detector.load_state_dict(state["detector"])
+        if self.memory is not None and state.get("memory") is not None:
+            self.memory.load_state_dict(state["memory"])
+        counters = state["counters"]
+        self.seen = int(counters["seen"])
+        self.unknown_labels = int(counters["unknown_labels"])
+        self.drifts = [int(d) for d in counters["drifts"]]
+
+
+def _target(y: Hashable | None) -> float:
+    """A regression target; NaN (not learned) when missing or not a number."""
+    try:
+        return np.nan if y is None else float(y)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
+
+
+def _without_new_classes(prediction: np.ndarray, known: int) -> np.ndarray:
+    """Renormalise over classes known before this batch: its labels stay unseen."""
+    prediction[:, known:] = 0.0
+    total = prediction.sum(axis=1, keepdims=True)
+    return np.divide(prediction, total, out=np.zeros_like(prediction), where=total > 0)

@@ -1,0 +1,1 @@
+"""The embedded main job behind `streamlearn demo`: no Kafka or Redis needed."""

@@ -1,0 +1,1 @@
+"""Compute for the algorithms in core: the compiled CPU kernels, device selection, CPU limits."""

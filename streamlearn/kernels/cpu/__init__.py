@@ -1,0 +1,1 @@
+"""The compiled CPU kernels (C sources) and their binding."""

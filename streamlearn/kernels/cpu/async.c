@@ -1,0 +1,139 @@
+/* A micro-batch's weight updates on a second thread, while Python goes on with the rest of
+ * the batch (error memory, drift detector, statistics), which does not read the weights.
+ *
+ * Python scores the batch first (fused_step with score_only: the predictions and losses the
+ * first update's own forward pass would give), then submits a Job: every update of the batch,
+ * in order, each with its share of the replay rows and the learning rate the schedule gives
+ * after the updates applied before it. It waits for the Job before anything reads the model,
+ * the optimizer or the reservoir again. A Job may also be one forward-only call: the error
+ * memory's re-keying, left running while Python encodes the next batch. One worker thread per
+ * process serves every learner, one Job at a time. The results are the synchronous ones: the
+ * same calls in the same order on the same buffers. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "step.h"
+
+typedef struct {
+    const Net *net;
+    Call call;         /* the first update's call; later ones take the next replay rows */
+    int32_t updates;
+    int32_t per_update; /* replay rows per update (call.r_rows) */
+    const float *lrs;  /* [updates]: the learning rate after a applied updates */
+    int32_t *codes;    /* [updates] out: fused_step's result for each update */
+} Job;
+
+/* Handing a Job over costs no system call while both threads are busy: each side spins
+ * (SPINS rounds of a pause: ≈ 0.5 ms, up to ≈ 1 ms where a pause is slower) before it sleeps
+ * on a condition variable, and the other side signals only a sleeper. In a VM a futex wake
+ * costs ~10 µs, a micro-batch's whole updates ~50. Dekker's handshake: a sleeper counts itself in, then
+ * reads the counter; a signaller moves the counter, then reads the sleepers; all
+ * sequentially consistent, so no wake-up is lost. */
+#define SPINS 20000
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER, submit_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, finished = PTHREAD_COND_INITIALIZER;
+static const Job *current;           /* the last Job submitted */
+static atomic_long submitted, done;  /* Jobs submitted and run; equal: the worker is idle */
+static atomic_int worker_sleeps, caller_sleeps; /* threads asleep on wake / finished */
+static int started;                  /* the worker thread exists (in this process) */
+
+static inline void pause_once(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void run(const Job *job) {
+    Call call = job->call;
+    int32_t applied = 0;
+    for (int32_t u = 0; u < job->updates; u++) {
+        if (job->call.r_idx) call.r_idx = job->call.r_idx + (int64_t)u * job->per_update;
+        call.lr = job->lrs[applied];
+        job->codes[u] = fused_step(job->net, &call);
+        applied += job->codes[u] == 1;
+    }
+}
+
+/* Spin, then sleep on `cond`, until `counter` differs from `value` (the worker, waiting for a
+ * Job) or has reached it (a caller, waiting for Jobs to be done). */
+static void await_count(atomic_long *counter, long value, int differ, atomic_int *sleeps,
+                        pthread_cond_t *cond) {
+#define READY(v) (differ ? (v) != value : (v) >= value)
+    for (int i = 0; i < SPINS; i++) {
+        if (READY(atomic_load(counter))) return;
+        pause_once();
+    }
+    pthread_mutex_lock(&lock);
+    atomic_fetch_add(sleeps, 1);
+    while (!READY(atomic_load(counter))) pthread_cond_wait(cond, &lock);
+    atomic_fetch_sub(sleeps, 1);
+    pthread_mutex_unlock(&lock);
+#undef READY
+}
+
+static void signal_sleeper(atomic_int *sleeps, pthread_cond_t *cond) {
+    if (!atomic_load(sleeps)) return;
+    pthread_mutex_lock(&lock);
+    pthread_cond_broadcast(cond);
+    pthread_mutex_unlock(&lock);
+}
+
+static void *worker(void *unused) {
+    (void)unused;
+    for (;;) {
+        long ran = atomic_load(&done);
+        await_count(&submitted, ran, 1, &worker_sleeps, &wake);
+        run(current);
+        atomic_store(&done, ran + 1);
+        signal_sleeper(&caller_sleeps, &finished);
+    }
+    return NULL;
+}
+
+/* A forked child has no worker thread (and maybe a lock held by the parent's): start over. */
+static void after_fork_in_child(void) {
+    pthread_mutex_init(&lock, NULL);
+    pthread_mutex_init(&submit_lock, NULL);
+    pthread_cond_init(&wake, NULL);
+    pthread_cond_init(&finished, NULL);
+    atomic_store(&submitted, 0);
+    atomic_store(&done, 0);
+    atomic_store(&worker_sleeps, 0);
+    atomic_store(&caller_sleeps, 0);
+    current = NULL;
+    started = 0;
+}
+
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+
+static int submit(const Job *job) {
+    if (!started) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, worker, NULL) != 0) return -2;
+        pthread_detach(thread);
+        started = 1;
+    }
+    await_count(&done, atomic_load(&submitted), 0, &caller_sleeps, &finished);
+    current = job;
+    atomic_fetch_add(&submitted, 1);
+    signal_sleeper(&worker_sleeps, &wake);
+    return 0;
+}
+
+/* Start the Job on the worker once the one before it has run; 0, or -2 when the thread could
+ * not be created (then nothing ran: the caller runs the updates itself). */
+int updates_submit(const Job *job) {
+    pthread_mutex_lock(&submit_lock); /* ctypes releases the GIL: threads may submit at once */
+    const int result = submit(job);
+    pthread_mutex_unlock(&submit_lock);
+    return result;
+}
+
+/* Block until every submitted Job has run (at once when they have). */
+void updates_wait(void) {
+    await_count(&done, atomic_load(&submitted), 0, &caller_sleeps, &finished);
+}

@@ -1,0 +1,204 @@
+/* ReLoop2's error compensation over the top-k ring in one call: the same arithmetic as
+ * streamlearn/core/memory/error_memory.py (unit_rows, TopKStore.read, ErrorMemory.compensate), which runs
+ * it as ~15 small torch ops per micro-batch. Python owns every buffer.
+ *
+ * For each query row: q = h / max(|h|, 1e-8); s_j = (q . key_j) / tau over the filled ring
+ * slots; weights = softmax over the k largest s_j (over all when k = 0 or k >= filled);
+ * [ybar | ybar_base] = sum_j w_j values_j; out = (1 - lam gamma) base + lam ybar
+ * - lam (1 - gamma) ybar_base, then for probabilities clamped to [0, 1] and renormalised.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+
+/* The k largest similarities of a row, sorted by value, descending, ties in slot order (the
+ * earlier slot first); a NaN sorts below every number, -0 as +0. Both selections below work
+ * on one sortable 64-bit key per slot: the value's bits made order-preserving in the high
+ * half, the slot inverted in the low half, so that no two keys tie and one signed comparison
+ * orders them. */
+#ifdef __AVX512F__
+#define LANES 8
+#else
+#define LANES 4 /* AVX2's width: wider vectors it would split badly */
+#endif
+#define BLOCK (4 * LANES) /* keys a selection pass reads at a time, in four vectors */
+#define SMALL_K 16
+typedef int64_t Keys __attribute__((vector_size(LANES * sizeof(int64_t))));
+
+/* keys: room for `filled` rounded up to BLOCK; the padding sorts below every slot */
+static void sort_keys(const float *sim, int32_t filled, int64_t *keys) {
+    for (int32_t j = 0; j < filled; j++) {
+        uint32_t bits;
+        memcpy(&bits, sim + j, sizeof bits);
+        const uint32_t magnitude = bits & 0x7FFFFFFFu;
+        uint32_t ordered = bits >> 31 ? ~bits : bits | 0x80000000u;
+        ordered = magnitude == 0u ? 0x80000000u : ordered;
+        ordered = magnitude > 0x7F800000u ? 0u : ordered; /* NaN: below -inf (0x007FFFFF) */
+        keys[j] = (int64_t)((uint64_t)(ordered ^ 0x80000000u) << 32 |
+                            (0xFFFFFFFFu - (uint32_t)j));
+    }
+    for (int32_t j = filled; j % BLOCK; j++) keys[j] = INT64_MIN;
+}
+
+static inline int32_t key_slot(int64_t key) { return (int32_t)(0xFFFFFFFFu - (uint32_t)key); }
+
+static inline Keys broadcast(int64_t value) {
+    const Keys zero = {0};
+    return zero + value;
+}
+
+static inline Keys larger(Keys a, Keys b) {
+    const Keys more = a > b; /* all ones where true */
+    return (a & more) | (b & ~more);
+}
+
+/* the keys at `at`, those not under `below` replaced by `lowest` */
+static inline Keys under(const int64_t *at, Keys below, Keys lowest) {
+    Keys key;
+    memcpy(&key, at, sizeof key);
+    const Keys kept = key < below;
+    return (key & kept) | (lowest & ~kept);
+}
+
+/* k <= SMALL_K: k passes, each taking the largest key under the previous pass's. No branch
+ * to mispredict and LANES keys to an operation, where inserting into a sorted list
+ * mispredicts on most insertions (its selection took ≈ 17 of a 32-row call's ≈ 24 µs, this
+ * one ≈ 7). Four running maxima, so that a pass waits on no comparison but every fourth. */
+static void select_passes(const int64_t *keys, int32_t filled, int32_t picked, int32_t *top) {
+    const Keys lowest = broadcast(INT64_MIN);
+    Keys below = broadcast(INT64_MAX); /* above every key */
+    for (int32_t t = 0; t < picked; t++) {
+        Keys best0 = lowest, best1 = lowest, best2 = lowest, best3 = lowest;
+        for (int32_t j = 0; j < filled; j += BLOCK) {
+            best0 = larger(best0, under(keys + j, below, lowest));
+            best1 = larger(best1, under(keys + j + LANES, below, lowest));
+            best2 = larger(best2, under(keys + j + 2 * LANES, below, lowest));
+            best3 = larger(best3, under(keys + j + 3 * LANES, below, lowest));
+        }
+        const Keys best = larger(larger(best0, best1), larger(best2, best3));
+        int64_t most = best[0];
+        for (int32_t i = 1; i < LANES; i++) most = best[i] > most ? best[i] : most;
+        top[t] = key_slot(most);
+        below = broadcast(most);
+    }
+}
+
+/* Larger k: insertion into a list kept sorted; once k are held, a key must beat the
+ * smallest of them. `held`: room for k keys. */
+static void select_insertion(const int64_t *keys, int32_t filled, int32_t picked, int32_t *top,
+                             int64_t *held) {
+    int32_t count = 0;
+    for (int32_t j = 0; j < filled; j++) {
+        const int64_t key = keys[j];
+        if (count == picked && key < held[picked - 1]) continue;
+        int32_t at = count < picked ? count++ : picked - 1;
+        for (; at > 0 && key > held[at - 1]; at--) held[at] = held[at - 1];
+        held[at] = key;
+    }
+    for (int32_t t = 0; t < picked; t++) top[t] = key_slot(held[t]);
+}
+
+/* Returns 0, or -2 when scratch could not be allocated (nothing written). */
+int memory_compensate(const float *ring_keys, const float *ring_values, int32_t filled,
+                      int32_t hidden_dim, int32_t width, const float *hidden, const float *base,
+                      int32_t rows, int32_t k, float tau, float lam, float gamma,
+                      int32_t regression, float *out, float *keys_out) {
+    const int all = k <= 0 || k >= filled;
+    const int32_t picked = all ? filled : k;
+    /* scratch: one row's similarities, the chosen ones' values, the weighted means, the unit
+     * queries transposed [hidden_dim, rows] and every row's similarities [filled, rows], which
+     * one product of the ring's keys with the queries makes (the ring is read as it lies) */
+    const size_t scratch = (size_t)filled * (1 + (size_t)rows) + (size_t)picked +
+                           2 * (size_t)width + (size_t)hidden_dim * (size_t)rows;
+    float *sim = malloc(sizeof(float) * scratch);
+    int32_t *top = malloc(sizeof(int32_t) * (size_t)(picked > 0 ? picked : 1));
+    /* the sortable keys, then the insertion's held list */
+    int64_t *keys = malloc(sizeof(int64_t) * ((size_t)filled + BLOCK + (size_t)picked));
+    if (!sim || !top || !keys) {
+        free(sim);
+        free(top);
+        free(keys);
+        return -2;
+    }
+    float *chosen = sim + filled, *mean = chosen + picked, *queries_t = mean + 2 * width;
+    float *sims = queries_t + (int64_t)hidden_dim * rows;
+    for (int32_t n = 0; n < rows; n++)
+        unit_row(hidden + (int64_t)n * hidden_dim, hidden_dim, keys_out + (int64_t)n * hidden_dim);
+    transpose(keys_out, rows, hidden_dim, hidden_dim, queries_t);
+    memset(sims, 0, sizeof(float) * (size_t)filled * (size_t)rows);
+    gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
+    for (int32_t n = 0; n < rows; n++) {
+        for (int32_t j = 0; j < filled; j++) sim[j] = sims[(int64_t)j * rows + n] * (1.0f / tau);
+        if (all) {
+            for (int32_t j = 0; j < filled; j++) top[j] = j;
+        } else {
+            sort_keys(sim, filled, keys);
+            if (picked <= SMALL_K) select_passes(keys, filled, picked, top);
+            else select_insertion(keys, filled, picked, top, keys + filled + BLOCK);
+        }
+        for (int32_t t = 0; t < picked; t++) chosen[t] = sim[top[t]];
+        float peak = -INFINITY, total = 0.0f;
+        for (int32_t t = 0; t < picked; t++) peak = chosen[t] > peak ? chosen[t] : peak;
+        memset(mean, 0, sizeof(float) * 2 * (size_t)width);
+        for (int32_t t = 0; t < picked; t++) /* each weight's exponential, once */
+            total += (chosen[t] = expf(chosen[t] - peak));
+        for (int32_t t = 0; t < picked; t++) {
+            const float w = chosen[t] / total;
+            const float *v = ring_values + (int64_t)top[t] * 2 * width;
+            for (int32_t i = 0; i < 2 * width; i++) mean[i] += w * v[i];
+        }
+        const float *b = base + (int64_t)n * width;
+        float *o = out + (int64_t)n * width, sum = 0.0f;
+        for (int32_t i = 0; i < width; i++) {
+            float value = (1.0f - lam * gamma) * b[i] + lam * mean[i] -
+                          lam * (1.0f - gamma) * mean[width + i];
+            if (!regression) value = value < 0.0f ? 0.0f : value > 1.0f ? 1.0f : value;
+            o[i] = value;
+            sum += value;
+        }
+        if (!regression) {
+            sum = sum < 1e-12f ? 1e-12f : sum;
+            for (int32_t i = 0; i < width; i++) o[i] /= sum;
+        }
+    }
+    free(sim);
+    free(top);
+    free(keys);
+    return 0;
+}
+
+/* ErrorMemory.update's writes into the top-k ring (store "all"): row n of the batch goes to
+ * slot (cursor + n) % size with its unit key and the values [y | base] (y one-hot over the
+ * width class slots, or the regression target), and, where ring_num is not NULL, its raw
+ * inputs to the rings mirrored slot for slot (MemoryStage's, for re-keying). Rows beyond the
+ * last `size` would be overwritten within the batch: callers pass at most size rows. Returns
+ * 0, or -3 when a class label lies outside [0, width) (nothing written). */
+int memory_store(float *ring_keys, float *ring_values, int64_t size, int64_t cursor,
+                 int32_t hidden_dim, int32_t width, const float *hidden, const int64_t *labels,
+                 const double *targets, const float *base, int64_t rows, float *ring_num,
+                 int64_t *ring_cat, const float *num, const int64_t *cat, int32_t num_dim,
+                 int32_t cat_dim) {
+    if (labels)
+        for (int64_t n = 0; n < rows; n++)
+            if (labels[n] < 0 || labels[n] >= width) return -3;
+    for (int64_t n = 0; n < rows; n++) {
+        const int64_t slot = (cursor + n) % size;
+        unit_row(hidden + n * hidden_dim, hidden_dim, ring_keys + slot * hidden_dim);
+        float *v = ring_values + slot * 2 * width;
+        if (labels) {
+            memset(v, 0, sizeof(float) * (size_t)width);
+            v[labels[n]] = 1.0f;
+        } else {
+            v[0] = (float)targets[n];
+        }
+        memcpy(v + width, base + n * width, sizeof(float) * (size_t)width);
+        if (ring_num) {
+            memcpy(ring_num + slot * num_dim, num + n * num_dim, sizeof(float) * (size_t)num_dim);
+            memcpy(ring_cat + slot * cat_dim, cat + n * cat_dim, sizeof(int64_t) * (size_t)cat_dim);
+        }
+    }
+    return 0;
+}

@@ -1,1 +1,0 @@
-"""Learning stages: the online learner, its replay buffer, LR schedule and error memory."""

@@ -1,0 +1,133 @@
+"""Intake: a polled batch split into events, late labels and rejections; what goes back out.
+
+Validation is strict so nothing malformed reaches the model: a message that does not decode,
+or whose label the model cannot take (a class outside fixed classes, a string as a regression
+target), becomes a dead-letter record carrying the original bytes, the original headers and
+``dlq.*`` headers saying why and where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamlearn.core.prequential import Prequential
+from streamlearn.events import Event, Label, Rejection, RejectionReason, decode
+from streamlearn.worker.kafka.source import Record
+from streamlearn.worker.late_labels import LateLabel, decode_label
+
+_ENCODE_ASCII = json.encoder.encode_basestring_ascii  # C-accelerated, as json.dumps uses
+
+__all__ = [
+    "Intake",
+    "LabelCheck",
+    "dead_letter_headers",
+    "label_check",
+    "prediction_messages",
+    "split",
+]
+
+# a label the model cannot take → the rejection reason; None when it is fine
+LabelCheck = Callable[[Label], RejectionReason | None]
+
+_MAX_DETAIL = 512
+
+
+@dataclass
+class Intake:
+    """One batch, sorted: events (with their record), late labels, and rejections."""
+
+    events: list[tuple[Record, Event]] = field(default_factory=list)
+    labels: list[LateLabel] = field(default_factory=list)
+    rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+
+
+def label_check(preq: Prequential) -> LabelCheck:
+    """What the model refuses: strings as regression targets, classes outside fixed ones."""
+
+    def check(y: Label) -> RejectionReason | None:
+        if preq.regression:
+            return "wrong_type" if isinstance(y, str) else None
+        labels = preq.labels  # read each time: a restore replaces the map
+        if labels.fixed and labels.lookup(y) is None:
+            return "unknown_class"
+        return None
+
+    return check
+
+
+def split(
+    records: Sequence[Record], labels_topic: str | None, max_bytes: int, check: LabelCheck
+) -> Intake:
+    """Decode every record of a batch, keeping stream order within each kind."""
+    intake = Intake()
+    for record in records:
+        raw = record.value or b""
+        if labels_topic is not None and record.topic == labels_topic:
+            label = decode_label(raw, max_bytes)
+            if isinstance(label, LateLabel) and (reason := check(label.y)) is not None:
+                label = Rejection(reason, f"label {label.y!r} not accepted", raw)
+            if isinstance(label, Rejection):
+                intake.rejected.append((record, label))
+            else:
+                intake.labels.append(label)
+            continue
+        event = decode(raw, max_bytes=max_bytes)
+        if isinstance(event, Event) and event.y is not None and (reason := check(event.y)):
+            event = Rejection(reason, f"label {event.y!r} not accepted", raw)
+        if isinstance(event, Rejection):
+            intake.rejected.append((record, event))
+        else:
+            intake.events.append((record, event))
+    return intake
+
+
+def dead_letter_headers(record: Record, rejection: Rejection) -> list[tuple[str, bytes]]:
+    """The original headers, then why and where: dlq.reason/detail/topic/partition/offset."""
+    return [
+        *record.headers,
+        ("dlq.reason", rejection.reason.encode()),
+        ("dlq.detail", rejection.detail[:_MAX_DETAIL].encode("utf-8", "replace")),
+        ("dlq.topic", record.topic.encode()),
+        ("dlq.partition", str(record.partition).encode()),
+        ("dlq.offset", str(record.offset).encode()),
+    ]
+
+
+def prediction_messages(
+    ids: Sequence[str], prediction: np.ndarray, classes: Sequence[Hashable], step: int
+) -> list[bytes]:
+    """``{"id", "prediction", "model_step"}`` per row: the most probable known class (None
+    before any class is known) or the regression value, and the learner step that made it.
+
+    The bytes are those of ``json.dumps(..., separators=(",", ":"))``, assembled from parts
+    each JSON-encoded once (a class label once per batch, not once per row): ≈ 3× faster,
+    which matters when every event gets a message."""
+    if prediction.ndim == 1:
+        values = [_json_number(v) for v in prediction.astype(float).tolist()]
+    else:
+        known = prediction[: len(ids), : len(classes)]
+        best = known.argmax(axis=1) if len(classes) else np.zeros(len(ids), dtype=np.int64)
+        found = known.sum(axis=1) > 0 if len(classes) else np.zeros(len(ids), dtype=bool)
+        labels = [json.dumps(c) for c in classes]
+        pairs = zip(best.tolist(), found.tolist(), strict=True)
+        values = [labels[j] if ok else "null" for j, ok in pairs]
+    tail = f',"model_step":{json.dumps(step)}}}'
+    return [
+        f'{{"id":{_json_string(i)},"prediction":{v}{tail}'.encode()
+        for i, v in zip(ids, values, strict=True)
+    ]
+
+
+def _json_string(value: object) -> str:
+    """``json.dumps(value)``; a str (every event id) by the C escaper json.dumps itself uses."""
+    return _ENCODE_ASCII(value) if type(value) is str else json.dumps(value)
+
+
+def _json_number(value: float) -> str:
+    """``json.dumps(value)`` for a float: its repr, or NaN / Infinity / -Infinity."""
+    return float.__repr__(value) if math.isfinite(value) else json.dumps(value)

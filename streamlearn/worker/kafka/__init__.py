@@ -1,0 +1,1 @@
+"""Kafka adapters: one reader/writer interface over kafka-python and confluent-kafka."""

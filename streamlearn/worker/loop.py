@@ -1,0 +1,363 @@
+"""Worker: the long-running loop. Stages are called in one fixed order, nothing else lives here.
+
+    poll a batch → decode (bad → dead-letter) → score → drift → learn → error memory
+    (all inside Prequential) → predictions out → metrics → export hook → checkpoint → commit
+
+Exactly-once model state: the checkpoint holds the model *and* the next offset of every
+partition it has learned from; on start the worker restores the newest readable checkpoint and
+seeks there, so after any crash each event has shaped the restored model once. Messages written
+back (dead letters, predictions) are acknowledged before a checkpoint moves past their input,
+and Kafka group commits follow checkpoints, never lead them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from streamlearn.core.prequential import Prequential
+from streamlearn.errors import CheckpointError, KafkaUnavailable
+from streamlearn.events import FeatureValue, Label
+from streamlearn.metrics import WorkerMetrics
+from streamlearn.settings import Settings
+from streamlearn.worker.backoff import Backoff, BrokerHealth
+from streamlearn.worker.batching import Batcher
+from streamlearn.worker.checkpoint import CheckpointStore, restore_rng, rng_state
+from streamlearn.worker.intake import (
+    Intake,
+    dead_letter_headers,
+    label_check,
+    prediction_messages,
+    split,
+)
+from streamlearn.worker.kafka.source import KafkaReader, KafkaWriter, Record, TopicPartition
+from streamlearn.worker.late_labels import LabelCache
+
+__all__ = ["ExportHook", "Worker", "WorkerStats", "no_export"]
+
+log = logging.getLogger(__name__)
+
+# The export seam: called after every batch with the live chain and the batch count; the hook
+# owns its cadence (``streamlearn worker`` passes Publisher.after_batch).
+ExportHook = Callable[[Prequential, int], None]
+
+
+def no_export(preq: Prequential, batches: int) -> None:
+    """Export nothing (tests and benchmarks that only learn)."""
+
+
+@dataclass
+class WorkerStats:
+    """Counters that travel in the checkpoint (the model's own are in Prequential)."""
+
+    batches: int = 0
+    events: int = 0  # decoded events, labelled or not
+    late_learned: int = 0  # events learned from when their late label arrived
+    rejected: dict[str, int] = field(default_factory=dict)
+    published: int = 0  # predictions sent to the output topic
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, dict(value) if name == "rejected" else int(value))
+
+
+class Worker:
+    """Drives Prequential from Kafka with checkpoints; also the reader's RebalanceHandler."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        preq: Prequential,
+        reader: KafkaReader,
+        writer: KafkaWriter,
+        store: CheckpointStore,
+        export: ExportHook = no_export,
+        clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.settings, self.preq, self.reader, self.writer = settings, preq, reader, writer
+        self.store, self.export, self._clock = store, export, clock
+        k, w = settings.kafka, settings.worker
+        self.topics = [k.topic] + ([k.labels_topic] if k.labels_topic else [])
+        self.positions: dict[TopicPartition, int] = {}  # next offset after what was learned
+        self.saved: dict[TopicPartition, int] = {}  # positions in the newest checkpoint
+        self.owned: set[TopicPartition] = set()  # partitions assigned to us right now
+        self.stats = WorkerStats()
+        self.cache = LabelCache(w.label_cache_size, w.label_ttl_s)
+        self.batcher = Batcher(
+            self._poll, settings.source.batch_size, w.max_wait_s, w.poll_timeout_s,
+            k.max_poll_records, clock,
+        )  # fmt: skip
+        self.health = BrokerHealth(Backoff(w.backoff_initial_s, w.backoff_max_s), log, clock)
+        self._check = label_check(preq)
+        self._stop = stop or threading.Event()
+        self._lock = threading.RLock()  # rebalance callbacks may run on a client thread
+        self._dirty = False
+        self._since_save = 0
+        self._saved_at = self._next_probe = self._next_log = self._next_lag = clock()
+        self.metrics = metrics or WorkerMetrics(CollectorRegistry(), settings.metrics.smoothing)
+        self.metrics.watch_broker(lambda: self.health.up)
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, checkpoint, commit and return (signal-safe)."""
+        self._stop.set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self.restore()
+            self.reader.subscribe(self.topics, self)
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self.shutdown()
+
+    def step(self) -> None:
+        """One turn: a batch if one is due (else idle work), then a checkpoint if due."""
+        batch = self.batcher.next()
+        if batch:
+            with self._lock:
+                self.process(batch)
+        else:
+            self.idle()
+        if self._dirty and self._checkpoint_due():
+            self.checkpoint()
+        self._observe_lag()
+
+    def process(self, batch: Sequence[Record]) -> None:
+        """One batch through the fixed stages; its offsets count as learned afterwards."""
+        start = time.perf_counter()
+        intake = split(
+            batch, self.settings.kafka.labels_topic, self.settings.worker.max_event_bytes,
+            self._check,
+        )  # fmt: skip
+        self._dead_letter(intake)
+        xs, ys = self._rows(intake)
+        outcome = None
+        if xs:
+            step = self.preq.learner.steps
+            outcome = self.preq.process(xs, ys)  # score → drift → learn → error memory
+            self._publish(intake, outcome.prediction, step)
+        for record in batch:
+            self.positions[record.tp] = record.offset + 1
+        self.stats.batches += 1
+        self.stats.events += len(intake.events)
+        self._dirty = True
+        self._since_save += 1
+        seconds = time.perf_counter() - start
+        self.metrics.observe_batch(len(batch), seconds, self.preq, self.stats, outcome)
+        self.export(self.preq, self.stats.batches)
+
+    def idle(self) -> None:
+        """No batch due: expire late-label entries, probe the broker, log progress."""
+        self.cache.expire()
+        now, w = self._clock(), self.settings.worker
+        quiet = not self.health.up or self.batcher.idle_s() >= w.idle_probe_s
+        if now >= self._next_probe and quiet:
+            try:
+                self.reader.probe(min(self.settings.kafka.request_timeout_ms / 1000, 5.0))
+            except KafkaUnavailable as exc:
+                self._next_probe = self._clock() + self.health.failed("probe", exc)
+            else:
+                self.health.ok()
+                self._next_probe = self._clock() + w.idle_probe_s
+        if now >= self._next_log:
+            self._next_log = now + w.log_every_s
+            self.log_progress()
+
+    def shutdown(self) -> None:
+        try:
+            if self._dirty:
+                self.checkpoint(final=True)
+            else:
+                self._commit()
+        finally:
+            self.reader.close()
+            self.writer.close(self.settings.worker.shutdown_timeout_s)
+            self.log_progress()
+
+    # -- stages -----------------------------------------------------------------------------
+    def _poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        try:
+            records = self.reader.poll(timeout_s, max_records)
+        except KafkaUnavailable as exc:
+            self._stop.wait(self.health.failed("poll", exc))
+            return []
+        if records:
+            self.health.ok()
+        return records
+
+    def _dead_letter(self, intake: Intake) -> None:
+        topic = self.settings.kafka.dead_letter_topic
+        for record, rejection in intake.rejected:
+            self.stats.rejected[rejection.reason] = self.stats.rejected.get(rejection.reason, 0) + 1
+            if topic is not None:
+                headers = dead_letter_headers(record, rejection)
+                self.writer.send(topic, record.value or b"", record.key, headers)
+
+    def _rows(self, intake: Intake) -> tuple[list[dict[str, FeatureValue]], list[Label | None]]:
+        """The batch's events, then events whose late label just arrived."""
+        xs: list[dict[str, FeatureValue]] = [e.x for _, e in intake.events]
+        ys: list[Label | None] = [e.y for _, e in intake.events]
+        if self.settings.kafka.labels_topic is None:
+            return xs, ys
+        for _, event in intake.events:
+            if event.y is None:
+                self.cache.put(event.id, event.x)
+        for label in intake.labels:
+            x = self.cache.join(label.id)
+            if x is not None:
+                xs.append(x)
+                ys.append(label.y)
+                self.stats.late_learned += 1
+        return xs, ys
+
+    def _publish(self, intake: Intake, prediction: Any, step: int) -> None:
+        topic = self.settings.kafka.output_topic
+        if topic is None:
+            return
+        ids = [event.id for _, event in intake.events]
+        messages = prediction_messages(ids, prediction[: len(ids)], self.preq.classes(), step)
+        for (record, event), message in zip(intake.events, messages, strict=True):
+            self.writer.send(topic, message, record.key or event.id.encode())
+        self.stats.published += len(ids)
+
+    # -- checkpoints and commits ------------------------------------------------------------
+    def _checkpoint_due(self) -> bool:
+        c = self.settings.checkpoint
+        by_count = bool(c.every_batches) and self._since_save >= c.every_batches
+        return by_count or (bool(c.every_s) and self._clock() - self._saved_at >= c.every_s)
+
+    def checkpoint(self, final: bool = False) -> bool:
+        """Settle what was written back, save the whole state, then commit (for lag)."""
+        if not self._settle(final):
+            return False
+        with self._lock:
+            self._save()
+        self._commit()
+        return True
+
+    def _settle(self, final: bool) -> bool:
+        """Wait (with back-off) until every dead letter / prediction is acknowledged."""
+        deadline = self._clock() + self.settings.worker.shutdown_timeout_s
+        waited = self.writer.pending > 0
+        while not self.writer.settle(timeout_s=min(5.0, self.settings.worker.backoff_max_s)):
+            delay = self.health.failed("publish", f"{self.writer.pending} messages unacknowledged")
+            if (final or self._stop.is_set()) and self._clock() >= deadline:
+                log.error(
+                    "stopping with %d unacknowledged messages: not checkpointing; the batches "
+                    "since the last checkpoint will be replayed",
+                    self.writer.pending,
+                )
+                return False
+            self._stop.wait(0.0 if self._stop.is_set() else delay)
+        if waited:
+            self.health.ok()
+        return True
+
+    def _save(self) -> None:
+        start = time.perf_counter()
+        path = self.store.save(
+            {
+                "prequential": self.preq.state_dict(),
+                "rng": rng_state(),
+                "offsets": [[t, p, o] for (t, p), o in sorted(self.positions.items())],
+                "late_labels": self.cache.state_dict(),
+                "stats": asdict(self.stats),
+            }
+        )
+        self.saved = dict(self.positions)
+        self._dirty = False
+        self._since_save = 0
+        self._saved_at = self._clock()
+        self.metrics.observe_checkpoint(time.perf_counter() - start, path)
+        log.debug("checkpoint %s: %d events learned", path.name, self.preq.seen)
+
+    def _commit(self) -> None:
+        offsets = {tp: o for tp, o in self.saved.items() if tp in self.owned}
+        try:
+            self.reader.commit(offsets)
+        except KafkaUnavailable as exc:  # lag only; the next checkpoint commits again
+            log.log(logging.INFO if self.health.up else logging.DEBUG, "commit skipped: %s", exc)
+
+    def restore(self) -> None:
+        """Load the newest readable checkpoint (damaged newer ones are skipped and counted)."""
+        loaded = self.store.load_latest()
+        if self.store.corrupt_skipped:
+            log.warning("%d damaged checkpoint(s) skipped", self.store.corrupt_skipped)
+        if loaded is None:
+            log.info("no checkpoint in %s: starting fresh", self.store.directory)
+            self.metrics.observe_restore(self.preq, self.stats, None, self.store.corrupt_skipped)
+            return
+        state = loaded.state
+        try:
+            self.preq.load_state_dict(state["prequential"])
+            restore_rng(state["rng"])
+            self.cache.load_state_dict(state["late_labels"])
+            self.stats.load(state["stats"])
+            self.positions = {(str(t), int(p)): int(o) for t, p, o in state["offsets"]}
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {loaded.path} does not fit the configured model ({exc}); use the "
+                "settings it was written with, or another checkpoint.dir"
+            ) from exc
+        self.saved = dict(self.positions)
+        created = float(state.get("created", 0.0)) or None
+        self.metrics.observe_restore(self.preq, self.stats, created, self.store.corrupt_skipped)
+        log.info(
+            "restored %s: %d events learned, resuming at %s",
+            loaded.path.name, self.preq.seen, self.positions,
+        )  # fmt: skip
+
+    def _observe_lag(self) -> None:
+        """Consumer lag from the broker's end offsets, at most every ``lag_interval_s``."""
+        now = self._clock()
+        if now < self._next_lag or not self.health.up:
+            return
+        self._next_lag = now + self.settings.metrics.lag_interval_s
+        timeout_s = min(self.settings.kafka.request_timeout_ms / 1000, 2.0)
+        try:
+            ends = self.reader.end_offsets(sorted(self.owned), timeout_s)
+        except KafkaUnavailable as exc:  # metrics only: the next poll notices an outage
+            log.debug("end offsets unavailable: %s", exc)
+            return
+        self.metrics.observe_lag(ends, self.positions)
+
+    # -- RebalanceHandler -------------------------------------------------------------------
+    def assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
+        self.owned |= set(partitions)
+        starts = {tp: self.positions[tp] for tp in partitions if tp in self.positions}
+        log.info("assigned %s; from checkpoint: %s", list(partitions), starts or "none")
+        return starts
+
+    def revoked(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
+        """Checkpoint before the partitions are given up; drop their unprocessed records."""
+        with self._lock:
+            dropped = self.batcher.drop(partitions)
+            self.owned -= set(partitions)
+            if self._dirty:
+                self.checkpoint_local()
+        log.info("revoked %s (%d buffered records dropped)", list(partitions), dropped)
+        return {tp: self.saved[tp] for tp in partitions if tp in self.saved}
+
+    def checkpoint_local(self) -> None:
+        """Settle and save without committing (the reader commits what ``revoked`` returns)."""
+        if self._settle(final=True):
+            self._save()
+
+    def log_progress(self) -> None:
+        s = self.stats
+        log.info(
+            "batches %d, events %d, learned %d (late %d), rejected %s, drifts %d, "
+            "late-label cache %d (joined %d, expired %d, unmatched %d), offsets %s",
+            s.batches, s.events, self.preq.seen, s.late_learned, s.rejected or 0,
+            len(self.preq.drifts), len(self.cache), self.cache.joined, self.cache.expired,
+            self.cache.unmatched, self.positions,
+        )  # fmt: skip

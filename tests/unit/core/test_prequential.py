@@ -1,0 +1,253 @@
+import copy
+
+import numpy as np
+import pytest
+
+from streamlearn.core.prequential import Prequential
+from streamlearn.settings import load_settings
+
+FEATURES = {"numeric_slots": 6, "categorical_slots": 2, "hash_buckets": 64, "embedding_dim": 3}
+
+
+def make(task="multiclass", drift=None, **learner):
+    values = {
+        "task": task,
+        "max_classes": 4,
+        "hidden": (16,),
+        "lr": 0.02,
+        "warmup_steps": 0,
+        "replay_size": 256,
+        "replay_ratio": 0.5,
+        "device": "cpu",
+        "amp": "off",
+        "seed": 0,
+        **learner,
+    }
+    return Prequential(
+        load_settings(
+            features=FEATURES,
+            learner=values,
+            drift=drift or {"detector": "none"},
+            memory={"enabled": False},
+        )
+    )
+
+
+def rows(rng, n, classes=("a", "b")):
+    """Class = which of the first len(classes) features is largest; plus a categorical hint."""
+    xs, ys = [], []
+    for _ in range(n):
+        v = rng.normal(size=len(classes))
+        label = classes[int(np.argmax(v))]
+        x = {f"f{i}": float(v[i]) for i in range(len(classes))}
+        x["colour"] = "red" if label == classes[0] else "blue"
+        xs.append(x)
+        ys.append(label)
+    return xs, ys
+
+
+def test_predictions_are_made_before_learning():
+    rng = np.random.default_rng(0)
+    p = make()
+    for i in range(12):
+        classes = ("a", "b") if i < 6 else ("a", "b", "c")  # "c" first seen mid-stream
+        xs, ys = rows(rng, 32, classes)
+        if i % 3 == 2:
+            ys = [None if j % 2 else y for j, y in enumerate(ys)]  # some rows unlabelled
+        expected = copy.deepcopy(p).predict(xs)  # the model as it stood before the batch
+        outcome = p.process(xs, ys)
+        np.testing.assert_allclose(outcome.prediction, expected, rtol=0, atol=1e-6)
+
+
+def test_first_batch_of_a_new_class_gets_probability_zero():
+    rng = np.random.default_rng(1)
+    p = make()
+    xs, ys = rows(rng, 16)
+    first = p.process(xs, ys)
+    assert (first.prediction == 0).all()  # nothing known before the first batch
+    assert first.learned.all()
+    for _ in range(5):
+        p.process(*rows(rng, 32))
+    xs, _ = rows(rng, 16)
+    outcome = p.process(xs, ["c"] * 16)  # a new class, every row labelled with it
+    slot = p.classes().index("c")
+    assert slot == 2
+    assert (outcome.prediction[:, slot] == 0).all()
+    np.testing.assert_allclose(outcome.prediction.sum(1), 1.0, rtol=1e-5)
+    assert np.isfinite(outcome.loss).all() and outcome.learned.all()
+    later = p.process(*rows(rng, 16, ("a", "b", "c")))
+    assert (later.prediction[:, slot] > 0).all()  # switched on once seen
+
+
+def test_unlabelled_rows_are_predicted_not_learned():
+    rng = np.random.default_rng(2)
+    p = make()
+    for _ in range(3):
+        p.process(*rows(rng, 32))
+    steps, seen, replay = p.learner.steps, p.seen, p.learner.replay.seen
+    count = p.encoder.count.copy()
+    xs, _ = rows(rng, 20)
+    outcome = p.process(xs, [None] * 20)
+    assert not outcome.learned.any()
+    assert np.isnan(outcome.loss).all()
+    np.testing.assert_allclose(outcome.prediction.sum(1), 1.0, rtol=1e-5)
+    assert (p.learner.steps, p.seen, p.learner.replay.seen) == (steps, seen, replay)
+    np.testing.assert_array_equal(p.encoder.count, count)  # statistics from labelled rows only
+    assert outcome.drifts == []
+
+
+def test_unknown_labels_counted_not_learned():
+    rng = np.random.default_rng(3)
+    p = make(task="binary")
+    xs, ys = rows(rng, 32)
+    p.process(xs, ys)
+    xs, _ = rows(rng, 6)
+    outcome = p.process(xs, ["a", "third", "b", "third", None, "fourth"])
+    assert p.unknown_labels == 3
+    assert outcome.learned.tolist() == [True, False, True, False, False, False]
+    assert np.isnan(outcome.loss[~outcome.learned]).all()
+    assert p.classes() == ["a", "b"]
+    np.testing.assert_allclose(outcome.prediction.sum(1), 1.0, rtol=1e-5)  # still scored
+    assert p.seen == 34
+
+
+def test_fixed_classes_from_settings():
+    rng = np.random.default_rng(4)
+    p = make(task="binary", classes=("no", "yes"))
+    xs, _ = rows(rng, 4)
+    outcome = p.process(xs, ["yes", 0, "maybe", True])  # int 0 is an index; True is not
+    assert outcome.learned.tolist() == [True, True, False, False]
+    assert p.unknown_labels == 2
+    assert outcome.prediction[:, :2].sum(1) == pytest.approx(np.ones(4), rel=1e-5)
+
+
+def test_regression_end_to_end_reduces_error():
+    rng = np.random.default_rng(5)
+    p = make(task="regression", lr=0.01)
+    errors = []
+    for _ in range(120):
+        a, b = rng.normal(size=32), rng.normal(size=32)
+        ys = list(50.0 + 8.0 * a - 5.0 * b + rng.normal(0, 0.1, 32))
+        xs = [{"a": float(x), "b": float(y)} for x, y in zip(a, b, strict=True)]
+        outcome = p.process(xs, ys)
+        assert outcome.prediction.shape == (32,)
+        errors.append(np.abs(outcome.prediction - np.array(ys)).mean())
+    assert np.mean(errors[-10:]) < 0.15 * np.mean(errors[:3])
+    assert np.mean(errors[-10:]) < 2.0  # target std is ~9.4
+    xs = [{"a": 0.0, "b": 0.0}]
+    assert p.predict(xs)[0] == pytest.approx(50.0, abs=2.0)
+
+
+def test_regression_with_missing_targets():
+    p = make(task="regression")
+    outcome = p.process([{"a": 1.0}, {"a": 2.0}, {"a": 3.0}], [1.0, None, float("nan")])
+    assert outcome.learned.tolist() == [True, False, False]
+    assert p.seen == 1
+
+
+def test_process_columns_matches_process():
+    rng = np.random.default_rng(6)
+    p1, p2 = make(), make()
+    for _ in range(4):
+        xs, ys = rows(rng, 24)
+        columns = {k: np.array([x[k] for x in xs]) for k in xs[0]}
+        a, b = p1.process(xs, ys), p2.process_columns(columns, ys)
+        np.testing.assert_array_equal(a.prediction, b.prediction)
+        np.testing.assert_array_equal(a.loss, b.loss)
+    np.testing.assert_array_equal(p1.predict(xs), p2.predict_columns(columns))
+
+
+class ScriptedDetector:
+    """Fires at the given offsets on the given call; records what it was fed."""
+
+    def __init__(self, script):
+        self.script = script
+        self.calls = []
+
+    def update(self, losses):
+        self.calls.append(np.asarray(losses).copy())
+        return self.script.get(len(self.calls), [])
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        return None
+
+
+def test_drift_triggers_learner_rewarm():
+    rng = np.random.default_rng(7)
+    p = make(
+        lr=0.01, rewarm_factor=3.0, rewarm_steps=5, redecay_steps=10, replay_size=64, updates=1
+    )
+    p.detector = ScriptedDetector({3: [5]})
+    for _ in range(2):
+        assert p.process(*rows(rng, 32)).drifts == []
+    assert p.learner.schedule.drift_step is None and p.learner.lr == pytest.approx(0.01)
+    xs, ys = rows(rng, 32)
+    ys[0] = None  # unlabelled rows do not count towards positions
+    outcome = p.process(xs, ys)
+    assert outcome.drifts == [64 + 5] and p.drifts == [69]
+    np.testing.assert_array_equal(p.detector.calls[-1], outcome.loss[outcome.learned])
+    assert p.learner.schedule.drift_step == p.learner.steps == 3
+    assert p.learner.lr > 0.01  # re-warming towards 0.03
+    for _ in range(5):
+        p.process(*rows(rng, 32))
+    assert p.learner.lr == pytest.approx(0.03)
+
+
+def test_real_detector_fires_after_a_concept_flip():
+    rng = np.random.default_rng(8)
+    drift = {
+        "detector": "loss_deviation",
+        "alpha": 0.05,
+        "window": 300,
+        "k": 4.0,
+        "cooldown": 500,
+        "min_samples": 100,
+    }
+    p = make(drift=drift)
+    for _ in range(40):
+        p.process(*rows(rng, 32))
+    assert p.drifts == []
+    for _ in range(10):
+        xs, ys = rows(rng, 32)
+        p.process(xs, ["b" if y == "a" else "a" for y in ys])  # labels swapped
+    assert len(p.drifts) >= 1
+    assert 1280 <= p.drifts[0] < 1280 + 160
+    assert p.learner.schedule.drift_step is not None
+
+
+def test_predict_before_any_class_is_all_zero():
+    p = make()
+    assert (p.predict([{"a": 1.0}]) == 0).all()
+
+
+def test_regression_label_that_is_not_a_number_is_counted_not_raised():
+    p = make(task="regression")
+    outcome = p.process([{"a": 1.0}, {"a": 2.0}, {"a": 3.0}], [1.5, "tall", None])
+    assert outcome.learned.tolist() == [True, False, False]
+    assert p.unknown_labels == 1
+    assert np.isfinite(outcome.prediction).all()
+
+
+def test_regression_target_beyond_float32_is_counted_not_raised():
+    """1e300 is a valid JSON number; learning it overflowed the target statistics (a crash)."""
+    p = make(task="regression")
+    xs = [{"a": float(i % 4)} for i in range(16)]
+    for _ in range(3):
+        p.process(xs, [2.0 * (i % 4) for i in range(16)])
+    scale = float(p.learner.model.target_scale)
+    outcome = p.process(xs[:4], [1e300, -1e39, float("inf"), 3.0])
+    assert outcome.learned.tolist() == [False, False, False, True]
+    assert p.unknown_labels == 3
+    assert float(p.learner.model.target_scale) == pytest.approx(scale, rel=0.2)
+    assert np.isfinite(p.process(xs, [1.0] * 16).prediction).all()
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_empty_batch(task):
+    p = make(task=task)
+    outcome = p.process([], [])
+    assert len(outcome.prediction) == 0 and len(outcome.loss) == 0
+    assert outcome.drifts == [] and p.seen == 0

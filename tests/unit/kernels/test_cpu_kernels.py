@@ -1,0 +1,558 @@
+"""The compiled training step (learn/native.py + step.c) against the torch step.
+
+Two learners with the same seed, one per kernel, see the same batches: every prediction, loss,
+hidden row, weight, Adam moment and counter must agree to float32 rounding, across tasks,
+depths, embeddings, replay, several updates, clipping, weight decay and skipped steps.
+"""
+
+import copy
+import os
+import pickle
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamlearn.core.learner import OnlineLearner
+from streamlearn.core.memory.error_memory import ErrorMemory
+from streamlearn.core.prequential import Prequential
+from streamlearn.core.replay import ReservoirBuffer
+from streamlearn.errors import ConfigError
+from streamlearn.kernels.cpu import binding as native
+from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
+
+FEATURES = FeatureSettings(numeric_slots=6, categorical_slots=3, hash_buckets=64, embedding_dim=4)
+CLASSES = 4
+
+
+pytestmark = pytest.mark.usefixtures("compiled")
+
+
+def pair(**overrides):
+    values = {
+        "task": "multiclass",
+        "max_classes": CLASSES,
+        "hidden": (16, 8),
+        "lr": 0.01,
+        "warmup_steps": 3,
+        "replay_size": 40,
+        "replay_ratio": 1.0,
+        "updates": 2,
+        "device": "cpu",
+        "seed": 3,
+        **overrides,
+    }
+    learners = [
+        OnlineLearner(LearnerSettings(**values, kernel=kernel), FEATURES)
+        for kernel in ("torch", "native")
+    ]
+    assert learners[0].trainer.native is None and learners[1].trainer.native is not None
+    for learner in learners:
+        if values["task"] != "regression":
+            learner.set_classes(np.arange(CLASSES) < (2 if values["task"] == "binary" else 3))
+    return learners
+
+
+def batch(rng, task, n=24, numeric=4, categorical=2):
+    """Numeric slots beyond ``numeric`` and categorical beyond ``categorical`` stay unset."""
+    num = np.zeros((n, FEATURES.numeric_slots), dtype=np.float32)
+    num[:, :numeric] = rng.normal(size=(n, numeric))
+    cat = np.zeros((n, FEATURES.categorical_slots), dtype=np.int64)
+    cat[:, :categorical] = rng.integers(0, FEATURES.hash_buckets, size=(n, categorical))
+    score = num[:, 0] - num[:, 1]
+    if task == "regression":
+        return num, cat, (5.0 * score + 2.0).astype(np.float64)
+    classes = 2 if task == "binary" else 3
+    return num, cat, np.clip(np.floor(score + classes / 2), 0, classes - 1).astype(np.int64)
+
+
+def assert_agree(torch_learner, native_learner, rtol=2e-4, atol=2e-5):
+    for name, value in torch_learner.model.state_dict().items():
+        other = native_learner.model.state_dict()[name]
+        torch.testing.assert_close(other, value, rtol=rtol, atol=atol, msg=name)
+    a, b = torch_learner.trainer.state_dict(), native_learner.trainer.state_dict()
+    for name in ("step", "exp_avg", "exp_avg_sq", "table_moments"):
+        torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-7, msg=name)
+    assert (torch_learner.steps, torch_learner.skipped_nonfinite) == (
+        native_learner.steps,
+        native_learner.skipped_nonfinite,
+    )
+    assert len(torch_learner.replay) == len(native_learner.replay)
+
+
+@pytest.mark.parametrize(
+    ("task", "overrides", "widths"),
+    [
+        ("multiclass", {}, (4, 2)),
+        ("binary", {"hidden": (16,), "updates": 1}, (6, 3)),
+        ("regression", {"weight_decay": 0.01}, (4, 2)),
+        ("multiclass", {"clip_norm": 0.05}, (3, 1)),  # every update clipped
+        ("binary", {"replay_size": 0}, (4, 0)),  # no replay, no embeddings
+        ("multiclass", {"replay_ratio": 0.5, "updates": 3}, (5, 3)),
+    ],
+)
+def test_native_step_matches_the_torch_step(task, overrides, widths):
+    rng = np.random.default_rng(11)
+    torch_learner, native_learner = pair(task=task, **overrides)
+    for i in range(25):
+        numeric, categorical = widths if i > 3 else (2, min(1, widths[1]))  # widths grow
+        num, cat, y = batch(rng, task, numeric=numeric, categorical=categorical)
+        expected = torch_learner.step(num, cat, y)
+        got = native_learner.step(num, cat, y)
+        np.testing.assert_allclose(got.prediction, expected.prediction, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(got.loss, expected.loss, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(got.hidden, expected.hidden, rtol=2e-4, atol=2e-5)
+        assert got.learned == expected.learned
+        assert got.prediction.dtype == expected.prediction.dtype == np.float32
+        assert got.prediction.shape == expected.prediction.shape
+        if i == 12:
+            torch_learner.on_drift()
+            native_learner.on_drift()
+    assert native_learner.steps >= 25
+    assert_agree(torch_learner, native_learner)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_non_finite_batches_are_skipped_alike(task):
+    rng = np.random.default_rng(12)
+    torch_learner, native_learner = pair(task=task)
+    for i in range(8):
+        num, cat, y = batch(rng, task)
+        if i == 4:
+            num[3, 1] = np.nan
+        if i == 6:
+            num[:, 0] = 1e30  # finite inputs, overflowing activations
+        for learner in (torch_learner, native_learner):
+            learner.step(num, cat, y)
+    assert native_learner.skipped_nonfinite >= 1
+    assert_agree(torch_learner, native_learner)
+    assert all(torch.isfinite(p).all() for p in native_learner.model.parameters())
+
+
+def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
+    rng = np.random.default_rng(13)
+    _, learner = pair()
+    for _ in range(3):
+        learner.step(*batch(rng, "multiclass"))
+    clone, thawed = copy.deepcopy(learner), pickle.loads(pickle.dumps(learner))
+    for other in (clone, thawed):
+        assert (
+            other.trainer.native is not None and other.trainer.native is not learner.trainer.native
+        )
+    before = [p.clone() for p in learner.model.parameters()]
+    data = batch(rng, "multiclass")
+    results = [x.step(*data) for x in (learner, clone, thawed)]
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.prediction, results[0].prediction)
+    for x in (clone, thawed):  # each stepped its own weights, not the original's
+        for p, q in zip(x.model.parameters(), learner.model.parameters(), strict=True):
+            torch.testing.assert_close(p, q)
+    assert any(
+        not torch.equal(p, b) for p, b in zip(learner.model.parameters(), before, strict=True)
+    )
+
+
+def test_kernel_setting_and_unavailable_builds(monkeypatch, tmp_path):
+    deep = LearnerSettings(task="binary", device="cpu", hidden=(4,) * native.MAX_LAYERS)
+    assert OnlineLearner(deep, FEATURES).trainer.native is None  # deeper than the kernel takes
+    with pytest.raises(ConfigError, match="at most 15 hidden layers"):
+        OnlineLearner(deep.model_copy(update={"kernel": "native"}), FEATURES)
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no build yet
+    monkeypatch.setattr(native, "PREBUILT", tmp_path / "prebuilt")  # none shipped either
+    monkeypatch.setenv("CC", "false")  # a compiler that fails
+    settings = LearnerSettings(task="binary", device="cpu")
+    assert OnlineLearner(settings, FEATURES).trainer.native is None  # auto: the torch step
+    with pytest.raises(ConfigError, match=r"learner.kernel.*failed"):
+        OnlineLearner(settings.model_copy(update={"kernel": "native"}), FEATURES)
+    monkeypatch.setattr(native, "_cpu_flags", lambda: "fpu sse2")  # an old CPU: no AVX2
+    with pytest.raises(native.NativeUnavailable, match=r"lacks.*avx2"):
+        native.build(native.PORTABLE, tmp_path)
+    monkeypatch.setattr(native, "_loaded", None)
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or "avx2" not in native._cpu_flags().split(),
+    reason="the portable build is x86-64-v3 (AVX2)",
+)
+def test_builds_are_cached_and_a_shipped_portable_build_is_found(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = native.build()
+    assert first.is_relative_to(tmp_path / "cache") and first.suffix == ".so"
+    mtime = first.stat().st_mtime_ns
+    assert native.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
+    shipped = subprocess.run(
+        [sys.executable, "-m", "streamlearn.kernels.cpu.binding", "--portable", "--into", tmp_path],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    ).stdout.strip()
+    assert Path(shipped).parent == tmp_path and Path(shipped).exists()
+    # a machine without a compiler and without its own build takes the shipped one
+    monkeypatch.setattr(native, "PREBUILT", tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    monkeypatch.delenv("CC", raising=False)
+    assert native._find() == Path(shipped)
+    monkeypatch.setattr(native, "PREBUILT", tmp_path / "not-shipped")
+    with pytest.raises(native.NativeUnavailable, match="no C compiler"):
+        native._find()
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_weights_of_slots_and_classes_never_active_move_only_by_weight_decay(weight_decay):
+    """Without weight decay the compiled step updates only the active blocks (the others'
+    gradients and moments are zero, so AdamW leaves them as they are); with it, all of them,
+    as the torch step does."""
+    torch_learner, native_learner = pair(weight_decay=weight_decay)
+    trainer = native_learner.trainer
+    before = [w.clone() for w in trainer.weights]
+    rng = np.random.default_rng(22)
+    for _ in range(6):
+        data = batch(rng, "multiclass", numeric=3, categorical=1)
+        for learner in (torch_learner, native_learner):
+            learner.step(*data)
+    assert_agree(torch_learner, native_learner)
+    ns, e = FEATURES.numeric_slots, FEATURES.embedding_dim
+    inactive = [
+        (trainer.weights[0], (slice(None), slice(3, ns)), before[0]),  # numeric slots 3..5
+        (trainer.weights[0], (slice(None), slice(ns + e, None)), before[0]),  # bucket slots 1, 2
+        (trainer.weights[-1], (slice(3, None), slice(None)), before[-1]),  # classes 3.. off
+    ]
+    for weight, block, start in inactive:
+        if weight_decay:
+            assert (weight[block].abs() < start[block].abs()).all()  # decayed toward zero
+        else:
+            assert torch.equal(weight[block], start[block])
+    assert not torch.equal(trainer.weights[1], before[1])  # hidden layers always learn
+    rows, cols = trainer.weights[0].shape  # the first block of the flat buffer
+    moments = trainer.exp_avg[: rows * cols].view(rows, cols)
+    assert not moments[:, 3:ns].any() and moments[:, :3].all()  # zero gradients, zero moments
+
+
+@pytest.mark.parametrize(
+    ("regression", "k", "size", "rows_stored"),
+    [
+        (False, 8, 128, 200),  # a full ring, top-8
+        (False, 8, 128, 40),  # partly filled
+        (False, 0, 64, 100),  # k = 0: every stored sample weighs in
+        (False, 8, 128, 5),  # fewer stored than k
+        (True, 4, 32, 50),
+    ],
+)
+def test_native_memory_compensation_matches_the_torch_one(regression, k, size, rows_stored):
+    rng = np.random.default_rng(14)
+    width, hidden_dim = (1 if regression else 5), 12
+    memories = [
+        ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.2, gamma=0.3, lam=0.8,
+                    regression=regression, native=library)
+        for library in (None, native.load())
+    ]  # fmt: skip
+    for start in range(0, rows_stored, 10):
+        n = min(10, rows_stored - start)
+        hidden = rng.normal(size=(n, hidden_dim)).astype(np.float32)
+        if regression:
+            y, base = rng.normal(size=n), rng.normal(size=n).astype(np.float32)
+        else:
+            y = rng.integers(0, width, n)
+            base = rng.dirichlet(np.ones(width), n).astype(np.float32)
+        for memory in memories:
+            memory.update(hidden, y, base)
+    hidden = rng.normal(size=(16, hidden_dim)).astype(np.float32)
+    hidden[3] = 0.0  # a zero hidden row: its key is zero, not NaN; every similarity ties
+    base = (
+        rng.normal(size=16).astype(np.float32)
+        if regression
+        else rng.dirichlet(np.ones(width), 16).astype(np.float32)
+    )
+    (expected, expected_keys), (got, got_keys) = (
+        m.compensate_keyed(hidden, base) for m in memories
+    )
+    assert got.shape == expected.shape and got.dtype == np.float32
+    # among tied similarities either may pick other, equally valid neighbours: row 3 is
+    # compared only where every stored sample weighs in
+    rows = np.arange(16) != 3 if 0 < k < rows_stored else slice(None)
+    np.testing.assert_allclose(got[rows], expected[rows], rtol=1e-5, atol=1e-6)
+    assert np.isfinite(got).all() and not got_keys[3].any()
+    assert len(memories[1]) == min(rows_stored, size)
+    torch.testing.assert_close(got_keys, expected_keys)
+    assert not np.allclose(got, base)  # the memory did correct something
+    if not regression:
+        np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)
+    thawed = pickle.loads(pickle.dumps(memories[1]))  # e.g. river's clone, checkpoints
+    assert thawed._native is not None
+    np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
+
+
+def test_address_reads_the_data_pointer_of_any_array():
+    """The pointer read from the array object, and ctypes' for a subclass."""
+    assert native._DATA_OFFSET is not None  # CPython: found at import
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    read_only = np.zeros(5, dtype=np.float32)
+    read_only.flags.writeable = False
+
+    class Tagged(np.ndarray):
+        pass
+
+    for array in (base, base[1:], base[:, 2], read_only, np.empty(0), base.view(Tagged)):
+        assert native.address(array) == array.ctypes.data
+
+
+def _compensation_by_formula(memory, hidden, base):
+    """ReLoop2's compensation from the ring as stored, its k neighbours sorted by similarity,
+    descending, ties to the earlier slot, a NaN below every number (float64 throughout)."""
+    store = memory.backend
+    keys = store.keys[: store.filled].double().numpy()
+    values = store.values[: store.filled].double().numpy()
+    out = []
+    for h, b in zip(hidden.astype(np.float64), base.astype(np.float64), strict=True):
+        sim = keys @ (h / max(np.linalg.norm(h), 1e-8)) / store.tau
+        order = np.lexsort((np.arange(len(sim)), -np.nan_to_num(sim), np.isnan(sim)))
+        top = order[: store.k]
+        weights = np.exp(sim[top] - sim[top].max())
+        ybar, ybar_base = np.split(weights / weights.sum() @ values[top], 2)
+        lam, gamma = memory.lam, memory.gamma
+        value = np.clip((1 - lam * gamma) * b + lam * ybar - lam * (1 - gamma) * ybar_base, 0, 1)
+        out.append(value / value.sum())
+    return np.array(out)
+
+
+# k up to 16: passes over the keys; beyond: insertion into a sorted list
+@pytest.mark.parametrize("k", [3, 8, 16, 20])
+def test_native_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k):
+    rng = np.random.default_rng(23)
+    width, hidden_dim, size = 3, 5, 40
+    memory = ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.5, lam=0.9, gamma=0.4,
+                         native=native.load())  # fmt: skip
+    distinct = rng.normal(size=(6, hidden_dim)).astype(np.float32)
+    hidden = distinct[rng.integers(0, 6, 36)]  # repeated keys: equal similarities
+    hidden[[4, 17]] = np.nan  # a NaN key: its similarity is NaN for every query
+    memory.update(hidden, rng.integers(0, width, 36), rng.dirichlet(np.ones(width), 36))
+    queries = np.concatenate([distinct, rng.normal(size=(4, hidden_dim))]).astype(np.float32)
+    base = rng.dirichlet(np.ones(width), len(queries)).astype(np.float32)
+    got, _ = memory.compensate_keyed(queries, base)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, _compensation_by_formula(memory, queries, base), atol=2e-6)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_native_memory_store_matches_the_torch_one(regression):
+    """Ring slots, wrap-around, a batch larger than the ring, the mirrored input rings."""
+    rng = np.random.default_rng(19)
+    width, hidden_dim, size = (1 if regression else 4), 6, 24
+    memories = [
+        ErrorMemory(hidden_dim, width, k=3, size=size, regression=regression, native=library)
+        for library in (None, native.load())
+    ]
+    mirrors = [(torch.zeros((size, 3)), torch.zeros((size, 2), dtype=torch.long)) for _ in memories]
+    for n in (10, 10, 9, 30, 5):  # wraps at 24, then a batch of 30 keeps its newest 24
+        hidden = rng.normal(size=(n, hidden_dim)).astype(np.float32)
+        hidden[0] = 0.0  # a zero row: a zero key, not NaN
+        y = rng.normal(size=n) if regression else rng.integers(0, width, n)
+        base = rng.random((n, width)).astype(np.float32).squeeze(1 if regression else ())
+        num = rng.normal(size=(n, 3)).astype(np.float32)
+        cat = rng.integers(0, 50, (n, 2))
+        for memory, (ring_num, ring_cat) in zip(memories, mirrors, strict=True):
+            stored = memory.update(hidden, y, base, mirror=(ring_num, ring_cat, num, cat))
+            assert stored.all() and len(stored) == n
+    (expected, got), (want, have) = (m.backend for m in memories), mirrors
+    assert (got.cursor, got.filled, memories[1].writes) == (expected.cursor, expected.filled, 5)
+    torch.testing.assert_close(got.keys, expected.keys)
+    assert torch.equal(got.values, expected.values)
+    assert torch.equal(have[0], want[0]) and torch.equal(have[1], want[1])
+
+
+def test_native_memory_store_refuses_a_label_outside_the_slots():
+    memory = ErrorMemory(4, 3, k=2, size=8, native=native.load())
+    rng = np.random.default_rng(20)
+    hidden, base = rng.normal(size=(2, 4)).astype(np.float32), np.full((2, 3), 1 / 3, np.float32)
+    with pytest.raises(IndexError, match="3 slots"):
+        memory.update(hidden, np.array([0, 3]), base)
+    assert len(memory) == 0 and not memory.backend.values.any()  # nothing written
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_prequential_with_error_memory_agrees_across_kernels(task):
+    """The whole loop: compiled step, compiled compensation and compiled re-keying (into the
+    ring) against the torch ones, with re-keys on every step."""
+    rng = np.random.default_rng(15)
+    runs = [
+        Prequential(
+            load_settings(
+                learner={"task": task, "kernel": kernel, "hidden": [16, 8], "seed": 2},
+                features={"numeric_slots": 6, "categorical_slots": 3, "hash_buckets": 64},
+                memory={"size": 48, "k": 4, "rekey_every": 1},
+                drift={"detector": "none"},
+            )
+        )
+        for kernel in ("torch", "native")
+    ]
+    assert runs[0].learner.trainer.native is None and runs[1].memory.memory._native is not None
+    for _ in range(12):
+        num, _, y = batch(rng, task, n=16, categorical=0)
+        xs = [
+            {"a": a, "b": b, "c": c, "d": d, "k": f"k{int(abs(a) * 3)}"}
+            for a, b, c, d in num[:, :4]
+        ]
+        outcomes = [run.process(xs, list(y)) for run in runs]
+        np.testing.assert_allclose(
+            outcomes[1].prediction, outcomes[0].prediction, rtol=1e-3, atol=1e-4
+        )
+    for run in runs:
+        run.learner.settle()  # the last re-key may still run on the worker thread
+    rings = [run.memory.memory.backend for run in runs]
+    assert runs[1].memory.rekeys == 12 and rings[1].filled == 48
+    torch.testing.assert_close(rings[1].keys, rings[0].keys, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(rings[1].values, rings[0].values, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "bad", ["bucket", "negative bucket", "numeric width", "label shape", "class slot"]
+)
+def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
+    rng = np.random.default_rng(16)
+    task = "multiclass" if bad == "class slot" else "regression"
+    torch_learner, native_learner = pair(task=task)
+    for learner in (torch_learner, native_learner):
+        for _ in range(3):
+            learner.step(*batch(rng, task))
+    state = copy.deepcopy(native_learner.state_dict())
+    widths = (native_learner.trainer.active_num, native_learner.trainer.active_cat)
+    num, cat, y = batch(rng, task)
+    if bad == "class slot":
+        y[4] = 3  # slot 3 exists in the head, but only 3 classes are switched on
+    elif bad == "bucket":
+        cat[5, 1] = FEATURES.hash_buckets
+    elif bad == "negative bucket":
+        cat[2, 0] = -1
+    elif bad == "numeric width":
+        num = num[:, :4]
+    else:
+        y = y.reshape(-1, 1)
+    errors = (IndexError, ValueError, RuntimeError)
+    with pytest.raises(errors):
+        torch_learner.step(num, cat, y)
+    with pytest.raises(IndexError if "bucket" in bad or "class" in bad else ValueError):
+        native_learner.step(num, cat, y)
+    after = native_learner.state_dict()
+    assert (
+        str(after["counters"]) == str(state["counters"])
+        and after["replay"]["seen"] == state["replay"]["seen"]
+    )
+    for name, value in state["model"].items():
+        assert torch.equal(after["model"][name], value), name
+    assert (native_learner.trainer.active_num, native_learner.trainer.active_cat) == widths
+    native_learner.step(*batch(rng, task))  # and it goes on learning
+
+
+def test_active_widths_widen_alike_on_both_kernels():
+    """The compiled check widens them as FusedTrainer.observe_inputs does: to the last
+    column any row sets, never narrower."""
+    rng = np.random.default_rng(24)
+    learners = pair()
+    for numeric, categorical in ((2, 0), (4, 1), (3, 2), (1, 1)):
+        data = batch(rng, "multiclass", numeric=numeric, categorical=categorical)
+        data[0][5, numeric - 1] = np.nan  # a NaN counts as set, as for numpy's any()
+        for learner in learners:
+            learner.step(*data)
+        widths = [(lrn.trainer.active_num, lrn.trainer.active_cat) for lrn in learners]
+        assert widths[0] == widths[1]
+    assert widths[1] == (4, 2)
+
+
+def test_memory_refuses_inputs_of_other_widths():
+    memory = ErrorMemory(8, 3, k=2, size=16, native=native.load())
+    rng = np.random.default_rng(17)
+    memory.update(rng.normal(size=(4, 8)).astype(np.float32), np.array([0, 1, 2, 0]),
+                  rng.dirichlet(np.ones(3), 4).astype(np.float32))  # fmt: skip
+    base = rng.dirichlet(np.ones(3), 2).astype(np.float32)
+    with pytest.raises(ValueError, match="keys of width 8"):
+        memory.compensate_keyed(rng.normal(size=(2, 12)).astype(np.float32), base)
+    with pytest.raises(ValueError, match="values of width 3"):
+        memory.compensate_keyed(rng.normal(size=(2, 8)).astype(np.float32), base[:, :2])
+
+
+def test_pickles_from_before_the_compiled_step_still_load():
+    _, learner = pair()
+    learner.step(*batch(np.random.default_rng(18), "multiclass"))
+    old = learner.trainer.__getstate__()
+    del old["native"]  # what a FusedTrainer pickled by the earlier release holds
+    trainer = object.__new__(type(learner.trainer))
+    trainer.__setstate__(old)
+    assert trainer.native is None  # the torch step, as that release ran
+    memory = ErrorMemory(4, 2)
+    state = memory.__getstate__()
+    del state["_native"]
+    restored = object.__new__(ErrorMemory)
+    restored.__setstate__(state)
+    assert restored._native is None
+
+
+@pytest.mark.parametrize(
+    ("capacity", "sizes", "y_dtype"),
+    [
+        (20, [5, 50, 1, 100, 144], torch.long),  # fills, crosses capacity within a batch
+        (2, [500, 3], torch.long),  # one slot drawn many times in a batch: the last row wins
+        (16, [7, 9, 40], torch.float32),  # regression targets
+        (0, [4, 4], torch.long),
+    ],
+)
+def test_compiled_reservoir_inserts_equal_the_torch_ones(capacity, sizes, y_dtype):
+    with_c, without = (
+        ReservoirBuffer(capacity, 2, 3, y_dtype, seed=11, native=lib)
+        for lib in (native.load(), None)
+    )
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        num = rng.standard_normal((size, 2)).astype(np.float32)
+        cat = rng.integers(0, 1000, (size, 3))
+        y = rng.integers(0, 9, size).astype(torch.empty(0, dtype=y_dtype).numpy().dtype)
+        with_c.add_rows(num, cat, y)
+        without.add_rows(num, cat, y)
+        assert with_c.seen == without.seen
+        for a, b in ((with_c.num, without.num), (with_c.cat, without.cat), (with_c.y, without.y)):
+            assert torch.equal(a, b)
+    if capacity:  # the same draws from one generator stream
+        assert torch.equal(with_c.sample(9)[2], without.sample(9)[2])
+
+
+def test_reservoir_rows_prepared_first_and_inserted_later_equal_add_rows(library):
+    """The learner draws while the updates still read the buffer, and inserts after them."""
+    split, whole = (ReservoirBuffer(16, 2, 3, torch.long, seed=5, native=library) for _ in "ab")
+    rng = np.random.default_rng(1)
+    for size in (10, 10, 30):
+        rows = (
+            rng.standard_normal((size, 2)).astype(np.float32),
+            rng.integers(0, 99, (size, 3)),
+            rng.integers(0, 4, size),
+        )
+        prepared = split.prepare(*rows)
+        assert split.seen == whole.seen  # nothing inserted yet
+        split.insert(prepared)
+        whole.add_rows(*rows)
+        assert torch.equal(split.num, whole.num) and torch.equal(split.y, whole.y)
+    stale = split.prepare(*rows)
+    split.add_rows(*rows)
+    with pytest.raises(RuntimeError, match="changed between"):
+        split.insert(stale)
+
+
+def test_compiled_reservoir_takes_other_layouts_through_torch_and_survives_pickling():
+    buffer = ReservoirBuffer(8, 2, 3, torch.long, seed=1, native=native.load())
+    reference = ReservoirBuffer(8, 2, 3, torch.long, seed=1)
+    num = np.arange(40, dtype=np.float64).reshape(20, 2)  # float64, and a strided view below
+    cat = np.arange(120).reshape(20, 6)[:, ::2]
+    for target in (buffer, reference):
+        target.add_rows(num, cat, np.arange(20))
+    assert torch.equal(buffer.num, reference.num) and torch.equal(buffer.cat, reference.cat)
+    restored = pickle.loads(pickle.dumps(buffer))
+    assert restored._native is not None and torch.equal(restored.y, buffer.y)
+    rows = (np.ones((3, 2), np.float32), np.ones((3, 3), np.int64), np.arange(3))
+    for target in (restored, buffer):
+        target.add_rows(*rows)
+    assert torch.equal(restored.y, buffer.y) and restored.seen == buffer.seen == 23

@@ -1,0 +1,88 @@
+"""Kafka settings: validation, secrets kept out of reprs, and the mapping to each client."""
+
+import pytest
+
+from streamlearn.errors import ConfigError
+from streamlearn.settings import load_settings
+from streamlearn.worker.kafka import confluent as kafka_confluent
+from streamlearn.worker.kafka import kafka_python
+
+SECURE = {
+    "bootstrap_servers": ["b1:9093", "b2:9093"],
+    "security_protocol": "SASL_SSL",
+    "sasl_mechanism": "SCRAM-SHA-512",
+    "sasl_username": "learner",
+    "sasl_password": "s3cret",
+    "ssl_cafile": "/etc/ca.pem",
+    "ssl_certfile": "/etc/client.pem",
+    "ssl_keyfile": "/etc/client.key",
+    "ssl_key_password": "k3y",
+}
+
+
+def test_secrets_never_show_in_reprs():
+    kafka = load_settings(kafka=SECURE).kafka
+    assert "s3cret" not in repr(kafka) and "k3y" not in repr(kafka)
+    assert kafka.sasl_password is not None and kafka.sasl_password.get_secret_value() == "s3cret"
+
+
+def test_secrets_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STREAMLEARN_KAFKA__SASL_PASSWORD", "from-env")
+    settings = load_settings(kafka={k: v for k, v in SECURE.items() if k != "sasl_password"})
+    assert settings.kafka.sasl_password.get_secret_value() == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("kafka", "message"),
+    [
+        ({"security_protocol": "SASL_SSL"}, "needs sasl_mechanism"),
+        ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"}, "sasl_username"),
+        ({"heartbeat_interval_ms": 50_000}, "heartbeat_interval_ms"),
+        ({"client": "librdkafka"}, "kafka.client"),
+    ],
+)
+def test_inconsistent_settings_name_the_key(kafka, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(kafka=kafka)
+
+
+def test_kafka_python_names():
+    config = kafka_python.connection_config(load_settings(kafka=SECURE).kafka)
+    assert config["bootstrap_servers"] == ["b1:9093", "b2:9093"]
+    assert config["security_protocol"] == "SASL_SSL"
+    assert config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("learner", "s3cret")
+    assert config["ssl_cafile"] == "/etc/ca.pem" and config["ssl_password"] == "k3y"
+    assert (config["ssl_certfile"], config["ssl_keyfile"]) == ("/etc/client.pem", "/etc/client.key")
+
+
+def test_librdkafka_names():
+    config = kafka_confluent.connection_config(load_settings(kafka=SECURE).kafka)
+    assert config["bootstrap.servers"] == "b1:9093,b2:9093"
+    assert (config["sasl.username"], config["sasl.password"]) == ("learner", "s3cret")
+    assert config["ssl.ca.location"] == "/etc/ca.pem"
+    assert config["ssl.certificate.location"] == "/etc/client.pem"
+    assert config["ssl.key.location"] == "/etc/client.key"
+    assert config["ssl.key.password"] == "k3y"
+
+
+def test_plaintext_has_no_security_keys():
+    config = kafka_python.connection_config(load_settings().kafka)
+    assert not any(k.startswith(("sasl", "ssl")) for k in config)
+
+
+def test_source_kind_kafka_builds_a_kafka_source():
+    from streamlearn.app import build_source
+    from streamlearn.worker.kafka.source import KafkaSource
+
+    assert isinstance(build_source(load_settings(source={"kind": "kafka"})), KafkaSource)
+
+
+def test_confluent_without_the_package_is_a_config_error(monkeypatch):
+    import sys
+
+    from streamlearn.worker.kafka.source import open_reader
+
+    monkeypatch.setitem(sys.modules, "streamlearn.worker.kafka.confluent", None)
+    with pytest.raises(ConfigError, match="kafka-fast"):
+        open_reader(load_settings(kafka={"client": "confluent"}).kafka)
