@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from report import machine_info
 from tqdm import tqdm
 
 from streamlearn.core.prequential import Prequential
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=30_000, help="events per stream (30000)")
     parser.add_argument("--seed", type=int, default=42, help="stream and model seed (42)")
     parser.add_argument("--out", type=Path, help="write the fingerprints to this JSON file")
+    parser.add_argument("--commit", default="", help="with --out: the commit measured, recorded")
     parser.add_argument("--check", type=Path, help="compare with this reference JSON file")
     parser.add_argument(
         "--arrays", type=Path, help="save each run's predictions as <DIR>/<stream>-<kernel>.npy"
@@ -131,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
                 results[name]["max_prediction_difference"] = gap
                 print(f"{name}: largest prediction difference {gap:.3g}")
     if args.out:
-        document = {"events": args.events, "seed": args.seed, "runs": results}
+        document = {
+            "commit": args.commit,
+            "machine": machine_info(),
+            "events": args.events,
+            "seed": args.seed,
+            "runs": results,
+        }
         args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     if args.check:
         reference = json.loads(args.check.read_text(encoding="utf-8"))["runs"]

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
+    import torch
+
     from streamlearn.core.training_step import FusedTrainer
 
 __all__ = [
@@ -80,7 +81,7 @@ FLAGS = (
 # a batch's rows: numeric [B, slots] float32, bucket ids [B, slots] int64, targets [B]
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 # the reservoir's numeric, bucket and target tensors, and the rows of them to take
-Replay = tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]
+Replay = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", np.ndarray]
 # (loc, scale) standardising regression targets, then (loc, scale) de-standardising values
 Target = tuple[float, float, float, float]
 APPLIED, SKIPPED, FORWARD_ONLY, NO_MEMORY, BAD_BUCKET = 1, 0, -1, -2, -3  # fused_step's codes
