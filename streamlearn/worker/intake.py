@@ -105,8 +105,8 @@ def prediction_messages(
     before any class is known) or the regression value, and the learner step that made it.
 
     The bytes are those of ``json.dumps(..., separators=(",", ":"))``, assembled from parts
-    each JSON-encoded once (a class label once per batch, not once per row): ≈ 3× faster,
-    which matters when every event gets a message."""
+    each JSON-encoded once (a class label once per batch, not once per row), which matters
+    when every event gets a message."""
     if prediction.ndim == 1:
         values = [_json_number(v) for v in prediction.astype(float).tolist()]
     else:
