@@ -90,7 +90,7 @@ def run(stream: str, kernel: str, events: int, seed: int) -> tuple[dict[str, Any
         "state": digest_state(preq.state_dict()),
         "drifts": list(preq.drifts),
         "accuracy": hits / max(preq.seen, 1),
-        "backend": preq.learner.backend_name,
+        "backend": preq.backend.name,
     }
     return fingerprint, prediction
 

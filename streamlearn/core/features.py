@@ -6,26 +6,26 @@ values are hashed with a stable hash (CRC-32 of ``name=value``, never Python's s
 (and its ONNX signature) never changes while features appear and disappear. In auto mode a
 name gets a slot the first time it is seen (new names in sorted order, so feature order never
 matters); names beyond capacity, or outside an explicit schema, are ignored and counted.
-With the compiled kernels (learn/native.py, passed where the learner's step is compiled)
-:meth:`FeatureEncoder.standardize` and :meth:`FeatureEncoder.observe` are one call each into
-features.c, equal bit for bit (statistics of a batch with missing values: to rounding).
+The statistics' compute is a collaborator passed in (a
+:class:`~streamlearn.kernels.backend.FeatureStatistics`: numpy, or the compiled kernels).
 """
 
 from __future__ import annotations
 
-import ctypes
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamlearn.kernels.cpu import binding as native
+from streamlearn.kernels.reference.statistics import NumpyStatistics
+
+if TYPE_CHECKING:
+    from streamlearn.kernels.backend import FeatureStatistics
 
 __all__ = ["EncodedFeatures", "FeatureEncoder", "stable_bucket"]
 
-_CLIP = 8.0
 _CACHE_LIMIT = 200_000
 
 
@@ -50,7 +50,7 @@ class EncodedFeatures:
         return len(self.num)
 
 
-class FeatureEncoder(native.UsesKernels):
+class FeatureEncoder:
     """Maps feature names to slots and values to model inputs; its state is plain arrays."""
 
     def __init__(
@@ -60,9 +60,10 @@ class FeatureEncoder(native.UsesKernels):
         hash_buckets: int = 4096,
         numeric: Sequence[str] = (),
         categorical: Sequence[str] = (),
-        native: ctypes.CDLL | None = None,
+        statistics: FeatureStatistics | None = None,
     ) -> None:
-        """``native``: the compiled library of learn/native.py, for :meth:`standardize`."""
+        """``statistics``: the compute of :meth:`standardize` and :meth:`observe` (default:
+        numpy)."""
         if len(numeric) > numeric_slots or len(categorical) > categorical_slots:
             raise ValueError("explicit schema has more features than slots")
         self.numeric_slots = numeric_slots
@@ -79,7 +80,7 @@ class FeatureEncoder(native.UsesKernels):
         self.non_finite = 0  # ±inf sent to a numeric feature (treated as missing)
         self.overflowed = 0  # column updates skipped: the batch's values overflowed the variance
         self._bucket_cache: dict[tuple[str, str], int] = {}
-        self._native = native
+        self.statistics = statistics or NumpyStatistics()
 
     # -- schema ---------------------------------------------------------------------------
     @property
@@ -191,93 +192,17 @@ class FeatureEncoder(native.UsesKernels):
         """Numeric slots with a name (slots 0..n-1); the others hold NaN in every batch."""
         return len(self._num_index)
 
-    def _kernel_rows(self, num: np.ndarray) -> np.ndarray | None:
-        """``num`` as features.c reads it (C-contiguous float64 of this encoder's
-        width), or None where the numpy form runs (no kernels, another width)."""
-        if self._native is None or num.shape[1:] != (self.numeric_slots,):
-            return None
-        return np.ascontiguousarray(num, dtype=np.float64)
-
     def standardize(self, num: np.ndarray) -> np.ndarray:
         """Standardise this encoder's output with the current statistics; missing values
         become 0 (the mean). Only named slots are computed: the others are 0 (in the encoder's
         output they are always missing)."""
-        k = self._used
-        if (raw := self._kernel_rows(num)) is not None:
-            assert self._native is not None
-            z = np.empty(raw.shape, dtype=np.float32)
-            self._native.features_standardize(
-                native.address(raw),
-                len(raw),
-                self.numeric_slots,
-                k,
-                native.address(self.count),
-                native.address(self.mean),
-                native.address(self.m2),
-                native.address(z),
-            )
-            return z
-        std = np.sqrt(self.m2[:k] / np.maximum(self.count[:k] - 1, 1))
-        std[std <= 1e-12] = 1.0
-        block = (num[:, :k] - self.mean[:k]) / std
-        np.clip(block, -_CLIP, _CLIP, out=block)  # ±inf too; NaN (missing) passes through ...
-        np.copyto(block, 0.0, where=np.isnan(block))  # ... and becomes the mean
-        z = np.zeros(num.shape, dtype=np.float32)
-        z[:, :k] = block
-        return z
+        return self.statistics.standardize(num, self._used, self.count, self.mean, self.m2)
 
     def observe(self, num: np.ndarray) -> None:
         """Fold a batch of this encoder's raw values into the statistics (Chan et al.'s
         parallel update), for the named slots it has values in (usually far fewer than the
         slots; the others are always missing in the encoder's output, and ignored)."""
-        x = num[:, : self._used]
-        if not x.size:
-            return
-        if (raw := self._kernel_rows(num)) is not None:
-            assert self._native is not None
-            self.overflowed += self._native.features_observe(
-                native.address(raw),
-                len(raw),
-                self.numeric_slots,
-                self._used,
-                native.address(self.count),
-                native.address(self.mean),
-                native.address(self.m2),
-            )
-            return
-        # overflow is detected below and counted; numpy's warning would only add log noise
-        with np.errstate(over="ignore", invalid="ignore"):
-            present = ~np.isnan(x)
-            if present.all():  # the usual batch: every named feature present in every row
-                cols, n_b = slice(0, x.shape[1]), float(len(x))
-                mean_b = x.sum(axis=0) / n_b
-                m2_b = ((x - mean_b) ** 2).sum(axis=0)
-            else:
-                n_col = present.sum(axis=0)
-                cols = np.flatnonzero(n_col)
-                if not len(cols):
-                    return
-                x, n_b, seen = x[:, cols], n_col[cols], present[:, cols]
-                mean_b = np.where(seen, x, 0.0).sum(axis=0) / n_b
-                m2_b = (np.where(seen, x - mean_b, 0.0) ** 2).sum(axis=0)
-            n_a, mean_a, m2_a = self.count[cols], self.mean[cols], self.m2[cols]
-            total = n_a + n_b
-            delta = mean_b - mean_a
-            frac = n_b / total
-            mean = mean_a + delta * frac
-            m2 = m2_a + (m2_b + delta**2 * n_a * frac)
-            fits = np.isfinite(m2)
-            if not fits.all():  # values near the float range overflow the variance: such a column
-                # keeps its statistics through this batch (counted) instead of turning inf for good
-                self.overflowed += int(np.count_nonzero(~fits))
-                mean, m2, total = (
-                    np.where(fits, mean, mean_a),
-                    np.where(fits, m2, m2_a),
-                    np.where(fits, total, n_a),
-                )
-            self.mean[cols] = mean
-            self.m2[cols] = m2
-            self.count[cols] = total
+        self.overflowed += self.statistics.observe(num, self._used, self.count, self.mean, self.m2)
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -300,10 +225,13 @@ class FeatureEncoder(native.UsesKernels):
 
     @classmethod
     def from_state_dict(
-        cls, state: Mapping[str, Any], native: ctypes.CDLL | None = None
+        cls, state: Mapping[str, Any], statistics: FeatureStatistics | None = None
     ) -> FeatureEncoder:
         enc = cls(
-            state["numeric_slots"], state["categorical_slots"], state["hash_buckets"], native=native
+            state["numeric_slots"],
+            state["categorical_slots"],
+            state["hash_buckets"],
+            statistics=statistics,
         )
         enc.auto = bool(state["auto"])
         enc._num_index = {n: i for i, n in enumerate(state["numeric"])}

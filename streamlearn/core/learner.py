@@ -4,17 +4,17 @@ One forward pass over [new batch ‖ replay sample] gives both the prequential p
 the new rows (made before any update, so a prediction never sees its own label) and the
 training loss. Steps with a non-finite loss or gradient are skipped and counted, gradients are
 clipped, and the LR follows a warm-up/re-warm schedule. Training runs the hand-fused step of
-learn/fused.py in float32: on a CPU as one compiled call per update (learn/native.py) unless
-``learner.kernel`` says torch, on CUDA as torch ops. Scoring-only calls use the module
-(bfloat16 autocast on CUDA). With the compiled step and ``learner.overlap``, :meth:`begin_step`
-scores the batch and leaves its updates running on a second thread; :meth:`settle` waits for
-them (every method that reads the model, optimizer or reservoir settles first).
+core/training_step.py in float32: on a CPU with the compiled backend as one compiled call per
+update, else (the torch backend, CUDA) as torch ops. Scoring-only calls use the module
+(bfloat16 autocast on CUDA). :meth:`begin_step` scores the batch and returns a
+:class:`~streamlearn.core.pending.PendingStep`; with the compiled step and ``learner.overlap``
+the step's updates are still running on a second thread until the caller waits on it, and the
+learner refuses to read or change its state before then.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,25 +24,17 @@ import torch
 
 from streamlearn.core.memory.error_memory import unit_rows
 from streamlearn.core.model import TabularNet
+from streamlearn.core.pending import Pending, PendingStep, StepPending
 from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
 from streamlearn.core.training_step import FusedTrainer, Pass
-from streamlearn.errors import ConfigError
+from streamlearn.kernels.backend import Backend, select_backend
 from streamlearn.kernels.cpu import binding as native
 from streamlearn.kernels.cpus import available_cpus
 from streamlearn.kernels.device import autocast_dtype, configure_threads, resolve_device, to_device
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
-__all__ = ["OnlineLearner", "Scored", "StepResult"]
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """What a step's forward pass saw, before any update."""
-
-    prediction: np.ndarray  # [B, C] probabilities or [B] values, from pre-update weights
-    loss: np.ndarray  # [B] per-row loss of those predictions
-    hidden: np.ndarray  # [B, H] hidden representation (the error-memory key)
+__all__ = ["OnlineLearner", "StepResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +50,11 @@ class StepResult:
 class OnlineLearner:
     """Owns the model, optimizer, schedule and replay buffer; works on encoded arrays."""
 
-    def __init__(self, learner: LearnerSettings, features: FeatureSettings) -> None:
+    def __init__(
+        self, learner: LearnerSettings, features: FeatureSettings, backend: Backend | None = None
+    ) -> None:
+        """``backend``: the compute, chosen once by the caller; by default the one
+        ``learner.kernel`` selects for this learner's device."""
         self.settings = learner
         self.regression = learner.task == "regression"
         self.device = resolve_device(learner.device)
@@ -79,7 +75,10 @@ class OnlineLearner:
         self.row_shape = () if self.regression else (int(self.model.class_mask.shape[0]),)
         # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
-        library = _native_library(learner.kernel, self.device, len(learner.hidden))
+        if backend is None:
+            backend = select_backend(learner.kernel, self.device.type, len(learner.hidden))
+        self.backend = backend
+        library = backend.library if self.device.type == "cpu" else None
         self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm, library)
         # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
         # kept here because reading the mask back would cost device ops on every step
@@ -103,18 +102,28 @@ class OnlineLearner:
         self.steps = 0
         self.skipped_nonfinite = 0
         self._overlap = self.trainer.native is not None and _overlaps(learner.overlap)
-        # updates running on the worker thread: the batch rows to keep once they are done
-        self._pending: PreparedRows | None = None
-        self._forwarding = False  # a forward pass runs on the worker thread
-        self._learned = True  # whether every update of the last step applied
+        self._step: PendingStep | None = None  # the last step begun, until it is waited on
+        self._job: Pending[Any] | None = None  # work on the worker thread, until waited on
         self._y_count = 0.0
         self._y_mean = 0.0
         self._y_m2 = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles and copies see the learner with its updates done."""
-        self.settle()
-        return self.__dict__.copy()
+        """Pickles and copies of a learner with no step running (a forward pass left running
+        reads the weights and writes only its caller's buffers)."""
+        self._idle()
+        return {**self.__dict__, "_step": None, "_job": None}
+
+    def _idle(self) -> None:
+        """Refuse to go on while a step this learner began has not been waited on."""
+        if self._step is not None and not self._step.done:
+            raise StepPending("a step's updates still run: wait on its PendingStep first")
+
+    def _drain(self) -> None:
+        """Wait for a forward pass left on the worker thread before its buffers or the
+        weights it reads change (the learner's own resource: one job at a time)."""
+        if self._job is not None:
+            self._job.wait()
 
     # -- inference ------------------------------------------------------------------------
     def _amp(self) -> contextlib.AbstractContextManager[Any]:
@@ -124,14 +133,14 @@ class OnlineLearner:
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] or values [N] for standardised numeric + bucket inputs."""
-        self.settle()
+        self._idle()
         with self._amp():
             pred, _ = self.model(to_device(num, self.device), to_device(cat, self.device))
         return pred.float().cpu().numpy()
 
     def predict_hidden(self, num: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`predict`, plus the hidden representation [N, H] (error-memory key)."""
-        self.settle()
+        self._idle()
         with self._amp():
             pred, hidden = self.model(to_device(num, self.device), to_device(cat, self.device))
         return pred.float().cpu().numpy(), hidden.float().cpu().numpy()
@@ -144,7 +153,7 @@ class OnlineLearner:
         The training forward: it computes only the input slots and classes seen so far, which
         gives the module's result for such rows at a fraction of the cost.
         """
-        self.settle()
+        self._idle()
         p = self.trainer.forward(num, cat, self.outputs)
         return self.trainer.prediction(p, len(num)), p.hidden[-1]
 
@@ -155,7 +164,8 @@ class OnlineLearner:
         further apart than its width) with the hidden rows scaled to unit length into ``keys``
         [N, H]: the error memory's re-keying, straight into its ring. One compiled call where
         the learner runs the compiled step."""
-        self.settle()
+        self._idle()
+        self._drain()
         if self.trainer.native is not None:
             shown = self._shown()
             self.trainer.native.forward_into(num, cat, self.outputs, prediction, keys, shown)
@@ -166,19 +176,26 @@ class OnlineLearner:
 
     def begin_forward_seen_into(
         self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor
-    ) -> None:
-        """:meth:`forward_seen_into`, left running on the worker thread where steps overlap:
-        :meth:`settle`, which everything reading or changing the model calls first, waits for
-        it. Nothing may touch the tensors passed until then."""
-        self.settle()
+    ) -> Pending[None]:
+        """:meth:`forward_seen_into`, left running on the worker thread where steps overlap.
+        Nothing may read or touch the tensors passed until the handle returned is waited on;
+        the learner's next step waits for it first (it changes the weights this pass reads)."""
+        self._idle()
+        self._drain()
         step = self.trainer.native
         if step is not None and self._overlap:
             shown = self._shown()
             if step.forward_into(num, cat, self.outputs, prediction, keys, shown, overlap=True):
-                self._forwarding = True
-                return
+                self._job = Pending(self._finish_forward, None)
+                return self._job
             self._overlap = False  # no worker thread here: run everything in this thread
         self.forward_seen_into(num, cat, prediction, keys)
+        return Pending(None, None)
+
+    def _finish_forward(self) -> None:
+        assert self.trainer.native is not None
+        self._job = None
+        self.trainer.native.wait()
 
     def _shown(self) -> tuple[float, float]:
         """(loc, scale) of the regression values the model shows (its target statistics)."""
@@ -186,7 +203,7 @@ class OnlineLearner:
 
     def set_classes(self, mask: np.ndarray) -> None:
         """Switch on the output slots of the classes seen so far."""
-        self.settle()
+        self._idle()
         if not self.regression:
             self.model.class_mask.copy_(torch.from_numpy(mask))
             self.outputs = int(mask.sum())
@@ -226,29 +243,8 @@ class OnlineLearner:
         forward pass with the prequential prediction; ``updates`` > 1 takes further steps on
         the same batch, each with its share of one replay draw.
         """
-        scored = self.begin_step(num, cat, y)
-        return StepResult(scored.prediction, scored.loss, scored.hidden, self.settle())
-
-    def settle(self) -> bool:
-        """Wait for the last step's updates if they still run on the worker thread, account
-        for them and keep the batch in the reservoir (or wait for a forward pass left running
-        there); whether every update of the last step applied."""
-        if self._pending is not None:
-            kept = self._pending
-            self._pending = None
-            assert self.trainer.native is not None
-            self._learned = self._account(self.trainer.native.wait(), kept)
-        elif self._forwarding:  # a forward pass (begin_forward_seen_into) learns nothing
-            self._forwarding = False
-            assert self.trainer.native is not None
-            self.trainer.native.wait()
-        return self._learned
-
-    def settle_forward(self) -> None:
-        """Wait for a forward pass left running by :meth:`begin_forward_seen_into` (its
-        outputs are the caller's buffers), not for a step's updates."""
-        if self._forwarding:
-            self.settle()
+        pending = self.begin_step(num, cat, y)
+        return StepResult(pending.prediction, pending.loss, pending.hidden, pending.wait())
 
     def _account(self, codes: list[int], kept: PreparedRows) -> bool:
         """Count a compiled step's applied and skipped updates, put its rows into the
@@ -265,12 +261,15 @@ class OnlineLearner:
         finite = np.isfinite(pre_loss)
         return self.replay.prepare(*(rows if finite.all() else (part[finite] for part in rows)))
 
-    def begin_step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> Scored:
-        """:meth:`step`'s prediction of the batch; its learning is done by :meth:`settle` at
-        the latest (at once, unless the updates overlap on the worker thread)."""
-        self.settle()
+    def begin_step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> PendingStep:
+        """:meth:`step`'s prediction of the batch, and its learning as a handle: done at once,
+        unless the updates overlap on the worker thread. The caller waits on the handle before
+        anything reads or changes the learner (which refuses until then: StepPending)."""
+        self._idle()
+        self._drain()
         if self.trainer.native is not None:
-            return self._native_step(self.trainer.native, num, cat, y)
+            self._step = self._native_step(self.trainer.native, num, cat, y)
+            return self._step
         self.trainer.observe_inputs(num, cat)
         batch = len(y)
         k = self.outputs
@@ -304,14 +303,17 @@ class OnlineLearner:
             loss = float(self.trainer.losses(again, y_all).sum())
             learned = self._learn(again, y_all, loss) and learned
         self._keep(num_t, cat_t, y_t, total, pre_loss)
-        self._learned = learned
-        return Scored(  # the fused step is float32 throughout
-            prediction.cpu().numpy(), pre_loss.cpu().numpy(), first.hidden[-1][:batch].cpu().numpy()
+        return PendingStep(  # the fused step is float32 throughout
+            prediction.cpu().numpy(),
+            pre_loss.cpu().numpy(),
+            first.hidden[-1][:batch].cpu().numpy(),
+            None,
+            learned,
         )
 
     def _native_step(
         self, step: native.NativeStep, num: np.ndarray, cat: np.ndarray, y: np.ndarray
-    ) -> Scored:
+    ) -> PendingStep:
         """:meth:`begin_step` through the compiled update: one call per update, the replay
         rows gathered inside it, the same replay draws, schedule and skip rules. Overlapping,
         one call scores the batch and the updates run on the worker thread."""
@@ -338,8 +340,9 @@ class OnlineLearner:
             loss = np.empty(batch, dtype=np.float32)
             lrs = [self.schedule.value(self.steps + applied) for applied in range(updates)]
             if step.begin(rows, replay, self.outputs, lrs, target, prediction, loss, hidden):
-                self._pending = self._kept(rows, loss)  # drawn while the updates run
-                return Scored(prediction, loss, hidden)
+                kept = self._kept(rows, loss)  # drawn while the updates run
+                finish = lambda: self._account(step.wait(), kept)  # noqa: E731
+                return PendingStep(prediction, loss, hidden, finish)
             self._overlap = False  # no worker thread here: updates in this thread from now on
         loss = np.empty(batch + per_update, dtype=np.float32)
         codes: list[int] = []
@@ -350,8 +353,8 @@ class OnlineLearner:
             lr = self.schedule.value(self.steps + codes.count(native.APPLIED))
             outputs = (prediction, loss, hidden) if update == 0 else (None, None, None)
             codes.append(step.update(rows, picked, self.outputs, lr, target, *outputs))
-        self._learned = self._account(codes, self._kept(rows, loss[:batch]))
-        return Scored(prediction, loss[:batch], hidden)
+        learned = self._account(codes, self._kept(rows, loss[:batch]))
+        return PendingStep(prediction, loss[:batch], hidden, None, learned)
 
     def _keep(
         self,
@@ -380,7 +383,7 @@ class OnlineLearner:
 
     def on_drift(self) -> None:
         """Drift response: re-warm the learning rate; optionally restart the replay sample."""
-        self.settle()
+        self._idle()
         self.schedule.on_drift(self.steps)
         if self.settings.replay_reset_on_drift:
             self.replay.clear()
@@ -391,19 +394,12 @@ class OnlineLearner:
         return self._overlap
 
     @property
-    def library(self) -> ctypes.CDLL | None:
-        """The compiled kernels where the step is compiled, else None: the stages beside the
-        learner (error memory, drift detector) are compiled with it, never on their own."""
-        step = self.trainer.native
-        return None if step is None else step.library
-
-    @property
     def lr(self) -> float:
         return self.schedule.value(self.steps)
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        self.settle()
+        self._idle()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.trainer.state_dict(),
@@ -417,7 +413,8 @@ class OnlineLearner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.settle()
+        self._idle()
+        self._drain()
         self.model.load_state_dict(state["model"])
         if not self.regression:
             self.outputs = int(self.model.class_mask.sum())
@@ -439,23 +436,3 @@ def _overlaps(setting: str) -> bool:
     if setting != "auto":
         return setting == "on"
     return available_cpus() >= 2
-
-
-def _native_library(kernel: str, device: torch.device, hidden_layers: int) -> Any:
-    """The compiled step's library for ``learner.kernel`` on ``device``, or None for the torch
-    step. "auto" takes it on a CPU when it builds; "native" insists (a clear error if not)."""
-    too_deep = hidden_layers + 1 > native.MAX_LAYERS
-    if kernel == "torch" or (kernel == "auto" and (device.type != "cpu" or too_deep)):
-        return None
-    if device.type != "cpu":
-        raise ConfigError(f"learner.kernel: 'native' runs on the CPU, not on {device.type}")
-    if too_deep:
-        raise ConfigError(
-            f"learner.kernel: 'native' takes at most {native.MAX_LAYERS - 1} hidden layers"
-        )
-    try:
-        return native.load()
-    except native.NativeUnavailable as error:
-        if kernel == "native":
-            raise ConfigError(f"learner.kernel: 'native' is unavailable here: {error}") from error
-        return None

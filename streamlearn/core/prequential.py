@@ -19,6 +19,7 @@ from streamlearn.core.features import EncodedFeatures, FeatureEncoder
 from streamlearn.core.labels import LabelMap
 from streamlearn.core.learner import OnlineLearner
 from streamlearn.core.memory.stage import MemoryStage
+from streamlearn.kernels.backend import Backend
 from streamlearn.settings import Settings
 
 __all__ = ["BatchObserver", "BatchOutcome", "Prequential"]
@@ -44,25 +45,28 @@ class BatchOutcome:
 class Prequential:
     """Owns encoder, label map, learner and drift detector; processes micro-batches."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+        """``backend``: the compute every stage uses, chosen once by the caller (the
+        composition root); by default the one ``learner.kernel`` selects here."""
         self.settings = settings
         f, lrn = settings.features, settings.learner
-        self.learner = OnlineLearner(lrn, f)
+        self.learner = OnlineLearner(lrn, f, backend)
+        self.backend = backend = self.learner.backend
         self.encoder = FeatureEncoder(
             f.numeric_slots,
             f.categorical_slots,
             f.hash_buckets,
             f.numeric,
             f.categorical,
-            native=self.learner.library,  # the stages beside a compiled step are compiled too
+            statistics=backend.statistics,
         )
         self.regression = lrn.task == "regression"
         self.labels = LabelMap(
             2 if lrn.task == "binary" else lrn.max_classes, lrn.classes, fixed=bool(lrn.classes)
         )
         self.learner.set_classes(self._class_mask())
-        self.detector = build_detector(settings.drift, self.learner.library)
-        # error memory (ReLoop2): compensates the base prediction, see learn/compensation.py
+        self.detector = build_detector(settings.drift, backend.drift)
+        # error memory (ReLoop2): compensates the base prediction, see core/memory/stage.py
         m = settings.memory
         self.memory = MemoryStage(m, f, self.learner) if m.enabled else None
         self.seen = 0  # labelled events learned from
@@ -139,37 +143,36 @@ class Prequential:
             prediction[~ok] = self._score(z[~ok], feats.cat[~ok])
         if (every and n) or ok.any():  # an empty batch learns nothing
             raw, cat, z = feats.num[rows], feats.cat[rows], z[rows]
-            # the batch's updates may run on the learner's worker thread meanwhile: nothing
-            # here reads the model until settle() (on_drift would settle first)
-            result = self.learner.begin_step(z, cat, target)
+            # the batch's updates may run on the learner's worker thread until step.wait():
+            # nothing here reads or changes the learner before that
+            step = self.learner.begin_step(z, cat, target)
             try:
                 scored = (
-                    result.prediction
+                    step.prediction
                     if self.memory is None
-                    else self.memory.compensate(result.hidden, result.prediction)
+                    else self.memory.compensate(step.hidden, step.prediction)
                 )
                 if rows is ok:
-                    prediction[rows], loss[rows] = scored, result.loss
+                    prediction[rows], loss[rows] = scored, step.loss
                 else:  # every row learned: the arrays as they come, the outcome's own
                     # prediction (the base one goes on to the memory and the observers)
-                    prediction = scored.copy() if scored is result.prediction else scored
-                    loss = result.loss.astype(np.float64)
-                for offset in self.detector.update(result.loss):
+                    prediction = scored.copy() if scored is step.prediction else scored
+                    loss = step.loss.astype(np.float64)
+                for offset in self.detector.update(step.loss):
                     drifts.append(self.seen + offset)
                 if drifts:
+                    step.wait()  # the response changes the schedule and the reservoir
                     self.learner.on_drift()
                 if self.memory is not None:  # learns from the base prediction, like the detector
-                    self.memory.store(
-                        z, cat, result.hidden, target, result.prediction, bool(drifts)
-                    )
+                    self.memory.store(z, cat, step.hidden, target, step.prediction, bool(drifts))
                 self.seen += len(target)
                 self.encoder.observe(raw)
             finally:
-                self.learner.settle()
+                step.wait()
             if self.memory is not None:  # re-keyed by the model that learned this batch
                 self.memory.refresh()
             for observe in self.observers:
-                observe(raw, cat, target, result.prediction)
+                observe(raw, cat, target, step.prediction)
         if not self.regression and len(self.labels) != known_before:
             prediction = _without_new_classes(prediction, known_before)
         self.drifts.extend(drifts)
@@ -200,7 +203,7 @@ class Prequential:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; the settings must build the same model."""
-        self.encoder = FeatureEncoder.from_state_dict(state["encoder"], self.learner.library)
+        self.encoder = FeatureEncoder.from_state_dict(state["encoder"], self.backend.statistics)
         self.labels = LabelMap.from_state_dict(state["labels"])
         self.learner.load_state_dict(state["learner"])
         self.learner.set_classes(self._class_mask())

@@ -3,7 +3,7 @@
 Vitter's Algorithm R (1985): item t (0-based) enters while t < capacity, afterwards it replaces
 slot j ~ U{0..t} when j < capacity, so every item seen so far is kept with equal probability.
 Batches are inserted in one vectorised step that gives the same result as one-by-one insertion;
-on a CPU with the compiled kernels (learn/native.py) one call into replay.c does the
+on a CPU with the compiled kernels (kernels/cpu/) one call into replay.c does the
 inserts, with the same random draws.
 """
 
@@ -44,7 +44,8 @@ class ReservoirBuffer(native.UsesKernels):
         seed: int = 0,
         native: ctypes.CDLL | None = None,
     ) -> None:
-        """``native``: the compiled library of learn/native.py, for inserts on the CPU."""
+        """``native``: the compiled kernels (the compiled backend's library), for inserts on
+        the CPU."""
         self.capacity = capacity
         self.seen = 0
         self.num = torch.zeros((capacity, num_dim), dtype=torch.float32, device=device)

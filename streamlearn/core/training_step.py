@@ -4,8 +4,8 @@ Autograd and ``torch.optim`` cost far more per step than the arithmetic of a mod
 (a 64-wide MLP on a 32-row batch): graph recording, hooks, per-parameter optimizer loops. This
 step writes the forward pass, the hand-derived backward pass, global-norm clipping, AdamW (for
 the dense layers, on one flat buffer the module's parameters are views of) and lazy sparse Adam
-(for the embedding rows in the batch) directly. tests/unit/learn/test_fused.py checks gradients
-and updates against autograd + ``torch.optim.AdamW``/``SparseAdam``.
+(for the embedding rows in the batch) directly. tests/unit/core/test_training_step.py checks
+gradients and updates against autograd + ``torch.optim.AdamW``/``SparseAdam``.
 
 Only the active part of the input is computed: numeric slots up to the widest one ever non-zero,
 categorical slots up to the widest one ever set, class outputs switched on by ``class_mask``.
@@ -79,7 +79,7 @@ class FusedTrainer:
         clip_norm: float,
         native: ctypes.CDLL | None = None,
     ) -> None:
-        """``native``: the compiled step's library (learn/native.py); when given (CPU only),
+        """``native``: the compiled kernels (the compiled backend's library); when given (CPU only),
         :attr:`native` runs whole updates in one call on this trainer's buffers."""
         model.requires_grad_(False)
         self.model = model

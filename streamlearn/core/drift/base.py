@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from streamlearn.kernels.backend import DriftKernel
 from streamlearn.settings import DriftSettings
 
 __all__ = ["DriftDetector", "NoDrift", "build_detector"]
@@ -38,9 +38,9 @@ class NoDrift:
         return None
 
 
-def build_detector(settings: DriftSettings, native: ctypes.CDLL | None = None) -> DriftDetector:
-    """The detector named in settings, configured from them; ``native``: the compiled kernels
-    (learn/native.py) for the loss-deviation detector."""
+def build_detector(settings: DriftSettings, kernel: DriftKernel | None = None) -> DriftDetector:
+    """The detector named in settings, configured from them; ``kernel``: the loss-deviation
+    detector's compute (default: numpy)."""
     from streamlearn.core.drift.loss_deviation import LossDeviationDetector
     from streamlearn.core.drift.river import RiverDriftDetector
 
@@ -54,6 +54,6 @@ def build_detector(settings: DriftSettings, native: ctypes.CDLL | None = None) -
             cooldown=settings.cooldown,
             min_samples=settings.min_samples,
             min_rise=settings.min_rise,
-            native=native,
+            kernel=kernel,
         )
     return RiverDriftDetector(settings.detector, settings.params, cooldown=settings.cooldown)

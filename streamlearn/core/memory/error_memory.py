@@ -322,8 +322,8 @@ class ErrorMemory(native.UsesKernels):
         seed: int = 0,
         native: ctypes.CDLL | None = None,
     ) -> None:
-        """``native``: the compiled library of learn/native.py; on CPU a top-k memory then
-        compensates in one call (:meth:`compensate_keyed`)."""
+        """``native``: the compiled kernels (the compiled backend's library); on CPU a top-k
+        memory then compensates in one call (:meth:`compensate_keyed`)."""
         self.kind, self.lam, self.gamma = kind, lam, gamma
         self.store, self.error_threshold = store, error_threshold
         self.regression = regression

@@ -18,9 +18,8 @@ DESIGN.md "Error memory"):
 
 Where the learner's updates overlap (``learner.overlap``), :meth:`MemoryStage.refresh` leaves
 the re-encoding running on the learner's worker thread while the caller goes on with the next
-batch's features; every method of the stage that reads or writes the memory waits for the
-learner's forward pass first (a step's updates touch none of its buffers), and pickling and
-its state settle the learner.
+batch's features. The stage owns that work's handle and waits on it in one place, before it
+next reads or writes its ring (:meth:`MemoryStage._ring_ready`).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import torch
 from streamlearn.core.learner import OnlineLearner
 from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore, unit_rows
 from streamlearn.core.model import TabularNet
+from streamlearn.core.pending import Pending
 from streamlearn.settings import FeatureSettings, MemorySettings
 
 __all__ = ["MemoryStage"]
@@ -65,7 +65,7 @@ class MemoryStage:
             regression=learner.regression,
             device=learner.device,
             seed=learner.settings.seed,
-            native=learner.library,  # compiled like the learner's step (learner.kernel)
+            native=learner.backend.library,  # the compiled top-k where the model runs on the CPU
         )
         store = self.memory.backend
         self._ring: TopKStore | None = None
@@ -77,6 +77,7 @@ class MemoryStage:
             )
         self._keys: tuple[np.ndarray, torch.Tensor] | None = None
         self._full: tuple[torch.Tensor, ...] | None = None  # views of the full ring's slots
+        self._rekeying: Pending[None] | None = None  # a re-keying left on the worker thread
         self.steps = 0
         self.since_drift = -1  # steps since the last detected drift; -1 = none yet
         self.resets = 0
@@ -85,13 +86,19 @@ class MemoryStage:
     def __getstate__(self) -> dict[str, Any]:
         """Pickles and copies see the memory with its re-keying done (and no views: a pickle
         would copy them apart from the ring)."""
-        self.learner.settle()
-        return {**self.__dict__, "_full": None}
+        self._ring_ready()
+        return {**self.__dict__, "_full": None, "_rekeying": None}
+
+    def _ring_ready(self) -> None:
+        """Wait for a re-keying left running (it writes the ring's keys and base values)."""
+        if self._rekeying is not None:
+            self._rekeying.wait()
+            self._rekeying = None
 
     # -- scoring ----------------------------------------------------------------------------
     def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
         """The base prediction corrected by the memory (unchanged while it is empty)."""
-        self.learner.settle_forward()  # a re-keying left running writes the ring
+        self._ring_ready()
         if len(self.memory) == 0:
             return base
         compensated, keys = self.memory.compensate_keyed(hidden, base)
@@ -115,7 +122,7 @@ class MemoryStage:
     ) -> None:
         """After a learned batch: apply the reset rule, store the rows. Re-keying reads the
         model: :meth:`refresh` once the batch's updates are done."""
-        self.learner.settle_forward()
+        self._ring_ready()
         self.steps += 1
         if drifted:
             self.since_drift = 0
@@ -129,11 +136,16 @@ class MemoryStage:
         mirror = None if self._ring is None else (self._num, self._cat, num, cat)
         self.memory.update(hidden, target, base, keys, mirror)
 
-    def refresh(self) -> None:
+    def refresh(self) -> Pending[None]:
         """Re-key the stored inputs with the current model when the rule says so, on the
-        learner's worker thread where its updates overlap."""
+        learner's worker thread where its updates overlap. The stage waits on the handle
+        returned before it next touches its ring; a caller reading the ring directly waits
+        on it first."""
         if self._ring is not None and self._rekey_due():
-            self._rekey(self.learner.begin_forward_seen_into)
+            self._ring_ready()
+            pending = self._rekey(self.learner.begin_forward_seen_into)
+            self._rekeying = None if pending is None or pending.done else pending
+        return self._rekeying or Pending(None, None)
 
     def _rekey_due(self) -> bool:
         s = self.settings
@@ -143,16 +155,17 @@ class MemoryStage:
 
     def rekey(self) -> None:
         """Re-encode every stored input with the current model: fresh keys and base values."""
+        self._ring_ready()
         self._rekey(self.learner.forward_seen_into)
 
-    def _rekey(self, forward: Callable[..., None]) -> None:
-        """Re-encode with ``forward``: the learner's forward_seen_into or its begin_ form
-        (either settles the learner first)."""
+    def _rekey(self, forward: Callable[..., Pending[None] | None]) -> Pending[None] | None:
+        """Re-encode with ``forward``: the learner's forward_seen_into or its begin_ form (whose
+        handle this returns)."""
         ring = self._ring
         if ring is None or ring.filled == 0:
-            return
-        forward(*self._stored(ring))
+            return None
         self.rekeys += 1
+        return forward(*self._stored(ring))
 
     def _stored(self, ring: TopKStore) -> tuple[torch.Tensor, ...]:
         """(inputs, buckets, base values, keys) of the filled slots: views, made once for the
@@ -171,7 +184,7 @@ class MemoryStage:
         exported one) the stored inputs are re-encoded by it, so a replica serving that model
         retrieves in its own hidden space. Needs the top-k store's kept inputs; the live
         memory is not changed."""
-        self.learner.settle()
+        self._ring_ready()
         state = self.memory.state_dict()
         ring = self._ring
         if model is None or ring is None or ring.filled == 0:
@@ -185,7 +198,7 @@ class MemoryStage:
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Plain arrays and scalars: the memory, the inputs kept for re-keying, counters."""
-        self.learner.settle()
+        self._ring_ready()
         state = {
             "memory": self.memory.state_dict(),
             "steps": self.steps,
@@ -199,7 +212,7 @@ class MemoryStage:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.learner.settle()
+        self._ring_ready()
         self.memory.load_state_dict(state["memory"])
         self.steps = int(state["steps"])
         self.since_drift = int(state["since_drift"])

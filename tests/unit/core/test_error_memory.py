@@ -363,7 +363,7 @@ def test_reset_on_drift_and_rekey_use_the_current_model():
     z = preq.encoder.standardize(feats.num)
     result = preq.learner.step(z, feats.cat, np.asarray(ys))
     stage.store(z, feats.cat, result.hidden, np.asarray(ys), result.prediction, drifted=True)
-    stage.refresh()
+    stage.refresh().wait()
     assert stage.resets == 1 and stage.rekeys == 1
     assert len(stage.memory) == 16  # cleared, then this batch stored
     _, hidden = preq.learner.predict_hidden(z, feats.cat)

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from streamlearn.core.features import FeatureEncoder, stable_bucket
+from streamlearn.kernels.compiled import CompiledStatistics
+from streamlearn.kernels.reference.statistics import NumpyStatistics
 
 ROWS = [
     {"age": 31.5, "country": "DE", "vip": True},
@@ -15,6 +17,11 @@ ROWS = [
     {"country": "DE", "income": 1200},
     {"age": None, "country": None, "income": 900, "vip": False},
 ]
+
+
+def statistics_for(library):
+    """The feature statistics' kernel: numpy (library None) or the compiled one."""
+    return NumpyStatistics() if library is None else CompiledStatistics(library)
 
 
 def test_stable_bucket_is_crc32_in_range():
@@ -178,7 +185,7 @@ def test_observe_all_missing_is_a_no_op():
 
 def test_standardize_uses_statistics_clips_and_imputes_zero(library):
     rng = np.random.default_rng(5)
-    enc = FeatureEncoder(3, 1, 16, numeric=["a", "b", "c"], native=library)
+    enc = FeatureEncoder(3, 1, 16, numeric=["a", "b", "c"], statistics=statistics_for(library))
     data = rng.normal([10.0, -4.0, 0.0], [2.0, 0.5, 1.0], size=(500, 3))
     data[:, 2] = 7.0  # constant column: std 0 must not divide by zero
     enc.observe(data)
@@ -194,14 +201,14 @@ def test_standardize_uses_statistics_clips_and_imputes_zero(library):
 
 
 def test_standardize_before_any_statistics_is_identity_with_imputation(library):
-    enc = FeatureEncoder(2, 1, 16, numeric=["a", "b"], native=library)
+    enc = FeatureEncoder(2, 1, 16, numeric=["a", "b"], statistics=statistics_for(library))
     z = enc.standardize(np.array([[1.5, np.nan]]))
     assert z.tolist() == [[1.5, 0.0]]
 
 
 def test_slots_without_a_name_are_neither_observed_nor_standardised(library):
     """The encoder's own output holds NaN there; statistics cover the named slots only."""
-    enc = FeatureEncoder(3, 1, 16, native=library)
+    enc = FeatureEncoder(3, 1, 16, statistics=statistics_for(library))
     feats = enc.encode([{"a": 2.0}, {"a": 4.0}])
     enc.observe(feats.num)
     assert enc.count.tolist() == [2.0, 0.0, 0.0] and enc.mean[0] == 3.0
@@ -218,7 +225,10 @@ def test_compiled_standardize_equals_numpys_bit_for_bit(compiled):
     """70 named of 80 slots (more than the C side's block of 64), NaN, ±inf, huge values,
     a constant column, integer input."""
     rng = np.random.default_rng(21)
-    encoders = [FeatureEncoder(80, 1, 16, native=library) for library in (None, compiled)]
+    encoders = [
+        FeatureEncoder(80, 1, 16, statistics=statistics_for(library))
+        for library in (None, compiled)
+    ]
     data = rng.normal(rng.normal(0, 50, 70), rng.uniform(0.01, 30, 70), size=(300, 70))
     data[:, 5] = 3.0
     rows = [{f"x{j:02d}": float(v) for j, v in enumerate(row)} for row in data]
@@ -240,7 +250,10 @@ def test_compiled_observe_equals_numpys(compiled, gaps):
     masked columns in another order, so to rounding. A column never present, values that
     overflow the variance (counted, statistics kept), 70 named slots of 80."""
     rng = np.random.default_rng(23)
-    encoders = [FeatureEncoder(80, 1, 16, native=library) for library in (None, compiled)]
+    encoders = [
+        FeatureEncoder(80, 1, 16, statistics=statistics_for(library))
+        for library in (None, compiled)
+    ]
     names = [{f"x{j:02d}": 0.0 for j in range(70)}]
     for encoder in encoders:
         encoder.encode(names)  # name the 70 slots

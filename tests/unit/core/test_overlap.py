@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from streamlearn.core.learner import OnlineLearner
+from streamlearn.core.pending import StepPending
 from streamlearn.core.prequential import Prequential
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
@@ -54,6 +55,8 @@ def runs(task, **learner):
 
 
 def assert_same_state(a, b):
+    for run in (a, b):
+        run.memory._ring_ready()  # the last re-key may still run on the worker thread
     for name, value in a.learner.state_dict()["model"].items():
         assert torch.equal(b.learner.state_dict()["model"][name], value), name
     for name, value in a.learner.trainer.state_dict().items():
@@ -112,7 +115,9 @@ def batch(rng, n=12):
     return num, cat, (num[:, 0] > 0).astype(np.int64)
 
 
-def test_whatever_reads_the_learner_waits_for_the_updates():
+def test_the_learner_is_read_only_after_its_step_is_waited_on():
+    """The caller owns the pending step: until it waits, the learner refuses to be read,
+    changed, copied or stepped again; once it has, it equals the synchronous learner."""
     rng = np.random.default_rng(7)
     synchronous, overlapped = learners("off"), learners("on")
     for learner in (synchronous, overlapped):
@@ -122,15 +127,25 @@ def test_whatever_reads_the_learner_waits_for_the_updates():
         synchronous.step(num, cat, y)
     probe = data[0][:2]
     for num, cat, y in data[:-1]:
-        overlapped.begin_step(num, cat, y)  # the next begin_step settles the one before
-    overlapped.begin_step(*data[-1])
-    assert overlapped._pending is not None
+        assert overlapped.begin_step(num, cat, y).wait()
+    pending = overlapped.begin_step(*data[-1])
+    assert not pending.done
+    refused = (
+        lambda: overlapped.predict(*probe),
+        lambda: overlapped.begin_step(*data[0]),
+        lambda: overlapped.state_dict(),
+        lambda: overlapped.on_drift(),
+        lambda: pickle.dumps(overlapped),
+    )
+    for call in refused:
+        with pytest.raises(StepPending):
+            call()
+    assert pending.wait() and pending.done and pending.wait()  # waited once, then remembered
     np.testing.assert_array_equal(overlapped.predict(*probe), synchronous.predict(*probe))
-    assert overlapped._pending is None and overlapped.steps == synchronous.steps
-    overlapped.begin_step(*batch(rng))
-    thawed = pickle.loads(pickle.dumps(overlapped))  # a pickle settles first
+    assert overlapped.steps == synchronous.steps
+    overlapped.begin_step(*batch(rng)).wait()
+    thawed = pickle.loads(pickle.dumps(overlapped))
     copied = copy.deepcopy(overlapped)
-    assert overlapped._pending is None
     for other in (thawed, copied):
         assert other.steps == overlapped.steps and other.trainer.native is not None
         np.testing.assert_array_equal(other.predict(*probe), overlapped.predict(*probe))
@@ -194,9 +209,9 @@ def test_a_rekey_left_running_is_waited_for_by_whatever_reads_the_memory():
         xs, ys = rows(rng, 16, "binary")
         for run in (synchronous, overlapped):
             run.process(xs, ys)
-    assert overlapped.learner._forwarding and overlapped.memory.rekeys == 3
-    thawed = pickle.loads(pickle.dumps(overlapped.memory))  # settles first
-    assert not overlapped.learner._forwarding
+    assert overlapped.memory._rekeying is not None and overlapped.memory.rekeys == 3
+    thawed = pickle.loads(pickle.dumps(overlapped.memory))  # waits for it first
+    assert overlapped.memory._rekeying is None
     for memory in (overlapped.memory, thawed):
         ring, expected = memory.memory.backend, synchronous.memory.memory.backend
         assert torch.equal(ring.keys, expected.keys) and torch.equal(ring.values, expected.values)
@@ -204,14 +219,14 @@ def test_a_rekey_left_running_is_waited_for_by_whatever_reads_the_memory():
         xs, ys = rows(rng, 16, "binary")
         for run in (synchronous, overlapped):
             run.process(xs, ys)
-    assert overlapped.learner._forwarding  # compensate must wait for it
+    assert overlapped.memory._rekeying is not None  # compensate must wait for it
     hidden = rng.normal(size=(4, 8)).astype(np.float32)
     base = np.zeros((4, 16), dtype=np.float32)
     base[:, :2] = 0.5
     np.testing.assert_array_equal(
         overlapped.memory.compensate(hidden, base), synchronous.memory.compensate(hidden, base)
     )
-    assert not overlapped.learner._forwarding
+    assert overlapped.memory._rekeying is None
     assert overlapped.memory.state_dict()["memory"]["keys"].tolist() == (
         synchronous.memory.state_dict()["memory"]["keys"].tolist()
     )
@@ -226,7 +241,7 @@ def test_without_a_worker_thread_the_rekey_runs_in_the_callers():
         xs, ys = rows(rng, 16, "binary")
         outcomes = [run.process(xs, ys) for run in (synchronous, overlapped)]
         np.testing.assert_array_equal(outcomes[0].prediction, outcomes[1].prediction)
-    assert not overlapped.learner._overlap and not overlapped.learner._forwarding
+    assert not overlapped.learner._overlap and overlapped.memory._rekeying is None
     assert_same_state(synchronous, overlapped)
 
 

@@ -18,12 +18,13 @@ def test_build_loss_deviation_from_settings():
     )
     det = build_detector(settings)
     assert isinstance(det, LossDeviationDetector)
-    assert (det.alpha, det.window, det.k, det.cooldown, det.min_samples) == (0.1, 50, 2.5, 7, 20)
+    p = det.params
+    assert (p.alpha, p.window, p.k, p.cooldown, p.min_samples) == (0.1, 50, 2.5, 7, 20)
 
 
 def test_min_samples_capped_at_window():
     det = build_detector(DriftSettings(window=50, min_samples=300))
-    assert det.min_samples == 50
+    assert det.params.min_samples == 50
 
 
 @pytest.mark.parametrize("name", ["adwin", "page_hinkley", "kswin"])

@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 
 from streamlearn.core.drift import LossDeviationDetector
+from streamlearn.kernels.compiled import CompiledDrift
+from streamlearn.kernels.reference.drift import NumpyDrift
+
+
+def drift_for(library):
+    """The detector's kernel: numpy (library None) or the compiled one."""
+    return NumpyDrift() if library is None else CompiledDrift(library)
 
 
 def make(library, cooldown=200):
     return LossDeviationDetector(
-        alpha=0.05, window=300, k=4.0, cooldown=cooldown, min_samples=100, native=library
+        alpha=0.05, window=300, k=4.0, cooldown=cooldown, min_samples=100, kernel=drift_for(library)
     )
 
 
@@ -27,7 +34,7 @@ def test_detections_do_not_depend_on_batching(losses, batch, feed, library):
 
 def test_smoothed_loss_is_an_ewma(library):
     det = LossDeviationDetector(
-        alpha=0.5, window=10, k=4.0, cooldown=0, min_samples=5, native=library
+        alpha=0.5, window=10, k=4.0, cooldown=0, min_samples=5, kernel=drift_for(library)
     )
     assert det.smoothed is None
     det.update(np.array([1.0, 3.0, 5.0]))
@@ -48,7 +55,7 @@ def test_false_alarms_on_a_stationary_loss_are_rare(library):
 
 def test_nothing_fires_before_min_samples(library):
     det = LossDeviationDetector(
-        alpha=0.5, window=500, k=1.0, cooldown=0, min_samples=300, native=library
+        alpha=0.5, window=500, k=1.0, cooldown=0, min_samples=300, kernel=drift_for(library)
     )
     losses = np.concatenate([np.full(100, 0.1), np.full(100, 5.0)])
     assert det.update(losses) == []
@@ -57,7 +64,10 @@ def test_nothing_fires_before_min_samples(library):
 def test_cooldown_respected(stairs, feed, library):
     assert len(feed(make(library, cooldown=0), stairs)) == 11  # one per step up
     fired = feed(
-        LossDeviationDetector(0.05, 200, 4.0, cooldown=1000, min_samples=50, native=library), stairs
+        LossDeviationDetector(
+            0.05, 200, 4.0, cooldown=1000, min_samples=50, kernel=drift_for(library)
+        ),
+        stairs,
     )
     assert fired == [300, 1501, 2701]
     assert (np.diff(fired) > 1000).all()
@@ -97,11 +107,13 @@ def test_min_rise_floor_ignores_small_bumps_on_a_quiet_loss(library):
     bump = np.concatenate([quiet, rng.normal(0.15, 0.005, 300), rng.normal(0.05, 0.005, 500)])
     drift = np.concatenate([quiet, rng.normal(0.8, 0.05, 300)])
     kwargs = {"alpha": 0.05, "window": 500, "k": 4.0, "cooldown": 500, "min_samples": 200}
-    assert LossDeviationDetector(**kwargs, min_rise=0.0, native=library).update(
+    assert LossDeviationDetector(**kwargs, min_rise=0.0, kernel=drift_for(library)).update(
         bump
     )  # fires without a floor
-    assert LossDeviationDetector(**kwargs, min_rise=0.3, native=library).update(bump) == []
-    fired = LossDeviationDetector(**kwargs, min_rise=0.3, native=library).update(drift)
+    assert (
+        LossDeviationDetector(**kwargs, min_rise=0.3, kernel=drift_for(library)).update(bump) == []
+    )
+    fired = LossDeviationDetector(**kwargs, min_rise=0.3, kernel=drift_for(library)).update(drift)
     assert len(fired) == 1 and 2000 <= fired[0] < 2050
 
 
@@ -180,11 +192,11 @@ def test_batched_update_matches_the_per_event_loop(seed, min_rise, limits, feed,
     expected = oracle.update(losses)
     assert len(expected) >= 30  # many firings, so a wrong window or cooldown shows
     assert max(np.bincount(np.asarray(expected) // 256)) >= 3  # several within a batch of 256
-    one_by_one = LossDeviationDetector(**kwargs, native=library)
+    one_by_one = LossDeviationDetector(**kwargs, kernel=drift_for(library))
     assert [i for i, loss in enumerate(losses) if one_by_one.update(np.array([loss]))] == expected
     _assert_same_state(one_by_one.state_dict(), oracle.state_dict())
     for batch in (7, 32, 256, 3000):
-        det = LossDeviationDetector(**kwargs, native=library)
+        det = LossDeviationDetector(**kwargs, kernel=drift_for(library))
         assert feed(det, losses, batch) == expected, batch
         _assert_same_state(det.state_dict(), oracle.state_dict())
         assert det.state_dict() == one_by_one.state_dict()  # the EWMA and ring are bit-exact
@@ -197,7 +209,7 @@ def test_compiled_form_equals_the_numpy_form(seed, feed, compiled):
     kwargs = {"alpha": 0.2, "window": 40, "k": 3.0, "cooldown": 25, "min_samples": 15}
     losses = _jumpy_losses(seed)
     numpy_form = LossDeviationDetector(**kwargs, min_rise=0.1)
-    compiled_form = LossDeviationDetector(**kwargs, min_rise=0.1, native=library)
+    compiled_form = LossDeviationDetector(**kwargs, min_rise=0.1, kernel=drift_for(library))
     assert feed(compiled_form, losses, 32) == feed(numpy_form, losses, 32)
     assert compiled_form.state_dict() == numpy_form.state_dict()
 
@@ -206,7 +218,7 @@ def test_pickled_detector_continues_identically(losses, feed, library):
     det = make(library)
     feed(det, losses[:2000])
     copy = pickle.loads(pickle.dumps(det))
-    assert (copy._native is None) == (library is None)
+    assert copy.kernel.name == ("numpy" if library is None else "compiled")
     assert feed(copy, losses[2000:]) == feed(det, losses[2000:])
     assert copy.state_dict() == det.state_dict()
 
@@ -214,4 +226,4 @@ def test_pickled_detector_continues_identically(losses, feed, library):
 def test_a_state_of_another_window_is_refused(library):
     state = make(library).state_dict()
     with pytest.raises(ValueError, match="ring"):
-        LossDeviationDetector(window=10, native=library).load_state_dict(state)
+        LossDeviationDetector(window=10, kernel=drift_for(library)).load_state_dict(state)

@@ -1,0 +1,135 @@
+"""The compute backend: chosen once, at the composition root, and passed to every algorithm.
+
+Two backends: ``torch`` (the reference: numpy for the host-side statistics and the drift
+detector, torch ops for the training step, the reservoir and the error memory, on a CPU or a
+CUDA device) and ``compiled`` (the C kernels built into the package at install time: the
+host-side kernels always; the training step, the reservoir's inserts and the error memory's
+top-k where the model runs on the CPU). ``learner.kernel`` chooses: ``auto`` takes the compiled
+one where the extension loads, ``native`` insists on it, ``torch`` forces the reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from streamlearn.errors import ConfigError
+from streamlearn.kernels.cpu import binding
+from streamlearn.kernels.drift_state import DriftParams, DriftState
+from streamlearn.kernels.reference.statistics import NumpyStatistics
+
+__all__ = ["Backend", "DriftKernel", "FeatureStatistics", "reference_backend", "select_backend"]
+
+log = logging.getLogger(__name__)
+
+
+class FeatureStatistics(Protocol):
+    """The feature encoder's compute over its running statistics (float64 arrays [slots])."""
+
+    name: str
+
+    def standardize(
+        self, num: np.ndarray, used: int, count: np.ndarray, mean: np.ndarray, m2: np.ndarray
+    ) -> np.ndarray:
+        """float32 rows [N, width] of ``num`` [N, width] (raw values, NaN = missing)
+        standardised by the statistics, clipped; missing values and slots from ``used`` on
+        are 0."""
+        ...
+
+    def observe(
+        self, num: np.ndarray, used: int, count: np.ndarray, mean: np.ndarray, m2: np.ndarray
+    ) -> int:
+        """Fold the present values of the first ``used`` columns into the statistics in
+        place; the number of column updates skipped because they overflowed."""
+        ...
+
+
+class DriftKernel(Protocol):
+    """The loss-deviation rule over a batch of losses, updating ``state`` in place."""
+
+    name: str
+
+    def update(self, losses: np.ndarray, state: DriftState, params: DriftParams) -> list[int]:
+        """Offsets into ``losses`` (float64 [n]) where drift fired; non-finite losses are
+        skipped."""
+        ...
+
+
+def _numpy_drift() -> DriftKernel:
+    from streamlearn.kernels.reference.drift import NumpyDrift  # scipy: the worker's, not serve's
+
+    return NumpyDrift()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What every algorithm of one process computes with.
+
+    ``library``: the compiled kernels for the training step, the reservoir and the error memory
+    (which take them where the model runs on the CPU), or None for their torch forms.
+    """
+
+    name: Literal["compiled", "torch"]
+    statistics: FeatureStatistics = field(default_factory=NumpyStatistics)
+    drift: DriftKernel = field(default_factory=_numpy_drift)
+    library: ctypes.CDLL | None = None
+
+    def __reduce__(self) -> tuple[object, tuple[bool, bool]]:
+        """Pickled as what it is made of: loaded again where unpickled (a loaded library is
+        not picklable), the torch backend where the compiled kernels cannot be had there."""
+        return _restore, (self.name == "compiled", self.library is not None)
+
+
+def _restore(compiled: bool, step: bool) -> Backend:
+    from streamlearn.kernels.compiled import CompiledDrift, CompiledStatistics
+
+    if not compiled:
+        return reference_backend()
+    try:
+        library = binding.load()
+    except binding.NativeUnavailable:
+        return reference_backend()
+    return Backend(
+        "compiled", CompiledStatistics(library), CompiledDrift(library), library if step else None
+    )
+
+
+def reference_backend() -> Backend:
+    """The torch backend: numpy and torch ops throughout, no compiled code."""
+    return Backend("torch")
+
+
+def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend:
+    """The backend ``learner.kernel`` asks for, on a model on ``device_type`` with
+    ``hidden_layers`` hidden layers; logs which one runs and why."""
+    from streamlearn.kernels.compiled import CompiledDrift, CompiledStatistics
+
+    if kernel == "torch":
+        log.info("compute backend: torch (learner.kernel: torch)")
+        return reference_backend()
+    too_deep = hidden_layers + 1 > binding.MAX_LAYERS
+    if kernel == "native" and device_type != "cpu":
+        raise ConfigError(f"learner.kernel: 'native' runs on the CPU, not on {device_type}")
+    if kernel == "native" and too_deep:
+        raise ConfigError(
+            f"learner.kernel: 'native' takes at most {binding.MAX_LAYERS - 1} hidden layers"
+        )
+    try:
+        library = binding.load()
+    except binding.NativeUnavailable as error:
+        if kernel == "native":
+            raise ConfigError(f"learner.kernel: 'native' is unavailable here: {error}") from error
+        log.warning("compute backend: torch (the compiled kernels are unavailable: %s)", error)
+        return reference_backend()
+    step = device_type == "cpu" and not too_deep
+    log.info(
+        "compute backend: compiled (%s)",
+        "every stage" if step else f"host-side stages; the model's stages run on {device_type}",
+    )
+    return Backend(
+        "compiled", CompiledStatistics(library), CompiledDrift(library), library if step else None
+    )
