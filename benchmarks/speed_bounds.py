@@ -32,7 +32,7 @@ Columns = dict[str, Any]
 # the torch step) leaves its stage at zero
 STAGES = (
     ("compiled training", "learner.trainer.native", ("update", "begin", "wait")),
-    ("learner, rest", "learner", ("begin_step", "settle")),
+    ("learner, rest", "learner", ("begin_step", "_account")),
     ("error memory", "memory", ("compensate", "store", "refresh")),
     ("drift detector", "detector", ("update",)),
     ("features", "encoder", ("encode_columns", "standardize", "observe")),
