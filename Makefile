@@ -1,30 +1,37 @@
 PYTHON ?= python3
 
-.PHONY: install install-test demo test lint bench
+.PHONY: install install-test toolchain demo test lint bench
 
-install:
+install: toolchain
 	PYTHON=$(PYTHON) bash scripts/install-torch.sh
 	$(PYTHON) -m pip install -e .
 
-install-test:
+install-test: toolchain
 	PYTHON=$(PYTHON) bash scripts/install-torch.sh
 	$(PYTHON) -m pip install -e ".[test]"
-	@# prometheus + promtool for tests/integration/test_prometheus.py (skipped without them):
-	@# installed only when missing, and only where apt-get runs as root
-	@if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-		&& [ "$$(id -u)" = 0 ]; then \
+	@# prometheus + promtool for tests/integration/test_prometheus.py (skipped without them)
+	$(call apt_install_unless,command -v prometheus >/dev/null,prometheus,\
+		tests/integration/test_prometheus.py will be skipped)
+
+# a C compiler and Python's headers, with which installing the package builds the compiled CPU
+# kernels (setup.py); without them the install still succeeds, the learner runs the torch step
+# and the kernel tests are skipped (python3-dev: the headers of Debian's own Python)
+HAS_PYTHON_HEADERS = $(PYTHON) -c 'import os, sys, sysconfig; \
+	sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))'
+toolchain:
+	$(call apt_install_unless,command -v cc >/dev/null,gcc libc6-dev,\
+		the compiled CPU kernels will not be built)
+	$(call apt_install_unless,$(HAS_PYTHON_HEADERS),python3-dev,\
+		the compiled CPU kernels will not be built)
+
+# $(call apt_install_unless,CHECK,PACKAGES,WHAT IS MISSED): apt-get installs PACKAGES unless the
+# shell command CHECK succeeds, only where apt-get runs as root; a failure is reported, not fatal
+define apt_install_unless
+	@if ! $(1) 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends prometheus) \
-		|| echo "prometheus not installed: tests/integration/test_prometheus.py will be skipped"; \
+			--no-install-recommends $(2)) || echo "$(2) not installed:$(3)"; \
 	fi
-	@# a C compiler builds the compiled training step (streamlearn/kernels/cpu/binding.py); without
-	@# one the learner runs the torch step and tests/unit/learn/test_native.py is skipped
-	@if ! command -v cc >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-		&& [ "$$(id -u)" = 0 ]; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends gcc libc6-dev) \
-		|| echo "no C compiler installed: tests/unit/learn/test_native.py will be skipped"; \
-	fi
+endef
 
 demo: install
 	$(PYTHON) -m streamlearn demo

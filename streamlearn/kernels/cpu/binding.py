@@ -1,4 +1,4 @@
-"""The compiled CPU kernels: build them once per machine, load them, bind the training step.
+"""The compiled CPU kernels: load the build this CPU runs, bind the training step.
 
 On a CPU a 32-event micro-batch costs about three times as long in torch's per-op dispatch as
 in its arithmetic (DESIGN.md, "Compiled training step"). step.c runs FusedTrainer's
@@ -7,34 +7,29 @@ same buffers; async.c runs a batch's updates on a worker thread; memory.c the
 error memory's top-k compensation (bound in learn/memory.py), replay.c the reservoir's
 inserts (learn/replay.py), drift.c the loss-deviation detector
 (drift/loss_deviation.py), features.c the encoder's standardisation and statistics
-(features.py). All
-go into one library.
+(features.py). All go into one library.
 
-Where the library comes from, first that works: a build for this CPU (``-march=native``) in
-``$XDG_CACHE_HOME/streamlearn/native``, compiled there on first use with the machine's C
-compiler (≈ 1 s, once per machine and source); else a portable build (``x86-64-v3``: AVX2)
-shipped inside the package, which a container image makes in its build stage with ``python -m
-streamlearn.kernels.cpu.binding --portable`` because its runtime has no compiler. With neither,
-:func:`load` raises :class:`NativeUnavailable` and the learner runs the torch step
-(``learner.kernel``: auto): the same results to float32 rounding, slower.
-``python -m streamlearn.kernels.cpu.binding`` builds for this CPU and prints the library's path.
+setup.py compiles that library when the package is installed, once per build variant, each an
+extension module of this package (:data:`VARIANTS`): on x86-64 for the x86-64-v4 (AVX-512) and
+x86-64-v3 (AVX2, FMA) levels and the baseline, elsewhere for the baseline alone. :func:`load`
+asks the baseline module which level this CPU runs and loads the best variant built for it,
+through ctypes on the module's file. Nothing is compiled at run time. Where no variant was
+built (no C compiler when the package was installed, a platform the build skips), :func:`load`
+raises :class:`NativeUnavailable` and the learner runs the torch step (``learner.kernel``:
+auto): the same results to float32 rounding, slower. ``python -m
+streamlearn.kernels.cpu.binding`` says which variant loads and from where, or why none can.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import hashlib
+import importlib
+import importlib.util
 import logging
-import os
 import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -44,40 +39,27 @@ if TYPE_CHECKING:
     from streamlearn.core.training_step import FusedTrainer
 
 __all__ = [
+    "VARIANTS",
+    "Kernels",
     "NativeStep",
     "NativeUnavailable",
     "UsesKernels",
     "address",
-    "build",
+    "bind",
+    "built",
+    "find",
     "load",
     "reload",
 ]
 
 log = logging.getLogger(__name__)
 
-# compiled into one library; the headers are included by them (copied beside, not compiled)
-SOURCES = (
-    "step.c",
-    "async.c",
-    "memory.c",
-    "replay.c",
-    "drift.c",
-    "features.c",
-)
-HEADERS = ("gemm.h", "step.h")
+PACKAGE = "streamlearn.kernels.cpu"  # where setup.py puts the variants' modules
+# the extension modules setup.py builds, best first, each with the x86-64 level (the baseline
+# module's cpu_level) a CPU needs to run it; the last, the baseline, runs on every CPU of its
+# architecture and is the only one built elsewhere
+VARIANTS = (("_kernels_v4", 4), ("_kernels_v3", 3), ("_kernels", 0))
 MAX_LAYERS = 16  # MAX_LAYERS in step.c: hidden layers + the head
-# -fassociative-math (with the two flags it needs) lets the compiler vectorise the dot products;
-# NaN and inf still propagate (no -ffinite-math-only), so the non-finite guards keep working.
-FLAGS = (
-    "-O3",
-    "-fPIC",
-    "-shared",
-    "-fno-math-errno",
-    "-fassociative-math",
-    "-fno-signed-zeros",
-    "-fno-trapping-math",
-    "-pthread",
-)
 # a batch's rows: numeric [B, slots] float32, bucket ids [B, slots] int64, targets [B]
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 # the reservoir's numeric, bucket and target tensors, and the rows of them to take
@@ -86,17 +68,11 @@ Replay = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", np.ndarray]
 Target = tuple[float, float, float, float]
 APPLIED, SKIPPED, FORWARD_ONLY, NO_MEMORY, BAD_BUCKET = 1, 0, -1, -2, -3  # fused_step's codes
 BAD_CLASS = -5  # batch_inputs': a class slot outside the ones switched on
-PORTABLE = "x86-64-v3"  # the -march of the build a package ships (AVX2, FMA: x86 since 2015)
-PREBUILT = Path(__file__).with_name("prebuilt")  # where the package keeps it
-# CPU features (as /proc/cpuinfo names them) that builds for these -march levels use
-_LEVEL_FEATURES = {
-    "x86-64-v3": ("avx2", "fma", "bmi2"),
-    "x86-64-v4": ("avx512f", "avx512bw", "avx512vl"),
-}
 
 
 class NativeUnavailable(RuntimeError):
-    """The compiled step cannot be had here (no compiler, a failed build, switched off)."""
+    """The compiled kernels cannot be had here (none built for this installation, a build
+    that does not load)."""
 
 
 _P = ctypes.c_void_p
@@ -213,103 +189,70 @@ _SIGNATURES: dict[str, tuple[list[Any], Any]] = {
 }
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "streamlearn" / "native"
+class Kernels(NamedTuple):
+    """The build variant :func:`load` takes on this machine."""
+
+    module: str  # its extension module's full name
+    variant: str  # the level it was compiled for: "x86-64-v4", ..., "baseline"
+    path: Path  # its file
+    cpu_level: int  # the x86-64 level this CPU runs (0: not x86-64)
 
 
-def _cpu_flags() -> str:
-    """The CPU's feature flags (a -march=native build only runs where they all are)."""
+def built() -> list[str]:
+    """The full names of the variants' modules installed here, best first."""
+    names = (f"{PACKAGE}.{module}" for module, _ in VARIANTS)
+    return [name for name in names if importlib.util.find_spec(name) is not None]
+
+
+def find() -> Kernels:
+    """The best variant built for this CPU; :class:`NativeUnavailable` where none was built or
+    the one chosen does not import.
+
+    Only the baseline module and the one chosen are imported: a variant for a level above the
+    CPU's would stop the process (an illegal instruction) wherever its code ran."""
+    modules = built()
+    baseline = f"{PACKAGE}.{VARIANTS[-1][0]}"
+    if baseline not in modules:
+        raise NativeUnavailable(
+            f"no compiled kernels were built with this installation ({baseline} is missing): "
+            "installing streamlearn builds them where it finds a C compiler and Python's headers"
+        )
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(("flags", "Features")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+        cpu_level = int(importlib.import_module(baseline).cpu_level)
+        name = next(
+            f"{PACKAGE}.{module}"
+            for module, level in VARIANTS
+            if level <= cpu_level and f"{PACKAGE}.{module}" in modules
+        )  # the baseline's level, 0, is every CPU's
+        chosen = importlib.import_module(name)
+    except ImportError as error:
+        raise NativeUnavailable(f"the compiled kernels do not import: {error}") from error
+    return Kernels(name, str(chosen.variant), Path(str(chosen.__file__)), cpu_level)
 
 
-def _library_name(sources: list[bytes], march: str) -> str:
-    """The build's file name. The key covers the sources, the flags, the architecture and,
-    for ``native``, the CPU's features; not the compiler, so a build is found where no
-    compiler is installed."""
-    key = hashlib.sha256()
-    for part in (*sources, " ".join(FLAGS), march, platform.machine(), sys.platform):
-        key.update(part if isinstance(part, bytes) else part.encode())
-        key.update(b"\0")
-    if march == "native":
-        key.update(_cpu_flags().encode())
-    return f"native_step-{key.hexdigest()[:16]}.so"
-
-
-def _check_cpu(march: str) -> None:
-    """A build for a named x86-64 level must not run (SIGILL) on a CPU below it."""
-    missing = sorted(set(_LEVEL_FEATURES.get(march, ())) - set(_cpu_flags().split()))
-    if missing:
-        raise NativeUnavailable(f"-march={march} needs CPU features this CPU lacks: {missing}")
-
-
-def build(march: str = "native", directory: Path | None = None) -> Path:
-    """The library built for ``march`` in ``directory`` (default: the user's cache),
-    compiling it first when it is not there yet.
-
-    Raises :class:`NativeUnavailable` when the CPU lacks what ``march`` needs, no build exists
-    and no C compiler is found, or the build fails. Concurrent builders each write a temporary
-    file and rename it into place.
-    """
-    _check_cpu(march)
-    package = resources.files("streamlearn.kernels.cpu")
-    sources = [package.joinpath(name).read_bytes() for name in (*SOURCES, *HEADERS)]
-    target = (directory or _cache_dir()) / _library_name(sources, march)
-    if target.exists():
-        return target
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise NativeUnavailable(f"no build in {target.parent} and no C compiler (cc) on PATH")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as work:
-            files = [Path(work) / name for name in (*SOURCES, *HEADERS)]
-            for file, text in zip(files, sources, strict=True):
-                file.write_bytes(text)
-            out = Path(work) / target.name
-            compiled = map(str, files[: len(SOURCES)])
-            command = [compiler, *FLAGS, f"-march={march}", *compiled, "-o", str(out), "-lm"]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise NativeUnavailable(f"{' '.join(command)} failed: {done.stderr.strip()}")
-            os.replace(out, target)
-    except OSError as error:
-        raise NativeUnavailable(f"cannot write the build to {target.parent}: {error}") from error
-    return target
-
-
-def _find() -> Path:
-    """This CPU's build (made now if need be), else the package's portable one."""
-    try:
-        return build()
-    except NativeUnavailable as error:
-        try:
-            return build(PORTABLE, PREBUILT)
-        except NativeUnavailable as portable:
-            raise NativeUnavailable(f"{error}; portable build: {portable}") from None
+def bind(path: Path) -> ctypes.CDLL:
+    """The library of a variant's module file, its functions typed as :data:`_SIGNATURES`
+    says: the object the kernels' callers hold. Only for a variant this CPU runs."""
+    library = ctypes.CDLL(str(path))
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        function = getattr(library, name)
+        function.argtypes, function.restype = argtypes, restype
+    return library
 
 
 _loaded: ctypes.CDLL | NativeUnavailable | None = None  # one attempt per process
 
 
 def load() -> ctypes.CDLL:
-    """The loaded library; raises :class:`NativeUnavailable` (the same one on every later
-    call: a failed build is not retried within the process)."""
+    """:func:`bind` on :func:`find`'s variant, once per process; raises
+    :class:`NativeUnavailable` (the same one on every later call: a failed load is not retried
+    within the process)."""
     global _loaded
     if _loaded is None:
         try:
-            library = ctypes.CDLL(str(_find()))
-            for name, (argtypes, restype) in _SIGNATURES.items():
-                function = getattr(library, name)
-                function.argtypes, function.restype = argtypes, restype
-            _loaded = library
+            kernels = find()
+            _loaded = bind(kernels.path)
+            log.info("compiled CPU kernels: the %s build, %s", kernels.variant, kernels.path)
         except (NativeUnavailable, OSError) as error:
             _loaded = error if isinstance(error, NativeUnavailable) else NativeUnavailable(error)
             log.warning("compiled CPU kernels unavailable, using the torch step: %s", _loaded)
@@ -620,23 +563,26 @@ class NativeStep:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m streamlearn.kernels.cpu.binding",
-        description="Build the compiled CPU kernels (training step, error memory, reservoir, "
-        "drift detector, feature statistics) and print the library's path.",
+        description="Say which build of the compiled CPU kernels (training step, error memory, "
+        "reservoir, drift detector, feature statistics) this machine loads and from where, or "
+        "why none can be loaded. Installing streamlearn builds them (setup.py): on x86-64 one "
+        "each for x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and the baseline, elsewhere the "
+        "baseline alone; the learner loads the best one this CPU runs. Where none was built "
+        "(no C compiler or no Python headers at install time) it runs the torch step, slower: "
+        "reinstall with gcc or clang and Python's headers on the machine. Nothing is compiled "
+        "at run time.",
+        epilog="Exit status: 0 when a build loads, 1 when none can.",
     )
-    parser.add_argument(
-        "--portable",
-        action="store_true",
-        help=f"build for -march={PORTABLE} into the package ({PREBUILT}), for machines that "
-        "run it without a compiler (container images); default: for this CPU, in the cache",
-    )
-    parser.add_argument(
-        "--into", type=Path, default=PREBUILT, metavar="DIR", help="with --portable: build there"
-    )
-    args = parser.parse_args(argv)
+    parser.parse_args(argv)
     try:
-        print(build(PORTABLE, args.into) if args.portable else build())
+        kernels = find()
+        load()
     except NativeUnavailable as error:
-        parser.exit(1, f"error: {error}\n")
+        parser.exit(1, f"no compiled kernels: {error}\n")
+    level = {0: "not x86-64", 1: "x86-64"}.get(kernels.cpu_level, f"x86-64-v{kernels.cpu_level}")
+    print(f"loaded: the {kernels.variant} build ({kernels.module})")
+    print(f"from: {kernels.path}")
+    print(f"this CPU: {level}; built: {', '.join(name.rpartition('.')[2] for name in built())}")
 
 
 if __name__ == "__main__":

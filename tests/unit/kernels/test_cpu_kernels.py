@@ -6,7 +6,10 @@ depths, embeddings, replay, several updates, clipping, weight decay and skipped 
 """
 
 import copy
-import os
+import functools
+import importlib
+import importlib.util
+import logging
 import pickle
 import platform
 import subprocess
@@ -156,52 +159,106 @@ def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
     )
 
 
-def test_kernel_setting_and_unavailable_builds(monkeypatch, tmp_path):
+def test_kernel_setting_and_a_missing_build(monkeypatch, caplog):
     deep = LearnerSettings(task="binary", device="cpu", hidden=(4,) * native.MAX_LAYERS)
     assert OnlineLearner(deep, FEATURES).trainer.native is None  # deeper than the kernel takes
     with pytest.raises(ConfigError, match="at most 15 hidden layers"):
         OnlineLearner(deep.model_copy(update={"kernel": "native"}), FEATURES)
     monkeypatch.setattr(native, "_loaded", None)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no build yet
-    monkeypatch.setattr(native, "PREBUILT", tmp_path / "prebuilt")  # none shipped either
-    monkeypatch.setenv("CC", "false")  # a compiler that fails
+    monkeypatch.setattr(native, "VARIANTS", (("_not_built", 0),))  # an install without them
     settings = LearnerSettings(task="binary", device="cpu")
-    assert OnlineLearner(settings, FEATURES).trainer.native is None  # auto: the torch step
-    with pytest.raises(ConfigError, match=r"learner.kernel.*failed"):
+    with caplog.at_level(logging.WARNING):
+        assert OnlineLearner(settings, FEATURES).trainer.native is None  # auto: the torch step
+    assert any(
+        record.levelno == logging.WARNING
+        and "no compiled kernels were built" in record.getMessage()
+        for record in caplog.records
+    )  # the reason, logged
+    with pytest.raises(ConfigError, match=r"learner.kernel.*no compiled kernels were built"):
         OnlineLearner(settings.model_copy(update={"kernel": "native"}), FEATURES)
-    monkeypatch.setattr(native, "_cpu_flags", lambda: "fpu sse2")  # an old CPU: no AVX2
-    with pytest.raises(native.NativeUnavailable, match=r"lacks.*avx2"):
-        native.build(native.PORTABLE, tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        native.main([])
+    assert exit_.value.code == 1
     monkeypatch.setattr(native, "_loaded", None)
 
 
-@pytest.mark.skipif(
-    platform.machine() != "x86_64" or "avx2" not in native._cpu_flags().split(),
-    reason="the portable build is x86-64-v3 (AVX2)",
-)
-def test_builds_are_cached_and_a_shipped_portable_build_is_found(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    first = native.build()
-    assert first.is_relative_to(tmp_path / "cache") and first.suffix == ".so"
-    mtime = first.stat().st_mtime_ns
-    assert native.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
-    shipped = subprocess.run(
-        [sys.executable, "-m", "streamlearn.kernels.cpu.binding", "--portable", "--into", tmp_path],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
-    ).stdout.strip()
-    assert Path(shipped).parent == tmp_path and Path(shipped).exists()
-    # a machine without a compiler and without its own build takes the shipped one
-    monkeypatch.setattr(native, "PREBUILT", tmp_path)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
-    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
-    monkeypatch.delenv("CC", raising=False)
-    assert native._find() == Path(shipped)
-    monkeypatch.setattr(native, "PREBUILT", tmp_path / "not-shipped")
-    with pytest.raises(native.NativeUnavailable, match="no C compiler"):
-        native._find()
+def runnable_variants():
+    """(module name, file) of every variant built here that this CPU runs, best first."""
+    chosen = native.find()
+    levels = dict(native.VARIANTS)
+    return [
+        (name, Path(importlib.util.find_spec(name).origin))
+        for name in native.built()
+        if levels[name.rpartition(".")[2]] <= chosen.cpu_level
+    ]
+
+
+def test_the_best_variant_this_cpu_runs_is_loaded(monkeypatch):
+    chosen = native.find()
+    assert chosen.module == runnable_variants()[0][0]
+    assert Path(native.load()._name) == chosen.path
+    assert chosen.path.parent == Path(native.__file__).parent
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert chosen.cpu_level >= 1
+        assert len(native.built()) == len(native.VARIANTS)  # v4, v3 and the baseline
+        baseline = importlib.import_module(native.built()[-1])
+        for level, variant in ((4, "x86-64-v4"), (3, "x86-64-v3"), (2, "x86-64"), (1, "x86-64")):
+            monkeypatch.setattr(baseline, "cpu_level", level)  # as a CPU of that level says
+            assert native.find().variant == variant
+    else:
+        assert chosen.cpu_level == 0 and chosen.variant == "baseline"
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_every_variant_this_cpu_runs_matches_the_torch_step(monkeypatch, task):
+    rng = np.random.default_rng(14)
+    data = [batch(rng, task) for _ in range(8)]
+    for _, path in runnable_variants():
+        monkeypatch.setattr(native, "_loaded", native.bind(path))
+        torch_learner, native_learner = pair(task=task)
+        for num, cat, y in data:
+            expected, got = torch_learner.step(num, cat, y), native_learner.step(num, cat, y)
+            np.testing.assert_allclose(got.prediction, expected.prediction, rtol=2e-4, atol=2e-5)
+        assert_agree(torch_learner, native_learner)
+    monkeypatch.setattr(native, "_loaded", None)
+
+
+def test_the_installed_kernels_load_with_no_compiler_on_path(tmp_path):
+    """Nothing is compiled at run time: a process whose PATH holds no tool at all (a container
+    without a compiler) runs the compiled step, and the command line names the variant."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    env = {"PATH": str(bare), "HOME": str(tmp_path)}
+    code = (
+        "from streamlearn.core.learner import OnlineLearner\n"
+        "from streamlearn.settings import FeatureSettings, LearnerSettings\n"
+        "settings = LearnerSettings(task='binary', device='cpu', kernel='native')\n"
+        "learner = OnlineLearner(settings, FeatureSettings())\n"
+        "print(learner.trainer.native.library._name)\n"
+    )
+    run = functools.partial(
+        subprocess.run, capture_output=True, text=True, check=False, cwd=tmp_path, env=env
+    )
+    loaded = run([sys.executable, "-c", code])
+    assert loaded.returncode == 0, loaded.stderr
+    assert Path(loaded.stdout.strip()) == native.find().path
+    shown = run([sys.executable, "-m", "streamlearn.kernels.cpu.binding"])
+    assert shown.returncode == 0, shown.stderr
+    assert f"the {native.find().variant} build" in shown.stdout
+    assert str(native.find().path) in shown.stdout
+
+
+def test_the_built_kernels_are_not_older_than_their_sources():
+    """An editable install (pip install -e .) builds the kernels beside their sources, once:
+    after a change to a C file, installing again rebuilds them (nothing compiles at run
+    time). An installed package has no sources beside them."""
+    here = Path(native.__file__).parent
+    sources = [*here.glob("*.c"), *here.glob("*.h")]
+    if not sources:
+        pytest.skip("an installed package: no sources beside the kernels")
+    newest = max(source.stat().st_mtime for source in sources)
+    stale = [path.name for _, path in runnable_variants() if path.stat().st_mtime < newest]
+    assert not stale, f"{stale} older than their sources: pip install -e . builds them again"
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
@@ -404,7 +461,7 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
             outcomes[1].prediction, outcomes[0].prediction, rtol=1e-3, atol=1e-4
         )
     for run in runs:
-        run.learner.settle()  # the last re-key may still run on the worker thread
+        run.memory._ring_ready()  # the last re-key may still run on the worker thread
     rings = [run.memory.memory.backend for run in runs]
     assert runs[1].memory.rekeys == 12 and rings[1].filled == 48
     torch.testing.assert_close(rings[1].keys, rings[0].keys, rtol=1e-3, atol=1e-4)
