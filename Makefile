@@ -1,10 +1,15 @@
 PYTHON ?= python3
 
-.PHONY: install install-test toolchain demo test lint bench
+.PHONY: install install-serve install-test toolchain demo test lint bench
 
+# every role (worker, produce, demo with its plot, serve); torch first, by the script
 install: toolchain
 	PYTHON=$(PYTHON) bash scripts/install-torch.sh
-	$(PYTHON) -m pip install -e .
+	$(PYTHON) -m pip install -e ".[worker,plots]"
+
+# the serving role alone (`streamlearn serve`): no torch
+install-serve:
+	$(PYTHON) -m pip install -e ".[serve]"
 
 install-test: toolchain
 	PYTHON=$(PYTHON) bash scripts/install-torch.sh

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings
 from streamlearn.sources import FileSource, Source, SyntheticSource
 
-if TYPE_CHECKING:  # serving stack and Kafka imported only by the commands that use them
+if TYPE_CHECKING:  # the learner (torch), serving stack and Kafka: only where a command uses them
     import threading
     from collections.abc import Iterable
     from wsgiref.simple_server import WSGIServer
@@ -16,7 +15,8 @@ if TYPE_CHECKING:  # serving stack and Kafka imported only by the commands that 
     from prometheus_client import CollectorRegistry
     from starlette.applications import Starlette
 
-    from streamlearn.metrics import WorkerMetrics
+    from streamlearn.core.prequential import Prequential
+    from streamlearn.metrics.worker import WorkerMetrics
     from streamlearn.registry.base import Registry
     from streamlearn.serve.runtime import ServingRuntime
     from streamlearn.worker.loop import ExportHook, Worker
@@ -53,6 +53,8 @@ def build_source(settings: Settings) -> Source:
 
 
 def build_prequential(settings: Settings) -> Prequential:
+    from streamlearn.core.prequential import Prequential
+
     return Prequential(settings)
 
 
@@ -86,7 +88,7 @@ def build_server(
     """The serving ASGI app and its runtime (model slot + registry watcher)."""
     from prometheus_client import CollectorRegistry
 
-    from streamlearn.metrics import ServeMetrics
+    from streamlearn.metrics.serve import ServeMetrics
     from streamlearn.serve.app import build_app
     from streamlearn.serve.runtime import ServingRuntime
 
@@ -189,7 +191,7 @@ def run_worker(settings: Settings) -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from streamlearn.metrics import WorkerMetrics
+    from streamlearn.metrics.worker import WorkerMetrics
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

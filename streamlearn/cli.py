@@ -10,6 +10,7 @@ from typing import Any
 
 from streamlearn import __version__
 from streamlearn.errors import StreamlearnError
+from streamlearn.extras import first_missing
 from streamlearn.settings import load_settings
 from streamlearn.sources.synthetic import STREAMS
 
@@ -229,8 +230,32 @@ def _kafka_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extras(args: argparse.Namespace) -> list[str]:
+    """The extras of the package a command needs (pyproject.toml declares what each holds)."""
+    if args.command == "serve":
+        return ["serve"]
+    if args.command == "demo" and not args.serve and not args.no_plot:
+        return ["worker", "plots"]
+    return [] if args.command == "streams" else ["worker"]
+
+
+def _lacking(command: str, module: str, extras: Sequence[str]) -> int:
+    """One line naming what to install, and the exit code of a usage error."""
+    print(
+        f"streamlearn: error: `streamlearn {command}` needs {module}, which is not installed: "
+        f"install streamlearn[{','.join(extras)}]",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    extras = _extras(args)
+    for extra in extras:
+        missing = first_missing(extra)
+        if missing is not None:
+            return _lacking(args.command, missing, [extra])
     try:
         if args.command == "streams":
             for name, spec in sorted(STREAMS.items()):
@@ -257,5 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamlearnError as exc:
         print(f"streamlearn: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # installed metadata unknown or out of step
+        if not extras or exc.name is None or exc.name.startswith("streamlearn"):
+            raise
+        return _lacking(args.command, exc.name.split(".")[0], extras)
     except KeyboardInterrupt:
         return 130

@@ -19,7 +19,6 @@ from streamlearn.app import build_prequential, build_source
 from streamlearn.core.evaluation import DriftWindow, PrequentialScore
 from streamlearn.core.learner import OnlineLearner
 from streamlearn.events import Event, Rejection
-from streamlearn.plots import plot_curves
 from streamlearn.settings import Settings
 from streamlearn.sources import SyntheticSource
 
@@ -111,6 +110,8 @@ def run_demo(settings: Settings, out_dir: Path | None, stream: TextIO | None = N
     report.segments = [(a, b, score.between(a, b)) for a, b in pairwise(bounds) if b > a]
     report.around = score.around(report.true_drifts or report.detected, 1000)
     if out_dir is not None and len(score):
+        from streamlearn.plots import plot_curves  # matplotlib: the plots extra, not --no-plot
+
         name = settings.source.stream if settings.source.kind == "synthetic" else "file"
         report.plot = plot_curves(
             out_dir / f"demo-{name}.png",

@@ -7,9 +7,10 @@ plus one JSON header: the
 scalar state, the learner step it was taken at, the newest model version published when it was
 pushed and, when the keys were re-encoded by that published model (the publisher does so
 whenever it can), that version as ``keyed_by_version``: a replica then looks samples up in the
-hidden space of the model it serves, not the worker's live one. Serving rebuilds the memory
-with the same class the learner uses, so the compensation it applies is the learner's own code
-on the same state.
+hidden space of the model it serves, not the worker's live one. Decoding needs numpy alone:
+serving rebuilds the memory as a read-only
+:class:`~streamlearn.core.memory.compensation.FrozenMemory`, which compensates exactly as the
+worker's memory on the same state (to float32 rounding).
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import json
 import time
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamlearn.core.memory.error_memory import ErrorMemory
-from streamlearn.core.memory.stage import MemoryStage
-from streamlearn.core.model import TabularNet
+from streamlearn.core.memory.compensation import FrozenMemory
 from streamlearn.errors import ArtifactError
+
+if TYPE_CHECKING:  # the encoding side runs in the worker, which has torch
+    from streamlearn.core.memory.stage import MemoryStage
+    from streamlearn.core.model import TabularNet
 
 __all__ = ["MEMORY_FORMAT", "MemorySnapshot", "decode_memory", "encode_memory"]
 
@@ -37,9 +40,9 @@ _CONFIG = ("kind", "lam", "gamma", "tau", "size", "k", "tables", "bits", "decay"
 
 @dataclass(frozen=True, eq=False)
 class MemorySnapshot:
-    """A decoded snapshot: the rebuilt memory and where it came from."""
+    """A decoded snapshot: the rebuilt (read-only) memory and where it came from."""
 
-    memory: ErrorMemory
+    memory: FrozenMemory
     hidden_dim: int
     width: int  # class slots (1 for regression)
     regression: bool
@@ -85,24 +88,14 @@ def decode_memory(blob: bytes) -> MemorySnapshot:
         header: dict[str, Any] = json.loads(arrays.pop(_HEADER).tobytes().decode("utf-8"))
         if header.get("format") != MEMORY_FORMAT:
             raise ValueError(f"unknown memory format {header.get('format')!r}")
-        config = header["config"]
-        memory = ErrorMemory(
+        memory = FrozenMemory.from_state(
+            {**header["scalars"], **arrays},
+            header["config"],
             int(header["hidden_dim"]),
             int(header["width"]),
-            regression=bool(header["regression"]),
-            device="cpu",
-            **{k: config[k] for k in _CONFIG},
+            bool(header["regression"]),
         )
-        memory.load_state_dict({**header["scalars"], **arrays})
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        KeyError,
-        TypeError,
-        zipfile.BadZipFile,
-        RuntimeError,
-    ) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ArtifactError("bad_memory", f"error-memory snapshot unusable: {exc}") from None
     return MemorySnapshot(
         memory=memory,

@@ -1,16 +1,10 @@
-"""Every Prometheus metric of streamlearn, built against a CollectorRegistry passed in.
-
-Nothing is registered at import (as in prometheus/client_python's own examples): the
-composition root (streamlearn/app.py) makes one registry per process and hands it to
-:class:`WorkerMetrics` or :class:`ServeMetrics`; tests make a fresh one each. Names start with
-``streamlearn_worker_`` / ``streamlearn_serve_`` and end in their unit (``_total``,
-``_seconds``, ``_bytes``). Known label values are created up front, so their series exist at 0
-before the first event (``rate()`` and alerts then see the first increment).
+"""The worker's metrics, served on ``metrics.port`` by ``streamlearn worker``.
 
 Cost: the worker's loop calls :meth:`WorkerMetrics.observe_batch` once per micro-batch (a few
 vectorised numpy reductions and about twenty metric updates, no loop over events); cumulative
 state the loop already keeps (events learned, optimizer steps, drifts, …) is turned into
-counter increments by difference. The request path of the server makes two metric updates.
+counter increments by difference. What it reads of the worker's loop and publisher is stated
+as Protocols here (metrics sit below the worker in the layers).
 """
 
 from __future__ import annotations
@@ -18,66 +12,56 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Protocol, get_args
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter
 
-from streamlearn import __version__
 from streamlearn.events import RejectionReason
+from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
 
 if TYPE_CHECKING:
     from streamlearn.core.prequential import BatchOutcome, Prequential
-    from streamlearn.worker.loop import WorkerStats
-    from streamlearn.worker.publisher import PublishResult
 
-__all__ = ["PUBLISH_RESULTS", "SWAP_RESULTS", "ServeMetrics", "WorkerMetrics"]
+__all__ = ["PUBLISH_RESULTS", "PublishOutcome", "WorkerCounts", "WorkerMetrics"]
 
 TopicPartition = tuple[str, int]
 
 DROP_REASONS = ("no_slot", "not_a_number", "non_finite")  # feature values treated as missing
 PUBLISH_RESULTS = ("published", "gated", "waiting_for_rows", "export_failed", "registry_error")
-SWAP_RESULTS = ("swapped", "refused", "fetch_failed")
-ARTIFACT_REFUSALS = (
-    "bad_meta",
-    "version_mismatch",
-    "sha256_mismatch",
-    "unloadable",
-    "bad_signature",
-    "warmup_failed",
-    "missing_file",
-)
-
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-SLOW_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-REQUEST_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-)  # fmt: skip
 
 
-class _Make:
-    """Metric constructors bound to one registry and name prefix."""
+class WorkerCounts(Protocol):
+    """The worker loop's own totals (``WorkerStats``), read after every batch."""
 
-    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
-        self.registry, self.prefix = registry, prefix
+    @property
+    def late_learned(self) -> int: ...  # events learned from when their late label arrived
 
-    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
-        return Counter(self.prefix + name, doc, labels, registry=self.registry)
+    @property
+    def published(self) -> int: ...  # predictions sent to the output topic
 
-    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(self.prefix + name, doc, labels, registry=self.registry)
+    @property
+    def rejected(self) -> Mapping[str, int]: ...  # dead-lettered records by reason
 
-    def histogram(
-        self, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()
-    ) -> Histogram:
-        return Histogram(self.prefix + name, doc, labels, buckets=buckets, registry=self.registry)
 
-    def build_info(self) -> None:
-        info = Info(self.prefix + "build", "streamlearn version", registry=self.registry)
-        info.info({"version": __version__})
+class PublishOutcome(Protocol):
+    """What one export attempt did (``PublishResult``)."""
+
+    @property
+    def published(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def version(self) -> int | None: ...
+
+    @property
+    def seconds(self) -> float: ...
 
 
 class WorkerMetrics:
@@ -86,7 +70,7 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry, smoothing: float = 0.01) -> None:
         self.registry = registry
         self.smoothing = smoothing  # EWMA weight of one learned event
-        m = _Make(registry, "streamlearn_worker_")
+        m = MetricFactory(registry, "streamlearn_worker_")
         m.build_info()
         tp = ("topic", "partition")
         self.consumed = m.counter("events_consumed", "Kafka records consumed")
@@ -169,7 +153,7 @@ class WorkerMetrics:
         self.broker_up.set_function(lambda: float(up()))
 
     def observe_restore(
-        self, preq: Prequential, stats: WorkerStats, created: float | None, corrupt: int = 0
+        self, preq: Prequential, stats: WorkerCounts, created: float | None, corrupt: int = 0
     ) -> None:
         """After a restore: restored totals are a baseline, not increments of this process."""
         self._last = {}
@@ -183,7 +167,7 @@ class WorkerMetrics:
         records: int,
         seconds: float,
         preq: Prequential,
-        stats: WorkerStats,
+        stats: WorkerCounts,
         outcome: BatchOutcome | None,
     ) -> None:
         """One micro-batch: counters by difference, gauges set, loss and metric smoothed."""
@@ -201,7 +185,7 @@ class WorkerMetrics:
         if outcome is not None:
             self._smooth(outcome, preq.regression)
 
-    def _advance(self, preq: Prequential, stats: WorkerStats, *, publish: bool) -> None:
+    def _advance(self, preq: Prequential, stats: WorkerCounts, *, publish: bool) -> None:
         """Increment counters by how far the loop's own totals moved (or just record them)."""
         learner, encoder = preq.learner, preq.encoder
         for counter, key, value in (
@@ -275,7 +259,7 @@ class WorkerMetrics:
         with contextlib.suppress(OSError):
             self.ckpt_bytes.set(path.stat().st_size)
 
-    def observe_publish(self, result: PublishResult, memory_pushes: int) -> None:
+    def observe_publish(self, result: PublishOutcome, memory_pushes: int) -> None:
         """What the export hook did after a batch (``not_due`` is not counted)."""
         self._bump(self.memory_pushes, "memory_pushes", memory_pushes, True)
         if result.reason == "not_due":
@@ -292,85 +276,3 @@ class WorkerMetrics:
 
 def _ewma(old: float | None, new: float, weight: float) -> float:
     return new if old is None else old + weight * (new - old)
-
-
-class ServeMetrics:
-    """The serving tier's metrics (``GET /metrics``); one set per server process."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        m = _Make(registry, "streamlearn_serve_")
-        m.build_info()
-        self.requests = m.counter(
-            "requests", "HTTP requests by endpoint and status code", ["endpoint", "code"]
-        )
-        self.latency = m.histogram(
-            "request_duration_seconds", "Request time inside the server", REQUEST_BUCKETS,
-            ["endpoint"],
-        )  # fmt: skip
-        self._request: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self.model_version = m.gauge("model_version", "Version served (0 = none)")
-        self.ready = m.gauge("ready", "1 when a model is loaded")
-        self.swaps = m.counter("swaps", "New versions met by the watcher, by result", ["result"])
-        self._swaps = {result: self.swaps.labels(result) for result in SWAP_RESULTS}
-        self.swap_seconds = m.histogram(
-            "swap_duration_seconds", "Fetch + verify + load + warm-up of a version", SLOW_BUCKETS
-        )
-        self.refused = m.counter(
-            "artifacts_refused", "Artifacts refused (the old model kept serving)", ["reason"]
-        )
-        for reason in ARTIFACT_REFUSALS:
-            self.refused.labels(reason)
-        self.registry_errors = m.counter("registry_errors", "Failed registry reads")
-        self.rows = m.counter(
-            "predicted_rows", "Rows predicted, by error-memory compensation", ["compensated"]
-        )
-        self._rows = {flag: self.rows.labels(str(flag).lower()) for flag in (True, False)}
-        self.memory_updates = m.counter("memory_updates", "Error-memory snapshots taken into use")
-        self.memory_refused = m.counter(
-            "memory_refused", "Error-memory snapshots refused", ["reason"]
-        )
-        self.memory_refused.labels("bad_memory")
-        self.memory_pushed_unix = m.gauge(
-            "memory_pushed_timestamp_seconds", "When the memory in use was pushed (0 = none)"
-        )
-
-    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
-        """One answered request (children cached: two metric updates per request)."""
-        children = self._request.get((endpoint, code))
-        if children is None:
-            children = (self.requests.labels(endpoint, str(code)), self.latency.labels(endpoint))
-            self._request[(endpoint, code)] = children
-        children[0].inc()
-        children[1].observe(seconds)
-
-    def observe_prediction(self, rows: int, compensated: bool) -> None:
-        """Rows predicted, with or without the error memory's compensation."""
-        self._rows[compensated].inc(rows)
-
-    def observe_swap(self, version: int, seconds: float) -> None:
-        """``version`` is served now; fetching, verifying and warming it took ``seconds``."""
-        self._swaps["swapped"].inc()
-        self.swap_seconds.observe(seconds)
-        self.model_version.set(version)
-        self.ready.set(1)
-
-    def observe_refused(self, reason: str) -> None:
-        """A version was refused (the old model keeps serving)."""
-        self._swaps["refused"].inc()
-        self.refused.labels(reason).inc()
-
-    def observe_registry_error(self, fetching: bool = False) -> None:
-        """A registry read failed; ``fetching``: while fetching a new version."""
-        self.registry_errors.inc()
-        if fetching:
-            self._swaps["fetch_failed"].inc()
-
-    def observe_memory(self, pushed_unix: float) -> None:
-        """An error-memory snapshot (pushed at ``pushed_unix``) is in use now."""
-        self.memory_updates.inc()
-        self.memory_pushed_unix.set(pushed_unix)
-
-    def observe_memory_refused(self, reason: str) -> None:
-        """An error-memory snapshot was refused."""
-        self.memory_refused.labels(reason).inc()

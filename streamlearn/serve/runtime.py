@@ -22,8 +22,7 @@ import numpy as np
 from streamlearn.errors import ArtifactError, RegistryError
 from streamlearn.export.artifact import ModelBundle, load_bundle
 from streamlearn.export.memory import MemorySnapshot, decode_memory
-from streamlearn.kernels.device import configure_threads
-from streamlearn.metrics import ServeMetrics
+from streamlearn.metrics.serve import ServeMetrics
 from streamlearn.registry.base import Registry
 
 __all__ = ["Served", "ServingRuntime"]
@@ -61,7 +60,6 @@ class ServingRuntime:
         warm_rows: int = 8,
         compensate: bool = True,
     ) -> None:
-        configure_threads(1)  # compensation is tiny torch work on the request thread
         self.registry = registry
         self.metrics = metrics
         self.poll_s, self.memory_poll_s = poll_s, memory_poll_s

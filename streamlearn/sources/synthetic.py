@@ -1,7 +1,9 @@
 """Named drifting streams from river.datasets.synth, seeded, with their drift positions.
 
 Abrupt streams switch concept at equal fractions of the stream (one third and two thirds for
-three concepts); incremental ones drift continuously and have no single drift point.
+three concepts); incremental ones drift continuously and have no single drift point. river is
+imported when a stream is built, not with this module: the command line lists the streams in
+every role, and the serving role does not install river.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from types import ModuleType
 from typing import Any
-
-from river.datasets import synth
 
 from streamlearn.errors import SourceError
 from streamlearn.events import Event, Label
@@ -29,6 +30,13 @@ def _abrupt(concepts: list[Any], n_events: int) -> Iterator[tuple[dict[str, Any]
     streams = [iter(c) for c in concepts]
     for i in range(n_events):
         yield next(streams[i * len(concepts) // n_events])
+
+
+def _synth() -> ModuleType:
+    """river.datasets.synth (the worker's extra)."""
+    from river.datasets import synth
+
+    return synth
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ STREAMS: dict[str, StreamSpec] = {
             "binary",
             3,
             lambda n, seed: _abrupt(
-                [synth.Agrawal(classification_function=f, seed=seed + f) for f in (0, 2, 4)], n
+                [_synth().Agrawal(classification_function=f, seed=seed + f) for f in (0, 2, 4)], n
             ),
         ),
         StreamSpec(
@@ -63,7 +71,7 @@ STREAMS: dict[str, StreamSpec] = {
             "binary",
             4,
             lambda n, seed: _abrupt(
-                [synth.SEA(variant=v, noise=0.1, seed=seed + v) for v in range(4)], n
+                [_synth().SEA(variant=v, noise=0.1, seed=seed + v) for v in range(4)], n
             ),
         ),
         StreamSpec(
@@ -71,7 +79,7 @@ STREAMS: dict[str, StreamSpec] = {
             "rotating hyperplane, 10 features, 5 drifting, 5% noise (incremental drift)",
             "binary",
             1,
-            lambda n, seed: synth.Hyperplane(
+            lambda n, seed: _synth().Hyperplane(
                 seed=seed, n_features=10, n_drift_features=5, mag_change=0.001
             ),
         ),
@@ -80,7 +88,7 @@ STREAMS: dict[str, StreamSpec] = {
             "random RBF, 4 classes, 50 centroids moving at speed 1e-4 (incremental drift)",
             "multiclass",
             1,
-            lambda n, seed: synth.RandomRBFDrift(
+            lambda n, seed: _synth().RandomRBFDrift(
                 seed_model=seed,
                 seed_sample=seed + 1,
                 n_classes=4,

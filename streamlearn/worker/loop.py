@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import CheckpointError, KafkaUnavailable
 from streamlearn.events import FeatureValue, Label
-from streamlearn.metrics import WorkerMetrics
+from streamlearn.metrics.worker import WorkerMetrics
 from streamlearn.settings import Settings
 from streamlearn.worker.backoff import Backoff, BrokerHealth
 from streamlearn.worker.batching import Batcher

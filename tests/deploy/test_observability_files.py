@@ -1,7 +1,7 @@
 """deploy/grafana/streamlearn.json and deploy/prometheus/alerts.yml as files: the dashboard is
 importable by Grafana (structure of its JSON model) and portable (datasource variable); the
 rules carry severity, summary, description and a runbook; and every metric either names is one
-streamlearn/metrics.py defines. (A real Prometheus evaluates them in
+streamlearn/metrics/ defines. (A real Prometheus evaluates them in
 tests/integration/test_prometheus.py.)"""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 from deploy_support import GRAFANA_SRC, PROMETHEUS_SRC, load_yaml
 from prometheus_client import CollectorRegistry
 
-from streamlearn.metrics import ServeMetrics, WorkerMetrics
+from streamlearn.metrics.serve import ServeMetrics
+from streamlearn.metrics.worker import WorkerMetrics
 
 DASHBOARD = GRAFANA_SRC / "streamlearn.json"
 RULES = PROMETHEUS_SRC / "alerts.yml"

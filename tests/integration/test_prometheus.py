@@ -39,7 +39,7 @@ from streamlearn.app import (
 )
 from streamlearn.core.prequential import Prequential
 from streamlearn.demo.serving import BackgroundServer
-from streamlearn.metrics import WorkerMetrics
+from streamlearn.metrics.worker import WorkerMetrics
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.checkpoint import CheckpointStore
 from streamlearn.worker.loop import Worker

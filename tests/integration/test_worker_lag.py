@@ -14,7 +14,7 @@ from kafka_tools import Running, create_topic, event, send, unique, worker_setti
 from prometheus_client import CollectorRegistry
 
 from streamlearn.app import build_worker
-from streamlearn.metrics import WorkerMetrics
+from streamlearn.metrics.worker import WorkerMetrics
 from streamlearn.worker.kafka.source import open_reader
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,4 +1,4 @@
-"""streamlearn/metrics.py: every metric family is produced by the code path that owns it.
+"""streamlearn/metrics/: every metric family is produced by the code path that owns it.
 
 Each test builds a fresh CollectorRegistry, drives the real worker loop (in-memory Kafka
 stand-ins from tests/worker_support.py) or the real server app (Starlette's TestClient), and
@@ -30,7 +30,8 @@ from streamlearn.cli import _kafka_overrides, _parser
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import RegistryError
 from streamlearn.export.memory import encode_memory
-from streamlearn.metrics import PUBLISH_RESULTS, ServeMetrics, WorkerMetrics
+from streamlearn.metrics.serve import ServeMetrics
+from streamlearn.metrics.worker import PUBLISH_RESULTS, WorkerMetrics
 from streamlearn.registry.filesystem import FilesystemRegistry
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.checkpoint import CheckpointStore

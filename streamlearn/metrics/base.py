@@ -1,0 +1,35 @@
+"""What both roles' metrics share: constructors bound to one registry and name prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from streamlearn import __version__
+
+__all__ = ["SLOW_BUCKETS", "MetricFactory"]
+
+SLOW_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class MetricFactory:
+    """Metric constructors bound to one registry and name prefix."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        self.registry, self.prefix = registry, prefix
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(self.prefix + name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(self.prefix + name, doc, labels, registry=self.registry)
+
+    def histogram(
+        self, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()
+    ) -> Histogram:
+        return Histogram(self.prefix + name, doc, labels, buckets=buckets, registry=self.registry)
+
+    def build_info(self) -> None:
+        info = Info(self.prefix + "build", "streamlearn version", registry=self.registry)
+        info.info({"version": __version__})
