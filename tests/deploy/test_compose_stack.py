@@ -80,13 +80,20 @@ def test_kafka_runs_in_kraft_mode(services):
     assert "healthcheck" in kafka and "healthcheck" in services["redis"]
 
 
-def test_streamlearn_services_share_one_locked_down_image(services):
+def test_streamlearn_services_use_the_locked_down_images(services):
+    """The producer and the worker share the every-role image (the default target); the
+    server runs the slim `server` target, tagged apart so neither build overwrites the other."""
+    images = {"producer": "streamlearn:local", "worker": "streamlearn:local"}
+    images["server"] = "streamlearn-server:local"
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", (DOCKER / "Dockerfile").read_text(), re.M)
     for name in STREAMLEARN:
         service = services[name]
-        assert service["image"] == "streamlearn:local"
+        assert service["image"] == images[name]
         build = service["build"]
         assert (DOCKER / build["context"]).resolve() == REPO
         assert (REPO / build["dockerfile"]).resolve() == (DOCKER / "Dockerfile").resolve()
+        assert build.get("target", stages[-1]) == ("server" if name == "server" else stages[-1])
+        assert build.get("target", stages[-1]) in stages
         assert service["read_only"] is True and "/tmp" in service["tmpfs"]
         assert service["cap_drop"] == ["ALL"]
         assert "user" not in service, "the image's non-root USER applies"

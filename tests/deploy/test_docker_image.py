@@ -1,6 +1,8 @@
-"""deploy/docker/Dockerfile, read as text (there is no Docker engine here): multi-stage, a final
-stage without build tools running as a non-root user, ENTRYPOINT streamlearn, the torch variant
-as a build argument; plus the image's healthcheck script and its runtime dependencies."""
+"""deploy/docker/Dockerfile, read as text (there is no Docker engine here): multi-stage, two
+images — every role (the default target) and the serving tier alone (target ``server``, no
+torch) — each without build tools and running as a non-root user, ENTRYPOINT streamlearn, the
+torch variant as a build argument; plus the image's healthcheck script and its runtime
+dependencies."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from types import ModuleType
 import pytest
 from deploy_support import DOCKER, REPO
 
+from streamlearn.cli import _parser
 from streamlearn.settings import CheckpointSettings, RegistrySettings, ServeSettings
 
 DOCKERFILE = DOCKER / "Dockerfile"
@@ -52,9 +55,38 @@ def stages(text: str) -> list[list[tuple[str, str]]]:
     return result
 
 
+def stage_name(stage: list[tuple[str, str]]) -> str | None:
+    found = re.search(r"\bAS\s+(\S+)", stage[0][1], re.I)
+    return found.group(1) if found else None
+
+
+def effective(
+    dockerfile: list[list[tuple[str, str]]], stage: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """A stage's instructions after those of the stage it is built FROM, if it is one."""
+    parents = {stage_name(s): s for s in dockerfile}
+    parent = parents.get(stage[0][1].split()[0])
+    return stage if parent is None else effective(dockerfile, parent) + stage[1:]
+
+
+IMAGES = ("runtime", "server")  # the default target (every role) and the serving tier's
+
+
 @pytest.fixture(scope="module")
 def dockerfile() -> list[list[tuple[str, str]]]:
     return stages(DOCKERFILE.read_text())
+
+
+@pytest.fixture(params=IMAGES)
+def image(request, dockerfile) -> list[tuple[str, str]]:
+    """An image's instructions, inherited ones included."""
+    (stage,) = [s for s in dockerfile if stage_name(s) == request.param]
+    return effective(dockerfile, stage)
+
+
+def _stage(dockerfile: list[list[tuple[str, str]]], name: str) -> list[tuple[str, str]]:
+    (stage,) = [s for s in dockerfile if stage_name(s) == name]
+    return stage
 
 
 def _args(stage: list[tuple[str, str]], keyword: str) -> list[str]:
@@ -69,16 +101,16 @@ def _exec_form(args: str) -> list[str]:
 
 def test_multi_stage_with_a_named_builder(dockerfile):
     assert len(dockerfile) >= 2
-    names = [re.search(r"\bAS\s+(\S+)", s[0][1], re.I) for s in dockerfile]
-    assert names[0] and names[0].group(1) == "builder"
-    final = dockerfile[-1]
-    copies_from = [a for a in _args(final, "COPY") if a.startswith("--from=")]
-    assert copies_from == ["--from=builder /opt/venv /opt/venv"], "only the virtualenv crosses"
+    assert stage_name(dockerfile[0]) == "builder"
+    assert stage_name(dockerfile[-1]) == "runtime", "the default target is the every-role image"
+    for name, builder in (("runtime", "builder"), ("server", "serve-builder")):
+        final = effective(dockerfile, _stage(dockerfile, name))
+        copies_from = [a for a in _args(final, "COPY") if a.startswith("--from=")]
+        assert copies_from == [f"--from={builder} /opt/venv /opt/venv"], "only the venv crosses"
 
 
-def test_final_stage_has_no_build_tools(dockerfile):
-    final = dockerfile[-1]
-    for keyword, args in final:
+def test_final_stage_has_no_build_tools(dockerfile, image):
+    for keyword, args in image:
         if keyword == "RUN":
             assert not BUILD_TOOLS.search(args), f"build tool in the final stage: {args}"
     # ... while the builder is where they belong (so the check above is not vacuous)
@@ -86,8 +118,8 @@ def test_final_stage_has_no_build_tools(dockerfile):
     assert "build-essential" in builder_runs
 
 
-def test_final_stage_runs_as_a_non_root_user(dockerfile):
-    final = dockerfile[-1]
+def test_final_stage_runs_as_a_non_root_user(image):
+    final = image
     users = _args(final, "USER")
     assert users, "the final stage must set USER"
     user = users[-1].split(":")[0]
@@ -104,8 +136,8 @@ def test_final_stage_runs_as_a_non_root_user(dockerfile):
     assert f"runAsUser: {user}" in values
 
 
-def test_read_only_root_friendly(dockerfile):
-    final = dockerfile[-1]
+def test_read_only_root_friendly(image):
+    final = image
     (workdir,) = _args(final, "WORKDIR")
     volumes = {v for args in _args(final, "VOLUME") for v in _exec_form(args)}
     # streamlearn's relative defaults land in the volumes
@@ -126,9 +158,9 @@ def test_torch_variant_build_argument(dockerfile):
     runs = " ".join(_args(builder, "RUN"))
     assert 'https://download.pytorch.org/whl/${TORCH_VARIANT}"' in runs
     assert "cu[0-9][0-9][0-9]" in runs  # the variant is checked, not passed blindly
-    # torch is installed before the project, so `pip install /src` keeps that build
+    # torch is installed before the project, so `pip install /src[worker]` keeps that build
     order = [a for a in _args(builder, "RUN") if "pip install" in a]
-    assert "torch==" in order[0] and order[-1].startswith("pip install /src")
+    assert "torch==" in order[0] and order[-1].startswith('pip install "/src[worker,')
     # the same torch version as scripts/install-torch.sh
     (version,) = [a for a in _args(builder, "ARG") if a.startswith("TORCH_VERSION=")]
     script = (REPO / "scripts" / "install-torch.sh").read_text()
@@ -148,8 +180,8 @@ def test_copied_files_exist_and_pass_the_dockerignore(dockerfile):
                 assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
-def test_healthcheck_is_the_image_script(dockerfile):
-    final = dockerfile[-1]
+def test_healthcheck_is_the_image_script(image):
+    final = image
     (health,) = _args(final, "HEALTHCHECK")
     command = _exec_form(health.split("CMD", 1)[1].strip())
     script = command[-1]
@@ -204,13 +236,36 @@ def _requirement_name(line: str) -> str:
 NOT_NEEDED_IN_IMAGE = {"pandas": "streamlearn.river's *_many methods take the caller's DataFrame"}
 
 
-def test_image_installs_every_third_party_import():
-    """Every third-party module streamlearn imports is declared by pyproject.toml, required by a
-    declared package, or listed in deploy/docker/requirements-runtime.txt."""
+def _project_requirements(extras: set[str]) -> set[str]:
+    """The names pyproject.toml requires with ``extras`` (an extra naming another included)."""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {_requirement_name(r) for r in project["dependencies"]}
+    lines, pending, seen = list(project["dependencies"]), list(extras), set()
+    while pending:
+        extra = pending.pop()
+        seen.add(extra)
+        for line in project["optional-dependencies"][extra]:
+            nested = re.fullmatch(r"streamlearn\[([^\]]+)\]", line.strip())
+            if nested is None:
+                lines.append(line)
+            else:
+                pending += [e for e in nested.group(1).split(",") if e not in seen]
+    return {_requirement_name(line) for line in lines}
+
+
+def _installed_extras(stage: list[tuple[str, str]]) -> set[str]:
+    """The extras of the project a stage's ``pip install "/src[...]"`` names."""
+    (found,) = re.findall(r'pip install "/src\[([^\]]+)\]"', " ".join(_args(stage, "RUN")))
+    return set(found.split(","))
+
+
+def test_image_installs_every_third_party_import(dockerfile):
+    """Every third-party module streamlearn imports is declared by pyproject.toml (its base
+    requirements and the extras the image installs), required by a declared package, or
+    listed in deploy/docker/requirements-runtime.txt."""
+    assert _installed_extras(dockerfile[0]) == {"worker", "kafka-fast", "plots"}  # as before
+    declared = _project_requirements(_installed_extras(dockerfile[0]))
     runtime = DOCKER / "requirements-runtime.txt"
     declared |= {
         _requirement_name(line)
@@ -245,3 +300,32 @@ def test_image_installs_every_third_party_import():
                 if not dists & transitive:
                     missing.add(f"{top} ({path.relative_to(REPO)})")
     assert sorted(missing) == []
+
+
+# -- the serving tier's image ------------------------------------------------------------------
+def test_server_image_installs_the_serve_extra_and_no_torch(dockerfile):
+    builder = _stage(dockerfile, "serve-builder")
+    assert _installed_extras(builder) == {"serve"}
+    assert "torch" not in _project_requirements({"serve"})
+    installs = [a for a in _args(builder, "RUN") if "pip install" in a]
+    assert len(installs) == 1, "the project with [serve], nothing else"
+    assert "find_spec('torch') is not None" in installs[0]  # the build fails if torch came in
+    assert not [a for a in _args(builder, "ARG") if a.startswith("TORCH")]
+
+
+def test_server_image_builds_the_same_project_files(dockerfile):
+    """What the builder copies of the project (pyproject.toml, setup.py, ...), the serving
+    builder copies too: a build file added to one only would break the other's install."""
+
+    def project_files(stage: list[tuple[str, str]]) -> set[str]:
+        copies = [a.split()[:-1] for a in _args(stage, "COPY") if not a.startswith("--from=")]
+        return {f for files in copies for f in files if not f.startswith("deploy/")}
+
+    assert project_files(_stage(dockerfile, "serve-builder")) == project_files(dockerfile[0])
+    assert "pyproject.toml" in project_files(dockerfile[0])
+
+
+def test_server_image_serves_by_default(dockerfile):
+    server = effective(dockerfile, _stage(dockerfile, "server"))
+    command = _parser().parse_args(_exec_form(_args(server, "CMD")[-1]))
+    assert command.command == "serve" and command.host == "0.0.0.0"
