@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from error_memory_report import AFTER_DRIFT_STEPS, plot, pts, render
-from prequential import row_batches, settings_for, to_columns
 from report import command_line, fmt_float, fmt_rate, machine_info, stream_parser, write_json
+from timing_runner import row_batches, settings_for, to_columns
 from torch.nn import functional as F
 
 from streamlearn.core.evaluation import PrequentialScore

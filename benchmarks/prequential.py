@@ -23,18 +23,24 @@ cost of a batch from benchmarks/speed_bounds.py that explain missed speed target
 speed-accuracy frontier),
 <out>/prequential.json (raw numbers), <out>/prequential-<stream>.png (rolling accuracy, drift
 positions marked) and <out>/prequential-frontier.png (accuracy against events/s per setting).
+
+--baseline REV also measures the `streamlearn` column at commit REV and in this tree, the two
+interleaved in one run (benchmarks/speed_vs_baseline.py), and writes <out>/speed_vs_baseline.md
+and .json (with a full run, as a section of prequential.md and .json too). --only-baseline runs
+that comparison alone, leaving prequential.md and its plots as they are, e.g. issue 18's check:
+
+  python benchmarks/prequential.py --baseline 2e5ae53 --only-baseline --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import speed_vs_baseline
 from frontier import (
     DEFAULT_BATCHES,
     DEFAULT_LRS,
@@ -61,15 +67,11 @@ from report import (
     write_json,
 )
 from speed_bounds import matmul_gmacs, measure_bounds
+from timing_runner import Row, prequential_run, row_batches, settings_for, to_columns
 from tqdm import tqdm
 
-from streamlearn.core.evaluation import PrequentialScore
-from streamlearn.core.prequential import Prequential
-from streamlearn.settings import Settings, load_settings
+from streamlearn.settings import Settings
 from streamlearn.sources.synthetic import STREAMS, stream_rows
-
-Row = tuple[dict[str, Any], Hashable]
-Columns = dict[str, np.ndarray]
 
 DEFAULT_STREAMS = ("agrawal-drift", "sea-drift", "hyperplane", "rbf-drift")
 DICTS = "streamlearn-dicts"
@@ -89,29 +91,6 @@ BOUNDS_WARMUP = 3000  # events learned before a micro-batch's stages are timed
 BOUNDS_TIMED = 100  # micro-batches timed stage by stage
 
 
-# -- input preparation (untimed) ----------------------------------------------------------------
-def settings_for(
-    stream: str, n_events: int, seed: int, preset: dict[str, dict[str, Any]] | None = None
-) -> Settings:
-    """streamlearn's settings for a stream: its defaults (or a preset on top), the stream's
-    task, the run's seed."""
-    preset = preset or {}
-    return load_settings(
-        source={"stream": stream, "n_events": n_events, "seed": seed, **preset.get("source", {})},
-        learner={"task": STREAMS[stream].task, "seed": seed, **preset.get("learner", {})},
-    )
-
-
-def row_batches(rows: Sequence[Row], size: int) -> list[Sequence[Row]]:
-    return [rows[i : i + size] for i in range(0, len(rows), size)]
-
-
-def to_columns(batch: Sequence[Row]) -> Columns:
-    """A micro-batch of dict rows as one numpy array per feature (NaN where a row lacks it)."""
-    names = sorted({name for x, _ in batch for name in x})
-    return {name: np.array([x.get(name, np.nan) for x, _ in batch]) for name in names}
-
-
 # -- streamlearn ----------------------------------------------------------------------------------
 def run_streamlearn(
     settings: Settings,
@@ -123,25 +102,9 @@ def run_streamlearn(
     name: str = "streamlearn",
 ) -> ModelRun:
     """Prequential run of streamlearn through its batch (columns) or per-dict API."""
-    batches = row_batches(rows, settings.source.batch_size)
-    inputs = [[x for x, _ in b] for b in batches] if dicts else [to_columns(b) for b in batches]
-    labels = [[y for _, y in b] for b in batches]
-    preq = Prequential(settings)
-    process = preq.process if dicts else preq.process_columns
-    score = PrequentialScore()
-    seconds = 0.0
-    for batch, ys in tqdm(
-        zip(inputs, labels, strict=True),
-        total=len(batches),
-        desc=name,
-        unit="batch",
-        disable=not progress,
-        leave=False,
-    ):
-        start = time.perf_counter()
-        outcome = process(batch, ys)  # type: ignore[arg-type]
-        seconds += time.perf_counter() - start
-        score.update(outcome.prediction, ys, classes=preq.classes())
+    preq, score, seconds = prequential_run(
+        settings, rows, dicts=dicts, progress=progress, desc=name
+    )
     extra = {"detected_drifts": list(preq.drifts), "device": str(preq.learner.device)}
     via = "Prequential.process(list of dicts)" if dicts else "Prequential.process_columns"
     lrn = settings.learner
@@ -242,6 +205,14 @@ def _skip_list(text: str) -> set[str]:
     return names
 
 
+def _commit(rev: str) -> str:
+    try:
+        speed_vs_baseline.resolve(rev)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return rev
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = stream_parser(
         "python benchmarks/prequential.py", __doc__ or "", list(STREAMS), DEFAULT_STREAMS
@@ -257,7 +228,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=Path("benchmarks/results"),
-        help="folder for prequential.md/.json/-<stream>.png (default benchmarks/results)",
+        help="folder for prequential.md/.json/-<stream>.png and speed_vs_baseline.md/.json "
+        "(default benchmarks/results)",
     )
     for flag, kind, default, metavar, what in FRONTIER_OPTIONS:
         p.add_argument(
@@ -269,7 +241,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             help=f"frontier {what} (default {' '.join(map(str, default))})",
         )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--baseline",
+        type=_commit,
+        metavar="REV",
+        help="also time the streamlearn column at git commit or branch REV against this tree, "
+        "interleaved, and write <out>/speed_vs_baseline.md/.json",
+    )
+    p.add_argument(
+        "--only-baseline",
+        action="store_true",
+        help="with --baseline: run that comparison alone (no peers, no prequential.md)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --baseline: timed runs per side and stream (default 3)",
+    )
     args = p.parse_args(argv)
+    if args.only_baseline and not args.baseline:
+        p.error("--only-baseline needs --baseline REV")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     if args.events < 10:
         p.error("--events must be at least 10")
     for flag, *_ in FRONTIER_OPTIONS:
@@ -281,6 +276,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = command_line()
+
+    def baseline() -> dict[str, Any]:
+        data = speed_vs_baseline.compare(
+            args.baseline, args.streams, args.events, args.seed, args.repeats, command
+        )
+        print(speed_vs_baseline.write(args.out, data))
+        return data
+
+    if args.only_baseline:
+        baseline()
+        return 0
     started, load_at_start = datetime.now(timezone.utc), load_average()
     grid = presets(args.frontier_batches, args.frontier_updates, args.frontier_lrs)
     results: list[StreamResult] = []
@@ -293,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log(run, stream)
         results.append(result)
     add_speed_bounds(results, args.events, args.seed)
+    comparison = baseline() if args.baseline else None
     meta = {
         "command": command,
         "started": started.isoformat(timespec="seconds"),
@@ -311,10 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out / "prequential-frontier.png",
         (default.source.batch_size, default.learner.updates, default.learner.lr),
     )
-    markdown = render_markdown(results, meta, [frontier_section(results, frontiers)])
+    extra = [frontier_section(results, frontiers)]
+    if comparison:
+        extra.append(speed_vs_baseline.section(comparison))
+    markdown = render_markdown(results, meta, extra)
     (args.out / "prequential.md").write_text(markdown, encoding="utf-8")
     data = results_json(results, meta)
     data["frontier"] = frontier_json(frontiers)
+    data[speed_vs_baseline.NAME] = comparison
     write_json(args.out / "prequential.json", data)
     print(markdown)
     return 0

@@ -381,6 +381,10 @@ def header_section(results: Sequence[StreamResult], meta: dict[str, Any]) -> str
         "those predictions. Only the models' own calls are timed; streams are generated, and "
         "for streamlearn's batch API converted to column arrays, before the clock starts.",
         "",
+        "Speed of this tree against an earlier commit (issue 18), the `streamlearn` column of "
+        "both run alike and interleaved: [speed_vs_baseline.md](speed_vs_baseline.md), written "
+        "by `python benchmarks/prequential.py --baseline REV --only-baseline`.",
+        "",
         "## Machine",
         "",
         f"- CPU: {m['cpu_count']} logical cores ({m['cpu']}); {m['platform']}",

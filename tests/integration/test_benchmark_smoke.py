@@ -198,3 +198,98 @@ def test_frontier_grid_rejects_non_positive_values() -> None:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "--frontier-lrs takes positive values only" in done.stderr
+
+
+# -- speed against a baseline commit (issue 18) --------------------------------------------------
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"not a git checkout: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def test_baseline_comparison_alone_measures_both_sides(tmp_path: Path) -> None:
+    head = _git("rev-parse", "HEAD")
+    (tmp_path / "prequential.md").write_text("the committed full results\n", encoding="utf-8")
+    command = [
+        sys.executable, str(SCRIPT), "--baseline", "HEAD", "--only-baseline", "--events", "2000",
+        "--repeats", "1", "--streams", STREAM, "--out", str(tmp_path), "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the partial run leaves the full results alone and cleans up its worktree
+    assert (tmp_path / "prequential.md").read_text(encoding="utf-8").startswith("the committed")
+    assert "streamlearn-baseline-" not in _git("worktree", "list")
+    data = json.loads((tmp_path / "speed_vs_baseline.json").read_text(encoding="utf-8"))
+    assert data["baseline"]["commit"] == head and data["current"]["commit"] == head
+    assert data["events"] == 2000 and data["repeats"] == 1
+    stream = data["streams"][STREAM]
+    for side in ("baseline", "current"):
+        assert len(stream[side]["runs_events_per_s"]) == 1
+        assert stream[side]["events_per_s"] > 0
+        assert 0.0 <= stream[side]["accuracy"] <= 1.0
+        assert stream[side]["prequential"] == "streamlearn.core.prequential"
+    ratio = stream["current"]["events_per_s"] / stream["baseline"]["events_per_s"]
+    assert math.isclose(stream["ratio"], ratio, rel_tol=1e-9)
+    assert math.isclose(data["overall"]["ratio"], ratio, rel_tol=1e-9)  # one stream
+    assert data["target"]["met"] is (ratio >= 0.95)
+    markdown = (tmp_path / "speed_vs_baseline.md").read_text(encoding="utf-8")
+    assert f"| {head[:7]} events/s | current events/s | current / baseline |" in markdown
+    assert f"| {STREAM} " in markdown and "| all streams " in markdown
+    verdict = "met" if data["target"]["met"] else "NOT met"
+    assert f"**ratio ≥ 0.95: {verdict}** (all streams: {ratio:.3f})" in markdown
+
+
+def test_baseline_must_be_a_commit() -> None:
+    command = [sys.executable, str(SCRIPT), "--baseline", "no-such-rev-a1b2", "--only-baseline"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "'no-such-rev-a1b2' is not a commit" in done.stderr
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only-baseline"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "--only-baseline needs --baseline REV" in done.stderr
+
+
+def _timed(events: int, events_per_s: float, kernel: str = "compiled") -> dict:
+    return {
+        "events": events,
+        "events_per_s": events_per_s,
+        "load_average_1m": 0.5,
+        "accuracy": 0.9,
+        "kernel": kernel,
+        "prequential": "streamlearn.core.prequential",
+        "settings": {"learner": {"lr": 0.005}},
+    }
+
+
+def test_baseline_ratio_is_of_medians_and_over_all_events(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from speed_vs_baseline import summarise
+
+    runs = {
+        "a": {  # medians 100 and 60 events/s
+            "baseline": [_timed(1000, v) for v in (100.0, 10.0, 120.0)],
+            "current": [_timed(1000, v) for v in (60.0, 200.0, 50.0)],
+        },
+        "b": {  # medians 50 and 50; the current side ran the torch step
+            "baseline": [_timed(1000, 50.0)],
+            "current": [_timed(1000, 50.0, kernel="torch")],
+        },
+    }
+    runs["b"]["current"][0]["settings"] = {"learner": {"lr": 0.01}}
+    data = summarise(runs)
+    assert data["streams"]["a"]["baseline"]["events_per_s"] == 100.0
+    assert math.isclose(data["streams"]["a"]["ratio"], 0.6)
+    assert data["streams"]["b"]["ratio"] == 1.0
+    # all streams: 2,000 events in 10 + 20 s against 1000/60 + 20 s
+    baseline, current = 2000 / 30, 2000 / (1000 / 60 + 20)
+    assert math.isclose(data["overall"]["events_per_s"]["baseline"], baseline)
+    assert math.isclose(data["overall"]["ratio"], current / baseline)
+    assert data["target"] == {"ratio_min": 0.95, "ratio": current / baseline, "met": False}
+    assert data["notes"][0].startswith("the sides ran different training steps")
+    assert data["notes"][1] == "b: settings differ in learner.lr"
