@@ -241,9 +241,10 @@ def _extras(args: argparse.Namespace) -> list[str]:
 
 def _lacking(command: str, module: str, extras: Sequence[str]) -> int:
     """One line naming what to install, and the exit code of a usage error."""
+    wanted = f"streamlearn[{','.join(extras)}]"
     print(
-        f"streamlearn: error: `streamlearn {command}` needs {module}, which is not installed: "
-        f"install streamlearn[{','.join(extras)}]",
+        f"streamlearn: error: `streamlearn {command}` needs {wanted}; {module} is not "
+        f"installed: pip install '{wanted}'",
         file=sys.stderr,
     )
     return 2

@@ -96,15 +96,15 @@ def test_a_command_whose_extra_is_missing_stops_with_one_line(argv, extra, monke
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"streamlearn: error: `streamlearn {argv[0]}` needs lib, which is not installed: "
-        f"install streamlearn[{extra}]"
+        f"streamlearn: error: `streamlearn {argv[0]}` needs streamlearn[{extra}]; lib is not "
+        f"installed: pip install 'streamlearn[{extra}]'"
     ]
 
 
 def test_the_demo_plot_needs_the_plots_extra_and_no_plot_does_not(monkeypatch, capsys):
     monkeypatch.setattr(cli, "first_missing", lambda wanted: "mpl" if wanted == "plots" else None)
     assert cli.main(["demo", "--events", "10"]) == 2
-    assert "install streamlearn[plots]" in capsys.readouterr().err
+    assert "pip install 'streamlearn[plots]'" in capsys.readouterr().err
     assert cli.main(["demo", "--events", "64", "--no-plot"]) == 0
 
 
@@ -128,7 +128,7 @@ def test_an_import_that_fails_anyway_is_one_line_too(argv, hidden, extra, tmp_pa
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"streamlearn: error: `streamlearn {argv[0]}` needs {hidden}, which is not installed: "
-        f"install streamlearn[{extra}]"
+    assert done.stderr.strip().splitlines()[-1] == (  # after the demo's progress bar, if any
+        f"streamlearn: error: `streamlearn {argv[0]}` needs streamlearn[{extra}]; {hidden} is not "
+        f"installed: pip install 'streamlearn[{extra}]'"
     )
