@@ -1,13 +1,12 @@
 """The compiled CPU kernels: load the build this CPU runs, bind the training step.
 
-On a CPU a 32-event micro-batch costs about three times as long in torch's per-op dispatch as
-in its arithmetic (DESIGN.md, "Compiled training step"). step.c runs FusedTrainer's
-whole update (forward, loss, backward, clipping, AdamW, lazy sparse Adam) in one call on the
-same buffers; async.c runs a batch's updates on a worker thread; memory.c the
-error memory's top-k compensation (bound in learn/memory.py), replay.c the reservoir's
-inserts (learn/replay.py), drift.c the loss-deviation detector
-(drift/loss_deviation.py), features.c the encoder's standardisation and statistics
-(features.py). All go into one library.
+On a CPU a micro-batch costs more in torch's per-op dispatch than in its arithmetic
+(docs/decisions/0004-compiled-cpu-kernels.md). step.c runs FusedTrainer's whole update
+(forward, loss, backward, clipping, AdamW, lazy sparse Adam) in one call on the same buffers;
+async.c runs a batch's updates on a worker thread; memory.c the error memory's top-k
+compensation (bound in core/memory/error_memory.py), replay.c the reservoir's inserts
+(core/replay.py), drift.c the loss-deviation detector and features.c the encoder's
+standardisation and statistics (both in kernels/compiled.py). All go into one library.
 
 setup.py compiles that library when the package is installed, once per build variant, each an
 extension module of this package (:data:`VARIANTS`): on x86-64 for the x86-64-v4 (AVX-512) and

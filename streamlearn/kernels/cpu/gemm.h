@@ -7,10 +7,10 @@
 #include <stdint.h>
 
 /* C[M, N] += A[M, K] . B[K, N], row-major with row strides lda, ldb, ldc. Blocks of rows by
- * 32 columns accumulate in fixed-size locals the compiler keeps in vector registers (8 rows:
- * 16 of AVX-512's 32 registers; 4 rows: all 16 of AVX2's), so each loaded row of B feeds that
- * many rows of FMAs; the edges take one row at a time, skipping zero multipliers (ReLU zeros,
- * unset inputs). Every element sums over k in order either way: the same results. */
+ * 32 columns accumulate in fixed-size locals the compiler keeps in vector registers (8 rows
+ * where AVX-512's 32 registers are there, 4 rows in AVX2's 16), so each loaded row of B feeds
+ * that many rows of FMAs; the edges take one row at a time, skipping zero multipliers (ReLU
+ * zeros, unset inputs). Every element sums over k in order either way: the same results. */
 #ifdef __AVX512F__
 #define BLOCK_ROWS 8
 #else
