@@ -53,9 +53,15 @@ def build_source(settings: Settings) -> Source:
 
 
 def build_prequential(settings: Settings) -> Prequential:
+    """The prequential chain on the compute backend ``learner.kernel`` selects, chosen here once
+    (the choice is logged)."""
     from streamlearn.core.prequential import Prequential
+    from streamlearn.kernels.backend import select_backend
+    from streamlearn.kernels.device import resolve_device
 
-    return Prequential(settings)
+    lrn = settings.learner
+    backend = select_backend(lrn.kernel, resolve_device(lrn.device).type, len(lrn.hidden))
+    return Prequential(settings, backend)
 
 
 def build_registry(settings: Settings) -> Registry:
