@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.adamw import adamw
 
 from streamlearn.core.model import TabularNet
 from streamlearn.kernels.cpu.binding import NativeStep, reload
@@ -247,16 +248,16 @@ class FusedTrainer:
             if sparse is not None:
                 sparse[1].mul_(scale)
         beta1, beta2 = _BETAS
-        # dense layers: torch's own fused AdamW kernel on the flat buffer, called directly
-        # (torch.optim.adamw's wrapper spends longer grouping tensors than the kernel runs)
-        self.step.add_(1.0)
-        torch._fused_adamw_(
+        # dense layers: torch's fused AdamW on the flat buffer, through its functional API
+        # (which counts the step)
+        adamw(
             [self.flat],
             [self.grad],
             [self.exp_avg],
             [self.exp_avg_sq],
             [],
             [self.step],
+            fused=True,
             lr=lr,
             beta1=beta1,
             beta2=beta2,

@@ -141,6 +141,11 @@ class WorkerMetrics:
         )
         self.version = m.gauge("model_version", "Last version this process published (0 = none)")
         self.memory_pushes = m.counter("error_memory_pushes", "Error-memory snapshots pushed")
+        self.backend = m.gauge(
+            "compute_backend",
+            "1 for the compute backend the learner runs on (compiled: the C kernels; torch)",
+            ["backend"],
+        )
         self.ckpt_time.set(time.time())
         self._last: dict[str, int] = {}
         self._loss: float | None = None
@@ -156,6 +161,7 @@ class WorkerMetrics:
         self, preq: Prequential, stats: WorkerCounts, created: float | None, corrupt: int = 0
     ) -> None:
         """After a restore: restored totals are a baseline, not increments of this process."""
+        self.backend.labels(preq.backend.name).set(1)
         self._last = {}
         self._advance(preq, stats, publish=False)
         if created is not None:
