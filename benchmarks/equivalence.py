@@ -68,7 +68,7 @@ def run(stream: str, kernel: str, events: int, seed: int) -> tuple[dict[str, Any
         source={"stream": stream, "n_events": events, "seed": seed},
         learner={"task": spec.task, "seed": seed, "kernel": kernel},
     )
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     rows = list(stream_rows(stream, events, seed))
     size = settings.source.batch_size
     predictions, losses, hits = [], [], 0

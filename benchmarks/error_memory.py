@@ -130,7 +130,7 @@ def run_lockstep(settings: Sequence[Settings], batches: Sequence[Batch]) -> list
     """One prequential pass per settings, all fed the same micro-batch in turn (the order
     rotating each batch), so a busy machine slows every run alike and the ratio of their times
     stays fair. Only ``process_columns`` is timed."""
-    preqs = [Prequential(s) for s in settings]
+    preqs = [Prequential.from_settings(s) for s in settings]
     scores = [PrequentialScore() for _ in preqs]
     seconds = [0.0] * len(preqs)
     for i, (columns, ys) in enumerate(batches):
@@ -164,7 +164,7 @@ def summarise(run: Run, drifts: Sequence[int]) -> dict[str, Any]:
 def key_staleness(settings: Settings, batches: Sequence[Batch]) -> dict[str, Any]:
     """cos(h_t, h_{t−a}) of a fixed probe batch (the stream's first micro-batch), encoded each
     step with the current encoder and model: how stale a key of age a steps is."""
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     probe_columns = batches[0][0]
     hidden: list[torch.Tensor] = []
     for columns, ys in batches:

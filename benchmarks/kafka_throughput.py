@@ -105,7 +105,7 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
 
 
 def from_memory(settings: Settings, values: list[bytes], predecoded: bool) -> tuple[float, int]:
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     batch = settings.source.batch_size
     if predecoded:
         decoded = [e for e in MemorySource(values).batches(batch)]

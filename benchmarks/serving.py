@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 # -- model and payloads ------------------------------------------------------------------------
 def train_model(events: int) -> tuple[Prequential, list[dict[str, Any]]]:
     settings = load_settings(memory={"enabled": True}, learner={"device": "cpu"})
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     rows: list[dict[str, Any]] = []
     for batch in SyntheticSource("agrawal-drift", events, 7).batches(64):
         good = [e for e in batch if isinstance(e, Event)]

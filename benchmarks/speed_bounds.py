@@ -142,7 +142,7 @@ def measure_bounds(
     gmacs: float,
 ) -> SpeedBounds:
     """Warm a fresh Prequential on ``warmup``, then time its stages over ``timed``."""
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     for columns, ys in warmup:
         preq.process_columns(columns, ys)
     timer = _StageTimer()

@@ -103,7 +103,8 @@ def prequential_run(
     batches = row_batches(rows, settings.source.batch_size)
     inputs = [[x for x, _ in b] for b in batches] if dicts else [to_columns(b) for b in batches]
     labels = [[y for _, y in b] for b in batches]
-    preq = locate("Prequential")(settings)
+    prequential = locate("Prequential")
+    preq = getattr(prequential, "from_settings", prequential)(settings)
     process = preq.process if dicts else preq.process_columns
     score = locate("PrequentialScore")()
     seconds = 0.0

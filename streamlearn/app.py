@@ -61,7 +61,7 @@ def build_prequential(settings: Settings) -> Prequential:
 
     lrn = settings.learner
     backend = select_backend(lrn.kernel, resolve_device(lrn.device).type, len(lrn.hidden))
-    return Prequential(settings, backend)
+    return Prequential.from_settings(settings, backend)
 
 
 def build_registry(settings: Settings) -> Registry:

@@ -80,7 +80,7 @@ class _Streaming:
             raise ConfigError(f"{type(self).__name__}: {exc}") from None
         if self.batch_size < 1:
             raise ConfigError(f"{type(self).__name__}: batch_size must be at least 1")
-        self._pq = Prequential(settings)
+        self._pq = Prequential.from_settings(settings)
         self._num: list[np.ndarray] = []
         self._cat: list[np.ndarray] = []
         self._ys: list[Hashable | None] = []

@@ -71,7 +71,7 @@ def train(preq: Prequential, rows: list[dict], ys: list, batch: int = 32) -> Non
 
 
 def trained(task: str = "binary", n: int = 1500, categorical: bool = True, **sections: dict):
-    preq = Prequential(small_settings(task, **sections))
+    preq = Prequential.from_settings(small_settings(task, **sections))
     rows, ys = make_rows(n, 1, task, categorical)
     train(preq, rows, ys)
     return preq
@@ -142,7 +142,7 @@ def export(preq: Prequential):
     from streamlearn.export.onnx import export_artifact
 
     return export_artifact(
-        preq.learner.model, preq.encoder, preq.labels, preq.settings.learner.task
+        preq.learner.model, preq.encoder, preq.labels, preq.learner.settings.task
     )
 
 

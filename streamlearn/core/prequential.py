@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from streamlearn.core.drift import build_detector
+from streamlearn.core.drift import DriftDetector, build_detector
 from streamlearn.core.features import EncodedFeatures, FeatureEncoder
 from streamlearn.core.labels import LabelMap
 from streamlearn.core.learner import OnlineLearner
@@ -43,16 +43,41 @@ class BatchOutcome:
 
 
 class Prequential:
-    """Owns encoder, label map, learner and drift detector; processes micro-batches."""
+    """Runs encoder, label map, learner, drift detector and error memory over micro-batches.
 
-    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
-        """``backend``: the compute every stage uses, chosen once by the caller (the
-        composition root); by default the one ``learner.kernel`` selects here."""
-        self.settings = settings
+    The stages are passed in (:meth:`from_settings` builds them as settings describe); they
+    must agree on widths (the encoder's slots are the learner's inputs).
+    """
+
+    def __init__(
+        self,
+        encoder: FeatureEncoder,
+        labels: LabelMap,
+        learner: OnlineLearner,
+        detector: DriftDetector,
+        memory: MemoryStage | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.labels = labels
+        self.learner = learner
+        self.detector = detector
+        self.memory = memory  # error memory (ReLoop2): compensates the base prediction
+        self.regression = learner.regression
+        self.learner.set_classes(self._class_mask())
+        self.seen = 0  # labelled events learned from
+        self.unknown_labels = 0
+        self.drifts: list[int] = []
+        # called with every learned batch, e.g. the publisher's quality gate (export/gate.py)
+        self.observers: list[BatchObserver] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings, backend: Backend | None = None) -> Prequential:
+        """The chain ``settings`` describe, every stage computing on ``backend`` (chosen once
+        by the caller, the composition root; by default the one ``learner.kernel`` selects)."""
         f, lrn = settings.features, settings.learner
-        self.learner = OnlineLearner(lrn, f, backend)
-        self.backend = backend = self.learner.backend
-        self.encoder = FeatureEncoder(
+        learner = OnlineLearner(lrn, f, backend)
+        backend = learner.backend
+        encoder = FeatureEncoder(
             f.numeric_slots,
             f.categorical_slots,
             f.hash_buckets,
@@ -60,20 +85,18 @@ class Prequential:
             f.categorical,
             statistics=backend.statistics,
         )
-        self.regression = lrn.task == "regression"
-        self.labels = LabelMap(
+        labels = LabelMap(
             2 if lrn.task == "binary" else lrn.max_classes, lrn.classes, fixed=bool(lrn.classes)
         )
-        self.learner.set_classes(self._class_mask())
-        self.detector = build_detector(settings.drift, backend.drift)
-        # error memory (ReLoop2): compensates the base prediction, see core/memory/stage.py
+        detector = build_detector(settings.drift, backend.drift)
         m = settings.memory
-        self.memory = MemoryStage(m, f, self.learner) if m.enabled else None
-        self.seen = 0  # labelled events learned from
-        self.unknown_labels = 0
-        self.drifts: list[int] = []
-        # called with every learned batch, e.g. the publisher's quality gate (export/gate.py)
-        self.observers: list[BatchObserver] = []
+        memory = MemoryStage(m, f, learner) if m.enabled else None
+        return cls(encoder, labels, learner, detector, memory)
+
+    @property
+    def backend(self) -> Backend:
+        """The compute backend the stages run on (the learner's)."""
+        return self.learner.backend
 
     def _class_mask(self) -> np.ndarray:
         mask = np.zeros(self.learner.model.class_mask.shape[0], dtype=bool)

@@ -185,9 +185,10 @@ class WorkerMetrics:
         self.lr.set(learner.lr)
         self.replay_rows.set(len(learner.replay))
         self.replay_capacity.set(learner.replay.capacity)
-        memory, m = preq.memory, preq.settings.memory
+        memory = preq.memory
         self.memory_rows.set(0 if memory is None else len(memory.memory))
-        self.memory_capacity.set(m.size if memory is not None and m.kind == "topk" else 0)
+        topk = memory is not None and memory.settings.kind == "topk"
+        self.memory_capacity.set(memory.settings.size if memory is not None and topk else 0)
         if outcome is not None:
             self._smooth(outcome, preq.regression)
 

@@ -157,7 +157,7 @@ class Publisher:
                 prequential.learner.model,
                 prequential.encoder,
                 prequential.labels,
-                prequential.settings.learner.task,
+                prequential.learner.settings.task,
                 opset=self.settings.opset,
                 tolerance=self.settings.tolerance,
                 parity_rows=self.settings.parity_rows,

@@ -109,7 +109,7 @@ def _worker(settings: Settings) -> Iterator[int]:
     assert server is not None
     publisher = build_publisher(settings, build_registry(settings))
     worker = Worker(
-        settings, Prequential(settings), StreamingReader(), FakeWriter(),
+        settings, Prequential.from_settings(settings), StreamingReader(), FakeWriter(),
         CheckpointStore(settings.checkpoint.dir), build_export_hook(publisher, metrics),
         metrics=metrics,
     )  # fmt: skip

@@ -30,7 +30,7 @@ def world(tmp_path_factory):
         registry={"path": str(root), "poll_s": 0.1},
         serve={"admin_token": TOKEN, "max_batch": 50, "max_body_bytes": 64 * 1024},
     )
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     train(preq, *make_rows(1200, 1))
     registry = FilesystemRegistry(root)
     registry.publish(export(preq))

@@ -54,7 +54,7 @@ def _load(url: str, stop: threading.Event, results: list, failures: list) -> Non
 def test_no_request_fails_while_versions_swap(tmp_path, backend):
     with _registries(tmp_path, backend) as (writer, watcher, registry_settings):
         settings = small_settings(registry=registry_settings, serve={"memory_poll_s": 0.2})
-        preq = Prequential(settings)
+        preq = Prequential.from_settings(settings)
         train(preq, *make_rows(256, 1))
         published = [writer.publish(export(preq))]
         with serving(settings, watcher) as (url, runtime, metrics):

@@ -62,7 +62,7 @@ def _worker(
     """A worker reporting to ``metrics`` (default: a fresh registry), restored and subscribed."""
     metrics = metrics or WorkerMetrics(CollectorRegistry(), s.metrics.smoothing)
     store = CheckpointStore(s.checkpoint.dir)
-    worker = Worker(s, Prequential(s), reader, FakeWriter(), store, metrics=metrics)
+    worker = Worker(s, Prequential.from_settings(s), reader, FakeWriter(), store, metrics=metrics)
     if export is not None:
         worker.export = export
     worker.restore()
@@ -104,7 +104,7 @@ def test_batches_produce_the_event_learning_and_state_families(tmp_path):
     assert _value(reg, W + "replay_capacity_rows") == learner.replay.capacity
     assert preq.memory is not None  # on by default
     assert _value(reg, W + "error_memory_rows") == len(preq.memory.memory) > 0
-    assert _value(reg, W + "error_memory_capacity_rows") == preq.settings.memory.size
+    assert _value(reg, W + "error_memory_capacity_rows") == preq.memory.settings.size
     assert 0.0 < _value(reg, W + "prequential_loss") < 5.0
     assert 0.0 <= _value(reg, W + "prequential_metric", metric="accuracy") <= 1.0
     assert _value(reg, W + "broker_up") == 1.0

@@ -60,7 +60,7 @@ def _batch(rng: random.Random, names: list[str]) -> list[Event]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_odd_values_keep_everything_finite(task: str, seed: int) -> None:
     rng = random.Random(seed)
-    preq = Prequential(
+    preq = Prequential.from_settings(
         load_settings(
             learner={"task": task, "hidden": [16]},
             features={"numeric_slots": 6, "categorical_slots": 3},

@@ -90,7 +90,7 @@ def test_learn_many_matches_learn_one_loop() -> None:
     assert p_one.encoder.categorical_names == p_many.encoder.categorical_names
     assert p_one.classes() == p_many.classes()
     assert sorted(p_one.classes()) == [0, 1, 2]
-    updates = p_one.settings.learner.updates  # optimizer steps per micro-batch
+    updates = p_one.learner.settings.updates  # optimizer steps per micro-batch
     assert p_one.learner.steps == p_many.learner.steps == len(rows) // 8 * updates
     assert one.n_buffered == many.n_buffered == len(rows) % 8
     for x in rows[:10]:
@@ -126,7 +126,7 @@ def test_nothing_is_learned_until_a_micro_batch_fills() -> None:
     assert set(model.predict_proba_one(x)) == {"a", "b"}
     assert before == {"a": 1.0}
     model.learn_one(x, "b")
-    assert model.prequential.learner.steps == model.prequential.settings.learner.updates
+    assert model.prequential.learner.steps == model.prequential.learner.settings.updates
     assert model.n_buffered == 0
     assert model.prequential.seen == 4
 
@@ -194,7 +194,7 @@ def test_pickled_model_resumes_identically() -> None:
 
 def test_constructor_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMLEARN_LEARNER__LR", "0.5")
-    assert Classifier(lr=0.02).prequential.settings.learner.lr == 0.02
+    assert Classifier(lr=0.02).prequential.learner.settings.lr == 0.02
 
 
 @pytest.mark.parametrize("params", [{"lr": -1.0}, {"batch_size": 0}, {"max_classes": 1}])

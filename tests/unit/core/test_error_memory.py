@@ -313,7 +313,10 @@ def test_bad_memory_settings_are_config_errors():
 
 
 def test_prequential_compensates_but_trains_and_watches_the_base_model():
-    off, on = Prequential(settings({"enabled": False})), Prequential(settings({"enabled": True}))
+    off, on = (
+        Prequential.from_settings(settings({"enabled": False})),
+        Prequential.from_settings(settings({"enabled": True})),
+    )
     assert off.memory is None and on.memory is not None
     rng = np.random.default_rng(4)
     differed = False
@@ -329,11 +332,11 @@ def test_prequential_compensates_but_trains_and_watches_the_base_model():
         off.learner.model.parameters(), on.learner.model.parameters(), strict=True
     ):
         torch.testing.assert_close(p_off, p_on)  # memory never feeds back into training
-    assert len(on.memory.memory) == on.settings.memory.size
+    assert len(on.memory.memory) == on.memory.settings.size
 
 
 def test_score_only_rows_are_compensated():
-    preq = Prequential(settings({"enabled": True, "tau": 0.05}))
+    preq = Prequential.from_settings(settings({"enabled": True, "tau": 0.05}))
     rng = np.random.default_rng(5)
     for _ in range(5):
         preq.process_columns(*columns(rng, 32))
@@ -350,7 +353,7 @@ def test_score_only_rows_are_compensated():
 
 
 def test_reset_on_drift_and_rekey_use_the_current_model():
-    preq = Prequential(
+    preq = Prequential.from_settings(
         settings({"enabled": True, "size": 64, "rekey_every": 0, "rekey_after_drift": 3})
     )
     stage = preq.memory
@@ -373,7 +376,9 @@ def test_reset_on_drift_and_rekey_use_the_current_model():
 
 
 def test_rekey_every_n_steps():
-    preq = Prequential(settings({"enabled": True, "rekey_every": 3, "rekey_after_drift": 0}))
+    preq = Prequential.from_settings(
+        settings({"enabled": True, "rekey_every": 3, "rekey_after_drift": 0})
+    )
     rng = np.random.default_rng(8)
     for _ in range(7):
         preq.process_columns(*columns(rng, 16))
@@ -383,7 +388,7 @@ def test_rekey_every_n_steps():
 def test_a_copied_stage_rekeys_into_its_own_ring():
     """The stage keeps views of its full ring for re-keying; a pickle must not carry them
     (they would be copies of the ring, no longer the ring)."""
-    preq = Prequential(settings({"enabled": True, "size": 32, "rekey_every": 1}))
+    preq = Prequential.from_settings(settings({"enabled": True, "size": 32, "rekey_every": 1}))
     rng = np.random.default_rng(12)
     for _ in range(4):  # 64 rows: the ring of 32 is full, its views made
         preq.process_columns(*columns(rng, 16))
@@ -397,7 +402,7 @@ def test_a_copied_stage_rekeys_into_its_own_ring():
 
 
 def test_lsh_stage_does_not_rekey():
-    preq = Prequential(settings({"enabled": True, "kind": "lsh", "rekey_every": 1}))
+    preq = Prequential.from_settings(settings({"enabled": True, "kind": "lsh", "rekey_every": 1}))
     rng = np.random.default_rng(9)
     for _ in range(4):
         preq.process_columns(*columns(rng, 16))
@@ -405,13 +410,13 @@ def test_lsh_stage_does_not_rekey():
 
 
 def test_stage_state_round_trips():
-    a = Prequential(settings({"enabled": True, "size": 40}))
+    a = Prequential.from_settings(settings({"enabled": True, "size": 40}))
     rng = np.random.default_rng(7)
     for _ in range(5):
         a.process_columns(*columns(rng, 16))
     state = a.memory.state_dict()
     assert all(plain(v) for k, v in state.items() if k != "memory")
-    b = Prequential(settings({"enabled": True, "size": 40}))
+    b = Prequential.from_settings(settings({"enabled": True, "size": 40}))
     b.learner.load_state_dict(a.learner.state_dict())
     b.memory.load_state_dict(state)
     h = rng.normal(size=(3, 16)).astype(np.float32)
@@ -439,7 +444,7 @@ def test_cuda_memory_matches_cpu(kind):
 
 @pytest.mark.gpu
 def test_prequential_with_memory_runs_on_cuda():
-    preq = Prequential(
+    preq = Prequential.from_settings(
         load_settings(
             learner={"hidden": (16,), "device": "cuda"},
             features={"numeric_slots": 4, "categorical_slots": 1, "hash_buckets": 64},

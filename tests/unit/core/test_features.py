@@ -412,7 +412,7 @@ def test_one_absurd_value_does_not_wreck_the_learner():
     from streamlearn.core.prequential import Prequential
     from streamlearn.settings import load_settings
 
-    preq = Prequential(load_settings(learner={"task": "binary"}))
+    preq = Prequential.from_settings(load_settings(learner={"task": "binary"}))
     batch = [{"a": float(j % 8), "b": 1.0} for j in range(32)]
     labels = [int(j % 8 > 3) for j in range(32)]
     for _ in range(3):

@@ -34,7 +34,7 @@ def rows(rng, n, task):
 
 def runs(task, **learner):
     return [
-        Prequential(
+        Prequential.from_settings(
             load_settings(
                 learner={
                     "task": task,

@@ -23,7 +23,7 @@ def make(task="multiclass", drift=None, **learner):
         "seed": 0,
         **learner,
     }
-    return Prequential(
+    return Prequential.from_settings(
         load_settings(
             features=FEATURES,
             learner=values,

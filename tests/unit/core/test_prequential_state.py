@@ -12,7 +12,7 @@ from streamlearn.worker.checkpoint import to_plain
 
 
 def make(memory: bool, detector: str = "loss_deviation") -> Prequential:
-    return Prequential(
+    return Prequential.from_settings(
         load_settings(
             features={"numeric_slots": 6, "categorical_slots": 2, "hash_buckets": 64},
             learner={"task": "multiclass", "max_classes": 4, "hidden": [16], "device": "cpu"},

@@ -19,7 +19,7 @@ from streamlearn.export.onnx import export_artifact
 
 def _export(preq, **kwargs):
     return export_artifact(
-        preq.learner.model, preq.encoder, preq.labels, preq.settings.learner.task, **kwargs
+        preq.learner.model, preq.encoder, preq.labels, preq.learner.settings.task, **kwargs
     )
 
 

@@ -439,7 +439,7 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
     ring) against the torch ones, with re-keys on every step."""
     rng = np.random.default_rng(15)
     runs = [
-        Prequential(
+        Prequential.from_settings(
             load_settings(
                 learner={"task": task, "kernel": kernel, "hidden": [16, 8], "seed": 2},
                 features={"numeric_slots": 6, "categorical_slots": 3, "hash_buckets": 64},

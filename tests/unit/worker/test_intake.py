@@ -11,7 +11,9 @@ from streamlearn.worker.kafka.source import Record
 
 
 def preq(**learner) -> Prequential:
-    return Prequential(load_settings(learner={"device": "cpu", "hidden": [8], **learner}))
+    return Prequential.from_settings(
+        load_settings(learner={"device": "cpu", "hidden": [8], **learner})
+    )
 
 
 def test_split_sorts_events_labels_and_rejections_in_order():

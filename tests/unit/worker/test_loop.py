@@ -32,7 +32,11 @@ def settings(tmp_path: Path, worker: dict | None = None, **checkpoint) -> Settin
 
 def make(s: Settings, reader: FakeReader, writer: FakeWriter | None = None) -> Worker:
     return Worker(
-        s, Prequential(s), reader, writer or FakeWriter(), CheckpointStore(s.checkpoint.dir)
+        s,
+        Prequential.from_settings(s),
+        reader,
+        writer or FakeWriter(),
+        CheckpointStore(s.checkpoint.dir),
     )
 
 
@@ -129,7 +133,7 @@ def test_the_publisher_hook_exports_versions_and_pushes_the_memory(tmp_path: Pat
     log = {(TOPIC, 0): [event(i) for i in range(400)]}
     worker = Worker(
         s,
-        Prequential(s),
+        Prequential.from_settings(s),
         FakeReader(log),
         FakeWriter(),
         CheckpointStore(s.checkpoint.dir),

@@ -24,7 +24,7 @@ def _setup(tmp_path, **export):
         export={"every_steps": 5, "min_rows": 64, "after_drift_steps": 3, **export}
     )
     registry = FilesystemRegistry(tmp_path / "registry")
-    return Prequential(settings), Publisher(registry, settings.export), registry
+    return Prequential.from_settings(settings), Publisher(registry, settings.export), registry
 
 
 def _run(preq, publisher, rows, ys, start_step=0, batch=32):
@@ -81,7 +81,7 @@ def test_drift_triggers_a_recovery_export(tmp_path):
         drift={"detector": "none"},  # the test says when the drift is detected
     )
     registry = FilesystemRegistry(tmp_path / "registry")
-    preq, publisher = Prequential(settings), Publisher(registry, settings.export)
+    preq, publisher = Prequential.from_settings(settings), Publisher(registry, settings.export)
     publisher.attach(preq)
     _run(preq, publisher, *make_rows(32 * 30, 1))
     assert publisher.maybe_publish(preq, 29, force=True).published  # a well-trained model
@@ -115,7 +115,7 @@ def test_registry_outage_is_counted_not_raised(tmp_path):
             raise RegistryError("connection refused")
 
     settings = small_settings(export={"every_steps": 5, "min_rows": 32})
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     publisher = Publisher(Down(tmp_path / "r"), settings.export)
     rows, ys = make_rows(32 * 12, 1)
     results = _run(preq, publisher, rows, ys)
@@ -129,7 +129,7 @@ def test_memory_push_is_rate_limited(tmp_path):
     now = [100.0]
     registry = FilesystemRegistry(tmp_path / "r")
     publisher = Publisher(registry, settings.export, clock=lambda: now[0])
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     train(preq, *make_rows(64, 1))
     assert publisher.push_memory(preq)
     now[0] += 1.0
@@ -143,7 +143,7 @@ def test_memory_push_is_rate_limited(tmp_path):
 def test_no_memory_means_no_push(tmp_path):
     settings = small_settings()
     publisher = Publisher(FilesystemRegistry(tmp_path / "r"), settings.export)
-    assert not publisher.push_memory(Prequential(settings), force=True)
+    assert not publisher.push_memory(Prequential.from_settings(settings), force=True)
 
 
 @pytest.mark.parametrize("regression", [False, True])
@@ -171,7 +171,7 @@ def test_memory_pushed_after_a_publish_is_keyed_by_that_version(tmp_path):
     settings = small_settings(memory={"enabled": True}, export={"every_steps": 5, "min_rows": 64})
     registry = FilesystemRegistry(tmp_path / "r")
     publisher = Publisher(registry, settings.export)
-    preq = Prequential(settings)
+    preq = Prequential.from_settings(settings)
     assert publisher.push_memory(preq, force=True)  # nothing published yet: the live keys
     assert decode_memory(registry.pull_memory()).keyed_by_version is None
     rows, ys = make_rows(32 * 8, 3)

@@ -51,7 +51,7 @@ def test_sea_drift_detections_are_pinned():
     settings = load_settings(
         features=FEATURES, learner=LEARNER, drift=DRIFT, memory={"enabled": False}
     )
-    pipeline = Prequential(settings)
+    pipeline = Prequential.from_settings(settings)
     outcomes = []
     for batch in batched(stream_rows("sea-drift", 8000, 7), 64):
         xs, ys = zip(*batch, strict=True)
