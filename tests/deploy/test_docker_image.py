@@ -262,16 +262,9 @@ def _installed_extras(stage: list[tuple[str, str]]) -> set[str]:
 
 def test_image_installs_every_third_party_import(dockerfile):
     """Every third-party module streamlearn imports is declared by pyproject.toml (its base
-    requirements and the extras the image installs), required by a declared package, or
-    listed in deploy/docker/requirements-runtime.txt."""
+    requirements and the extras the image installs) or required by a declared package."""
     assert _installed_extras(dockerfile[0]) == {"worker", "kafka-fast", "plots"}  # as before
     declared = _project_requirements(_installed_extras(dockerfile[0]))
-    runtime = DOCKER / "requirements-runtime.txt"
-    declared |= {
-        _requirement_name(line)
-        for line in runtime.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
     transitive = set(declared)
     for name in declared:
         try:
