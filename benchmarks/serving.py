@@ -94,7 +94,7 @@ def floor(preq: Prequential, row: dict[str, Any], n: int = 5000) -> dict[str, di
     """In-process per-call time (µs): onnxruntime alone and the full v1 path."""
     art = export_artifact(preq.learner.model, preq.encoder, preq.labels, "binary").with_version(1)
     bundle = load_bundle(1, art.onnx, art.meta_bytes())
-    memory = decode_memory(encode_memory(preq.memory, 1)).memory
+    memory = decode_memory(encode_memory(preq.memory, 1)).error_memory
     num, cat = bundle.encode([row])
 
     def v1_path() -> None:

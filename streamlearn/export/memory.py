@@ -42,7 +42,7 @@ _CONFIG = ("kind", "lam", "gamma", "tau", "size", "k", "tables", "bits", "decay"
 class MemorySnapshot:
     """A decoded snapshot: the rebuilt (read-only) memory and where it came from."""
 
-    memory: FrozenMemory
+    error_memory: FrozenMemory
     hidden_dim: int
     width: int  # class slots (1 for regression)
     regression: bool
@@ -98,7 +98,7 @@ def decode_memory(blob: bytes) -> MemorySnapshot:
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ArtifactError("bad_memory", f"error-memory snapshot unusable: {exc}") from None
     return MemorySnapshot(
-        memory=memory,
+        error_memory=memory,
         hidden_dim=int(header["hidden_dim"]),
         width=1 if memory.regression else int(header["width"]),
         regression=memory.regression,

@@ -36,11 +36,11 @@ class Served:
     """What a request uses: the model bundle and the error memory (either may be None)."""
 
     bundle: ModelBundle | None = None
-    memory: MemorySnapshot | None = None
+    snapshot: MemorySnapshot | None = None  # the error memory and where it came from
 
     def memory_fits(self) -> bool:
         """The memory's keys and values have the served model's widths."""
-        b, m = self.bundle, self.memory
+        b, m = self.bundle, self.snapshot
         if b is None or m is None:
             return False
         width = 1 if b.regression else b.n_outputs
@@ -80,9 +80,9 @@ class ServingRuntime:
         bundle = served.bundle
         assert bundle is not None
         prediction, hidden = bundle.run(num, cat)
-        if self.compensate and served.memory is not None and served.memory_fits():
+        if self.compensate and served.snapshot is not None and served.memory_fits():
             self.metrics.observe_prediction(len(prediction), True)
-            return served.memory.memory.compensate(hidden, prediction), hidden, True
+            return served.snapshot.error_memory.compensate(hidden, prediction), hidden, True
         self.metrics.observe_prediction(len(prediction), False)
         return prediction, hidden, False
 
@@ -114,7 +114,7 @@ class ServingRuntime:
                 self.metrics.observe_registry_error(fetching=True)
                 log.warning("cannot fetch version %s, keeping %s: %s", version, _v(served), exc)
                 return False
-            self.state = Served(bundle, self.state.memory)  # the swap: one reference
+            self.state = Served(bundle, self.state.snapshot)  # the swap: one reference
             self.refused.pop(version, None)
             self.metrics.observe_swap(version, time.perf_counter() - start)
             log.info("serving model version %s (was %s)", version, _v(served))

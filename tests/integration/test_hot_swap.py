@@ -123,10 +123,10 @@ def test_error_memory_pull_refusal_and_fit(tmp_path, models):
         registry.push_memory(encode_memory(a.memory, 1))
         assert runtime.refresh_memory() and runtime.state.memory_fits()
         assert not runtime.refresh_memory()  # unchanged bytes: not decoded again
-        kept = runtime.state.memory
+        kept = runtime.state.snapshot
         registry.push_memory(b"PK\x03\x04 torn write")
         assert not runtime.refresh_memory()
-        assert runtime.state.memory is kept  # the previous memory keeps compensating
+        assert runtime.state.snapshot is kept  # the previous memory keeps compensating
         assert metrics.get_sample_value(
             "streamlearn_serve_memory_refused_total", {"reason": "bad_memory"}
         )
@@ -145,7 +145,7 @@ def test_memory_of_another_shape_is_not_applied(tmp_path):
     with serving(small_settings(), registry, watch=False) as (_, runtime, _):
         runtime.refresh_model()
         runtime.refresh_memory()
-        assert runtime.state.memory is not None and not runtime.state.memory_fits()
+        assert runtime.state.snapshot is not None and not runtime.state.memory_fits()
         num, cat = np.zeros((1, 8), np.float32), np.zeros((1, 4), np.int64)
         assert runtime.predict(runtime.state, num, cat)[2] is False
 

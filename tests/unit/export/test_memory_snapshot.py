@@ -26,7 +26,7 @@ def test_serving_compensation_equals_the_learner(kind, task):
     feats = preq.encoder.encode(rows)
     base, hidden = preq.learner.predict_hidden(preq.encoder.standardize(feats.num), feats.cat)
     learner = preq.memory.compensate(hidden, base)
-    serving = snapshot.memory.compensate(hidden, base)
+    serving = snapshot.error_memory.compensate(hidden, base)
     assert np.abs(learner - base).max() > 1e-3  # the memory does change predictions
     np.testing.assert_allclose(serving, learner, rtol=1e-5, atol=1e-6)
 
@@ -61,7 +61,7 @@ def test_snapshot_is_rekeyed_with_the_published_model():
     with torch.no_grad():
         pred, hidden = published(stage._num[order], stage._cat[order])
     expected = torch.nn.functional.normalize(hidden, dim=1, eps=1e-8)
-    pushed_ring, live_ring, w = pushed.memory.lookup, live.memory.lookup, pushed.width
+    pushed_ring, live_ring, w = pushed.error_memory.lookup, live.error_memory.lookup, pushed.width
     np.testing.assert_allclose(pushed_ring.keys, expected.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pushed_ring.values[:, w:], pred.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(pushed_ring.values[:, :w], live_ring.values[:, :w])  # labels
