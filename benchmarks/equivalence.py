@@ -2,7 +2,7 @@
 
 A refactoring that promises "behaviour unchanged" must leave every prediction and every weight
 bit for bit the same. This script runs whole benchmark streams through ``Prequential`` with each
-backend (``learner.kernel``: ``native``, the compiled CPU kernels, and ``torch``) and records,
+backend (``learner.kernel``: ``compiled``, the compiled CPU kernels, and ``torch``) and records,
 per run, the sha256 of every prediction and loss in stream order, of the final state (model,
 optimizer, replay, encoder, detector, error memory) and the prequential accuracy.
 
@@ -34,7 +34,7 @@ from streamlearn.settings import load_settings
 from streamlearn.sources.synthetic import STREAMS, stream_rows
 
 DEFAULT_STREAMS = ("agrawal-drift", "sea-drift")
-KERNELS = ("native", "torch")
+KERNELS = ("compiled", "torch")
 
 
 def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, bytes]]:

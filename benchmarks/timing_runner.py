@@ -125,11 +125,12 @@ def prequential_run(
 
 def kernel_of(preq: Prequential) -> str:
     """Which training step the learner runs: "compiled", "torch", or "unknown" (a layout that
-    keeps it elsewhere than learner.trainer.native)."""
+    keeps it elsewhere than learner.trainer.compiled_step, or .native before the rename)."""
     trainer = getattr(preq.learner, "trainer", None)
-    if not hasattr(trainer, "native"):
-        return "unknown"
-    return "torch" if trainer.native is None else "compiled"
+    for attribute in ("compiled_step", "native"):
+        if hasattr(trainer, attribute):
+            return "torch" if getattr(trainer, attribute) is None else "compiled"
+    return "unknown"
 
 
 def measure(stream: str, events: int, seed: int) -> dict[str, Any]:

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamlearn.errors import ConfigError
@@ -91,20 +99,27 @@ class LearnerSettings(_Section):
         True, description="empty the reservoir on drift: old labels may contradict the new concept"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    kernel: Literal["auto", "native", "torch"] = Field(
+    kernel: Literal["auto", "compiled", "torch"] = Field(
         "auto",
-        description="training step: native (compiled C, CPU only), torch (tensor ops), "
-        "auto (native on CPU when a C compiler builds it, else torch)",
+        description="compute backend: compiled (the C kernels built at install time; the "
+        "training step on CPU only), torch (tensor ops), auto (compiled where this "
+        "installation built it, else torch); 'native' is read as compiled",
     )
     overlap: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="with the native kernel: run a batch's updates (and the error memory's "
+        description="with the compiled kernel: run a batch's updates (and the error memory's "
         "re-keying) on a second thread while the rest is processed (same results); auto: on "
         "where 2 or more CPUs are available (the affinity, capped by a container's CPU limit)",
     )
     amp: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(1, ge=0, description="torch CPU threads (0 = torch default)")
     seed: int = 0
+
+    @field_validator("kernel", mode="before")
+    @classmethod
+    def _kernel_alias(cls, value: Any) -> Any:
+        """``native``, the value's name before the rename, still read from users' files."""
+        return "compiled" if value == "native" else value
 
     @model_validator(mode="after")
     def _classes_fit(self) -> LearnerSettings:

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from streamlearn.kernels.cpu import binding as native
+from streamlearn.kernels.cpu import binding
 
 
 @pytest.fixture(autouse=True)
@@ -27,9 +27,9 @@ def _compiled_library():
     where none was built and no C compiler exists (`make install-test` installs one before the
     package): with a compiler, an install that did not build them fails it."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not native.built() and compiler is None:
+    if not binding.built() and compiler is None:
         pytest.skip("no compiled kernels built (no C compiler): the numpy and torch forms run")
-    return native.load()
+    return binding.load()
 
 
 @pytest.fixture(scope="module")

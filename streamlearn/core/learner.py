@@ -29,7 +29,7 @@ from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
 from streamlearn.core.training_step import FusedTrainer, Pass
 from streamlearn.kernels.backend import Backend, select_backend
-from streamlearn.kernels.cpu import binding as native
+from streamlearn.kernels.cpu import binding
 from streamlearn.kernels.cpus import available_cpus
 from streamlearn.kernels.device import autocast_dtype, configure_threads, resolve_device, to_device
 from streamlearn.settings import FeatureSettings, LearnerSettings
@@ -97,11 +97,11 @@ class OnlineLearner:
             torch.float32 if self.regression else torch.long,
             self.device,
             seed=learner.seed,
-            native=library,  # compiled inserts wherever the step is compiled
+            compiled=library,  # compiled inserts wherever the step is compiled
         )
         self.steps = 0
         self.skipped_nonfinite = 0
-        self._overlap = self.trainer.native is not None and _overlaps(learner.overlap)
+        self._overlap = self.trainer.compiled_step is not None and _overlaps(learner.overlap)
         self._step: PendingStep | None = None  # the last step begun, until it is waited on
         self._job: Pending[Any] | None = None  # work on the worker thread, until waited on
         self._y_count = 0.0
@@ -166,9 +166,9 @@ class OnlineLearner:
         the learner runs the compiled step."""
         self._idle()
         self._drain()
-        if self.trainer.native is not None:
+        if self.trainer.compiled_step is not None:
             shown = self._shown()
-            self.trainer.native.forward_into(num, cat, self.outputs, prediction, keys, shown)
+            self.trainer.compiled_step.forward_into(num, cat, self.outputs, prediction, keys, shown)
             return
         pred, hidden = self.forward_seen(num, cat)
         unit_rows(hidden.float(), out=keys)
@@ -182,7 +182,7 @@ class OnlineLearner:
         the learner's next step waits for it first (it changes the weights this pass reads)."""
         self._idle()
         self._drain()
-        step = self.trainer.native
+        step = self.trainer.compiled_step
         if step is not None and self._overlap:
             shown = self._shown()
             if step.forward_into(num, cat, self.outputs, prediction, keys, shown, overlap=True):
@@ -193,9 +193,9 @@ class OnlineLearner:
         return Pending(None, None)
 
     def _finish_forward(self) -> None:
-        assert self.trainer.native is not None
+        assert self.trainer.compiled_step is not None
         self._job = None
-        self.trainer.native.wait()
+        self.trainer.compiled_step.wait()
 
     def _shown(self) -> tuple[float, float]:
         """(loc, scale) of the regression values the model shows (its target statistics)."""
@@ -249,7 +249,7 @@ class OnlineLearner:
     def _account(self, codes: list[int], kept: PreparedRows) -> bool:
         """Count a compiled step's applied and skipped updates, put its rows into the
         reservoir (after the updates, which read replay rows from it)."""
-        applied = codes.count(native.APPLIED)
+        applied = codes.count(binding.APPLIED)
         self.steps += applied
         self.skipped_nonfinite += len(codes) - applied
         self.replay.insert(kept)
@@ -267,8 +267,8 @@ class OnlineLearner:
         anything reads or changes the learner (which refuses until then: StepPending)."""
         self._idle()
         self._drain()
-        if self.trainer.native is not None:
-            self._step = self._native_step(self.trainer.native, num, cat, y)
+        if self.trainer.compiled_step is not None:
+            self._step = self._compiled_update(self.trainer.compiled_step, num, cat, y)
             return self._step
         self.trainer.observe_inputs(num, cat)
         batch = len(y)
@@ -311,8 +311,8 @@ class OnlineLearner:
             learned,
         )
 
-    def _native_step(
-        self, step: native.NativeStep, num: np.ndarray, cat: np.ndarray, y: np.ndarray
+    def _compiled_update(
+        self, step: binding.CompiledStep, num: np.ndarray, cat: np.ndarray, y: np.ndarray
     ) -> PendingStep:
         """:meth:`begin_step` through the compiled update: one call per update, the replay
         rows gathered inside it, the same replay draws, schedule and skip rules. Overlapping,
@@ -350,7 +350,7 @@ class OnlineLearner:
             picked = None
             if replay is not None and drawn is not None:
                 picked = (*replay[:3], drawn[update * per_update : (update + 1) * per_update])
-            lr = self.schedule.value(self.steps + codes.count(native.APPLIED))
+            lr = self.schedule.value(self.steps + codes.count(binding.APPLIED))
             outputs = (prediction, loss, hidden) if update == 0 else (None, None, None)
             codes.append(step.update(rows, picked, self.outputs, lr, target, *outputs))
         learned = self._account(codes, self._kept(rows, loss[:batch]))

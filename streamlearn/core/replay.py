@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamlearn.kernels.cpu import binding as native
+from streamlearn.kernels.cpu import binding
 
 __all__ = ["PreparedRows", "ReservoirBuffer"]
 
@@ -31,7 +31,7 @@ class PreparedRows:
     drawn: np.ndarray | None  # the compiled call's draws (None: all rows find a free slot)
 
 
-class ReservoirBuffer(native.UsesKernels):
+class ReservoirBuffer(binding.ReloadsKernelsWhenUnpickled):
     """Fixed-capacity reservoir of (num, cat, y) rows; seeded, device-resident."""
 
     def __init__(
@@ -42,9 +42,9 @@ class ReservoirBuffer(native.UsesKernels):
         y_dtype: torch.dtype,
         device: torch.device | str = "cpu",
         seed: int = 0,
-        native: ctypes.CDLL | None = None,
+        compiled: ctypes.CDLL | None = None,
     ) -> None:
-        """``native``: the compiled kernels (the compiled backend's library), for inserts on
+        """``compiled``: the compiled kernels (the compiled backend's library), for inserts on
         the CPU."""
         self.capacity = capacity
         self.seen = 0
@@ -52,8 +52,8 @@ class ReservoirBuffer(native.UsesKernels):
         self.cat = torch.zeros((capacity, cat_dim), dtype=torch.long, device=device)
         self.y = torch.zeros(capacity, dtype=y_dtype, device=device)
         self._rng = np.random.default_rng(seed)
-        self._native = native if self.num.device.type == "cpu" else None
-        self._y_dtype = self.y.numpy().dtype if self._native is not None else None
+        self._compiled = compiled if self.num.device.type == "cpu" else None
+        self._y_dtype = self.y.numpy().dtype if self._compiled is not None else None
 
     def __len__(self) -> int:
         return min(self.seen, self.capacity)
@@ -108,7 +108,9 @@ class ReservoirBuffer(native.UsesKernels):
     def prepare(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> PreparedRows:
         """:meth:`add_rows`' first half: the random draws for these rows, taken now (while
         something may still read the buffer); :meth:`insert` copies them in, next."""
-        compiled = self._native is not None and self.capacity > 0 and self._host_layout(num, cat, y)
+        compiled = (
+            self._compiled is not None and self.capacity > 0 and self._host_layout(num, cat, y)
+        )
         # the C side derives the free slots itself
         drawn = self._draws(len(y))[1] if compiled else None
         return PreparedRows((num, cat, y), self.seen, compiled, drawn)
@@ -118,7 +120,7 @@ class ReservoirBuffer(native.UsesKernels):
         num, cat, y = prepared.rows
         if prepared.seen != self.seen:
             raise RuntimeError("the reservoir changed between prepare and insert")
-        library = self._native
+        library = self._compiled
         if not prepared.compiled or library is None:
             self.add(torch.from_numpy(num), torch.from_numpy(cat), torch.from_numpy(y))
             return
@@ -129,14 +131,14 @@ class ReservoirBuffer(native.UsesKernels):
             self.y.data_ptr(),
             self.capacity,
             self.seen,
-            native.address(num),
-            native.address(cat),
-            native.address(y),
+            binding.address(num),
+            binding.address(cat),
+            binding.address(y),
             len(y),
             self.num.shape[1],
             self.cat.shape[1],
             y.itemsize,
-            None if drawn is None else native.address(drawn),
+            None if drawn is None else binding.address(drawn),
         )
         self.seen += len(y)
 

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from torch.optim.adamw import adamw
 
 from streamlearn.core.model import TabularNet
-from streamlearn.kernels.cpu.binding import NativeStep, reload
+from streamlearn.kernels.cpu.binding import CompiledStep, reload
 
 __all__ = ["FusedTrainer", "Pass"]
 
@@ -78,10 +78,10 @@ class FusedTrainer:
         model: TabularNet,
         weight_decay: float,
         clip_norm: float,
-        native: ctypes.CDLL | None = None,
+        compiled: ctypes.CDLL | None = None,
     ) -> None:
-        """``native``: the compiled kernels (the compiled backend's library); when given (CPU only),
-        :attr:`native` runs whole updates in one call on this trainer's buffers."""
+        """``compiled``: the compiled kernels (the compiled backend's library); when given (CPU
+        only), :attr:`compiled_step` runs whole updates in one call on this trainer's buffers."""
         model.requires_grad_(False)
         self.model = model
         self.weight_decay = weight_decay
@@ -100,7 +100,9 @@ class FusedTrainer:
         self.table_moments = self.table.new_zeros((self.table.shape[0], 2, self.table.shape[1]))
         self.active_num = 0
         self.active_cat = 0
-        self.native = None if native is None else NativeStep(native, self, _BETAS, _EPS)
+        self.compiled_step = (
+            None if compiled is None else CompiledStep(compiled, self, _BETAS, _EPS)
+        )
 
     def _dense(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p is not self.table]
@@ -145,17 +147,19 @@ class FusedTrainer:
         return views
 
     def __getstate__(self) -> dict[str, Any]:
-        """Everything but the compiled step's binding (raw pointers into this process)."""
-        return {**self.__dict__, "native": self.native is not None}
+        """Everything but the compiled step's binding (raw pointers into this process), which
+        pickles as a flag: whether this trainer ran it."""
+        return {**self.__dict__, "compiled_step": self.compiled_step is not None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Pickling copies views as separate tensors: bind the module to the buffer again, and
         the compiled step to the new buffers (the torch step where it cannot be had, or for
-        pickles made before it existed)."""
+        pickles made before it existed; releases before the rename keep the flag in "native")."""
+        used = state.pop("compiled_step", state.pop("native", None))
         self.__dict__.update(state)
         self._bind()
-        library = reload(state.get("native"))
-        self.native = None if library is None else NativeStep(library, self, _BETAS, _EPS)
+        library = reload(used)
+        self.compiled_step = None if library is None else CompiledStep(library, self, _BETAS, _EPS)
 
     # -- widths -----------------------------------------------------------------------------
     def observe_inputs(self, num: np.ndarray, cat: np.ndarray) -> None:

@@ -5,7 +5,7 @@ detector, torch ops for the training step, the reservoir and the error memory, o
 CUDA device) and ``compiled`` (the C kernels built into the package at install time: the
 host-side kernels always; the training step, the reservoir's inserts and the error memory's
 top-k where the model runs on the CPU). ``learner.kernel`` chooses: ``auto`` takes the compiled
-one where the extension loads, ``native`` insists on it, ``torch`` forces the reference.
+one where the extension loads, ``compiled`` insists on it, ``torch`` forces the reference.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _restore(compiled: bool, step: bool) -> Backend:
         return reference_backend()
     try:
         library = binding.load()
-    except binding.NativeUnavailable:
+    except binding.KernelsUnavailable:
         return reference_backend()
     return Backend(
         "compiled", CompiledStatistics(library), CompiledDrift(library), library if step else None
@@ -112,17 +112,17 @@ def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend
         log.info("compute backend: torch (learner.kernel: torch)")
         return reference_backend()
     too_deep = hidden_layers + 1 > binding.MAX_LAYERS
-    if kernel == "native" and device_type != "cpu":
-        raise ConfigError(f"learner.kernel: 'native' runs on the CPU, not on {device_type}")
-    if kernel == "native" and too_deep:
+    if kernel == "compiled" and device_type != "cpu":
+        raise ConfigError(f"learner.kernel: 'compiled' runs on the CPU, not on {device_type}")
+    if kernel == "compiled" and too_deep:
         raise ConfigError(
-            f"learner.kernel: 'native' takes at most {binding.MAX_LAYERS - 1} hidden layers"
+            f"learner.kernel: 'compiled' takes at most {binding.MAX_LAYERS - 1} hidden layers"
         )
     try:
         library = binding.load()
-    except binding.NativeUnavailable as error:
-        if kernel == "native":
-            raise ConfigError(f"learner.kernel: 'native' is unavailable here: {error}") from error
+    except binding.KernelsUnavailable as error:
+        if kernel == "compiled":
+            raise ConfigError(f"learner.kernel: 'compiled' is unavailable here: {error}") from error
         log.warning("compute backend: torch (the compiled kernels are unavailable: %s)", error)
         return reference_backend()
     step = device_type == "cpu" and not too_deep

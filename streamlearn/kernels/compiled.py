@@ -10,7 +10,7 @@ import ctypes
 
 import numpy as np
 
-from streamlearn.kernels.cpu.binding import NativeUnavailable, address, load
+from streamlearn.kernels.cpu.binding import KernelsUnavailable, address, load
 from streamlearn.kernels.drift_state import DriftParams, DriftState
 from streamlearn.kernels.reference.drift import NumpyDrift
 from streamlearn.kernels.reference.statistics import NumpyStatistics
@@ -104,12 +104,12 @@ class CompiledDrift:
 def _reloaded_statistics() -> CompiledStatistics | NumpyStatistics:
     try:
         return CompiledStatistics(load())
-    except NativeUnavailable:
+    except KernelsUnavailable:
         return NumpyStatistics()
 
 
 def _reloaded_drift() -> CompiledDrift | NumpyDrift:
     try:
         return CompiledDrift(load())
-    except NativeUnavailable:
+    except KernelsUnavailable:
         return NumpyDrift()

@@ -14,7 +14,7 @@ import pytest
 
 from streamlearn.cli import main
 from streamlearn.demo.job import run_demo
-from streamlearn.kernels.cpu import binding as native
+from streamlearn.kernels.cpu import binding
 from streamlearn.settings import load_settings
 
 EVENTS = 4000
@@ -69,12 +69,12 @@ def test_summary_names_speed_accuracy_and_plot(sea) -> None:
     assert 0 < end_to_end <= learner  # the source's own time only adds to the end-to-end figure
     assert f"prequential accuracy {report.overall:.4f}" in text
     assert "true drifts       [1000, 2000, 3000]" in text
-    try:  # the compiled kernels wherever a C compiler builds them
-        native.load()
+    try:  # the compiled kernels wherever the installation built them
+        binding.load()
         step = "compiled C kernels (learner.kernel), cpu"
         if len(os.sched_getaffinity(0)) >= 2:  # learner.overlap: auto
             step += ", updates on a second thread (learner.overlap)"
-    except native.NativeUnavailable:
+    except binding.KernelsUnavailable:
         step = "torch ops, cpu"
     assert f"training step     {step}" in text
     png = out / "demo-sea-drift.png"

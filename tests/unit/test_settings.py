@@ -34,6 +34,17 @@ def test_yaml_values_are_read(tmp_path):
     assert s.learner.seed == LearnerSettings().seed
 
 
+def test_kernel_native_is_read_as_compiled(tmp_path, monkeypatch):
+    """``native``, the value's name in earlier releases, stays valid in users' files and env."""
+    assert (
+        load_settings(write(tmp_path, "learner: {kernel: native}\n")).learner.kernel == "compiled"
+    )
+    with pytest.raises(ConfigError, match=r"learner\.kernel"):
+        load_settings(write(tmp_path, "learner: {kernel: fortran}\n"))
+    monkeypatch.setenv("STREAMLEARN_LEARNER__KERNEL", "native")  # the environment, likewise
+    assert load_settings().learner.kernel == "compiled"
+
+
 def test_str_path_accepted(tmp_path):
     path = write(tmp_path, "learner: {lr: 0.5}\n")
     assert load_settings(str(path)).learner.lr == 0.5

@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from streamlearn.kernels.cpu import binding as native
+from streamlearn.kernels.cpu import binding
 
 __all__ = ["ErrorMemory", "LSHStore", "MemoryStore", "TopKStore", "ring_write", "unit_rows"]
 
@@ -284,7 +284,7 @@ class LSHStore:
         self._weight = 1.0
 
 
-class ErrorMemory(native.UsesKernels):
+class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
     """Error memory over one store: compensates base predictions, learns from labelled rows.
 
     ``width`` is the number of class slots (ignored for regression). Labels are class slots
@@ -320,9 +320,9 @@ class ErrorMemory(native.UsesKernels):
         regression: bool = False,
         device: torch.device | str = "cpu",
         seed: int = 0,
-        native: ctypes.CDLL | None = None,
+        compiled: ctypes.CDLL | None = None,
     ) -> None:
-        """``native``: the compiled kernels (the compiled backend's library); on CPU a top-k
+        """``compiled``: the compiled kernels (the compiled backend's library); on CPU a top-k
         memory then compensates in one call (:meth:`compensate_keyed`)."""
         self.kind, self.lam, self.gamma = kind, lam, gamma
         self.store, self.error_threshold = store, error_threshold
@@ -340,7 +340,7 @@ class ErrorMemory(native.UsesKernels):
         eye = torch.eye(w, device=self.device)
         self._mix = torch.cat([lam * eye, -lam * (1.0 - gamma) * eye])
         self._one_hot = np.eye(w, dtype=np.float32)  # labels → y rows, on the host
-        self._native = native if kind == "topk" and self.device.type == "cpu" else None
+        self._compiled = compiled if kind == "topk" and self.device.type == "cpu" else None
         self.abs_error = 0.0  # regression: running mean |y − ŷ_base| for store="errors"
         self.writes = 0
 
@@ -394,7 +394,7 @@ class ErrorMemory(native.UsesKernels):
     ) -> tuple[np.ndarray, torch.Tensor]:
         """:meth:`compensate`, and the unit keys of ``hidden`` for :meth:`update`; on CPU with
         a non-empty top-k store, in one call into memory.c (the same arithmetic)."""
-        if self._native is None or len(self.backend) == 0 or self.lam == 0.0:
+        if self._compiled is None or len(self.backend) == 0 or self.lam == 0.0:
             keys = self.keys(hidden)
             return self.compensate(hidden, base, keys), keys
         store = self.backend
@@ -404,22 +404,22 @@ class ErrorMemory(native.UsesKernels):
         self._check_widths(h, b, store)
         out = np.empty((len(h), self.width), dtype=np.float32)
         keys = np.empty_like(h)
-        code = self._native.memory_compensate(
+        code = self._compiled.memory_compensate(
             store.keys.data_ptr(),
             store.values.data_ptr(),
             store.filled,
             h.shape[1],
             self.width,
-            native.address(h),
-            native.address(b),
+            binding.address(h),
+            binding.address(b),
             len(h),
             store.k,
             store.tau,
             self.lam,
             self.gamma,
             int(self.regression),
-            native.address(out),
-            native.address(keys),
+            binding.address(out),
+            binding.address(keys),
         )
         if code != 0:
             raise MemoryError("compiled error memory: scratch memory could not be allocated")
@@ -450,7 +450,7 @@ class ErrorMemory(native.UsesKernels):
         stage's, for re-keying). On CPU with the compiled kernels and ``store="all"``, one
         call into memory.c does every write (``keys`` unused: it normalises there).
         """
-        if self._native is not None and self.store == "all":
+        if self._compiled is not None and self.store == "all":
             return self._store_compiled(hidden, y, base, mirror)
         cursor = self.backend.cursor if isinstance(self.backend, TopKStore) else 0
         keys = self.keys(hidden) if keys is None else keys
@@ -482,7 +482,7 @@ class ErrorMemory(native.UsesKernels):
     ) -> np.ndarray:
         """:meth:`update` for store="all" on the CPU top-k ring: one call into C."""
         store = self.backend
-        assert isinstance(store, TopKStore) and self._native is not None
+        assert isinstance(store, TopKStore) and self._compiled is not None
         h = np.ascontiguousarray(_numpy(hidden), dtype=np.float32)
         rows = len(h)
         newest = slice(max(rows - store.size, 0), None)  # only these would survive
@@ -501,22 +501,22 @@ class ErrorMemory(native.UsesKernels):
             cat = np.ascontiguousarray(cat_rows[newest], dtype=np.int64)
             if num.shape[1:] != ring_num.shape[1:] or cat.shape[1:] != ring_cat.shape[1:]:
                 raise ValueError(f"inputs {num.shape} / {cat.shape} do not fit the rings")
-        code = self._native.memory_store(
+        code = self._compiled.memory_store(
             store.keys.data_ptr(),
             store.values.data_ptr(),
             store.size,
             store.cursor,
             h.shape[1],
             self.width,
-            native.address(h),
-            None if labels is None else native.address(labels),
-            None if targets is None else native.address(targets),
-            native.address(b),
+            binding.address(h),
+            None if labels is None else binding.address(labels),
+            None if targets is None else binding.address(targets),
+            binding.address(b),
             len(h),
             None if ring_num is None else ring_num.data_ptr(),
             None if ring_cat is None else ring_cat.data_ptr(),
-            None if num is None else native.address(num),
-            None if cat is None else native.address(cat),
+            None if num is None else binding.address(num),
+            None if cat is None else binding.address(cat),
             0 if ring_num is None else ring_num.shape[1],
             0 if ring_cat is None else ring_cat.shape[1],
         )

@@ -65,7 +65,7 @@ class MemoryStage:
             regression=learner.regression,
             device=learner.device,
             seed=learner.settings.seed,
-            native=learner.backend.library,  # the compiled top-k where the model runs on the CPU
+            compiled=learner.backend.library,  # the compiled top-k where the model runs on the CPU
         )
         store = self.memory.backend
         self._ring: TopKStore | None = None

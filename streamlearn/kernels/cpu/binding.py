@@ -14,7 +14,7 @@ x86-64-v3 (AVX2, FMA) levels and the baseline, elsewhere for the baseline alone.
 asks the baseline module which level this CPU runs and loads the best variant built for it,
 through ctypes on the module's file. Nothing is compiled at run time. Where no variant was
 built (no C compiler when the package was installed, a platform the build skips), :func:`load`
-raises :class:`NativeUnavailable` and the learner runs the torch step (``learner.kernel``:
+raises :class:`KernelsUnavailable` and the learner runs the torch step (``learner.kernel``:
 auto): the same results to float32 rounding, slower. ``python -m
 streamlearn.kernels.cpu.binding`` says which variant loads and from where, or why none can.
 """
@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VARIANTS",
+    "CompiledStep",
     "Kernels",
-    "NativeStep",
-    "NativeUnavailable",
-    "UsesKernels",
+    "KernelsUnavailable",
+    "ReloadsKernelsWhenUnpickled",
     "address",
     "bind",
     "built",
@@ -69,7 +69,7 @@ APPLIED, SKIPPED, FORWARD_ONLY, NO_MEMORY, BAD_BUCKET = 1, 0, -1, -2, -3  # fuse
 BAD_CLASS = -5  # batch_inputs': a class slot outside the ones switched on
 
 
-class NativeUnavailable(RuntimeError):
+class KernelsUnavailable(RuntimeError):
     """The compiled kernels cannot be had here (none built for this installation, a build
     that does not load)."""
 
@@ -204,7 +204,7 @@ def built() -> list[str]:
 
 
 def find() -> Kernels:
-    """The best variant built for this CPU; :class:`NativeUnavailable` where none was built or
+    """The best variant built for this CPU; :class:`KernelsUnavailable` where none was built or
     the one chosen does not import.
 
     Only the baseline module and the one chosen are imported: a variant for a level above the
@@ -212,7 +212,7 @@ def find() -> Kernels:
     modules = built()
     baseline = f"{PACKAGE}.{VARIANTS[-1][0]}"
     if baseline not in modules:
-        raise NativeUnavailable(
+        raise KernelsUnavailable(
             f"no compiled kernels were built with this installation ({baseline} is missing): "
             "installing streamlearn builds them where it finds a C compiler and Python's headers"
         )
@@ -225,7 +225,7 @@ def find() -> Kernels:
         )  # the baseline's level, 0, is every CPU's
         chosen = importlib.import_module(name)
     except ImportError as error:
-        raise NativeUnavailable(f"the compiled kernels do not import: {error}") from error
+        raise KernelsUnavailable(f"the compiled kernels do not import: {error}") from error
     return Kernels(name, str(chosen.variant), Path(str(chosen.__file__)), cpu_level)
 
 
@@ -239,12 +239,12 @@ def bind(path: Path) -> ctypes.CDLL:
     return library
 
 
-_loaded: ctypes.CDLL | NativeUnavailable | None = None  # one attempt per process
+_loaded: ctypes.CDLL | KernelsUnavailable | None = None  # one attempt per process
 
 
 def load() -> ctypes.CDLL:
     """:func:`bind` on :func:`find`'s variant, once per process; raises
-    :class:`NativeUnavailable` (the same one on every later call: a failed load is not retried
+    :class:`KernelsUnavailable` (the same one on every later call: a failed load is not retried
     within the process)."""
     global _loaded
     if _loaded is None:
@@ -252,10 +252,10 @@ def load() -> ctypes.CDLL:
             kernels = find()
             _loaded = bind(kernels.path)
             log.info("compiled CPU kernels: the %s build, %s", kernels.variant, kernels.path)
-        except (NativeUnavailable, OSError) as error:
-            _loaded = error if isinstance(error, NativeUnavailable) else NativeUnavailable(error)
+        except (KernelsUnavailable, OSError) as error:
+            _loaded = error if isinstance(error, KernelsUnavailable) else KernelsUnavailable(error)
             log.warning("compiled CPU kernels unavailable, using the torch step: %s", _loaded)
-    if isinstance(_loaded, NativeUnavailable):
+    if isinstance(_loaded, KernelsUnavailable):
         raise _loaded
     return _loaded
 
@@ -290,25 +290,27 @@ def reload(used: object) -> ctypes.CDLL | None:
     again, or None (its torch path) where it cannot be had or was not used."""
     try:
         return load() if used else None
-    except NativeUnavailable:
+    except KernelsUnavailable:
         return None
 
 
-class UsesKernels:
-    """For objects that keep the compiled library (or None) in ``_native``: they pickle with a
-    flag in its place (a loaded library is not picklable) and load it again when unpickled."""
+class ReloadsKernelsWhenUnpickled:
+    """For objects that keep the compiled library (or None) in ``_compiled``: they pickle with a
+    flag in its place (a loaded library is not picklable) and load it again when unpickled
+    (pickles of releases before the rename keep the flag in ``_native``)."""
 
-    _native: ctypes.CDLL | None
+    _compiled: ctypes.CDLL | None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_native": self._native is not None}
+        return {**self.__dict__, "_compiled": self._compiled is not None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        used = state.pop("_compiled", state.pop("_native", None))
         self.__dict__.update(state)
-        self._native = reload(state.get("_native"))  # None: the object's numpy/torch path
+        self._compiled = reload(used)  # None: the object's numpy/torch path
 
 
-class NativeStep:
+class CompiledStep:
     """FusedTrainer's update as one call into step.c, on the trainer's own buffers.
 
     It holds raw pointers into the trainer's tensors: make a new one whenever those are
@@ -319,7 +321,7 @@ class NativeStep:
         self, library: ctypes.CDLL, trainer: FusedTrainer, betas: tuple[float, float], eps: float
     ) -> None:
         if len(trainer.weights) > MAX_LAYERS:
-            raise NativeUnavailable(f"more than {MAX_LAYERS - 1} hidden layers")
+            raise KernelsUnavailable(f"more than {MAX_LAYERS - 1} hidden layers")
         self._fused_step = library.fused_step
         self._trainer = trainer  # keeps every buffer the pointers below point into alive
         net = self._net = _Net()
@@ -576,7 +578,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         kernels = find()
         load()
-    except NativeUnavailable as error:
+    except KernelsUnavailable as error:
         parser.exit(1, f"no compiled kernels: {error}\n")
     level = {0: "not x86-64", 1: "x86-64"}.get(kernels.cpu_level, f"x86-64-v{kernels.cpu_level}")
     print(f"loaded: the {kernels.variant} build ({kernels.module})")

@@ -1,7 +1,7 @@
 /* The matrix and row kernels step.c and memory.c share (static: each file gets
  * its own inlinable copy). */
-#ifndef STREAMLEARN_NATIVE_GEMM_H
-#define STREAMLEARN_NATIVE_GEMM_H
+#ifndef STREAMLEARN_KERNELS_GEMM_H
+#define STREAMLEARN_KERNELS_GEMM_H
 
 #include <math.h>
 #include <stdint.h>

@@ -331,7 +331,7 @@ done:
     return result;
 }
 
-/* NativeStep.check's value checks and FusedTrainer.observe_inputs in one pass over a batch:
+/* CompiledStep.check's value checks and FusedTrainer.observe_inputs in one pass over a batch:
  * -3 when a bucket id lies outside [0, buckets), -5 when a class slot (labels not NULL) lies
  * outside [0, outputs), in both cases with nothing changed; else 0, with active[0] and
  * active[1] widened to 1 + the last numeric / bucket column any row sets (non-zero). */

@@ -1,7 +1,7 @@
 /* Net and Call of step.c (one update's model buffers and rows), shared with
  * async.c, which runs a batch's updates on a second thread. */
-#ifndef STREAMLEARN_NATIVE_STEP_H
-#define STREAMLEARN_NATIVE_STEP_H
+#ifndef STREAMLEARN_KERNELS_STEP_H
+#define STREAMLEARN_KERNELS_STEP_H
 
 #include <stdint.h>
 

@@ -149,7 +149,8 @@ def test_gradient_clipping_bounds_the_update(monkeypatch):
     recorded_adamw(monkeypatch, lambda grad, lr: norms.append(float(grad.norm())))
 
     def grad_norms(clip_norm):
-        # the torch step, to watch its AdamW call; test_native.py holds the compiled one to it
+        # the torch step, to watch its AdamW call; kernels/test_cpu_kernels.py holds the compiled
+        # one to it
         learner = make(clip_norm=clip_norm, task="regression", replay_size=0, kernel="torch")
         norms.clear()
         before = [p.detach().clone() for p in learner.model.parameters()]

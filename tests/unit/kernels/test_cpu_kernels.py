@@ -1,4 +1,4 @@
-"""The compiled training step (learn/native.py + step.c) against the torch step.
+"""The compiled training step (kernels/cpu/binding.py + step.c) against the torch step.
 
 Two learners with the same seed, one per kernel, see the same batches: every prediction, loss,
 hidden row, weight, Adam moment and counter must agree to float32 rounding, across tasks,
@@ -25,7 +25,7 @@ from streamlearn.core.memory.error_memory import ErrorMemory
 from streamlearn.core.prequential import Prequential
 from streamlearn.core.replay import ReservoirBuffer
 from streamlearn.errors import ConfigError
-from streamlearn.kernels.cpu import binding as native
+from streamlearn.kernels.cpu import binding
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
 FEATURES = FeatureSettings(numeric_slots=6, categorical_slots=3, hash_buckets=64, embedding_dim=4)
@@ -51,9 +51,11 @@ def pair(**overrides):
     }
     learners = [
         OnlineLearner(LearnerSettings(**values, kernel=kernel), FEATURES)
-        for kernel in ("torch", "native")
+        for kernel in ("torch", "compiled")
     ]
-    assert learners[0].trainer.native is None and learners[1].trainer.native is not None
+    assert (
+        learners[0].trainer.compiled_step is None and learners[1].trainer.compiled_step is not None
+    )
     for learner in learners:
         if values["task"] != "regression":
             learner.set_classes(np.arange(CLASSES) < (2 if values["task"] == "binary" else 3))
@@ -73,18 +75,18 @@ def batch(rng, task, n=24, numeric=4, categorical=2):
     return num, cat, np.clip(np.floor(score + classes / 2), 0, classes - 1).astype(np.int64)
 
 
-def assert_agree(torch_learner, native_learner, rtol=2e-4, atol=2e-5):
+def assert_agree(torch_learner, compiled_learner, rtol=2e-4, atol=2e-5):
     for name, value in torch_learner.model.state_dict().items():
-        other = native_learner.model.state_dict()[name]
+        other = compiled_learner.model.state_dict()[name]
         torch.testing.assert_close(other, value, rtol=rtol, atol=atol, msg=name)
-    a, b = torch_learner.trainer.state_dict(), native_learner.trainer.state_dict()
+    a, b = torch_learner.trainer.state_dict(), compiled_learner.trainer.state_dict()
     for name in ("step", "exp_avg", "exp_avg_sq", "table_moments"):
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-7, msg=name)
     assert (torch_learner.steps, torch_learner.skipped_nonfinite) == (
-        native_learner.steps,
-        native_learner.skipped_nonfinite,
+        compiled_learner.steps,
+        compiled_learner.skipped_nonfinite,
     )
-    assert len(torch_learner.replay) == len(native_learner.replay)
+    assert len(torch_learner.replay) == len(compiled_learner.replay)
 
 
 @pytest.mark.parametrize(
@@ -98,14 +100,14 @@ def assert_agree(torch_learner, native_learner, rtol=2e-4, atol=2e-5):
         ("multiclass", {"replay_ratio": 0.5, "updates": 3}, (5, 3)),
     ],
 )
-def test_native_step_matches_the_torch_step(task, overrides, widths):
+def test_compiled_step_matches_the_torch_step(task, overrides, widths):
     rng = np.random.default_rng(11)
-    torch_learner, native_learner = pair(task=task, **overrides)
+    torch_learner, compiled_learner = pair(task=task, **overrides)
     for i in range(25):
         numeric, categorical = widths if i > 3 else (2, min(1, widths[1]))  # widths grow
         num, cat, y = batch(rng, task, numeric=numeric, categorical=categorical)
         expected = torch_learner.step(num, cat, y)
-        got = native_learner.step(num, cat, y)
+        got = compiled_learner.step(num, cat, y)
         np.testing.assert_allclose(got.prediction, expected.prediction, rtol=2e-4, atol=2e-5)
         np.testing.assert_allclose(got.loss, expected.loss, rtol=2e-4, atol=2e-5)
         np.testing.assert_allclose(got.hidden, expected.hidden, rtol=2e-4, atol=2e-5)
@@ -114,26 +116,26 @@ def test_native_step_matches_the_torch_step(task, overrides, widths):
         assert got.prediction.shape == expected.prediction.shape
         if i == 12:
             torch_learner.on_drift()
-            native_learner.on_drift()
-    assert native_learner.steps >= 25
-    assert_agree(torch_learner, native_learner)
+            compiled_learner.on_drift()
+    assert compiled_learner.steps >= 25
+    assert_agree(torch_learner, compiled_learner)
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
 def test_non_finite_batches_are_skipped_alike(task):
     rng = np.random.default_rng(12)
-    torch_learner, native_learner = pair(task=task)
+    torch_learner, compiled_learner = pair(task=task)
     for i in range(8):
         num, cat, y = batch(rng, task)
         if i == 4:
             num[3, 1] = np.nan
         if i == 6:
             num[:, 0] = 1e30  # finite inputs, overflowing activations
-        for learner in (torch_learner, native_learner):
+        for learner in (torch_learner, compiled_learner):
             learner.step(num, cat, y)
-    assert native_learner.skipped_nonfinite >= 1
-    assert_agree(torch_learner, native_learner)
-    assert all(torch.isfinite(p).all() for p in native_learner.model.parameters())
+    assert compiled_learner.skipped_nonfinite >= 1
+    assert_agree(torch_learner, compiled_learner)
+    assert all(torch.isfinite(p).all() for p in compiled_learner.model.parameters())
 
 
 def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
@@ -144,7 +146,8 @@ def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
     clone, thawed = copy.deepcopy(learner), pickle.loads(pickle.dumps(learner))
     for other in (clone, thawed):
         assert (
-            other.trainer.native is not None and other.trainer.native is not learner.trainer.native
+            other.trainer.compiled_step is not None
+            and other.trainer.compiled_step is not learner.trainer.compiled_step
         )
     before = [p.clone() for p in learner.model.parameters()]
     data = batch(rng, "multiclass")
@@ -160,51 +163,55 @@ def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
 
 
 def test_kernel_setting_and_a_missing_build(monkeypatch, caplog):
-    deep = LearnerSettings(task="binary", device="cpu", hidden=(4,) * native.MAX_LAYERS)
-    assert OnlineLearner(deep, FEATURES).trainer.native is None  # deeper than the kernel takes
+    deep = LearnerSettings(task="binary", device="cpu", hidden=(4,) * binding.MAX_LAYERS)
+    assert (
+        OnlineLearner(deep, FEATURES).trainer.compiled_step is None
+    )  # deeper than the kernel takes
     with pytest.raises(ConfigError, match="at most 15 hidden layers"):
-        OnlineLearner(deep.model_copy(update={"kernel": "native"}), FEATURES)
-    monkeypatch.setattr(native, "_loaded", None)
-    monkeypatch.setattr(native, "VARIANTS", (("_not_built", 0),))  # an install without them
+        OnlineLearner(deep.model_copy(update={"kernel": "compiled"}), FEATURES)
+    monkeypatch.setattr(binding, "_loaded", None)
+    monkeypatch.setattr(binding, "VARIANTS", (("_not_built", 0),))  # an install without them
     settings = LearnerSettings(task="binary", device="cpu")
     with caplog.at_level(logging.WARNING):
-        assert OnlineLearner(settings, FEATURES).trainer.native is None  # auto: the torch step
+        assert (
+            OnlineLearner(settings, FEATURES).trainer.compiled_step is None
+        )  # auto: the torch step
     assert any(
         record.levelno == logging.WARNING
         and "no compiled kernels were built" in record.getMessage()
         for record in caplog.records
     )  # the reason, logged
     with pytest.raises(ConfigError, match=r"learner.kernel.*no compiled kernels were built"):
-        OnlineLearner(settings.model_copy(update={"kernel": "native"}), FEATURES)
+        OnlineLearner(settings.model_copy(update={"kernel": "compiled"}), FEATURES)
     with pytest.raises(SystemExit) as exit_:
-        native.main([])
+        binding.main([])
     assert exit_.value.code == 1
-    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(binding, "_loaded", None)
 
 
 def runnable_variants():
     """(module name, file) of every variant built here that this CPU runs, best first."""
-    chosen = native.find()
-    levels = dict(native.VARIANTS)
+    chosen = binding.find()
+    levels = dict(binding.VARIANTS)
     return [
         (name, Path(importlib.util.find_spec(name).origin))
-        for name in native.built()
+        for name in binding.built()
         if levels[name.rpartition(".")[2]] <= chosen.cpu_level
     ]
 
 
 def test_the_best_variant_this_cpu_runs_is_loaded(monkeypatch):
-    chosen = native.find()
+    chosen = binding.find()
     assert chosen.module == runnable_variants()[0][0]
-    assert Path(native.load()._name) == chosen.path
-    assert chosen.path.parent == Path(native.__file__).parent
+    assert Path(binding.load()._name) == chosen.path
+    assert chosen.path.parent == Path(binding.__file__).parent
     if platform.machine() in ("x86_64", "AMD64"):
         assert chosen.cpu_level >= 1
-        assert len(native.built()) == len(native.VARIANTS)  # v4, v3 and the baseline
-        baseline = importlib.import_module(native.built()[-1])
+        assert len(binding.built()) == len(binding.VARIANTS)  # v4, v3 and the baseline
+        baseline = importlib.import_module(binding.built()[-1])
         for level, variant in ((4, "x86-64-v4"), (3, "x86-64-v3"), (2, "x86-64"), (1, "x86-64")):
             monkeypatch.setattr(baseline, "cpu_level", level)  # as a CPU of that level says
-            assert native.find().variant == variant
+            assert binding.find().variant == variant
     else:
         assert chosen.cpu_level == 0 and chosen.variant == "baseline"
 
@@ -214,13 +221,13 @@ def test_every_variant_this_cpu_runs_matches_the_torch_step(monkeypatch, task):
     rng = np.random.default_rng(14)
     data = [batch(rng, task) for _ in range(8)]
     for _, path in runnable_variants():
-        monkeypatch.setattr(native, "_loaded", native.bind(path))
-        torch_learner, native_learner = pair(task=task)
+        monkeypatch.setattr(binding, "_loaded", binding.bind(path))
+        torch_learner, compiled_learner = pair(task=task)
         for num, cat, y in data:
-            expected, got = torch_learner.step(num, cat, y), native_learner.step(num, cat, y)
+            expected, got = torch_learner.step(num, cat, y), compiled_learner.step(num, cat, y)
             np.testing.assert_allclose(got.prediction, expected.prediction, rtol=2e-4, atol=2e-5)
-        assert_agree(torch_learner, native_learner)
-    monkeypatch.setattr(native, "_loaded", None)
+        assert_agree(torch_learner, compiled_learner)
+    monkeypatch.setattr(binding, "_loaded", None)
 
 
 def test_the_installed_kernels_load_with_no_compiler_on_path(tmp_path):
@@ -232,27 +239,27 @@ def test_the_installed_kernels_load_with_no_compiler_on_path(tmp_path):
     code = (
         "from streamlearn.core.learner import OnlineLearner\n"
         "from streamlearn.settings import FeatureSettings, LearnerSettings\n"
-        "settings = LearnerSettings(task='binary', device='cpu', kernel='native')\n"
+        "settings = LearnerSettings(task='binary', device='cpu', kernel='compiled')\n"
         "learner = OnlineLearner(settings, FeatureSettings())\n"
-        "print(learner.trainer.native.library._name)\n"
+        "print(learner.trainer.compiled_step.library._name)\n"
     )
     run = functools.partial(
         subprocess.run, capture_output=True, text=True, check=False, cwd=tmp_path, env=env
     )
     loaded = run([sys.executable, "-c", code])
     assert loaded.returncode == 0, loaded.stderr
-    assert Path(loaded.stdout.strip()) == native.find().path
+    assert Path(loaded.stdout.strip()) == binding.find().path
     shown = run([sys.executable, "-m", "streamlearn.kernels.cpu.binding"])
     assert shown.returncode == 0, shown.stderr
-    assert f"the {native.find().variant} build" in shown.stdout
-    assert str(native.find().path) in shown.stdout
+    assert f"the {binding.find().variant} build" in shown.stdout
+    assert str(binding.find().path) in shown.stdout
 
 
 def test_the_built_kernels_are_not_older_than_their_sources():
     """An editable install (pip install -e .) builds the kernels beside their sources, once:
     after a change to a C file, installing again rebuilds them (nothing compiles at run
     time). An installed package has no sources beside them."""
-    here = Path(native.__file__).parent
+    here = Path(binding.__file__).parent
     sources = [*here.glob("*.c"), *here.glob("*.h")]
     if not sources:
         pytest.skip("an installed package: no sources beside the kernels")
@@ -266,15 +273,15 @@ def test_weights_of_slots_and_classes_never_active_move_only_by_weight_decay(wei
     """Without weight decay the compiled step updates only the active blocks (the others'
     gradients and moments are zero, so AdamW leaves them as they are); with it, all of them,
     as the torch step does."""
-    torch_learner, native_learner = pair(weight_decay=weight_decay)
-    trainer = native_learner.trainer
+    torch_learner, compiled_learner = pair(weight_decay=weight_decay)
+    trainer = compiled_learner.trainer
     before = [w.clone() for w in trainer.weights]
     rng = np.random.default_rng(22)
     for _ in range(6):
         data = batch(rng, "multiclass", numeric=3, categorical=1)
-        for learner in (torch_learner, native_learner):
+        for learner in (torch_learner, compiled_learner):
             learner.step(*data)
-    assert_agree(torch_learner, native_learner)
+    assert_agree(torch_learner, compiled_learner)
     ns, e = FEATURES.numeric_slots, FEATURES.embedding_dim
     inactive = [
         (trainer.weights[0], (slice(None), slice(3, ns)), before[0]),  # numeric slots 3..5
@@ -302,13 +309,13 @@ def test_weights_of_slots_and_classes_never_active_move_only_by_weight_decay(wei
         (True, 4, 32, 50),
     ],
 )
-def test_native_memory_compensation_matches_the_torch_one(regression, k, size, rows_stored):
+def test_compiled_memory_compensation_matches_the_torch_one(regression, k, size, rows_stored):
     rng = np.random.default_rng(14)
     width, hidden_dim = (1 if regression else 5), 12
     memories = [
         ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.2, gamma=0.3, lam=0.8,
-                    regression=regression, native=library)
-        for library in (None, native.load())
+                    regression=regression, compiled=library)
+        for library in (None, binding.load())
     ]  # fmt: skip
     for start in range(0, rows_stored, 10):
         n = min(10, rows_stored - start)
@@ -342,13 +349,13 @@ def test_native_memory_compensation_matches_the_torch_one(regression, k, size, r
     if not regression:
         np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)
     thawed = pickle.loads(pickle.dumps(memories[1]))  # e.g. river's clone, checkpoints
-    assert thawed._native is not None
+    assert thawed._compiled is not None
     np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
 
 
 def test_address_reads_the_data_pointer_of_any_array():
     """The pointer read from the array object, and ctypes' for a subclass."""
-    assert native._DATA_OFFSET is not None  # CPython: found at import
+    assert binding._DATA_OFFSET is not None  # CPython: found at import
     base = np.arange(24, dtype=np.float64).reshape(4, 6)
     read_only = np.zeros(5, dtype=np.float32)
     read_only.flags.writeable = False
@@ -357,7 +364,7 @@ def test_address_reads_the_data_pointer_of_any_array():
         pass
 
     for array in (base, base[1:], base[:, 2], read_only, np.empty(0), base.view(Tagged)):
-        assert native.address(array) == array.ctypes.data
+        assert binding.address(array) == array.ctypes.data
 
 
 def _compensation_by_formula(memory, hidden, base):
@@ -381,11 +388,11 @@ def _compensation_by_formula(memory, hidden, base):
 
 # k up to 16: passes over the keys; beyond: insertion into a sorted list
 @pytest.mark.parametrize("k", [3, 8, 16, 20])
-def test_native_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k):
+def test_compiled_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k):
     rng = np.random.default_rng(23)
     width, hidden_dim, size = 3, 5, 40
     memory = ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.5, lam=0.9, gamma=0.4,
-                         native=native.load())  # fmt: skip
+                         compiled=binding.load())  # fmt: skip
     distinct = rng.normal(size=(6, hidden_dim)).astype(np.float32)
     hidden = distinct[rng.integers(0, 6, 36)]  # repeated keys: equal similarities
     hidden[[4, 17]] = np.nan  # a NaN key: its similarity is NaN for every query
@@ -398,13 +405,13 @@ def test_native_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k):
 
 
 @pytest.mark.parametrize("regression", [False, True])
-def test_native_memory_store_matches_the_torch_one(regression):
+def test_compiled_memory_store_matches_the_torch_one(regression):
     """Ring slots, wrap-around, a batch larger than the ring, the mirrored input rings."""
     rng = np.random.default_rng(19)
     width, hidden_dim, size = (1 if regression else 4), 6, 24
     memories = [
-        ErrorMemory(hidden_dim, width, k=3, size=size, regression=regression, native=library)
-        for library in (None, native.load())
+        ErrorMemory(hidden_dim, width, k=3, size=size, regression=regression, compiled=library)
+        for library in (None, binding.load())
     ]
     mirrors = [(torch.zeros((size, 3)), torch.zeros((size, 2), dtype=torch.long)) for _ in memories]
     for n in (10, 10, 9, 30, 5):  # wraps at 24, then a batch of 30 keeps its newest 24
@@ -424,8 +431,8 @@ def test_native_memory_store_matches_the_torch_one(regression):
     assert torch.equal(have[0], want[0]) and torch.equal(have[1], want[1])
 
 
-def test_native_memory_store_refuses_a_label_outside_the_slots():
-    memory = ErrorMemory(4, 3, k=2, size=8, native=native.load())
+def test_compiled_memory_store_refuses_a_label_outside_the_slots():
+    memory = ErrorMemory(4, 3, k=2, size=8, compiled=binding.load())
     rng = np.random.default_rng(20)
     hidden, base = rng.normal(size=(2, 4)).astype(np.float32), np.full((2, 3), 1 / 3, np.float32)
     with pytest.raises(IndexError, match="3 slots"):
@@ -447,9 +454,12 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
                 drift={"detector": "none"},
             )
         )
-        for kernel in ("torch", "native")
+        for kernel in ("torch", "compiled")
     ]
-    assert runs[0].learner.trainer.native is None and runs[1].memory.memory._native is not None
+    assert (
+        runs[0].learner.trainer.compiled_step is None
+        and runs[1].memory.memory._compiled is not None
+    )
     for _ in range(12):
         num, _, y = batch(rng, task, n=16, categorical=0)
         xs = [
@@ -474,12 +484,12 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
 def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
     rng = np.random.default_rng(16)
     task = "multiclass" if bad == "class slot" else "regression"
-    torch_learner, native_learner = pair(task=task)
-    for learner in (torch_learner, native_learner):
+    torch_learner, compiled_learner = pair(task=task)
+    for learner in (torch_learner, compiled_learner):
         for _ in range(3):
             learner.step(*batch(rng, task))
-    state = copy.deepcopy(native_learner.state_dict())
-    widths = (native_learner.trainer.active_num, native_learner.trainer.active_cat)
+    state = copy.deepcopy(compiled_learner.state_dict())
+    widths = (compiled_learner.trainer.active_num, compiled_learner.trainer.active_cat)
     num, cat, y = batch(rng, task)
     if bad == "class slot":
         y[4] = 3  # slot 3 exists in the head, but only 3 classes are switched on
@@ -495,16 +505,16 @@ def test_bad_input_raises_like_the_torch_step_and_changes_nothing(bad):
     with pytest.raises(errors):
         torch_learner.step(num, cat, y)
     with pytest.raises(IndexError if "bucket" in bad or "class" in bad else ValueError):
-        native_learner.step(num, cat, y)
-    after = native_learner.state_dict()
+        compiled_learner.step(num, cat, y)
+    after = compiled_learner.state_dict()
     assert (
         str(after["counters"]) == str(state["counters"])
         and after["replay"]["seen"] == state["replay"]["seen"]
     )
     for name, value in state["model"].items():
         assert torch.equal(after["model"][name], value), name
-    assert (native_learner.trainer.active_num, native_learner.trainer.active_cat) == widths
-    native_learner.step(*batch(rng, task))  # and it goes on learning
+    assert (compiled_learner.trainer.active_num, compiled_learner.trainer.active_cat) == widths
+    compiled_learner.step(*batch(rng, task))  # and it goes on learning
 
 
 def test_active_widths_widen_alike_on_both_kernels():
@@ -523,7 +533,7 @@ def test_active_widths_widen_alike_on_both_kernels():
 
 
 def test_memory_refuses_inputs_of_other_widths():
-    memory = ErrorMemory(8, 3, k=2, size=16, native=native.load())
+    memory = ErrorMemory(8, 3, k=2, size=16, compiled=binding.load())
     rng = np.random.default_rng(17)
     memory.update(rng.normal(size=(4, 8)).astype(np.float32), np.array([0, 1, 2, 0]),
                   rng.dirichlet(np.ones(3), 4).astype(np.float32))  # fmt: skip
@@ -538,16 +548,34 @@ def test_pickles_from_before_the_compiled_step_still_load():
     _, learner = pair()
     learner.step(*batch(np.random.default_rng(18), "multiclass"))
     old = learner.trainer.__getstate__()
-    del old["native"]  # what a FusedTrainer pickled by the earlier release holds
+    del old["compiled_step"]  # what a FusedTrainer pickled by the earlier release holds
     trainer = object.__new__(type(learner.trainer))
     trainer.__setstate__(old)
-    assert trainer.native is None  # the torch step, as that release ran
+    assert trainer.compiled_step is None  # the torch step, as that release ran
     memory = ErrorMemory(4, 2)
     state = memory.__getstate__()
-    del state["_native"]
+    del state["_compiled"]
     restored = object.__new__(ErrorMemory)
     restored.__setstate__(state)
-    assert restored._native is None
+    assert restored._compiled is None
+
+
+def test_pickles_from_before_the_rename_still_load_with_the_compiled_kernels():
+    """Releases before the rename pickled the flag as the trainer's ``native`` and the
+    memory's and the reservoir's ``_native``."""
+    _, learner = pair()
+    learner.step(*batch(np.random.default_rng(19), "multiclass"))
+    old = learner.trainer.__getstate__()
+    old["native"] = old.pop("compiled_step")
+    trainer = object.__new__(type(learner.trainer))
+    trainer.__setstate__(old)
+    assert trainer.compiled_step is not None and "native" not in vars(trainer)
+    for thing in (learner.replay, ErrorMemory(4, 2, compiled=binding.load())):
+        state = thing.__getstate__()
+        state["_native"] = state.pop("_compiled")
+        restored = object.__new__(type(thing))
+        restored.__setstate__(state)
+        assert restored._compiled is not None and "_native" not in vars(restored)
 
 
 @pytest.mark.parametrize(
@@ -561,8 +589,8 @@ def test_pickles_from_before_the_compiled_step_still_load():
 )
 def test_compiled_reservoir_inserts_equal_the_torch_ones(capacity, sizes, y_dtype):
     with_c, without = (
-        ReservoirBuffer(capacity, 2, 3, y_dtype, seed=11, native=lib)
-        for lib in (native.load(), None)
+        ReservoirBuffer(capacity, 2, 3, y_dtype, seed=11, compiled=lib)
+        for lib in (binding.load(), None)
     )
     rng = np.random.default_rng(0)
     for size in sizes:
@@ -580,7 +608,7 @@ def test_compiled_reservoir_inserts_equal_the_torch_ones(capacity, sizes, y_dtyp
 
 def test_reservoir_rows_prepared_first_and_inserted_later_equal_add_rows(library):
     """The learner draws while the updates still read the buffer, and inserts after them."""
-    split, whole = (ReservoirBuffer(16, 2, 3, torch.long, seed=5, native=library) for _ in "ab")
+    split, whole = (ReservoirBuffer(16, 2, 3, torch.long, seed=5, compiled=library) for _ in "ab")
     rng = np.random.default_rng(1)
     for size in (10, 10, 30):
         rows = (
@@ -600,7 +628,7 @@ def test_reservoir_rows_prepared_first_and_inserted_later_equal_add_rows(library
 
 
 def test_compiled_reservoir_takes_other_layouts_through_torch_and_survives_pickling():
-    buffer = ReservoirBuffer(8, 2, 3, torch.long, seed=1, native=native.load())
+    buffer = ReservoirBuffer(8, 2, 3, torch.long, seed=1, compiled=binding.load())
     reference = ReservoirBuffer(8, 2, 3, torch.long, seed=1)
     num = np.arange(40, dtype=np.float64).reshape(20, 2)  # float64, and a strided view below
     cat = np.arange(120).reshape(20, 6)[:, ::2]
@@ -608,7 +636,7 @@ def test_compiled_reservoir_takes_other_layouts_through_torch_and_survives_pickl
         target.add_rows(num, cat, np.arange(20))
     assert torch.equal(buffer.num, reference.num) and torch.equal(buffer.cat, reference.cat)
     restored = pickle.loads(pickle.dumps(buffer))
-    assert restored._native is not None and torch.equal(restored.y, buffer.y)
+    assert restored._compiled is not None and torch.equal(restored.y, buffer.y)
     rows = (np.ones((3, 2), np.float32), np.ones((3, 3), np.int64), np.arange(3))
     for target in (restored, buffer):
         target.add_rows(*rows)
