@@ -149,7 +149,7 @@ def build_worker(
 
     from streamlearn.worker.backoff import Backoff, BrokerHealth, retry
     from streamlearn.worker.checkpoint import CheckpointStore
-    from streamlearn.worker.kafka.source import open_reader, open_writer
+    from streamlearn.worker.kafka.client import open_reader, open_writer
     from streamlearn.worker.loop import Worker, no_export
 
     w, c = settings.worker, settings.checkpoint
@@ -224,8 +224,8 @@ def run_produce(
     progress: bool = True,
 ) -> int:
     """``streamlearn produce``: send ``messages`` to ``kafka.topic``; returns how many."""
+    from streamlearn.worker.kafka.client import open_writer
     from streamlearn.worker.kafka.produce import produce
-    from streamlearn.worker.kafka.source import open_writer
 
     writer = open_writer(settings.kafka)
     try:

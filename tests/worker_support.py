@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from streamlearn.worker.kafka.source import Outbox, RebalanceHandler, Record, TopicPartition
+from streamlearn.worker.kafka.client import Outbox, RebalanceHandler, Record, TopicPartition
 
 TOPIC = "events"
 

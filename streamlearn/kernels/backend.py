@@ -10,9 +10,9 @@ one where the extension loads, ``compiled`` insists on it, ``torch`` forces the 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal, Protocol
 
 import numpy as np
@@ -76,7 +76,7 @@ class Backend:
     name: Literal["compiled", "torch"]
     statistics: FeatureStatistics = field(default_factory=NumpyStatistics)
     drift: DriftKernel = field(default_factory=_numpy_drift)
-    library: ctypes.CDLL | None = None
+    library: ModuleType | None = None
 
     def __reduce__(self) -> tuple[object, tuple[bool, bool]]:
         """Pickled as what it is made of: loaded again where unpickled (a loaded library is

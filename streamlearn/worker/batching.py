@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 
-from streamlearn.worker.kafka.source import Record, TopicPartition
+from streamlearn.worker.kafka.client import Record, TopicPartition
 
 __all__ = ["Batcher"]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from streamlearn.core.prequential import Prequential
 from streamlearn.events import Event, Label, Rejection, RejectionReason, decode
-from streamlearn.worker.kafka.source import Record
+from streamlearn.worker.kafka.client import Record
 from streamlearn.worker.late_labels import LateLabel, decode_label
 
 _ENCODE_ASCII = json.encoder.encode_basestring_ascii  # C-accelerated, as json.dumps uses

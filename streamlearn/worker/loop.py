@@ -36,7 +36,7 @@ from streamlearn.worker.intake import (
     prediction_messages,
     split,
 )
-from streamlearn.worker.kafka.source import KafkaReader, KafkaWriter, Record, TopicPartition
+from streamlearn.worker.kafka.client import KafkaReader, KafkaWriter, Record, TopicPartition
 from streamlearn.worker.late_labels import LabelCache
 
 __all__ = ["ExportHook", "Worker", "WorkerStats", "no_export"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kafka_tools import create_topic, event, send, worker_settings
 
-from streamlearn.worker.kafka.source import Record, TopicPartition, open_reader
+from streamlearn.worker.kafka.client import Record, TopicPartition, open_reader
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from streamlearn.app import build_worker
 from streamlearn.metrics.worker import WorkerMetrics
-from streamlearn.worker.kafka.source import open_reader
+from streamlearn.worker.kafka.client import open_reader
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,7 +17,7 @@ from confluent_kafka import TopicPartition as CTopicPartition
 
 from streamlearn.errors import ConfigError, KafkaUnavailable
 from streamlearn.settings import KafkaSettings
-from streamlearn.worker.kafka.source import (
+from streamlearn.worker.kafka.client import (
     Message,
     Outbox,
     RebalanceHandler,

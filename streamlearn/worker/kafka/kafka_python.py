@@ -19,7 +19,7 @@ from kafka.errors import KafkaConfigurationError, KafkaError
 
 from streamlearn.errors import ConfigError, KafkaUnavailable
 from streamlearn.settings import KafkaSettings
-from streamlearn.worker.kafka.source import (
+from streamlearn.worker.kafka.client import (
     Message,
     Outbox,
     RebalanceHandler,

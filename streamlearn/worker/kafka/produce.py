@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from streamlearn.errors import SourceError
 from streamlearn.sources.synthetic import stream_rows
-from streamlearn.worker.kafka.source import KafkaWriter
+from streamlearn.worker.kafka.client import KafkaWriter
 
 __all__ = ["file_messages", "produce", "synthetic_messages"]
 

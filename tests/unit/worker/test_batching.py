@@ -1,5 +1,5 @@
 from streamlearn.worker.batching import Batcher
-from streamlearn.worker.kafka.source import Record
+from streamlearn.worker.kafka.client import Record
 
 
 def records(start: int, n: int, partition: int = 0) -> list[Record]:

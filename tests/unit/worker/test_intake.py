@@ -7,7 +7,7 @@ from streamlearn.core.prequential import Prequential
 from streamlearn.events import Rejection
 from streamlearn.settings import load_settings
 from streamlearn.worker.intake import dead_letter_headers, label_check, prediction_messages, split
-from streamlearn.worker.kafka.source import Record
+from streamlearn.worker.kafka.client import Record
 
 
 def preq(**learner) -> Prequential:

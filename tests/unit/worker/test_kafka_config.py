@@ -81,7 +81,7 @@ def test_source_kind_kafka_builds_a_kafka_source():
 def test_confluent_without_the_package_is_a_config_error(monkeypatch):
     import sys
 
-    from streamlearn.worker.kafka.source import open_reader
+    from streamlearn.worker.kafka.client import open_reader
 
     monkeypatch.setitem(sys.modules, "streamlearn.worker.kafka.confluent", None)
     with pytest.raises(ConfigError, match="kafka-fast"):

@@ -15,7 +15,7 @@ from worker_support import TOPIC, FakeReader, FakeWriter, event
 from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.checkpoint import CheckpointStore
-from streamlearn.worker.kafka.source import TopicPartition
+from streamlearn.worker.kafka.client import TopicPartition
 from streamlearn.worker.loop import Worker
 
 

@@ -4,8 +4,8 @@ import pytest
 
 from streamlearn.errors import SourceError
 from streamlearn.events import Event, decode
+from streamlearn.worker.kafka.client import Outbox
 from streamlearn.worker.kafka.produce import file_messages, produce, synthetic_messages
-from streamlearn.worker.kafka.source import Outbox
 
 
 class Writer(Outbox):
