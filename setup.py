@@ -2,7 +2,9 @@
 
 The same sources compile once per variant into their own module: on x86-64 for the x86-64-v4
 (AVX-512), x86-64-v3 (AVX2, FMA) and baseline levels, elsewhere for the baseline alone;
-streamlearn.kernels.cpu.binding loads the best one the CPU runs. Every module is optional: where
+streamlearn.kernels.cpu.binding imports the best one the CPU runs. module.c is the binding, on
+CPython's C API with the buffer protocol, which Python 3.10's limited API lacks: the modules
+are built for one CPython version (no abi3), and wheels are built per version. Every module is optional: where
 none builds (no C compiler, MSVC) the install still succeeds and the learner runs the torch step.
 The rest of the project's configuration is in pyproject.toml.
 """
@@ -19,7 +21,7 @@ from setuptools.command.build_ext import build_ext
 PACKAGE = "streamlearn.kernels.cpu"
 HERE = "streamlearn/kernels/cpu"
 SOURCES = ["module.c", "step.c", "async.c", "memory.c", "replay.c", "drift.c", "features.c"]
-HEADERS = ["gemm.h", "step.h"]
+HEADERS = ["gemm.h", "step.h", "kernels.h"]
 # -fassociative-math (with the two flags it needs) lets the compiler vectorise the dot products;
 # NaN and inf still propagate (no -ffinite-math-only), so the kernels' non-finite guards work.
 FLAGS = [
@@ -85,11 +87,9 @@ setup(
             extra_compile_args=FLAGS + flags,
             extra_link_args=["-pthread"],
             libraries=["m"],
-            py_limited_api=True,
             optional=True,
         )
         for module, variant, flags in _variants()
     ],
     cmdclass={"build_ext": BuildKernels},
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

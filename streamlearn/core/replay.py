@@ -9,8 +9,8 @@ inserts, with the same random draws.
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ class ReservoirBuffer(binding.ReloadsKernelsWhenUnpickled):
         y_dtype: torch.dtype,
         device: torch.device | str = "cpu",
         seed: int = 0,
-        compiled: ctypes.CDLL | None = None,
+        compiled: ModuleType | None = None,
     ) -> None:
         """``compiled``: the compiled kernels (the compiled backend's library), for inserts on
         the CPU."""
@@ -131,14 +131,13 @@ class ReservoirBuffer(binding.ReloadsKernelsWhenUnpickled):
             self.y.data_ptr(),
             self.capacity,
             self.seen,
-            binding.address(num),
-            binding.address(cat),
-            binding.address(y),
-            len(y),
             self.num.shape[1],
             self.cat.shape[1],
-            y.itemsize,
-            None if drawn is None else binding.address(drawn),
+            self.y.element_size(),
+            num,
+            cat,
+            y,
+            drawn,
         )
         self.seen += len(y)
 

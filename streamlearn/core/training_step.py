@@ -15,9 +15,9 @@ nothing to outputs or gradients: skipping them changes no result.
 
 from __future__ import annotations
 
-import ctypes
 import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -78,7 +78,7 @@ class FusedTrainer:
         model: TabularNet,
         weight_decay: float,
         clip_norm: float,
-        compiled: ctypes.CDLL | None = None,
+        compiled: ModuleType | None = None,
     ) -> None:
         """``compiled``: the compiled kernels (the compiled backend's library); when given (CPU
         only), :attr:`compiled_step` runs whole updates in one call on this trainer's buffers."""

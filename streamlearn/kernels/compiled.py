@@ -6,11 +6,11 @@ the numpy reference forms in kernels/reference/, against which they are tested.
 
 from __future__ import annotations
 
-import ctypes
+from types import ModuleType
 
 import numpy as np
 
-from streamlearn.kernels.cpu.binding import KernelsUnavailable, address, load
+from streamlearn.kernels.cpu.binding import KernelsUnavailable, load
 from streamlearn.kernels.drift_state import DriftParams, DriftState
 from streamlearn.kernels.reference.drift import NumpyDrift
 from streamlearn.kernels.reference.statistics import NumpyStatistics
@@ -25,7 +25,7 @@ class CompiledStatistics:
 
     name = "compiled"
 
-    def __init__(self, library: ctypes.CDLL) -> None:
+    def __init__(self, library: ModuleType) -> None:
         self._library = library
         self._other_widths = NumpyStatistics()
 
@@ -39,16 +39,7 @@ class CompiledStatistics:
             return self._other_widths.standardize(num, used, count, mean, m2)
         raw = np.ascontiguousarray(num, dtype=np.float64)
         z = np.empty(raw.shape, dtype=np.float32)
-        self._library.features_standardize(
-            address(raw),
-            len(raw),
-            len(count),
-            used,
-            address(count),
-            address(mean),
-            address(m2),
-            address(z),
-        )
+        self._library.features_standardize(raw, used, count, mean, m2, z)
         return z
 
     def observe(
@@ -59,11 +50,7 @@ class CompiledStatistics:
         if not len(num) or not used:
             return 0
         raw = np.ascontiguousarray(num, dtype=np.float64)
-        return int(
-            self._library.features_observe(
-                address(raw), len(raw), len(count), used, address(count), address(mean), address(m2)
-            )
-        )
+        return int(self._library.features_observe(raw, used, count, mean, m2))
 
 
 class CompiledDrift:
@@ -73,7 +60,7 @@ class CompiledDrift:
 
     name = "compiled"
 
-    def __init__(self, library: ctypes.CDLL) -> None:
+    def __init__(self, library: ModuleType) -> None:
         self._library = library
 
     def __reduce__(self) -> tuple[object, tuple[()]]:
@@ -83,18 +70,17 @@ class CompiledDrift:
         x = np.ascontiguousarray(losses)
         fired = np.empty(len(x), dtype=np.int32)
         count = self._library.drift_update(
-            address(x),
-            len(x),
-            address(state.ring),
+            x,
+            state.ring,
             params.window,
             params.alpha,
             params.k,
             params.min_samples,
             params.min_rise,
             params.cooldown,
-            address(state.counters),
-            address(state.value),
-            address(fired),
+            state.counters,
+            state.value,
+            fired,
         )
         return fired[:count].tolist()
 

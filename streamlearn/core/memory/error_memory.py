@@ -29,8 +29,8 @@ serving replicas. Keys go stale as the model trains; the reset rule is in
 
 from __future__ import annotations
 
-import ctypes
 import math
+from types import ModuleType
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -320,7 +320,7 @@ class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
         regression: bool = False,
         device: torch.device | str = "cpu",
         seed: int = 0,
-        compiled: ctypes.CDLL | None = None,
+        compiled: ModuleType | None = None,
     ) -> None:
         """``compiled``: the compiled kernels (the compiled backend's library); on CPU a top-k
         memory then compensates in one call (:meth:`compensate_keyed`)."""
@@ -408,18 +408,15 @@ class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
             store.keys.data_ptr(),
             store.values.data_ptr(),
             store.filled,
-            h.shape[1],
-            self.width,
-            binding.address(h),
-            binding.address(b),
-            len(h),
             store.k,
             store.tau,
             self.lam,
             self.gamma,
             int(self.regression),
-            binding.address(out),
-            binding.address(keys),
+            h,
+            b,
+            out,
+            keys,
         )
         if code != 0:
             raise MemoryError("compiled error memory: scratch memory could not be allocated")
@@ -506,19 +503,14 @@ class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
             store.values.data_ptr(),
             store.size,
             store.cursor,
-            h.shape[1],
-            self.width,
-            binding.address(h),
-            None if labels is None else binding.address(labels),
-            None if targets is None else binding.address(targets),
-            binding.address(b),
-            len(h),
+            h,
+            labels,
+            targets,
+            b,
             None if ring_num is None else ring_num.data_ptr(),
             None if ring_cat is None else ring_cat.data_ptr(),
-            None if num is None else binding.address(num),
-            None if cat is None else binding.address(cat),
-            0 if ring_num is None else ring_num.shape[1],
-            0 if ring_cat is None else ring_cat.shape[1],
+            num,
+            cat,
         )
         if code != 0:
             raise IndexError(f"class label outside the memory's {self.width} slots")

@@ -8,21 +8,13 @@
  * the optimizer or the reservoir again. A Job may also be one forward-only call: the error
  * memory's re-keying, left running while Python encodes the next batch. One worker thread per
  * process serves every learner, one Job at a time. The results are the synchronous ones: the
- * same calls in the same order on the same buffers. */
+ * same calls in the same order on the same buffers. The binding (module.c) owns each Job, in
+ * the step object that submits it, and waits for it before it changes or frees the Job. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "step.h"
-
-typedef struct {
-    const Net *net;
-    Call call;         /* the first update's call; later ones take the next replay rows */
-    int32_t updates;
-    int32_t per_update; /* replay rows per update (call.r_rows) */
-    const float *lrs;  /* [updates]: the learning rate after a applied updates */
-    int32_t *codes;    /* [updates] out: fused_step's result for each update */
-} Job;
+#include "kernels.h" /* Job */
 
 /* Handing a Job over costs no system call while both threads are busy: each side spins
  * (SPINS rounds of a pause: ≈ 0.5 ms, up to ≈ 1 ms where a pause is slower) before it sleeps
@@ -127,7 +119,7 @@ static int submit(const Job *job) {
 /* Start the Job on the worker once the one before it has run; 0, or -2 when the thread could
  * not be created (then nothing ran: the caller runs the updates itself). */
 int updates_submit(const Job *job) {
-    pthread_mutex_lock(&submit_lock); /* ctypes releases the GIL: threads may submit at once */
+    pthread_mutex_lock(&submit_lock); /* the binding releases the GIL: threads may submit at once */
     const int result = submit(job);
     pthread_mutex_unlock(&submit_lock);
     return result;

@@ -151,25 +151,16 @@ def test_the_learner_is_read_only_after_its_step_is_waited_on():
         np.testing.assert_array_equal(other.predict(*probe), overlapped.predict(*probe))
 
 
-class _NoThreads:
-    """A library whose worker thread cannot be started (pthread_create failing)."""
-
-    def __init__(self, library):
-        self._library = library
-
-    def __getattr__(self, name):
-        return getattr(self._library, name)
-
-    @staticmethod
-    def updates_submit(job):
-        return -2
+def _without_worker_thread(step):
+    """As where the worker thread cannot be started (pthread_create failing): the step's
+    begin() and forward(overlap) hand nothing over and say so."""
+    step._step.worker = False
 
 
 def test_without_a_worker_thread_the_updates_run_in_the_callers():
     rng = np.random.default_rng(8)
     synchronous, overlapped = learners("off"), learners("on")
-    step = overlapped.trainer.compiled_step
-    step.library = _NoThreads(step.library)
+    _without_worker_thread(overlapped.trainer.compiled_step)
     for learner in (synchronous, overlapped):
         learner.set_classes(np.arange(16) < 2)
     for _ in range(5):
@@ -193,7 +184,7 @@ def test_a_learner_dropped_mid_step_lets_its_updates_finish_first():
         learner = learners("on")
         learner.set_classes(np.arange(16) < 2)
         learner.begin_step(*batch(rng, n=64))
-        assert learner.trainer.compiled_step._in_flight is not None
+        assert learner.trainer.compiled_step.in_flight
         del learner  # its buffers are freed only after the worker is done with them
     survivor = learners("on")
     survivor.set_classes(np.arange(16) < 2)
@@ -234,8 +225,7 @@ def test_a_rekey_left_running_is_waited_for_by_whatever_reads_the_memory():
 
 def test_without_a_worker_thread_the_rekey_runs_in_the_callers():
     synchronous, overlapped = runs("binary")
-    step = overlapped.learner.trainer.compiled_step
-    step.library = _NoThreads(step.library)
+    _without_worker_thread(overlapped.learner.trainer.compiled_step)
     rng = np.random.default_rng(11)
     for _ in range(6):
         xs, ys = rows(rng, 16, "binary")

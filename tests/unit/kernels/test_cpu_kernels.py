@@ -203,7 +203,8 @@ def runnable_variants():
 def test_the_best_variant_this_cpu_runs_is_loaded(monkeypatch):
     chosen = binding.find()
     assert chosen.module == runnable_variants()[0][0]
-    assert Path(binding.load()._name) == chosen.path
+    assert Path(binding.load().__file__) == chosen.path
+    assert binding.load().MAX_LAYERS == binding.MAX_LAYERS  # step.h's, as Python counts them
     assert chosen.path.parent == Path(binding.__file__).parent
     if platform.machine() in ("x86_64", "AMD64"):
         assert chosen.cpu_level >= 1
@@ -220,8 +221,8 @@ def test_the_best_variant_this_cpu_runs_is_loaded(monkeypatch):
 def test_every_variant_this_cpu_runs_matches_the_torch_step(monkeypatch, task):
     rng = np.random.default_rng(14)
     data = [batch(rng, task) for _ in range(8)]
-    for _, path in runnable_variants():
-        monkeypatch.setattr(binding, "_loaded", binding.bind(path))
+    for name, _ in runnable_variants():
+        monkeypatch.setattr(binding, "_loaded", importlib.import_module(name))
         torch_learner, compiled_learner = pair(task=task)
         for num, cat, y in data:
             expected, got = torch_learner.step(num, cat, y), compiled_learner.step(num, cat, y)
@@ -241,7 +242,7 @@ def test_the_installed_kernels_load_with_no_compiler_on_path(tmp_path):
         "from streamlearn.settings import FeatureSettings, LearnerSettings\n"
         "settings = LearnerSettings(task='binary', device='cpu', kernel='compiled')\n"
         "learner = OnlineLearner(settings, FeatureSettings())\n"
-        "print(learner.trainer.compiled_step.library._name)\n"
+        "print(learner.trainer.compiled_step.library.__file__)\n"
     )
     run = functools.partial(
         subprocess.run, capture_output=True, text=True, check=False, cwd=tmp_path, env=env
@@ -353,18 +354,69 @@ def test_compiled_memory_compensation_matches_the_torch_one(regression, k, size,
     np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
 
 
-def test_address_reads_the_data_pointer_of_any_array():
-    """The pointer read from the array object, and ctypes' for a subclass."""
-    assert binding._DATA_OFFSET is not None  # CPython: found at import
-    base = np.arange(24, dtype=np.float64).reshape(4, 6)
-    read_only = np.zeros(5, dtype=np.float32)
+def test_the_binding_refuses_arrays_of_other_types_shapes_or_layouts():
+    """The extension checks every array a kernel would read or write (element type, shape,
+    C-contiguity, writability) and names the argument; nothing is written."""
+    library = binding.load()
+    rows, slots = 4, 3
+    num = np.ones((rows, slots))
+    stats = [np.ones(slots), np.zeros(slots), np.ones(slots)]
+    out = np.full((rows, slots), 7.0, dtype=np.float32)
+    read_only = out.copy()
     read_only.flags.writeable = False
+    cases = [
+        ((num.astype(np.float32), 3, *stats, out), TypeError, "num: a float64 array"),
+        ((num[:, ::2], 2, *stats, out[:, :2]), ValueError, "num: a C-contiguous"),
+        ((num, 3, stats[0][:2], *stats[1:], out), ValueError, "count: dimension 0 is 2"),
+        ((num, 4, *stats, out), ValueError, r"used: 4 outside \[0, 3\]"),
+        ((num, 3, *stats, read_only), ValueError, "out: a C-contiguous writable"),
+        ((num, 3, *stats, out[:2]), ValueError, "out: dimension 0 is 2"),
+        ((num.tolist(), 3, *stats, out), TypeError, "num: a float64 array expected, not list"),
+        ((num, 3, *stats), TypeError, r"takes 6 arguments \(5 given\)"),
+    ]
+    for args, error, message in cases:
+        with pytest.raises(error, match=message):
+            library.features_standardize(*args)
+    assert (out == 7.0).all()
+    library.features_standardize(num, 3, *stats, out)
+    assert (out == 1.0).all()  # (x - mean) / std = (1 - 0) / 1
 
-    class Tagged(np.ndarray):
-        pass
 
-    for array in (base, base[1:], base[:, 2], read_only, np.empty(0), base.view(Tagged)):
-        assert binding.address(array) == array.ctypes.data
+def test_the_compiled_step_refuses_what_it_cannot_run_on():
+    """Step checks the trainer's buffers once (the dense ones views of the flat buffers) and a
+    call's arrays each time; a call while its job runs is refused."""
+    _, learner = pair()
+    trainer, step = learner.trainer, learner.trainer.compiled_step
+    weights = [w.numpy() for w in trainer.weights]
+    buffers = (
+        [b.numpy() for b in trainer.biases],
+        [g.numpy() for g in trainer.weight_grads],
+        [g.numpy() for g in trainer.bias_grads],
+        *(t.numpy() for t in (trainer.flat, trainer.grad, trainer.exp_avg, trainer.exp_avg_sq)),
+        *(t.numpy() for t in (trainer.table, trainer.table_moments, trainer.step)),
+    )
+    rest = (False, FEATURES.numeric_slots, FEATURES.categorical_slots, 0.0, 5.0, 0.9, 0.999, 1e-8)
+    with pytest.raises(ValueError, match=r"weights\[0\]: not a view of the flat buffer"):
+        step.library.Step([weights[0].copy(), *weights[1:]], *buffers, *rest)
+    with pytest.raises(ValueError, match=r"weights\[0\]: dimension 1 is 8, 18 expected"):
+        step.library.Step(weights[::-1], *buffers, *rest)
+    rng = np.random.default_rng(5)
+    num, cat, y = batch(rng, "multiclass")
+    with pytest.raises(TypeError, match="cat: a int64 array"):
+        step.update((num, cat.astype(np.int32), y), None, CLASSES, 0.01)
+    with pytest.raises(ValueError, match="loss: dimension 0 is 1"):
+        step.update((num, cat, y), None, CLASSES, 0.01, loss=np.empty(1, np.float32))
+    prediction = np.zeros((len(y), CLASSES), np.float32)
+    loss, hidden = np.empty(len(y), np.float32), np.empty((len(y), 8), np.float32)
+    if not step.begin((num, cat, y), None, CLASSES, [0.01], (0.0, 1.0, 0.0, 1.0),
+                      prediction, loss, hidden):  # fmt: skip
+        pytest.skip("no worker thread here")
+    assert step.in_flight
+    with pytest.raises(RuntimeError, match="a job is running"):
+        step.update((num, cat, y), None, CLASSES, 0.01)
+    assert step.wait() == [binding.APPLIED] and not step.in_flight
+    with pytest.raises(RuntimeError, match="nothing submitted"):
+        step.wait()
 
 
 def _compensation_by_formula(memory, hidden, base):

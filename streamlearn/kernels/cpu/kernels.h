@@ -1,0 +1,55 @@
+/* The kernels' entry points, for the Python binding (module.c), which checks every argument
+ * before it calls one; each C file says what its kernels do. Nothing here is Python's. */
+#ifndef STREAMLEARN_KERNELS_H
+#define STREAMLEARN_KERNELS_H
+
+#include <stdint.h>
+
+#include "step.h"
+
+/* fused_step's results (step.c) and batch_inputs' (step.c) */
+#define STEP_APPLIED 1
+#define STEP_SKIPPED 0
+#define STEP_FORWARD_ONLY (-1)
+#define STEP_NO_MEMORY (-2)
+#define STEP_BAD_BUCKET (-3)
+#define STEP_BAD_CLASS (-5)
+
+/* A batch's updates for the worker thread of async.c. */
+typedef struct {
+    const Net *net;
+    Call call;          /* the first update's call; later ones take the next replay rows */
+    int32_t updates;
+    int32_t per_update; /* replay rows per update (call.r_rows) */
+    const float *lrs;   /* [updates]: the learning rate after a applied updates */
+    int32_t *codes;     /* [updates] out: fused_step's result for each update */
+} Job;
+
+int batch_inputs(const float *num, const int64_t *cat, const int64_t *labels, int64_t rows,
+                 int32_t num_slots, int32_t cat_slots, int64_t buckets, int32_t outputs,
+                 int32_t *active);
+int updates_submit(const Job *job);
+void updates_wait(void);
+int memory_compensate(const float *ring_keys, const float *ring_values, int32_t filled,
+                      int32_t hidden_dim, int32_t width, const float *hidden, const float *base,
+                      int32_t rows, int32_t k, float tau, float lam, float gamma,
+                      int32_t regression, float *out, float *keys_out);
+int memory_store(float *ring_keys, float *ring_values, int64_t size, int64_t cursor,
+                 int32_t hidden_dim, int32_t width, const float *hidden, const int64_t *labels,
+                 const double *targets, const float *base, int64_t rows, float *ring_num,
+                 int64_t *ring_cat, const float *num, const int64_t *cat, int32_t num_dim,
+                 int32_t cat_dim);
+void reservoir_insert(float *num, int64_t *cat, char *y, int64_t capacity, int64_t seen,
+                      const float *batch_num, const int64_t *batch_cat, const char *batch_y,
+                      int64_t rows, int32_t num_dim, int32_t cat_dim, int32_t y_size,
+                      const int64_t *drawn);
+int32_t drift_update(const double *losses, int32_t n, double *ring, int64_t window, double alpha,
+                     double k, int64_t min_samples, double min_rise, int64_t cooldown,
+                     int64_t *counters, double *smoothed, int32_t *fired);
+void features_standardize(const double *num, int64_t rows, int64_t slots, int64_t used,
+                          const double *count, const double *mean, const double *m2,
+                          float *out);
+int64_t features_observe(const double *num, int64_t rows, int64_t slots, int64_t used,
+                         double *count, double *mean, double *m2);
+
+#endif
