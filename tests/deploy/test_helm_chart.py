@@ -482,3 +482,16 @@ def test_readme_documents_every_value():
     assert missing == []
     stale = [key for key in documented if key not in _leaf_keys(values)]
     assert stale == []
+
+
+def test_the_server_can_run_the_slim_server_image(chart):
+    """server.image picks the Dockerfile's `server` target for the serving tier alone; the
+    worker keeps the image of every role."""
+    default = render(chart)
+    assert (
+        container(default.one("Deployment"))["image"]
+        == container(default.one("StatefulSet"))["image"]
+    )
+    out = render(chart, {"image": {"tag": "0.1.0"}, "server": {"image": {"repository": "srv"}}})
+    assert container(out.one("Deployment"))["image"] == "srv:0.1.0"
+    assert container(out.one("StatefulSet"))["image"] != "srv:0.1.0"

@@ -52,9 +52,9 @@ stack's scrape config, so the alert rules of deploy/prometheus work unchanged in
 
 {{/* Image and service account ---------------------------------------------------------- */}}
 
-{{- define "streamlearn.image" -}}
-{{- $repo := .Values.image.repository }}
-{{- $tag := .Values.image.tag | default .Chart.AppVersion }}
+{{- define "streamlearn.server.image" -}}
+{{- $repo := .Values.server.image.repository | default .Values.image.repository }}
+{{- $tag := .Values.server.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
 {{- printf "%s:%s" $repo $tag }}
 {{- end }}
 
