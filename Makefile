@@ -44,7 +44,7 @@ demo: install
 lint:
 	$(PYTHON) -m ruff check streamlearn tests benchmarks
 	$(PYTHON) -m ruff format --check streamlearn tests benchmarks
-	lint-imports
+	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
 test: install-test lint
 	$(PYTHON) -m pytest
