@@ -69,8 +69,8 @@ class FusedTrainer:
     """Forward, backward and optimizer update of one TabularNet, without autograd.
 
     It switches the model's parameters to ``requires_grad=False``: nothing here records a
-    graph, so no call needs ``torch.no_grad()`` (its context manager cost ≈ 1.3 µs a call, a
-    few per micro-batch; dropping them made the whole prequential step ≈ 3.5 % faster).
+    graph, so no call needs ``torch.no_grad()`` (whose context manager, entered a few times
+    per micro-batch, costs more than some of the small ops it would wrap).
     """
 
     def __init__(

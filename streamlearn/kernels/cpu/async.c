@@ -17,9 +17,9 @@
 #include "kernels.h" /* Job */
 
 /* Handing a Job over costs no system call while both threads are busy: each side spins
- * (SPINS rounds of a pause: ≈ 0.5 ms, up to ≈ 1 ms where a pause is slower) before it sleeps
- * on a condition variable, and the other side signals only a sleeper. In a VM a futex wake
- * costs ~10 µs, a micro-batch's whole updates ~50. Dekker's handshake: a sleeper counts itself in, then
+ * (SPINS rounds of a pause) before it sleeps on a condition variable, and the other side
+ * signals only a sleeper: in a VM a futex wake costs a sizeable part of a micro-batch's
+ * updates (decision 0006). Dekker's handshake: a sleeper counts itself in, then
  * reads the counter; a signaller moves the counter, then reads the sleepers; all
  * sequentially consistent, so no wake-up is lost. */
 #define SPINS 20000

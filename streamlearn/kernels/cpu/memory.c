@@ -65,8 +65,8 @@ static inline Keys under(const int64_t *at, Keys below, Keys lowest) {
 
 /* k <= SMALL_K: k passes, each taking the largest key under the previous pass's. No branch
  * to mispredict and LANES keys to an operation, where inserting into a sorted list
- * mispredicts on most insertions (its selection took ≈ 17 of a 32-row call's ≈ 24 µs, this
- * one ≈ 7). Four running maxima, so that a pass waits on no comparison but every fourth. */
+ * mispredicts on most insertions. Four running maxima, so that a pass waits on no
+ * comparison but every fourth. */
 static void select_passes(const int64_t *keys, int32_t filled, int32_t picked, int32_t *top) {
     const Keys lowest = broadcast(INT64_MIN);
     Keys below = broadcast(INT64_MAX); /* above every key */
