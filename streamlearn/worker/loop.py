@@ -5,9 +5,9 @@
 
 Exactly-once model state: the checkpoint holds the model *and* the next offset of every
 partition it has learned from; on start the worker restores the newest readable checkpoint and
-seeks there, so after any crash each event has shaped the restored model once. Messages written
-back (dead letters, predictions) are acknowledged before a checkpoint moves past their input,
-and Kafka group commits follow checkpoints, never lead them.
+seeks there, so after any crash each event has shaped the restored model once. When and in
+which order a checkpoint becomes durable is the commit sequence of
+:class:`~streamlearn.worker.checkpointing.Checkpoint`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from streamlearn.settings import Settings
 from streamlearn.worker.backoff import Backoff, BrokerHealth
 from streamlearn.worker.batching import Batcher
 from streamlearn.worker.checkpoint import CheckpointStore, restore_rng, rng_state
+from streamlearn.worker.checkpointing import Checkpoint
 from streamlearn.worker.intake import (
     Intake,
     dead_letter_headers,
@@ -87,7 +88,6 @@ class Worker:
         k, w = settings.kafka, settings.worker
         self.topics = [k.topic] + ([k.labels_topic] if k.labels_topic else [])
         self.positions: dict[TopicPartition, int] = {}  # next offset after what was learned
-        self.saved: dict[TopicPartition, int] = {}  # positions in the newest checkpoint
         self.owned: set[TopicPartition] = set()  # partitions assigned to us right now
         self.stats = WorkerStats()
         self.cache = LabelCache(w.label_cache_size, w.label_ttl_s)
@@ -99,11 +99,13 @@ class Worker:
         self._check = label_check(preq)
         self._stop = stop or threading.Event()
         self._lock = threading.RLock()  # rebalance callbacks may run on a client thread
-        self._dirty = False
-        self._since_save = 0
-        self._saved_at = self._next_probe = self._next_log = self._next_lag = clock()
+        self._next_probe = self._next_log = self._next_lag = clock()
         self.metrics = metrics or WorkerMetrics(CollectorRegistry(), settings.metrics.smoothing)
         self.metrics.watch_broker(lambda: self.health.up)
+        self.checkpoints = Checkpoint(
+            store, reader, writer, (settings.checkpoint, w), self.health, self.metrics,
+            self._stop, clock,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, checkpoint, commit and return (signal-safe)."""
@@ -127,7 +129,7 @@ class Worker:
                 self.process(batch)
         else:
             self.idle()
-        if self._dirty and self._checkpoint_due():
+        if self.checkpoints.due():
             self.checkpoint()
         self._observe_lag()
 
@@ -149,8 +151,7 @@ class Worker:
             self.positions[record.tp] = record.offset + 1
         self.stats.batches += 1
         self.stats.events += len(intake.events)
-        self._dirty = True
-        self._since_save += 1
+        self.checkpoints.learned()
         seconds = time.perf_counter() - start
         self.metrics.observe_batch(len(batch), seconds, self.preq, self.stats, outcome)
         self.export(self.preq, self.stats.batches)
@@ -174,10 +175,10 @@ class Worker:
 
     def shutdown(self) -> None:
         try:
-            if self._dirty:
+            if self.checkpoints.dirty:
                 self.checkpoint(final=True)
             else:
-                self._commit()
+                self.checkpoints.commit_offsets(self.owned)
         finally:
             self.reader.close()
             self.writer.close(self.settings.worker.shutdown_timeout_s)
@@ -230,62 +231,21 @@ class Worker:
         self.stats.published += len(ids)
 
     # -- checkpoints and commits ------------------------------------------------------------
-    def _checkpoint_due(self) -> bool:
-        c = self.settings.checkpoint
-        by_count = bool(c.every_batches) and self._since_save >= c.every_batches
-        return by_count or (bool(c.every_s) and self._clock() - self._saved_at >= c.every_s)
-
     def checkpoint(self, final: bool = False) -> bool:
-        """Settle what was written back, save the whole state, then commit (for lag)."""
-        if not self._settle(final):
-            return False
-        with self._lock:
-            self._save()
-        self._commit()
-        return True
-
-    def _settle(self, final: bool) -> bool:
-        """Wait (with back-off) until every dead letter / prediction is acknowledged."""
-        deadline = self._clock() + self.settings.worker.shutdown_timeout_s
-        waited = self.writer.pending > 0
-        while not self.writer.settle(timeout_s=min(5.0, self.settings.worker.backoff_max_s)):
-            delay = self.health.failed("publish", f"{self.writer.pending} messages unacknowledged")
-            if (final or self._stop.is_set()) and self._clock() >= deadline:
-                log.error(
-                    "stopping with %d unacknowledged messages: not checkpointing; the batches "
-                    "since the last checkpoint will be replayed",
-                    self.writer.pending,
-                )
-                return False
-            self._stop.wait(0.0 if self._stop.is_set() else delay)
-        if waited:
-            self.health.ok()
-        return True
-
-    def _save(self) -> None:
-        start = time.perf_counter()
-        path = self.store.save(
-            {
-                "prequential": self.preq.state_dict(),
-                "rng": rng_state(),
-                "offsets": [[t, p, o] for (t, p), o in sorted(self.positions.items())],
-                "late_labels": self.cache.state_dict(),
-                "stats": asdict(self.stats),
-            }
+        """Run the commit sequence now (Checkpoint.commit); False when settling gave up."""
+        return self.checkpoints.commit(
+            self._state, self.positions, self.owned, self._lock, final=final
         )
-        self.saved = dict(self.positions)
-        self._dirty = False
-        self._since_save = 0
-        self._saved_at = self._clock()
-        self.metrics.observe_checkpoint(time.perf_counter() - start, path)
-        log.debug("checkpoint %s: %d events learned", path.name, self.preq.seen)
 
-    def _commit(self) -> None:
-        offsets = {tp: o for tp, o in self.saved.items() if tp in self.owned}
-        try:
-            self.reader.commit(offsets)
-        except KafkaUnavailable as exc:  # lag only; the next checkpoint commits again
-            log.log(logging.INFO if self.health.up else logging.DEBUG, "commit skipped: %s", exc)
+    def _state(self) -> dict[str, Any]:
+        """Everything a restart needs, the offsets included."""
+        return {
+            "prequential": self.preq.state_dict(),
+            "rng": rng_state(),
+            "offsets": [[t, p, o] for (t, p), o in sorted(self.positions.items())],
+            "late_labels": self.cache.state_dict(),
+            "stats": asdict(self.stats),
+        }
 
     def restore(self) -> None:
         """Load the newest readable checkpoint (damaged newer ones are skipped and counted)."""
@@ -308,7 +268,7 @@ class Worker:
                 f"checkpoint {loaded.path} does not fit the configured model ({exc}); use the "
                 "settings it was written with, or another checkpoint.dir"
             ) from exc
-        self.saved = dict(self.positions)
+        self.checkpoints.restored(self.positions)
         created = float(state.get("created", 0.0)) or None
         self.metrics.observe_restore(self.preq, self.stats, created, self.store.corrupt_skipped)
         log.info(
@@ -342,15 +302,11 @@ class Worker:
         with self._lock:
             dropped = self.batcher.drop(partitions)
             self.owned -= set(partitions)
-            if self._dirty:
-                self.checkpoint_local()
+            if self.checkpoints.dirty:
+                self.checkpoints.save_for_handover(self._state, self.positions)
         log.info("revoked %s (%d buffered records dropped)", list(partitions), dropped)
-        return {tp: self.saved[tp] for tp in partitions if tp in self.saved}
-
-    def checkpoint_local(self) -> None:
-        """Settle and save without committing (the reader commits what ``revoked`` returns)."""
-        if self._settle(final=True):
-            self._save()
+        saved = self.checkpoints.saved
+        return {tp: saved[tp] for tp in partitions if tp in saved}
 
     def log_progress(self) -> None:
         s = self.stats

@@ -98,7 +98,7 @@ def test_rebalance_checkpoints_and_commits_before_giving_partitions_up(
     one_each = lambda: len(a.worker.owned) == len(b.worker.owned) == 1  # noqa: E731
     assert a.wait_for(one_each, 60)
     assert a.worker.store.saved >= 1  # checkpointed when its partitions were revoked
-    assert a.worker.saved == {(k.topic, 0): 200, (k.topic, 1): 200}
+    assert a.worker.checkpoints.saved == {(k.topic, 0): 200, (k.topic, 1): 200}
 
     for p in range(2):
         send(kafka_bootstrap, k.topic, [event(i) for i in range(400 + p, 800, 2)], partition=p)
