@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -22,7 +22,20 @@ from streamlearn.kernels.cpu import binding
 from streamlearn.kernels.drift_state import DriftParams, DriftState
 from streamlearn.kernels.reference.statistics import NumpyStatistics
 
-__all__ = ["Backend", "DriftKernel", "FeatureStatistics", "reference_backend", "select_backend"]
+if TYPE_CHECKING:
+    import torch
+
+    from streamlearn.core.memory.error_memory import ErrorMemory
+    from streamlearn.kernels.torch_memory import Labelled, Mirror
+
+__all__ = [
+    "Backend",
+    "DriftKernel",
+    "FeatureStatistics",
+    "MemoryKernel",
+    "reference_backend",
+    "select_backend",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +72,55 @@ class DriftKernel(Protocol):
         ...
 
 
+class MemoryKernel(Protocol):
+    """The error memory's per-batch compute (kernels/torch_memory.py): it reads the memory's
+    configuration and store and writes the store (and, for store="errors", its running
+    error); the memory counts the writes."""
+
+    name: str
+
+    def compensate(
+        self, memory: ErrorMemory, hidden: np.ndarray, base: np.ndarray
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """The compensated predictions of base predictions ``base`` for hidden rows
+        ``hidden`` (``ErrorMemory.compensate``) and the rows' unit keys."""
+        ...
+
+    def store(
+        self, memory: ErrorMemory, rows: Labelled, keys: torch.Tensor | None, mirror: Mirror | None
+    ) -> np.ndarray:
+        """Store the labelled ``rows`` (hidden, y, base) the memory's ``store`` rule keeps
+        (their unit ``keys`` where known), their inputs into ``mirror``'s rings; which rows
+        were stored [B]."""
+        ...
+
+
 def _numpy_drift() -> DriftKernel:
     from streamlearn.kernels.reference.drift import NumpyDrift  # scipy: the worker's, not serve's
 
     return NumpyDrift()
 
 
+def _torch_memory() -> MemoryKernel:
+    from streamlearn.kernels.torch_memory import TorchMemory  # torch: not serve's
+
+    return TorchMemory()
+
+
 @dataclass(frozen=True)
 class Backend:
     """What every algorithm of one process computes with.
 
-    ``library``: the compiled kernels for the training step, the reservoir and the error memory
-    (which take them where the model runs on the CPU), or None for their torch forms.
+    ``library``: the compiled kernels for the training step and the reservoir (which take them
+    where the model runs on the CPU), or None for their torch forms.
+    ``memory``: the error memory's compiled top-k where ``library`` is set, else the torch form.
     """
 
     name: Literal["compiled", "torch"]
     statistics: FeatureStatistics = field(default_factory=NumpyStatistics)
     drift: DriftKernel = field(default_factory=_numpy_drift)
     library: ModuleType | None = None
+    memory: MemoryKernel = field(default_factory=_torch_memory)
 
     def __reduce__(self) -> tuple[object, tuple[bool, bool]]:
         """Pickled as what it is made of: loaded again where unpickled (a loaded library is
@@ -85,7 +129,7 @@ class Backend:
 
 
 def _restore(compiled: bool, step: bool) -> Backend:
-    from streamlearn.kernels.compiled import CompiledDrift, CompiledStatistics
+    from streamlearn.kernels.compiled import CompiledDrift, CompiledMemory, CompiledStatistics
 
     if not compiled:
         return reference_backend()
@@ -94,7 +138,11 @@ def _restore(compiled: bool, step: bool) -> Backend:
     except binding.KernelsUnavailable:
         return reference_backend()
     return Backend(
-        "compiled", CompiledStatistics(library), CompiledDrift(library), library if step else None
+        "compiled",
+        CompiledStatistics(library),
+        CompiledDrift(library),
+        library if step else None,
+        memory=CompiledMemory(library) if step else _torch_memory(),
     )
 
 
@@ -106,7 +154,7 @@ def reference_backend() -> Backend:
 def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend:
     """The backend ``learner.kernel`` asks for, on a model on ``device_type`` with
     ``hidden_layers`` hidden layers; logs which one runs and why."""
-    from streamlearn.kernels.compiled import CompiledDrift, CompiledStatistics
+    from streamlearn.kernels.compiled import CompiledDrift, CompiledMemory, CompiledStatistics
 
     if kernel == "torch":
         log.info("compute backend: torch (learner.kernel: torch)")
@@ -131,5 +179,9 @@ def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend
         "every stage" if step else f"host-side stages; the model's stages run on {device_type}",
     )
     return Backend(
-        "compiled", CompiledStatistics(library), CompiledDrift(library), library if step else None
+        "compiled",
+        CompiledStatistics(library),
+        CompiledDrift(library),
+        library if step else None,
+        memory=CompiledMemory(library) if step else _torch_memory(),
     )

@@ -2,20 +2,29 @@
 
 Thin classes over the C functions (kernels/cpu/features.c, drift.c) with the same contract as
 the numpy reference forms in kernels/reference/, against which they are tested.
+:class:`CompiledMemory`: the error memory's top-k compensation and store (memory.c), against
+the torch form in kernels/torch_memory.py.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from streamlearn.kernels.cpu.binding import KernelsUnavailable, load
 from streamlearn.kernels.drift_state import DriftParams, DriftState
 from streamlearn.kernels.reference.drift import NumpyDrift
 from streamlearn.kernels.reference.statistics import NumpyStatistics
+from streamlearn.kernels.torch_memory import TorchMemory, host
 
-__all__ = ["CompiledDrift", "CompiledStatistics"]
+if TYPE_CHECKING:
+    from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
+    from streamlearn.kernels.torch_memory import Labelled, Mirror
+
+__all__ = ["CompiledDrift", "CompiledMemory", "CompiledStatistics", "reloaded_memory"]
 
 
 class CompiledStatistics:
@@ -85,6 +94,107 @@ class CompiledDrift:
         return fired[:count].tolist()
 
 
+_TORCH_MEMORY = TorchMemory()  # what CompiledMemory leaves to the torch form
+
+
+class CompiledMemory:
+    """:class:`~streamlearn.kernels.backend.MemoryKernel` in memory.c, for a top-k ring on the
+    CPU: one call per compensation and per store, the torch form's arithmetic. An empty ring,
+    λ = 0 and ``store="errors"`` take the torch form."""
+
+    name = "compiled"
+
+    def __init__(self, library: ModuleType) -> None:
+        self._library = library
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return reloaded_memory, ()
+
+    def compensate(
+        self, memory: ErrorMemory, hidden: np.ndarray, base: np.ndarray
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        ring: TopKStore = memory.storage  # type: ignore[assignment]
+        if ring.filled == 0 or memory.lam == 0.0:
+            return _TORCH_MEMORY.compensate(memory, hidden, base)
+        h = np.ascontiguousarray(hidden, dtype=np.float32)
+        b = np.ascontiguousarray(base, dtype=np.float32).reshape(len(h), -1)
+        _check_widths(h, b, ring)
+        out = np.empty((len(h), ring.width), dtype=np.float32)
+        keys = np.empty_like(h)
+        code = self._library.memory_compensate(
+            ring.keys.data_ptr(),
+            ring.values.data_ptr(),
+            ring.filled,
+            ring.k,
+            ring.tau,
+            memory.lam,
+            memory.gamma,
+            int(memory.regression),
+            h,
+            b,
+            out,
+            keys,
+        )
+        if code != 0:
+            raise MemoryError("compiled error memory: scratch memory could not be allocated")
+        return (out[:, 0] if memory.regression else out), torch.from_numpy(keys)
+
+    def store(
+        self, memory: ErrorMemory, rows: Labelled, keys: torch.Tensor | None, mirror: Mirror | None
+    ) -> np.ndarray:
+        if memory.store != "all":
+            return _TORCH_MEMORY.store(memory, rows, keys, mirror)
+        hidden, y, base = rows
+        ring: TopKStore = memory.storage  # type: ignore[assignment]
+        h = np.ascontiguousarray(host(hidden), dtype=np.float32)
+        n = len(h)
+        newest = slice(max(n - ring.size, 0), None)  # only these would survive
+        h = h[newest]
+        b = np.ascontiguousarray(host(base)[newest], dtype=np.float32).reshape(len(h), -1)
+        labels = host(y)[newest]
+        _check_widths(h, b, ring)
+        if memory.regression:
+            targets, labels = np.ascontiguousarray(labels, dtype=np.float64), None
+        else:
+            targets, labels = None, np.ascontiguousarray(labels, dtype=np.int64)
+        ring_num = ring_cat = num = cat = None
+        if mirror is not None:
+            ring_num, ring_cat, num_rows, cat_rows = mirror
+            num = np.ascontiguousarray(num_rows[newest], dtype=np.float32)
+            cat = np.ascontiguousarray(cat_rows[newest], dtype=np.int64)
+            if num.shape[1:] != ring_num.shape[1:] or cat.shape[1:] != ring_cat.shape[1:]:
+                raise ValueError(f"inputs {num.shape} / {cat.shape} do not fit the rings")
+        code = self._library.memory_store(
+            ring.keys.data_ptr(),
+            ring.values.data_ptr(),
+            ring.size,
+            ring.cursor,
+            h,
+            labels,
+            targets,
+            b,
+            None if ring_num is None else ring_num.data_ptr(),
+            None if ring_cat is None else ring_cat.data_ptr(),
+            num,
+            cat,
+        )
+        if code != 0:
+            raise IndexError(f"class label outside the memory's {ring.width} slots")
+        ring.cursor = (ring.cursor + len(h)) % ring.size
+        ring.filled = min(ring.filled + len(h), ring.size)
+        return np.ones(n, dtype=bool)
+
+
+def _check_widths(hidden: np.ndarray, base: np.ndarray, ring: TopKStore) -> None:
+    """ValueError unless rows fit the ring's keys and values: the compiled calls trust
+    shapes."""
+    if hidden.shape[1:] != ring.keys.shape[1:] or base.shape[1] != ring.width:
+        raise ValueError(
+            f"hidden {hidden.shape} / base {base.shape}: the memory holds keys of width "
+            f"{ring.keys.shape[1]} and values of width {ring.width}"
+        )
+
+
 # unpickling: the library is loaded again (it is not picklable); the numpy form where it cannot
 # be had in the unpickling process
 def _reloaded_statistics() -> CompiledStatistics | NumpyStatistics:
@@ -99,3 +209,11 @@ def _reloaded_drift() -> CompiledDrift | NumpyDrift:
         return CompiledDrift(load())
     except KernelsUnavailable:
         return NumpyDrift()
+
+
+def reloaded_memory() -> CompiledMemory | TorchMemory:
+    """The compiled memory kernel, or the torch form where the library cannot be had."""
+    try:
+        return CompiledMemory(load())
+    except KernelsUnavailable:
+        return TorchMemory()

@@ -30,65 +30,28 @@ serving replicas. Keys go stale as the model trains; the reset rule is in
 from __future__ import annotations
 
 import math
-from types import ModuleType
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
 
-from streamlearn.kernels.cpu import binding
+from streamlearn.kernels.torch_memory import (
+    Mirror,
+    TorchMemory,
+    as_tensor,
+    ring_write,
+    topk_read,
+    topk_write,
+    unit_rows,
+)
+
+if TYPE_CHECKING:
+    from streamlearn.kernels.backend import MemoryKernel
 
 __all__ = ["ErrorMemory", "LSHStore", "MemoryStore", "TopKStore", "ring_write", "unit_rows"]
 
 Kind = Literal["lsh", "topk"]
-# (numeric ring, bucket ring, numeric rows, bucket rows): see ErrorMemory.update
-Mirror = tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]
-
-
-def _as_tensor(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """float32 on ``device``; a host float32 array, the usual input, is wrapped without a copy
-    by ``from_numpy``, a third of the cost of ``as_tensor``."""
-    if isinstance(array, np.ndarray) and array.dtype == np.float32 and device.type == "cpu":
-        return torch.from_numpy(array)
-    return torch.as_tensor(array, dtype=torch.float32, device=device)
-
-
-def _numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
-    """A host array (labels and base predictions are built into rows on the host)."""
-    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
-
-
-def unit_rows(rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.normalize(rows, dim=1, eps=1e-8)``, bit for bit, in three ops instead of five
-    (its ``torch.norm`` wrapper alone costs more than the arithmetic); written into ``out``
-    when given, to skip a copy."""
-    norm = torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min_(1e-8)
-    return torch.div(rows, norm, out=out)
-
-
-def ring_write(ring: torch.Tensor, cursor: int, rows: torch.Tensor) -> None:
-    """Copy ``rows`` (at most ``len(ring)``) into ``ring`` from slot ``cursor`` on, wrapping
-    to slot 0: one or two slice copies (converting dtype and device), no index tensor."""
-    n, room = rows.shape[0], ring.shape[0] - cursor  # Tensor.__len__ is Python code
-    if n <= room:  # the usual case: one run of slots, no view of the rows needed
-        ring[cursor : cursor + n] = rows
-    else:
-        ring[cursor:] = rows[:room]
-        ring[: n - room] = rows[room:]
-
-
-def _nearest(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest similarities per row and their columns, in no particular order.
-
-    On CPU numpy's introselect (``argpartition``) takes a third of ``torch.topk``'s time on
-    these [batch, ring] matrices; among exactly tied similarities the two may pick different,
-    equally valid neighbours.
-    """
-    if sim.device.type != "cpu":
-        return torch.topk(sim, k, dim=1, sorted=False)
-    n = sim.shape[1]
-    idx = torch.from_numpy(np.argpartition(sim.numpy(), n - k, axis=1)[:, n - k :])
-    return sim.gather(1, idx), idx
+REFERENCE = TorchMemory()  # the torch form: any store, any device
 
 
 class MemoryStore(Protocol):
@@ -112,7 +75,9 @@ class MemoryStore(Protocol):
 
 
 class TopKStore:
-    """Exact top-k cosine retrieval over a ring buffer of the last ``size`` samples.
+    """Exact top-k cosine retrieval over a ring buffer of the last ``size`` samples: the
+    ring's state; its reads and writes are the memory's kernel's (the torch form's
+    :func:`~streamlearn.kernels.torch_memory.topk_read` and ``topk_write``).
 
     ``k`` = 0 (or ≥ the samples held) weights every stored sample by softmax(s/τ): one matmul
     and no selection, the cheapest read.
@@ -124,34 +89,25 @@ class TopKStore:
         self.size, self.k, self.tau, self.width = size, k, tau, width
         self.keys = torch.zeros((size, hidden_dim), device=device)
         self.values = torch.zeros((size, 2 * width), device=device)
-        self._zero = torch.zeros(1, device=device)
-        self._full = (self.keys.T, self.values)  # read views of a full ring, made once
+        self.zero = torch.zeros(1, device=device)
+        self.full = (self.keys.T, self.values)  # read views of a full ring, made once
         self.filled = 0
         self.cursor = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for old in ("_zero", "_full"):  # pickles of releases before the split
+            if old in state:
+                state[old[1:]] = state.pop(old)
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
         return self.filled
 
     def write(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        n = keys.shape[0]
-        if n > self.size:  # only the newest `size` rows would survive anyway
-            keys, values, n = keys[-self.size :], values[-self.size :], self.size
-        ring_write(self.keys, self.cursor, keys)
-        ring_write(self.values, self.cursor, values)
-        self.cursor = (self.cursor + n) % self.size
-        self.filled = min(self.filled + n, self.size)
+        topk_write(self, keys, values)
 
     def read(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        n = self.filled  # callers read only a non-empty store
-        stored, values = self._full if n == self.size else (self.keys[:n].T, self.values[:n])
-        # s/τ [B, n] in one op: cosine similarities of unit keys, divided by the temperature
-        sim = torch.addmm(self._zero, keys, stored, beta=0.0, alpha=1.0 / self.tau)
-        if self.k == 0 or self.k >= n:  # every stored sample is a neighbour
-            weight = torch.softmax(sim, dim=1)
-        else:  # softmax over the k nearest, scattered into [B, n]: one matmul, no gather
-            top, idx = _nearest(sim, self.k)
-            weight = torch.zeros_like(sim).scatter_(1, idx, torch.softmax(top, dim=1))
-        return weight @ values, None  # [B, 2W]
+        return topk_read(self, keys), None  # callers read only a non-empty store
 
     def clear(self) -> None:
         self.filled = self.cursor = 0
@@ -172,9 +128,9 @@ class TopKStore:
     def load_arrays(self, state: dict[str, Any]) -> None:
         self.clear()
         device = self.keys.device
-        keys = _as_tensor(state["keys"], device).view(-1, self.keys.shape[1])
-        y = _as_tensor(state["y"], device).view(-1, self.width)
-        base = _as_tensor(state["base"], device).view(-1, self.width)
+        keys = as_tensor(state["keys"], device).view(-1, self.keys.shape[1])
+        y = as_tensor(state["y"], device).view(-1, self.width)
+        base = as_tensor(state["base"], device).view(-1, self.width)
         if not len(keys) == len(y) == len(base):
             raise ValueError("memory state: keys, y and base differ in length")
         self.write(keys, torch.cat([y, base], dim=1))
@@ -267,9 +223,9 @@ class LSHStore:
 
     def load_arrays(self, state: dict[str, Any]) -> None:
         device = self.table.device
-        planes = _as_tensor(state["planes"], device)
+        planes = as_tensor(state["planes"], device)
         parts = [
-            _as_tensor(state[name], device).view(len(self.table), -1)
+            as_tensor(state[name], device).view(len(self.table), -1)
             for name in ("count", "key_sum", "y_sum", "base_sum")
         ]
         table = torch.cat(parts, dim=1)
@@ -284,7 +240,7 @@ class LSHStore:
         self._weight = 1.0
 
 
-class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
+class ErrorMemory:
     """Error memory over one store: compensates base predictions, learns from labelled rows.
 
     ``width`` is the number of class slots (ignored for regression). Labels are class slots
@@ -292,6 +248,11 @@ class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
     probabilities [B, width] or values [B]. ``store="errors"`` keeps only rows whose base error
     exceeds ``error_threshold`` (1 − p(true class); for regression, that many times the running
     mean absolute error). Defaults match :class:`~streamlearn.settings.MemorySettings`.
+
+    The memory is state (its store, configuration and counters); what it computes per batch,
+    :meth:`compensate_keyed` and :meth:`update`, is its ``kernel``'s
+    (:class:`~streamlearn.kernels.backend.MemoryKernel`: the torch form, or the compiled one
+    for a top-k ring on the CPU).
 
     >>> memory = ErrorMemory(hidden_dim=2, width=2, kind="topk", lam=1.0, gamma=1.0, k=1)
     >>> hidden = np.array([[1.0, 0.0]], dtype=np.float32)
@@ -320,58 +281,67 @@ class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
         regression: bool = False,
         device: torch.device | str = "cpu",
         seed: int = 0,
-        compiled: ModuleType | None = None,
+        kernel: MemoryKernel | None = None,
     ) -> None:
-        """``compiled``: the compiled kernels (the compiled backend's library); on CPU a top-k
-        memory then compensates in one call (:meth:`compensate_keyed`)."""
+        """``kernel``: the backend's (``Backend.memory``); it computes over a top-k ring on
+        the CPU, the torch form over any other store or device (and where none is given)."""
         self.kind, self.lam, self.gamma = kind, lam, gamma
         self.store, self.error_threshold = store, error_threshold
         self.regression = regression
         self.width = w = 1 if regression else width
         self.device = torch.device(device)
-        self.backend: MemoryStore
+        self.storage: MemoryStore
         if kind == "topk":
-            self.backend = TopKStore(size, hidden_dim, w, k, tau, self.device)
+            self.storage = TopKStore(size, hidden_dim, w, k, tau, self.device)
         elif kind == "lsh":
-            self.backend = LSHStore(tables, bits, hidden_dim, w, tau, self.device, seed, decay)
+            self.storage = LSHStore(tables, bits, hidden_dim, w, tau, self.device, seed, decay)
         else:
             raise ValueError(f"unknown memory kind {kind!r} (lsh | topk)")
+        on_ring = kind == "topk" and self.device.type == "cpu"
+        self.kernel: MemoryKernel = kernel if kernel is not None and on_ring else REFERENCE
         # ŷ = (1 − λγ)·ŷ_base + [ȳ ‖ ȳ_base] @ mix, mix = [λ·I ; −λ(1 − γ)·I]
         eye = torch.eye(w, device=self.device)
-        self._mix = torch.cat([lam * eye, -lam * (1.0 - gamma) * eye])
-        self._one_hot = np.eye(w, dtype=np.float32)  # labels → y rows, on the host
-        self._compiled = compiled if kind == "topk" and self.device.type == "cpu" else None
+        self.mix = torch.cat([lam * eye, -lam * (1.0 - gamma) * eye])
+        self.one_hot = np.eye(w, dtype=np.float32)  # labels → y rows, on the host
         self.abs_error = 0.0  # regression: running mean |y − ŷ_base| for store="errors"
         self.writes = 0
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Pickles of releases before the split name the store ``backend`` and keep a flag,
+        ``_compiled`` (or ``_native``), for the compiled kernels: the compiled form again
+        where it loads."""
+        for old, new in (("backend", "storage"), ("_mix", "mix"), ("_one_hot", "one_hot")):
+            if old in state:
+                state[new] = state.pop(old)
+        used = state.pop("_compiled", state.pop("_native", None))
+        if "kernel" not in state:
+            state["kernel"] = REFERENCE
+            if used:
+                from streamlearn.kernels.compiled import reloaded_memory
+
+                state["kernel"] = reloaded_memory()
+        self.__dict__.update(state)
+
     def __len__(self) -> int:
-        return len(self.backend)
+        return len(self.storage)
 
     def keys(self, hidden: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Unit-length keys [B, H] for hidden rows; pass them to compensate and update alike
         to normalise a batch once."""
-        return unit_rows(_as_tensor(hidden, self.device))
+        return unit_rows(as_tensor(hidden, self.device))
 
-    def _values(self, base: np.ndarray | torch.Tensor) -> torch.Tensor:
-        values = _as_tensor(base, self.device)
+    def values_of(self, base: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Base predictions as a tensor [B, W] on the memory's device."""
+        values = as_tensor(base, self.device)
         return values.view(-1, 1) if self.regression else values
 
     # -- read -----------------------------------------------------------------------------
-    def _compensated(
-        self, hidden: np.ndarray | torch.Tensor, base: torch.Tensor, keys: torch.Tensor | None
-    ) -> torch.Tensor:
-        if len(self.backend) == 0 or self.lam == 0.0:
-            return base
-        mean, found = self.backend.read(self.keys(hidden) if keys is None else keys)
-        out = torch.addmm(base, mean, self._mix, beta=1.0 - self.lam * self.gamma)
-        return out if found is None else torch.where(found.unsqueeze(1), out, base)
-
     def correction(
         self, hidden: np.ndarray | torch.Tensor, base: np.ndarray | torch.Tensor
     ) -> torch.Tensor:
         """λ·y_err [B, W] before clamping (zero for rows with nothing similar stored)."""
-        base_t = self._values(base)
-        return self._compensated(hidden, base_t, None) - base_t
+        base_t = self.values_of(base)
+        return REFERENCE.corrected(self, base_t, self.keys(hidden)) - base_t
 
     def compensate(
         self,
@@ -379,57 +349,16 @@ class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
         base: np.ndarray | torch.Tensor,
         keys: torch.Tensor | None = None,
     ) -> np.ndarray:
-        """ŷ = ŷ_base + λ·y_err; probabilities clamped to [0, 1] and renormalised per row."""
-        base_t = self._values(base)
-        out = self._compensated(hidden, base_t, keys)
-        if out is base_t:  # nothing stored: the base prediction unchanged (a copy)
-            out = base_t.clone()
-        elif not self.regression:  # clamp, then renormalise; all-zero rows stay zero
-            out.clamp_(0.0, 1.0)
-            out.div_(out.sum(1, keepdim=True).clamp_min_(1e-12))
-        return (out[:, 0] if self.regression else out).cpu().numpy()
+        """ŷ = ŷ_base + λ·y_err; probabilities clamped to [0, 1] and renormalised per row (the
+        torch form)."""
+        return REFERENCE.compensate_with(self, base, self.keys(hidden) if keys is None else keys)
 
     def compensate_keyed(
         self, hidden: np.ndarray, base: np.ndarray
     ) -> tuple[np.ndarray, torch.Tensor]:
-        """:meth:`compensate`, and the unit keys of ``hidden`` for :meth:`update`; on CPU with
-        a non-empty top-k store, in one call into memory.c (the same arithmetic)."""
-        if self._compiled is None or len(self.backend) == 0 or self.lam == 0.0:
-            keys = self.keys(hidden)
-            return self.compensate(hidden, base, keys), keys
-        store = self.backend
-        assert isinstance(store, TopKStore)
-        h = np.ascontiguousarray(hidden, dtype=np.float32)
-        b = np.ascontiguousarray(base, dtype=np.float32).reshape(len(h), -1)
-        self._check_widths(h, b, store)
-        out = np.empty((len(h), self.width), dtype=np.float32)
-        keys = np.empty_like(h)
-        code = self._compiled.memory_compensate(
-            store.keys.data_ptr(),
-            store.values.data_ptr(),
-            store.filled,
-            store.k,
-            store.tau,
-            self.lam,
-            self.gamma,
-            int(self.regression),
-            h,
-            b,
-            out,
-            keys,
-        )
-        if code != 0:
-            raise MemoryError("compiled error memory: scratch memory could not be allocated")
-        return (out[:, 0] if self.regression else out), torch.from_numpy(keys)
-
-    def _check_widths(self, hidden: np.ndarray, base: np.ndarray, store: TopKStore) -> None:
-        """ValueError unless rows fit the ring's keys and values: the compiled calls trust
-        shapes."""
-        if hidden.shape[1:] != store.keys.shape[1:] or base.shape[1] != self.width:
-            raise ValueError(
-                f"hidden {hidden.shape} / base {base.shape}: the memory holds keys of width "
-                f"{store.keys.shape[1]} and values of width {self.width}"
-            )
+        """:meth:`compensate`, and the unit keys of ``hidden`` for :meth:`update`, by the
+        memory's kernel."""
+        return self.kernel.compensate(self, hidden, base)
 
     # -- write ----------------------------------------------------------------------------
     def update(
@@ -440,108 +369,21 @@ class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
         keys: torch.Tensor | None = None,
         mirror: Mirror | None = None,
     ) -> np.ndarray:
-        """Store labelled rows (all, or only errors); returns which rows were stored [B].
+        """Store labelled rows (all, or only errors) by the memory's kernel; returns which rows
+        were stored [B].
 
         ``mirror`` (top-k store only): (numeric ring, bucket ring, numeric rows, bucket rows):
         rings of the memory's size that keep each stored row's inputs in its slot (the
-        stage's, for re-keying). On CPU with the compiled kernels and ``store="all"``, one
-        call into memory.c does every write (``keys`` unused: it normalises there).
+        stage's, for re-keying). ``keys``: the unit keys of ``hidden`` where known (the
+        compiled form normalises them itself).
         """
-        if self._compiled is not None and self.store == "all":
-            return self._store_compiled(hidden, y, base, mirror)
-        cursor = self.backend.cursor if isinstance(self.backend, TopKStore) else 0
-        keys = self.keys(hidden) if keys is None else keys
-        values = self._rows(y, base)
-        if self.store == "errors":
-            keep = self._errors(values[:, : self.width], values[:, self.width :])
-            keys, values = keys[keep], values[keep]
-            stored = keep.cpu().numpy()
-        else:
-            stored = np.ones(keys.shape[0], dtype=bool)
+        stored = self.kernel.store(self, (hidden, y, base), keys, mirror)
         self.writes += 1
-        if keys.shape[0]:
-            self.backend.write(keys, values)
-        if mirror is not None:
-            ring_num, ring_cat, num, cat = mirror
-            if self.store == "errors":  # the rows it skipped are not in the ring
-                num, cat = num[stored], cat[stored]
-            n = min(len(num), len(ring_num))  # the ring kept only the newest `size` rows
-            ring_write(ring_num, cursor, torch.from_numpy(num[len(num) - n :]))
-            ring_write(ring_cat, cursor, torch.from_numpy(cat[len(cat) - n :]))
         return stored
-
-    def _store_compiled(
-        self,
-        hidden: np.ndarray | torch.Tensor,
-        y: np.ndarray | torch.Tensor,
-        base: np.ndarray | torch.Tensor,
-        mirror: Mirror | None,
-    ) -> np.ndarray:
-        """:meth:`update` for store="all" on the CPU top-k ring: one call into C."""
-        store = self.backend
-        assert isinstance(store, TopKStore) and self._compiled is not None
-        h = np.ascontiguousarray(_numpy(hidden), dtype=np.float32)
-        rows = len(h)
-        newest = slice(max(rows - store.size, 0), None)  # only these would survive
-        h = h[newest]
-        b = np.ascontiguousarray(_numpy(base)[newest], dtype=np.float32).reshape(len(h), -1)
-        labels = _numpy(y)[newest]
-        self._check_widths(h, b, store)
-        if self.regression:
-            targets, labels = np.ascontiguousarray(labels, dtype=np.float64), None
-        else:
-            targets, labels = None, np.ascontiguousarray(labels, dtype=np.int64)
-        ring_num = ring_cat = num = cat = None
-        if mirror is not None:
-            ring_num, ring_cat, num_rows, cat_rows = mirror
-            num = np.ascontiguousarray(num_rows[newest], dtype=np.float32)
-            cat = np.ascontiguousarray(cat_rows[newest], dtype=np.int64)
-            if num.shape[1:] != ring_num.shape[1:] or cat.shape[1:] != ring_cat.shape[1:]:
-                raise ValueError(f"inputs {num.shape} / {cat.shape} do not fit the rings")
-        code = self._compiled.memory_store(
-            store.keys.data_ptr(),
-            store.values.data_ptr(),
-            store.size,
-            store.cursor,
-            h,
-            labels,
-            targets,
-            b,
-            None if ring_num is None else ring_num.data_ptr(),
-            None if ring_cat is None else ring_cat.data_ptr(),
-            num,
-            cat,
-        )
-        if code != 0:
-            raise IndexError(f"class label outside the memory's {self.width} slots")
-        self.writes += 1
-        store.cursor = (store.cursor + len(h)) % store.size
-        store.filled = min(store.filled + len(h), store.size)
-        return np.ones(rows, dtype=bool)
-
-    def _rows(self, y: np.ndarray | torch.Tensor, base: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Stored values ``[y ‖ ŷ_base]`` [B, 2W], built on the host (y one-hot by indexing)
-        and moved to the device in one copy: a few numpy ops instead of several torch ones."""
-        labels = _numpy(y)
-        if self.regression:
-            target = labels.reshape(-1, 1)
-        else:
-            target = self._one_hot[labels.astype(np.int64, copy=False)]
-        rows = np.concatenate([target, _numpy(base).reshape(len(target), -1)], axis=1)
-        return _as_tensor(rows, self.device)
-
-    def _errors(self, target: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """Rows worth storing under store="errors"."""
-        if not self.regression:
-            return (target * base).sum(1) < 1.0 - self.error_threshold
-        error = (target - base).abs()[:, 0]
-        batch = float(error.mean())
-        self.abs_error = batch if self.writes == 0 else 0.9 * self.abs_error + 0.1 * batch
-        return error > self.error_threshold * self.abs_error
 
     def reset(self) -> None:
         """Forget every stored sample (the model's keys no longer match)."""
-        self.backend.clear()
+        self.storage.clear()
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -550,13 +392,13 @@ class ErrorMemory(binding.ReloadsKernelsWhenUnpickled):
             "kind": self.kind,
             "abs_error": self.abs_error,
             "writes": self.writes,
-            **self.backend.arrays(),
+            **self.storage.arrays(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output (arrays may be numpy, lists or tensors)."""
         if state["kind"] != self.kind:
             raise ValueError(f"memory state is for kind={state['kind']!r}, not {self.kind!r}")
-        self.backend.load_arrays(state)
+        self.storage.load_arrays(state)
         self.abs_error = float(state["abs_error"])
         self.writes = int(state["writes"])

@@ -65,9 +65,9 @@ class MemoryStage:
             regression=learner.regression,
             device=learner.device,
             seed=learner.settings.seed,
-            compiled=learner.backend.library,  # the compiled top-k where the model runs on the CPU
+            kernel=learner.backend.memory,  # the compiled top-k where the model runs on the CPU
         )
-        store = self.memory.backend
+        store = self.memory.storage
         self._ring: TopKStore | None = None
         if isinstance(store, TopKStore) and (settings.rekey_every or settings.rekey_after_drift):
             self._ring = store  # inputs are mirrored slot for slot with the ring buffer

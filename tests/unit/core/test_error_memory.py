@@ -1,4 +1,4 @@
-"""ErrorMemory (ReLoop2 compensation): formula, backends, bounds, state, wiring into Prequential."""
+"""ErrorMemory (ReLoop2 compensation): formula, stores, bounds, state, wiring into Prequential."""
 
 import json
 import pickle
@@ -69,7 +69,7 @@ def test_lsh_matches_formula_with_known_hyperplanes():
     mem = ErrorMemory(
         2, 1, kind="lsh", tables=2, bits=1, tau=0.3, lam=0.8, gamma=0.4, regression=True
     )
-    store = mem.backend
+    store = mem.storage
     assert isinstance(store, LSHStore)
     store.planes.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     a, b = [1.0, -0.2], [0.3, 1.0]  # table 0: both in bucket 1; table 1: a → 0, b → 1
@@ -87,7 +87,7 @@ def test_lsh_matches_formula_with_known_hyperplanes():
 
 def test_lsh_row_without_a_filled_bucket_is_unchanged():
     mem = ErrorMemory(2, 1, kind="lsh", tables=1, bits=1, lam=1.0, regression=True)
-    mem.backend.planes.copy_(torch.tensor([[1.0], [0.0]]))
+    mem.storage.planes.copy_(torch.tensor([[1.0], [0.0]]))
     mem.update(f32([[1.0, 0.0]]), f32([5.0]), f32([0.0]))
     out = mem.compensate(f32([[1.0, 0.0], [-1.0, 0.0]]), f32([1.0, 1.0]))
     assert out[0] != pytest.approx(1.0)
@@ -165,7 +165,7 @@ def test_lam_zero_changes_nothing():
 
 def test_topk_ring_stays_within_its_bound_and_keeps_the_newest():
     mem = ErrorMemory(3, 1, kind="topk", size=10, k=3, regression=True)
-    store = mem.backend
+    store = mem.storage
     assert isinstance(store, TopKStore)
     shapes = (store.keys.shape, store.values.shape)
     rng = np.random.default_rng(1)
@@ -200,13 +200,13 @@ def test_ring_write_wraps_to_slot_zero():
 
 def test_lsh_sketch_size_is_fixed():
     mem = ErrorMemory(8, 2, kind="lsh", tables=4, bits=3)
-    table_shape = mem.backend.table.shape
+    table_shape = mem.storage.table.shape
     rng = np.random.default_rng(2)
     for _ in range(20):
         mem.update(
             f32(rng.normal(size=(64, 8))), rng.integers(0, 2, 64), f32(np.full((64, 2), 0.5))
         )
-    assert mem.backend.table.shape == table_shape == (4 * 2**3, 1 + 8 + 2 * 2)
+    assert mem.storage.table.shape == table_shape == (4 * 2**3, 1 + 8 + 2 * 2)
     assert len(mem) == 20 * 64
 
 
@@ -227,7 +227,7 @@ def test_mirrored_inputs_land_in_the_stored_rows_slots():
         mem.update(f32([[1, 0], [0, 1], [1, 1]]), np.array([0, 0, 1]), base,
                    mirror=(ring_num, ring_cat, num, cat))  # fmt: skip
     assert ring_num[:, 0].tolist() == [2.0, 3.0, 2.0, 3.0]  # row 0 was right: not stored
-    assert ring_cat[:, 0].tolist() == [8, 9, 8, 9] and mem.backend.cursor == 0
+    assert ring_cat[:, 0].tolist() == [8, 9, 8, 9] and mem.storage.cursor == 0
 
 
 def test_reset_empties_the_memory():
@@ -370,7 +370,7 @@ def test_reset_on_drift_and_rekey_use_the_current_model():
     assert stage.resets == 1 and stage.rekeys == 1
     assert len(stage.memory) == 16  # cleared, then this batch stored
     _, hidden = preq.learner.predict_hidden(z, feats.cat)
-    store = stage.memory.backend
+    store = stage.memory.storage
     keys = torch.nn.functional.normalize(torch.from_numpy(hidden), dim=1)
     torch.testing.assert_close(store.keys[:16], keys, rtol=1e-4, atol=1e-5)
 
@@ -395,10 +395,10 @@ def test_a_copied_stage_rekeys_into_its_own_ring():
     stage = preq.memory
     assert stage._full is not None
     copy = pickle.loads(pickle.dumps(preq)).memory
-    copy.memory.backend.keys.zero_()
+    copy.memory.storage.keys.zero_()
     copy.rekey()
-    assert copy.memory.backend.keys.abs().sum(1).gt(0).all()
-    torch.testing.assert_close(copy.memory.backend.keys, stage.memory.backend.keys)
+    assert copy.memory.storage.keys.abs().sum(1).gt(0).all()
+    torch.testing.assert_close(copy.memory.storage.keys, stage.memory.storage.keys)
 
 
 def test_lsh_stage_does_not_rekey():
@@ -454,5 +454,5 @@ def test_prequential_with_memory_runs_on_cuda():
     rng = np.random.default_rng(11)
     for _ in range(6):
         out = preq.process_columns(*columns(rng, 16))
-    assert preq.memory.rekeys > 0 and preq.memory.memory.backend.keys.is_cuda
+    assert preq.memory.rekeys > 0 and preq.memory.memory.storage.keys.is_cuda
     np.testing.assert_allclose(out.prediction.sum(1), 1.0, rtol=1e-5)

@@ -69,7 +69,7 @@ def assert_same_state(a, b):
         b.learner.skipped_nonfinite,
         b.learner.replay.seen,
     )
-    ring_a, ring_b = a.memory.memory.backend, b.memory.memory.backend
+    ring_a, ring_b = a.memory.memory.storage, b.memory.memory.storage
     assert torch.equal(ring_a.keys, ring_b.keys) and torch.equal(ring_a.values, ring_b.values)
     assert a.drifts == b.drifts and a.memory.rekeys == b.memory.rekeys
 
@@ -204,7 +204,7 @@ def test_a_rekey_left_running_is_waited_for_by_whatever_reads_the_memory():
     thawed = pickle.loads(pickle.dumps(overlapped.memory))  # waits for it first
     assert overlapped.memory._rekeying is None
     for memory in (overlapped.memory, thawed):
-        ring, expected = memory.memory.backend, synchronous.memory.memory.backend
+        ring, expected = memory.memory.storage, synchronous.memory.memory.storage
         assert torch.equal(ring.keys, expected.keys) and torch.equal(ring.values, expected.values)
     for _ in range(2):
         xs, ys = rows(rng, 16, "binary")

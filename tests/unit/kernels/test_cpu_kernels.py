@@ -21,10 +21,11 @@ import pytest
 import torch
 
 from streamlearn.core.learner import OnlineLearner
-from streamlearn.core.memory.error_memory import ErrorMemory
+from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
 from streamlearn.core.prequential import Prequential
 from streamlearn.core.replay import ReservoirBuffer
 from streamlearn.errors import ConfigError
+from streamlearn.kernels.compiled import CompiledMemory
 from streamlearn.kernels.cpu import binding
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
@@ -315,8 +316,8 @@ def test_compiled_memory_compensation_matches_the_torch_one(regression, k, size,
     width, hidden_dim = (1 if regression else 5), 12
     memories = [
         ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.2, gamma=0.3, lam=0.8,
-                    regression=regression, compiled=library)
-        for library in (None, binding.load())
+                    regression=regression, kernel=kernel)
+        for kernel in (None, CompiledMemory(binding.load()))
     ]  # fmt: skip
     for start in range(0, rows_stored, 10):
         n = min(10, rows_stored - start)
@@ -350,7 +351,7 @@ def test_compiled_memory_compensation_matches_the_torch_one(regression, k, size,
     if not regression:
         np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)
     thawed = pickle.loads(pickle.dumps(memories[1]))  # e.g. river's clone, checkpoints
-    assert thawed._compiled is not None
+    assert thawed.kernel.name == "compiled"
     np.testing.assert_array_equal(thawed.compensate_keyed(hidden, base)[0], got)
 
 
@@ -422,7 +423,7 @@ def test_the_compiled_step_refuses_what_it_cannot_run_on():
 def _compensation_by_formula(memory, hidden, base):
     """ReLoop2's compensation from the ring as stored, its k neighbours sorted by similarity,
     descending, ties to the earlier slot, a NaN below every number (float64 throughout)."""
-    store = memory.backend
+    store = memory.storage
     keys = store.keys[: store.filled].double().numpy()
     values = store.values[: store.filled].double().numpy()
     out = []
@@ -444,7 +445,7 @@ def test_compiled_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k):
     rng = np.random.default_rng(23)
     width, hidden_dim, size = 3, 5, 40
     memory = ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.5, lam=0.9, gamma=0.4,
-                         compiled=binding.load())  # fmt: skip
+                         kernel=CompiledMemory(binding.load()))  # fmt: skip
     distinct = rng.normal(size=(6, hidden_dim)).astype(np.float32)
     hidden = distinct[rng.integers(0, 6, 36)]  # repeated keys: equal similarities
     hidden[[4, 17]] = np.nan  # a NaN key: its similarity is NaN for every query
@@ -462,8 +463,8 @@ def test_compiled_memory_store_matches_the_torch_one(regression):
     rng = np.random.default_rng(19)
     width, hidden_dim, size = (1 if regression else 4), 6, 24
     memories = [
-        ErrorMemory(hidden_dim, width, k=3, size=size, regression=regression, compiled=library)
-        for library in (None, binding.load())
+        ErrorMemory(hidden_dim, width, k=3, size=size, regression=regression, kernel=kernel)
+        for kernel in (None, CompiledMemory(binding.load()))
     ]
     mirrors = [(torch.zeros((size, 3)), torch.zeros((size, 2), dtype=torch.long)) for _ in memories]
     for n in (10, 10, 9, 30, 5):  # wraps at 24, then a batch of 30 keeps its newest 24
@@ -476,7 +477,7 @@ def test_compiled_memory_store_matches_the_torch_one(regression):
         for memory, (ring_num, ring_cat) in zip(memories, mirrors, strict=True):
             stored = memory.update(hidden, y, base, mirror=(ring_num, ring_cat, num, cat))
             assert stored.all() and len(stored) == n
-    (expected, got), (want, have) = (m.backend for m in memories), mirrors
+    (expected, got), (want, have) = (m.storage for m in memories), mirrors
     assert (got.cursor, got.filled, memories[1].writes) == (expected.cursor, expected.filled, 5)
     torch.testing.assert_close(got.keys, expected.keys)
     assert torch.equal(got.values, expected.values)
@@ -484,12 +485,12 @@ def test_compiled_memory_store_matches_the_torch_one(regression):
 
 
 def test_compiled_memory_store_refuses_a_label_outside_the_slots():
-    memory = ErrorMemory(4, 3, k=2, size=8, compiled=binding.load())
+    memory = ErrorMemory(4, 3, k=2, size=8, kernel=CompiledMemory(binding.load()))
     rng = np.random.default_rng(20)
     hidden, base = rng.normal(size=(2, 4)).astype(np.float32), np.full((2, 3), 1 / 3, np.float32)
     with pytest.raises(IndexError, match="3 slots"):
         memory.update(hidden, np.array([0, 3]), base)
-    assert len(memory) == 0 and not memory.backend.values.any()  # nothing written
+    assert len(memory) == 0 and not memory.storage.values.any()  # nothing written
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
@@ -510,7 +511,7 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
     ]
     assert (
         runs[0].learner.trainer.compiled_step is None
-        and runs[1].memory.memory._compiled is not None
+        and runs[1].memory.memory.kernel.name == "compiled"
     )
     for _ in range(12):
         num, _, y = batch(rng, task, n=16, categorical=0)
@@ -524,7 +525,7 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
         )
     for run in runs:
         run.memory._ring_ready()  # the last re-key may still run on the worker thread
-    rings = [run.memory.memory.backend for run in runs]
+    rings = [run.memory.memory.storage for run in runs]
     assert runs[1].memory.rekeys == 12 and rings[1].filled == 48
     torch.testing.assert_close(rings[1].keys, rings[0].keys, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(rings[1].values, rings[0].values, rtol=1e-3, atol=1e-4)
@@ -585,7 +586,7 @@ def test_active_widths_widen_alike_on_both_kernels():
 
 
 def test_memory_refuses_inputs_of_other_widths():
-    memory = ErrorMemory(8, 3, k=2, size=16, compiled=binding.load())
+    memory = ErrorMemory(8, 3, k=2, size=16, kernel=CompiledMemory(binding.load()))
     rng = np.random.default_rng(17)
     memory.update(rng.normal(size=(4, 8)).astype(np.float32), np.array([0, 1, 2, 0]),
                   rng.dirichlet(np.ones(3), 4).astype(np.float32))  # fmt: skip
@@ -596,6 +597,39 @@ def test_memory_refuses_inputs_of_other_widths():
         memory.compensate_keyed(rng.normal(size=(2, 8)).astype(np.float32), base[:, :2])
 
 
+@pytest.mark.parametrize("flag", ["_compiled", "_native", None])
+@pytest.mark.parametrize("used", [True, False])
+def test_memory_pickles_from_before_the_split_still_load(flag, used):
+    """Releases before the split pickled the store as ``backend`` (the ring's read views as
+    ``_zero``, ``_full``), ``_mix``, ``_one_hot`` and a flag for the compiled library:
+    ``_compiled``, ``_native`` before the rename, none before the compiled memory."""
+    rng = np.random.default_rng(21)
+    memory = ErrorMemory(4, 3, k=2, size=8)
+    hidden = rng.normal(size=(6, 4)).astype(np.float32)
+    base = rng.dirichlet(np.ones(3), 6).astype(np.float32)
+    memory.update(hidden, rng.integers(0, 3, 6), base)
+    ring = dict(vars(memory.storage))
+    ring["_zero"], ring["_full"] = ring.pop("zero"), ring.pop("full")
+    store = object.__new__(TopKStore)
+    store.__setstate__(ring)
+    state = {name: value for name, value in vars(memory).items() if name != "kernel"}
+    state["backend"], state["_mix"], state["_one_hot"] = store, memory.mix, memory.one_hot
+    del state["storage"], state["mix"], state["one_hot"]
+    if flag is not None:
+        state[flag] = used
+    restored = object.__new__(ErrorMemory)
+    restored.__setstate__(state)
+    assert restored.kernel.name == ("compiled" if flag and used else "torch")
+    assert not {"backend", "_mix", "_one_hot", "_compiled", "_native"} & set(vars(restored))
+    assert restored.storage.full[1] is restored.storage.values
+    np.testing.assert_allclose(
+        restored.compensate_keyed(hidden, base)[0],
+        memory.compensate_keyed(hidden, base)[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
 def test_pickles_from_before_the_compiled_step_still_load():
     _, learner = pair()
     learner.step(*batch(np.random.default_rng(18), "multiclass"))
@@ -604,12 +638,6 @@ def test_pickles_from_before_the_compiled_step_still_load():
     trainer = object.__new__(type(learner.trainer))
     trainer.__setstate__(old)
     assert trainer.compiled_step is None  # the torch step, as that release ran
-    memory = ErrorMemory(4, 2)
-    state = memory.__getstate__()
-    del state["_compiled"]
-    restored = object.__new__(ErrorMemory)
-    restored.__setstate__(state)
-    assert restored._compiled is None
 
 
 def test_pickles_from_before_the_rename_still_load_with_the_compiled_kernels():
@@ -622,7 +650,7 @@ def test_pickles_from_before_the_rename_still_load_with_the_compiled_kernels():
     trainer = object.__new__(type(learner.trainer))
     trainer.__setstate__(old)
     assert trainer.compiled_step is not None and "native" not in vars(trainer)
-    for thing in (learner.replay, ErrorMemory(4, 2, compiled=binding.load())):
+    for thing in (learner.replay,):  # the memory's: test_memory_pickles_from_before_the_split
         state = thing.__getstate__()
         state["_native"] = state.pop("_compiled")
         restored = object.__new__(type(thing))
