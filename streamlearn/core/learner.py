@@ -32,6 +32,7 @@ from streamlearn.kernels.backend import Backend, select_backend
 from streamlearn.kernels.cpu import binding
 from streamlearn.kernels.cpus import available_cpus
 from streamlearn.kernels.device import autocast_dtype, configure_threads, resolve_device, to_device
+from streamlearn.kernels.torch_reservoir import Row, TorchReservoir
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
 __all__ = ["OnlineLearner", "StepResult"]
@@ -78,7 +79,8 @@ class OnlineLearner:
         if backend is None:
             backend = select_backend(learner.kernel, self.device.type, len(learner.hidden))
         self.backend = backend
-        library = backend.library if self.device.type == "cpu" else None
+        on_cpu = self.device.type == "cpu"  # the compiled kernels take CPU tensors only
+        library = backend.library if on_cpu else None
         self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm, library)
         # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
         # kept here because reading the mask back would cost device ops on every step
@@ -97,7 +99,7 @@ class OnlineLearner:
             torch.float32 if self.regression else torch.long,
             self.device,
             seed=learner.seed,
-            compiled=library,  # compiled inserts wherever the step is compiled
+            kernel=backend.reservoir if on_cpu else TorchReservoir(),
         )
         self.steps = 0
         self.skipped_nonfinite = 0
@@ -255,11 +257,16 @@ class OnlineLearner:
         self.replay.insert(kept)
         return applied == len(codes)
 
-    def _kept(self, rows: tuple[np.ndarray, ...], pre_loss: np.ndarray) -> PreparedRows:
-        """The batch rows for the reservoir, their draws made: a NaN/inf row must not poison
-        later replay (its loss is not finite)."""
-        finite = np.isfinite(pre_loss)
-        return self.replay.prepare(*(rows if finite.all() else (part[finite] for part in rows)))
+    def _kept(
+        self, rows: tuple[Row, Row, Row], pre_loss: Row, total: float = math.nan
+    ) -> PreparedRows:
+        """The batch rows (host arrays or device tensors) for the reservoir, their draws made:
+        a NaN/inf row must not poison later replay (its loss, in ``pre_loss``, is not finite;
+        losses are ≥ 0, so a finite ``total`` over batch and replay covers the batch too)."""
+        if not (math.isfinite(total) or math.isfinite(float(pre_loss.sum()))):
+            finite = abs(pre_loss) < math.inf  # array or tensor: False for NaN and ±inf
+            rows = (rows[0][finite], rows[1][finite], rows[2][finite])
+        return self.replay.prepare(*rows)
 
     def begin_step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> PendingStep:
         """:meth:`step`'s prediction of the batch, and its learning as a handle: done at once,
@@ -302,7 +309,7 @@ class OnlineLearner:
             again = self.trainer.forward(x_num, x_cat, k)
             loss = float(self.trainer.losses(again, y_all).sum())
             learned = self._learn(again, y_all, loss) and learned
-        self._keep(num_t, cat_t, y_t, total, pre_loss)
+        self.replay.insert(self._kept((num_t, cat_t, y_t), pre_loss, total))
         return PendingStep(  # the fused step is float32 throughout
             prediction.cpu().numpy(),
             pre_loss.cpu().numpy(),
@@ -355,22 +362,6 @@ class OnlineLearner:
             codes.append(step.update(rows, picked, self.outputs, lr, target, *outputs))
         learned = self._account(codes, self._kept(rows, loss[:batch]))
         return PendingStep(prediction, loss[:batch], hidden, None, learned)
-
-    def _keep(
-        self,
-        num: torch.Tensor,
-        cat: torch.Tensor,
-        y: torch.Tensor,
-        total: float,
-        pre_loss: torch.Tensor,
-    ) -> None:
-        """Add the batch to the reservoir; a NaN/inf row must not poison later replay (losses
-        are ≥ 0: a finite total over batch and replay covers the batch's rows too)."""
-        if math.isfinite(total) or math.isfinite(float(pre_loss.sum())):
-            self.replay.add(num, cat, y)
-        else:
-            finite = torch.isfinite(pre_loss)
-            self.replay.add(num[finite], cat[finite], y[finite])
 
     def _learn(self, p: Pass, y: torch.Tensor, loss: float) -> bool:
         """One update unless the summed loss or the gradient is non-finite (then skipped,

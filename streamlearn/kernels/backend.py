@@ -27,12 +27,14 @@ if TYPE_CHECKING:
 
     from streamlearn.core.memory.error_memory import ErrorMemory
     from streamlearn.kernels.torch_memory import Labelled, Mirror
+    from streamlearn.kernels.torch_reservoir import Reservoir, Rows
 
 __all__ = [
     "Backend",
     "DriftKernel",
     "FeatureStatistics",
     "MemoryKernel",
+    "ReservoirInsert",
     "reference_backend",
     "select_backend",
 ]
@@ -72,6 +74,20 @@ class DriftKernel(Protocol):
         ...
 
 
+class ReservoirInsert(Protocol):
+    """The replay reservoir's inserts (Algorithm R, kernels/torch_reservoir.py) into its
+    tensors, in place."""
+
+    name: str
+
+    def insert(self, reservoir: Reservoir, seen: int, rows: Rows, drawn: np.ndarray | None) -> None:
+        """Write ``rows`` into ``reservoir`` (capacity ≥ 1), which has seen ``seen`` items:
+        the first rows into its free slots, each of the others into the slot it drew
+        (``drawn``, int64, one per such row; None where every row finds a free slot) where
+        that is below capacity, later rows over earlier ones."""
+        ...
+
+
 class MemoryKernel(Protocol):
     """The error memory's per-batch compute (kernels/torch_memory.py): it reads the memory's
     configuration and store and writes the store (and, for store="errors", its running
@@ -101,6 +117,12 @@ def _numpy_drift() -> DriftKernel:
     return NumpyDrift()
 
 
+def _torch_reservoir() -> ReservoirInsert:
+    from streamlearn.kernels.torch_reservoir import TorchReservoir  # torch: not serve's
+
+    return TorchReservoir()
+
+
 def _torch_memory() -> MemoryKernel:
     from streamlearn.kernels.torch_memory import TorchMemory  # torch: not serve's
 
@@ -111,8 +133,10 @@ def _torch_memory() -> MemoryKernel:
 class Backend:
     """What every algorithm of one process computes with.
 
-    ``library``: the compiled kernels for the training step and the reservoir (which take them
-    where the model runs on the CPU), or None for their torch forms.
+    ``library``: the compiled kernels for the training step (which takes them where the model
+    runs on the CPU), or None for its torch form.
+    ``reservoir``: the compiled inserts where ``library`` is set, else the torch form (on the
+    model's device, CPU or CUDA).
     ``memory``: the error memory's compiled top-k where ``library`` is set, else the torch form.
     """
 
@@ -120,6 +144,7 @@ class Backend:
     statistics: FeatureStatistics = field(default_factory=NumpyStatistics)
     drift: DriftKernel = field(default_factory=_numpy_drift)
     library: ModuleType | None = None
+    reservoir: ReservoirInsert = field(default_factory=_torch_reservoir)
     memory: MemoryKernel = field(default_factory=_torch_memory)
 
     def __reduce__(self) -> tuple[object, tuple[bool, bool]]:
@@ -129,7 +154,12 @@ class Backend:
 
 
 def _restore(compiled: bool, step: bool) -> Backend:
-    from streamlearn.kernels.compiled import CompiledDrift, CompiledMemory, CompiledStatistics
+    from streamlearn.kernels.compiled import (
+        CompiledDrift,
+        CompiledMemory,
+        CompiledReservoir,
+        CompiledStatistics,
+    )
 
     if not compiled:
         return reference_backend()
@@ -142,6 +172,7 @@ def _restore(compiled: bool, step: bool) -> Backend:
         CompiledStatistics(library),
         CompiledDrift(library),
         library if step else None,
+        reservoir=CompiledReservoir(library) if step else _torch_reservoir(),
         memory=CompiledMemory(library) if step else _torch_memory(),
     )
 
@@ -154,7 +185,12 @@ def reference_backend() -> Backend:
 def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend:
     """The backend ``learner.kernel`` asks for, on a model on ``device_type`` with
     ``hidden_layers`` hidden layers; logs which one runs and why."""
-    from streamlearn.kernels.compiled import CompiledDrift, CompiledMemory, CompiledStatistics
+    from streamlearn.kernels.compiled import (
+        CompiledDrift,
+        CompiledMemory,
+        CompiledReservoir,
+        CompiledStatistics,
+    )
 
     if kernel == "torch":
         log.info("compute backend: torch (learner.kernel: torch)")
@@ -183,5 +219,6 @@ def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend
         CompiledStatistics(library),
         CompiledDrift(library),
         library if step else None,
+        reservoir=CompiledReservoir(library) if step else _torch_reservoir(),
         memory=CompiledMemory(library) if step else _torch_memory(),
     )

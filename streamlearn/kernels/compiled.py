@@ -2,8 +2,9 @@
 
 Thin classes over the C functions (kernels/cpu/features.c, drift.c) with the same contract as
 the numpy reference forms in kernels/reference/, against which they are tested.
-:class:`CompiledMemory`: the error memory's top-k compensation and store (memory.c), against
-the torch form in kernels/torch_memory.py.
+:class:`CompiledReservoir`: the replay reservoir's inserts (replay.c), against the torch form
+in kernels/torch_reservoir.py. :class:`CompiledMemory`: the error memory's top-k compensation
+and store (memory.c), against the torch form in kernels/torch_memory.py.
 """
 
 from __future__ import annotations
@@ -19,12 +20,23 @@ from streamlearn.kernels.drift_state import DriftParams, DriftState
 from streamlearn.kernels.reference.drift import NumpyDrift
 from streamlearn.kernels.reference.statistics import NumpyStatistics
 from streamlearn.kernels.torch_memory import TorchMemory, host
+from streamlearn.kernels.torch_reservoir import Reservoir, Rows, TorchReservoir
 
 if TYPE_CHECKING:
     from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
     from streamlearn.kernels.torch_memory import Labelled, Mirror
 
-__all__ = ["CompiledDrift", "CompiledMemory", "CompiledStatistics", "reloaded_memory"]
+__all__ = [
+    "CompiledDrift",
+    "CompiledMemory",
+    "CompiledReservoir",
+    "CompiledStatistics",
+    "reloaded_memory",
+    "reloaded_reservoir",
+]
+
+# the reservoir's target dtypes (class slots, regression values) as numpy's
+_HOST_DTYPES = {torch.int64: np.dtype(np.int64), torch.float32: np.dtype(np.float32)}
 
 
 class CompiledStatistics:
@@ -92,6 +104,53 @@ class CompiledDrift:
             fired,
         )
         return fired[:count].tolist()
+
+
+class CompiledReservoir:
+    """:class:`~streamlearn.kernels.backend.ReservoirInsert` in replay.c: one call per batch,
+    bit for bit the torch form. Rows that do not lie as the reservoir keeps its own (host
+    arrays, C-contiguous, of its dtypes and widths), or a reservoir off the CPU, take the torch
+    form."""
+
+    name = "compiled"
+
+    def __init__(self, library: ModuleType) -> None:
+        self._library = library
+        self._other_layouts = TorchReservoir()
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return reloaded_reservoir, ()
+
+    def insert(self, reservoir: Reservoir, seen: int, rows: Rows, drawn: np.ndarray | None) -> None:
+        r_num, r_cat, r_y = reservoir
+        num, cat, y = rows
+        if not (  # (a tensor's dtype equals no numpy dtype)
+            r_num.is_cpu
+            and num.dtype == np.float32
+            and cat.dtype == np.int64
+            and y.dtype == _HOST_DTYPES.get(r_y.dtype)
+            and num.shape == (len(y), r_num.shape[1])
+            and cat.shape == (len(y), r_cat.shape[1])
+            and num.flags.c_contiguous
+            and cat.flags.c_contiguous
+            and y.flags.c_contiguous
+        ):
+            self._other_layouts.insert(reservoir, seen, rows, drawn)
+            return
+        self._library.reservoir_insert(
+            r_num.data_ptr(),
+            r_cat.data_ptr(),
+            r_y.data_ptr(),
+            r_y.shape[0],
+            seen,
+            r_num.shape[1],
+            r_cat.shape[1],
+            r_y.element_size(),
+            num,
+            cat,
+            y,
+            drawn,
+        )
 
 
 _TORCH_MEMORY = TorchMemory()  # what CompiledMemory leaves to the torch form
@@ -217,3 +276,11 @@ def reloaded_memory() -> CompiledMemory | TorchMemory:
         return CompiledMemory(load())
     except KernelsUnavailable:
         return TorchMemory()
+
+
+def reloaded_reservoir() -> CompiledReservoir | TorchReservoir:
+    """The compiled reservoir inserts, or the torch form where the library cannot be had."""
+    try:
+        return CompiledReservoir(load())
+    except KernelsUnavailable:
+        return TorchReservoir()

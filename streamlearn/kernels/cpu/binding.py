@@ -4,9 +4,9 @@ On a CPU a micro-batch costs more in torch's per-op dispatch than in its arithme
 (docs/decisions/0004-compiled-cpu-kernels.md). step.c runs FusedTrainer's whole update
 (forward, loss, backward, clipping, AdamW, lazy sparse Adam) in one call on the same buffers;
 async.c runs a batch's updates on a worker thread; memory.c the error memory's top-k
-compensation (bound in core/memory/error_memory.py), replay.c the reservoir's inserts
-(core/replay.py), drift.c the loss-deviation detector and features.c the encoder's
-standardisation and statistics (both in kernels/compiled.py).
+compensation and store, replay.c the reservoir's inserts, drift.c the loss-deviation detector
+and features.c the encoder's standardisation and statistics (all four bound in
+kernels/compiled.py).
 
 setup.py compiles them when the package is installed, once per build variant, each an
 extension module of this package (:data:`VARIANTS`): on x86-64 for the x86-64-v4 (AVX-512) and
@@ -43,7 +43,6 @@ __all__ = [
     "CompiledStep",
     "Kernels",
     "KernelsUnavailable",
-    "ReloadsKernelsWhenUnpickled",
     "built",
     "find",
     "load",
@@ -141,22 +140,6 @@ def reload(used: object) -> ModuleType | None:
         return load() if used else None
     except KernelsUnavailable:
         return None
-
-
-class ReloadsKernelsWhenUnpickled:
-    """For objects that keep the compiled library (or None) in ``_compiled``: they pickle with a
-    flag in its place (a loaded library is not picklable) and load it again when unpickled
-    (pickles of releases before the rename keep the flag in ``_native``)."""
-
-    _compiled: ModuleType | None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_compiled": self._compiled is not None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        used = state.pop("_compiled", state.pop("_native", None))
-        self.__dict__.update(state)
-        self._compiled = reload(used)  # None: the object's numpy/torch path
 
 
 class CompiledStep:

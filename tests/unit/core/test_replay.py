@@ -6,6 +6,7 @@ import torch
 from scipy import stats
 
 from streamlearn.core.replay import ReservoirBuffer
+from streamlearn.kernels.torch_reservoir import slots_written
 
 
 def items(start, n):
@@ -72,8 +73,8 @@ def test_batch_insertion_equals_one_by_one():
 
 
 def test_later_item_wins_a_slot_drawn_twice_in_one_batch():
-    buffer = ReservoirBuffer(2, 1, 1, torch.long, seed=0)
-    positions, slots = buffer.slots_for(500)
+    drawn = np.random.default_rng(0).integers(0, np.arange(2, 500) + 1)  # the reservoir's draws
+    positions, slots = slots_written(2, 0, 500, drawn)
     assert len(set(slots.tolist())) == len(slots)  # each slot written once
     sequential = {}
     rng = np.random.default_rng(0)
@@ -108,8 +109,19 @@ def test_sample_only_from_filled_rows():
 
 def test_capacity_zero_counts_but_keeps_nothing():
     buffer = ReservoirBuffer(0, 2, 3, torch.long)
+    state = buffer._rng.bit_generator.state
     feed(buffer, [4, 4])
     assert buffer.seen == 8 and len(buffer) == 0
+    assert buffer._rng.bit_generator.state == state  # no draws
+
+
+def test_host_arrays_and_tensors_insert_alike():
+    rows = [items(start, 7) for start in range(0, 70, 7)]
+    a, b = (ReservoirBuffer(16, 2, 3, torch.long, seed=2) for _ in "ab")
+    for num, cat, y in rows:
+        a.add(num, cat, y)
+        b.add(num.double().numpy(), cat.numpy(), y.numpy())  # cast to the reservoir's dtypes
+    assert torch.equal(a.num, b.num) and torch.equal(a.cat, b.cat) and torch.equal(a.y, b.y)
 
 
 def test_clear_forgets_rows():

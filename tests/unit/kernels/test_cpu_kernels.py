@@ -25,7 +25,8 @@ from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
 from streamlearn.core.prequential import Prequential
 from streamlearn.core.replay import ReservoirBuffer
 from streamlearn.errors import ConfigError
-from streamlearn.kernels.compiled import CompiledMemory
+from streamlearn.kernels.backend import select_backend
+from streamlearn.kernels.compiled import CompiledMemory, CompiledReservoir
 from streamlearn.kernels.cpu import binding
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
@@ -641,8 +642,8 @@ def test_pickles_from_before_the_compiled_step_still_load():
 
 
 def test_pickles_from_before_the_rename_still_load_with_the_compiled_kernels():
-    """Releases before the rename pickled the flag as the trainer's ``native`` and the
-    memory's and the reservoir's ``_native``."""
+    """Releases before the rename pickled the flag as the trainer's ``native`` (the memory's
+    and the reservoir's ``_native``: their tests ``..._pickles_from_before_the_split...``)."""
     _, learner = pair()
     learner.step(*batch(np.random.default_rng(19), "multiclass"))
     old = learner.trainer.__getstate__()
@@ -650,12 +651,6 @@ def test_pickles_from_before_the_rename_still_load_with_the_compiled_kernels():
     trainer = object.__new__(type(learner.trainer))
     trainer.__setstate__(old)
     assert trainer.compiled_step is not None and "native" not in vars(trainer)
-    for thing in (learner.replay,):  # the memory's: test_memory_pickles_from_before_the_split
-        state = thing.__getstate__()
-        state["_native"] = state.pop("_compiled")
-        restored = object.__new__(type(thing))
-        restored.__setstate__(state)
-        assert restored._compiled is not None and "_native" not in vars(restored)
 
 
 @pytest.mark.parametrize(
@@ -669,16 +664,16 @@ def test_pickles_from_before_the_rename_still_load_with_the_compiled_kernels():
 )
 def test_compiled_reservoir_inserts_equal_the_torch_ones(capacity, sizes, y_dtype):
     with_c, without = (
-        ReservoirBuffer(capacity, 2, 3, y_dtype, seed=11, compiled=lib)
-        for lib in (binding.load(), None)
+        ReservoirBuffer(capacity, 2, 3, y_dtype, seed=11, kernel=kernel)
+        for kernel in (CompiledReservoir(binding.load()), None)
     )
     rng = np.random.default_rng(0)
     for size in sizes:
         num = rng.standard_normal((size, 2)).astype(np.float32)
         cat = rng.integers(0, 1000, (size, 3))
         y = rng.integers(0, 9, size).astype(torch.empty(0, dtype=y_dtype).numpy().dtype)
-        with_c.add_rows(num, cat, y)
-        without.add_rows(num, cat, y)
+        with_c.add(num, cat, y)
+        without.add(num, cat, y)
         assert with_c.seen == without.seen
         for a, b in ((with_c.num, without.num), (with_c.cat, without.cat), (with_c.y, without.y)):
             assert torch.equal(a, b)
@@ -686,9 +681,10 @@ def test_compiled_reservoir_inserts_equal_the_torch_ones(capacity, sizes, y_dtyp
         assert torch.equal(with_c.sample(9)[2], without.sample(9)[2])
 
 
-def test_reservoir_rows_prepared_first_and_inserted_later_equal_add_rows(library):
+def test_reservoir_rows_prepared_first_and_inserted_later_equal_add(library):
     """The learner draws while the updates still read the buffer, and inserts after them."""
-    split, whole = (ReservoirBuffer(16, 2, 3, torch.long, seed=5, compiled=library) for _ in "ab")
+    kernel = None if library is None else CompiledReservoir(library)
+    split, whole = (ReservoirBuffer(16, 2, 3, torch.long, seed=5, kernel=kernel) for _ in "ab")
     rng = np.random.default_rng(1)
     for size in (10, 10, 30):
         rows = (
@@ -699,25 +695,67 @@ def test_reservoir_rows_prepared_first_and_inserted_later_equal_add_rows(library
         prepared = split.prepare(*rows)
         assert split.seen == whole.seen  # nothing inserted yet
         split.insert(prepared)
-        whole.add_rows(*rows)
+        whole.add(*rows)
         assert torch.equal(split.num, whole.num) and torch.equal(split.y, whole.y)
     stale = split.prepare(*rows)
-    split.add_rows(*rows)
+    split.add(*rows)
     with pytest.raises(RuntimeError, match="changed between"):
         split.insert(stale)
 
 
 def test_compiled_reservoir_takes_other_layouts_through_torch_and_survives_pickling():
-    buffer = ReservoirBuffer(8, 2, 3, torch.long, seed=1, compiled=binding.load())
+    buffer = ReservoirBuffer(8, 2, 3, torch.long, seed=1, kernel=CompiledReservoir(binding.load()))
     reference = ReservoirBuffer(8, 2, 3, torch.long, seed=1)
     num = np.arange(40, dtype=np.float64).reshape(20, 2)  # float64, and a strided view below
     cat = np.arange(120).reshape(20, 6)[:, ::2]
+    tensors = (torch.ones(5, 2), torch.ones(5, 3, dtype=torch.long), torch.arange(5))
     for target in (buffer, reference):
-        target.add_rows(num, cat, np.arange(20))
+        target.add(num, cat, np.arange(20))
+        target.add(*tensors)
     assert torch.equal(buffer.num, reference.num) and torch.equal(buffer.cat, reference.cat)
-    restored = pickle.loads(pickle.dumps(buffer))
-    assert restored._compiled is not None and torch.equal(restored.y, buffer.y)
+    restored, clone = pickle.loads(pickle.dumps(buffer)), copy.deepcopy(buffer)
+    assert restored.kernel.name == clone.kernel.name == "compiled"
+    assert torch.equal(restored.y, buffer.y)
     rows = (np.ones((3, 2), np.float32), np.ones((3, 3), np.int64), np.arange(3))
-    for target in (restored, buffer):
-        target.add_rows(*rows)
-    assert torch.equal(restored.y, buffer.y) and restored.seen == buffer.seen == 23
+    for target in (restored, clone, buffer):
+        target.add(*rows)
+    assert torch.equal(restored.y, buffer.y) and torch.equal(clone.y, buffer.y)
+    assert restored.seen == buffer.seen == 28
+
+
+@pytest.mark.parametrize("flag", ["_compiled", "_native"])
+@pytest.mark.parametrize("used", [True, False])
+def test_reservoir_pickles_from_before_the_split_still_load(flag, used):
+    """Releases before the split pickled a flag for the compiled inserts (``_native`` before
+    the rename) and the targets' numpy dtype, ``_y_dtype``, instead of the kernel."""
+    rng = np.random.default_rng(22)
+    rows = [
+        (rng.standard_normal((n, 2)).astype(np.float32), rng.integers(0, 9, (n, 3)), np.arange(n))
+        for n in (6, 9, 12)
+    ]
+    buffer = ReservoirBuffer(8, 2, 3, torch.long, seed=3)
+    buffer.add(*rows[0])
+    state = {name: value for name, value in vars(buffer).items() if name != "kernel"}
+    state[flag], state["_y_dtype"] = used, np.dtype(np.int64)
+    restored = object.__new__(ReservoirBuffer)
+    restored.__setstate__(state)
+    assert restored.kernel.name == ("compiled" if used else "torch")
+    assert not {flag, "_y_dtype"} & set(vars(restored))
+    for part in rows[1:]:
+        restored.add(*part)
+        buffer.add(*part)
+    assert torch.equal(restored.num, buffer.num) and torch.equal(restored.y, buffer.y)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "device", "expected"),
+    [("auto", "cpu", "compiled"), ("auto", "cuda", "torch"), ("torch", "cpu", "torch")],
+)
+def test_the_backend_gives_the_compiled_inserts_where_the_model_runs_on_the_cpu(
+    kernel, device, expected
+):
+    backend = select_backend(kernel, device, 2)
+    assert backend.reservoir.name == expected
+    assert pickle.loads(pickle.dumps(backend)).reservoir.name == expected
+    learner = OnlineLearner(LearnerSettings(device="cpu"), FEATURES, backend)
+    assert learner.replay.kernel.name == expected
