@@ -2,10 +2,11 @@
 
 The same sources compile once per variant into their own module: on x86-64 for the x86-64-v4
 (AVX-512), x86-64-v3 (AVX2, FMA) and baseline levels, elsewhere for the baseline alone;
-streamlearn.kernels.cpu.binding imports the best one the CPU runs. module.c is the binding, on
-CPython's C API with the buffer protocol, which Python 3.10's limited API lacks: the modules
-are built for one CPython version (no abi3), and wheels are built per version. Every module is optional: where
-none builds (no C compiler, MSVC) the install still succeeds and the learner runs the torch step.
+streamlearn.kernels.cpu.binding imports the best one the CPU runs. module.c, bind_host.c and
+bind_step.c are the binding, on CPython's C API with the buffer protocol, which Python 3.10's
+limited API lacks: the modules are built for one CPython version (no abi3), and wheels are
+built per version. Every module is optional: where none builds (no C compiler, MSVC) the
+install still succeeds and the learner runs the torch step.
 The rest of the project's configuration is in pyproject.toml.
 """
 
@@ -20,8 +21,18 @@ from setuptools.command.build_ext import build_ext
 
 PACKAGE = "streamlearn.kernels.cpu"
 HERE = "streamlearn/kernels/cpu"
-SOURCES = ["module.c", "step.c", "async.c", "memory.c", "replay.c", "drift.c", "features.c"]
-HEADERS = ["gemm.h", "step.h", "kernels.h"]
+SOURCES = [
+    "module.c",
+    "bind_host.c",
+    "bind_step.c",
+    "step.c",
+    "async.c",
+    "memory.c",
+    "replay.c",
+    "drift.c",
+    "features.c",
+]
+HEADERS = ["gemm.h", "step.h", "kernels.h", "args.h", "bindings.h"]
 # -fassociative-math (with the two flags it needs) lets the compiler vectorise the dot products;
 # NaN and inf still propagate (no -ffinite-math-only), so the kernels' non-finite guards work.
 FLAGS = [

@@ -8,7 +8,7 @@
  * the optimizer or the reservoir again. A Job may also be one forward-only call: the error
  * memory's re-keying, left running while Python encodes the next batch. One worker thread per
  * process serves every learner, one Job at a time. The results are the synchronous ones: the
- * same calls in the same order on the same buffers. The binding (module.c) owns each Job, in
+ * same calls in the same order on the same buffers. The binding (bind_step.c) owns each Job, in
  * the step object that submits it, and waits for it before it changes or frees the Job. */
 #include <pthread.h>
 #include <stdatomic.h>

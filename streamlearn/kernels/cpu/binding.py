@@ -10,15 +10,16 @@ kernels/compiled.py).
 
 setup.py compiles them when the package is installed, once per build variant, each an
 extension module of this package (:data:`VARIANTS`): on x86-64 for the x86-64-v4 (AVX-512) and
-x86-64-v3 (AVX2, FMA) levels and the baseline, elsewhere for the baseline alone. module.c is
-their Python binding: functions that take numpy arrays (checking their element types, shapes
-and contiguity) and torch tensors' ``data_ptr()``, and a ``Step`` type that holds a trainer's
-buffers. :func:`load` asks the baseline module which level this CPU runs and imports the best
-variant built for it. Nothing is compiled at run time. Where no variant was built (no C
-compiler when the package was installed, a platform the build skips), :func:`load` raises
-:class:`KernelsUnavailable` and the learner runs the torch step (``learner.kernel``: auto): the
-same results to float32 rounding, slower. ``python -m streamlearn.kernels.cpu.binding`` says
-which variant loads and from where, or why none can.
+x86-64-v3 (AVX2, FMA) levels and the baseline, elsewhere for the baseline alone. module.c,
+bind_host.c and bind_step.c are their Python binding: functions that take numpy arrays
+(checking their element types, shapes and contiguity) and torch tensors' ``data_ptr()``, and a
+``Step`` type that holds a trainer's buffers. :func:`load` asks the baseline module which
+level this CPU runs and imports the best variant built for it. Nothing is compiled at run
+time. Where no variant was built (no C compiler when the package was installed, a platform the
+build skips), :func:`load` raises :class:`KernelsUnavailable` and the learner runs the torch
+step (``learner.kernel``: auto): the same results to float32 rounding, slower.
+``python -m streamlearn.kernels.cpu.binding`` says which variant loads and from where, or why
+none can.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-/* The kernels' entry points, for the Python binding (module.c), which checks every argument
- * before it calls one; each C file says what its kernels do. Nothing here is Python's. */
+/* The kernels' entry points, for the Python binding (bind_host.c, bind_step.c), which checks
+ * every argument before it calls one; each C file says what its kernels do. Nothing here is Python's. */
 #ifndef STREAMLEARN_KERNELS_H
 #define STREAMLEARN_KERNELS_H
 

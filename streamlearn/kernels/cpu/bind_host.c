@@ -1,0 +1,244 @@
+/* The host-side kernels' Python functions: features.c's standardisation and statistics,
+ * drift.c's detector, replay.c's inserts, memory.c's compensation and writes. Each takes numpy
+ * arrays (buffer protocol) and the torch tensors Python keeps as data_ptr() ints with their
+ * sizes, checks them (args.h), then calls its kernel; nothing here computes. */
+#include <stdint.h>
+
+#include "args.h"
+#include "bindings.h"
+#include "kernels.h"
+
+/* -- host-side kernels ---------------------------------------------------------------------- */
+
+/* The arguments both feature kernels take: float64 num [rows, slots], `used` (columns from 0
+ * that hold features) and the statistics, float64 count, mean and m2 [slots] (updated where
+ * `out`). 0, or -1 with a Python error. */
+typedef struct {
+    const double *num;
+    Py_ssize_t rows, slots;
+    int64_t used;
+    double *count, *mean, *m2;
+} Statistics;
+
+static int statistics(Borrowed *b, PyObject *const *args, int out, Statistics *st) {
+    static const char *const names[] = {"count", "mean", "m2"};
+    double **columns[] = {&st->count, &st->mean, &st->m2};
+    Py_buffer *num = borrow(b, args[0], "num", F64, 2, 0);
+    if (!num || as_i64(args[1], &st->used) < 0) return -1;
+    st->num = num->buf, st->rows = num->shape[0], st->slots = num->shape[1];
+    for (int i = 0; i < 3; i++) {
+        Py_buffer *view = borrow(b, args[2 + i], names[i], F64, 1, out);
+        if (!view || check_dim(view, names[i], 0, st->slots, 0) < 0) return -1;
+        *columns[i] = view->buf;
+    }
+    return in_range("used", st->used, 0, st->slots);
+}
+
+/* features_standardize(num, used, count, mean, m2, out): the standardised rows, float32 out
+ * [rows, slots], written. */
+BINDING(features_standardize, 6) {
+    Statistics st;
+    if (statistics(b, args, 0, &st) < 0) return NULL;
+    Py_buffer *out = borrow(b, args[5], "out", F32, 2, 1);
+    if (!out || check_dim(out, "out", 0, st.rows, 0) < 0 ||
+        check_dim(out, "out", 1, st.slots, 0) < 0)
+        return NULL;
+    features_standardize(st.num, st.rows, st.slots, st.used, st.count, st.mean, st.m2, out->buf);
+    Py_RETURN_NONE;
+}
+
+/* features_observe(num, used, count, mean, m2) -> columns skipped (overflow); the statistics
+ * updated in place. */
+BINDING(features_observe, 5) {
+    Statistics st;
+    if (statistics(b, args, 1, &st) < 0) return NULL;
+    return PyLong_FromLongLong(
+        features_observe(st.num, st.rows, st.slots, st.used, st.count, st.mean, st.m2));
+}
+
+/* drift_update(losses, ring, window, alpha, k, min_samples, min_rise, cooldown, counters,
+ * smoothed, fired) -> how many fired: float64 losses [n]; the state's float64 ring [>= window],
+ * int64 counters [5] and float64 smoothed [1], updated; int32 fired [>= n] written. */
+BINDING(drift_update, 11) {
+    int64_t window, min_samples, cooldown;
+    double alpha, k, min_rise;
+    if (as_i64(args[2], &window) < 0 ||
+        as_f64(args[3], &alpha) < 0 || as_f64(args[4], &k) < 0 ||
+        as_i64(args[5], &min_samples) < 0 || as_f64(args[6], &min_rise) < 0 ||
+        as_i64(args[7], &cooldown) < 0)
+        return NULL;
+    Py_buffer *losses = borrow(b, args[0], "losses", F64, 1, 0);
+    Py_buffer *ring = losses ? borrow(b, args[1], "ring", F64, 1, 1) : NULL;
+    Py_buffer *counters = ring ? borrow(b, args[8], "counters", I64, 1, 1) : NULL;
+    Py_buffer *smoothed = counters ? borrow(b, args[9], "smoothed", F64, 1, 1) : NULL;
+    Py_buffer *fired = smoothed ? borrow(b, args[10], "fired", I32, 1, 1) : NULL;
+    if (!fired || in_range("losses", losses->shape[0], 0, INT32_MAX) < 0 ||
+        in_range("window", window, 1, ring->shape[0]) < 0 ||
+        check_dim(counters, "counters", 0, 5, 0) < 0 ||
+        check_dim(smoothed, "smoothed", 0, 1, 1) < 0 ||
+        check_dim(fired, "fired", 0, losses->shape[0], 1) < 0)
+        return NULL;
+    const int64_t *c = counters->buf; /* filled and head index the ring */
+    if (in_range("counters[filled]", c[0], 0, window) < 0 ||
+        in_range("counters[head]", c[1], 0, window - 1) < 0)
+        return NULL;
+    return PyLong_FromLong(drift_update(losses->buf, (int32_t)losses->shape[0], ring->buf,
+                                          window, alpha, k, min_samples, min_rise, cooldown,
+                                          counters->buf, smoothed->buf, fired->buf));
+}
+
+/* reservoir_insert(num_at, cat_at, y_at, capacity, seen, num_dim, cat_dim, y_size, batch_num,
+ * batch_cat, batch_y, drawn): the reservoir's rows (data_ptr() of float32 [capacity, num_dim],
+ * int64 [capacity, cat_dim], [capacity] of y_size bytes) take the batch's float32 [rows,
+ * num_dim], int64 [rows, cat_dim] and [rows] rows in the slots drawn (int64 [>= rows that find
+ * no free slot], or None where all do). */
+BINDING(reservoir_insert, 12) {
+    void *num_at, *cat_at, *y_at;
+    int64_t capacity, seen;
+    int32_t num_dim, cat_dim, y_size;
+    if (as_address(args[0], &num_at) < 0 ||
+        as_address(args[1], &cat_at) < 0 || as_address(args[2], &y_at) < 0 ||
+        as_i64(args[3], &capacity) < 0 || as_i64(args[4], &seen) < 0 ||
+        as_i32(args[5], "num_dim", &num_dim) < 0 || as_i32(args[6], "cat_dim", &cat_dim) < 0 ||
+        as_i32(args[7], "y_size", &y_size) < 0)
+        return NULL;
+    if (!num_at || !cat_at || !y_at) {
+        PyErr_SetString(PyExc_ValueError, "reservoir_insert: the reservoir's buffers are NULL");
+        return NULL;
+    }
+    Py_buffer *num = borrow(b, args[8], "batch_num", F32, 2, 0);
+    Py_buffer *cat = num ? borrow(b, args[9], "batch_cat", I64, 2, 0) : NULL;
+    Py_buffer *y = cat ? borrow(b, args[10], "batch_y", ANY, 1, 0) : NULL;
+    if (!y) return NULL;
+    const Py_ssize_t rows = num->shape[0];
+    if (check_dim(num, "batch_num", 1, num_dim, 0) < 0 ||
+        check_dim(cat, "batch_cat", 0, rows, 0) < 0 ||
+        check_dim(cat, "batch_cat", 1, cat_dim, 0) < 0 ||
+        check_dim(y, "batch_y", 0, rows, 0) < 0 ||
+        in_range("capacity", capacity, 0, INT64_MAX) < 0 ||
+        in_range("seen", seen, 0, INT64_MAX) < 0)
+        return NULL;
+    if (y->itemsize != y_size) {
+        PyErr_Format(PyExc_TypeError, "batch_y: elements of %d bytes expected, not %zd", y_size,
+                     y->itemsize);
+        return NULL;
+    }
+    const int64_t free_slots = seen < capacity ? capacity - seen : 0;
+    const int64_t draws = rows > free_slots ? rows - free_slots : 0;
+    const int64_t *drawn = NULL;
+    if (args[11] != Py_None) {
+        Py_buffer *view = borrow(b, args[11], "drawn", I64, 1, 0);
+        if (!view || check_dim(view, "drawn", 0, draws, 1) < 0) return NULL;
+        drawn = view->buf;
+    } else if (draws) {
+        PyErr_Format(PyExc_ValueError, "drawn: %lld draws needed, None given", (long long)draws);
+        return NULL;
+    }
+    reservoir_insert(num_at, cat_at, y_at, capacity, seen, num->buf, cat->buf, y->buf, rows,
+                     num_dim, cat_dim, y_size, drawn);
+    Py_RETURN_NONE;
+}
+
+/* memory_compensate(keys_at, values_at, filled, k, tau, lam, gamma, regression, hidden, base,
+ * out, keys) -> 0, or -2 (no scratch memory): the ring (data_ptr() of float32 [>= filled, H]
+ * keys and [>= filled, 2 W] values) compensates float32 base [rows, W] for hidden [rows, H]
+ * into out [rows, W], the unit keys of hidden into keys [rows, H]. */
+BINDING(memory_compensate, 12) {
+    void *keys_at, *values_at;
+    int32_t filled, k, regression;
+    float tau, lam, gamma;
+    if (as_address(args[0], &keys_at) < 0 ||
+        as_address(args[1], &values_at) < 0 || as_i32(args[2], "filled", &filled) < 0 ||
+        as_i32(args[3], "k", &k) < 0 || as_f32(args[4], &tau) < 0 || as_f32(args[5], &lam) < 0 ||
+        as_f32(args[6], &gamma) < 0 || as_i32(args[7], "regression", &regression) < 0)
+        return NULL;
+    if (!keys_at || !values_at || filled < 0) {
+        PyErr_SetString(PyExc_ValueError, "memory_compensate: no ring");
+        return NULL;
+    }
+    Py_buffer *hidden = borrow(b, args[8], "hidden", F32, 2, 0);
+    Py_buffer *base = hidden ? borrow(b, args[9], "base", F32, 2, 0) : NULL;
+    Py_buffer *out = base ? borrow(b, args[10], "out", F32, 2, 1) : NULL;
+    Py_buffer *keys = out ? borrow(b, args[11], "keys", F32, 2, 1) : NULL;
+    if (!keys) return NULL;
+    const Py_ssize_t rows = hidden->shape[0], dim = hidden->shape[1], width = base->shape[1];
+    if (in_range("rows", rows, 0, INT32_MAX) < 0 || in_range("hidden_dim", dim, 1, INT32_MAX) < 0 ||
+        in_range("width", width, 1, INT32_MAX) < 0 || check_dim(base, "base", 0, rows, 0) < 0 ||
+        check_dim(out, "out", 0, rows, 0) < 0 || check_dim(out, "out", 1, width, 0) < 0 ||
+        check_dim(keys, "keys", 0, rows, 0) < 0 || check_dim(keys, "keys", 1, dim, 0) < 0)
+        return NULL;
+    int code;
+    Py_BEGIN_ALLOW_THREADS
+    code = memory_compensate(keys_at, values_at, filled, (int32_t)dim, (int32_t)width,
+                             hidden->buf, base->buf, (int32_t)rows, k, tau, lam, gamma,
+                             regression, out->buf, keys->buf);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(code);
+}
+
+/* memory_store(keys_at, values_at, size, cursor, hidden, labels, targets, base, ring_num_at,
+ * ring_cat_at, num, cat) -> 0, or -3 (a label outside the class slots: nothing written): float32
+ * hidden [rows <= size, H] and base [rows, W], with int64 labels [rows] or (regression) float64
+ * targets [rows], go to the ring's slots from cursor on (data_ptr() of float32 [size, H] keys
+ * and [size, 2 W] values); where ring_num_at is not None, float32 num [rows, a] and int64 cat
+ * [rows, c] to the rings mirrored slot for slot ([size, a], [size, c]). */
+BINDING(memory_store, 12) {
+    void *keys_at, *values_at, *ring_num_at, *ring_cat_at;
+    int64_t size, cursor;
+    if (as_address(args[0], &keys_at) < 0 ||
+        as_address(args[1], &values_at) < 0 || as_i64(args[2], &size) < 0 ||
+        as_i64(args[3], &cursor) < 0 || as_address(args[8], &ring_num_at) < 0 ||
+        as_address(args[9], &ring_cat_at) < 0)
+        return NULL;
+    if (!keys_at || !values_at || size < 1 || cursor < 0 || cursor >= size) {
+        PyErr_SetString(PyExc_ValueError, "memory_store: no ring, or a cursor outside it");
+        return NULL;
+    }
+    Py_buffer *hidden = borrow(b, args[4], "hidden", F32, 2, 0);
+    Py_buffer *base = hidden ? borrow(b, args[7], "base", F32, 2, 0) : NULL;
+    if (!base) return NULL;
+    const Py_ssize_t rows = hidden->shape[0], dim = hidden->shape[1], width = base->shape[1];
+    if (in_range("rows", rows, 0, size) < 0 || in_range("hidden_dim", dim, 1, INT32_MAX) < 0 ||
+        in_range("width", width, 1, INT32_MAX) < 0 || check_dim(base, "base", 0, rows, 0) < 0)
+        return NULL;
+    const int64_t *labels = NULL;
+    const double *targets = NULL;
+    if ((args[5] == Py_None) == (args[6] == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "memory_store: labels or targets, one of them");
+        return NULL;
+    }
+    if (args[5] != Py_None) {
+        Py_buffer *view = borrow(b, args[5], "labels", I64, 1, 0);
+        if (!view || check_dim(view, "labels", 0, rows, 0) < 0) return NULL;
+        labels = view->buf;
+    } else {
+        Py_buffer *view = borrow(b, args[6], "targets", F64, 1, 0);
+        if (!view || check_dim(view, "targets", 0, rows, 0) < 0) return NULL;
+        targets = view->buf;
+    }
+    const float *num = NULL;
+    const int64_t *cat = NULL;
+    Py_ssize_t num_dim = 0, cat_dim = 0;
+    const int mirrored = ring_num_at != NULL;
+    if (mirrored != (ring_cat_at != NULL) || mirrored != (args[10] != Py_None) ||
+        mirrored != (args[11] != Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "memory_store: both rings and both inputs, or none");
+        return NULL;
+    }
+    if (mirrored) {
+        Py_buffer *nv = borrow(b, args[10], "num", F32, 2, 0);
+        Py_buffer *cv = nv ? borrow(b, args[11], "cat", I64, 2, 0) : NULL;
+        if (!cv || check_dim(nv, "num", 0, rows, 0) < 0 || check_dim(cv, "cat", 0, rows, 0) < 0 ||
+            in_range("num columns", nv->shape[1], 0, INT32_MAX) < 0 ||
+            in_range("cat columns", cv->shape[1], 0, INT32_MAX) < 0)
+            return NULL;
+        num = nv->buf, cat = cv->buf, num_dim = nv->shape[1], cat_dim = cv->shape[1];
+    }
+    int code;
+    Py_BEGIN_ALLOW_THREADS
+    code = memory_store(keys_at, values_at, size, cursor, (int32_t)dim, (int32_t)width,
+                        hidden->buf, labels, targets, base->buf, rows, ring_num_at, ring_cat_at,
+                        num, cat, (int32_t)num_dim, (int32_t)cat_dim);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(code);
+}
