@@ -31,7 +31,7 @@ Columns = dict[str, Any]
 # (stage, attribute path on Prequential, methods timed); a missing object (no error memory,
 # the torch step) leaves its stage at zero
 STAGES = (
-    ("compiled training", "learner.trainer.compiled_step", ("update", "begin", "wait")),
+    ("compiled training", "learner.step_kernel.binding", ("update", "begin", "wait")),
     ("learner, rest", "learner", ("begin_step", "_account")),
     ("error memory", "memory", ("compensate", "store", "refresh")),
     ("drift detector", "detector", ("update",)),

@@ -125,7 +125,11 @@ def prequential_run(
 
 def kernel_of(preq: Prequential) -> str:
     """Which training step the learner runs: "compiled", "torch", or "unknown" (a layout that
-    keeps it elsewhere than learner.trainer.compiled_step, or .native before the rename)."""
+    keeps it elsewhere than learner.step_kernel, or, before it, learner.trainer.compiled_step
+    and .native before the rename)."""
+    kernel = getattr(preq.learner, "step_kernel", None)
+    if kernel is not None:
+        return str(kernel.name)
     trainer = getattr(preq.learner, "trainer", None)
     for attribute in ("compiled_step", "native"):
         if hasattr(trainer, attribute):

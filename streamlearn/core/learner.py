@@ -3,10 +3,12 @@
 One forward pass over [new batch ‖ replay sample] gives both the prequential predictions for
 the new rows (made before any update, so a prediction never sees its own label) and the
 training loss. Steps with a non-finite loss or gradient are skipped and counted, gradients are
-clipped, and the LR follows a warm-up/re-warm schedule. Training runs the hand-fused step of
-core/training_step.py in float32: on a CPU with the compiled backend as one compiled call per
-update, else (the torch backend, CUDA) as torch ops. Scoring-only calls use the module
-(bfloat16 autocast on CUDA). :meth:`begin_step` scores the batch and returns a
+clipped, and the LR follows a warm-up/re-warm schedule. The learner is state (model, the
+trainer's buffers of core/training_step.py, schedule, replay, counters, target statistics);
+its step kernel, from the backend (``Backend.step``), computes the hand-fused step in float32:
+compiled, one call per update, on a CPU with the compiled backend, else (the torch backend,
+CUDA) as torch ops (kernels/torch_step.py). Scoring-only calls use the module (bfloat16
+autocast on CUDA). :meth:`begin_step` scores the batch and returns a
 :class:`~streamlearn.core.pending.PendingStep`; with the compiled step and ``learner.overlap``
 the step's updates are still running on a second thread until the caller waits on it, and the
 learner refuses to read or change its state before then.
@@ -22,17 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamlearn.core.memory.error_memory import unit_rows
 from streamlearn.core.model import TabularNet
 from streamlearn.core.pending import Pending, PendingStep, StepPending
 from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
-from streamlearn.core.training_step import FusedTrainer, Pass
-from streamlearn.kernels.backend import Backend, select_backend
+from streamlearn.core.training_step import FusedTrainer
+from streamlearn.kernels.backend import Backend, Scored, select_backend
+from streamlearn.kernels.compiled import reloaded_step
 from streamlearn.kernels.cpu import binding
 from streamlearn.kernels.cpus import available_cpus
 from streamlearn.kernels.device import autocast_dtype, configure_threads, resolve_device, to_device
 from streamlearn.kernels.torch_reservoir import Row, TorchReservoir
+from streamlearn.kernels.torch_step import TorchStep
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
 __all__ = ["OnlineLearner", "StepResult"]
@@ -80,8 +83,8 @@ class OnlineLearner:
             backend = select_backend(learner.kernel, self.device.type, len(learner.hidden))
         self.backend = backend
         on_cpu = self.device.type == "cpu"  # the compiled kernels take CPU tensors only
-        library = backend.library if on_cpu else None
-        self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm, library)
+        self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm)
+        self.step_kernel = (backend.step if on_cpu else TorchStep()).bind(self.trainer)
         # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
         # kept here because reading the mask back would cost device ops on every step
         self.outputs = 1 if self.regression else 0
@@ -103,7 +106,7 @@ class OnlineLearner:
         )
         self.steps = 0
         self.skipped_nonfinite = 0
-        self._overlap = self.trainer.compiled_step is not None and _overlaps(learner.overlap)
+        self._overlap = self.step_kernel.overlaps and _overlaps(learner.overlap)
         self._step: PendingStep | None = None  # the last step begun, until it is waited on
         self._job: Pending[Any] | None = None  # work on the worker thread, until waited on
         self._y_count = 0.0
@@ -115,6 +118,15 @@ class OnlineLearner:
         reads the weights and writes only its caller's buffers)."""
         self._idle()
         return {**self.__dict__, "_step": None, "_job": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Learners pickled before the step kernel was theirs get one bound to their trainer:
+        the compiled one where the trainer ran it and it can be had here."""
+        self.__dict__.update(state)
+        if "step_kernel" not in state:
+            used = self.trainer.__dict__.pop("pickled_compiled", False)
+            self.step_kernel = reloaded_step(self.trainer) if used else TorchStep(self.trainer)
+        self._overlap = bool(state.get("_overlap")) and self.step_kernel.overlaps
 
     def _idle(self) -> None:
         """Refuse to go on while a step this learner began has not been waited on."""
@@ -164,17 +176,11 @@ class OnlineLearner:
     ) -> None:
         """:meth:`forward_seen` written into ``prediction`` [N, C] (a view; its rows may lie
         further apart than its width) with the hidden rows scaled to unit length into ``keys``
-        [N, H]: the error memory's re-keying, straight into its ring. One compiled call where
-        the learner runs the compiled step."""
+        [N, H]: the error memory's re-keying, straight into its ring. One call into the step
+        kernel."""
         self._idle()
         self._drain()
-        if self.trainer.compiled_step is not None:
-            shown = self._shown()
-            self.trainer.compiled_step.forward_into(num, cat, self.outputs, prediction, keys, shown)
-            return
-        pred, hidden = self.forward_seen(num, cat)
-        unit_rows(hidden.float(), out=keys)
-        prediction.copy_(pred.float().view_as(prediction))
+        self.step_kernel.forward_into((num, cat), self.outputs, (prediction, keys), self._shown())
 
     def begin_forward_seen_into(
         self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor
@@ -184,10 +190,9 @@ class OnlineLearner:
         the learner's next step waits for it first (it changes the weights this pass reads)."""
         self._idle()
         self._drain()
-        step = self.trainer.compiled_step
-        if step is not None and self._overlap:
-            shown = self._shown()
-            if step.forward_into(num, cat, self.outputs, prediction, keys, shown, overlap=True):
+        if self._overlap:
+            inputs, into, shown = (num, cat), (prediction, keys), self._shown()
+            if self.step_kernel.forward_into(inputs, self.outputs, into, shown, overlap=True):
                 self._job = Pending(self._finish_forward, None)
                 return self._job
             self._overlap = False  # no worker thread here: run everything in this thread
@@ -195,9 +200,8 @@ class OnlineLearner:
         return Pending(None, None)
 
     def _finish_forward(self) -> None:
-        assert self.trainer.compiled_step is not None
         self._job = None
-        self.trainer.compiled_step.wait()
+        self.step_kernel.wait()
 
     def _shown(self) -> tuple[float, float]:
         """(loc, scale) of the regression values the model shows (its target statistics)."""
@@ -229,15 +233,6 @@ class OnlineLearner:
         one uniform draw of that many rows per update serves all of the batch's updates."""
         return round(self.settings.replay_ratio * batch) if len(self.replay) else 0
 
-    def _replay_rows(
-        self, batch: int
-    ) -> tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
-        """(rows per update, the replay draw's rows for all of this batch's updates)."""
-        per_update = self._replay_per_update(batch)
-        if not per_update:
-            return 0, None
-        return per_update, self.replay.sample(per_update * self.settings.updates)
-
     def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
         """Predict the labelled batch with the current weights, then learn from it.
 
@@ -249,8 +244,8 @@ class OnlineLearner:
         return StepResult(pending.prediction, pending.loss, pending.hidden, pending.wait())
 
     def _account(self, codes: list[int], kept: PreparedRows) -> bool:
-        """Count a compiled step's applied and skipped updates, put its rows into the
-        reservoir (after the updates, which read replay rows from it)."""
+        """Count a step's applied and skipped updates, put its rows into the reservoir (after
+        the updates, which read replay rows from it)."""
         applied = codes.count(binding.APPLIED)
         self.steps += applied
         self.skipped_nonfinite += len(codes) - applied
@@ -271,106 +266,44 @@ class OnlineLearner:
     def begin_step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> PendingStep:
         """:meth:`step`'s prediction of the batch, and its learning as a handle: done at once,
         unless the updates overlap on the worker thread. The caller waits on the handle before
-        anything reads or changes the learner (which refuses until then: StepPending)."""
+        anything reads or changes the learner (which refuses until then: StepPending).
+
+        The step kernel checks the batch (before any state changes), scores it and runs the
+        updates, each over the batch and its share of one replay draw, at the schedule's
+        rates; the learner counts them and puts the batch into the reservoir."""
         self._idle()
         self._drain()
-        if self.trainer.compiled_step is not None:
-            self._step = self._compiled_update(self.trainer.compiled_step, num, cat, y)
-            return self._step
-        self.trainer.observe_inputs(num, cat)
-        batch = len(y)
-        k = self.outputs
-        num_t, cat_t = to_device(num, self.device), to_device(cat, self.device)
-        y_t = to_device(y.astype(np.float32 if self.regression else np.int64), self.device)
-        per_update, replayed = self._replay_rows(batch)
-
-        def mixed(update: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """The batch followed by this update's share of the replay draw."""
-            if replayed is None:
-                return num_t, cat_t, y_t
-            rows = slice(update * per_update, (update + 1) * per_update)
-            r_num, r_cat, r_y = replayed
-            return (
-                torch.cat([num_t, r_num[rows]]),
-                torch.cat([cat_t, r_cat[rows]]),
-                torch.cat([y_t, r_y[rows]]),
-            )
-
-        x_num, x_cat, y_all = mixed(0)
-        first = self.trainer.forward(x_num, x_cat, k)
-        prediction = self.trainer.prediction(first, batch)
-        if self.regression and np.isfinite(y).all():  # a non-finite batch is skipped below
-            self._observe_targets(y.astype(np.float64))
-        losses = self.trainer.losses(first, y_all)  # training loss and prequential loss
-        pre_loss, total = losses[:batch], float(losses.sum())
-        learned = self._learn(first, y_all, total)
-        for update in range(1, self.settings.updates):
-            x_num, x_cat, y_all = mixed(update)
-            again = self.trainer.forward(x_num, x_cat, k)
-            loss = float(self.trainer.losses(again, y_all).sum())
-            learned = self._learn(again, y_all, loss) and learned
-        self.replay.insert(self._kept((num_t, cat_t, y_t), pre_loss, total))
-        return PendingStep(  # the fused step is float32 throughout
-            prediction.cpu().numpy(),
-            pre_loss.cpu().numpy(),
-            first.hidden[-1][:batch].cpu().numpy(),
-            None,
-            learned,
-        )
-
-    def _compiled_update(
-        self, step: binding.CompiledStep, num: np.ndarray, cat: np.ndarray, y: np.ndarray
-    ) -> PendingStep:
-        """:meth:`begin_step` through the compiled update: one call per update, the replay
-        rows gathered inside it, the same replay draws, schedule and skip rules. Overlapping,
-        one call scores the batch and the updates run on the worker thread."""
-        batch = len(y)
-        rows = (
-            np.ascontiguousarray(num, dtype=np.float32),
-            np.ascontiguousarray(cat, dtype=np.int64),
-            np.ascontiguousarray(y, dtype=np.float32 if self.regression else np.int64),
-        )
-        step.check(*rows, self.outputs)  # before any state changes; widens the active slots
+        kernel = self.step_kernel
+        rows = kernel.check(num, cat, y, self.outputs)  # widens the active input slots
         updates = self.settings.updates
-        per_update = self._replay_per_update(batch)
+        per_update = self._replay_per_update(len(y))
         drawn = self.replay.draw(per_update * updates) if per_update else None
         replay = None if drawn is None else (self.replay.num, self.replay.cat, self.replay.y, drawn)
-        prediction = np.zeros((batch, *self.row_shape), dtype=np.float32)
-        hidden = np.empty((batch, self.model.hidden_dim), dtype=np.float32)
-        target = (0.0, 1.0, 0.0, 1.0)  # classification: unused
+        target = _UNUSED
         if self.regression:  # the prediction shows the statistics before this batch's targets
             shown = self._shown()
-            if np.isfinite(y).all():  # as step(): observed after predicting
+            if np.isfinite(y).all():  # a non-finite batch is skipped
                 self._observe_targets(y.astype(np.float64))
-            target = (float(self.model.target_loc), float(self.model.target_scale), *shown)
-        if self._overlap:
-            loss = np.empty(batch, dtype=np.float32)
-            lrs = [self.schedule.value(self.steps + applied) for applied in range(updates)]
-            if step.begin(rows, replay, self.outputs, lrs, target, prediction, loss, hidden):
-                kept = self._kept(rows, loss)  # drawn while the updates run
-                finish = lambda: self._account(step.wait(), kept)  # noqa: E731
-                return PendingStep(prediction, loss, hidden, finish)
-            self._overlap = False  # no worker thread here: updates in this thread from now on
-        loss = np.empty(batch + per_update, dtype=np.float32)
-        codes: list[int] = []
-        for update in range(updates):
-            picked = None
-            if replay is not None and drawn is not None:
-                picked = (*replay[:3], drawn[update * per_update : (update + 1) * per_update])
-            lr = self.schedule.value(self.steps + codes.count(binding.APPLIED))
-            outputs = (prediction, loss, hidden) if update == 0 else (None, None, None)
-            codes.append(step.update(rows, picked, self.outputs, lr, target, *outputs))
-        learned = self._account(codes, self._kept(rows, loss[:batch]))
-        return PendingStep(prediction, loss[:batch], hidden, None, learned)
+            target = (*self._shown(), *shown)
+        lrs = [self.schedule.value(self.steps + applied) for applied in range(updates)]
+        scored = kernel.begin(rows, replay, self.outputs, lrs, target) if self._overlap else None
+        if scored is None:  # not overlapping, or no worker thread: here, from now on
+            self._overlap = False
+            scored = kernel.run(rows, replay, self.outputs, lrs, target)
+        self._step = self._pending(scored, rows)
+        return self._step
 
-    def _learn(self, p: Pass, y: torch.Tensor, loss: float) -> bool:
-        """One update unless the summed loss or the gradient is non-finite (then skipped,
-        counted)."""
-        if not math.isfinite(loss) or not self.trainer.learn(p, y, self.schedule.value(self.steps)):
-            self.skipped_nonfinite += 1
-            return False
-        self.steps += 1
-        return True
+    def _pending(self, scored: Scored, rows: tuple[Row, Row, Row]) -> PendingStep:
+        """The handle of a step the kernel began: accounted at once where its updates ran, else
+        when waited on (the reservoir's draws for the batch are made now, meanwhile)."""
+        kept = self._kept(rows, scored.row_loss, scored.total)
+        if scored.codes is not None:
+            learned = self._account(scored.codes, kept)
+            return PendingStep(scored.prediction, scored.loss, scored.hidden, None, learned)
+        wait = scored.wait
+        assert wait is not None
+        finish = lambda: self._account(wait(), kept)  # noqa: E731
+        return PendingStep(scored.prediction, scored.loss, scored.hidden, finish)
 
     def on_drift(self) -> None:
         """Drift response: re-warm the learning rate; optionally restart the replay sample."""
@@ -419,6 +352,9 @@ class OnlineLearner:
         self.steps = int(counters["steps"])
         self.skipped_nonfinite = int(counters["skipped_nonfinite"])
         self._y_count, self._y_mean, self._y_m2 = (float(v) for v in counters["y"])
+
+
+_UNUSED = (0.0, 1.0, 0.0, 1.0)  # the target statistics a classification step is given
 
 
 def _overlaps(setting: str) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,6 @@ from torch.nn import functional as F
 from torch.optim.adamw import adamw
 
 from streamlearn.core.model import TabularNet
-from streamlearn.kernels.cpu.binding import CompiledStep, reload
 
 __all__ = ["FusedTrainer", "Pass"]
 
@@ -70,18 +68,14 @@ class FusedTrainer:
 
     It switches the model's parameters to ``requires_grad=False``: nothing here records a
     graph, so no call needs ``torch.no_grad()`` (whose context manager, entered a few times
-    per micro-batch, costs more than some of the small ops it would wrap).
+    per micro-batch, costs more than some of the small ops it would wrap). Its buffers are
+    what a step kernel (kernels/torch_step.py, or the compiled form) updates.
     """
 
-    def __init__(
-        self,
-        model: TabularNet,
-        weight_decay: float,
-        clip_norm: float,
-        compiled: ModuleType | None = None,
-    ) -> None:
-        """``compiled``: the compiled kernels (the compiled backend's library); when given (CPU
-        only), :attr:`compiled_step` runs whole updates in one call on this trainer's buffers."""
+    betas = _BETAS  # the optimizer's constants, which the compiled step is given too
+    eps = _EPS
+
+    def __init__(self, model: TabularNet, weight_decay: float, clip_norm: float) -> None:
         model.requires_grad_(False)
         self.model = model
         self.weight_decay = weight_decay
@@ -100,9 +94,6 @@ class FusedTrainer:
         self.table_moments = self.table.new_zeros((self.table.shape[0], 2, self.table.shape[1]))
         self.active_num = 0
         self.active_cat = 0
-        self.compiled_step = (
-            None if compiled is None else CompiledStep(compiled, self, _BETAS, _EPS)
-        )
 
     def _dense(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p is not self.table]
@@ -146,20 +137,16 @@ class FusedTrainer:
             )
         return views
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Everything but the compiled step's binding (raw pointers into this process), which
-        pickles as a flag: whether this trainer ran it."""
-        return {**self.__dict__, "compiled_step": self.compiled_step is not None}
-
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Pickling copies views as separate tensors: bind the module to the buffer again, and
-        the compiled step to the new buffers (the torch step where it cannot be had, or for
-        pickles made before it existed; releases before the rename keep the flag in "native")."""
+        """Pickling copies views as separate tensors: bind the module to the buffer again.
+        Pickles from before the learner held its step kernel carry a flag, whether this trainer
+        ran the compiled step ("compiled_step", before the rename "native"): kept as
+        ``pickled_compiled`` for the learner, which binds its kernel again (it pops it)."""
         used = state.pop("compiled_step", state.pop("native", None))
         self.__dict__.update(state)
         self._bind()
-        library = reload(used)
-        self.compiled_step = None if library is None else CompiledStep(library, self, _BETAS, _EPS)
+        if used is not None:
+            self.pickled_compiled = bool(used)
 
     # -- widths -----------------------------------------------------------------------------
     def observe_inputs(self, num: np.ndarray, cat: np.ndarray) -> None:
@@ -193,10 +180,15 @@ class FusedTrainer:
     def _standardised(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self.model.target_loc) / self.model.target_scale
 
-    def prediction(self, p: Pass, rows: int) -> torch.Tensor:
-        """Probabilities [rows, C] (zero for classes not switched on) or values [rows]."""
+    def prediction(
+        self, p: Pass, rows: int, shown: tuple[float, float] | None = None
+    ) -> torch.Tensor:
+        """Probabilities [rows, C] (zero for classes not switched on) or values [rows],
+        de-standardised by ``shown`` (loc, scale), by default the model's target statistics."""
         out = p.out[:rows]
         if self.regression:
+            if shown is not None:
+                return out * shown[1] + shown[0]
             return out * self.model.target_scale + self.model.target_loc
         full = out.new_zeros((rows, self.model.class_mask.shape[0]))
         full[:, : out.shape[1]] = torch.softmax(out, dim=1)

@@ -126,7 +126,7 @@ def run_demo(settings: Settings, out_dir: Path | None, stream: TextIO | None = N
 
 def _training_step(learner: OnlineLearner) -> str:
     """Which training step runs, for the summary."""
-    if learner.trainer.compiled_step is None:
+    if learner.step_kernel.name == "torch":
         return f"torch ops, {learner.device}"
     step = "compiled C kernels (learner.kernel), cpu"
     return f"{step}, updates on a second thread (learner.overlap)" if learner.overlapping else step

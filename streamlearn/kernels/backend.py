@@ -4,16 +4,18 @@ Two backends: ``torch`` (the reference: numpy for the host-side statistics and t
 detector, torch ops for the training step, the reservoir and the error memory, on a CPU or a
 CUDA device) and ``compiled`` (the C kernels built into the package at install time: the
 host-side kernels always; the training step, the reservoir's inserts and the error memory's
-top-k where the model runs on the CPU). ``learner.kernel`` chooses: ``auto`` takes the compiled
-one where the extension loads, ``compiled`` insists on it, ``torch`` forces the reference.
+top-k where the model runs on the CPU, within the compiled step's layer limit).
+``learner.kernel`` chooses: ``auto`` takes the compiled one where the extension loads,
+``compiled`` insists on it, ``torch`` forces the reference.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     import torch
 
     from streamlearn.core.memory.error_memory import ErrorMemory
+    from streamlearn.core.training_step import FusedTrainer
+    from streamlearn.kernels.cpu.binding import Replay, Target
     from streamlearn.kernels.torch_memory import Labelled, Mirror
     from streamlearn.kernels.torch_reservoir import Reservoir, Rows
 
@@ -35,6 +39,8 @@ __all__ = [
     "FeatureStatistics",
     "MemoryKernel",
     "ReservoirInsert",
+    "Scored",
+    "StepKernel",
     "reference_backend",
     "select_backend",
 ]
@@ -111,6 +117,81 @@ class MemoryKernel(Protocol):
         ...
 
 
+# the arguments of a forward pass into buffers (StepKernel.forward_into): the rows (numeric,
+# bucket ids), the outputs (predictions [N, ≥ k], unit keys [N, H]), and (loc, scale) of the
+# regression values shown
+Inputs = tuple["torch.Tensor", "torch.Tensor"]
+Into = tuple["torch.Tensor", "torch.Tensor"]
+Shown = tuple[float, float]
+
+
+@dataclass(slots=True)  # not frozen: a frozen one costs more to make, once per batch
+class Scored:
+    """What :meth:`StepKernel.run` and :meth:`StepKernel.begin` return: the batch scored by the
+    weights before the step (host arrays), and the step's outcome."""
+
+    prediction: np.ndarray  # [B, C] probabilities or [B] values
+    loss: np.ndarray  # [B] per-row loss of those predictions
+    hidden: np.ndarray  # [B, H] last hidden rows (the error memory's key)
+    row_loss: Any  # the same losses in the rows' layout (an array or a device tensor)
+    total: float  # the first update's loss summed over batch and replay rows (NaN: unknown)
+    codes: list[int] | None  # each update's APPLIED or SKIPPED (kernels/cpu/binding.py)
+    wait: Callable[[], list[int]] | None  # else: blocks until the updates ran, their codes
+
+
+class StepKernel(Protocol):
+    """The training step's compute (kernels/torch_step.py, or the compiled form in
+    kernels/compiled.py) over a FusedTrainer's buffers: the backend holds it unbound,
+    :meth:`bind` gives one learner's. The learner owns the schedule, the replay draws, the
+    target statistics and the counters, and passes what one batch needs."""
+
+    name: str
+    overlaps: bool  # whether begin and forward_into can leave their work on a worker thread
+
+    def bind(self, trainer: FusedTrainer) -> StepKernel:
+        """This kernel on ``trainer``'s buffers (the methods below need a bound one)."""
+        ...
+
+    def check(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray, outputs: int) -> Any:
+        """A batch's rows (numeric, bucket ids, targets) as :meth:`run` takes them; widens the
+        trainer's active input slots to the batch. Raises, with nothing changed, where the
+        form checks inputs."""
+        ...
+
+    def run(
+        self, rows: Any, replay: Replay | None, outputs: int, lrs: list[float], target: Target
+    ) -> Scored:
+        """Score ``rows`` with the first ``outputs`` output slots, then run ``len(lrs)``
+        updates over them followed by each update's equal share of the reservoir rows
+        ``replay[3]`` picks; an update after ``a`` applied ones takes ``lrs[a]``; a non-finite
+        loss or gradient skips it, nothing changed (``Scored.codes``). ``target``: (loc, scale)
+        standardising regression targets, then (loc, scale) de-standardising the
+        prediction."""
+        ...
+
+    def begin(
+        self, rows: Any, replay: Replay | None, outputs: int, lrs: list[float], target: Target
+    ) -> Scored | None:
+        """:meth:`run`, its updates left running on the worker thread (``Scored.wait``):
+        nothing may read or change the trainer, the reservoir or ``rows`` until then. None
+        where no worker thread can take them (nothing learned: :meth:`run` them)."""
+        ...
+
+    def wait(self) -> list[int]:
+        """Block until the work left on the worker thread ran; its codes."""
+        ...
+
+    def forward_into(
+        self, inputs: Inputs, outputs: int, into: Into, shown: Shown, overlap: bool = False
+    ) -> bool:
+        """A forward pass, nothing learned: the predictions (``into[0]`` [N, ≥ outputs]: its
+        rows may lie further apart than its width) and the unit-length last hidden rows
+        (``into[1]`` [N, H]) of ``inputs``; ``shown``: (loc, scale) de-standardising
+        regression values. With ``overlap`` it may run on the worker thread (True:
+        :meth:`wait` for it)."""
+        ...
+
+
 def _numpy_drift() -> DriftKernel:
     from streamlearn.kernels.reference.drift import NumpyDrift  # scipy: the worker's, not serve's
 
@@ -129,49 +210,61 @@ def _torch_memory() -> MemoryKernel:
     return TorchMemory()
 
 
+def _torch_step() -> StepKernel:
+    from streamlearn.kernels.torch_step import TorchStep  # torch: not serve's
+
+    return TorchStep()
+
+
 @dataclass(frozen=True)
 class Backend:
     """What every algorithm of one process computes with.
 
-    ``library``: the compiled kernels for the training step (which takes them where the model
-    runs on the CPU), or None for its torch form.
-    ``reservoir``: the compiled inserts where ``library`` is set, else the torch form (on the
-    model's device, CPU or CUDA).
-    ``memory``: the error memory's compiled top-k where ``library`` is set, else the torch form.
+    ``step``: the training step, compiled where the model runs on the CPU within the compiled
+    step's layer limit, else the torch form (on the model's device, CPU or CUDA).
+    ``reservoir``: the compiled inserts where ``step`` is compiled, else the torch form.
+    ``memory``: the error memory's compiled top-k where ``step`` is compiled, else the torch
+    form.
     """
 
     name: Literal["compiled", "torch"]
     statistics: FeatureStatistics = field(default_factory=NumpyStatistics)
     drift: DriftKernel = field(default_factory=_numpy_drift)
-    library: ModuleType | None = None
+    step: StepKernel = field(default_factory=_torch_step)
     reservoir: ReservoirInsert = field(default_factory=_torch_reservoir)
     memory: MemoryKernel = field(default_factory=_torch_memory)
 
     def __reduce__(self) -> tuple[object, tuple[bool, bool]]:
         """Pickled as what it is made of: loaded again where unpickled (a loaded library is
         not picklable), the torch backend where the compiled kernels cannot be had there."""
-        return _restore, (self.name == "compiled", self.library is not None)
+        return _restore, (self.name == "compiled", self.step.name == "compiled")
 
 
 def _restore(compiled: bool, step: bool) -> Backend:
-    from streamlearn.kernels.compiled import (
-        CompiledDrift,
-        CompiledMemory,
-        CompiledReservoir,
-        CompiledStatistics,
-    )
-
     if not compiled:
         return reference_backend()
     try:
         library = binding.load()
     except binding.KernelsUnavailable:
         return reference_backend()
+    return _compiled_backend(library, step)
+
+
+def _compiled_backend(library: ModuleType, step: bool) -> Backend:
+    """The compiled backend over ``library``; the model's stages compiled where ``step``."""
+    from streamlearn.kernels.compiled import (
+        CompiledDrift,
+        CompiledMemory,
+        CompiledReservoir,
+        CompiledStatistics,
+        CompiledTraining,
+    )
+
     return Backend(
         "compiled",
         CompiledStatistics(library),
         CompiledDrift(library),
-        library if step else None,
+        step=CompiledTraining(library) if step else _torch_step(),
         reservoir=CompiledReservoir(library) if step else _torch_reservoir(),
         memory=CompiledMemory(library) if step else _torch_memory(),
     )
@@ -185,13 +278,6 @@ def reference_backend() -> Backend:
 def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend:
     """The backend ``learner.kernel`` asks for, on a model on ``device_type`` with
     ``hidden_layers`` hidden layers; logs which one runs and why."""
-    from streamlearn.kernels.compiled import (
-        CompiledDrift,
-        CompiledMemory,
-        CompiledReservoir,
-        CompiledStatistics,
-    )
-
     if kernel == "torch":
         log.info("compute backend: torch (learner.kernel: torch)")
         return reference_backend()
@@ -214,11 +300,4 @@ def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend
         "compute backend: compiled (%s)",
         "every stage" if step else f"host-side stages; the model's stages run on {device_type}",
     )
-    return Backend(
-        "compiled",
-        CompiledStatistics(library),
-        CompiledDrift(library),
-        library if step else None,
-        reservoir=CompiledReservoir(library) if step else _torch_reservoir(),
-        memory=CompiledMemory(library) if step else _torch_memory(),
-    )
+    return _compiled_backend(library, step)

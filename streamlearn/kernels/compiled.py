@@ -5,25 +5,39 @@ the numpy reference forms in kernels/reference/, against which they are tested.
 :class:`CompiledReservoir`: the replay reservoir's inserts (replay.c), against the torch form
 in kernels/torch_reservoir.py. :class:`CompiledMemory`: the error memory's top-k compensation
 and store (memory.c), against the torch form in kernels/torch_memory.py.
+:class:`CompiledTraining`: the training step (step.c, async.c, through binding.py's
+``CompiledStep``), against the torch form in kernels/torch_step.py.
 """
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from streamlearn.kernels.cpu.binding import KernelsUnavailable, load
+from streamlearn.kernels.backend import Inputs, Into, Scored, Shown
+from streamlearn.kernels.cpu.binding import (
+    APPLIED,
+    Batch,
+    CompiledStep,
+    KernelsUnavailable,
+    Replay,
+    Target,
+    load,
+)
 from streamlearn.kernels.drift_state import DriftParams, DriftState
 from streamlearn.kernels.reference.drift import NumpyDrift
 from streamlearn.kernels.reference.statistics import NumpyStatistics
 from streamlearn.kernels.torch_memory import TorchMemory, host
 from streamlearn.kernels.torch_reservoir import Reservoir, Rows, TorchReservoir
+from streamlearn.kernels.torch_step import TorchStep
 
 if TYPE_CHECKING:
     from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
+    from streamlearn.core.training_step import FusedTrainer
     from streamlearn.kernels.torch_memory import Labelled, Mirror
 
 __all__ = [
@@ -31,8 +45,10 @@ __all__ = [
     "CompiledMemory",
     "CompiledReservoir",
     "CompiledStatistics",
+    "CompiledTraining",
     "reloaded_memory",
     "reloaded_reservoir",
+    "reloaded_step",
 ]
 
 # the reservoir's target dtypes (class slots, regression values) as numpy's
@@ -244,6 +260,83 @@ class CompiledMemory:
         return np.ones(n, dtype=bool)
 
 
+class CompiledTraining:
+    """:class:`~streamlearn.kernels.backend.StepKernel` in step.c, for a trainer on the CPU:
+    one call per update, the replay rows gathered inside it, the torch form's arithmetic to
+    float32 rounding. Overlapping, one call scores the batch and the updates run on async.c's
+    worker thread (``binding``: the trainer's ``CompiledStep``, made when bound)."""
+
+    name = "compiled"
+    overlaps = True
+
+    def __init__(self, library: ModuleType, trainer: FusedTrainer | None = None) -> None:
+        self._library = library
+        self._trainer = trainer
+        if trainer is not None:
+            self.binding = CompiledStep(library, trainer, trainer.betas, trainer.eps)
+            classes = int(trainer.model.class_mask.shape[0])
+            self._row_shape = () if trainer.regression else (classes,)
+            self._hidden = trainer.model.hidden_dim
+            self._targets = np.dtype(np.float32 if trainer.regression else np.int64)
+
+    def __reduce__(self) -> tuple[object, tuple[FusedTrainer | None]]:
+        """Bound again to the trainer where unpickled (the binding holds raw pointers)."""
+        return reloaded_step, (self._trainer,)
+
+    def bind(self, trainer: FusedTrainer) -> CompiledTraining:
+        return CompiledTraining(self._library, trainer)
+
+    def check(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray, outputs: int) -> Batch:
+        rows = (
+            np.ascontiguousarray(num, dtype=np.float32),
+            np.ascontiguousarray(cat, dtype=np.int64),
+            np.ascontiguousarray(y, dtype=self._targets),
+        )
+        self.binding.check(*rows, outputs)  # before any state changes; widens the active slots
+        return rows
+
+    def begin(
+        self, rows: Batch, replay: Replay | None, outputs: int, lrs: list[float], target: Target
+    ) -> Scored | None:
+        prediction, hidden = self._outputs(len(rows[2]))
+        loss = np.empty(len(rows[2]), dtype=np.float32)
+        step = self.binding
+        if not step.begin(rows, replay, outputs, lrs, target, prediction, loss, hidden):
+            return None  # no worker thread here: scored, nothing learned
+        return Scored(prediction, loss, hidden, loss, math.nan, None, step.wait)
+
+    def run(
+        self, rows: Batch, replay: Replay | None, outputs: int, lrs: list[float], target: Target
+    ) -> Scored:
+        batch, updates = len(rows[2]), len(lrs)
+        prediction, hidden = self._outputs(batch)
+        per_update = 0 if replay is None else len(replay[3]) // updates
+        loss = np.empty(batch + per_update, dtype=np.float32)
+        codes: list[int] = []
+        for update in range(updates):
+            picked = None
+            if replay is not None:
+                share = replay[3][update * per_update : (update + 1) * per_update]
+                picked = (*replay[:3], share)
+            outs = (prediction, loss, hidden) if update == 0 else (None, None, None)
+            lr = lrs[codes.count(APPLIED)]
+            codes.append(self.binding.update(rows, picked, outputs, lr, target, *outs))
+        return Scored(prediction, loss[:batch], hidden, loss[:batch], math.nan, codes, None)
+
+    def _outputs(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """A batch's prediction and hidden rows, to be filled by the step."""
+        prediction = np.zeros((batch, *self._row_shape), dtype=np.float32)
+        return prediction, np.empty((batch, self._hidden), dtype=np.float32)
+
+    def wait(self) -> list[int]:
+        return self.binding.wait()
+
+    def forward_into(
+        self, inputs: Inputs, outputs: int, into: Into, shown: Shown, overlap: bool = False
+    ) -> bool:
+        return self.binding.forward_into(*inputs, outputs, *into, shown, overlap=overlap)
+
+
 def _check_widths(hidden: np.ndarray, base: np.ndarray, ring: TopKStore) -> None:
     """ValueError unless rows fit the ring's keys and values: the compiled calls trust
     shapes."""
@@ -284,3 +377,12 @@ def reloaded_reservoir() -> CompiledReservoir | TorchReservoir:
         return CompiledReservoir(load())
     except KernelsUnavailable:
         return TorchReservoir()
+
+
+def reloaded_step(trainer: FusedTrainer | None = None) -> CompiledTraining | TorchStep:
+    """The compiled training step (bound to ``trainer`` where given), or the torch form where
+    the library cannot be had."""
+    try:
+        return CompiledTraining(load(), trainer)
+    except KernelsUnavailable:
+        return TorchStep(trainer)

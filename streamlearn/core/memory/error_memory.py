@@ -39,7 +39,6 @@ from streamlearn.kernels.torch_memory import (
     Mirror,
     TorchMemory,
     as_tensor,
-    ring_write,
     topk_read,
     topk_write,
     unit_rows,
@@ -48,7 +47,7 @@ from streamlearn.kernels.torch_memory import (
 if TYPE_CHECKING:
     from streamlearn.kernels.backend import MemoryKernel
 
-__all__ = ["ErrorMemory", "LSHStore", "MemoryStore", "TopKStore", "ring_write", "unit_rows"]
+__all__ = ["ErrorMemory", "LSHStore", "MemoryStore", "TopKStore"]
 
 Kind = Literal["lsh", "topk"]
 REFERENCE = TorchMemory()  # the torch form: any store, any device

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 
 from streamlearn.core.learner import OnlineLearner
-from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore, unit_rows
+from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
 from streamlearn.core.model import TabularNet
 from streamlearn.core.pending import Pending
+from streamlearn.kernels.torch_memory import unit_rows
 from streamlearn.settings import FeatureSettings, MemorySettings
 
 __all__ = ["MemoryStage"]

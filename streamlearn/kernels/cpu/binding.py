@@ -47,7 +47,6 @@ __all__ = [
     "built",
     "find",
     "load",
-    "reload",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,23 +133,14 @@ def load() -> ModuleType:
     return _loaded
 
 
-def reload(used: object) -> ModuleType | None:
-    """For unpickling an object whose pickle says whether it ``used`` the library: the library
-    again, or None (its torch path) where it cannot be had or was not used."""
-    try:
-        return load() if used else None
-    except KernelsUnavailable:
-        return None
-
-
 class CompiledStep:
     """FusedTrainer's update as one call into step.c, on the trainer's own buffers.
 
     The module's ``Step`` holds numpy views of the trainer's tensors (made once: their memory
     lives as long as it does), checked there, and the job it hands to the worker thread: make a
-    new one whenever those tensors are replaced (FusedTrainer does on unpickling). CPU float32
-    tensors only. The arrays a call takes are checked in C (element types, shapes,
-    contiguity); the reservoir's tensors go by ``data_ptr()``.
+    new one whenever those tensors are replaced (CompiledTraining in kernels/compiled.py does,
+    bound again on unpickling). CPU float32 tensors only. The arrays a call takes are checked
+    in C (element types, shapes, contiguity); the reservoir's tensors go by ``data_ptr()``.
     """
 
     def __init__(

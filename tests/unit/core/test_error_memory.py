@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.core.memory.error_memory import (
-    ErrorMemory,
-    LSHStore,
-    TopKStore,
-    ring_write,
-    unit_rows,
-)
+from streamlearn.core.memory.error_memory import ErrorMemory, LSHStore, TopKStore
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ConfigError
+from streamlearn.kernels.torch_memory import ring_write, unit_rows
 from streamlearn.settings import load_settings
 
 

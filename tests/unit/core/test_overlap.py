@@ -147,7 +147,7 @@ def test_the_learner_is_read_only_after_its_step_is_waited_on():
     thawed = pickle.loads(pickle.dumps(overlapped))
     copied = copy.deepcopy(overlapped)
     for other in (thawed, copied):
-        assert other.steps == overlapped.steps and other.trainer.compiled_step is not None
+        assert other.steps == overlapped.steps and other.step_kernel.name == "compiled"
         np.testing.assert_array_equal(other.predict(*probe), overlapped.predict(*probe))
 
 
@@ -160,7 +160,7 @@ def _without_worker_thread(step):
 def test_without_a_worker_thread_the_updates_run_in_the_callers():
     rng = np.random.default_rng(8)
     synchronous, overlapped = learners("off"), learners("on")
-    _without_worker_thread(overlapped.trainer.compiled_step)
+    _without_worker_thread(overlapped.step_kernel.binding)
     for learner in (synchronous, overlapped):
         learner.set_classes(np.arange(16) < 2)
     for _ in range(5):
@@ -184,7 +184,7 @@ def test_a_learner_dropped_mid_step_lets_its_updates_finish_first():
         learner = learners("on")
         learner.set_classes(np.arange(16) < 2)
         learner.begin_step(*batch(rng, n=64))
-        assert learner.trainer.compiled_step.in_flight
+        assert learner.step_kernel.binding.in_flight
         del learner  # its buffers are freed only after the worker is done with them
     survivor = learners("on")
     survivor.set_classes(np.arange(16) < 2)
@@ -225,7 +225,7 @@ def test_a_rekey_left_running_is_waited_for_by_whatever_reads_the_memory():
 
 def test_without_a_worker_thread_the_rekey_runs_in_the_callers():
     synchronous, overlapped = runs("binary")
-    _without_worker_thread(overlapped.learner.trainer.compiled_step)
+    _without_worker_thread(overlapped.learner.step_kernel.binding)
     rng = np.random.default_rng(11)
     for _ in range(6):
         xs, ys = rows(rng, 16, "binary")

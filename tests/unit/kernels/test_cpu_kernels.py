@@ -55,9 +55,7 @@ def pair(**overrides):
         OnlineLearner(LearnerSettings(**values, kernel=kernel), FEATURES)
         for kernel in ("torch", "compiled")
     ]
-    assert (
-        learners[0].trainer.compiled_step is None and learners[1].trainer.compiled_step is not None
-    )
+    assert [learner.step_kernel.name for learner in learners] == ["torch", "compiled"]
     for learner in learners:
         if values["task"] != "regression":
             learner.set_classes(np.arange(CLASSES) < (2 if values["task"] == "binary" else 3))
@@ -147,10 +145,8 @@ def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
         learner.step(*batch(rng, "multiclass"))
     clone, thawed = copy.deepcopy(learner), pickle.loads(pickle.dumps(learner))
     for other in (clone, thawed):
-        assert (
-            other.trainer.compiled_step is not None
-            and other.trainer.compiled_step is not learner.trainer.compiled_step
-        )
+        assert other.step_kernel.name == "compiled"
+        assert other.step_kernel.binding is not learner.step_kernel.binding
     before = [p.clone() for p in learner.model.parameters()]
     data = batch(rng, "multiclass")
     results = [x.step(*data) for x in (learner, clone, thawed)]
@@ -166,18 +162,14 @@ def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
 
 def test_kernel_setting_and_a_missing_build(monkeypatch, caplog):
     deep = LearnerSettings(task="binary", device="cpu", hidden=(4,) * binding.MAX_LAYERS)
-    assert (
-        OnlineLearner(deep, FEATURES).trainer.compiled_step is None
-    )  # deeper than the kernel takes
+    assert OnlineLearner(deep, FEATURES).step_kernel.name == "torch"  # deeper than it takes
     with pytest.raises(ConfigError, match="at most 15 hidden layers"):
         OnlineLearner(deep.model_copy(update={"kernel": "compiled"}), FEATURES)
     monkeypatch.setattr(binding, "_loaded", None)
     monkeypatch.setattr(binding, "VARIANTS", (("_not_built", 0),))  # an install without them
     settings = LearnerSettings(task="binary", device="cpu")
     with caplog.at_level(logging.WARNING):
-        assert (
-            OnlineLearner(settings, FEATURES).trainer.compiled_step is None
-        )  # auto: the torch step
+        assert OnlineLearner(settings, FEATURES).step_kernel.name == "torch"  # auto: torch
     assert any(
         record.levelno == logging.WARNING
         and "no compiled kernels were built" in record.getMessage()
@@ -244,7 +236,7 @@ def test_the_installed_kernels_load_with_no_compiler_on_path(tmp_path):
         "from streamlearn.settings import FeatureSettings, LearnerSettings\n"
         "settings = LearnerSettings(task='binary', device='cpu', kernel='compiled')\n"
         "learner = OnlineLearner(settings, FeatureSettings())\n"
-        "print(learner.trainer.compiled_step.library.__file__)\n"
+        "print(learner.step_kernel.binding.library.__file__)\n"
     )
     run = functools.partial(
         subprocess.run, capture_output=True, text=True, check=False, cwd=tmp_path, env=env
@@ -388,7 +380,7 @@ def test_the_compiled_step_refuses_what_it_cannot_run_on():
     """Step checks the trainer's buffers once (the dense ones views of the flat buffers) and a
     call's arrays each time; a call while its job runs is refused."""
     _, learner = pair()
-    trainer, step = learner.trainer, learner.trainer.compiled_step
+    trainer, step = learner.trainer, learner.step_kernel.binding
     weights = [w.numpy() for w in trainer.weights]
     buffers = (
         [b.numpy() for b in trainer.biases],
@@ -511,7 +503,7 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
         for kernel in ("torch", "compiled")
     ]
     assert (
-        runs[0].learner.trainer.compiled_step is None
+        runs[0].learner.step_kernel.name == "torch"
         and runs[1].memory.memory.kernel.name == "compiled"
     )
     for _ in range(12):
@@ -631,26 +623,45 @@ def test_memory_pickles_from_before_the_split_still_load(flag, used):
     )
 
 
+def _pickled_before_the_step_kernel(learner, flag):
+    """``learner`` as releases before the learner held its step kernel pickled it: no
+    ``step_kernel``; the trainer's state holds ``flag`` (None: no flag), whether it ran the
+    compiled step."""
+    state = pickle.loads(pickle.dumps(learner.__getstate__()))
+    del state["step_kernel"]
+    trainer_state = dict(vars(state["trainer"]))
+    if flag is not None:
+        trainer_state[flag] = learner.step_kernel.name == "compiled"
+    trainer = object.__new__(type(learner.trainer))
+    trainer.__setstate__(trainer_state)
+    state["trainer"] = trainer
+    old = object.__new__(type(learner))
+    old.__setstate__(state)
+    return old
+
+
 def test_pickles_from_before_the_compiled_step_still_load():
     _, learner = pair()
     learner.step(*batch(np.random.default_rng(18), "multiclass"))
-    old = learner.trainer.__getstate__()
-    del old["compiled_step"]  # what a FusedTrainer pickled by the earlier release holds
-    trainer = object.__new__(type(learner.trainer))
-    trainer.__setstate__(old)
-    assert trainer.compiled_step is None  # the torch step, as that release ran
+    old = _pickled_before_the_step_kernel(learner, None)  # the earliest: no flag at all
+    assert old.step_kernel.name == "torch" and not old.overlapping  # as that release ran
+    old.step(*batch(np.random.default_rng(20), "multiclass"))
 
 
-def test_pickles_from_before_the_rename_still_load_with_the_compiled_kernels():
-    """Releases before the rename pickled the flag as the trainer's ``native`` (the memory's
-    and the reservoir's ``_native``: their tests ``..._pickles_from_before_the_split...``)."""
+@pytest.mark.parametrize("flag", ["compiled_step", "native"])
+def test_pickles_from_before_the_step_kernel_still_load_with_the_compiled_kernels(flag):
+    """Releases before the step kernel was the learner's pickled the flag as the trainer's
+    ``compiled_step``, before the rename ``native`` (the memory's and the reservoir's
+    ``_native``: their tests ``..._pickles_from_before_the_split...``)."""
     _, learner = pair()
     learner.step(*batch(np.random.default_rng(19), "multiclass"))
-    old = learner.trainer.__getstate__()
-    old["native"] = old.pop("compiled_step")
-    trainer = object.__new__(type(learner.trainer))
-    trainer.__setstate__(old)
-    assert trainer.compiled_step is not None and "native" not in vars(trainer)
+    old = _pickled_before_the_step_kernel(learner, flag)
+    assert old.step_kernel.name == "compiled" and old.step_kernel.binding is not None
+    assert not {flag, "pickled_compiled"} & set(vars(old.trainer))
+    data = batch(np.random.default_rng(21), "multiclass")
+    np.testing.assert_array_equal(old.step(*data).prediction, learner.step(*data).prediction)
+    for p, q in zip(old.model.parameters(), learner.model.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize(
