@@ -29,7 +29,7 @@ from streamlearn.core.pending import Pending, PendingStep, StepPending
 from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
 from streamlearn.core.training_step import FusedTrainer
-from streamlearn.kernels.backend import Backend, Scored, select_backend
+from streamlearn.kernels.backend import Backend, Scored, StepKernel, select_backend
 from streamlearn.kernels.compiled import reloaded_step
 from streamlearn.kernels.cpu import binding
 from streamlearn.kernels.cpus import available_cpus
@@ -55,63 +55,86 @@ class OnlineLearner:
     """Owns the model, optimizer, schedule and replay buffer; works on encoded arrays."""
 
     def __init__(
-        self, learner: LearnerSettings, features: FeatureSettings, backend: Backend | None = None
+        self,
+        model: TabularNet,
+        schedule: RewarmSchedule,
+        replay: ReservoirBuffer,
+        step: StepKernel,
+        backend: Backend,
+        settings: LearnerSettings,
     ) -> None:
-        """``backend``: the compute, chosen once by the caller; by default the one
-        ``learner.kernel`` selects for this learner's device."""
-        self.settings = learner
-        self.regression = learner.task == "regression"
-        self.device = resolve_device(learner.device)
-        self._autocast = autocast_dtype(self.device, learner.amp)
+        """The learner over ``model`` (on its device), learning at ``schedule``'s rates,
+        replaying from ``replay``, with ``step`` (unbound: bound here to the model's trainer)
+        from ``backend``; ``settings``: the step's constants (updates, replay ratio, weight
+        decay, clipping, overlap, AMP, task). :meth:`from_settings` builds the parts."""
+        self.settings = settings
+        self.regression = settings.task == "regression"
+        self.model = model
+        self.device = next(model.parameters()).device
+        self._autocast = autocast_dtype(self.device, settings.amp)
+        # a row's prediction: class slots, or one value (read once: a buffer's shape is slow)
+        self.row_shape = () if self.regression else (int(model.class_mask.shape[0]),)
+        # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
+        # so a step's cost does not grow with the number of hash buckets.
+        self.backend = backend
+        self.trainer = FusedTrainer(model, settings.weight_decay, settings.clip_norm)
+        self.step_kernel = step.bind(self.trainer)
+        # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
+        # kept here because reading the mask back would cost device ops on every step
+        self.outputs = 1 if self.regression else 0
+        self.schedule = schedule
+        self.replay = replay
+        self.steps = 0
+        self.skipped_nonfinite = 0
+        self._overlap = self.step_kernel.overlaps and _overlaps(settings.overlap)
+        self._step: PendingStep | None = None  # the last step begun, until it is waited on
+        self._job: Pending[Any] | None = None  # work on the worker thread, until waited on
+        self._y_count = 0.0
+        self._y_mean = 0.0
+        self._y_m2 = 0.0
+
+    @classmethod
+    def from_settings(
+        cls, learner: LearnerSettings, features: FeatureSettings, backend: Backend | None = None
+    ) -> OnlineLearner:
+        """The learner ``learner`` and ``features`` describe: the model seeded and on its
+        device, the compute ``backend`` (by default the one ``learner.kernel`` selects for
+        that device; the compiled step and inserts take CPU tensors only)."""
+        device = resolve_device(learner.device)
         configure_threads(learner.threads)
+        regression = learner.task == "regression"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(learner.seed)
-            self.model = TabularNet(
+            model = TabularNet(
                 features.numeric_slots,
                 features.categorical_slots,
                 features.hash_buckets,
                 features.embedding_dim,
                 learner.hidden,
                 learner.max_classes,
-                regression=self.regression,
-            ).to(self.device)
-        # a row's prediction: class slots, or one value (read once: a buffer's shape is slow)
-        self.row_shape = () if self.regression else (int(self.model.class_mask.shape[0]),)
-        # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
-        # so a step's cost does not grow with the number of hash buckets.
+                regression=regression,
+            ).to(device)
         if backend is None:
-            backend = select_backend(learner.kernel, self.device.type, len(learner.hidden))
-        self.backend = backend
-        on_cpu = self.device.type == "cpu"  # the compiled kernels take CPU tensors only
-        self.trainer = FusedTrainer(self.model, learner.weight_decay, learner.clip_norm)
-        self.step_kernel = (backend.step if on_cpu else TorchStep()).bind(self.trainer)
-        # output slots in use: switched-on classes (contiguous from slot 0), or 1 for regression;
-        # kept here because reading the mask back would cost device ops on every step
-        self.outputs = 1 if self.regression else 0
-        self.schedule = RewarmSchedule(
+            backend = select_backend(learner.kernel, device.type, len(learner.hidden))
+        on_cpu = device.type == "cpu"
+        schedule = RewarmSchedule(
             learner.lr,
             learner.warmup_steps,
             learner.rewarm_factor,
             learner.rewarm_steps,
             learner.redecay_steps,
         )
-        self.replay = ReservoirBuffer(
+        replay = ReservoirBuffer(
             learner.replay_size,
             features.numeric_slots,
             features.categorical_slots,
-            torch.float32 if self.regression else torch.long,
-            self.device,
+            torch.float32 if regression else torch.long,
+            device,
             seed=learner.seed,
             kernel=backend.reservoir if on_cpu else TorchReservoir(),
         )
-        self.steps = 0
-        self.skipped_nonfinite = 0
-        self._overlap = self.step_kernel.overlaps and _overlaps(learner.overlap)
-        self._step: PendingStep | None = None  # the last step begun, until it is waited on
-        self._job: Pending[Any] | None = None  # work on the worker thread, until waited on
-        self._y_count = 0.0
-        self._y_mean = 0.0
-        self._y_m2 = 0.0
+        step = backend.step if on_cpu else TorchStep()
+        return cls(model, schedule, replay, step, backend, learner)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles and copies of a learner with no step running (a forward pass left running

@@ -75,7 +75,7 @@ class Prequential:
         """The chain ``settings`` describe, every stage computing on ``backend`` (chosen once
         by the caller, the composition root; by default the one ``learner.kernel`` selects)."""
         f, lrn = settings.features, settings.learner
-        learner = OnlineLearner(lrn, f, backend)
+        learner = OnlineLearner.from_settings(lrn, f, backend)
         backend = learner.backend
         encoder = FeatureEncoder(
             f.numeric_slots,
@@ -90,7 +90,7 @@ class Prequential:
         )
         detector = build_detector(settings.drift, backend.drift)
         m = settings.memory
-        memory = MemoryStage(m, f, learner) if m.enabled else None
+        memory = MemoryStage.from_settings(m, f, learner) if m.enabled else None
         return cls(encoder, labels, learner, detector, memory)
 
     @property

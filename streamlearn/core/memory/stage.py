@@ -44,12 +44,42 @@ class MemoryStage:
     """Compensates the learner's predictions with an ErrorMemory and keeps the memory fresh."""
 
     def __init__(
-        self, settings: MemorySettings, features: FeatureSettings, learner: OnlineLearner
+        self,
+        memory: ErrorMemory,
+        learner: OnlineLearner,
+        settings: MemorySettings,
+        features: FeatureSettings,
     ) -> None:
+        """``memory`` beside ``learner`` (whose model keys it and whose forward re-keys it);
+        ``settings``: the re-key and reset rules; ``features``: the input widths the ring
+        mirrors for re-keying. :meth:`from_settings` builds the memory."""
         self.settings = settings
         self.learner = learner
+        self.memory = memory
+        store = self.memory.storage
+        self._ring: TopKStore | None = None
+        if isinstance(store, TopKStore) and (settings.rekey_every or settings.rekey_after_drift):
+            self._ring = store  # inputs are mirrored slot for slot with the ring buffer
+            self._num = torch.zeros((store.size, features.numeric_slots), device=learner.device)
+            self._cat = torch.zeros(
+                (store.size, features.categorical_slots), dtype=torch.long, device=learner.device
+            )
+        self._keys: tuple[np.ndarray, torch.Tensor] | None = None
+        self._full: tuple[torch.Tensor, ...] | None = None  # views of the full ring's slots
+        self._rekeying: Pending[None] | None = None  # a re-keying left on the worker thread
+        self.steps = 0
+        self.since_drift = -1  # steps since the last detected drift; -1 = none yet
+        self.resets = 0
+        self.rekeys = 0
+
+    @classmethod
+    def from_settings(
+        cls, settings: MemorySettings, features: FeatureSettings, learner: OnlineLearner
+    ) -> MemoryStage:
+        """The memory ``settings`` describe, keyed by ``learner``'s model, on its device and
+        computing with its backend's memory kernel (the compiled top-k on the CPU)."""
         model = learner.model
-        self.memory = ErrorMemory(
+        memory = ErrorMemory(
             model.hidden_dim,
             int(model.class_mask.shape[0]),
             kind=settings.kind,
@@ -66,23 +96,9 @@ class MemoryStage:
             regression=learner.regression,
             device=learner.device,
             seed=learner.settings.seed,
-            kernel=learner.backend.memory,  # the compiled top-k where the model runs on the CPU
+            kernel=learner.backend.memory,
         )
-        store = self.memory.storage
-        self._ring: TopKStore | None = None
-        if isinstance(store, TopKStore) and (settings.rekey_every or settings.rekey_after_drift):
-            self._ring = store  # inputs are mirrored slot for slot with the ring buffer
-            self._num = torch.zeros((settings.size, features.numeric_slots), device=learner.device)
-            self._cat = torch.zeros(
-                (settings.size, features.categorical_slots), dtype=torch.long, device=learner.device
-            )
-        self._keys: tuple[np.ndarray, torch.Tensor] | None = None
-        self._full: tuple[torch.Tensor, ...] | None = None  # views of the full ring's slots
-        self._rekeying: Pending[None] | None = None  # a re-keying left on the worker thread
-        self.steps = 0
-        self.since_drift = -1  # steps since the last detected drift; -1 = none yet
-        self.resets = 0
-        self.rekeys = 0
+        return cls(memory, learner, settings, features)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles and copies see the memory with its re-keying done (and no views: a pickle

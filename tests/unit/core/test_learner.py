@@ -27,7 +27,7 @@ def make(**overrides):
         "seed": 0,
         **overrides,
     }
-    learner = OnlineLearner(LearnerSettings(**values), FEATURES)
+    learner = OnlineLearner.from_settings(LearnerSettings(**values), FEATURES)
     learner.set_classes(np.arange(learner.model.class_mask.shape[0]) < 2)
     return learner
 

@@ -106,7 +106,7 @@ def test_overlapped_updates_equal_the_synchronous_ones(task, learner, drifts):
 
 def learners(overlap):
     settings = LearnerSettings(task="binary", hidden=(8,), replay_size=32, seed=1, overlap=overlap)
-    return OnlineLearner(settings, FEATURES)
+    return OnlineLearner.from_settings(settings, FEATURES)
 
 
 def batch(rng, n=12):
@@ -175,7 +175,9 @@ def test_overlap_setting():
     assert not learners("off")._overlap
     assert learners("on")._overlap
     torch_kernel = LearnerSettings(task="binary", kernel="torch", overlap="on")
-    assert not OnlineLearner(torch_kernel, FEATURES)._overlap  # only the compiled step overlaps
+    assert not OnlineLearner.from_settings(
+        torch_kernel, FEATURES
+    )._overlap  # only the compiled step overlaps
 
 
 def test_a_learner_dropped_mid_step_lets_its_updates_finish_first():

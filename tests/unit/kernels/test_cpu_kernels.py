@@ -52,7 +52,7 @@ def pair(**overrides):
         **overrides,
     }
     learners = [
-        OnlineLearner(LearnerSettings(**values, kernel=kernel), FEATURES)
+        OnlineLearner.from_settings(LearnerSettings(**values, kernel=kernel), FEATURES)
         for kernel in ("torch", "compiled")
     ]
     assert [learner.step_kernel.name for learner in learners] == ["torch", "compiled"]
@@ -162,21 +162,25 @@ def test_copies_and_pickles_keep_the_compiled_step_on_their_own_buffers():
 
 def test_kernel_setting_and_a_missing_build(monkeypatch, caplog):
     deep = LearnerSettings(task="binary", device="cpu", hidden=(4,) * binding.MAX_LAYERS)
-    assert OnlineLearner(deep, FEATURES).step_kernel.name == "torch"  # deeper than it takes
+    assert (
+        OnlineLearner.from_settings(deep, FEATURES).step_kernel.name == "torch"
+    )  # deeper than it takes
     with pytest.raises(ConfigError, match="at most 15 hidden layers"):
-        OnlineLearner(deep.model_copy(update={"kernel": "compiled"}), FEATURES)
+        OnlineLearner.from_settings(deep.model_copy(update={"kernel": "compiled"}), FEATURES)
     monkeypatch.setattr(binding, "_loaded", None)
     monkeypatch.setattr(binding, "VARIANTS", (("_not_built", 0),))  # an install without them
     settings = LearnerSettings(task="binary", device="cpu")
     with caplog.at_level(logging.WARNING):
-        assert OnlineLearner(settings, FEATURES).step_kernel.name == "torch"  # auto: torch
+        assert (
+            OnlineLearner.from_settings(settings, FEATURES).step_kernel.name == "torch"
+        )  # auto: torch
     assert any(
         record.levelno == logging.WARNING
         and "no compiled kernels were built" in record.getMessage()
         for record in caplog.records
     )  # the reason, logged
     with pytest.raises(ConfigError, match=r"learner.kernel.*no compiled kernels were built"):
-        OnlineLearner(settings.model_copy(update={"kernel": "compiled"}), FEATURES)
+        OnlineLearner.from_settings(settings.model_copy(update={"kernel": "compiled"}), FEATURES)
     with pytest.raises(SystemExit) as exit_:
         binding.main([])
     assert exit_.value.code == 1
@@ -235,7 +239,7 @@ def test_the_installed_kernels_load_with_no_compiler_on_path(tmp_path):
         "from streamlearn.core.learner import OnlineLearner\n"
         "from streamlearn.settings import FeatureSettings, LearnerSettings\n"
         "settings = LearnerSettings(task='binary', device='cpu', kernel='compiled')\n"
-        "learner = OnlineLearner(settings, FeatureSettings())\n"
+        "learner = OnlineLearner.from_settings(settings, FeatureSettings())\n"
         "print(learner.step_kernel.binding.library.__file__)\n"
     )
     run = functools.partial(
@@ -768,5 +772,5 @@ def test_the_backend_gives_the_compiled_inserts_where_the_model_runs_on_the_cpu(
     backend = select_backend(kernel, device, 2)
     assert backend.reservoir.name == expected
     assert pickle.loads(pickle.dumps(backend)).reservoir.name == expected
-    learner = OnlineLearner(LearnerSettings(device="cpu"), FEATURES, backend)
+    learner = OnlineLearner.from_settings(LearnerSettings(device="cpu"), FEATURES, backend)
     assert learner.replay.kernel.name == expected
