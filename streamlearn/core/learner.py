@@ -29,6 +29,7 @@ from streamlearn.core.pending import Pending, PendingStep, StepPending
 from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
 from streamlearn.core.training_step import FusedTrainer
+from streamlearn.kernels import torch_step
 from streamlearn.kernels.backend import Backend, Scored, StepKernel, select_backend
 from streamlearn.kernels.compiled import reloaded_step
 from streamlearn.kernels.cpu import binding
@@ -191,8 +192,8 @@ class OnlineLearner:
         gives the module's result for such rows at a fraction of the cost.
         """
         self._idle()
-        p = self.trainer.forward(num, cat, self.outputs)
-        return self.trainer.prediction(p, len(num)), p.hidden[-1]
+        p = torch_step.forward(self.trainer, num, cat, self.outputs)
+        return torch_step.prediction(self.trainer, p, len(num)), p.hidden[-1]
 
     def forward_seen_into(
         self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor

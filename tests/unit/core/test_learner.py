@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from streamlearn.core.learner import OnlineLearner
+from streamlearn.kernels import torch_step
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
 FEATURES = FeatureSettings(numeric_slots=4, categorical_slots=2, hash_buckets=32, embedding_dim=3)
@@ -233,17 +234,17 @@ def test_same_seed_same_weights_and_global_rng_untouched():
     assert_same(pa, pb)
 
 
-def test_replay_fills_and_is_mixed_into_the_loss():
+def test_replay_fills_and_is_mixed_into_the_loss(monkeypatch):
     rng = np.random.default_rng(9)
     learner = make(replay_size=50, replay_ratio=1.0, kernel="torch")  # watches its forward
     sizes = []
-    original = learner.trainer.forward
+    original = torch_step.forward
 
-    def recording_forward(num, cat, k):
+    def recording_forward(trainer, num, cat, k):
         sizes.append(len(num))
-        return original(num, cat, k)
+        return original(trainer, num, cat, k)
 
-    learner.trainer.forward = recording_forward
+    monkeypatch.setattr(torch_step, "forward", recording_forward)
     for _ in range(3):
         learner.step(*toy_batch(rng, n=20))
     assert sizes == [20, 40, 40]  # first step has nothing to replay

@@ -1,4 +1,5 @@
-"""The hand-fused step must compute what autograd + torch.optim compute on TabularNet."""
+"""The torch step's hand-fused ops must compute what autograd + torch.optim compute on
+TabularNet, on a FusedTrainer's buffers."""
 
 import copy
 import pickle
@@ -10,6 +11,14 @@ from torch.nn import functional as F
 
 from streamlearn.core.model import TabularNet
 from streamlearn.core.training_step import FusedTrainer
+from streamlearn.kernels.torch_step import (
+    Views,
+    backward,
+    forward,
+    learn,
+    losses,
+    prediction,
+)
 
 NUM, CAT, BUCKETS, DIM, CLASSES = 5, 3, 40, 4, 6
 
@@ -45,7 +54,7 @@ def reference_loss(model: TabularNet, num, cat, y) -> torch.Tensor:
 def fused_pass(trainer: FusedTrainer, num, cat, y):
     trainer.observe_inputs(num, cat)
     k = 1 if trainer.regression else int(trainer.model.class_mask.sum())  # 4 seen classes
-    p = trainer.forward(torch.from_numpy(num), torch.from_numpy(cat), k)
+    p = forward(trainer, torch.from_numpy(num), torch.from_numpy(cat), k)
     return p, torch.from_numpy(y)
 
 
@@ -67,10 +76,10 @@ def test_forward_matches_the_module(regression):
         pred, _ = reference(torch.from_numpy(num), torch.from_numpy(cat))
         expected = reference_loss(reference, num, cat, y)
     torch.testing.assert_close(p.hidden[-1], hidden)
-    torch.testing.assert_close(trainer.prediction(p, 10), pred[:10])
+    torch.testing.assert_close(prediction(trainer, p, 10), pred[:10])
     if not regression:
         torch.testing.assert_close(p.out, out[:, :4])
-    torch.testing.assert_close(trainer.losses(p, y_t).mean(), expected)
+    torch.testing.assert_close(losses(trainer, p, y_t).mean(), expected)
 
 
 @pytest.mark.parametrize("categorical", [True, False])
@@ -79,7 +88,7 @@ def test_gradients_match_autograd(regression, categorical):
     trainer, reference, (num, cat, y), p, y_t = trainer_and_reference(regression, 2, categorical)
     model = trainer.model
     with torch.no_grad():
-        sparse = trainer._backward(p, y_t)
+        sparse = backward(trainer, p, y_t)
     assert (sparse is None) == (not categorical)  # no categorical input: no embedding work
     ids, rows = sparse if sparse is not None else (torch.zeros(0, dtype=torch.long), None)
     reference_loss(reference, num, cat, y).backward()
@@ -116,7 +125,7 @@ def test_updates_match_torch_optimizers(regression, weight_decay, clip):
     for _ in range(5):
         num, cat, y = make_batch(rng, regression)
         p, y_t = fused_pass(trainer, num, cat, y)
-        assert trainer.learn(p, y_t, lr=0.01)
+        assert learn(trainer, p, y_t, lr=0.01)
         adamw.zero_grad()
         sparse.zero_grad()
         reference_loss(reference, num, cat, y).backward()
@@ -144,7 +153,7 @@ def test_unused_inputs_and_classes_are_not_computed_and_stay_untouched():
     rng = np.random.default_rng(4)
     for _ in range(3):
         p, y_t = fused_pass(trainer, *make_batch(rng, False))
-        assert trainer.learn(p, y_t, lr=0.01)
+        assert learn(trainer, p, y_t, lr=0.01)
     assert (trainer.active_num, trainer.active_cat, p.out.shape[1]) == (3, 2, 4)
     first = model.body[0].weight
     assert torch.equal(first[:, 3:NUM], before["body.0.weight"][:, 3:NUM])
@@ -161,7 +170,7 @@ def test_non_finite_gradient_changes_nothing():
     num[0, 0] = np.inf
     before = copy.deepcopy(model.state_dict())
     p, y_t = fused_pass(trainer, num, cat, y)
-    assert not trainer.learn(p, y_t, lr=0.01)
+    assert not learn(trainer, p, y_t, lr=0.01)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert float(trainer.step) == 0.0
@@ -183,11 +192,33 @@ def test_a_pickled_copy_keeps_training_its_own_module():
     twin = pickle.loads(pickle.dumps(trainer))
     rng = np.random.default_rng(6)
     p, y_t = fused_pass(twin, *make_batch(rng, False))
-    assert twin.learn(p, y_t, lr=0.01)
+    assert learn(twin, p, y_t, lr=0.01)
     storage = twin.flat.untyped_storage().data_ptr()
     for param in (twin.model.body[0].weight, twin.model.head.weight, twin.model.head.bias):
         assert param.untyped_storage().data_ptr() == storage
     assert not torch.equal(twin.model.head.weight, trainer.model.head.weight)
+
+
+def test_pickles_from_before_the_ops_left_core_still_load():
+    """Releases before the step's ops moved to kernels/ pickled the trainer's cached views
+    as ``_views``, of class ``streamlearn.core.training_step._Views``."""
+    trainer = FusedTrainer(make_model(False), weight_decay=0.0, clip_norm=5.0)
+    rng = np.random.default_rng(8)
+    fused_pass(trainer, *make_batch(rng, False))
+    assert trainer.views and b"Views" not in pickle.dumps(trainer)  # a cache: not pickled
+    state = {**trainer.__getstate__(), "_views": dict(trainer.views)}
+    new, old_name = (f"c{Views.__module__}\nViews\n", "cstreamlearn.core.training_step\n_Views\n")
+    blob = pickle.dumps(state, protocol=2)  # names globals as text
+    assert new.encode() in blob
+    blob = blob.replace(new.encode(), old_name.encode())
+    old = object.__new__(FusedTrainer)
+    old.__setstate__(pickle.loads(blob))
+    assert "_views" not in vars(old) and old.views == {}
+    batch = make_batch(rng, False)
+    for each in (trainer, old):
+        p, y_t = fused_pass(each, *batch)
+        assert learn(each, p, y_t, lr=0.01)
+    assert torch.equal(old.flat, trainer.flat) and torch.equal(old.table, trainer.table)
 
 
 @pytest.mark.gpu
@@ -199,9 +230,9 @@ def test_cuda_steps_match_cpu_steps():
         num, cat, y = make_batch(rng, False)
         for trainer, device in ((cpu, "cpu"), (cuda, "cuda")):
             trainer.observe_inputs(num, cat)
-            p = trainer.forward(
-                torch.from_numpy(num).to(device), torch.from_numpy(cat).to(device), 4
+            p = forward(
+                trainer, torch.from_numpy(num).to(device), torch.from_numpy(cat).to(device), 4
             )
-            assert trainer.learn(p, torch.from_numpy(y).to(device), lr=0.01)
+            assert learn(trainer, p, torch.from_numpy(y).to(device), lr=0.01)
     torch.testing.assert_close(cuda.flat.cpu(), cpu.flat, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(cuda.table.cpu(), cpu.table, rtol=1e-4, atol=1e-5)
