@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from report import machine_info
+from timing_runner import row_batches, to_columns
 from tqdm import tqdm
 
 from streamlearn.core.prequential import Prequential
@@ -72,11 +73,8 @@ def run(stream: str, kernel: str, events: int, seed: int) -> tuple[dict[str, Any
     rows = list(stream_rows(stream, events, seed))
     size = settings.source.batch_size
     predictions, losses, hits = [], [], 0
-    for start in tqdm(range(0, len(rows), size), desc=f"{stream}/{kernel}", leave=False):
-        batch = rows[start : start + size]
-        names = sorted({name for x, _ in batch for name in x})
-        columns = {name: np.array([x.get(name, np.nan) for x, _ in batch]) for name in names}
-        outcome = preq.process_columns(columns, [y for _, y in batch])
+    for batch in tqdm(row_batches(rows, size), desc=f"{stream}/{kernel}", leave=False):
+        outcome = preq.process_columns(to_columns(batch), [y for _, y in batch])
         predictions.append(np.asarray(outcome.prediction, dtype=np.float32))
         losses.append(np.asarray(outcome.loss, dtype=np.float64))
         if outcome.prediction.ndim == 2:

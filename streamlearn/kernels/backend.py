@@ -293,7 +293,8 @@ def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend
     except binding.KernelsUnavailable as error:
         if kernel == "compiled":
             raise ConfigError(f"learner.kernel: 'compiled' is unavailable here: {error}") from error
-        log.warning("compute backend: torch (the compiled kernels are unavailable: %s)", error)
+        # binding.load has warned with the reason; this line says what runs instead
+        log.info("compute backend: torch (the compiled kernels are unavailable)")
         return reference_backend()
     step = device_type == "cpu" and not too_deep
     log.info(
