@@ -285,7 +285,15 @@ class WorkerSettings(_Section):
     label_cache_size: int = Field(
         100_000, ge=0, description="unlabelled events kept for late labels"
     )
-    label_ttl_s: float = Field(3_600.0, gt=0, description="how long a scored event waits")
+    label_ttl_s: float = Field(
+        3_600.0, gt=0, description="how long an unlabelled event waits for its label"
+    )
+    early_label_cache_size: int = Field(
+        100_000, ge=0, description="labels kept until their event is read (labels before events)"
+    )
+    early_label_ttl_s: float = Field(
+        3_600.0, gt=0, description="how long a label waits for its event"
+    )
     max_event_bytes: int = Field(64 * 1024, ge=64, description="larger messages are rejected")
     backoff_initial_s: float = Field(0.5, gt=0, description="first retry delay in an outage")
     backoff_max_s: float = Field(30.0, gt=0, description="retry delay cap in an outage")

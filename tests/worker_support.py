@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from streamlearn.events import FeatureValue, Label
 from streamlearn.worker.kafka.client import Outbox, RebalanceHandler, Record, TopicPartition
+from streamlearn.worker.late_labels import LabelJoin, LateLabel
 
 TOPIC = "events"
 
@@ -85,8 +88,44 @@ class FakeWriter(Outbox):
         return None
 
 
-def event(i: int) -> bytes:
+def event(i: int, labelled: bool = True) -> bytes:
+    """Event ``e-{i}``; its label (``label(i)`` for the labels topic) is y = (a > 0)."""
     a = ((i * 37) % 101 - 50) / 25.0
-    return json.dumps(
-        {"id": f"e-{i}", "x": {"a": a, "c": "r" if i % 2 else "b"}, "y": int(a > 0)}
-    ).encode()
+    doc: dict[str, Any] = {"id": f"e-{i}", "x": {"a": a, "c": "r" if i % 2 else "b"}}
+    if labelled:
+        doc["y"] = int(a > 0)
+    return json.dumps(doc).encode()
+
+
+def label(i: int) -> bytes:
+    """The late label of ``event(i, labelled=False)``."""
+    return json.dumps({"id": f"e-{i}", "y": int(json.loads(event(i))["y"])}).encode()
+
+
+class CountingJoin(LabelJoin):
+    """A LabelJoin that also counts, per event id, the pairs it completed, in its checkpointed
+    state: after crashes and restarts, the restored counts say how often each id was learned
+    from its late label in the history the final model descends from."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.completed: dict[str, int] = {}
+
+    def event(self, event_id: str, x: Mapping[str, FeatureValue]) -> Label | None:
+        y = super().event(event_id, x)
+        if y is not None:
+            self.completed[event_id] = self.completed.get(event_id, 0) + 1
+        return y
+
+    def label(self, label: LateLabel) -> dict[str, FeatureValue] | None:
+        x = super().label(label)
+        if x is not None:
+            self.completed[label.id] = self.completed.get(label.id, 0) + 1
+        return x
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "completed": dict(self.completed)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.completed = {str(k): int(v) for k, v in state["completed"].items()}

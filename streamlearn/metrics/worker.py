@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, get_args
 
@@ -25,7 +25,7 @@ from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
 if TYPE_CHECKING:
     from streamlearn.core.prequential import BatchOutcome, Prequential
 
-__all__ = ["PUBLISH_RESULTS", "PublishOutcome", "WorkerCounts", "WorkerMetrics"]
+__all__ = ["PUBLISH_RESULTS", "LabelJoinCounts", "PublishOutcome", "WorkerCounts", "WorkerMetrics"]
 
 TopicPartition = tuple[str, int]
 
@@ -46,6 +46,18 @@ class WorkerCounts(Protocol):
 
     @property
     def rejected(self) -> Mapping[str, int]: ...  # dead-lettered records by reason
+
+
+class LabelJoinCounts(Protocol):
+    """The late-label join's waiting sets and evictions (``LabelJoin``)."""
+
+    @property
+    def events(self) -> Sized: ...  # unlabelled events waiting for their label
+
+    @property
+    def labels(self) -> Sized: ...  # labels waiting for their event
+
+    def evictions(self) -> Mapping[tuple[str, str], int]: ...  # (side, cause) → entries
 
 
 class PublishOutcome(Protocol):
@@ -92,6 +104,16 @@ class WorkerMetrics:
             "labels_unknown", "Labels not learned: beyond max_classes, or not a usable target"
         )
         self.late = m.counter("late_labels_joined", "Events learned when their late label came")
+        self.late_waiting = m.gauge(
+            "late_labels_waiting",
+            "Waiting for a partner: side=event (unlabelled events), side=label (labels first)",
+            ["side"],
+        )
+        self.late_evicted = m.counter(
+            "late_labels_evicted",
+            "Waiting entries dropped without a partner, by side and cause (age, count)",
+            ["side", "cause"],
+        )
         self.sent = m.counter("predictions_sent", "Predictions sent to the output topic")
         self.steps = m.counter("train_steps", "Optimizer steps taken")
         self.nonfinite = m.counter(
@@ -241,6 +263,15 @@ class WorkerMetrics:
         if math.isfinite(value):
             self._score = _ewma(self._score, value, weight)
             self.score.labels(name).set(self._score)
+
+    def observe_label_join(self, join: LabelJoinCounts, *, baseline: bool = False) -> None:
+        """The waiting sets' sizes, and evictions by difference (``baseline``: after a restore,
+        the restored totals are not increments of this process)."""
+        self.late_waiting.labels("event").set(len(join.events))
+        self.late_waiting.labels("label").set(len(join.labels))
+        for (side, cause), value in join.evictions().items():
+            key = f"evicted:{side}:{cause}"
+            self._bump(self.late_evicted.labels(side, cause), key, value, not baseline)
 
     def observe_lag(
         self, ends: Mapping[TopicPartition, int], positions: Mapping[TopicPartition, int]

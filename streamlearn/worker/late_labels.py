@@ -1,10 +1,17 @@
-"""Late labels: unlabelled events wait (bounded, TTL'd) for ``{"id": ..., "y": ...}`` by id.
+"""Late labels: an unlabelled event and its ``{"id", "y"}`` meet by id, in either order.
 
-An event without ``y`` is scored when it arrives and kept here; a label that arrives later on
-the labels topic takes it out again and the pair is learned from — once, since an entry leaves
-the cache when it is joined. Entries older than the TTL, or pushed out because the cache is
-full, are counted as ``expired``; labels whose event is not (or no longer) here as
-``unmatched``. The cache travels in the checkpoint (wall-clock times, so a TTL spans restarts).
+Two waiting sets, one per side. An event without ``y`` is scored when it arrives; if its label
+came first (a backlog read labels-first, a labels partition ahead of its events partition) the
+pair is complete at once, else the event waits. A label takes its event out of the waiting
+events, or waits itself. Whichever comes second completes the pair, which is then learned
+once: an entry leaves its set when it is joined.
+
+Each set is bounded by count and by age (settings ``worker.label_cache_size``/``label_ttl_s``
+for events, ``early_label_cache_size``/``early_label_ttl_s`` for labels); what leaves without
+a partner is counted as an eviction by side and cause. Both sets travel in the checkpoint with
+the offsets of both topics, so after a crash each pair is completed exactly once: a partner
+read before the checkpoint is in a set, one read after is read again. Ages are wall-clock
+seconds since the entry arrived at the worker, so a wait spans restarts.
 """
 
 from __future__ import annotations
@@ -13,13 +20,13 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar
 
 from streamlearn.events import FeatureValue, Label, Rejection
 
-__all__ = ["LabelCache", "LateLabel", "decode_label"]
+__all__ = ["LabelJoin", "LateLabel", "Waiting", "decode_label"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,64 +76,136 @@ def _no_constants(token: str) -> float:
     raise _NonFinite(f"JSON constant {token} is not a finite number")
 
 
-class LabelCache:
-    """id → (features, time seen), oldest first, at most ``capacity`` entries."""
+V = TypeVar("V")
 
-    def __init__(self, capacity: int, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+Side = Literal["event", "label"]
+Cause = Literal["age", "count"]
+EVICTIONS: tuple[tuple[Side, Cause], ...] = (
+    ("event", "age"), ("event", "count"), ("label", "age"), ("label", "count"),
+)  # fmt: skip
+
+
+class Waiting(Generic[V]):
+    """id → (value, arrival time), oldest first; at most ``capacity`` entries, none older than
+    ``ttl_s`` once :meth:`expire` ran. Evictions are counted by cause."""
+
+    def __init__(self, capacity: int, ttl_s: float) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[dict[str, FeatureValue], float]] = OrderedDict()
-        self.joined = 0
-        self.unmatched = 0
-        self.expired = 0
+        self._entries: OrderedDict[str, tuple[V, float]] = OrderedDict()
+        self.evicted: dict[Cause, int] = {"age": 0, "count": 0}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, event_id: str, x: Mapping[str, FeatureValue]) -> None:
-        """Keep an unlabelled event; the oldest is pushed out when full (counted expired)."""
+    def __iter__(self) -> Iterator[tuple[str, V, float]]:
+        return ((key, value, t) for key, (value, t) in self._entries.items())
+
+    def put(self, key: str, value: V, now: float) -> None:
+        """Keep ``value`` (a second one for ``key`` replaces the first and counts as newest);
+        the oldest entries are pushed out past ``capacity``."""
         if self.capacity == 0:
+            self.evicted["count"] += 1
             return
-        self._entries.pop(event_id, None)
-        self._entries[event_id] = (dict(x), self._clock())
+        self._entries.pop(key, None)
+        self._entries[key] = (value, now)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
-            self.expired += 1
+            self.evicted["count"] += 1
 
-    def join(self, event_id: str) -> dict[str, FeatureValue] | None:
-        """The event's features if it is still here (it leaves the cache), else None."""
-        self.expire()
-        entry = self._entries.pop(event_id, None)
-        if entry is None:
-            self.unmatched += 1
-            return None
-        self.joined += 1
-        return entry[0]
+    def take(self, key: str) -> V | None:
+        """The value waiting under ``key`` (it leaves), else None."""
+        entry = self._entries.pop(key, None)
+        return None if entry is None else entry[0]
 
-    def expire(self) -> int:
-        """Drop entries older than the TTL; returns how many."""
-        horizon = self._clock() - self.ttl_s
+    def expire(self, now: float) -> int:
+        """Drop entries older than ``ttl_s``; returns how many."""
+        horizon = now - self.ttl_s
         dropped = 0
         while self._entries:
-            _, (_, seen) = next(iter(self._entries.items()))
-            if seen >= horizon:
+            _, (_, arrived) = next(iter(self._entries.items()))
+            if arrived >= horizon:
                 break
             self._entries.popitem(last=False)
             dropped += 1
-        self.expired += dropped
+        self.evicted["age"] += dropped
         return dropped
+
+    def load(self, entries: list[tuple[str, V, float]], evicted: Mapping[str, int]) -> None:
+        self._entries = OrderedDict((str(k), (v, float(t))) for k, v, t in entries)
+        self.evicted = {"age": int(evicted["age"]), "count": int(evicted["count"])}
+
+
+class LabelJoin:
+    """Events waiting for labels and labels waiting for events; :meth:`event` and :meth:`label`
+    complete a pair whichever side comes second (module docstring)."""
+
+    def __init__(
+        self,
+        events: tuple[int, float],
+        labels: tuple[int, float],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.events: Waiting[dict[str, FeatureValue]] = Waiting(*events)
+        self.labels: Waiting[Label] = Waiting(*labels)
+        self._clock = clock
+        self.joined = 0  # pairs completed
+        self.early = 0  # of which the label came first
+
+    def event(self, event_id: str, x: Mapping[str, FeatureValue]) -> Label | None:
+        """An unlabelled event: its label if one waits (the pair is complete), else it waits."""
+        now = self.expire()
+        y = self.labels.take(event_id)
+        if y is None:
+            self.events.put(event_id, dict(x), now)
+            return None
+        self.joined += 1
+        self.early += 1
+        return y
+
+    def label(self, label: LateLabel) -> dict[str, FeatureValue] | None:
+        """A label: its event's features if the event waits (the pair is complete), else the
+        label waits for its event."""
+        now = self.expire()
+        x = self.events.take(label.id)
+        if x is None:
+            self.labels.put(label.id, label.y, now)
+            return None
+        self.joined += 1
+        return x
+
+    def expire(self) -> float:
+        """Evict entries past their age on both sides; returns the time it used."""
+        now = self._clock()
+        self.events.expire(now)
+        self.labels.expire(now)
+        return now
+
+    def evictions(self) -> dict[tuple[Side, Cause], int]:
+        """Entries that left without a partner, by side and cause."""
+        return {(side, cause): self._side(side).evicted[cause] for side, cause in EVICTIONS}
+
+    def _side(self, side: Side) -> Waiting[Any]:
+        return self.events if side == "event" else self.labels
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "entries": [[i, x, t] for i, (x, t) in self._entries.items()],
+            "events": [[k, x, t] for k, x, t in self.events],
+            "labels": [[k, y, t] for k, y, t in self.labels],
+            "evicted": {side: dict(self._side(side).evicted) for side in ("event", "label")},
             "joined": self.joined,
-            "unmatched": self.unmatched,
-            "expired": self.expired,
+            "early": self.early,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._entries = OrderedDict((str(i), (dict(x), float(t))) for i, x, t in state["entries"])
+        if "entries" in state:  # written before labels could wait: events only
+            state = {
+                "events": state["entries"], "labels": [], "joined": state["joined"], "early": 0,
+                "evicted": {"event": {"age": state["expired"], "count": 0},
+                            "label": {"age": 0, "count": 0}},
+            }  # fmt: skip
+        evicted = state["evicted"]
+        self.events.load([(k, dict(x), t) for k, x, t in state["events"]], evicted["event"])
+        self.labels.load([(k, y, t) for k, y, t in state["labels"]], evicted["label"])
         self.joined = int(state["joined"])
-        self.unmatched = int(state["unmatched"])
-        self.expired = int(state["expired"])
+        self.early = int(state["early"])

@@ -38,7 +38,7 @@ from streamlearn.worker.intake import (
     split,
 )
 from streamlearn.worker.kafka.client import KafkaReader, KafkaWriter, Record, TopicPartition
-from streamlearn.worker.late_labels import LabelCache
+from streamlearn.worker.late_labels import LabelJoin
 
 __all__ = ["ExportHook", "Worker", "WorkerStats", "no_export"]
 
@@ -90,7 +90,9 @@ class Worker:
         self.positions: dict[TopicPartition, int] = {}  # next offset after what was learned
         self.owned: set[TopicPartition] = set()  # partitions assigned to us right now
         self.stats = WorkerStats()
-        self.cache = LabelCache(w.label_cache_size, w.label_ttl_s)
+        self.join = LabelJoin(
+            (w.label_cache_size, w.label_ttl_s), (w.early_label_cache_size, w.early_label_ttl_s)
+        )
         self.batcher = Batcher(
             self._poll, settings.source.batch_size, w.max_wait_s, w.poll_timeout_s,
             k.max_poll_records, clock,
@@ -158,7 +160,8 @@ class Worker:
 
     def idle(self) -> None:
         """No batch due: expire late-label entries, probe the broker, log progress."""
-        self.cache.expire()
+        self.join.expire()
+        self.metrics.observe_label_join(self.join)
         now, w = self._clock(), self.settings.worker
         quiet = not self.health.up or self.batcher.idle_s() >= w.idle_probe_s
         if now >= self._next_probe and quiet:
@@ -204,20 +207,23 @@ class Worker:
                 self.writer.send(topic, record.value or b"", record.key, headers)
 
     def _rows(self, intake: Intake) -> tuple[list[dict[str, FeatureValue]], list[Label | None]]:
-        """The batch's events, then events whose late label just arrived."""
+        """The batch's events (an unlabelled one with the label that waited for it, if any),
+        then the events that waited for a label of this batch. Events go first so a pair
+        within one batch completes whatever its order."""
         xs: list[dict[str, FeatureValue]] = [e.x for _, e in intake.events]
         ys: list[Label | None] = [e.y for _, e in intake.events]
         if self.settings.kafka.labels_topic is None:
             return xs, ys
-        for _, event in intake.events:
-            if event.y is None:
-                self.cache.put(event.id, event.x)
+        for i, (_, event) in enumerate(intake.events):
+            if event.y is None and (y := self.join.event(event.id, event.x)) is not None:
+                ys[i] = y
+                self.stats.late_learned += 1
         for label in intake.labels:
-            x = self.cache.join(label.id)
-            if x is not None:
+            if (x := self.join.label(label)) is not None:
                 xs.append(x)
                 ys.append(label.y)
                 self.stats.late_learned += 1
+        self.metrics.observe_label_join(self.join)
         return xs, ys
 
     def _publish(self, intake: Intake, prediction: Any, step: int) -> None:
@@ -243,7 +249,7 @@ class Worker:
             "prequential": self.preq.state_dict(),
             "rng": rng_state(),
             "offsets": [[t, p, o] for (t, p), o in sorted(self.positions.items())],
-            "late_labels": self.cache.state_dict(),
+            "late_labels": self.join.state_dict(),
             "stats": asdict(self.stats),
         }
 
@@ -260,7 +266,7 @@ class Worker:
         try:
             self.preq.load_state_dict(state["prequential"])
             restore_rng(state["rng"])
-            self.cache.load_state_dict(state["late_labels"])
+            self.join.load_state_dict(state["late_labels"])
             self.stats.load(state["stats"])
             self.positions = {(str(t), int(p)): int(o) for t, p, o in state["offsets"]}
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
@@ -271,6 +277,7 @@ class Worker:
         self.checkpoints.restored(self.positions)
         created = float(state.get("created", 0.0)) or None
         self.metrics.observe_restore(self.preq, self.stats, created, self.store.corrupt_skipped)
+        self.metrics.observe_label_join(self.join, baseline=True)
         log.info(
             "restored %s: %d events learned, resuming at %s",
             loaded.path.name, self.preq.seen, self.positions,
@@ -312,8 +319,14 @@ class Worker:
         s = self.stats
         log.info(
             "batches %d, events %d, learned %d (late %d), rejected %s, drifts %d, "
-            "late-label cache %d (joined %d, expired %d, unmatched %d), offsets %s",
+            "late labels: %d joined (%d label-first), waiting %d events / %d labels, "
+            "evicted %s, offsets %s",
             s.batches, s.events, self.preq.seen, s.late_learned, s.rejected or 0,
-            len(self.preq.drifts), len(self.cache), self.cache.joined, self.cache.expired,
-            self.cache.unmatched, self.positions,
+            len(self.preq.drifts), self.join.joined, self.join.early, len(self.join.events),
+            len(self.join.labels), _nonzero(self.join.evictions()), self.positions,
         )  # fmt: skip
+
+
+def _nonzero(counts: Mapping[tuple[str, str], int]) -> dict[str, int] | int:
+    """``{"event/age": 3, ...}`` for the counts that are not zero (0 when none is), for logs."""
+    return {"/".join(key): n for key, n in counts.items() if n} or 0

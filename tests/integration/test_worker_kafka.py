@@ -146,14 +146,14 @@ def test_late_labels_are_joined_and_learned(kafka_bootstrap: str, tmp_path: Path
     run = start(settings)
     assert run.wait_for(lambda: run.worker.stats.events == 100, 60)
     assert run.worker.preq.seen == 0
-    assert run.worker.cache.expired == 10  # the 10 oldest were pushed out of the 90 slots
+    assert run.worker.join.evictions()[("event", "count")] == 10  # the 10 oldest: 90 slots
 
     labels = [json.dumps({"id": f"e-{i}", "y": json.loads(event(i))["y"]}) for i in range(20)]
     labels += [json.dumps({"id": f"nope-{i}", "y": 1}) for i in range(5)]
     send(kafka_bootstrap, labels_topic, [s.encode() for s in labels])
-    assert run.wait_for(lambda: run.worker.cache.joined + run.worker.cache.unmatched == 25, 30)
+    assert run.wait_for(lambda: run.worker.positions.get((labels_topic, 0)) == 25, 30)
     run.stop()
     w = run.worker
-    assert w.cache.joined == 10 and w.cache.unmatched == 15
-    assert w.preq.seen == 10 and w.stats.late_learned == 10
-    assert len(w.cache) == 80
+    assert w.join.joined == 10 and w.preq.seen == 10 and w.stats.late_learned == 10
+    assert len(w.join.events) == 80
+    assert len(w.join.labels) == 15  # labels of evicted events and of unknown ids wait

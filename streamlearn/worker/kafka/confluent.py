@@ -228,11 +228,15 @@ class _Delivery:
 
 
 class ConfluentWriter(Outbox):
-    """A producer whose sends are tracked until acknowledged (see Outbox)."""
+    """A producer whose sends are tracked until acknowledged (see Outbox). Keys are partitioned
+    with murmur2 like Java and kafka-python producers (librdkafka's default hashes with CRC32),
+    so an event and its late label keyed by id land on the same partition number."""
 
     def __init__(self, settings: KafkaSettings, **options: Any) -> None:
         super().__init__()
-        config = connection_config(settings) | {"acks": "all", "linger.ms": 5}
+        config = connection_config(settings) | {
+            "acks": "all", "linger.ms": 5, "partitioner": "murmur2_random",
+        }  # fmt: skip
         config.update(settings.client_options)
         config.update(options)
         self.producer = _start(Producer, config)

@@ -1,7 +1,7 @@
 import pytest
 
 from streamlearn.events import Rejection
-from streamlearn.worker.late_labels import LabelCache, LateLabel, decode_label
+from streamlearn.worker.late_labels import LabelJoin, LateLabel, decode_label
 
 
 @pytest.mark.parametrize(
@@ -34,38 +34,77 @@ class Clock:
         return self.now
 
 
-def test_join_pops_once_and_counts_unmatched():
-    cache = LabelCache(10, ttl_s=60, clock=Clock())
-    cache.put("a", {"x": 1.0})
-    assert cache.join("a") == {"x": 1.0}
-    assert cache.join("a") is None  # learned once only
-    assert (cache.joined, cache.unmatched, len(cache)) == (1, 1, 0)
+def join(events: int = 10, labels: int = 10, ttl_s: float = 60, clock=None) -> LabelJoin:
+    return LabelJoin((events, ttl_s), (labels, ttl_s), clock or Clock())
 
 
-def test_capacity_and_ttl_expire_the_oldest():
+def test_event_first_then_label_completes_once():
+    j = join()
+    assert j.event("a", {"x": 1.0}) is None  # waits
+    assert j.label(LateLabel("a", 1)) == {"x": 1.0}
+    assert j.label(LateLabel("a", 1)) is None  # the event left: this label now waits
+    assert (j.joined, j.early, len(j.events), len(j.labels)) == (1, 0, 0, 1)
+
+
+def test_label_first_then_event_completes_once():
+    j = join()
+    assert j.label(LateLabel("a", "cat")) is None  # waits for its event
+    assert j.event("a", {"x": 1.0}) == "cat"
+    assert j.event("a", {"x": 1.0}) is None  # the label left: this event now waits
+    assert (j.joined, j.early, len(j.events), len(j.labels)) == (1, 1, 1, 0)
+
+
+def test_count_and_age_evict_the_oldest_on_each_side():
     clock = Clock()
-    cache = LabelCache(3, ttl_s=60, clock=clock)
+    j = join(events=3, labels=2, ttl_s=60, clock=clock)
     for i in range(4):
-        cache.put(str(i), {"i": float(i)})
+        j.event(f"e{i}", {"i": float(i)})
+        j.label(LateLabel(f"l{i}", i))
         clock.now += 10
-    assert cache.expired == 1 and cache.join("0") is None  # pushed out by capacity
-    clock.now += 35  # "1" is now 65 s old, "2" 55 s
-    assert cache.join("2") == {"i": 2.0}
-    assert cache.expired == 2 and len(cache) == 1
+    assert j.evictions() == {
+        ("event", "age"): 0, ("event", "count"): 1, ("label", "age"): 0, ("label", "count"): 2,
+    }  # fmt: skip
+    assert j.label(LateLabel("e0", 0)) is None  # e0 was pushed out: the label waits (l2 goes)
+    assert [k for k, _, _ in j.labels] == ["l3", "e0"]
+    clock.now += 35  # e1 is now 65 s old, e2 55 s
+    assert j.label(LateLabel("e2", 1)) == {"i": 2.0}
+    got = j.evictions()
+    assert (got[("event", "age")], got[("label", "count")], got[("label", "age")]) == (1, 3, 0)
+    clock.now += 20  # e3 and l3 are now 65 s old, e0's label 55 s
+    j.expire()
+    assert j.evictions()[("event", "age")] == 2 and j.evictions()[("label", "age")] == 1
+    assert len(j.events) == 0 and [k for k, _, _ in j.labels] == ["e0"]
 
 
-def test_re_put_refreshes_and_state_round_trips():
+def test_a_second_entry_for_an_id_replaces_the_first():
+    j = join()
+    j.event("a", {"v": "old"})
+    j.event("a", {"v": "new"})
+    assert len(j.events) == 1 and j.label(LateLabel("a", 1)) == {"v": "new"}
+
+
+def test_state_round_trips_both_sides():
     clock = Clock()
-    cache = LabelCache(3, ttl_s=60, clock=clock)
-    cache.put("a", {"v": "old"})
-    cache.put("b", {"v": 1.0})
-    cache.put("a", {"v": "new"})
-    other = LabelCache(3, ttl_s=60, clock=clock)
-    other.load_state_dict(cache.state_dict())
-    assert other.join("a") == {"v": "new"} and len(other) == 1
+    j = join(clock=clock)
+    j.event("a", {"v": 1.0})
+    j.label(LateLabel("b", 2))
+    j.label(LateLabel("a", 1))
+    other = join(clock=clock)
+    other.load_state_dict(j.state_dict())
+    assert other.state_dict() == j.state_dict()
+    assert other.event("b", {"v": 2.0}) == 2 and (other.joined, other.early) == (2, 1)
 
 
-def test_zero_capacity_keeps_nothing():
-    cache = LabelCache(0, ttl_s=60)
-    cache.put("a", {})
-    assert len(cache) == 0 and cache.join("a") is None
+def test_a_checkpoint_from_before_labels_could_wait_loads():
+    old = {"entries": [["a", {"v": 1.0}, 1000.0]], "joined": 4, "unmatched": 2, "expired": 3}
+    j = join()
+    j.load_state_dict(old)
+    assert j.label(LateLabel("a", 1)) == {"v": 1.0}
+    assert j.joined == 5 and j.evictions()[("event", "age")] == 3
+
+
+def test_zero_capacity_keeps_nothing_and_counts_it():
+    j = join(events=0, labels=0)
+    assert j.event("a", {}) is None and j.label(LateLabel("b", 1)) is None
+    assert len(j.events) == len(j.labels) == 0
+    assert j.evictions()[("event", "count")] == j.evictions()[("label", "count")] == 1
