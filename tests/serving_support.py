@@ -161,3 +161,40 @@ def serving(settings: Settings, registry, *, watch: bool = True):
         yield server.url, runtime, metrics
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def published_and_served(root: Path, **serve: object) -> Iterator[dict]:
+    """A model trained with error memory, published with its memory to a filesystem registry
+    at ``root``, and a ready server on it; yields url, client (httpx), preq, runtime, metrics."""
+    import httpx
+
+    from streamlearn.export.memory import encode_memory
+    from streamlearn.registry.filesystem import FilesystemRegistry
+
+    settings = small_settings(
+        memory={"enabled": True, "size": 128},
+        registry={"path": str(root), "poll_s": 0.1},
+        serve={"max_batch": 50, "max_body_bytes": 64 * 1024, **serve},
+    )
+    preq = Prequential.from_settings(settings)
+    train(preq, *make_rows(1200, 1))
+    registry = FilesystemRegistry(root)
+    registry.publish(export(preq))
+    registry.push_memory(encode_memory(preq.memory, 1))
+    try:
+        with (
+            serving(settings, registry) as (url, runtime, metrics),
+            httpx.Client(base_url=url, timeout=10) as client,
+        ):
+            for _ in range(200):
+                r = client.get("/v2/health/ready")
+                if r.status_code == 200 and r.json()["model_version"] == "1":
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("server never became ready")
+            yield {"url": url, "client": client, "preq": preq, "runtime": runtime,
+                   "metrics": metrics}  # fmt: skip
+    finally:
+        registry.close()

@@ -3,7 +3,8 @@
 Inference runs inline on the event loop: the models are small MLPs whose onnxruntime call
 takes tens of microseconds, less than a hop to a thread pool would cost. Each handler reads the
 runtime's served state once, so a swap mid-request cannot mix two versions. Every client error
-is a 4xx ``{"error": "..."}``; only a genuine bug answers 500, and that is counted.
+is a 4xx ``{"error": "..."}``; a client that disconnects mid-request is counted under status
+499 and logged in one line; only a genuine bug answers 500, and that is counted.
 """
 
 from __future__ import annotations
@@ -19,20 +20,31 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from streamlearn import __version__
 from streamlearn.errors import RegistryError
-from streamlearn.serve.codec import ApiError, parse_body, parse_instances, parse_v2, v2_outputs
+from streamlearn.serve.codec import (
+    HEADER_LENGTH,
+    parse_body,
+    parse_instances,
+    parse_v2,
+    v2_response,
+)
+from streamlearn.serve.inference import check_finite, infer
 from streamlearn.serve.runtime import Served, ServingRuntime
+from streamlearn.serve.tensors import ApiError
 from streamlearn.settings import ServeSettings
 
 __all__ = ["build_app"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
+
+EXTENSIONS = ["binary_tensor_data"]  # KServe v2 extensions this server implements
+CLIENT_CLOSED = 499  # status recorded for a client that left mid-request (nginx's convention)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -68,6 +80,9 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
                     response = await handler(request)
                 except ApiError as exc:
                     response = _error(exc.status, exc.message)
+                except ClientDisconnect:  # nobody is left to answer: count it, one log line
+                    log.info("%s %s: client disconnected mid-request", label, request.url.path)
+                    response = Response(status_code=CLIENT_CLOSED)
                 metrics.observe_request(label, response.status_code, time.perf_counter() - start)
                 return response
 
@@ -76,13 +91,21 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
         return wrap
 
     def model(request: Request) -> Served:
-        """The served state for a request naming our model (404 other names, 503 none yet)."""
+        """The served state for a request naming our model, and its version if the route has
+        one (404 other names and versions, 503 none yet)."""
         asked = request.path_params["name"]
         if asked != name:
             raise ApiError(404, f"unknown model {asked!r}; this server serves {name!r}")
         served = runtime.state
         if served.bundle is None:
             raise ApiError(503, "no model loaded yet; the worker has not published one")
+        version = request.path_params.get("version")
+        if version is not None and version != str(served.bundle.version):
+            raise ApiError(
+                404,
+                f"version {version!r} of {name!r} is not served; version "
+                f"{served.bundle.version} is",
+            )
         return served
 
     # -- health and metadata --------------------------------------------------------------
@@ -99,7 +122,9 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
 
     @endpoint("server_metadata")
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse({"name": "streamlearn", "version": __version__, "extensions": []})
+        return JSONResponse(
+            {"name": "streamlearn", "version": __version__, "extensions": EXTENSIONS}
+        )
 
     @endpoint("model_metadata")
     async def model_metadata(request: Request) -> Response:
@@ -132,28 +157,13 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
 
     # -- inference ------------------------------------------------------------------------
     @endpoint("v2_infer")
-    async def infer(request: Request) -> Response:
+    async def v2_infer(request: Request) -> Response:
         served = model(request)
-        bundle = served.bundle
-        assert bundle is not None
-        req = parse_v2(
-            parse_body(await _read_body(request, settings.max_body_bytes)),
-            bundle,
-            settings.max_batch,
-        )
-        if req.compensate:
-            prediction, hidden, compensated = runtime.predict(served, req.num, req.cat)
-        else:
-            (prediction, hidden), compensated = bundle.run(req.num, req.cat), False
-        body: dict[str, Any] = {
-            "model_name": name,
-            "model_version": str(bundle.version),
-            "outputs": v2_outputs(req.outputs, prediction, hidden),
-            "parameters": {"compensated": compensated},
-        }
-        if req.id is not None:
-            body["id"] = req.id
-        return JSONResponse(body)
+        assert served.bundle is not None
+        body = await _read_body(request, settings.max_body_bytes)
+        req = parse_v2(body, request.headers.get(HEADER_LENGTH), served.bundle, settings.max_batch)
+        content, headers = v2_response(name, req, infer(runtime, served, req))
+        return Response(content, headers=headers)
 
     @endpoint("v1_predict")
     async def predict(request: Request) -> Response:
@@ -164,7 +174,8 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
             parse_body(await _read_body(request, settings.max_body_bytes)), settings.max_batch
         )
         num, cat = bundle.encode(rows)
-        prediction, _, compensated = runtime.predict(served, num, cat)
+        prediction, hidden, compensated = runtime.predict(served, num, cat)
+        check_finite(prediction, hidden)
         body: dict[str, Any] = {"model_version": str(bundle.version), "compensated": compensated}
         if bundle.regression:
             body["predictions"] = prediction.astype(float).tolist()
@@ -240,7 +251,10 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
         Route("/v2", server_metadata),
         Route("/v2/models/{name}", model_metadata),
         Route("/v2/models/{name}/ready", model_ready),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", model_metadata),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready),
+        Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
         Route("/v1/models/{name}:predict", predict, methods=["POST"]),
         Route("/metrics", prometheus),
         Route("/admin/reload", reload, methods=["POST"]),

@@ -1,8 +1,12 @@
-"""Request parsing and response shaping for the v2 (KServe) and v1 endpoints.
+"""Request parsing and response shaping for the HTTP v2 (KServe) and v1 endpoints.
 
 Every way a request can be wrong ends here as :class:`ApiError` with a 4xx status and a message
 that says what to fix, checked *before* anything reaches onnxruntime: a malformed tensor must be
-a 400, never a 500 from deep inside the runtime.
+a 400, never a 500 from deep inside the runtime. v2 bodies are JSON, or JSON followed by binary
+tensor data (the binary tensor data extension: ``Inference-Header-Content-Length`` gives the
+JSON's length, each binary input its ``parameters.binary_data_size``); outputs come back binary
+when asked (``parameters.binary_data_output`` on the request, ``parameters.binary_data`` on an
+output), as Triton's client asks by default.
 """
 
 from __future__ import annotations
@@ -10,27 +14,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from streamlearn.export.artifact import ModelBundle
+from streamlearn.serve.inference import OUTPUTS, InferenceRequest, InferenceResult, build_request
+from streamlearn.serve.tensors import ApiError, TensorIn
 
-__all__ = ["ApiError", "V2Request", "parse_body", "parse_instances", "parse_v2", "v2_outputs"]
+__all__ = [
+    "HEADER_LENGTH",
+    "parse_body",
+    "parse_instances",
+    "parse_v2",
+    "v2_response",
+]
 
-_FLOAT_TYPES = {"FP32", "FP64", "FP16"}
-_INT_TYPES = {"INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"}
-_OUTPUTS = ("prediction", "hidden")
-
-
-class ApiError(Exception):
-    """A client error: HTTP ``status`` and a message for ``{"error": ...}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+HEADER_LENGTH = "inference-header-content-length"  # the binary extension's header
 
 
 def _no_constants(name: str) -> float:
@@ -38,13 +36,16 @@ def _no_constants(name: str) -> float:
 
 
 def parse_body(body: bytes) -> Any:
-    """Strict JSON: NaN/Infinity literals and invalid UTF-8 are a 400."""
+    """Strict JSON: NaN/Infinity literals, invalid UTF-8 and nesting deeper than the parser's
+    recursion limit are a 400."""
     if not body:
         raise ApiError(400, "request body is empty; send a JSON object")
     try:
         return json.loads(body, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
 
 
 def _object(payload: Any, what: str) -> Mapping[str, Any]:
@@ -76,122 +77,113 @@ def parse_instances(payload: Any, max_batch: int) -> list[dict[str, Any]]:
     return instances
 
 
-# -- v2: encoded tensors -----------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class V2Request:
-    num: np.ndarray  # float32 [N, d_num]
-    cat: np.ndarray  # int64 [N, d_cat]
-    outputs: tuple[str, ...]
-    compensate: bool
-    id: str | None
-
-
-def _shape(spec: Mapping[str, Any], name: str) -> list[int]:
-    shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise ApiError(400, f"input {name}: shape must be a list of non-negative integers")
-    return shape
-
-
-def _tensor(spec: Mapping[str, Any], name: str, width: int, max_batch: int) -> np.ndarray:
-    shape = _shape(spec, name)
-    if len(shape) != 2 or shape[1] != width:
-        raise ApiError(400, f"input {name}: shape {shape} does not match the model's [N, {width}]")
-    if not 1 <= shape[0] <= max_batch:
-        raise ApiError(
-            400 if shape[0] < 1 else 413, f"input {name}: batch {shape[0]} not in 1..{max_batch}"
-        )
-    datatype = spec.get("datatype")
-    allowed = _FLOAT_TYPES if name == "num" else _INT_TYPES
-    if datatype not in allowed:
-        raise ApiError(400, f"input {name}: datatype {datatype!r} not one of {sorted(allowed)}")
-    data = spec.get("data")
-    if not isinstance(data, list):
-        raise ApiError(400, f"input {name}: data must be a list (flat or nested)")
-    try:
-        array = np.asarray(data)
-    except ValueError:
-        raise ApiError(400, f"input {name}: data is ragged; nest it evenly or flatten it") from None
-    if array.size != shape[0] * shape[1]:
-        raise ApiError(
-            400, f"input {name}: {array.size} values, shape {shape} needs {shape[0] * shape[1]}"
-        )
-    if name == "num":
-        if array.dtype.kind not in "iuf":
-            raise ApiError(400, "input num: data must hold numbers")
-        with np.errstate(over="ignore"):  # overflow to inf is refused just below
-            out = array.astype(np.float32).reshape(shape)
-        if not np.isfinite(out).all():
-            raise ApiError(400, "input num: values must be finite float32 numbers")
-        return out
-    if array.dtype.kind not in "iu":
-        raise ApiError(400, "input cat: data must hold integers (bucket ids)")
-    return array.astype(np.int64).reshape(shape)
-
-
-def parse_v2(payload: Any, bundle: ModelBundle, max_batch: int) -> V2Request:
-    """A KServe v2 inference request for the ONNX inputs ``num`` and ``cat``."""
-    body = _object(payload, "request body")
-    inputs = body.get("inputs")
+# -- v2: tensors, JSON or binary ---------------------------------------------------------------
+def parse_v2(
+    body: bytes, header_length: str | None, bundle: ModelBundle, max_batch: int
+) -> InferenceRequest:
+    """A v2 inference request: the whole ``body``, and the binary extension's header if sent."""
+    json_part, binary = _split(body, header_length)
+    payload = _object(parse_body(json_part), "request body")
+    inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(400, 'body needs "inputs": a list of tensors named num and cat')
-    specs: dict[str, Mapping[str, Any]] = {}
+    tensors, offset = [], 0
     for i, spec in enumerate(inputs):
         spec = _object(spec, f"inputs[{i}]")
-        name = spec.get("name")
-        if name not in ("num", "cat"):
-            raise ApiError(400, f"inputs[{i}]: unknown input {name!r}; the model takes num, cat")
-        if name in specs:
-            raise ApiError(400, f"input {name} given twice")
-        specs[name] = spec
-    missing = [n for n in ("num", "cat") if n not in specs]
-    if missing:
-        raise ApiError(400, f"missing input {', '.join(missing)}; the model takes num and cat")
-    num = _tensor(specs["num"], "num", bundle.numeric_slots, max_batch)
-    cat = _tensor(specs["cat"], "cat", bundle.categorical_slots, max_batch)
-    if len(num) != len(cat):
-        raise ApiError(400, f"inputs num and cat have {len(num)} and {len(cat)} rows")
-    if cat.min() < 0 or cat.max() >= bundle.hash_buckets:
-        raise ApiError(400, f"input cat: bucket ids must be in 0..{bundle.hash_buckets - 1}")
-    outputs = _requested_outputs(body.get("outputs"))
-    params = body.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ApiError(400, "parameters must be an object")
-    compensate = params.get("compensate", True)
-    if not isinstance(compensate, bool):
-        raise ApiError(400, "parameters.compensate must be true or false")
-    request_id = body.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ApiError(400, "id must be a string")
-    return V2Request(num, cat, outputs, compensate, request_id)
+        size = _binary_size(spec.get("parameters"), f"inputs[{i}]")
+        if size is None:
+            tensors.append(TensorIn(spec.get("name"), spec.get("datatype"), spec.get("shape"),
+                                    data=spec.get("data")))  # fmt: skip
+            continue
+        if "data" in spec:
+            raise ApiError(400, f"inputs[{i}]: give data or binary_data_size, not both")
+        if offset + size > len(binary):
+            raise ApiError(400, f"inputs[{i}]: binary_data_size {size} runs past the body's end")
+        raw = binary[offset : offset + size]
+        offset += size
+        tensors.append(TensorIn(spec.get("name"), spec.get("datatype"), spec.get("shape"), raw=raw))
+    if offset != len(binary):
+        raise ApiError(400, f"{len(binary) - offset} bytes of binary data belong to no input")
+    params = _object(payload.get("parameters") or {}, "parameters")
+    default_binary = params.get("binary_data_output", False)
+    if not isinstance(default_binary, bool):
+        raise ApiError(400, "parameters.binary_data_output must be true or false")
+    outputs = _requested_outputs(payload.get("outputs"), default_binary)
+    return build_request(
+        tensors, outputs, params.get("compensate", True), payload.get("id"), bundle, max_batch
+    )
 
 
-def _requested_outputs(outputs: Any) -> tuple[str, ...]:
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON part, binary part) by the ``Inference-Header-Content-Length`` header."""
+    if header_length is None:
+        return body, b""
+    if not header_length.strip().isdigit() or int(header_length) > len(body):
+        raise ApiError(
+            400,
+            f"Inference-Header-Content-Length {header_length!r} is not a length within the "
+            f"{len(body)}-byte body",
+        )
+    n = int(header_length)
+    return body[:n], body[n:]
+
+
+def _binary_size(params: Any, where: str) -> int | None:
+    if params is None:
+        return None
+    size = _object(params, f"{where}.parameters").get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ApiError(400, f"{where}: binary_data_size must be a non-negative integer")
+    return size
+
+
+def _requested_outputs(outputs: Any, default_binary: bool) -> tuple[tuple[str, bool], ...]:
+    """(name, binary?) per requested output; all of them when none is named."""
     if outputs is None:
-        return _OUTPUTS
+        return tuple((name, default_binary) for name in OUTPUTS)
     if not isinstance(outputs, list):
         raise ApiError(400, 'outputs must be a list of {"name": ...}')
-    names = []
+    named = []
     for item in outputs:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in _OUTPUTS:
+        if name not in OUTPUTS:
             raise ApiError(400, f"unknown output {name!r}; the model gives prediction, hidden")
-        names.append(name)
-    return tuple(names) or _OUTPUTS
+        params = _object(item.get("parameters") or {}, f"output {name} parameters")
+        binary = params.get("binary_data", default_binary)
+        if not isinstance(binary, bool):
+            raise ApiError(400, f"output {name}: parameters.binary_data must be true or false")
+        named.append((name, binary))
+    return tuple(named) or tuple((name, default_binary) for name in OUTPUTS)
 
 
-def v2_outputs(
-    names: tuple[str, ...], prediction: np.ndarray, hidden: np.ndarray
-) -> list[dict[str, Any]]:
-    arrays = {"prediction": prediction, "hidden": hidden}
-    return [
-        {
-            "name": name,
-            "datatype": "FP32",
-            "shape": list(arrays[name].shape),
-            "data": arrays[name].astype(np.float32).ravel().tolist(),
-        }
-        for name in names
-    ]
+def v2_response(
+    model_name: str, request: InferenceRequest, result: InferenceResult
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and its headers: JSON, followed by the binary outputs if any were
+    asked for (then ``Inference-Header-Content-Length`` says where the JSON ends)."""
+    outputs, blobs = [], []
+    for name, binary in request.outputs:
+        array = result.output(name)
+        tensor: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(array.shape)}
+        if binary:
+            blob = array.astype("<f4", copy=False).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = array.ravel().tolist()
+        outputs.append(tensor)
+    doc: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(result.version),
+        "outputs": outputs,
+        "parameters": {"compensated": result.compensated},
+    }
+    if request.id is not None:
+        doc["id"] = request.id
+    head = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
+    return b"".join([head, *blobs]), headers

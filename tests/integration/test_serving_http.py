@@ -9,10 +9,8 @@ import time
 import httpx
 import numpy as np
 import pytest
-from serving_support import export, make_rows, serving, small_settings, train
+from serving_support import make_rows, published_and_served, serving, small_settings
 
-from streamlearn.core.prequential import Prequential
-from streamlearn.export.memory import encode_memory
 from streamlearn.registry.filesystem import FilesystemRegistry
 
 NAME = "streamlearn"
@@ -24,24 +22,8 @@ TOKEN = "s3cret-token"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A trained model with error memory, published with its memory, and a server on it."""
-    root = tmp_path_factory.mktemp("registry")
-    settings = small_settings(
-        memory={"enabled": True, "size": 128},
-        registry={"path": str(root), "poll_s": 0.1},
-        serve={"admin_token": TOKEN, "max_batch": 50, "max_body_bytes": 64 * 1024},
-    )
-    preq = Prequential.from_settings(settings)
-    train(preq, *make_rows(1200, 1))
-    registry = FilesystemRegistry(root)
-    registry.publish(export(preq))
-    registry.push_memory(encode_memory(preq.memory, 1))
-    with (
-        serving(settings, registry) as (url, runtime, metrics),
-        httpx.Client(base_url=url, timeout=10) as client,
-    ):
-        _wait_ready(client)
-        yield {"client": client, "preq": preq, "runtime": runtime, "metrics": metrics}
-    registry.close()
+    with published_and_served(tmp_path_factory.mktemp("registry"), admin_token=TOKEN) as world:
+        yield world
 
 
 def _wait_ready(client, version="1"):
@@ -195,7 +177,7 @@ BAD_V2 = [
     ({**_v2_body(), "outputs": [{"name": "logits"}]}, 400, "unknown output 'logits'"),
     ({**_v2_body(), "outputs": "prediction"}, 400, "outputs must be a list"),
     ({**_v2_body(), "parameters": {"compensate": "yes"}}, 400, "compensate must be"),
-    ({**_v2_body(), "parameters": [1]}, 400, "parameters must be an object"),
+    ({**_v2_body(), "parameters": [1]}, 400, "parameters must be a JSON object"),
     ({**_v2_body(), "id": 5}, 400, "id must be a string"),
 ]
 
