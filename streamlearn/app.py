@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from streamlearn.settings import Settings
+from streamlearn.errors import ConfigError, RegistryError
+from streamlearn.settings import Settings, env_var
 from streamlearn.sources import FileSource, Source, SyntheticSource
 
 if TYPE_CHECKING:  # the learner (torch), serving stack and Kafka: only where a command uses them
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # the learner (torch), serving stack and Kafka: only where a 
     from streamlearn.metrics.worker import WorkerMetrics
     from streamlearn.registry.base import Registry
     from streamlearn.serve.runtime import ServingRuntime
+    from streamlearn.worker.checkpoint import CheckpointStore
     from streamlearn.worker.loop import ExportHook, Worker
     from streamlearn.worker.publisher import Publisher
 
@@ -64,17 +66,57 @@ def build_prequential(settings: Settings) -> Prequential:
     return Prequential.from_settings(settings, backend)
 
 
-def build_registry(settings: Settings) -> Registry:
-    """The registry named by ``settings.registry.kind`` (filesystem or Redis)."""
+def _startup_error(key: str, problem: str, fix: str) -> ConfigError:
+    """The one-line error for a setting that cannot be used at start-up: the key and its
+    environment variable, what is wrong, and what to do (the command line exits 2)."""
+    return ConfigError(f"{key} ({env_var(key)}): {problem}; {fix}")
+
+
+def _unlistenable(key: str, host: str, port: int, exc: OSError, flag: str) -> ConfigError:
+    return _startup_error(
+        key,
+        f"cannot listen on {host}:{port} ({exc.strerror or exc})",
+        f"free the port or choose another ({flag})",
+    )
+
+
+def build_registry(settings: Settings, *, publishing: bool = False) -> Registry:
+    """The registry named by ``settings.registry.kind`` (filesystem or Redis), checked once:
+    a Redis server that does not answer, or a directory that cannot be created (or written,
+    when ``publishing``), is a ConfigError naming the key, raised before anything else starts.
+    """
     reg = settings.registry
     if reg.kind == "redis":
         from streamlearn.registry.redis import RedisRegistry
 
         password = reg.password.get_secret_value() if reg.password else None
-        return RedisRegistry(reg.url, prefix=reg.prefix, keep=reg.keep, password=password)
+        try:
+            registry = RedisRegistry(reg.url, prefix=reg.prefix, keep=reg.keep, password=password)
+        except ValueError as exc:  # a URL redis-py cannot parse
+            raise _startup_error("registry.url", str(exc), "correct the URL") from None
+        try:
+            registry.ping()
+        except RegistryError as exc:
+            registry.close()
+            raise _startup_error(
+                "registry.url",
+                f"the Redis registry does not answer ({exc})",
+                "start Redis there or set registry.url to a server that is up",
+            ) from None
+        return registry
     from streamlearn.registry.filesystem import FilesystemRegistry
 
-    return FilesystemRegistry(reg.path, keep=reg.keep)
+    try:
+        files = FilesystemRegistry(reg.path, keep=reg.keep)
+        if publishing:
+            files.check_writable()
+    except RegistryError as exc:
+        raise _startup_error(
+            "registry.path",
+            str(exc),
+            "make it a writable directory or set registry.path (serve: --registry) to one",
+        ) from None
+    return files
 
 
 def build_publisher(settings: Settings, registry: Registry) -> Publisher:
@@ -111,10 +153,27 @@ def build_server(
     return build_app(runtime, srv, watch=watch), runtime
 
 
+def _check_port(settings: Settings) -> None:
+    """ConfigError naming ``serve.port`` if the port cannot be listened on (uvicorn would log
+    and exit 1): bound and released once before uvicorn binds it."""
+    import socket
+
+    host, port = settings.serve.host, settings.serve.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise _unlistenable("serve.port", host, port, exc, "--port") from None
+
+
 def run_server(settings: Settings) -> None:
-    """``streamlearn serve``: uvicorn in the foreground until SIGINT/SIGTERM."""
+    """``streamlearn serve``: uvicorn in the foreground until SIGINT/SIGTERM; an unusable port
+    or registry is a ConfigError before anything starts."""
     import uvicorn
 
+    _check_port(settings)
     registry = build_registry(settings)
     app, _ = build_server(settings, registry)
     try:
@@ -138,6 +197,22 @@ def configure_logging(level: str, client_level: str = "CRITICAL") -> None:
     logging.getLogger("kafka").setLevel(client_level)  # kafka-python and kafka.librdkafka
 
 
+def _open_checkpoints(settings: Settings) -> CheckpointStore:
+    """The store at ``checkpoint.dir``; ConfigError naming the key if the directory cannot be
+    created or written."""
+    from streamlearn.worker.checkpoint import CheckpointStore
+
+    c = settings.checkpoint
+    try:
+        return CheckpointStore(c.dir, c.keep)
+    except OSError as exc:
+        raise _startup_error(
+            "checkpoint.dir",
+            f"cannot create or write {c.dir} ({exc.strerror or exc})",
+            "make it a writable directory or set checkpoint.dir (--checkpoint-dir) to one",
+        ) from None
+
+
 def build_worker(
     settings: Settings,
     stop: threading.Event,
@@ -148,11 +223,11 @@ def build_worker(
     import logging
 
     from streamlearn.worker.backoff import Backoff, BrokerHealth, retry
-    from streamlearn.worker.checkpoint import CheckpointStore
     from streamlearn.worker.kafka.client import open_reader, open_writer
     from streamlearn.worker.loop import Worker, no_export
 
-    w, c = settings.worker, settings.checkpoint
+    store = _open_checkpoints(settings)  # a ConfigError now, not after connecting
+    w = settings.worker
     health = BrokerHealth(
         Backoff(w.backoff_initial_s, w.backoff_max_s), logging.getLogger(__name__)
     )
@@ -162,7 +237,6 @@ def build_worker(
         if reader is not None:
             reader.close()
         return None
-    store = CheckpointStore(c.dir, c.keep)
     preq = build_prequential(settings)
     return Worker(
         settings, preq, reader, writer, store, export or no_export, stop=stop, metrics=metrics
@@ -180,18 +254,25 @@ def build_export_hook(publisher: Publisher, metrics: WorkerMetrics) -> ExportHoo
 
 
 def start_metrics_server(settings: Settings, registry: CollectorRegistry) -> WSGIServer | None:
-    """Serve ``registry`` on ``metrics.host:metrics.port`` from a daemon thread (None: off)."""
+    """Serve ``registry`` on ``metrics.host:metrics.port`` from a daemon thread (None: off);
+    ConfigError naming ``metrics.port`` if it cannot be listened on."""
     from prometheus_client import start_http_server
 
     m = settings.metrics
     if m.port is None:
         return None
-    server, _ = start_http_server(m.port, m.host, registry)
+    try:
+        server, _ = start_http_server(m.port, m.host, registry)
+    except OSError as exc:
+        raise _unlistenable("metrics.port", m.host, m.port, exc, "--metrics-port") from None
     return server
 
 
 def run_worker(settings: Settings) -> None:
-    """``streamlearn worker``: runs until SIGTERM/SIGINT, then checkpoints, commits, returns."""
+    """``streamlearn worker``: runs until SIGTERM/SIGINT, then checkpoints, commits, returns.
+
+    Settings that cannot be used (metrics port, registry, checkpoint directory) are a
+    ConfigError before Kafka is contacted; an unreachable broker is retried, not an error."""
     import signal
     import threading
 
@@ -206,7 +287,7 @@ def run_worker(settings: Settings) -> None:
     metrics = WorkerMetrics(registry, settings.metrics.smoothing)
     server = start_metrics_server(settings, registry)  # up before Kafka: scrapeable in outages
     try:
-        publisher = build_publisher(settings, build_registry(settings))
+        publisher = build_publisher(settings, build_registry(settings, publishing=True))
         worker = build_worker(settings, stop, build_export_hook(publisher, metrics), metrics)
         if worker is not None:
             worker.run()

@@ -20,7 +20,9 @@ _EPILOG = """\
 configuration: a YAML file (--config) with sections source, features, learner, drift, memory,
 export, registry, serve, kafka, worker, checkpoint, metrics;
 every key can be overridden by an environment variable STREAMLEARN_<SECTION>__<KEY>, e.g.
-STREAMLEARN_LEARNER__LR=0.01. Options given here override both.
+STREAMLEARN_LEARNER__LR=0.01; a list as JSON or comma-separated, e.g.
+STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS=broker-1:9092,broker-2:9092. Options given here override
+both. A setting that cannot be used stops start-up with exit code 2 and one line naming it.
 """
 
 
@@ -195,7 +197,7 @@ def _live_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def _kafka_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     kafka: dict[str, Any] = {}
     if args.bootstrap_servers:
-        kafka["bootstrap_servers"] = [s.strip() for s in args.bootstrap_servers.split(",")]
+        kafka["bootstrap_servers"] = args.bootstrap_servers  # settings read the list
     for key in ("topic", "client", "group"):
         if getattr(args, key, None) is not None:
             kafka["group_id" if key == "group" else key] = getattr(args, key)
@@ -280,8 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run_demo(settings, None if args.no_plot else args.out)
         print(report.render())
         return 0
-    except StreamlearnError as exc:
-        print(f"streamlearn: error: {exc}", file=sys.stderr)
+    except StreamlearnError as exc:  # one line: what an operator can fix, no traceback
+        message = " ".join(line.strip() for line in str(exc).splitlines())
+        print(f"streamlearn: error: {message}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:  # installed metadata unknown or out of step
         if not extras or exc.name is None or exc.name.startswith("streamlearn"):

@@ -2,17 +2,23 @@
 
 This is the only module that reads files or the environment for configuration. Nested keys
 use ``__`` in the environment: ``STREAMLEARN_LEARNER__LR=0.01``. Environment wins over YAML,
-YAML over defaults. Any invalid value raises :class:`ConfigError` naming the dotted key.
+YAML over defaults. A list of names or numbers may be given as JSON or comma-separated
+(``STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS=a:9092,b:9092``); a mapping, and ``learner.classes``
+(whose items keep their JSON types), as JSON. Any invalid value raises :class:`ConfigError`:
+one line naming the dotted key and its environment variable.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -20,7 +26,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from streamlearn.errors import ConfigError
 
@@ -38,10 +50,34 @@ __all__ = [
     "Settings",
     "SourceSettings",
     "WorkerSettings",
+    "env_var",
     "load_settings",
 ]
 
 Task = Literal["binary", "multiclass", "regression"]
+_ENV_PREFIX = "STREAMLEARN_"
+_T = TypeVar("_T")
+
+
+def _split_list(value: Any) -> Any:
+    """A list given as text (an environment variable): JSON (``["a:1", "b:2"]``) or
+    comma-separated (``a:1, b:2``; blanks around items and empty items dropped)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"not a JSON list ({exc.msg}); give a JSON list or comma-separated values"
+            ) from None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# A tuple setting that also reads from text: NoDecode keeps pydantic-settings from insisting
+# on JSON for the environment, and _split_list accepts JSON or a comma-separated list.
+_TextList = Annotated[tuple[_T, ...], NoDecode, BeforeValidator(_split_list)]
 
 
 class _Section(BaseModel):
@@ -68,8 +104,8 @@ class SourceSettings(_Section):
 class FeatureSettings(_Section):
     """Fixed-width encoding: slots for numeric and categorical features, hashed categories."""
 
-    numeric: tuple[str, ...] = Field((), description="numeric feature names; empty = auto")
-    categorical: tuple[str, ...] = Field((), description="categorical names; empty = auto")
+    numeric: _TextList[str] = Field((), description="numeric feature names; empty = auto")
+    categorical: _TextList[str] = Field((), description="categorical names; empty = auto")
     numeric_slots: int = Field(64, gt=0, le=4096)
     categorical_slots: int = Field(16, gt=0, le=1024)
     hash_buckets: int = Field(4096, ge=16, le=2**24)
@@ -84,7 +120,7 @@ class LearnerSettings(_Section):
         (), description="class labels in index order; empty = learned from the stream"
     )
     max_classes: int = Field(16, ge=2, le=4096, description="output slots for classes")
-    hidden: tuple[int, ...] = Field((64, 64), min_length=1)
+    hidden: _TextList[int] = Field((64, 64), min_length=1)
     lr: float = Field(5e-3, gt=0, description="constant learning rate after warm-up")
     warmup_steps: int = Field(20, ge=0)
     rewarm_factor: float = Field(3.0, ge=1.0, description="LR peak after drift, times lr")
@@ -233,7 +269,9 @@ class KafkaSettings(_Section):
     client: Literal["kafka-python", "confluent"] = Field(
         "kafka-python", description="kafka-python (always installed) or confluent-kafka (faster)"
     )
-    bootstrap_servers: tuple[str, ...] = Field(("localhost:9092",), min_length=1)
+    bootstrap_servers: _TextList[str] = Field(
+        ("localhost:9092",), min_length=1, description="host:port list (JSON or comma-separated)"
+    )
     topic: str = Field("events", min_length=1, description="labelled/unlabelled events")
     labels_topic: str | None = Field(None, description='late labels {"id": ..., "y": ...}')
     dead_letter_topic: str | None = Field(
@@ -356,9 +394,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"cannot read config file {path} (--config): {exc.strerror}") from exc
+    except yaml.YAMLError as exc:  # str(exc) spans lines: say where and what, on one
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(
+            f"config file {path} (--config) is not valid YAML{where}: {problem}"
+        ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -366,12 +409,58 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def env_var(key: str) -> str:
+    """The environment variable that sets a dotted key (error messages name both forms).
+
+    >>> env_var("kafka.bootstrap_servers")
+    'STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS'
+    """
+    return _ENV_PREFIX + key.upper().replace(".", "__")
+
+
+_SECRET_WORDS = ("password", "token", "secret")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe(exc: ValidationError) -> str:
-    lines = []
+    """One line for the operator: each invalid key with its environment variable, what is
+    wrong and the value given; the value is left out for secrets and for whole sections
+    (which may hold a secret)."""
+    problems = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-    return "invalid settings:\n" + "\n".join(lines)
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "<root>"
+        if len(loc) < 2:
+            problems.append(f"{key}: {err['msg']}")
+            continue
+        problem = f"{key} ({env_var('.'.join(loc[:2]))}): {err['msg']}"
+        if not any(word in key.lower() for word in _SECRET_WORDS):
+            problem += f" (got {_shown(err.get('input'))})"
+        problems.append(problem)
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _describe_undecodable(exc: SettingsError) -> str:
+    """One line for an environment value that pydantic-settings could not decode as JSON (a
+    mapping, or a list that is not read as comma-separated text), naming its variable."""
+    cause = exc.__cause__
+    text = getattr(cause, "doc", None)  # json.JSONDecodeError keeps the text it was given
+    names = sorted(
+        name
+        for name, value in os.environ.items()
+        if name.upper().startswith(_ENV_PREFIX) and value == text
+    )
+    where = "; ".join(
+        f"{name[len(_ENV_PREFIX) :].lower().replace('__', '.')} ({name})" for name in names
+    )
+    return (
+        f"invalid settings: {where or exc}: not valid JSON ({cause}); a mapping or list from "
+        """the environment is JSON, e.g. '{"delta": 0.01}' or '["a", "b"]'"""
+    )
 
 
 class _MappingSource(PydanticBaseSettingsSource):
@@ -414,6 +503,8 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         layered = _Layered(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(_describe_undecodable(exc)) from None
     # Hand back a plain (picklable) Settings holding the validated sections.
     return Settings.model_construct(
         **{name: getattr(layered, name) for name in Settings.model_fields}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -63,6 +64,14 @@ class FilesystemRegistry:
             (self.root / _STAGING).mkdir(exist_ok=True)
         except OSError as exc:
             raise RegistryError(f"cannot create registry at {self.root}: {exc}") from exc
+
+    def check_writable(self) -> None:
+        """RegistryError unless a file can be written under the root: the publisher checks at
+        start-up, so a read-only volume is found then and not at the first export."""
+        try:
+            tempfile.TemporaryFile(dir=self.root / _STAGING).close()
+        except OSError as exc:
+            raise RegistryError(f"cannot write in registry at {self.root}: {exc}") from exc
 
     def _dir(self, version: int) -> Path:
         return self.root / _VERSIONS / f"{version:08d}"

@@ -66,6 +66,11 @@ class RedisRegistry:
         except redis.RedisError as exc:
             raise RegistryError(f"redis {what} failed: {exc}") from exc
 
+    def ping(self) -> None:
+        """RegistryError unless the server answers now (within the socket timeout): a start-up
+        check, since nothing else talks to the server before the first publish or poll."""
+        self._call("PING", self.client.ping)
+
     # -- versions -------------------------------------------------------------------------
     def versions(self) -> list[int]:
         raw = self._call("ZRANGE", self.client.zrange, self._key("versions"), 0, -1)

@@ -20,6 +20,7 @@ import os
 import pickle
 import random
 import re
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ class CheckpointStore:
     """Numbered, digest-named checkpoint files in one directory."""
 
     def __init__(self, directory: Path | str, keep: int = 3) -> None:
+        """Create ``directory`` if needed; OSError if it cannot be created or written (a file
+        is written and dropped now, so a read-only volume fails at start-up, not at the first
+        checkpoint)."""
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.directory = Path(directory)
@@ -105,6 +109,7 @@ class CheckpointStore:
         self.corrupt_skipped = 0  # checkpoints found unreadable on restore
         self.saved = 0
         self.directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=self.directory).close()
         for stale in self.directory.glob(".ckpt-*.tmp"):  # a crash mid-write leaves these
             stale.unlink(missing_ok=True)
         seqs = [int(m.group(1)) for p in self.directory.iterdir() if (m := _SEQ.match(p.name))]

@@ -181,3 +181,82 @@ def test_keyword_overrides_win_over_env(tmp_path, monkeypatch):
 def test_invalid_override_names_the_key():
     with pytest.raises(ConfigError, match=r"learner\.lr"):
         load_settings(learner={"lr": -1})
+
+
+# -- lists from the environment, one-line errors (issue 19) ------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        "127.0.0.1:9092,broker-2:9093",
+        " 127.0.0.1:9092 , broker-2:9093, ",
+        '["127.0.0.1:9092", "broker-2:9093"]',
+    ],
+)
+def test_bootstrap_servers_from_env_comma_separated_or_json(monkeypatch, text):
+    monkeypatch.setenv("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", text)
+    assert load_settings().kafka.bootstrap_servers == ("127.0.0.1:9092", "broker-2:9093")
+
+
+def test_a_single_bootstrap_server_from_env(monkeypatch):
+    monkeypatch.setenv("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    assert load_settings().kafka.bootstrap_servers == ("127.0.0.1:9092",)
+
+
+def test_other_lists_from_env_and_text_in_yaml(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMLEARN_LEARNER__HIDDEN", "32, 16")
+    monkeypatch.setenv("STREAMLEARN_FEATURES__NUMERIC", "amount,age")
+    s = load_settings(write(tmp_path, "features: {categorical: 'color, shape'}\n"))
+    assert s.learner.hidden == (32, 16)
+    assert s.features.numeric == ("amount", "age")
+    assert s.features.categorical == ("color", "shape")
+    assert load_settings(kafka={"bootstrap_servers": "a:1,b:2"}).kafka.bootstrap_servers == (
+        "a:1",
+        "b:2",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "key"),
+    [
+        ("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", '["a:1", ', "kafka.bootstrap_servers"),
+        ("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", " , ", "kafka.bootstrap_servers"),
+        ("STREAMLEARN_LEARNER__HIDDEN", "32,wide", "learner.hidden"),
+        ("STREAMLEARN_DRIFT__PARAMS", "delta=0.01", "drift.params"),  # a mapping: JSON only
+        ("STREAMLEARN_LEARNER__CLASSES", "a,b", "learner.classes"),  # typed items: JSON only
+    ],
+)
+def test_invalid_env_value_is_one_line_naming_key_and_variable(monkeypatch, name, text, key):
+    monkeypatch.setenv(name, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "\n" not in message
+    assert key in message and name in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_several_errors_on_one_line():
+    with pytest.raises(ConfigError) as info:
+        load_settings(learner={"lr": -1}, kafka={"max_poll_records": 0})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("invalid settings: ")
+    assert message.count("; ") >= 1
+    assert "learner.lr (STREAMLEARN_LEARNER__LR)" in message
+    assert "kafka.max_poll_records (STREAMLEARN_KAFKA__MAX_POLL_RECORDS)" in message
+
+
+def test_errors_do_not_show_secret_values():
+    with pytest.raises(ConfigError) as info:  # a section-level error: its input holds secrets
+        load_settings(kafka={"security_protocol": "SASL_SSL", "sasl_password": "hunter2"})
+    assert "hunter2" not in str(info.value) and "sasl_mechanism" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(serve={"admin_token": ["hunter2"]})
+    assert "hunter2" not in str(info.value) and "serve.admin_token" in str(info.value)
+
+
+def test_invalid_yaml_is_one_line_with_the_position(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "learner:\n  lr: [0.1\n"))
+    message = str(info.value)
+    assert "\n" not in message and "line 3" in message and "--config" in message
