@@ -1,8 +1,9 @@
 """Late labels through the worker loop, without a broker: any arrival order, exactly once.
 
-The same properties the broker tests check end to end (tests/integration/test_worker_late_labels.py),
-here fast and at many crash points: labels read before their events are learned, and after
-crashes each event is learned from its label once (counted per id in the checkpointed state).
+The same properties the broker tests check end to end
+(tests/integration/test_worker_late_labels.py), here fast and at many crash points: labels read
+before their events are learned, and after crashes each event is learned from its label once
+(counted per id in the checkpointed state).
 """
 
 from __future__ import annotations
