@@ -169,23 +169,49 @@ def _check_port(settings: Settings) -> None:
 
 
 def run_server(settings: Settings) -> None:
-    """``streamlearn serve``: uvicorn in the foreground until SIGINT/SIGTERM; an unusable port
-    or registry is a ConfigError before anything starts."""
+    """``streamlearn serve``: uvicorn in the foreground until SIGINT/SIGTERM, and the KServe v2
+    gRPC service on ``serve.grpc_port`` beside it (unless off), on the same runtime, stopped
+    gracefully after uvicorn; an unusable port or registry is a ConfigError before anything
+    serves."""
+    import contextlib
+    import signal
+    import threading
+
     import uvicorn
 
+    from streamlearn.serve.limits import uvicorn_options
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(0)  # unwinds the stack below, as the worker exits 0 on SIGTERM
+
     _check_port(settings)
+    srv = settings.serve
     registry = build_registry(settings)
-    app, _ = build_server(settings, registry)
-    try:
+    with contextlib.ExitStack() as stack:  # on the way out: gRPC stops, then the registry
+        stack.callback(registry.close)
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn handles SIGTERM itself, then re-raises it once drained: by default that
+            # would end the process before the gRPC server stops gracefully
+            previous = signal.signal(signal.SIGTERM, terminate)
+            stack.callback(signal.signal, signal.SIGTERM, previous)
+        app, runtime = build_server(settings, registry)
+        if srv.grpc_port is not None:
+            from streamlearn.serve.grpc_server import GrpcServer
+
+            try:
+                stack.callback(GrpcServer(runtime, srv).stop)
+            except OSError as exc:
+                raise _unlistenable(
+                    "serve.grpc_port", srv.host, srv.grpc_port, exc, "a port, 0 or off"
+                ) from None
         uvicorn.run(
             app,
-            host=settings.serve.host,
-            port=settings.serve.port,
+            host=srv.host,
+            port=srv.port,
             log_level="info",
             access_log=False,
+            **uvicorn_options(srv, runtime.metrics),
         )
-    finally:
-        registry.close()
 
 
 # -- Kafka worker and producer (issue 4) --------------------------------------------------------

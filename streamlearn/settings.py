@@ -248,6 +248,22 @@ class ServeSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65_535)
+    grpc_port: int | None = Field(
+        8081,
+        ge=0,
+        le=65_535,
+        description="KServe v2 gRPC port (GRPCInferenceService); 0 = any free, null or off = none",
+    )
+
+    @field_validator("grpc_port", mode="before")
+    @classmethod
+    def _grpc_off(cls, value: Any) -> Any:
+        """``off``, ``null`` or ``none`` (any case; an environment variable cannot be YAML's
+        null) turn the gRPC server off."""
+        if isinstance(value, str) and value.strip().lower() in ("off", "null", "none"):
+            return None
+        return value
+
     model_name: str = Field("streamlearn", pattern=r"^[A-Za-z0-9_.-]+$")
     admin_token: SecretStr | None = Field(
         None, description="bearer token for /admin/*; unset = admin endpoints disabled"
@@ -257,6 +273,19 @@ class ServeSettings(_Section):
     memory_poll_s: float = Field(2.0, gt=0, description="seconds between error-memory pulls")
     compensate: bool = Field(True, description="apply the pulled error memory")
     warm_rows: int = Field(8, ge=1, le=4096, description="rows of the warm-up batch")
+    max_in_flight: int = Field(
+        64, ge=1, description="requests one process handles at once; beyond: 503 + Retry-After"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request head must arrive within this (408, then closed)"
+    )
+    max_header_bytes: int = Field(
+        64 << 10, ge=1024, description="request head size limit (431, then closed)"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request body must arrive within this of its head (408)"
+    )
+    keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed")
 
 
 class KafkaSettings(_Section):

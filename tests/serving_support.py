@@ -163,38 +163,57 @@ def serving(settings: Settings, registry, *, watch: bool = True):
         server.stop()
 
 
-@contextlib.contextmanager
-def published_and_served(root: Path, **serve: object) -> Iterator[dict]:
+def publish_trained(root: Path, **serve: object) -> tuple[Settings, Prequential]:
     """A model trained with error memory, published with its memory to a filesystem registry
-    at ``root``, and a ready server on it; yields url, client (httpx), preq, runtime, metrics."""
-    import httpx
-
+    at ``root``; returns its settings (``serve`` merged into the test defaults; gRPC on any
+    free port) and the learner."""
     from streamlearn.export.memory import encode_memory
     from streamlearn.registry.filesystem import FilesystemRegistry
 
     settings = small_settings(
         memory={"enabled": True, "size": 128},
         registry={"path": str(root), "poll_s": 0.1},
-        serve={"max_batch": 50, "max_body_bytes": 64 * 1024, **serve},
+        serve={"max_batch": 50, "max_body_bytes": 64 * 1024, "grpc_port": 0, **serve},
     )
     preq = Prequential.from_settings(settings)
     train(preq, *make_rows(1200, 1))
     registry = FilesystemRegistry(root)
-    registry.publish(export(preq))
-    registry.push_memory(encode_memory(preq.memory, 1))
+    try:
+        registry.publish(export(preq))
+        registry.push_memory(encode_memory(preq.memory, 1))
+    finally:
+        registry.close()
+    return settings, preq
+
+
+@contextlib.contextmanager
+def published_and_served(root: Path, **serve: object) -> Iterator[dict]:
+    """:func:`publish_trained`, and a ready server on it, HTTP and gRPC; yields url, client
+    (httpx), grpc (host:port), preq, runtime, metrics."""
+    import httpx
+
+    from streamlearn.registry.filesystem import FilesystemRegistry
+    from streamlearn.serve.grpc_server import GrpcServer
+
+    settings, preq = publish_trained(root, **serve)
+    registry = FilesystemRegistry(root)
     try:
         with (
             serving(settings, registry) as (url, runtime, metrics),
             httpx.Client(base_url=url, timeout=10) as client,
         ):
-            for _ in range(200):
-                r = client.get("/v2/health/ready")
-                if r.status_code == 200 and r.json()["model_version"] == "1":
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError("server never became ready")
-            yield {"url": url, "client": client, "preq": preq, "runtime": runtime,
-                   "metrics": metrics}  # fmt: skip
+            grpc_server = GrpcServer(runtime, settings.serve)
+            try:
+                for _ in range(200):
+                    r = client.get("/v2/health/ready")
+                    if r.status_code == 200 and r.json()["model_version"] == "1":
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("server never became ready")
+                yield {"url": url, "client": client, "grpc": f"127.0.0.1:{grpc_server.port}",
+                       "preq": preq, "runtime": runtime, "metrics": metrics}  # fmt: skip
+            finally:
+                grpc_server.stop(0)
     finally:
         registry.close()

@@ -1,4 +1,5 @@
-"""The serving tier's metrics (``GET /metrics``): requests, swaps, refusals, the error memory.
+"""The serving tier's metrics (``GET /metrics``): requests, swaps, refusals, the error memory,
+and requests cut off by a server limit.
 
 The request path makes two metric updates (children cached per endpoint and status code).
 """
@@ -9,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
 
-__all__ = ["ARTIFACT_REFUSALS", "SWAP_RESULTS", "ServeMetrics"]
+__all__ = ["ARTIFACT_REFUSALS", "REQUEST_LIMITS", "SWAP_RESULTS", "ServeMetrics"]
 
 SWAP_RESULTS = ("swapped", "refused", "fetch_failed")
 ARTIFACT_REFUSALS = (
@@ -21,6 +22,7 @@ ARTIFACT_REFUSALS = (
     "warmup_failed",
     "missing_file",
 )
+REQUEST_LIMITS = ("in_flight", "header_timeout", "header_size", "body_timeout")
 REQUEST_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
@@ -53,7 +55,16 @@ class ServeMetrics:
         )
         for reason in ARTIFACT_REFUSALS:
             self.refused.labels(reason)
+        self.republished = m.counter(
+            "versions_republished",
+            "Versions loaded whose number is the served one's, with other bytes (a registry that "
+            "restarted empty)",
+        )
         self.registry_errors = m.counter("registry_errors", "Failed registry reads")
+        self.rejected = m.counter(
+            "requests_rejected", "Requests cut off by a server limit (serve.*), by limit", ["limit"]
+        )
+        self._rejected = {limit: self.rejected.labels(limit) for limit in REQUEST_LIMITS}
         self.rows = m.counter(
             "predicted_rows", "Rows predicted, by error-memory compensation", ["compensated"]
         )
@@ -91,6 +102,14 @@ class ServeMetrics:
         """A version was refused (the old model keeps serving)."""
         self._swaps["refused"].inc()
         self.refused.labels(reason).inc()
+
+    def observe_republished(self) -> None:
+        """The version about to be served has the served one's number but other bytes."""
+        self.republished.inc()
+
+    def observe_rejected(self, limit: str) -> None:
+        """A request was cut off by ``limit`` (one of REQUEST_LIMITS)."""
+        self._rejected[limit].inc()
 
     def observe_registry_error(self, fetching: bool = False) -> None:
         """A registry read failed; ``fetching``: while fetching a new version."""

@@ -47,6 +47,12 @@ class Registry(Protocol):
         """The stored bytes of one version (RegistryError if it is not there)."""
         ...
 
+    def fetch_meta(self, version: int) -> bytes:
+        """The version's ``meta.json`` bytes alone: small, so serving reads them every poll to
+        tell artifacts apart by digest (RegistryError if the version is not there,
+        ArtifactError("missing_file") if it has no meta.json)."""
+        ...
+
     def rollback(self, version: int | None = None) -> int:
         """Point at ``version``, or at the newest stored version older than the current one."""
         ...

@@ -130,19 +130,23 @@ class FilesystemRegistry:
             raise RegistryError(f"{self.root / _POINTER} holds {text[:20]!r}, not a version")
         return int(text)
 
-    def fetch(self, version: int) -> StoredArtifact:
+    def _read(self, version: int, name: str) -> bytes:
         folder = self._dir(version)
-        if not folder.is_dir():
-            raise RegistryError(f"version {version} is not stored under {self.root}")
-        parts: list[bytes] = []
-        for name in _FILES:
-            try:
-                parts.append((folder / name).read_bytes())
-            except FileNotFoundError:
-                raise ArtifactError("missing_file", f"version {version} has no {name}") from None
-            except OSError as exc:
-                raise RegistryError(f"cannot read {folder / name}: {exc}") from exc
-        return StoredArtifact(version, parts[0], parts[1])
+        try:
+            return (folder / name).read_bytes()
+        except FileNotFoundError:
+            if not folder.is_dir():
+                raise RegistryError(f"version {version} is not stored under {self.root}") from None
+            raise ArtifactError("missing_file", f"version {version} has no {name}") from None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {folder / name}: {exc}") from exc
+
+    def fetch(self, version: int) -> StoredArtifact:
+        onnx, meta = (self._read(version, name) for name in _FILES)
+        return StoredArtifact(version, onnx, meta)
+
+    def fetch_meta(self, version: int) -> bytes:
+        return self._read(version, _FILES[1])
 
     def rollback(self, version: int | None = None) -> int:
         target = rollback_target(self.versions(), self.current(), version)

@@ -120,6 +120,15 @@ class RedisRegistry:
             raise ArtifactError("missing_file", f"version {version} lacks {', '.join(missing)}")
         return StoredArtifact(version, fields[b"onnx"], fields[b"meta"])
 
+    def fetch_meta(self, version: int) -> bytes:
+        key = self._key("artifact", version)
+        meta: bytes | None = self._call("HGET", self.client.hget, key, "meta")
+        if meta is None:
+            if not self._call("EXISTS", self.client.exists, key):
+                raise RegistryError(f"version {version} is not stored in redis")
+            raise ArtifactError("missing_file", f"version {version} lacks meta")
+        return meta
+
     def rollback(self, version: int | None = None) -> int:
         target = rollback_target(self.versions(), self.current(), version)
         self._call("SET", self.client.set, self._key("current"), target)

@@ -20,12 +20,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from streamlearn import __version__
-from streamlearn.errors import RegistryError
+from streamlearn.errors import ArtifactError, RegistryError
+from streamlearn.export.artifact import ModelBundle
 from streamlearn.serve.codec import (
     HEADER_LENGTH,
     parse_body,
@@ -34,11 +36,12 @@ from streamlearn.serve.codec import (
     v2_response,
 )
 from streamlearn.serve.inference import check_finite, infer
+from streamlearn.serve.limits import RequestLimits
 from streamlearn.serve.runtime import Served, ServingRuntime
 from streamlearn.serve.tensors import ApiError
 from streamlearn.settings import ServeSettings
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "describe_model", "served_model"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
@@ -91,22 +94,9 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
         return wrap
 
     def model(request: Request) -> Served:
-        """The served state for a request naming our model, and its version if the route has
-        one (404 other names and versions, 503 none yet)."""
-        asked = request.path_params["name"]
-        if asked != name:
-            raise ApiError(404, f"unknown model {asked!r}; this server serves {name!r}")
-        served = runtime.state
-        if served.bundle is None:
-            raise ApiError(503, "no model loaded yet; the worker has not published one")
-        version = request.path_params.get("version")
-        if version is not None and version != str(served.bundle.version):
-            raise ApiError(
-                404,
-                f"version {version!r} of {name!r} is not served; version "
-                f"{served.bundle.version} is",
-            )
-        return served
+        """The served state for the route's model name and version (see served_model)."""
+        params = request.path_params
+        return served_model(runtime, name, params["name"], params.get("version"))
 
     # -- health and metadata --------------------------------------------------------------
     @endpoint("live")
@@ -130,22 +120,7 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
     async def model_metadata(request: Request) -> Response:
         bundle = model(request).bundle
         assert bundle is not None
-        meta = bundle.meta
-        return JSONResponse(
-            {
-                "name": name,
-                "versions": [str(bundle.version)],
-                "platform": "onnxruntime_onnx",
-                "inputs": [{"name": k, **v} for k, v in meta.get("inputs", {}).items()],
-                "outputs": [{"name": k, **v} for k, v in meta.get("outputs", {}).items()],
-                "parameters": {
-                    "task": meta["task"],
-                    "classes": bundle.classes,
-                    "created": meta.get("created"),
-                    "sha256": bundle.sha256,
-                },
-            }
-        )
+        return JSONResponse(describe_model(name, bundle))
 
     @endpoint("model_ready")
     async def model_ready(request: Request) -> Response:
@@ -198,10 +173,14 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
             raise ApiError(401, "admin endpoints need 'Authorization: Bearer <serve.admin_token>'")
 
     def status() -> dict[str, Any]:
+        """What the admin endpoints answer: the registry pointer at the runtime's last look,
+        the version served (they differ while the pointer names a refused artifact) and the
+        refused versions with their reasons."""
         bundle = runtime.state.bundle
         return {
+            "pointer": runtime.pointer,
             "model_version": None if bundle is None else bundle.version,
-            "refused": {str(v): r for v, r in dict(runtime.refused).items()},
+            "refused": {str(v): r for v, r in runtime.refused.items()},
         }
 
     @endpoint("admin_reload")
@@ -221,10 +200,13 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
                 400, '"version" must be an integer (or leave it out for the previous one)'
             )
         try:
-            target = await run_in_threadpool(runtime.rollback, version)
+            await run_in_threadpool(runtime.rollback, version)
+        except ArtifactError as exc:  # the pointer did not move
+            body = {"error": f"rollback refused: {exc}", "reason": exc.reason, **status()}
+            return JSONResponse(body, 409)
         except RegistryError as exc:
             raise ApiError(409, f"rollback impossible: {exc}") from None
-        return JSONResponse({"pointer": target, **status()})
+        return JSONResponse(status())
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -262,6 +244,42 @@ def build_app(runtime: ServingRuntime, settings: ServeSettings, *, watch: bool =
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(RequestLimits, settings=settings, metrics=metrics)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
+
+
+def served_model(runtime: ServingRuntime, name: str, asked: str, version: str | None) -> Served:
+    """The served state, read once, for a request naming model ``asked`` (and ``version``, if
+    it names one): 404 for other names and versions, 503 before a model is loaded. The one
+    lookup of every transport (HTTP routes, gRPC messages), so they answer alike."""
+    if asked != name:
+        raise ApiError(404, f"unknown model {asked!r}; this server serves {name!r}")
+    served = runtime.state
+    if served.bundle is None:
+        raise ApiError(503, "no model loaded yet; the worker has not published one")
+    if version is not None and version != str(served.bundle.version):
+        raise ApiError(
+            404,
+            f"version {version!r} of {name!r} is not served; version {served.bundle.version} is",
+        )
+    return served
+
+
+def describe_model(name: str, bundle: ModelBundle) -> dict[str, Any]:
+    """The v2 model metadata of the served ``bundle`` (HTTP's JSON; gRPC's message from it)."""
+    meta = bundle.meta
+    return {
+        "name": name,
+        "versions": [str(bundle.version)],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": k, **v} for k, v in meta.get("inputs", {}).items()],
+        "outputs": [{"name": k, **v} for k, v in meta.get("outputs", {}).items()],
+        "parameters": {
+            "task": meta["task"],
+            "classes": bundle.classes,
+            "created": meta.get("created"),
+            "sha256": bundle.sha256,
+        },
+    }

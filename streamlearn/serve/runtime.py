@@ -4,9 +4,13 @@ Requests read :attr:`ServingRuntime.state` once and use that pair to the end, so
 changes a request half-way: in-flight requests finish on the old bundle, the next ones get the
 new one, and nothing is locked on the request path. The watcher thread (or an admin reload)
 fetches a new version, verifies its sha256, loads and warms it *before* the reference moves; a
-corrupt, truncated or mismatching artifact is refused, counted and remembered (not refetched
-until the pointer moves or an admin reload), and the old model keeps serving. The error memory
-is pulled every ``memory_poll_s`` and swapped the same way.
+corrupt, truncated or mismatching artifact is refused, counted and logged once, and the old
+model keeps serving. Artifacts are told apart by digest, the sha256 of their ``meta.json``
+(which records the model's sha256), read every poll: a number is no identity, since a registry
+that restarts empty numbers from 1 again. So refusals are remembered by digest (not refetched
+until an admin reload), and a version with the served number but another digest is loaded. A
+rollback passes the same checks before the registry pointer moves. The error memory is pulled
+every ``memory_poll_s`` and swapped the same way.
 """
 
 from __future__ import annotations
@@ -20,15 +24,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamlearn.errors import ArtifactError, RegistryError
-from streamlearn.export.artifact import ModelBundle, load_bundle
+from streamlearn.export.artifact import ModelBundle, load_bundle, sha256_hex
 from streamlearn.export.memory import MemorySnapshot, decode_memory
 from streamlearn.metrics.serve import ServeMetrics
-from streamlearn.registry.base import Registry
+from streamlearn.registry.base import Registry, rollback_target
 
-__all__ = ["Served", "ServingRuntime"]
+__all__ = ["Refusal", "Served", "ServingRuntime"]
 
 log = logging.getLogger(__name__)
 _SLICE_S = 0.25  # longest the watcher blocks without looking at its stop flag
+_REFUSALS_KEPT = 1000  # digests remembered; beyond, the oldest is forgotten (refused again if met)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,15 @@ class Served:
             return False
         width = 1 if b.regression else b.n_outputs
         return m.hidden_dim == b.hidden_dim and m.width == width and m.regression == b.regression
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An artifact serving will not load: the version number it had, and why."""
+
+    version: int
+    reason: str  # the metric label (ArtifactError.reason)
+    message: str
 
 
 class ServingRuntime:
@@ -66,7 +80,10 @@ class ServingRuntime:
         self.warm_rows = warm_rows
         self.compensate = compensate
         self.state = Served()
-        self.refused: dict[int, str] = {}  # version → reason, skipped until reload
+        self.pointer: int | None = None  # the registry pointer at the last look
+        self._digest: str | None = None  # of the served artifact
+        self._refused: dict[str, Refusal] = {}  # digest → refusal, skipped until a reload
+        self._stranded: str | None = None  # pointer digest with no good version to fall back to
         self._memory_digest: bytes | None = None
         self._lock = threading.Lock()  # one refresh at a time (watcher vs admin)
         self._stop = threading.Event()
@@ -87,38 +104,115 @@ class ServingRuntime:
         return prediction, hidden, False
 
     # -- refresh --------------------------------------------------------------------------
-    def refresh_model(self, force: bool = False) -> bool:
-        """Swap in the registry's current version if it is new and good; True on a swap."""
+    @property
+    def refused(self) -> dict[int, str]:
+        """Refused artifacts as version number → reason (for status; remembered by digest)."""
+        return {r.version: r.reason for r in list(self._refused.values())}
+
+    def refresh_model(self) -> bool:
+        """Swap in the artifact the registry points at if it is new and good; True on a swap.
+
+        With nothing served yet and the pointer on a refused artifact, the newest older stored
+        version that passes is served instead, so the replica becomes ready (the pointer is
+        left alone: it belongs to the worker and the operators).
+        """
         with self._lock:
+            start = time.perf_counter()
             try:
-                version = self.registry.current()
+                pointer = self.registry.current()
             except RegistryError as exc:
                 self.metrics.observe_registry_error()
                 log.warning("registry pointer unreadable, keeping the current model: %s", exc)
                 return False
-            served = self.state.bundle
-            if version is None or (served is not None and served.version == version):
+            self.pointer = pointer
+            if pointer is None:
                 return False
-            if version in self.refused and not force:
-                return False
-            start = time.perf_counter()
             try:
-                stored = self.registry.fetch(version)
-                bundle = load_bundle(version, stored.onnx, stored.meta, self.warm_rows)
-            except ArtifactError as exc:
-                self.refused[version] = exc.reason
-                self.metrics.observe_refused(exc.reason)
-                log.error("refused model version %s, keeping %s: %s", version, _v(served), exc)
-                return False
+                digest = self._identify(pointer)
+                if digest == self._digest:
+                    return False
+                found = self._check(pointer, digest)
+                if isinstance(found, Refusal) and self.state.bundle is None:
+                    found, digest = self._fall_back(pointer, found, digest)
             except RegistryError as exc:
                 self.metrics.observe_registry_error(fetching=True)
-                log.warning("cannot fetch version %s, keeping %s: %s", version, _v(served), exc)
+                log.warning(
+                    "cannot fetch version %s, keeping %s: %s", pointer, _v(self.state.bundle), exc
+                )
                 return False
-            self.state = Served(bundle, self.state.snapshot)  # the swap: one reference
-            self.refused.pop(version, None)
-            self.metrics.observe_swap(version, time.perf_counter() - start)
-            log.info("serving model version %s (was %s)", version, _v(served))
+            if isinstance(found, Refusal):
+                return False
+            self._swap(found, digest, start)
             return True
+
+    def _identify(self, version: int) -> str:
+        """The artifact's digest: sha256 of its meta.json (small: read every poll). A version
+        without one is keyed by its number, met again only while it still lacks it."""
+        try:
+            return sha256_hex(self.registry.fetch_meta(version))
+        except ArtifactError:
+            return f"no meta.json at version {version}"
+
+    def _check(self, version: int, digest: str) -> ModelBundle | Refusal:
+        """Everything a swap demands of ``version``: fetch, meta, sha256, load, signature and
+        warm-up. A refusal is remembered by digest, counted and logged once; an artifact refused
+        before is not fetched again. RegistryError passes."""
+        known = self._refused.get(digest)
+        if known is not None:
+            return known
+        try:
+            stored = self.registry.fetch(version)
+            return load_bundle(version, stored.onnx, stored.meta, self.warm_rows)
+        except ArtifactError as exc:
+            refusal = self._refused[digest] = Refusal(version, exc.reason, str(exc))
+            if len(self._refused) > _REFUSALS_KEPT:
+                del self._refused[next(iter(self._refused))]
+            self.metrics.observe_refused(exc.reason)
+            log.error(
+                "refused model version %s (digest %.12s), keeping %s: %s",
+                version, digest, _v(self.state.bundle), exc,
+            )  # fmt: skip
+            return refusal
+
+    def _fall_back(
+        self, pointer: int, refusal: Refusal, digest: str
+    ) -> tuple[ModelBundle | Refusal, str]:
+        """The newest stored version older than the refused ``pointer`` that passes, with its
+        digest; else the pointer's refusal, logged once as the reason the replica is not ready."""
+        if digest == self._stranded:
+            return refusal, digest
+        for version in reversed([v for v in self.registry.versions() if v < pointer]):
+            older = self._identify(version)
+            found = self._check(version, older)
+            if isinstance(found, ModelBundle):
+                log.warning(
+                    "the registry points at refused version %s (%s); serving %s, the newest "
+                    "older version that passes, until the pointer moves",
+                    pointer, refusal.reason, version,
+                )  # fmt: skip
+                return found, older
+        self._stranded = digest
+        log.error(
+            "not ready: the registry points at refused version %s (%s) and no older stored "
+            "version passes; publish a good version or roll back to one",
+            pointer, refusal.message,
+        )  # fmt: skip
+        return refusal, digest
+
+    def _swap(self, bundle: ModelBundle, digest: str, start: float) -> None:
+        """Serve ``bundle`` from the next request on (callers hold the lock)."""
+        served = self.state.bundle
+        if served is not None and served.version == bundle.version:
+            self.metrics.observe_republished()
+            log.warning(
+                "version %s was re-published with other bytes (digest %.12s, was %.12s; a "
+                "registry that restarted empty?): serving the new one",
+                bundle.version, digest, self._digest,
+            )  # fmt: skip
+        self.state = Served(bundle, self.state.snapshot)  # the swap: one reference
+        self._digest = digest
+        self.metrics.observe_swap(bundle.version, time.perf_counter() - start)
+        log.info("serving model version %s (was %s)", bundle.version, _v(served))
 
     def refresh_memory(self) -> bool:
         """Take a new error-memory snapshot into use; True when one was."""
@@ -146,19 +240,35 @@ class ServingRuntime:
             return True
 
     def reload(self) -> int | None:
-        """Admin: retry refused versions and re-read the memory now; the version served."""
-        self.refused.clear()
-        self._memory_digest = None
-        self.refresh_model(force=True)
+        """Admin: forget refusals (so they are checked again), re-read pointer and memory now;
+        the version served."""
+        with self._lock:
+            self._refused.clear()
+            self._stranded = None
+            self._memory_digest = None
+        self.refresh_model()
         self.refresh_memory()
         return _v(self.state.bundle)
 
     def rollback(self, version: int | None = None) -> int:
-        """Admin: move the registry pointer back and serve that version now."""
-        target = self.registry.rollback(version)
-        self.refused.pop(target, None)
-        self.refresh_model(force=True)
-        return target
+        """Admin: serve ``version`` (default: the newest stored one older than the pointer) and
+        point the registry at it, only once it passed every check of a swap: the pointer never
+        moves to an artifact replicas refuse. Returns it; ArtifactError if it is refused, with
+        the pointer unchanged; RegistryError if it is not stored or the registry fails."""
+        with self._lock:
+            start = time.perf_counter()
+            target = rollback_target(self.registry.versions(), self.registry.current(), version)
+            digest = self._identify(target)
+            found = None if digest == self._digest else self._check(target, digest)
+            if isinstance(found, Refusal):
+                raise ArtifactError(
+                    found.reason, f"version {target} fails the checks of a swap ({found.message})"
+                )
+            self.registry.rollback(target)
+            self.pointer = target
+            if found is not None:
+                self._swap(found, digest, start)
+            return target
 
     # -- watcher thread -------------------------------------------------------------------
     def _run(self) -> None:
