@@ -9,8 +9,9 @@ from streamlearn.settings import Settings, env_var
 from streamlearn.sources import FileSource, Source, SyntheticSource
 
 if TYPE_CHECKING:  # the learner (torch), serving stack and Kafka: only where a command uses them
+    import socket
     import threading
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client import CollectorRegistry
@@ -153,65 +154,104 @@ def build_server(
     return build_app(runtime, srv, watch=watch), runtime
 
 
-def _check_port(settings: Settings) -> None:
-    """ConfigError naming ``serve.port`` if the port cannot be listened on (uvicorn would log
-    and exit 1): bound and released once before uvicorn binds it."""
-    import socket
-
-    host, port = settings.serve.host, settings.serve.port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        raise _unlistenable("serve.port", host, port, exc, "--port") from None
-
-
 def run_server(settings: Settings) -> None:
-    """``streamlearn serve``: uvicorn in the foreground until SIGINT/SIGTERM, and the KServe v2
-    gRPC service on ``serve.grpc_port`` beside it (unless off), on the same runtime, stopped
-    gracefully after uvicorn; an unusable port or registry is a ConfigError before anything
-    serves."""
+    """``streamlearn serve``: ``serve.processes`` server processes (0: one per CPU this process
+    may use) on the HTTP port and the KServe v2 gRPC port, until SIGINT/SIGTERM; an unusable
+    port or registry is a ConfigError before anything serves.
+
+    One process serves in this one; several are forked children (serve/processes.py), each a
+    whole server on ``SO_REUSEPORT`` sockets while this process holds the ports."""
     import contextlib
+    import logging
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from streamlearn.kernels.cpus import available_cpus
+    from streamlearn.serve.processes import reserve_port, serve_processes
+
+    log = logging.getLogger(__name__)
+
+    srv = settings.serve
+    count = srv.processes or max(1, int(available_cpus()))
+    build_registry(settings).close()  # checked once here; each server process opens its own
+    if count > 1 and threading.current_thread() is not threading.main_thread():
+        log.warning("serving from a thread: one server process (signals need the main thread)")
+        count = 1
+    if count == 1:
+        _serve(settings, srv.port, srv.grpc_port, shared=False)
+        return
+    with contextlib.ExitStack() as held:
+        http = held.enter_context(_reserve(reserve_port, srv.host, srv.port, "serve.port"))
+        grpc = None
+        if srv.grpc_port is not None:
+            grpc = held.enter_context(
+                _reserve(reserve_port, srv.host, srv.grpc_port, "serve.grpc_port")
+            ).getsockname()[1]
+        http_port = http.getsockname()[1]
+        log.info(
+            "%d server processes on %s: HTTP port %d, gRPC port %s",
+            count, srv.host, http_port, grpc if grpc is not None else "off",
+        )  # fmt: skip
+        metrics_dir = Path(held.enter_context(tempfile.TemporaryDirectory(prefix="streamlearn-")))
+        serve_processes(count, lambda: _serve(settings, http_port, grpc, shared=True), metrics_dir)
+
+
+def _reserve(
+    reserve: Callable[[str, int], socket.socket], host: str, port: int, key: str
+) -> socket.socket:
+    """``reserve(host, port)``, an OSError turned into the ConfigError naming ``key``."""
+    try:
+        return reserve(host, port)
+    except OSError as exc:
+        flag = "--port" if key == "serve.port" else "a port, 0 or off"
+        raise _unlistenable(key, host, port, exc, flag) from None
+
+
+def _serve(settings: Settings, http_port: int, grpc_port: int | None, *, shared: bool) -> None:
+    """One server process: the registry, the runtime and its watcher, uvicorn on ``http_port``
+    and the gRPC service on ``grpc_port`` (unless None), until SIGTERM/SIGINT; gRPC stops
+    gracefully after uvicorn, then the registry closes. ``shared``: the ports are held by the
+    parent and bound here with ``SO_REUSEPORT`` beside the other server processes."""
+    import contextlib
+    import functools
     import signal
     import threading
 
     import uvicorn
 
     from streamlearn.serve.limits import uvicorn_options
+    from streamlearn.serve.processes import bound_socket
 
     def terminate(signum: int, frame: object) -> None:
         raise SystemExit(0)  # unwinds the stack below, as the worker exits 0 on SIGTERM
 
-    _check_port(settings)
     srv = settings.serve
-    registry = build_registry(settings)
     with contextlib.ExitStack() as stack:  # on the way out: gRPC stops, then the registry
+        registry = build_registry(settings)
         stack.callback(registry.close)
         if threading.current_thread() is threading.main_thread():
             # uvicorn handles SIGTERM itself, then re-raises it once drained: by default that
             # would end the process before the gRPC server stops gracefully
             previous = signal.signal(signal.SIGTERM, terminate)
             stack.callback(signal.signal, signal.SIGTERM, previous)
+        listen = functools.partial(bound_socket, reuse_port=shared)
+        http = stack.enter_context(_reserve(listen, srv.host, http_port, "serve.port"))
         app, runtime = build_server(settings, registry)
-        if srv.grpc_port is not None:
+        if grpc_port is not None:
             from streamlearn.serve.grpc_server import GrpcServer
 
             try:
-                stack.callback(GrpcServer(runtime, srv).stop)
+                grpc = GrpcServer(runtime, srv, port=grpc_port, shared=shared)
             except OSError as exc:
                 raise _unlistenable(
-                    "serve.grpc_port", srv.host, srv.grpc_port, exc, "a port, 0 or off"
+                    "serve.grpc_port", srv.host, grpc_port, exc, "a port, 0 or off"
                 ) from None
-        uvicorn.run(
-            app,
-            host=srv.host,
-            port=srv.port,
-            log_level="info",
-            access_log=False,
-            **uvicorn_options(srv, runtime.metrics),
+            stack.callback(grpc.stop)
+        config = uvicorn.Config(
+            app, log_level="info", access_log=False, **uvicorn_options(srv, runtime.metrics)
         )
+        uvicorn.Server(config).run(sockets=[http])
 
 
 # -- Kafka worker and producer (issue 4) --------------------------------------------------------

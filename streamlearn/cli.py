@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis", metavar="URL", help="use the Redis registry at URL instead")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        help="server processes, each a whole server on the same ports (default 0: one per CPU "
+        "this process may use, cgroup limits included)",
+    )
 
     _add_worker(commands)
     _add_produce(commands)
@@ -182,7 +188,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         registry.update(kind="filesystem", path=args.registry)
     if args.redis is not None:
         registry.update(kind="redis", url=args.redis)
-    serve = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    given = (("host", args.host), ("port", args.port), ("processes", args.processes))
+    serve = {k: v for k, v in given if v is not None}
     return {"registry": registry, "serve": serve}
 
 
@@ -267,9 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("worker", "produce"):
             return _kafka_command(args)
         if args.command == "serve":
-            from streamlearn.app import run_server
+            from streamlearn.app import configure_logging, run_server
 
-            run_server(load_settings(args.config, **_serve_overrides(args)))
+            settings = load_settings(args.config, **_serve_overrides(args))
+            configure_logging("INFO")
+            run_server(settings)
             return 0
         if args.serve:
             from streamlearn.demo.serving import run_live_demo

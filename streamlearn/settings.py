@@ -244,10 +244,13 @@ class RegistrySettings(_Section):
 
 
 class ServeSettings(_Section):
-    """The HTTP serving tier (KServe v2 + v1 :predict)."""
+    """The serving tier: KServe v2 over HTTP and gRPC, v1 :predict."""
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65_535)
+    processes: int = Field(
+        0, ge=0, le=256, description="server processes on the ports (0 = one per usable CPU)"
+    )
     grpc_port: int | None = Field(
         8081,
         ge=0,

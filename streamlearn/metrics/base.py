@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamlearn import __version__
 
-__all__ = ["SLOW_BUCKETS", "MetricFactory"]
+__all__ = ["SLOW_BUCKETS", "Across", "MetricFactory"]
+
+# how a gauge's values from several server processes combine (prometheus-client's names)
+Across = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum"]
 
 SLOW_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -22,8 +26,14 @@ class MetricFactory:
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(self.prefix + name, doc, labels, registry=self.registry)
 
-    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(self.prefix + name, doc, labels, registry=self.registry)
+    def gauge(
+        self, name: str, doc: str, labels: Sequence[str] = (), across: Across = "all"
+    ) -> Gauge:
+        """``across``: how several server processes' values combine (prometheus-client's
+        multiprocess mode; ignored in one process)."""
+        return Gauge(
+            self.prefix + name, doc, labels, registry=self.registry, multiprocess_mode=across
+        )
 
     def histogram(
         self, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()
@@ -31,5 +41,8 @@ class MetricFactory:
         return Histogram(self.prefix + name, doc, labels, buckets=buckets, registry=self.registry)
 
     def build_info(self) -> None:
-        info = Info(self.prefix + "build", "streamlearn version", registry=self.registry)
-        info.info({"version": __version__})
+        """``<prefix>build_info{version} 1`` (a gauge, as an Info would expose it: Info has no
+        multiprocess mode)."""
+        self.gauge("build_info", "streamlearn version", ["version"], "max").labels(__version__).set(
+            1
+        )

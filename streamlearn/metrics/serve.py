@@ -6,7 +6,10 @@ The request path makes two metric updates (children cached per endpoint and stat
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
 
@@ -43,8 +46,10 @@ class ServeMetrics:
             ["endpoint"],
         )  # fmt: skip
         self._request: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self.model_version = m.gauge("model_version", "Version served (0 = none)")
-        self.ready = m.gauge("ready", "1 when a model is loaded")
+        # several processes: the lowest live one (a process still on an old version, or not
+        # ready, shows)
+        self.model_version = m.gauge("model_version", "Version served (0 = none)", across="livemin")
+        self.ready = m.gauge("ready", "1 when a model is loaded", across="livemin")
         self.swaps = m.counter("swaps", "New versions met by the watcher, by result", ["result"])
         self._swaps = {result: self.swaps.labels(result) for result in SWAP_RESULTS}
         self.swap_seconds = m.histogram(
@@ -75,8 +80,19 @@ class ServeMetrics:
         )
         self.memory_refused.labels("bad_memory")
         self.memory_pushed_unix = m.gauge(
-            "memory_pushed_timestamp_seconds", "When the memory in use was pushed (0 = none)"
+            "memory_pushed_timestamp_seconds",
+            "When the memory in use was pushed (0 = none)",
+            across="livemin",
         )
+
+    def exposition(self) -> bytes:
+        """The text format of ``/metrics``: this process's registry, or, with several server
+        processes (``PROMETHEUS_MULTIPROC_DIR`` set), all of them aggregated."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None:
+            return generate_latest(self.registry)
+        aggregate = CollectorRegistry()
+        MultiProcessCollector(aggregate)
+        return generate_latest(aggregate)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """One answered request (children cached: two metric updates per request)."""

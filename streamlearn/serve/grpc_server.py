@@ -72,23 +72,33 @@ class _Undecodable:
 
 class GrpcServer:
     """The service on ``serve.host:serve.grpc_port`` (0: any free port; :attr:`port` says
-    which), bound and started at construction; OSError if the port cannot be bound."""
+    which), bound and started at construction; OSError if the port cannot be bound.
+    ``shared``: bound with ``SO_REUSEPORT`` beside the other server processes on ``port``
+    (serve/processes.py holds it), instead of refusing a port in use."""
 
-    def __init__(self, runtime: ServingRuntime, settings: ServeSettings) -> None:
-        assert settings.grpc_port is not None, "serve.grpc_port is off"
+    def __init__(
+        self,
+        runtime: ServingRuntime,
+        settings: ServeSettings,
+        *,
+        port: int | None = None,
+        shared: bool = False,
+    ) -> None:
+        port = settings.grpc_port if port is None else port
+        assert port is not None, "serve.grpc_port is off"
         self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="streamlearn-grpc")
         self._server = grpc.server(
             self._pool,
             handlers=[_service(runtime, settings)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
-                ("grpc.so_reuseport", 0),  # a port in use is an error, not silently shared
+                ("grpc.so_reuseport", int(shared)),  # alone: a port in use is an error
             ],
             maximum_concurrent_rpcs=settings.max_in_flight,
         )
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         try:
-            self.port = self._server.add_insecure_port(f"{host}:{settings.grpc_port}")
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
         except RuntimeError:  # grpcio >= 1.5x raises where older ones returned 0
             self.port = 0
         if not self.port:
