@@ -13,13 +13,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import uvicorn
 
 from streamlearn.app import build_prequential, build_publisher, build_server, build_source
 from streamlearn.events import Event
 from streamlearn.registry.filesystem import FilesystemRegistry
+from streamlearn.serve.limits import uvicorn_options
 from streamlearn.settings import Settings
 
 __all__ = ["BackgroundServer", "LiveDemoReport", "run_live_demo"]
@@ -35,15 +36,17 @@ class LiveDemoReport:
 
 
 class BackgroundServer:
-    """uvicorn serving ``app`` from a daemon thread (the demo, tests and benchmarks use it)."""
+    """uvicorn serving ``app`` from a daemon thread (the demo, tests and benchmarks use it);
+    ``options`` go to ``uvicorn.Config`` (``serve.limits.uvicorn_options``: the head limits)."""
 
-    def __init__(self, app: object, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: object, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
         config = uvicorn.Config(
             app,  # type: ignore[arg-type]
             host=host,
             port=port,
             log_level="warning",
             access_log=False,
+            **options,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
@@ -72,9 +75,9 @@ def run_live_demo(
     out = out or sys.stdout
     stop = stop or threading.Event()
     registry = FilesystemRegistry(settings.registry.path, keep=settings.registry.keep)
-    app, _ = build_server(settings, registry)
+    app, runtime = build_server(settings, registry)
     srv = settings.serve
-    server = BackgroundServer(app, srv.host, srv.port)
+    server = BackgroundServer(app, srv.host, srv.port, **uvicorn_options(srv, runtime.metrics))
     report = LiveDemoReport(url=server.url)
     preq, publisher = build_prequential(settings), build_publisher(settings, registry)
     example: dict[str, object] | None = None
