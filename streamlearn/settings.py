@@ -372,8 +372,13 @@ class WorkerSettings(_Section):
         "CRITICAL", description="Kafka client library logs (they repeat per retry)"
     )
     log_every_s: float = Field(30.0, gt=0, description="seconds between progress lines")
+    no_partitions_warn_s: float = Field(
+        60.0, gt=0, description="warn (every log_every_s) after this long without a partition"
+    )
     shutdown_timeout_s: float = Field(
-        10.0, ge=0, description="on stop, how long to wait for unacknowledged messages"
+        10.0,
+        ge=0,
+        description="on stop: final settle, checkpoint, commit and client close end within this",
     )
 
 

@@ -46,7 +46,7 @@ class FakeReader:
     def assignment(self) -> set[TopicPartition]:
         return set(self.position)
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+    def commit(self, offsets: Mapping[TopicPartition, int], timeout_s: float | None = None) -> None:
         self.on_commit(offsets)
         self.commits.append(dict(offsets))
 
@@ -58,7 +58,7 @@ class FakeReader:
     ) -> dict[TopicPartition, int]:
         return {tp: len(self.log[tp]) + self.end_offset_error for tp in partitions}
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
         return None
 
     def revoke_all(self) -> Mapping[TopicPartition, int]:

@@ -1,7 +1,8 @@
 """The worker's metrics, served on ``metrics.port`` by ``streamlearn worker``.
 
 Cost: the worker's loop calls :meth:`WorkerMetrics.observe_batch` once per micro-batch (a few
-vectorised numpy reductions and about twenty metric updates, no loop over events); cumulative
+vectorised numpy reductions, about twenty metric updates and the offset and lag of each
+partition in the batch, no loop over events); cumulative
 state the loop already keeps (events learned, optimizer steps, drifts, …) is turned into
 counter increments by difference. What it reads of the worker's loop and publisher is stated
 as Protocols here (metrics sit below the worker in the layers).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sized
+from collections.abc import Callable, Collection, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, get_args
 
@@ -143,6 +144,12 @@ class WorkerMetrics:
             "consumer_lag_messages", "End offset - next offset to learn (clamped at 0)", tp
         )
         self.position = m.gauge("consumer_offset", "Next offset to learn", tp)
+        self.assigned = m.gauge(
+            "assigned_partitions",
+            "Partitions assigned to this worker per subscribed topic (0 for long: more consumers "
+            "than partitions, or a stuck group)",
+            ["topic"],
+        )
         self.broker_up = m.gauge("broker_up", "1 while the broker answers")
         self.ckpt_seconds = m.histogram(
             "checkpoint_duration_seconds", "Time to write one checkpoint", SLOW_BUCKETS
@@ -172,12 +179,19 @@ class WorkerMetrics:
         self._last: dict[str, int] = {}
         self._loss: float | None = None
         self._score: float | None = None
-        self._partitions: set[TopicPartition] = set()
+        self._partitions: set[TopicPartition] = set()  # those with offset / lag samples
+        self._ends: dict[TopicPartition, int] = {}  # the last end offsets looked up
 
     # -- worker loop ------------------------------------------------------------------------
     def watch_broker(self, up: Callable[[], bool]) -> None:
         """Read the broker state at scrape time (no update on the loop)."""
         self.broker_up.set_function(lambda: float(up()))
+
+    def observe_assignment(self, topics: Sequence[str], owned: Collection[TopicPartition]) -> None:
+        """The partitions assigned now, per subscribed topic (0 included, so that a member
+        without partitions shows)."""
+        for topic in topics:
+            self.assigned.labels(topic).set(sum(1 for t, _ in owned if t == topic))
 
     def observe_restore(
         self, preq: Prequential, stats: WorkerCounts, created: float | None, corrupt: int = 0
@@ -197,9 +211,13 @@ class WorkerMetrics:
         preq: Prequential,
         stats: WorkerCounts,
         outcome: BatchOutcome | None,
+        offsets: Mapping[TopicPartition, int],
     ) -> None:
-        """One micro-batch: counters by difference, gauges set, loss and metric smoothed."""
+        """One micro-batch: counters by difference, gauges set, loss and metric smoothed;
+        ``offsets``: the next offset to learn of the batch's partitions (only those)."""
         self.consumed.inc(records)
+        for tp, offset in offsets.items():
+            self._offset(tp, offset)
         self.batch_size.observe(records)
         self.step_seconds.observe(seconds)
         self._advance(preq, stats, publish=True)
@@ -276,19 +294,27 @@ class WorkerMetrics:
     def observe_lag(
         self, ends: Mapping[TopicPartition, int], positions: Mapping[TopicPartition, int]
     ) -> None:
-        """Lag per partition from end offsets; a partition no longer reported is dropped.
-
-        Clamped at 0: some brokers (tansu) answer "latest" with less than the true end offset.
-        """
+        """End offsets looked up (every ``metrics.lag_interval_s``): offset and lag of each
+        partition reported; a partition no longer reported is dropped."""
         current = {tp for tp in ends if tp in positions}
         for topic, partition in self._partitions - current:
-            self.lag.remove(topic, str(partition))
-            self.position.remove(topic, str(partition))
+            for gauge in (self.lag, self.position):
+                with contextlib.suppress(KeyError):  # no lag before the first end offset
+                    gauge.remove(topic, str(partition))
+        self._partitions = set()
+        self._ends = {tp: ends[tp] for tp in current}
         for tp in current:
-            labels = (tp[0], str(tp[1]))
-            self.lag.labels(*labels).set(max(0, ends[tp] - positions[tp]))
-            self.position.labels(*labels).set(positions[tp])
-        self._partitions = current
+            self._offset(tp, positions[tp])
+
+    def _offset(self, tp: TopicPartition, offset: int) -> None:
+        """A partition's next offset to learn and its lag = last end offset looked up - offset
+        (once one was). Clamped at 0: some brokers (tansu) answer "latest" with less than the
+        true end offset, and the end may have grown since it was looked up."""
+        labels = (tp[0], str(tp[1]))
+        self.position.labels(*labels).set(offset)
+        if tp in self._ends:
+            self.lag.labels(*labels).set(max(0, self._ends[tp] - offset))
+        self._partitions.add(tp)
 
     def observe_checkpoint(self, seconds: float, path: Path) -> None:
         """A checkpoint was written to ``path`` in ``seconds``."""

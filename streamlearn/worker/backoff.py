@@ -2,7 +2,8 @@
 
 Kafka clients reconnect on their own and log every failed attempt; a worker that runs for
 months should say "unreachable since …" once and "reachable again after …" once, and space its
-own retries (probes, commits, publishing) exponentially up to a cap.
+own retries (probes, commits, publishing) exponentially up to a cap. Any failure starts an
+outage; only a round trip the worker made itself ends it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Backoff:
 
     def next(self) -> float:
         delay = min(self.maximum, self.initial * self.factor**self.attempt)
-        self.attempt += 1
+        if delay < self.maximum:  # no further: factor**attempt would overflow in long outages
+            self.attempt += 1
         return delay
 
     def reset(self) -> None:
@@ -62,7 +64,11 @@ class BrokerHealth:
         self._retry_at = 0.0
 
     def ok(self) -> None:
-        """Something reached the broker: leave the outage state (logged once)."""
+        """A request just made went to the broker and back: leave the outage state (logged
+        once, with the time since the first failure and the retries since).
+
+        Only a real round trip counts (a probe, a connect): records a poll returns may have been
+        fetched before the outage, acknowledgements a settle collects may predate it."""
         if not self.up:
             self.log.info(
                 "Kafka reachable again after %.1f s (%d retries)",

@@ -5,12 +5,15 @@ says so, at shutdown, and before partitions are given up:
 
 1. **settle** — every message written back for the learned records (dead letters, predictions)
    is acknowledged by the broker; failures are retried with back-off. At shutdown this is
-   bounded by ``worker.shutdown_timeout_s``: past it nothing is saved, and the batches since
-   the last checkpoint are learned again after the restart (never lost, never twice);
+   bounded by the shutdown deadline (:meth:`Checkpoint.stopping`): past it nothing is saved,
+   and the batches since the last checkpoint are learned again after the restart (never lost,
+   never twice);
 2. **save** — the whole state (the chain, the RNG, the next offset of every partition, late
    labels, counters) as one atomic file (:class:`~streamlearn.worker.checkpoint.CheckpointStore`);
 3. **commit** — the saved offsets of the partitions still assigned go to the consumer group.
-   They only show lag: a restart seeks to the checkpoint's offsets, never to the group's.
+   They only show lag: a restart seeks to the checkpoint's offsets, never to the group's. So a
+   commit is never waited for: skipped while the broker is down, bounded by the shutdown
+   deadline, and a failed one waits for the next checkpoint.
 
 So a checkpoint never moves past a record whose outputs are not safely in Kafka, and group
 commits follow checkpoints, never lead them. On a revocation the reader commits what
@@ -20,6 +23,7 @@ commits follow checkpoints, never lead them. On a revocation the reader commits 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -64,6 +68,16 @@ class Checkpoint:
         self.dirty = False  # learned something since the newest checkpoint
         self._since_save = 0
         self._saved_at = clock()
+        self._deadline: float | None = None  # set once the worker stops
+
+    def stopping(self) -> None:
+        """The worker stops: from now on every wait of the commit sequence (the final one, and a
+        revocation's inside the clients' close) ends ``worker.shutdown_timeout_s`` from now."""
+        self._deadline = self._clock() + self.worker_settings.shutdown_timeout_s
+
+    def remaining_s(self) -> float:
+        """Seconds left before the shutdown deadline (infinite while the worker runs)."""
+        return math.inf if self._deadline is None else max(0.0, self._deadline - self._clock())
 
     def learned(self) -> None:
         """A batch was learned: the state moved past the newest checkpoint."""
@@ -101,26 +115,61 @@ class Checkpoint:
         return True
 
     def save_for_handover(self, snapshot: Callable[[], dict[str, Any]], offsets: Offsets) -> None:
-        """Settle and save before partitions are given up (their client commits)."""
-        if self._settle(final=True):
+        """Settle and save before partitions are given up (their client commits); not once the
+        shutdown deadline has passed (the final checkpoint gave up settling already)."""
+        if self.remaining_s() > 0 and self._settle(final=True):
             self._save(snapshot, offsets)
 
     def commit_offsets(self, owned: set[TopicPartition]) -> None:
-        """Step 3 alone: the saved offsets of ``owned`` to the consumer group (lag only)."""
+        """Step 3 alone: the saved offsets of ``owned`` to the consumer group (lag only).
+
+        Not tried while the broker is known to be down, and given only the time left before the
+        shutdown deadline (else the client's request timeout): a commit that cannot be made in
+        time is skipped with a log line, never waited for."""
         offsets = {tp: o for tp, o in self.saved.items() if tp in owned}
-        try:
-            self.reader.commit(offsets)
-        except KafkaUnavailable as exc:  # lag only; the next checkpoint commits again
-            log.log(logging.INFO if self.health.up else logging.DEBUG, "commit skipped: %s", exc)
+        if not offsets:
+            return
+        left = self.remaining_s()
+        if not self.health.up:
+            reason = "Kafka unreachable"
+        elif left <= 0:
+            reason = "no time left before the shutdown deadline"
+        else:
+            try:
+                self.reader.commit(offsets, None if math.isinf(left) else left)
+                return
+            except KafkaUnavailable as exc:  # lag only; the next checkpoint commits again
+                reason = str(exc)
+        # said at INFO unless it repeats through a known outage; the final commit always is
+        said = self.health.up or self._deadline is not None
+        log.log(
+            logging.INFO if said else logging.DEBUG,
+            "commit of %s skipped (%s): the group's offsets only show lag, the checkpoint holds "
+            "them",
+            offsets, reason,
+        )  # fmt: skip
 
     def _settle(self, final: bool) -> bool:
-        """Wait (with back-off) until every dead letter / prediction is acknowledged."""
+        """Wait (with back-off) until every dead letter / prediction is acknowledged. False when
+        ``final`` and the deadline passed first (the shutdown deadline once :meth:`stopping` was
+        called, else ``shutdown_timeout_s`` from now), or, not ``final``, as soon as the worker
+        is asked to stop (its final checkpoint follows, with the whole shutdown budget).
+
+        Success does not end an outage (acknowledgements may predate it): the loop's probe does.
+        """
         w = self.worker_settings
-        deadline = self._clock() + w.shutdown_timeout_s
-        waited = self.writer.pending > 0
-        while not self.writer.settle(timeout_s=min(5.0, w.backoff_max_s)):
+        deadline = self._deadline
+        if deadline is None:
+            deadline = self._clock() + w.shutdown_timeout_s
+        attempt_s = min(5.0, w.backoff_max_s)
+        while True:
+            left = max(0.0, deadline - self._clock())
+            if self.writer.settle(timeout_s=min(attempt_s, left) if final else attempt_s):
+                return True
             delay = self.health.failed("publish", f"{self.writer.pending} messages unacknowledged")
-            if (final or self._stop.is_set()) and self._clock() >= deadline:
+            if not final and self._stop.is_set():
+                return False
+            if final and self._clock() >= deadline:
                 log.error(
                     "stopping with %d unacknowledged messages: not checkpointing; the batches "
                     "since the last checkpoint will be replayed",
@@ -128,9 +177,6 @@ class Checkpoint:
                 )
                 return False
             self._stop.wait(0.0 if self._stop.is_set() else delay)
-        if waited:
-            self.health.ok()
-        return True
 
     def _save(self, snapshot: Callable[[], dict[str, Any]], offsets: Offsets) -> None:
         start = time.perf_counter()

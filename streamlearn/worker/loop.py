@@ -44,6 +44,8 @@ __all__ = ["ExportHook", "Worker", "WorkerStats", "no_export"]
 
 log = logging.getLogger(__name__)
 
+CLOSE_MARGIN_S = 1.0  # each client's close gets this long at least, past the shutdown deadline
+
 # The export seam: called after every batch with the live chain and the batch count; the hook
 # owns its cadence (``streamlearn worker`` passes Publisher.after_batch).
 ExportHook = Callable[[Prequential, int], None]
@@ -104,6 +106,9 @@ class Worker:
         self._next_probe = self._next_log = self._next_lag = clock()
         self.metrics = metrics or WorkerMetrics(CollectorRegistry(), settings.metrics.smoothing)
         self.metrics.watch_broker(lambda: self.health.up)
+        self._unassigned_since: float | None = None  # no partition assigned since then
+        self._unassigned_warn_at = 0.0
+        self._assignment_changed()  # none yet
         self.checkpoints = Checkpoint(
             store, reader, writer, (settings.checkpoint, w), self.health, self.metrics,
             self._stop, clock,
@@ -124,13 +129,15 @@ class Worker:
             self.shutdown()
 
     def step(self) -> None:
-        """One turn: a batch if one is due (else idle work), then a checkpoint if due."""
+        """One turn: a batch if one is due (else idle work), a broker probe if one is due, then
+        a checkpoint if due."""
         batch = self.batcher.next()
         if batch:
             with self._lock:
                 self.process(batch)
         else:
             self.idle()
+        self._probe()
         if self.checkpoints.due():
             self.checkpoint()
         self._observe_lag()
@@ -155,37 +162,70 @@ class Worker:
         self.stats.events += len(intake.events)
         self.checkpoints.learned()
         seconds = time.perf_counter() - start
-        self.metrics.observe_batch(len(batch), seconds, self.preq, self.stats, outcome)
+        moved = {tp: self.positions[tp] for tp in {record.tp for record in batch}}
+        self.metrics.observe_batch(len(batch), seconds, self.preq, self.stats, outcome, moved)
         self.export(self.preq, self.stats.batches)
 
     def idle(self) -> None:
-        """No batch due: expire late-label entries, probe the broker, log progress."""
+        """No batch due: expire late-label entries, warn without partitions, log progress."""
         self.join.expire()
         self.metrics.observe_label_join(self.join)
+        self._warn_unassigned()
         now, w = self._clock(), self.settings.worker
-        quiet = not self.health.up or self.batcher.idle_s() >= w.idle_probe_s
-        if now >= self._next_probe and quiet:
-            try:
-                self.reader.probe(min(self.settings.kafka.request_timeout_ms / 1000, 5.0))
-            except KafkaUnavailable as exc:
-                self._next_probe = self._clock() + self.health.failed("probe", exc)
-            else:
-                self.health.ok()
-                self._next_probe = self._clock() + w.idle_probe_s
         if now >= self._next_log:
             self._next_log = now + w.log_every_s
             self.log_progress()
 
     def shutdown(self) -> None:
+        """Final checkpoint and commit, then both clients closed, by the shutdown deadline
+        (``worker.shutdown_timeout_s`` from now; each close gets at least CLOSE_MARGIN_S): what
+        does not fit is skipped and logged, never waited for (see Checkpoint)."""
+        self.checkpoints.stopping()
         try:
             if self.checkpoints.dirty:
                 self.checkpoint(final=True)
             else:
                 self.checkpoints.commit_offsets(self.owned)
         finally:
-            self.reader.close()
-            self.writer.close(self.settings.worker.shutdown_timeout_s)
+            self.reader.close(max(self.checkpoints.remaining_s(), CLOSE_MARGIN_S))
+            self.writer.close(max(self.checkpoints.remaining_s(), CLOSE_MARGIN_S))
             self.log_progress()
+
+    def _probe(self) -> None:
+        """A round trip to the broker when one is due, the only thing that ends an outage
+        (records and acknowledgements may predate it, see BrokerHealth.ok): while the broker is
+        up, after ``idle_probe_s`` without records (an idle consumer sees no errors); while it
+        is down, at each back-off delay, batches or not (buffered records outlast an outage's
+        start)."""
+        w = self.settings.worker
+        if self.health.up:
+            if self._clock() < self._next_probe or self.batcher.idle_s() < w.idle_probe_s:
+                return
+        elif not self.health.retry_due():
+            return
+        try:
+            self.reader.probe(min(self.settings.kafka.request_timeout_ms / 1000, 5.0))
+        except KafkaUnavailable as exc:
+            self.health.failed("probe", exc)
+        else:
+            self.health.ok()
+            self._next_probe = self._clock() + w.idle_probe_s
+
+    def _warn_unassigned(self) -> None:
+        """A WARNING once no partition has been assigned for ``worker.no_partitions_warn_s``,
+        then at most every ``log_every_s`` while that lasts: such a worker learns nothing."""
+        now = self._clock()
+        if self._unassigned_since is None or now < self._unassigned_warn_at:
+            return
+        self._unassigned_warn_at = now + self.settings.worker.log_every_s
+        group = self.settings.kafka.group_id
+        log.warning(
+            "no partition assigned for %.0f s: group %r has more consumers than partitions in "
+            "%s, or it is stuck rebalancing; this worker learns nothing meanwhile. Check the "
+            "partition count and the members (kafka-consumer-groups.sh --describe --group %s "
+            "--members); run at most as many workers as partitions",
+            now - self._unassigned_since, group, " and ".join(self.topics), group,
+        )  # fmt: skip
 
     # -- stages -----------------------------------------------------------------------------
     def _poll(self, timeout_s: float, max_records: int) -> list[Record]:
@@ -194,8 +234,6 @@ class Worker:
         except KafkaUnavailable as exc:
             self._stop.wait(self.health.failed("poll", exc))
             return []
-        if records:
-            self.health.ok()
         return records
 
     def _dead_letter(self, intake: Intake) -> None:
@@ -300,6 +338,7 @@ class Worker:
     # -- RebalanceHandler -------------------------------------------------------------------
     def assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
         self.owned |= set(partitions)
+        self._assignment_changed()
         starts = {tp: self.positions[tp] for tp in partitions if tp in self.positions}
         log.info("assigned %s; from checkpoint: %s", list(partitions), starts or "none")
         return starts
@@ -309,11 +348,22 @@ class Worker:
         with self._lock:
             dropped = self.batcher.drop(partitions)
             self.owned -= set(partitions)
+            self._assignment_changed()
             if self.checkpoints.dirty:
                 self.checkpoints.save_for_handover(self._state, self.positions)
         log.info("revoked %s (%d buffered records dropped)", list(partitions), dropped)
         saved = self.checkpoints.saved
         return {tp: saved[tp] for tp in partitions if tp in saved}
+
+    def _assignment_changed(self) -> None:
+        """The assigned-partitions gauge; when none is left, the no-partitions clock starts
+        (it keeps running through rebalances that assign nothing)."""
+        self.metrics.observe_assignment(self.topics, self.owned)
+        if self.owned:
+            self._unassigned_since = None
+        elif self._unassigned_since is None:
+            self._unassigned_since = self._clock()
+            self._unassigned_warn_at = self._clock() + self.settings.worker.no_partitions_warn_s
 
     def log_progress(self) -> None:
         s = self.stats

@@ -64,7 +64,7 @@ def test_broker_outage_is_retried_with_backoff_and_logged_once(
         proxy.restore()
         send(bootstrap, topic, [event(i) for i in range(300, 600)])
         assert run.wait_for(lambda: run.worker.preq.seen == 600, 90), run.worker.preq.seen
-        assert run.worker.health.up
+        assert run.wait_for(lambda: run.worker.health.up, 10)  # once a probe answers
         run.stop()
     finally:
         proxy.cut()

@@ -77,7 +77,12 @@ class KafkaReader(Protocol):
 
     def assignment(self) -> set[TopicPartition]: ...
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+    def commit(self, offsets: Mapping[TopicPartition, int], timeout_s: float | None = None) -> None:
+        """The offsets to the consumer group. With ``timeout_s`` (the final commit) acknowledged
+        within it, else KafkaUnavailable (a commit the client still works on is abandoned).
+        Without it (the running loop) without holding the loop up for long: kafka-python waits
+        up to its request timeout, confluent commits asynchronously."""
+        ...
 
     def probe(self, timeout_s: float) -> None:
         """One round trip to the broker; raises KafkaUnavailable when it does not answer."""
@@ -92,7 +97,11 @@ class KafkaReader(Protocol):
         Raises KafkaUnavailable."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Leave the group and release the client within about ``timeout_s`` (what is not done
+        by then is left to the process exit: the group drops the member when its session times
+        out, as after a crash)."""
+        ...
 
 
 class KafkaWriter(Protocol):

@@ -2,14 +2,21 @@
 
 Chosen with ``kafka.client: confluent``: librdkafka fetches and parses in C, several times
 faster than kafka-python. Rebalance callbacks run inside ``consume`` on the calling thread, so
-the revoke path commits synchronously. librdkafka's own log lines go to the Python logger
-``kafka.librdkafka`` (quiet by default, see ``worker.client_log_level``).
+the revoke path commits synchronously. The consumer's synchronous ``commit`` and its ``close``
+take no timeout and, with no group coordinator (an outage), wait until the group session times
+out (a synchronous commit holds ``consume`` up meanwhile): the running loop commits
+asynchronously, and the final commit and the close run on a helper thread that is waited on for
+a bounded time (:class:`_Background`).
+librdkafka's own log lines go to the Python logger ``kafka.librdkafka`` (quiet by default, see
+``worker.client_log_level``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -35,6 +42,13 @@ client_log = logging.getLogger("kafka.librdkafka")
 def _on_error(error: KafkaError) -> None:
     """librdkafka reports transport trouble here; it reconnects by itself, the worker probes."""
     client_log.debug("client error: %s", error)
+
+
+def _on_commit(error: KafkaError | None, partitions: list[CTopicPartition]) -> None:
+    """The outcome of an asynchronous commit (served by ``consume``): a failure is logged; the
+    next checkpoint commits again (commits only show lag)."""
+    if error is not None:
+        log.info("commit of %s failed: %s", _tps(partitions), error)
 
 
 _SECURITY_NAMES = {
@@ -78,6 +92,28 @@ def _offsets(offsets: Mapping[TopicPartition, int]) -> list[CTopicPartition]:
     return [CTopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
 
 
+class _Background:
+    """A blocking call on a daemon thread, waited on for as long as the caller can afford; one
+    that outlives every wait is left to finish (or to the process exit) on its own."""
+
+    def __init__(self, call: Callable[[], object], name: str) -> None:
+        self.error: BaseException | None = None
+        self._call = call
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._call()
+        except BaseException as exc:  # for the waiting thread to raise or log
+            self.error = exc
+
+    def done(self, timeout_s: float) -> bool:
+        """Whether the call has returned, after waiting up to ``timeout_s`` for it."""
+        self._thread.join(max(0.0, timeout_s))
+        return not self._thread.is_alive()
+
+
 class ConfluentReader:
     """A consumer-group member with manual commits (offsets live in our checkpoints)."""
 
@@ -91,11 +127,14 @@ class ConfluentReader:
             "session.timeout.ms": settings.session_timeout_ms,
             "heartbeat.interval.ms": settings.heartbeat_interval_ms,
             "max.poll.interval.ms": settings.max_poll_interval_ms,
+            "on_commit": _on_commit,
         }
         config.update(settings.client_options)
         self.consumer = _start(Consumer, config)
         self._handler: RebalanceHandler | None = None
         self._handler_error: BaseException | None = None
+        self._commit: _Background | None = None  # a commit that outlived its timeout
+        self._closing = False
 
     def _guard(self, call: Any, partitions: list[TopicPartition]) -> Any:
         try:
@@ -115,8 +154,8 @@ class ConfluentReader:
     def _on_revoke(self, consumer: Consumer, partitions: list[CTopicPartition]) -> None:
         assert self._handler is not None
         offsets = self._guard(self._handler.revoked, _tps(partitions))
-        if offsets:
-            try:
+        if offsets and not self._closing:  # closing: the worker's final commit came first
+            try:  # on this thread: from another one, the commit waits for this callback's end
                 consumer.commit(offsets=_offsets(offsets), asynchronous=False)
             except KafkaException as exc:  # the checkpoint holds them; a commit is for lag
                 log.info("commit on revoke failed: %s", exc)
@@ -172,13 +211,32 @@ class ConfluentReader:
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+    def commit(self, offsets: Mapping[TopicPartition, int], timeout_s: float | None = None) -> None:
+        """Without ``timeout_s`` (the running loop) asynchronous: never waited for, a failure is
+        logged by :func:`_on_commit`. With it (the final commit: nothing is consumed after it)
+        synchronous, waited on for ``timeout_s``; one still running then is abandoned, and
+        :meth:`close` does not wait for it."""
         if not offsets:
             return
-        try:
-            self.consumer.commit(offsets=_offsets(offsets), asynchronous=False)
-        except KafkaException as exc:
-            raise KafkaUnavailable(f"commit failed: {exc}") from None
+        tps = _offsets(offsets)
+        if timeout_s is None:
+            try:
+                self.consumer.commit(offsets=tps, asynchronous=True)
+            except KafkaException as exc:
+                raise KafkaUnavailable(f"commit failed: {exc}") from None
+            return
+        if self._commit is not None and not self._commit.done(0.0):
+            raise KafkaUnavailable("an earlier commit still waits for the group coordinator")
+        call = _Background(
+            lambda: self.consumer.commit(offsets=tps, asynchronous=False), "streamlearn-commit"
+        )
+        if not call.done(timeout_s):
+            self._commit = call
+            raise KafkaUnavailable(f"commit not acknowledged within {timeout_s:.1f} s")
+        if isinstance(call.error, KafkaException):
+            raise KafkaUnavailable(f"commit failed: {call.error}") from None
+        if call.error is not None:
+            raise call.error
 
     def probe(self, timeout_s: float) -> None:
         try:
@@ -203,11 +261,27 @@ class ConfluentReader:
                 ends[(topic, partition)] = max(known)
         return ends
 
-    def close(self) -> None:
-        try:
-            self.consumer.close()
-        except (KafkaException, RuntimeError) as exc:
-            log.debug("closing the consumer: %s", exc)
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Within ``timeout_s``; not tried while an abandoned commit still runs (librdkafka's
+        close waits for every commit in flight). The revocation it triggers commits nothing: the
+        worker's final commit came first."""
+        self._closing = True
+        deadline = time.monotonic() + timeout_s
+        if self._commit is not None and not self._commit.done(timeout_s):
+            log.warning(
+                "consumer not closed: a commit still waits for the group coordinator; the group "
+                "drops this member after kafka.session_timeout_ms"
+            )
+            return
+        closing = _Background(self.consumer.close, "streamlearn-close")
+        if not closing.done(deadline - time.monotonic()):
+            log.warning(
+                "consumer not closed within %.1f s; the group drops this member after "
+                "kafka.session_timeout_ms",
+                timeout_s,
+            )
+        elif closing.error is not None:
+            log.debug("closing the consumer: %s", closing.error)
 
 
 def _headers(message: Any) -> tuple[tuple[str, bytes], ...]:

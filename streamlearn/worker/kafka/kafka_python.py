@@ -8,6 +8,7 @@ asynchronously, right behind the checkpoint the handler wrote.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -150,14 +151,13 @@ class KafkaPythonReader:
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+    def commit(self, offsets: Mapping[TopicPartition, int], timeout_s: float | None = None) -> None:
         if not offsets:
             return
+        timeout_ms = self.settings.request_timeout_ms if timeout_s is None else timeout_s * 1000
         try:
-            self.consumer.commit(
-                _commit_offsets(offsets), timeout_ms=self.settings.request_timeout_ms
-            )
-        except KafkaError as exc:
+            self.consumer.commit(_commit_offsets(offsets), timeout_ms=int(timeout_ms))
+        except KafkaError as exc:  # KafkaTimeoutError when not done in time
             raise KafkaUnavailable(f"commit failed: {exc!r}") from None
 
     def probe(self, timeout_s: float) -> None:
@@ -190,9 +190,12 @@ class KafkaPythonReader:
                 ends[(tp.topic, tp.partition)] = max(known)
         return ends
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """The revocation listener runs first (the worker's handler is bounded by its shutdown
+        deadline; the commit behind it is asynchronous), then leaving the group is bounded by
+        ``timeout_ms``."""
         try:
-            self.consumer.close(autocommit=False, timeout_ms=5000)
+            self.consumer.close(autocommit=False, timeout_ms=int(timeout_s * 1000))
         except KafkaError as exc:
             log.debug("closing the consumer: %r", exc)
 
@@ -231,7 +234,14 @@ class KafkaPythonWriter(Outbox):
             log.debug("flush incomplete: %r", exc)
 
     def close(self, timeout_s: float = 10.0) -> None:
+        """Within about ``timeout_s``. kafka-python's close raises when its flush times out (an
+        outage) and leaves the producer open, to be closed again, with a traceback, when it is
+        collected at exit; so what is still unsent is then dropped (the checkpoint did not
+        count it: it is sent again after the restart) and the producer closed for good."""
         try:
             self.producer.close(timeout=timeout_s)
         except KafkaError as exc:
-            log.debug("closing the producer: %r", exc)
+            log.debug("closing the producer: %r; dropping what is unsent", exc)
+            self.producer._sender.force_close()  # no public way to give up on unsent records
+            with contextlib.suppress(KafkaError):
+                self.producer.close(timeout=1.0)
