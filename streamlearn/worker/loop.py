@@ -368,10 +368,10 @@ class Worker:
     def log_progress(self) -> None:
         s = self.stats
         log.info(
-            "batches %d, events %d, learned %d (late %d), rejected %s, drifts %d, "
+            "partitions %d, batches %d, events %d, learned %d (late %d), rejected %s, drifts %d, "
             "late labels: %d joined (%d label-first), waiting %d events / %d labels, "
             "evicted %s, offsets %s",
-            s.batches, s.events, self.preq.seen, s.late_learned, s.rejected or 0,
+            len(self.owned), s.batches, s.events, self.preq.seen, s.late_learned, s.rejected or 0,
             len(self.preq.drifts), self.join.joined, self.join.early, len(self.join.events),
             len(self.join.labels), _nonzero(self.join.evictions()), self.positions,
         )  # fmt: skip
