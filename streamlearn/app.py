@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the learner (torch), serving stack and Kafka: only where a 
     from streamlearn.registry.base import Registry
     from streamlearn.serve.runtime import ServingRuntime
     from streamlearn.worker.checkpoint import CheckpointStore
+    from streamlearn.worker.health import Heartbeat
     from streamlearn.worker.loop import ExportHook, Worker
     from streamlearn.worker.publisher import Publisher
 
@@ -284,6 +285,7 @@ def build_worker(
     stop: threading.Event,
     export: ExportHook | None = None,
     metrics: WorkerMetrics | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> Worker | None:
     """Connect (retrying through an outage) and assemble the worker; None if stopped first."""
     import logging
@@ -305,8 +307,9 @@ def build_worker(
         return None
     preq = build_prequential(settings)
     return Worker(
-        settings, preq, reader, writer, store, export or no_export, stop=stop, metrics=metrics
-    )
+        settings, preq, reader, writer, store, export or no_export, stop=stop, metrics=metrics,
+        heartbeat=heartbeat,
+    )  # fmt: skip
 
 
 def build_export_hook(publisher: Publisher, metrics: WorkerMetrics) -> ExportHook:
@@ -319,16 +322,19 @@ def build_export_hook(publisher: Publisher, metrics: WorkerMetrics) -> ExportHoo
     return export
 
 
-def start_metrics_server(settings: Settings, registry: CollectorRegistry) -> WSGIServer | None:
-    """Serve ``registry`` on ``metrics.host:metrics.port`` from a daemon thread (None: off);
-    ConfigError naming ``metrics.port`` if it cannot be listened on."""
-    from prometheus_client import start_http_server
+def start_metrics_server(
+    settings: Settings, registry: CollectorRegistry, heartbeat: Heartbeat
+) -> WSGIServer | None:
+    """Serve ``registry`` (``/metrics``) and ``heartbeat`` (``/livez``, ``/readyz``) on
+    ``metrics.host:metrics.port`` from a daemon thread (None: off); ConfigError naming
+    ``metrics.port`` if it cannot be listened on."""
+    from streamlearn.worker.health import serve_metrics_and_health
 
     m = settings.metrics
     if m.port is None:
         return None
     try:
-        server, _ = start_http_server(m.port, m.host, registry)
+        server = serve_metrics_and_health(m.host, m.port, registry, heartbeat)
     except OSError as exc:
         raise _unlistenable("metrics.port", m.host, m.port, exc, "--metrics-port") from None
     return server
@@ -345,16 +351,20 @@ def run_worker(settings: Settings) -> None:
     from prometheus_client import CollectorRegistry
 
     from streamlearn.metrics.worker import WorkerMetrics
+    from streamlearn.worker.health import Heartbeat
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, settings.metrics.smoothing)
-    server = start_metrics_server(settings, registry)  # up before Kafka: scrapeable in outages
+    heartbeat = Heartbeat(settings.worker.liveness_timeout_s)
+    # up before Kafka: scrapeable, and alive, through an outage at start-up
+    server = start_metrics_server(settings, registry, heartbeat)
     try:
         publisher = build_publisher(settings, build_registry(settings, publishing=True))
-        worker = build_worker(settings, stop, build_export_hook(publisher, metrics), metrics)
+        export = build_export_hook(publisher, metrics)
+        worker = build_worker(settings, stop, export, metrics, heartbeat)
         if worker is not None:
             worker.run()
     finally:

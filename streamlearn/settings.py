@@ -372,6 +372,9 @@ class WorkerSettings(_Section):
         "CRITICAL", description="Kafka client library logs (they repeat per retry)"
     )
     log_every_s: float = Field(30.0, gt=0, description="seconds between progress lines")
+    liveness_timeout_s: float = Field(
+        60.0, gt=0, description="/livez fails once the loop made no turn for this long"
+    )
     no_partitions_warn_s: float = Field(
         60.0, gt=0, description="warn (every log_every_s) after this long without a partition"
     )
@@ -380,6 +383,15 @@ class WorkerSettings(_Section):
         ge=0,
         description="on stop: final settle, checkpoint, commit and client close end within this",
     )
+
+    @model_validator(mode="after")
+    def _liveness_outlasts_waits(self) -> WorkerSettings:
+        if self.liveness_timeout_s <= self.backoff_max_s:
+            raise ValueError(
+                f"liveness_timeout_s ({self.liveness_timeout_s:g}) must exceed backoff_max_s "
+                f"({self.backoff_max_s:g}): a loop waiting out a back-off is alive"
+            )
+        return self
 
 
 class CheckpointSettings(_Section):
@@ -395,7 +407,10 @@ class MetricsSettings(_Section):
     """Prometheus metrics of the worker (the server serves them on its own ``/metrics``)."""
 
     port: int | None = Field(
-        None, ge=0, le=65_535, description="worker: serve /metrics on this port (None = off)"
+        None,
+        ge=0,
+        le=65_535,
+        description="worker: serve /metrics, /livez and /readyz on this port (None = off)",
     )
     host: str = Field("0.0.0.0", description="worker: bind address of the metrics port")
     lag_interval_s: float = Field(

@@ -30,6 +30,7 @@ from streamlearn.worker.backoff import Backoff, BrokerHealth
 from streamlearn.worker.batching import Batcher
 from streamlearn.worker.checkpoint import CheckpointStore, restore_rng, rng_state
 from streamlearn.worker.checkpointing import Checkpoint
+from streamlearn.worker.health import Heartbeat
 from streamlearn.worker.intake import (
     Intake,
     dead_letter_headers,
@@ -84,6 +85,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
         metrics: WorkerMetrics | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.settings, self.preq, self.reader, self.writer = settings, preq, reader, writer
         self.store, self.export, self._clock = store, export, clock
@@ -106,6 +108,7 @@ class Worker:
         self._next_probe = self._next_log = self._next_lag = clock()
         self.metrics = metrics or WorkerMetrics(CollectorRegistry(), settings.metrics.smoothing)
         self.metrics.watch_broker(lambda: self.health.up)
+        self.heartbeat = heartbeat or Heartbeat(w.liveness_timeout_s, clock)
         self._unassigned_since: float | None = None  # no partition assigned since then
         self._unassigned_warn_at = 0.0
         self._assignment_changed()  # none yet
@@ -122,6 +125,7 @@ class Worker:
     def run(self) -> None:
         try:
             self.restore()
+            self.heartbeat.restored = True
             self.reader.subscribe(self.topics, self)
             while not self._stop.is_set():
                 self.step()
@@ -130,7 +134,7 @@ class Worker:
 
     def step(self) -> None:
         """One turn: a batch if one is due (else idle work), a broker probe if one is due, then
-        a checkpoint if due."""
+        a checkpoint if due; then a heartbeat (``/livez``)."""
         batch = self.batcher.next()
         if batch:
             with self._lock:
@@ -141,6 +145,7 @@ class Worker:
         if self.checkpoints.due():
             self.checkpoint()
         self._observe_lag()
+        self.heartbeat.beat()
 
     def process(self, batch: Sequence[Record]) -> None:
         """One batch through the fixed stages; its offsets count as learned afterwards."""
@@ -359,6 +364,7 @@ class Worker:
         """The assigned-partitions gauge; when none is left, the no-partitions clock starts
         (it keeps running through rebalances that assign nothing)."""
         self.metrics.observe_assignment(self.topics, self.owned)
+        self.heartbeat.partitions = len(self.owned)
         if self.owned:
             self._unassigned_since = None
         elif self._unassigned_since is None:

@@ -42,6 +42,7 @@ from streamlearn.demo.serving import BackgroundServer
 from streamlearn.metrics.worker import WorkerMetrics
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.checkpoint import CheckpointStore
+from streamlearn.worker.health import Heartbeat
 from streamlearn.worker.loop import Worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,13 +106,14 @@ def _worker(settings: Settings) -> Iterator[int]:
     """The worker loop in a thread, its metrics on a loopback port; yields the port."""
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, settings.metrics.smoothing)
-    server = start_metrics_server(settings, registry)
+    heartbeat = Heartbeat(settings.worker.liveness_timeout_s)
+    server = start_metrics_server(settings, registry, heartbeat)
     assert server is not None
     publisher = build_publisher(settings, build_registry(settings))
     worker = Worker(
         settings, Prequential.from_settings(settings), StreamingReader(), FakeWriter(),
         CheckpointStore(settings.checkpoint.dir), build_export_hook(publisher, metrics),
-        metrics=metrics,
+        metrics=metrics, heartbeat=heartbeat,
     )  # fmt: skip
     thread = threading.Thread(target=worker.run, name="worker", daemon=True)
     thread.start()

@@ -35,6 +35,7 @@ from streamlearn.metrics.worker import PUBLISH_RESULTS, WorkerMetrics
 from streamlearn.registry.filesystem import FilesystemRegistry
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.checkpoint import CheckpointStore
+from streamlearn.worker.health import Heartbeat
 from streamlearn.worker.loop import Worker
 
 W = "streamlearn_worker_"
@@ -243,12 +244,12 @@ def test_export_hook_counts_publish_results_versions_and_memory_pushes(tmp_path)
 
 
 def test_worker_metrics_port_serves_the_registry(tmp_path):
-    off = start_metrics_server(_settings(tmp_path), CollectorRegistry())
+    off = start_metrics_server(_settings(tmp_path), CollectorRegistry(), Heartbeat(60))
     assert off is None
     registry = CollectorRegistry()
     WorkerMetrics(registry)
     s = _settings(tmp_path, metrics={"port": 0, "host": "127.0.0.1"})
-    server = start_metrics_server(s, registry)
+    server = start_metrics_server(s, registry, Heartbeat(60))
     assert server is not None
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"

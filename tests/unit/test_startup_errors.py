@@ -20,6 +20,7 @@ from streamlearn.app import build_registry, build_worker, start_metrics_server
 from streamlearn.errors import ConfigError
 from streamlearn.settings import load_settings
 from streamlearn.worker.checkpoint import CheckpointStore
+from streamlearn.worker.health import Heartbeat
 
 UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1: connecting would be retried forever
 
@@ -28,7 +29,7 @@ UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1: connecting would be re
 def busy_port() -> Iterator[int]:
     """The port of a worker's metrics server that is already up (on loopback)."""
     s = load_settings(metrics={"port": 0, "host": "127.0.0.1"})
-    first = start_metrics_server(s, CollectorRegistry())
+    first = start_metrics_server(s, CollectorRegistry(), Heartbeat(60))
     assert first is not None
     try:
         yield int(first.server_port)
@@ -55,7 +56,7 @@ def one_line(exc: pytest.ExceptionInfo[ConfigError], *needles: str) -> str:
 def test_busy_metrics_port(busy_port: int):
     s = load_settings(metrics={"port": busy_port, "host": "127.0.0.1"})
     with pytest.raises(ConfigError) as info:
-        start_metrics_server(s, CollectorRegistry())
+        start_metrics_server(s, CollectorRegistry(), Heartbeat(60))
     one_line(info, "metrics.port", "STREAMLEARN_METRICS__PORT", str(busy_port), "--metrics-port")
 
 
