@@ -236,9 +236,13 @@ def _serve(settings: Settings, http_port: int, grpc_port: int | None, *, shared:
             # would end the process before the gRPC server stops gracefully
             previous = signal.signal(signal.SIGTERM, terminate)
             stack.callback(signal.signal, signal.SIGTERM, previous)
+        app, runtime = build_server(settings, registry)
+        # load what the registry holds before taking connections: beside other processes on
+        # the port, one still loading would answer 503 while another says the pod is ready
+        runtime.refresh_model()
+        runtime.refresh_memory()
         listen = functools.partial(bound_socket, reuse_port=shared)
         http = stack.enter_context(_reserve(listen, srv.host, http_port, "serve.port"))
-        app, runtime = build_server(settings, registry)
         if grpc_port is not None:
             from streamlearn.serve.grpc_server import GrpcServer
 
