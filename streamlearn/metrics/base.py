@@ -1,11 +1,26 @@
-"""What both roles' metrics share: constructors bound to one registry and name prefix."""
+"""What both roles' metrics share: constructors bound to one registry and name prefix.
+
+No ``*_created`` series: prometheus-client exports one per counter and histogram child by
+default, doubling the series for a timestamp nobody queries (``disable_created_metrics`` is
+process-wide; every streamlearn registry turns it off). Each registry carries the process
+metrics (``process_resident_memory_bytes``, ``process_open_fds``, ``process_start_time_seconds``
+and friends) of the process that answers the scrape.
+"""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from streamlearn import __version__
 
@@ -13,6 +28,8 @@ __all__ = ["SLOW_BUCKETS", "Across", "MetricFactory"]
 
 # how a gauge's values from several server processes combine (prometheus-client's names)
 Across = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum"]
+
+_WITH_PROCESS: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()  # have process metrics
 
 SLOW_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -22,6 +39,14 @@ class MetricFactory:
 
     def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
         self.registry, self.prefix = registry, prefix
+        disable_created_metrics()
+
+    def process_metrics(self) -> None:
+        """RSS, CPU time, open and max fds, start time of this process (Linux ``/proc``), once
+        per registry (the worker's and the server's families may share one)."""
+        if self.registry not in _WITH_PROCESS:
+            ProcessCollector(registry=self.registry)
+            _WITH_PROCESS.add(self.registry)
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(self.prefix + name, doc, labels, registry=self.registry)

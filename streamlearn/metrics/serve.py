@@ -38,6 +38,7 @@ class ServeMetrics:
         self.registry = registry
         m = MetricFactory(registry, "streamlearn_serve_")
         m.build_info()
+        m.process_metrics()
         self.requests = m.counter(
             "requests", "HTTP requests by endpoint and status code", ["endpoint", "code"]
         )

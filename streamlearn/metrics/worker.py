@@ -85,6 +85,7 @@ class WorkerMetrics:
         self.smoothing = smoothing  # EWMA weight of one learned event
         m = MetricFactory(registry, "streamlearn_worker_")
         m.build_info()
+        m.process_metrics()
         tp = ("topic", "partition")
         self.consumed = m.counter("events_consumed", "Kafka records consumed")
         self.rejected = m.counter("events_rejected", "Records dead-lettered, by reason", ["reason"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from serving_support import export, small_settings, trained
 from starlette.testclient import TestClient
 from worker_support import TOPIC, FakeReader, FakeWriter, event
@@ -270,6 +270,17 @@ def test_nothing_is_registered_at_import_and_registries_are_independent():
     ServeMetrics(second)  # worker and server families can share a registry (one process)
     assert first.get_sample_value(W + "events_consumed_total") == 3
     assert second.get_sample_value(W + "events_consumed_total") == 0
+
+
+def test_process_metrics_once_per_registry_and_no_created_series():
+    shared = CollectorRegistry()
+    WorkerMetrics(shared).consumed.inc()
+    ServeMetrics(shared)
+    text = generate_latest(shared).decode()
+    assert shared.get_sample_value("process_resident_memory_bytes") > 0
+    assert text.count("\nprocess_resident_memory_bytes ") == 1
+    assert shared.get_sample_value("process_start_time_seconds") > 0
+    assert "_created" not in text
 
 
 # -- server -------------------------------------------------------------------------------------
