@@ -5,12 +5,15 @@ runs against."""
 
 from __future__ import annotations
 
+import json
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import yaml
+from helm_python import _native
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "streamlearn"
@@ -19,13 +22,15 @@ PROMETHEUS_SRC = REPO / "deploy" / "prometheus"
 GRAFANA_SRC = REPO / "deploy" / "grafana"
 
 RELEASE, NAMESPACE = "sl", "ml"
+# The Prometheus Operator's API: ServiceMonitor and PrometheusRule render only where it exists.
+MONITORING = "monitoring.coreos.com/v1"
 
 # Value sets the chart must lint, render and validate cleanly with.
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "gpu": {
         "worker": {
-            "gpu": {"enabled": True, "count": 2, "nodeSelector": {"pool": "gpu"}},
+            "gpu": {"enabled": True, "count": 1, "nodeSelector": {"pool": "gpu"}},
             "image": {"tag": "0.1.0-cu128"},
             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml"}],
         }
@@ -62,6 +67,35 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "kafka": {"labels_topic": "labels"},
         },
         "metrics": {"serviceMonitor": {"labels": {"release": "kube-prometheus-stack"}}},
+    },
+    "chart-secrets": {
+        "kafka": {
+            "securityProtocol": "SASL_PLAINTEXT",
+            "sasl": {"mechanism": "PLAIN", "username": "learner", "password": "kafka-pw-123"},
+        },
+        "redis": {"password": "redis-pw-456"},
+        "server": {"adminToken": {"value": "admin-token-789"}},
+    },
+    "network-open": {
+        "networkPolicy": {
+            "metricsFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+            ],
+            "serverFrom": [{"podSelector": {"matchLabels": {"streamlearn-client": "true"}}}],
+            "restrictEgress": False,
+            "extraIngress": [{"ports": [{"port": 8081, "protocol": "TCP"}]}],
+        },
+        "server": {
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "server"}},
+                }
+            ],
+            "preStopSleepSeconds": 0,
+        },
     },
     "server-only": {"worker": {"enabled": False}},
     "worker-only": {"server": {"enabled": False}},
@@ -106,8 +140,27 @@ class Rendered:
         return maps[0]
 
 
-def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> Rendered:
-    return Rendered(chart.render(values or None, name=RELEASE, namespace=NAMESPACE))
+def render(
+    chart: helm.Chart,
+    values: dict[str, Any] | None = None,
+    *,
+    api_versions: Sequence[str] = (MONITORING,),
+    kube_version: str | None = None,
+) -> Rendered:
+    """The chart rendered as on a cluster that serves ``api_versions`` (by default one with the
+    Prometheus Operator's CRDs) at ``kube_version`` (None: Helm's default), like `helm template
+    --api-versions ... --kube-version ...`. helm-python-sdk's Chart.render does not pass these
+    two options on; its native render call takes them."""
+    options: dict[str, Any] = {
+        "name": RELEASE,
+        "namespace": NAMESPACE,
+        "api_versions": list(api_versions),
+    }
+    if kube_version is not None:
+        options["kube_version"] = kube_version
+    payload = None if not values else json.dumps(values)
+    files = _native.call_string("helm_render", chart._raw(), payload, json.dumps(options))
+    return Rendered(json.loads(files))
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:

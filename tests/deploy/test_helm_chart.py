@@ -5,8 +5,10 @@ settings loader, the CLI parser, the server's routes and port)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 import yaml
 from deploy_support import (
     CHART,
+    MONITORING,
     RELEASE,
     VALUE_SETS,
     Rendered,
@@ -28,16 +31,17 @@ from deploy_support import (
     render,
     secret_env,
 )
+from prometheus_client import CollectorRegistry
 
 from streamlearn.app import build_server
 from streamlearn.cli import _parser
 from streamlearn.errors import ConfigError
 from streamlearn.registry.filesystem import FilesystemRegistry
-from streamlearn.settings import ServeSettings, Settings, load_settings
+from streamlearn.settings import ServeSettings, Settings, WorkerSettings, load_settings
+from streamlearn.worker.health import Heartbeat, serve_metrics_and_health
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a recent one.
 KUBE_VERSIONS = ("1.25", "1.33")
-MONITORING = "monitoring.coreos.com/v1"
 SETS = sorted(VALUE_SETS)
 WORKER_SETS = [n for n in SETS if VALUE_SETS[n].get("worker", {}).get("enabled", True)]
 SERVER_SETS = [n for n in SETS if VALUE_SETS[n].get("server", {}).get("enabled", True)]
@@ -116,9 +120,12 @@ def test_expected_resources(rendered):
     autoscaling = values.get("server", {}).get("autoscaling", {}).get("enabled", True)
     assert ("HorizontalPodAutoscaler" in kinds) == (server and autoscaling)
     monitoring = values.get("metrics", {}).get("serviceMonitor", {}).get("enabled", True)
-    worker_metrics = worker and values.get("worker", {}).get("metrics", {}).get("enabled", False)
+    worker_metrics = worker and values.get("worker", {}).get("metrics", {}).get("enabled", True)
     assert ("ServiceMonitor" in kinds) == (monitoring and (server or worker_metrics))
-    assert "Secret" not in kinds, "the chart references existing Secrets, it never creates one"
+    # the chart creates a Secret only for credentials given as values
+    assert ("Secret" in kinds) == (name == "chart-secrets")
+    policies = values.get("networkPolicy", {}).get("enabled", True)
+    assert kinds.count("NetworkPolicy") == (worker + server if policies else 0)
     assert "ServiceAccount" in kinds and out.settings_configmap()
 
 
@@ -292,7 +299,7 @@ def test_worker_args_are_a_valid_cli_invocation(rendered):
     templates = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
     persistence = VALUE_SETS[name].get("worker", {}).get("persistence", {}).get("enabled", True)
     assert (checkpoints["name"] in templates) == persistence
-    metrics = VALUE_SETS[name].get("worker", {}).get("metrics", {}).get("enabled", False)
+    metrics = VALUE_SETS[name].get("worker", {}).get("metrics", {}).get("enabled", True)
     ports = {p["name"]: p["containerPort"] for p in container(sts).get("ports", [])}
     assert args.metrics_port == ports.get("metrics"), "the worker serves the port it exposes"
     assert (args.metrics_port is not None) == metrics
@@ -353,7 +360,7 @@ def test_gpu_worker(chart, tmp_path):
     out = render(chart, VALUE_SETS["gpu"])
     sts = out.one("StatefulSet")
     cont, spec = container(sts), pod_spec(sts)
-    assert cont["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert cont["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert cont["resources"]["limits"]["memory"] == "4Gi"
     assert cont["image"].endswith(":0.1.0-cu128")
     assert spec["nodeSelector"] == {"pool": "gpu"}
@@ -389,6 +396,46 @@ def test_monitoring_off_renders_no_crds(chart):
     assert not any(m["metadata"]["name"].endswith("-dashboards") for m in out.all("ConfigMap"))
 
 
+@pytest.mark.parametrize("kube", KUBE_VERSIONS)
+def test_without_the_monitoring_crds_the_chart_renders_without_them(chart, kube):
+    """`helm install` on a cluster without the Prometheus Operator: no ServiceMonitor or
+    PrometheusRule (their kinds would fail the install), a note instead; with the CRDs, or
+    forced (e.g. `helm template` without --api-versions), both are rendered."""
+    version = f"v{kube}.0"
+    bare = render(chart, api_versions=(), kube_version=version)
+    assert [m for m in bare.manifests if m["apiVersion"] == MONITORING] == []
+    assert "no monitoring.coreos.com/v1 API" in bare.notes
+    assert bare.maybe("StatefulSet") and bare.maybe("Deployment") and bare.maybe("NetworkPolicy")
+    for manifest in bare.manifests:
+        kubernetes_validate.validate(manifest, kube, strict=True)
+    with_crds = render(chart, api_versions=(MONITORING,), kube_version=version)
+    forced = render(chart, {"metrics": {"forceMonitoringResources": True}}, api_versions=())
+    for out in (with_crds, forced):
+        assert out.one("ServiceMonitor") and out.one("PrometheusRule")
+        assert "no monitoring.coreos.com/v1 API" not in out.notes
+
+
+def test_default_values_scrape_the_worker(chart):
+    out = render(chart)
+    sts = out.one("StatefulSet")
+    assert container(sts)["ports"] == [
+        {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}
+    ]
+    assert _cli(sts).metrics_port == 9100
+    service = out.one("Service", "worker")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["publishNotReadyAddresses"] is True, "a not-ready worker is scraped"
+    monitor = out.one("ServiceMonitor")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http", "metrics"]
+    labels = service["metadata"]["labels"]
+    assert labels[monitor["spec"]["jobLabel"]] == "streamlearn-worker"
+    # the worker alerts ship with the worker that feeds them
+    groups = [g["name"] for g in out.one("PrometheusRule")["spec"]["groups"]]
+    assert "streamlearn-worker" in groups
+
+
 def test_worker_metrics_port_is_scraped_when_enabled(chart):
     out = render(chart, VALUE_SETS["filesystem-registry-tuned"])
     sts = out.one("StatefulSet")
@@ -415,12 +462,264 @@ def test_worker_metrics_port_is_scraped_when_enabled(chart):
         ({"server": {"port": 70000}}, "/server/port"),
         ({"settings": {"lerner": {"lr": 0.1}}}, "'lerner'"),
         ({"kafka": {"bootstrapServers": []}}, "/kafka/bootstrapServers"),
+        ({"worker": {"gpu": {"enabled": True, "count": 2}}}, "/worker/gpu/count"),
+        ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"password": "p"}}}, "/kafka/sasl"),
         ({"redis": {"url": "localhost:6379"}}, "/redis/url"),
     ],
 )
 def test_schema_rejects_bad_values(chart, values, where):
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
         chart.render(values, name=RELEASE)
+
+
+# -- secrets: only from Secrets, never in the ConfigMap ---------------------------------------
+SECRET_SETTINGS = [
+    ({"kafka": {"sasl_password": "hunter2"}}, "/settings/kafka/sasl_password"),
+    ({"kafka": {"ssl_key_password": "hunter2"}}, "/settings/kafka/ssl_key_password"),
+    ({"registry": {"password": "hunter2"}}, "/settings/registry/password"),
+    ({"serve": {"admin_token": "hunter2"}}, "/settings/serve/admin_token"),
+    ({"kafka": {"client_options": {"sasl.password": "hunter2"}}}, "client_options/sasl.password"),
+    ({"kafka": {"client_options": {"ssl_keystore_Password": "x"}}}, "ssl_keystore_Password"),
+    ({"registry": {"url": "redis://:hunter2@redis:6379/0"}}, "/settings/registry/url"),
+]
+
+
+@pytest.mark.parametrize(("settings", "where"), SECRET_SETTINGS)
+def test_schema_refuses_secrets_in_settings(chart, settings, where):
+    with pytest.raises(helm.HelmValuesError) as refused:
+        chart.render({"settings": settings}, name=RELEASE)
+    message = str(refused.value)
+    assert where in message
+    assert "ConfigMap" in message, "the message says why"
+    assert "hunter2" not in message, "the secret is not echoed"
+
+
+def test_secrets_in_settings_fail_even_without_the_schema(tmp_path):
+    """`helm install --skip-schema-validation` still refuses them: the templates check too."""
+    copy = tmp_path / "streamlearn"
+    shutil.copytree(CHART, copy)
+    (copy / "values.schema.json").unlink()
+    with helm.Chart.load(copy) as unchecked:
+        for settings, where in SECRET_SETTINGS[:4]:
+            with pytest.raises(helm.HelmRenderError, match="would land in the ConfigMap") as e:
+                render(unchecked, {"settings": settings})
+            assert where.replace("/", ".").lstrip(".") in str(e.value)
+
+
+def test_schema_refuses_a_password_in_the_redis_url(chart):
+    with pytest.raises(helm.HelmValuesError, match="/redis/url") as refused:
+        chart.render({"redis": {"url": "rediss://user:hunter2@redis:6380/0"}}, name=RELEASE)
+    assert "hunter2" not in str(refused.value)
+    render(chart, {"redis": {"url": "rediss://user@redis:6380/0"}})  # a user name alone is fine
+
+
+def test_settings_without_secrets_are_still_accepted(chart):
+    out = render(
+        chart,
+        {
+            "settings": {
+                "kafka": {"client_options": {"fetch_max_bytes": 1048576}, "sasl_username": "u"},
+                "registry": {"url": "redis://redis:6379/1"},
+                "serve": {"model_name": "churn"},
+            }
+        },
+    )
+    assert "fetch_max_bytes" in out.settings_configmap()["data"]["settings.yaml"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"kafka": {"sasl": {"existingSecret": "k", "password": "p"}}},
+        {"redis": {"existingSecret": "r", "password": "p"}},
+        {"server": {"adminToken": {"existingSecret": "a", "value": "t"}}},
+    ],
+)
+def test_a_secret_given_twice_is_refused(chart, values):
+    with pytest.raises(helm.HelmRenderError, match="both set"):
+        render(chart, values)
+
+
+def test_credentials_given_as_values_go_to_the_charts_own_secret(chart, tmp_path, monkeypatch):
+    values = VALUE_SETS["chart-secrets"]
+    out = render(chart, values)
+    secret = out.one("Secret")
+    stored = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert stored == {
+        "kafka-sasl-username": "learner",
+        "kafka-sasl-password": "kafka-pw-123",
+        "redis-password": "redis-pw-456",
+        "admin-token": "admin-token-789",
+    }
+    # nowhere else: not in the ConfigMap, not in a pod spec
+    others = json.dumps([m for m in out.manifests if m["kind"] != "Secret"])
+    for value in ("kafka-pw-123", "redis-pw-456", "admin-token-789"):
+        assert value not in others
+    server = container(out.one("Deployment"))
+    refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in server["env"]}
+    assert {r["name"] for r in refs.values()} == {secret["metadata"]["name"]}
+    assert set(refs) == {
+        "STREAMLEARN_KAFKA__SASL_USERNAME",
+        "STREAMLEARN_KAFKA__SASL_PASSWORD",
+        "STREAMLEARN_REGISTRY__PASSWORD",
+        "STREAMLEARN_SERVE__ADMIN_TOKEN",
+    }
+    worker_refs = {v["name"] for v in container(out.one("StatefulSet"))["env"]}
+    assert worker_refs == set(refs) - {"STREAMLEARN_SERVE__ADMIN_TOKEN"}
+    # what the kubelet would inject makes streamlearn's settings
+    for name, ref in refs.items():
+        monkeypatch.setenv(name, stored[ref["key"]])
+    settings = load_settings(_settings_file(out, tmp_path))
+    assert settings.kafka.sasl_username == "learner"
+    assert settings.kafka.sasl_password.get_secret_value() == "kafka-pw-123"
+    assert settings.registry.password.get_secret_value() == "redis-pw-456"
+    assert settings.serve.admin_token.get_secret_value() == "admin-token-789"
+
+
+# -- probes ------------------------------------------------------------------------------------
+def _get_wsgi(port: int, paths: list[str]) -> dict[str, int]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        return {path: client.get(path).status_code for path in paths}
+
+
+@pytest.mark.parametrize("rendered", WORKER_SETS, indirect=True)
+def test_worker_probes_hit_the_workers_health_endpoints(rendered):
+    """Liveness and startup GET /livez, readiness GET /readyz on the metrics port, checked
+    against the worker's real health server: a starting worker is alive but not ready."""
+    name, out = rendered
+    cont = container(out.one("StatefulSet"))
+    if not VALUE_SETS[name].get("worker", {}).get("metrics", {}).get("enabled", True):
+        assert not set(PROBES) & set(cont)
+        return
+    probes = {kind: cont[kind]["httpGet"] for kind in PROBES}
+    assert {kind: p["path"] for kind, p in probes.items()} == {
+        "startupProbe": "/livez",
+        "livenessProbe": "/livez",
+        "readinessProbe": "/readyz",
+    }
+    assert {p["port"] for p in probes.values()} == {"metrics"}
+    heartbeat = Heartbeat(WorkerSettings().liveness_timeout_s)
+    server = serve_metrics_and_health("127.0.0.1", 0, CollectorRegistry(), heartbeat)
+    try:
+        port = server.server_port
+        paths = [p["path"] for p in probes.values()]
+        codes = _get_wsgi(port, paths)
+        assert {kind: codes[p["path"]] for kind, p in probes.items()} == PROBES
+        heartbeat.restored, heartbeat.partitions = True, 1
+        heartbeat.beat()
+        assert set(_get_wsgi(port, paths).values()) == {200}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_worker_probe_timing_fits_a_loop_that_blocks(chart):
+    """The loop may block up to the Kafka client's timeouts: /livez itself already waits
+    worker.liveness_timeout_s; the probe adds failureThreshold periods, never so short that a
+    slow answer (the GIL held by a step) restarts the pod, and the start-up probe leaves time
+    for imports and a checkpoint restore."""
+    cont = container(render(chart).one("StatefulSet"))
+    for kind in PROBES:
+        probe = cont[kind]
+        assert probe["timeoutSeconds"] < probe["periodSeconds"]
+        assert probe["timeoutSeconds"] >= 3
+    live = cont["livenessProbe"]
+    grace = live["failureThreshold"] * live["periodSeconds"]
+    assert 30 <= grace <= 2 * WorkerSettings().liveness_timeout_s
+    start = cont["startupProbe"]
+    assert start["failureThreshold"] * start["periodSeconds"] >= 300
+
+
+# -- network policy, spread, graceful shutdown, one GPU ----------------------------------------
+def _policy(out: Rendered, component: str) -> dict[str, Any]:
+    return out.one("NetworkPolicy", component)["spec"]
+
+
+def _ports(rules: list[dict[str, Any]]) -> set[Any]:
+    return {p["port"] for rule in rules for p in rule.get("ports", [])}
+
+
+def test_network_policy_defaults(chart):
+    out = render(chart)
+    for component in ("worker", "server"):
+        spec = _policy(out, component)
+        workload = out.one("StatefulSet" if component == "worker" else "Deployment")
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+        assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+    worker, server = _policy(out, "worker"), _policy(out, "server")
+    # ingress: the worker's metrics port from the cluster's pods; the server's ports from anyone
+    assert worker["ingress"] == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [{"namespaceSelector": {}}]}
+    ]
+    (rule,) = server["ingress"]
+    assert "from" not in rule and _ports([rule]) == {"http", ServeSettings().grpc_port}
+    # egress: DNS, Kafka (worker) and Redis (both), nothing else
+    assert _ports(worker["egress"]) == {53, 9092, 6379}
+    assert _ports(server["egress"]) == {53, 6379}
+
+
+def test_network_policy_follows_the_kafka_and_redis_addresses(chart):
+    out = render(chart, VALUE_SETS["external-secrets"])
+    assert _ports(_policy(out, "worker")["egress"]) == {53, 9096, 6380}
+    out = render(chart, VALUE_SETS["filesystem-registry-tuned"])
+    assert _ports(_policy(out, "worker")["egress"]) == {53, 9092}
+    assert _ports(_policy(out, "server")["egress"]) == {53}
+    # the server's gRPC port follows serve.grpc_port; off: only http
+    for grpc, ports in ((9001, {"http", 9001}), ("off", {"http"})):
+        out = render(chart, {"settings": {"serve": {"grpc_port": grpc}}})
+        assert _ports(_policy(out, "server")["ingress"]) == ports
+
+
+def test_network_policy_can_be_opened_and_turned_off(chart):
+    out = render(chart, VALUE_SETS["network-open"])
+    open_ = VALUE_SETS["network-open"]["networkPolicy"]
+    server = _policy(out, "server")
+    assert server["policyTypes"] == ["Ingress"] and "egress" not in server
+    clients, scrape, extra = server["ingress"]
+    assert clients["from"] == open_["serverFrom"]
+    assert scrape == {"ports": [{"port": "http", "protocol": "TCP"}], "from": open_["metricsFrom"]}
+    assert extra == open_["extraIngress"][0]
+    assert _policy(out, "worker")["ingress"][0]["from"] == open_["metricsFrom"]
+    off = render(chart, {"networkPolicy": {"enabled": False}})
+    assert off.all("NetworkPolicy") == []
+    egress = render(chart, {"networkPolicy": {"extraEgress": [{"ports": [{"port": 4317}]}]}})
+    assert 4317 in _ports(_policy(egress, "worker")["egress"])
+
+
+def test_server_replicas_spread_over_nodes_by_default(chart):
+    out = render(chart)
+    deployment = out.one("Deployment")
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    spread = pod_spec(deployment)["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    ]
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"] == labels
+        assert constraint["maxSkew"] == 1 and constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+    # a value replaces the default; defaultTopologySpread=false drops it
+    custom = render(chart, VALUE_SETS["network-open"]).one("Deployment")
+    expected = VALUE_SETS["network-open"]["server"]["topologySpreadConstraints"]
+    assert pod_spec(custom)["topologySpreadConstraints"] == expected
+    off = render(chart, {"server": {"defaultTopologySpread": False}}).one("Deployment")
+    assert "topologySpreadConstraints" not in pod_spec(off)
+    # the worker (one replica) is not spread
+    assert "topologySpreadConstraints" not in pod_spec(out.one("StatefulSet"))
+
+
+def test_server_drains_before_sigterm(chart):
+    deployment = render(chart).one("Deployment")
+    cont = container(deployment)
+    (sleep, seconds) = cont["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep" and int(seconds) >= 5
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > int(seconds)
+    none = render(chart, VALUE_SETS["network-open"]).one("Deployment")
+    assert "lifecycle" not in container(none)
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
+        render(chart, {"server": {"preStopSleepSeconds": 30, "terminationGracePeriodSeconds": 30}})
 
 
 # -- observability: single source of truth in deploy/prometheus and deploy/grafana -------------
@@ -434,6 +733,24 @@ def test_prometheus_rule_is_the_deploy_prometheus_rules(chart):
     assert rule["metadata"]["namespace"] == "ml"
     off = render(chart, {"metrics": {"prometheusRule": {"enabled": False}}})
     assert off.maybe("PrometheusRule") is None
+
+
+@pytest.mark.parametrize(
+    ("values", "left_out"),
+    [
+        ({"worker": {"enabled": False}}, "streamlearn-worker"),
+        ({"worker": {"replicas": 0}}, "streamlearn-worker"),
+        ({"worker": {"metrics": {"enabled": False}}}, "streamlearn-worker"),
+        ({"server": {"enabled": False}}, "streamlearn-serving"),
+    ],
+)
+def test_prometheus_rule_leaves_out_the_alerts_of_a_component_not_running(chart, values, left_out):
+    """A release without a (scraped) worker must not ship the worker's absent() alerts, which
+    would fire for ever; the same for the server."""
+    expected = [g for f in prometheus_rule_files() for g in load_yaml(f)["groups"]]
+    assert left_out in [g["name"] for g in expected]
+    groups = render(chart, values).one("PrometheusRule")["spec"]["groups"]
+    assert groups == [g for g in expected if g["name"] != left_out]
 
 
 def test_grafana_dashboards_configmap_is_deploy_grafana(chart):
@@ -471,6 +788,9 @@ _OPAQUE = {
     "server.livenessProbe",
     "server.readinessProbe",
     "server.startupProbe",
+    "worker.livenessProbe",
+    "worker.readinessProbe",
+    "worker.startupProbe",
 }
 
 

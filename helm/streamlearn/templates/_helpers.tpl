@@ -107,27 +107,105 @@ existing Secrets as STREAMLEARN_* environment variables (streamlearn.secretEnv).
 {{- toYaml (mustMergeOverwrite $derived (deepCopy $v.settings)) }}
 {{- end }}
 
-{{/* STREAMLEARN_* variables taken from existing Secrets (Kafka SASL, Redis). */}}
+{{/* Secrets ------------------------------------------------------------------------------
+Every credential reaches streamlearn as a STREAMLEARN_* variable from a Secret: an existing one
+(the existingSecret values) or the one the chart creates from the password values
+(streamlearn.credentialsSecret), never through the ConfigMap. */}}
+{{- define "streamlearn.credentialsSecret" -}}
+{{- printf "%s-credentials" (include "streamlearn.fullname" .) }}
+{{- end }}
+
+{{/* The credentials the chart's own Secret holds: key -> value (empty: no Secret). */}}
+{{- define "streamlearn.credentials" -}}
+{{- $v := .Values }}
+{{- $c := dict }}
+{{- if and (hasPrefix "SASL" $v.kafka.securityProtocol) (not $v.kafka.sasl.existingSecret) $v.kafka.sasl.password }}
+{{- $_ := set $c "kafka-sasl-username" $v.kafka.sasl.username }}
+{{- $_ := set $c "kafka-sasl-password" $v.kafka.sasl.password }}
+{{- end }}
+{{- if and (eq $v.registry.kind "redis") (not $v.redis.existingSecret) $v.redis.password }}
+{{- $_ := set $c "redis-password" $v.redis.password }}
+{{- end }}
+{{- if and $v.server.enabled (not $v.server.adminToken.existingSecret) $v.server.adminToken.value }}
+{{- $_ := set $c "admin-token" $v.server.adminToken.value }}
+{{- end }}
+{{- if $c }}{{ toJson $c }}{{ end }}
+{{- end }}
+
+{{/* Values that would be ignored or leak are refused here too (for installs that skip the
+schema with --skip-schema-validation). */}}
+{{- define "streamlearn.checkSecrets" -}}
+{{- $v := .Values }}
+{{- if and $v.kafka.sasl.existingSecret $v.kafka.sasl.password }}
+{{- fail "kafka.sasl.existingSecret and kafka.sasl.password are both set: keep one" }}
+{{- end }}
+{{- if and $v.redis.existingSecret $v.redis.password }}
+{{- fail "redis.existingSecret and redis.password are both set: keep one" }}
+{{- end }}
+{{- if and $v.server.adminToken.existingSecret $v.server.adminToken.value }}
+{{- fail "server.adminToken.existingSecret and server.adminToken.value are both set: keep one" }}
+{{- end }}
+{{- range $path := list "kafka.sasl_password" "kafka.ssl_key_password" "registry.password" "serve.admin_token" }}
+{{- $parts := splitList "." $path }}
+{{- if hasKey (get $v.settings (first $parts) | default dict) (last $parts) }}
+{{- fail (printf "settings.%s is a secret and would land in the ConfigMap: give it through a Secret (see the chart README, \"Secrets\")" $path) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* secretKeyRef env entries: NAME SECRET KEY */}}
+{{- define "streamlearn.secretRef" -}}
+- name: {{ index . 0 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ index . 1 }}
+      key: {{ index . 2 }}
+{{- end }}
+
+{{/* STREAMLEARN_* variables of both workloads (Kafka SASL, Redis); the server adds its admin
+token (streamlearn.serverSecretEnv). */}}
 {{- define "streamlearn.secretEnv" -}}
-{{- if and (hasPrefix "SASL" .Values.kafka.securityProtocol) .Values.kafka.sasl.existingSecret }}
-- name: STREAMLEARN_KAFKA__SASL_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.kafka.sasl.existingSecret }}
-      key: {{ .Values.kafka.sasl.usernameKey }}
-- name: STREAMLEARN_KAFKA__SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.kafka.sasl.existingSecret }}
-      key: {{ .Values.kafka.sasl.passwordKey }}
+{{- $v := .Values }}
+{{- $own := include "streamlearn.credentialsSecret" . }}
+{{- if hasPrefix "SASL" $v.kafka.securityProtocol }}
+{{- if $v.kafka.sasl.existingSecret }}
+{{- include "streamlearn.secretRef" (list "STREAMLEARN_KAFKA__SASL_USERNAME" $v.kafka.sasl.existingSecret $v.kafka.sasl.usernameKey) | nindent 0 }}
+{{- include "streamlearn.secretRef" (list "STREAMLEARN_KAFKA__SASL_PASSWORD" $v.kafka.sasl.existingSecret $v.kafka.sasl.passwordKey) | nindent 0 }}
+{{- else if $v.kafka.sasl.password }}
+{{- include "streamlearn.secretRef" (list "STREAMLEARN_KAFKA__SASL_USERNAME" $own "kafka-sasl-username") | nindent 0 }}
+{{- include "streamlearn.secretRef" (list "STREAMLEARN_KAFKA__SASL_PASSWORD" $own "kafka-sasl-password") | nindent 0 }}
 {{- end }}
-{{- if and (eq .Values.registry.kind "redis") .Values.redis.existingSecret }}
-- name: STREAMLEARN_REGISTRY__PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.redis.existingSecret }}
-      key: {{ .Values.redis.passwordKey }}
 {{- end }}
+{{- if eq $v.registry.kind "redis" }}
+{{- if $v.redis.existingSecret }}
+{{- include "streamlearn.secretRef" (list "STREAMLEARN_REGISTRY__PASSWORD" $v.redis.existingSecret $v.redis.passwordKey) | nindent 0 }}
+{{- else if $v.redis.password }}
+{{- include "streamlearn.secretRef" (list "STREAMLEARN_REGISTRY__PASSWORD" $own "redis-password") | nindent 0 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "streamlearn.serverSecretEnv" -}}
+{{- $a := .Values.server.adminToken }}
+{{- include "streamlearn.secretEnv" . }}
+{{- if $a.existingSecret }}
+{{- include "streamlearn.secretRef" (list "STREAMLEARN_SERVE__ADMIN_TOKEN" $a.existingSecret $a.key) | nindent 0 }}
+{{- else if $a.value }}
+{{- include "streamlearn.secretRef" (list "STREAMLEARN_SERVE__ADMIN_TOKEN" (include "streamlearn.credentialsSecret" .) "admin-token") | nindent 0 }}
+{{- end }}
+{{- end }}
+
+{{/* Monitoring ---------------------------------------------------------------------------
+ServiceMonitor and PrometheusRule only where their API exists (or when forced), so the chart
+installs on a cluster without the Prometheus Operator CRDs. */}}
+{{- define "streamlearn.monitoringApi" -}}
+{{- if or .Values.metrics.forceMonitoringResources (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}true{{ end }}
+{{- end }}
+
+{{/* The worker is scraped: deployed, running and serving metrics. */}}
+{{- define "streamlearn.workerScraped" -}}
+{{- $w := .Values.worker }}
+{{- if and $w.enabled $w.metrics.enabled (gt (int $w.replicas) 0) }}true{{ end }}
 {{- end }}
 
 {{/* Volumes both workloads share: settings, /tmp, the Kafka CA, the filesystem registry. */}}
