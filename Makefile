@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install install-serve install-test toolchain demo test lint bench
+.PHONY: install install-serve install-test toolchain demo test lint bench test-rules
 
 # every role (worker, produce, demo with its plot, serve); torch first, by the script
 install: toolchain
@@ -14,9 +14,10 @@ install-serve:
 install-test: toolchain
 	PYTHON=$(PYTHON) bash scripts/install-torch.sh
 	$(PYTHON) -m pip install -e ".[test]"
-	@# prometheus + promtool for tests/integration/test_prometheus.py (skipped without them)
+	@# prometheus + promtool for tests/integration/test_prometheus.py and the alert rules' unit
+	@# tests (tests/deploy/test_alert_rules.py); both are skipped without them
 	$(call apt_install_unless,command -v prometheus >/dev/null,prometheus,\
-		tests/integration/test_prometheus.py will be skipped)
+		tests/integration/test_prometheus.py and the promtool rule tests will be skipped)
 
 # a C compiler and Python's headers, with which installing the package builds the compiled CPU
 # kernels (setup.py); without them the install still succeeds, the learner runs the torch step
@@ -48,6 +49,13 @@ lint:
 
 test: install-test lint
 	$(PYTHON) -m pytest
+
+# the alert rules' promtool unit tests alone (`make test` runs them too, in
+# tests/deploy/test_alert_rules.py, which skips them where promtool is missing)
+test-rules:
+	@command -v promtool >/dev/null 2>&1 || { echo "no promtool: apt-get install prometheus" \
+		"(make install-test does it as root)"; exit 1; }
+	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml
 
 bench:
 	$(PYTHON) benchmarks/prequential.py

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies the observability sources of truth into the Helm chart (Helm cannot read files outside
 # the chart directory): deploy/prometheus/*.yml|*.yaml -> helm/streamlearn/files/prometheus/,
-# deploy/grafana/*.json -> helm/streamlearn/files/grafana/. Stale copies are removed.
+# deploy/grafana/*.json -> helm/streamlearn/files/grafana/. Stale copies are removed. The rules'
+# unit tests (*_test.yml, run by promtool) stay out of the chart.
 # tests/deploy/test_chart_files.py checks the copies are byte-identical.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +17,7 @@ sync() {  # sync SRC_DIR DEST_DIR GLOB...
     for pattern in "$@"; do
         for file in "$src"/$pattern; do
             [ -f "$file" ] || continue
+            case "$file" in *_test.yml | *_test.yaml) continue ;; esac  # promtool's unit tests
             cp "$file" "$dest/"
             echo "copied ${file#"$root"/} -> ${dest#"$root"/}/"
         done

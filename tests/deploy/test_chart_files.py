@@ -24,9 +24,15 @@ COPIES = {
 
 
 def _files(directory: Path, patterns: tuple[str, ...]) -> dict[str, bytes]:
+    """The files the sync copies: promtool's unit tests (*_test.yml) stay out of the chart."""
     if not directory.is_dir():
         return {}
-    return {p.name: p.read_bytes() for pattern in patterns for p in directory.glob(pattern)}
+    return {
+        p.name: p.read_bytes()
+        for pattern in patterns
+        for p in directory.glob(pattern)
+        if not p.stem.endswith("_test")
+    }
 
 
 @pytest.mark.parametrize("kind", sorted(COPIES))
@@ -90,6 +96,7 @@ def scratch_chart(tmp_path: Path) -> Path:
     (repo / "deploy" / "prometheus" / "rules.yml").write_text(RULES)
     (repo / "deploy" / "prometheus" / "slo-rules.yaml").write_text(MORE_RULES)
     (repo / "deploy" / "prometheus" / "prometheus.yml").write_text(SCRAPE)
+    (repo / "deploy" / "prometheus" / "rules_test.yml").write_text("rule_files: [rules.yml]\n")
     (repo / "deploy" / "grafana").mkdir(parents=True)
     (repo / "deploy" / "grafana" / "streamlearn.json").write_text(json.dumps(DASHBOARD))
     # a stale copy the sync must remove

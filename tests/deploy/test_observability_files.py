@@ -1,6 +1,6 @@
 """deploy/grafana/streamlearn.json and deploy/prometheus/alerts.yml as files: the dashboard is
 importable by Grafana (structure of its JSON model) and portable (datasource variable); the
-rules carry severity, summary, description and a runbook; and every metric either names is one
+rules carry severity, summary, description and a runbook_url; and every metric either names is one
 streamlearn/metrics/ defines. (A real Prometheus evaluates them in
 tests/integration/test_prometheus.py.)"""
 
@@ -85,9 +85,100 @@ def test_every_panel_queries_the_datasource_variable(dashboard):
         assert len(refs) == len(set(refs)), panel["title"]
         for target in panel["targets"]:
             assert target["expr"].strip() and target["datasource"] == DATASOURCE
-    (variable,) = dashboard["templating"]["list"]
+    variable = dashboard["templating"]["list"][0]
     assert variable["name"] == "datasource" and variable["type"] == "datasource"
     assert variable["query"] == "prometheus"
+
+
+# -- namespace / job / instance: deployments on one data source stay apart ---------------------
+SCOPE = ("namespace", "job", "instance")
+_SELECTOR = re.compile(r"\b(streamlearn_[a-z_]+|up)\b(\{[^}]*\})?(?!\s*\()")
+
+
+def test_scope_variables_chain_and_allow_all(dashboard):
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", *SCOPE]
+    for name in SCOPE:
+        variable = variables[name]
+        assert variable["type"] == "query" and variable["datasource"] == DATASOURCE
+        # "All" matches series without the label too (the compose stack has no namespace)
+        assert variable["includeAll"] and variable["multi"] and variable["allValue"] == ".*"
+        assert variable["definition"] == variable["query"]["query"]
+        assert re.fullmatch(rf"label_values\(up\{{[^}}]*\}}, {name}\)", variable["definition"])
+    # each one narrows the next
+    assert "$namespace" in variables["job"]["definition"]
+    assert "$namespace" in variables["instance"]["definition"]
+    assert "$job" in variables["instance"]["definition"]
+
+
+def test_every_query_uses_the_scope_variables(dashboard):
+    """Every series selector of every panel query and annotation is narrowed by the three
+    variables, and every aggregation keeps `namespace`, so two releases never merge."""
+    for expr in _exprs(dashboard):
+        selectors = _SELECTOR.findall(expr)
+        assert selectors, expr
+        for metric, matchers in selectors:
+            for name in SCOPE:
+                assert f'{name}=~"${name}"' in matchers, (metric, expr)
+        for clause in re.findall(r"\bby \(([^)]*)\)", expr):
+            assert "namespace" in clause.split(", "), expr
+        assert not re.search(r"\b(sum|min|max|avg|count)\s*\(", expr), f"unscoped: {expr}"
+
+
+def test_every_panel_has_a_description(dashboard):
+    for panel in (p for p in dashboard["panels"] if p["type"] != "row"):
+        assert len(panel.get("description", "")) >= 20, panel["title"]
+
+
+def test_no_line_spans_an_outage(dashboard):
+    for panel in dashboard["panels"]:
+        custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
+        assert custom.get("spanNulls", False) is False, panel["title"]
+        if panel["type"] == "timeseries":
+            assert custom["spanNulls"] is False, panel["title"]
+
+
+def test_every_panel_has_explicit_thresholds(dashboard):
+    """Grafana's implicit thresholds (green, red at 80) colour values by accident."""
+    for panel in (p for p in dashboard["panels"] if p["type"] != "row"):
+        thresholds = panel["fieldConfig"]["defaults"]["thresholds"]
+        assert thresholds["mode"] == "absolute" and thresholds["steps"][0]["value"] is None
+
+
+def _color(panel: dict[str, Any], value: float) -> str:
+    """The colour a value gets: its value mapping, else its threshold step."""
+    defaults = panel["fieldConfig"]["defaults"]
+    for mapping in defaults.get("mappings", []):
+        hit = mapping["options"].get(str(int(value))) if mapping["type"] == "value" else None
+        if hit and "color" in hit:
+            return hit["color"]
+    steps = defaults["thresholds"]["steps"]
+    return [s for s in steps if s["value"] is None or value >= s["value"]][-1]["color"]
+
+
+def test_a_down_worker_or_broker_shows_red(dashboard):
+    (up,) = [p for p in dashboard["panels"] if p["title"] == "Worker up"]
+    assert [t["legendFormat"].split()[0] for t in up["targets"]] == [
+        "scrape",
+        "broker",
+        "partitions",
+    ]
+    assert _color(up, 0) == "red" and _color(up, 1) == "green"
+    assert up["options"]["colorMode"] == "background"
+    ages = {p["title"]: p for p in dashboard["panels"] if p["title"] in ("Checkpoint age",)}
+    assert _color(ages["Checkpoint age"], 60) == "green"
+    assert _color(ages["Checkpoint age"], 1800) == "red"
+
+
+def test_counts_from_increase_are_whole_numbers(dashboard):
+    for panel in (p for p in dashboard["panels"] if p["type"] != "row"):
+        counted = [t["expr"] for t in panel["targets"] if "increase(" in t["expr"]]
+        if not counted:
+            continue
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["decimals"] == 0 and defaults["unit"] == "short", panel["title"]
+        for expr in counted:
+            assert expr.startswith(("round(", "sort_desc(round(")), expr
 
 
 def test_drift_detections_are_annotations(dashboard):
@@ -110,6 +201,10 @@ def test_dashboard_and_rules_name_only_defined_metrics(dashboard, rules):
 
 REQUIRED_ALERTS = {
     "StreamlearnWorkerDown",
+    "StreamlearnWorkerAbsent",
+    "StreamlearnWorkerBrokerDown",
+    "StreamlearnServerDown",
+    "StreamlearnServerAbsent",
     "StreamlearnConsumerLagGrowing",
     "StreamlearnNoPublish",
     "StreamlearnLossSpikeNotRecovering",
@@ -125,7 +220,7 @@ def test_rules_are_complete_alerts(rules):
     for rule in rules:
         assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
-        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+        assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), rule["alert"]
     down = next(r for r in rules if r["alert"] == "StreamlearnWorkerDown")
     assert 'job="streamlearn-worker"' in down["expr"] and down["labels"]["severity"] == "critical"
 

@@ -50,8 +50,16 @@ DASHBOARD = REPO / "deploy" / "grafana" / "streamlearn.json"
 RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
-# what Grafana puts in for its built-in variables, at a 1 s scrape interval
-GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "1m"}
+# what Grafana puts in for its built-in variables, at a 1 s scrape interval, and for the
+# dashboard's namespace / job / instance variables set to "All"
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "15s",
+    "$__interval": "5s",
+    "$__range": "1m",
+    "$namespace": ".*",
+    "$job": ".*",
+    "$instance": ".*",
+}
 DEADLINE_S = 40.0
 
 pytestmark = pytest.mark.skipif(
