@@ -142,7 +142,7 @@ def test_server_port_is_published_and_health_checked(services):
     settings = _settings(server, args)
     port = args.port or settings.serve.port
     assert (args.host or settings.serve.host) == "0.0.0.0"
-    published = {int(p.split(":")[1]) for p in server["ports"]}
+    published = {int(p.split(":")[-2]) for p in server["ports"]}
     assert port in published
     spec = importlib.util.spec_from_file_location("healthcheck", DOCKER / "healthcheck.py")
     assert spec and spec.loader
@@ -167,7 +167,8 @@ def test_prometheus_and_grafana_read_the_single_sources(services):
     provisioning = binds["/etc/grafana/provisioning"]
     (datasource,) = load_yaml(provisioning / "datasources" / "prometheus.yaml")["datasources"]
     url = urlparse(datasource["url"])
-    assert url.hostname == "prometheus" and f"{url.port}:{url.port}" in prometheus["ports"]
+    assert url.hostname == "prometheus"
+    assert f"127.0.0.1:{url.port}:{url.port}" in prometheus["ports"]
     assert datasource["uid"] == "prometheus"
     (provider,) = load_yaml(provisioning / "dashboards" / "streamlearn.yaml")["providers"]
     assert provider["options"]["path"] == "/etc/grafana/dashboards"
@@ -210,3 +211,22 @@ def test_gpu_override(services):
     assert worker["image"] != services["worker"]["image"], "the CPU image keeps its tag"
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+
+
+def test_ports_are_published_on_loopback_only(services):
+    """None of these services authenticates its clients (Grafana aside): nothing is published
+    on the host's other interfaces."""
+    published = [(name, port) for name, s in services.items() for port in s.get("ports", [])]
+    assert published
+    for name, port in published:
+        assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
+        assert len(port.split(":")) == 3, (name, port)
+
+
+def test_grafana_has_no_default_password_and_no_anonymous_viewers(services):
+    env = services["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    # `${VAR:?message}`: compose refuses to start while the password is not set
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert "admin" not in env["GF_SECURITY_ADMIN_PASSWORD"].split("?")[0]

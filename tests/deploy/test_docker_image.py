@@ -1,11 +1,13 @@
 """deploy/docker/Dockerfile, read as text (there is no Docker engine here): multi-stage, two
 images — every role (the default target) and the serving tier alone (target ``server``, no
 torch) — each without build tools and running as a non-root user, ENTRYPOINT streamlearn, the
-torch variant as a build argument; plus the image's healthcheck script and its runtime
-dependencies."""
+torch variant as a build argument; reproducible (the base image by digest, the runtime
+dependencies from hash-locked requirements); plus the image's healthcheck script and its
+runtime dependencies."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import re
@@ -14,7 +16,9 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 
 import pytest
-from deploy_support import DOCKER, REPO
+from deploy_support import DOCKER, REPO, load_yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from streamlearn.cli import _parser
 from streamlearn.settings import CheckpointSettings, RegistrySettings, ServeSettings
@@ -158,9 +162,10 @@ def test_torch_variant_build_argument(dockerfile):
     runs = " ".join(_args(builder, "RUN"))
     assert 'https://download.pytorch.org/whl/${TORCH_VARIANT}"' in runs
     assert "cu[0-9][0-9][0-9]" in runs  # the variant is checked, not passed blindly
-    # torch is installed before the project, so `pip install /src[worker]` keeps that build
+    # the locked dependencies, then torch (which finds its own among them), then the project
+    # alone, so `pip install /src[worker]` changes nothing of either
     order = [a for a in _args(builder, "RUN") if "pip install" in a]
-    assert "torch==" in order[0] and order[-1].startswith('pip install "/src[worker,')
+    assert [_pip_step(a) for a in order] == ["lock", "torch", "project"]
     # the same torch version as scripts/install-torch.sh
     (version,) = [a for a in _args(builder, "ARG") if a.startswith("TORCH_VERSION=")]
     script = (REPO / "scripts" / "install-torch.sh").read_text()
@@ -177,7 +182,9 @@ def test_copied_files_exist_and_pass_the_dockerignore(dockerfile):
             *sources, _ = args.split()
             for source in sources:
                 assert (REPO / source).exists(), source
-                assert any(source == a or source.startswith(a + "/") for a in allowed), source
+                assert any(
+                    fnmatch.fnmatch(source, a) or source.startswith(a + "/") for a in allowed
+                ), source
 
 
 def test_healthcheck_is_the_image_script(image):
@@ -200,11 +207,11 @@ def healthcheck() -> ModuleType:
     return module
 
 
-def test_healthcheck_only_probes_the_server(healthcheck, tmp_path, monkeypatch):
+def test_healthcheck_probes_the_role_pid_1_runs(healthcheck, tmp_path, monkeypatch):
     exe = "/opt/venv/bin/streamlearn"
     py = "/opt/venv/bin/python"
-    assert healthcheck.live_url([py, exe, "worker", "--config", "/x.yaml"]) is None
     assert healthcheck.live_url([py, exe, "produce", "--topic", "serve"]) is None
+    assert healthcheck.live_url([py, exe, "demo"]) is None
     assert healthcheck.live_url([py, exe, "serve", "--port", "9000"]) == (
         "http://127.0.0.1:9000/v2/health/live"
     )
@@ -221,10 +228,54 @@ def test_healthcheck_only_probes_the_server(healthcheck, tmp_path, monkeypatch):
     assert default == f"http://127.0.0.1:{ServeSettings().port}/v2/health/live"
 
 
-def test_healthcheck_path_is_a_server_route(healthcheck):
+def test_healthcheck_asks_the_worker_loop(healthcheck, tmp_path, monkeypatch):
+    """The worker is healthy while /livez on its metrics port says its loop turns (it used to
+    pass for as long as the process ran, a hung loop included)."""
+    exe = "/opt/venv/bin/streamlearn"
+    config = tmp_path / "worker.yaml"
+    config.write_text("metrics: {port: 9100}\n")
+    worker = [exe, "worker", "--config", str(config)]
+    assert healthcheck.live_url(worker) == "http://127.0.0.1:9100/livez"
+    assert healthcheck.live_url([*worker, "--metrics-port", "9200"]).endswith(":9200/livez")
+    monkeypatch.setenv("STREAMLEARN_METRICS__PORT", "9300")
+    monkeypatch.setenv("STREAMLEARN_METRICS__HOST", "::")
+    assert healthcheck.live_url(worker) == "http://[::1]:9300/livez"
+    monkeypatch.delenv("STREAMLEARN_METRICS__PORT")
+    monkeypatch.delenv("STREAMLEARN_METRICS__HOST")
+    # no metrics port: nothing to ask, healthy while it runs
+    config.write_text("kafka: {topic: events}\n")
+    assert healthcheck.live_url(worker) is None
+
+
+def test_healthcheck_fails_a_stuck_worker(healthcheck, monkeypatch):
+    """main() against the worker's real health server: 200 while the loop turns, 503 (exit 1)
+    once its heartbeat is older than the limit."""
+    from prometheus_client import CollectorRegistry
+
+    from streamlearn.worker.health import Heartbeat, serve_metrics_and_health
+
+    now = [0.0]
+    heartbeat = Heartbeat(60.0, clock=lambda: now[0])
+    server = serve_metrics_and_health("127.0.0.1", 0, CollectorRegistry(), heartbeat)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}{healthcheck.WORKER_LIVE_PATH}"
+        monkeypatch.setattr(healthcheck, "live_url", lambda argv: url)
+        monkeypatch.setattr(healthcheck.Path, "read_bytes", lambda self: b"streamlearn\0worker")
+        heartbeat.beat()
+        assert healthcheck.main() == 0
+        now[0] = 61.0
+        assert healthcheck.main() == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_healthcheck_paths_are_the_servers_routes(healthcheck):
     from streamlearn.serve import app
+    from streamlearn.worker import health
 
     assert f'Route("{healthcheck.LIVE_PATH}"' in Path(app.__file__).read_text()
+    assert f'"{healthcheck.WORKER_LIVE_PATH}": heartbeat.live' in Path(health.__file__).read_text()
 
 
 # -- the image installs what streamlearn imports ----------------------------------------------
@@ -236,8 +287,8 @@ def _requirement_name(line: str) -> str:
 NOT_NEEDED_IN_IMAGE = {"pandas": "streamlearn.river's *_many methods take the caller's DataFrame"}
 
 
-def _project_requirements(extras: set[str]) -> set[str]:
-    """The names pyproject.toml requires with ``extras`` (an extra naming another included)."""
+def _requirements(extras: set[str]) -> list[Requirement]:
+    """What pyproject.toml requires with ``extras`` (an extra naming another included)."""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -251,12 +302,17 @@ def _project_requirements(extras: set[str]) -> set[str]:
                 lines.append(line)
             else:
                 pending += [e for e in nested.group(1).split(",") if e not in seen]
-    return {_requirement_name(line) for line in lines}
+    return [Requirement(line) for line in lines]
+
+
+def _project_requirements(extras: set[str]) -> set[str]:
+    """The names pyproject.toml requires with ``extras``."""
+    return {_requirement_name(r.name) for r in _requirements(extras)}
 
 
 def _installed_extras(stage: list[tuple[str, str]]) -> set[str]:
     """The extras of the project a stage's ``pip install "/src[...]"`` names."""
-    (found,) = re.findall(r'pip install "/src\[([^\]]+)\]"', " ".join(_args(stage, "RUN")))
+    (found,) = re.findall(r'pip install [^"]*"/src\[([^\]]+)\]"', " ".join(_args(stage, "RUN")))
     return set(found.split(","))
 
 
@@ -301,8 +357,8 @@ def test_server_image_installs_the_serve_extra_and_no_torch(dockerfile):
     assert _installed_extras(builder) == {"serve"}
     assert "torch" not in _project_requirements({"serve"})
     installs = [a for a in _args(builder, "RUN") if "pip install" in a]
-    assert len(installs) == 1, "the project with [serve], nothing else"
-    assert "find_spec('torch') is not None" in installs[0]  # the build fails if torch came in
+    assert [_pip_step(a) for a in installs] == ["lock", "project"], "no torch, nothing else"
+    assert "find_spec('torch') is not None" in installs[-1]  # the build fails if torch came in
     assert not [a for a in _args(builder, "ARG") if a.startswith("TORCH")]
 
 
@@ -322,3 +378,84 @@ def test_server_image_serves_by_default(dockerfile):
     server = effective(dockerfile, _stage(dockerfile, "server"))
     command = _parser().parse_args(_exec_form(_args(server, "CMD")[-1]))
     assert command.command == "serve" and command.host == "0.0.0.0"
+
+
+# -- reproducible builds ------------------------------------------------------------------------
+DIGEST = re.compile(r"^[^\s@]+:[^\s@]+@sha256:[0-9a-f]{64}$")
+LOCKS = {"builder": "requirements-worker.lock", "serve-builder": "requirements-serve.lock"}
+
+
+def _pip_step(run: str) -> str:
+    """Which install a RUN is: the hash-locked requirements, torch, or the project alone."""
+    if "--require-hashes" in run:
+        assert "--no-deps -r /src/requirements.lock" in run, run
+        return "lock"
+    if "torch==" in run:
+        return "torch"
+    assert re.search(r'pip install --no-deps --no-build-isolation "/src\[', run), run
+    assert "pip check" in run, "a gap in the lock fails the build"
+    return "project"
+
+
+def test_base_image_is_pinned_by_digest(dockerfile):
+    text = DOCKERFILE.read_text()
+    (declared,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert DIGEST.match(declared), "python:<version>-slim-<debian>@sha256:<digest>"
+    assert text.index("ARG PYTHON_IMAGE=") < text.index("FROM "), "declared before every stage"
+    names = {stage_name(s) for s in dockerfile}
+    for stage in dockerfile:
+        image = stage[0][1].split()[0]
+        assert image == "${PYTHON_IMAGE}" or image in names, image
+
+
+def test_compose_images_are_pinned_by_digest():
+    services = load_yaml(DOCKER / "compose.yaml")["services"]
+    for name, service in services.items():
+        if "build" in service:
+            continue  # built here from the pinned Dockerfile
+        assert DIGEST.match(service["image"]), f"{name}: {service['image']}"
+
+
+def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """name -> (pinned version, sha256 hashes) of a requirements lock."""
+    text = (DOCKER / name).read_text().replace("\\\n", " ")
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        found = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})+)", line)
+        assert found, f"{name}: not a pinned, hashed requirement: {line}"
+        hashes = re.findall(r"sha256:([0-9a-f]{64})", found.group(3))
+        pins[canonicalize_name(found.group(1))] = (found.group(2), hashes)
+    return pins
+
+
+@pytest.mark.parametrize("stage", sorted(LOCKS))
+def test_runtime_dependencies_come_from_a_hashed_lock(dockerfile, stage):
+    builder = _stage(dockerfile, stage)
+    copies = [a.split() for a in _args(builder, "COPY")]
+    assert [f"deploy/docker/{LOCKS[stage]}", "/src/requirements.lock"] in copies
+    assert "lock" in [_pip_step(a) for a in _args(builder, "RUN") if "pip install" in a]
+    pins = _lock(LOCKS[stage])
+    assert pins and all(hashes for _, hashes in pins.values())
+
+
+@pytest.mark.parametrize("stage", sorted(LOCKS))
+def test_locks_pin_what_the_project_requires(dockerfile, stage):
+    """Every requirement of the extras the image installs is pinned in its lock at a version
+    pyproject.toml accepts (torch excepted: it comes from the PyTorch index), so `pip check`
+    after `--no-deps` passes; and the lock was made for the base image's Python."""
+    pins = _lock(LOCKS[stage])
+    for requirement in _requirements(_installed_extras(_stage(dockerfile, stage))):
+        name = canonicalize_name(requirement.name)
+        if name == "torch":
+            assert name not in pins, "torch comes from the index of TORCH_VARIANT"
+            continue
+        assert name in pins, f"{LOCKS[stage]} lacks {requirement}"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), requirement
+    assert "setuptools" in pins, "builds the project without build isolation"
+    assert not [n for n in pins if n.startswith(("nvidia-", "cuda-")) or n == "triton"]
+    python = re.search(r"ARG PYTHON_IMAGE=python:(\d+\.\d+\.\d+)-", DOCKERFILE.read_text())
+    header = (DOCKER / LOCKS[stage]).read_text().splitlines()[0]
+    assert python and f"for Python {python.group(1)} " in header, "re-run lock-requirements.sh"
