@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, get_args
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamlearn.events import RejectionReason
 from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
@@ -26,13 +26,26 @@ from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
 if TYPE_CHECKING:
     from streamlearn.core.prequential import BatchOutcome, Prequential
 
-__all__ = ["PUBLISH_RESULTS", "LabelJoinCounts", "PublishOutcome", "WorkerCounts", "WorkerMetrics"]
+__all__ = [
+    "PUBLISH_RESULTS",
+    "SCORE_SERIES",
+    "LabelJoinCounts",
+    "PublishOutcome",
+    "WorkerCounts",
+    "WorkerMetrics",
+]
 
 TopicPartition = tuple[str, int]
 
 DROP_REASONS = ("no_slot", "not_a_number", "non_finite")  # feature values treated as missing
 PUBLISH_RESULTS = ("published", "gated", "waiting_for_rows", "export_failed", "registry_error")
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SCORES = {
+    "accuracy": "Smoothed prequential accuracy of the base model (classification)",
+    "mae": "Smoothed prequential mean absolute error of the base model (regression)",
+}
+# created with the task's first learned batch, so only the task's own exists
+SCORE_SERIES = tuple(f"streamlearn_worker_prequential_{name}" for name in _SCORES)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
@@ -126,13 +139,12 @@ class WorkerMetrics:
             "Micro-batch time: decode, score, drift, learn, error memory (not the export)",
             STEP_BUCKETS,
         )
-        self.batch_size = m.histogram("batch_size", "Records per micro-batch", BATCH_BUCKETS)
+        self.batch_records = m.histogram("batch_records", "Records per micro-batch", BATCH_BUCKETS)
         self.loss = m.gauge("prequential_loss", "Smoothed prequential loss of the base model")
-        self.score = m.gauge(
-            "prequential_metric",
-            "Smoothed prequential accuracy (classification) or MAE (regression)",
-            ["metric"],
-        )
+        # one quantity per name, created when the task's first batch is learned (a regression
+        # worker has no accuracy series, a classifier no MAE)
+        self._factory = m
+        self.score: Gauge | None = None
         self.drifts = m.counter("drifts", "Drift detections")
         self.lr = m.gauge("learning_rate", "Current learning rate")
         self.replay_rows = m.gauge("replay_rows", "Rows in the replay reservoir")
@@ -219,7 +231,7 @@ class WorkerMetrics:
         self.consumed.inc(records)
         for tp, offset in offsets.items():
             self._offset(tp, offset)
-        self.batch_size.observe(records)
+        self.batch_records.observe(records)
         self.step_seconds.observe(seconds)
         self._advance(preq, stats, publish=True)
         learner = preq.learner
@@ -281,7 +293,9 @@ class WorkerMetrics:
             self.loss.set(self._loss)
         if math.isfinite(value):
             self._score = _ewma(self._score, value, weight)
-            self.score.labels(name).set(self._score)
+            if self.score is None:
+                self.score = self._factory.gauge(f"prequential_{name}", _SCORES[name])
+            self.score.set(self._score)
 
     def observe_label_join(self, join: LabelJoinCounts, *, baseline: bool = False) -> None:
         """The waiting sets' sizes, and evictions by difference (``baseline``: after a restore,

@@ -15,7 +15,7 @@ from deploy_support import GRAFANA_SRC, PROMETHEUS_SRC, load_yaml
 from prometheus_client import CollectorRegistry
 
 from streamlearn.metrics.serve import ServeMetrics
-from streamlearn.metrics.worker import WorkerMetrics
+from streamlearn.metrics.worker import SCORE_SERIES, WorkerMetrics
 
 DASHBOARD = GRAFANA_SRC / "streamlearn.json"
 RULES = PROMETHEUS_SRC / "alerts.yml"
@@ -42,7 +42,7 @@ def _series_names() -> set[str]:
     for family in registry.collect():
         for suffix in _SUFFIXES.get(family.type, ("",)):
             names.add(family.name + suffix)
-    return names
+    return names | set(SCORE_SERIES)  # made with the task's first batch
 
 
 def _metrics_in(expr: str) -> set[str]:

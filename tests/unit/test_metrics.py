@@ -98,8 +98,8 @@ def test_batches_produce_the_event_learning_and_state_families(tmp_path):
     assert _value(reg, W + "events_trained_total") == preq.seen == 120
     assert _value(reg, W + "train_steps_total") == learner.steps > 0
     assert _value(reg, W + "step_duration_seconds_count") == worker.stats.batches
-    assert _value(reg, W + "batch_size_sum") == 122
-    assert _value(reg, W + "batch_size_bucket", le="8.0") == worker.stats.batches
+    assert _value(reg, W + "batch_records_sum") == 122
+    assert _value(reg, W + "batch_records_bucket", le="8.0") == worker.stats.batches
     assert _value(reg, W + "learning_rate") == pytest.approx(learner.lr)
     assert _value(reg, W + "replay_rows") == len(learner.replay) > 0
     assert _value(reg, W + "replay_capacity_rows") == learner.replay.capacity
@@ -107,7 +107,7 @@ def test_batches_produce_the_event_learning_and_state_families(tmp_path):
     assert _value(reg, W + "error_memory_rows") == len(preq.memory.memory) > 0
     assert _value(reg, W + "error_memory_capacity_rows") == preq.memory.settings.size
     assert 0.0 < _value(reg, W + "prequential_loss") < 5.0
-    assert 0.0 <= _value(reg, W + "prequential_metric", metric="accuracy") <= 1.0
+    assert 0.0 <= _value(reg, W + "prequential_accuracy") <= 1.0
     assert _value(reg, W + "broker_up") == 1.0
     assert _value(reg, W + "drifts_total") == 0.0
     assert _value(reg, W + "build_info", version="0.1.0") == 1.0
@@ -118,8 +118,8 @@ def test_regression_reports_the_mean_absolute_error(tmp_path):
     s = _settings(tmp_path, learner={"task": "regression"})
     worker, reg = _worker(s, FakeReader({(TOPIC, 0): [r.encode() for r in rows]}))
     _drive(worker, 64)
-    assert _value(reg, W + "prequential_metric", metric="mae") > 0.0
-    assert _value(reg, W + "prequential_metric", metric="accuracy") is None
+    assert _value(reg, W + "prequential_mae") > 0.0
+    assert _value(reg, W + "prequential_accuracy") is None
 
 
 def test_nonfinite_steps_drifts_late_labels_and_predictions_are_counted(tmp_path):
