@@ -3,14 +3,17 @@
 A network learns best from micro-batches, so ``learn_one`` encodes its row at once (nothing
 keeps the caller's dict) and buffers it; every ``batch_size`` rows go through one prequential
 step. ``learn_many`` pushes rows through the same buffer, so both leave identical state. A label
-is known as a class as soon as it is buffered, before the model has trained on it. Constructor
+is known as a class as soon as it is buffered, before the model has trained on it. The ``*_many``
+methods hand a DataFrame's columns to the column encoder as they are (no dict per row; a frame of
+numpy numbers is one conversion per call), and give what the one-row API gives on the same rows,
+bit for bit: beyond ``Prequential.process_columns`` the pandas path costs mostly the score-only
+pass that river's predict-then-learn calls ask for (benchmarks/river_columns.py). Constructor
 arguments are the whole configuration (river style), validated into Settings sections directly
 rather than through ``load_settings``: a ``STREAMLEARN_*`` variable never overrides them.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Hashable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -99,21 +102,28 @@ class _Streaming:
         """Hook: classifiers make new labels known before their rows enter the buffer."""
 
     def _push(self, feats: EncodedFeatures, ys: Sequence[Hashable | None]) -> None:
-        """Append encoded rows to the buffer, flushing every time it holds a full batch."""
+        """Append encoded rows to the buffer, flushing every time it holds a full batch.
+
+        Rows left waiting for more have their labels registered at once and their arrays
+        copied (a few buffered rows never keep a large batch's arrays alive); rows that
+        complete a batch within this call go to the step as views of ``feats`` (the caller's
+        own fresh encoding), and the step registers their labels, in the same order."""
         start, n = 0, len(ys)
         while start < n:
-            take = min(self.batch_size - len(self._ys), n - start)
-            stop = start + take
-            self._register(ys[start:stop])
-            self._num.append(feats.num[start:stop].copy())
-            self._cat.append(feats.cat[start:stop].copy())
+            stop = min(start + self.batch_size - len(self._ys), n)
             self._ys.extend(ys[start:stop])
+            num, cat = feats.num[start:stop], feats.cat[start:stop]
+            if len(self._ys) < self.batch_size:
+                self._register(ys[start:stop])
+                num, cat = num.copy(), cat.copy()
+            self._num.append(num)
+            self._cat.append(cat)
             start = stop
             if len(self._ys) == self.batch_size:
                 self._flush()
 
     def _flush(self) -> None:
-        feats = EncodedFeatures(np.concatenate(self._num), np.concatenate(self._cat))
+        feats = EncodedFeatures(_joined(self._num), _joined(self._cat))
         ys = self._ys
         self._num, self._cat, self._ys = [], [], []
         self._pq.process_encoded(feats, ys)
@@ -122,30 +132,63 @@ class _Streaming:
         """Encode a DataFrame column-wise; NaN/None/pd.NA are missing values."""
         if X.shape[1] == 0:
             return self._pq.encoder.encode([{}] * len(X))
-        return self._pq.encoder.encode_columns(dict(_columns(X)))
+        return self._pq.encoder.encode_columns(_columns(X))
 
     def _predict_frame(self, X: pd.DataFrame) -> np.ndarray:
         if X.shape[1] == 0:
             return self._pq.predict([{}] * len(X))
-        return self._pq.predict_columns(dict(_columns(X)))
+        return self._pq.predict_columns(_columns(X))
 
 
-def _columns(X: pd.DataFrame) -> Iterator[tuple[Any, np.ndarray]]:
-    """Numeric/bool columns as float64 with NaN, anything else as objects with None."""
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The buffered pieces as one array (a single piece as it is, without a copy)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _columns(X: pd.DataFrame) -> dict[Any, np.ndarray]:
+    """X's columns for ``encode_columns``, as the dict path would see their values: numbers and
+    bools as float64 (NaN = missing), anything else as objects (None = missing).
+
+    A frame of numpy numbers (river's usual one) is one conversion, its columns views of the
+    result; a frame with other dtypes (strings, categories, pandas' nullable types) is one
+    conversion to objects with None for every missing value, numeric columns cast back.
+    """
+    values = X.to_numpy()
+    if values.dtype.kind in "biuf":
+        return dict(zip(X.columns, values.astype(np.float64, copy=False).T, strict=True))
     from pandas.api import types
 
-    for name, column in X.items():
-        if types.is_bool_dtype(column.dtype) or types.is_numeric_dtype(column.dtype):
-            yield name, column.to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            yield name, column.to_numpy(dtype=object, na_value=None)
+    values = X.to_numpy(dtype=object, na_value=None)
+    return {
+        name: (
+            values[:, j].astype(np.float64)  # None becomes NaN
+            if types.is_bool_dtype(dtype) or types.is_numeric_dtype(dtype)
+            else values[:, j]
+        )
+        for j, (name, dtype) in enumerate(X.dtypes.items())
+    }
 
 
 def _label(y: Any) -> Hashable | None:
-    """A class label, or None for a missing one (None or NaN)."""
-    if y is None or (isinstance(y, float) and math.isnan(y)):
+    """A class label, or None for a missing one: what pandas reads as missing (None, NaN, NaT,
+    pandas' NA), so that ``learn_one`` and ``learn_many`` agree (see :func:`_labels`)."""
+    if y is None:
+        return None
+    try:
+        if y != y:  # NaN, NaT
+            return None
+    except TypeError:  # pandas' NA: its truth value is ambiguous
         return None
     return y.item() if isinstance(y, np.generic) else y
+
+
+def _labels(y: pd.Series) -> list[Hashable | None]:
+    """:func:`_label` of every value of ``y``, vectorised: numpy ints and bools as they are
+    (nothing is missing there), anything else through pandas with None for a missing value
+    (numpy scalars left in an object column are unwrapped by the label map)."""
+    if isinstance(y.dtype, np.dtype) and y.dtype.kind in "biu":
+        return y.tolist()
+    return y.to_numpy(dtype=object, na_value=None).tolist()
 
 
 class Classifier(_Streaming, base.MiniBatchClassifier):
@@ -201,6 +244,8 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
     """
 
     _task = "multiclass"
+    # (the label map's list of classes, an Index of it): see _class_index
+    _classes_cache: tuple[list[Hashable], pd.Index] | None = None
 
     def __init__(
         self,
@@ -234,9 +279,7 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
     def _register(self, ys: Sequence[Hashable | None]) -> None:
         labels = self._pq.labels
         known = len(labels)
-        for y in ys:
-            if y is not None:
-                labels.add(y)
+        labels.add_many(ys)
         if len(labels) != known:
             self._pq.learner.set_classes(labels.mask())
 
@@ -246,39 +289,62 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
     def learn_many(self, X: pd.DataFrame, y: pd.Series) -> None:
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-        self._push(self._encode_frame(X), [_label(v) for v in y.tolist()])
+        self._push(self._encode_frame(X), _labels(y))
 
-    def _proba(self, row: np.ndarray) -> dict[base.typing.ClfTarget, float]:
-        """Probabilities of the known classes, renormalised in float64 to sum to one."""
-        classes = self._pq.labels.classes
-        if not classes:
-            return {}
-        p = row[: len(classes)].astype(np.float64)
-        total = p.sum()
-        p = p / total if total > 0 else np.full(len(classes), 1.0 / len(classes))
-        return dict(zip(classes, p.tolist(), strict=True))
+    def _probabilities(self, prediction: np.ndarray) -> np.ndarray:
+        """[rows, known classes] float64: each row renormalised to sum to one (uniform where
+        the model gives the known classes nothing); one code for one row and for many, so
+        ``predict_proba_one`` and ``predict_proba_many`` agree bit for bit."""
+        p = prediction[:, : len(self._pq.labels)].astype(np.float64)
+        total = p.sum(axis=1, keepdims=True)
+        empty = (total <= 0)[:, 0]
+        np.divide(p, total, out=p, where=total > 0)
+        p[empty] = 1.0 / p.shape[1]
+        return p
 
     def predict_proba_one(
         self, x: dict[base.typing.FeatureName, Any]
     ) -> dict[base.typing.ClfTarget, float]:
-        return self._proba(self._pq.predict([x])[0])
+        classes = self._pq.labels.classes
+        if not classes:
+            return {}
+        p = self._probabilities(self._pq.predict([x]))[0]
+        return dict(zip(classes, p.tolist(), strict=True))
+
+    def _class_index(self) -> pd.Index:
+        """The known classes as an Index (predict_proba_many's columns), built again only when
+        the label map has changed: inferring an Index from a list is pandas' slowest step in a
+        small chunk's output."""
+        classes = self._pq.labels.classes
+        cached = self._classes_cache
+        if cached is None or cached[0] is not classes or len(cached[1]) != len(classes):
+            import pandas as pd
+
+            cached = self._classes_cache = (classes, pd.Index(classes))
+        return cached[1]
+
+    def _proba_frame(self, X: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
+        """The probabilities of X's rows and the class labels as an Index (the columns)."""
+        classes = self._class_index()
+        if classes.empty or len(X) == 0:
+            return np.zeros((len(X), len(classes))), classes
+        return self._probabilities(self._predict_frame(X)), classes
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         import pandas as pd
 
-        classes = list(self._pq.labels.classes)
-        if not classes or len(X) == 0:
-            return pd.DataFrame(index=X.index, columns=classes, dtype=np.float64)
-        rows = [self._proba(r) for r in self._predict_frame(X)]
-        return pd.DataFrame(rows, index=X.index, columns=classes)
+        p, classes = self._proba_frame(X)
+        return pd.DataFrame(p, index=X.index, columns=classes, copy=False)
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
+        """The most probable known class per row (the first on a tie, as ``idxmax``); None
+        before any class is known."""
         import pandas as pd
 
-        proba = self.predict_proba_many(X)
-        if proba.shape[1] == 0:
+        p, classes = self._proba_frame(X)
+        if classes.empty:
             return pd.Series([None] * len(X), index=X.index, dtype=object)
-        return proba.idxmax(axis="columns")
+        return pd.Series(classes.take(p.argmax(axis=1)), index=X.index)
 
 
 class Regressor(_Streaming, base.MiniBatchRegressor):
@@ -359,7 +425,7 @@ class Regressor(_Streaming, base.MiniBatchRegressor):
     def learn_many(self, X: pd.DataFrame, y: pd.Series) -> None:
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-        self._push(self._encode_frame(X), [_target(v) for v in y.tolist()])
+        self._push(self._encode_frame(X), _targets(y))
 
     def predict_one(self, x: dict[base.typing.FeatureName, Any]) -> float:
         return float(self._pq.predict([x])[0])
@@ -375,3 +441,11 @@ class Regressor(_Streaming, base.MiniBatchRegressor):
 def _target(y: Any) -> float | None:
     """A regression target, or None for a missing one."""
     return None if y is None else float(y)
+
+
+def _targets(y: pd.Series) -> list[float | None]:
+    """:func:`_target` of every value of ``y``: numpy numbers in one cast (NaN stays NaN, which
+    the learner counts and does not learn, as ``learn_one`` does); other dtypes value by value."""
+    if isinstance(y.dtype, np.dtype) and y.dtype.kind in "biuf":
+        return y.to_numpy(dtype=np.float64).tolist()
+    return [_target(v) for v in y.tolist()]

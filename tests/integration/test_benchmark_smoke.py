@@ -293,3 +293,38 @@ def test_baseline_ratio_is_of_medians_and_over_all_events(monkeypatch) -> None:
     assert data["target"] == {"ratio_min": 0.95, "ratio": current / baseline, "met": False}
     assert data["notes"][0].startswith("the sides ran different training steps")
     assert data["notes"][1] == "b: settings differ in learner.lr"
+
+
+# -- river pandas path against process_columns (issue 23) ----------------------------------------
+def test_river_columns_benchmark_measures_every_path_in_one_run(tmp_path: Path) -> None:
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "river_columns.py"), "--events", "1024",
+        "--batch-sizes", "8", "--repeats", "1", "--out", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "river_columns.json").read_text(encoding="utf-8"))
+    assert data["machine"]["cpu"] and data["events"] == 1024
+    (config,) = data["configs"]
+    paths = config["paths"]
+    assert list(paths) == [
+        "process_columns",
+        "river-pandas-32",
+        "river-pandas-512",
+        "river-dicts",
+        "river-scaled-lr",
+    ]
+    columns = paths["process_columns"]["events_per_s"]
+    for p in paths.values():
+        assert p["events"] == 1024 and p["events_per_s"] > 0 and 0.0 <= p["accuracy"] <= 1.0
+        assert math.isclose(p["ratio"], p["events_per_s"] / columns)  # one round
+    for key, stages in config["breakdown_us_per_1k_events"].items():
+        parts = stages["encode"] + stages["score"] + stages["learn"] + stages["rest"]
+        assert math.isclose(parts, stages["total"]) and stages["learn"] > 0
+        assert (stages["score"] > 0) is key.startswith("river-pandas")
+    ratios = [paths[f"river-pandas-{chunk}"]["ratio"] for chunk in (32, 512)]
+    assert [t["met"] for t in data["targets"]] == [r >= 0.7 for r in ratios]
+    markdown = (tmp_path / "river_columns.md").read_text(encoding="utf-8")
+    for heading in ("## Machine", "## Micro-batch 8", "## Target"):
+        assert heading in markdown
+    assert "| river pandas path, chunks of 32 " in markdown
