@@ -1,7 +1,8 @@
 """Smoke test of benchmarks/prequential.py: streamlearn and river LR on a short stream.
 
 Runs the real command line in a subprocess (as a user would) on ~600 events of one stream,
-leaving out the slow peers and deep-river, and checks the table, the JSON and the plot.
+leaving out the slow peers and deep-river, and checks the table, the JSON and the plot. At the
+end: benchmarks/serving.py, every phase at a few hundred requests/s.
 """
 
 from __future__ import annotations
@@ -328,3 +329,78 @@ def test_river_columns_benchmark_measures_every_path_in_one_run(tmp_path: Path) 
     for heading in ("## Machine", "## Micro-batch 8", "## Target"):
         assert heading in markdown
     assert "| river pandas path, chunks of 32 " in markdown
+
+
+# -- serving benchmark (issue 20) ----------------------------------------------------------------
+def _serving(*options: str) -> str:
+    """benchmarks/serving.py with ``options``, as a user runs it; its output."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "serving.py"), *options]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def serving_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """At a few hundred requests/s for fractions of a second per phase: every phase, the
+    server with HTTP and gRPC, swaps on the filesystem registry."""
+    out = tmp_path_factory.mktemp("serving-bench")
+    printed = _serving(
+        "--events", "600", "--calls", "50", "--rate", "200", "--seconds", "0.5", "--warmup",
+        "0.2", "--concurrency", "2", "--connections", "4", "--channels", "2", "--sweep", "100",
+        "200", "--sweep-seconds", "0.3", "--swaps", "2", "--swap-every", "0.4", "--no-redis",
+        "--quiet-wait", "0", "--retries", "0", "--out", str(out),
+    )  # fmt: skip
+    assert "## Targets" in printed
+    return out
+
+
+def test_serving_benchmark_runs_every_phase(serving_out: Path) -> None:
+    data = json.loads((serving_out / "serving.json").read_text(encoding="utf-8"))
+    r = data["results"]
+    assert r["server_processes"] >= 1 and data["machine"]["cpu"]
+    assert set(r["in_process"]) == {
+        "onnxruntime.run", "v1 path", "ASGI app v1", "ASGI app v2", "gRPC handler",
+    }  # fmt: skip
+    for phase in ("closed", "paced"):
+        assert set(r[phase]) == {"v1", "v2", "grpc"}
+        for stats in r[phase].values():
+            assert stats["n"] > 0 and stats["failures"] == 0, stats
+            assert stats["client_cpu_us"] > 0 and stats["server_cpu_us"] > 0
+    for transport, stats in r["paced"].items():  # every connection was opened and placed
+        assert sum(stats["spread"]) == (2 if transport == "grpc" else 4)
+        assert stats["attempts"] == 1 and stats["quiet_wait_s"] == 0
+    assert set(r["stack"]) == {"http-live", "grpc-live"}  # each stack alone
+    assert all(s["n"] > 0 and s["failures"] == 0 for s in r["stack"].values())
+    assert set(r["sweep"]) == {"v2", "grpc"}
+    assert all(set(points) == {"100.0", "200.0"} for points in r["sweep"].values())
+    swaps = r["swaps"]["filesystem"]
+    assert swaps["rates"] == {"v1": 100.0, "grpc": 100.0}
+    assert swaps["failures"] == 0 and swaps["unknown_versions"] == []
+    assert swaps["versions_published"] == swaps["versions_seen_in_responses"] == 2
+    targets = data["targets"]
+    assert targets["rate"] == 200 and targets["at_target_rate"] is False
+    assert targets["no_failures"] is True and targets["publish_met"] is True
+
+
+def test_serving_benchmark_writes_report_and_plot(serving_out: Path) -> None:
+    markdown = (serving_out / "serving.md").read_text(encoding="utf-8")
+    for heading in (
+        "## Targets",
+        "## Latency (ms), throughput and CPU",
+        "## Rate sweep",
+        "## Where the CPU goes at the paced rate",
+        "## Hot swaps under 200",
+    ):
+        assert heading in markdown  # fmt: skip
+    assert "this run's --rate; the target is 2,000" in markdown
+    assert "| gRPC paced at 200/s " in markdown and "server process(es)" in markdown
+    assert "| gRPC ServerLive paced at 200/s (stack alone) " in markdown
+    assert "in the sweep's run at this rate" in markdown  # the sweep had the paced rate
+    png = (serving_out / "serving-sweep.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5_000
+    # the report is rendered again from the JSON alone
+    before = markdown
+    (serving_out / "serving.md").unlink()
+    _serving("--render", str(serving_out / "serving.json"))
+    assert (serving_out / "serving.md").read_text(encoding="utf-8") == before
