@@ -176,6 +176,22 @@ class FeatureEncoder:
                 self.ignored += int(sum(not _missing(v) for v in column))
         return EncodedFeatures(self._finite(num), cat)
 
+    def encode_named(
+        self, numeric: np.ndarray, categorical: Mapping[str, Sequence[str | None]]
+    ) -> EncodedFeatures:
+        """Encode a batch whose every value has a slot already, as a decoder that knows the
+        slots fills it straight from the bytes: ``numeric`` [N, k] holds the first k numeric
+        slots in slot order (NaN = missing), ``categorical`` a column of strings (None =
+        missing) per categorical name. The arrays :meth:`encode` makes of the same rows as
+        dicts; nothing is named or counted (every value has its slot)."""
+        num = np.full((len(numeric), self.numeric_slots), np.nan)
+        num[:, : numeric.shape[1]] = numeric
+        cat = np.zeros((len(numeric), self.categorical_slots), dtype=np.int64)
+        for name, column in categorical.items():
+            bucket, slot = self._bucket, self._cat_index[name]
+            cat[:, slot] = [0 if value is None else bucket(name, value) for value in column]
+        return EncodedFeatures(self._finite(num), cat)
+
     def _finite(self, num: np.ndarray) -> np.ndarray:
         """±inf becomes missing, counted: one would make a running mean inf for good (the
         Kafka path rejects such events at decode; the Python APIs take whatever they get)."""

@@ -12,11 +12,13 @@ import json
 import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from streamlearn.core.prequential import Prequential
-from streamlearn.events import Event, Label, Rejection, RejectionReason, decode
+from streamlearn.events import Label, Rejection, RejectionReason, decode
+from streamlearn.worker.decode import Decoded
 from streamlearn.worker.kafka.client import Record
 from streamlearn.worker.late_labels import LateLabel, decode_label
 
@@ -41,7 +43,7 @@ _MAX_DETAIL = 512
 class Intake:
     """One batch, sorted: events (with their record), late labels, and rejections."""
 
-    events: list[tuple[Record, Event]] = field(default_factory=list)
+    events: list[tuple[Record, Decoded]] = field(default_factory=list)
     labels: list[LateLabel] = field(default_factory=list)
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
 
@@ -61,9 +63,15 @@ def label_check(preq: Prequential) -> LabelCheck:
 
 
 def split(
-    records: Sequence[Record], labels_topic: str | None, max_bytes: int, check: LabelCheck
+    records: Sequence[Record],
+    labels_topic: str | None,
+    max_bytes: int,
+    check: LabelCheck,
+    decode_event: Callable[[bytes], Decoded | Rejection] | None = None,
 ) -> Intake:
-    """Decode every record of a batch, keeping stream order within each kind."""
+    """Decode every record of a batch, keeping stream order within each kind. Events are
+    decoded by ``decode_event`` (the worker's EventDecoder; by default ``events.decode``)."""
+    decode_event = decode_event or partial(decode, max_bytes=max_bytes)
     intake = Intake()
     for record in records:
         raw = record.value or b""
@@ -76,8 +84,8 @@ def split(
             else:
                 intake.labels.append(label)
             continue
-        event = decode(raw, max_bytes=max_bytes)
-        if isinstance(event, Event) and event.y is not None and (reason := check(event.y)):
+        event = decode_event(raw)
+        if not isinstance(event, Rejection) and event.y is not None and (reason := check(event.y)):
             event = Rejection(reason, f"label {event.y!r} not accepted", raw)
         if isinstance(event, Rejection):
             intake.rejected.append((record, event))

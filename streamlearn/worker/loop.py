@@ -21,6 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from streamlearn.core.features import EncodedFeatures
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import CheckpointError, KafkaUnavailable
 from streamlearn.events import FeatureValue, Label
@@ -30,6 +31,7 @@ from streamlearn.worker.backoff import Backoff, BrokerHealth
 from streamlearn.worker.batching import Batcher
 from streamlearn.worker.checkpoint import CheckpointStore, restore_rng, rng_state
 from streamlearn.worker.checkpointing import Checkpoint
+from streamlearn.worker.decode import EventDecoder
 from streamlearn.worker.health import Heartbeat
 from streamlearn.worker.intake import (
     Intake,
@@ -103,6 +105,7 @@ class Worker:
         )  # fmt: skip
         self.health = BrokerHealth(Backoff(w.backoff_initial_s, w.backoff_max_s), log, clock)
         self._check = label_check(preq)
+        self.decoder = EventDecoder(w.max_event_bytes)
         self._stop = stop or threading.Event()
         self._lock = threading.RLock()  # rebalance callbacks may run on a client thread
         self._next_probe = self._next_log = self._next_lag = clock()
@@ -148,26 +151,32 @@ class Worker:
         self.heartbeat.beat()
 
     def process(self, batch: Sequence[Record]) -> None:
-        """One batch through the fixed stages; its offsets count as learned afterwards."""
+        """One batch through the fixed stages; its offsets count as learned afterwards.
+
+        Without a labels topic, events whose features all have a slot are decoded straight
+        into the encoder's slots (``process_encoded``); otherwise, and when a batch holds an
+        event with a new feature, one dict per event (``process``): the same model either way.
+        """
         start = time.perf_counter()
+        labels_topic = self.settings.kafka.labels_topic
+        decode = self.decoder.event if labels_topic else self.decoder.rows(self.preq.encoder)
         intake = split(
-            batch, self.settings.kafka.labels_topic, self.settings.worker.max_event_bytes,
-            self._check,
-        )  # fmt: skip
+            batch, labels_topic, self.settings.worker.max_event_bytes, self._check, decode
+        )
         self._dead_letter(intake)
         xs, ys = self._rows(intake)
         outcome = None
-        if xs:
+        if ys:
             step = self.preq.learner.steps
-            outcome = self.preq.process(xs, ys)  # score → drift → learn → error memory
+            learn = self.preq.process if isinstance(xs, list) else self.preq.process_encoded
+            outcome = learn(xs, ys)  # score → drift → learn → error memory
             self._publish(intake, outcome.prediction, step)
-        for record in batch:
-            self.positions[record.tp] = record.offset + 1
+        moved = {(r.topic, r.partition): r.offset + 1 for r in batch}  # each one's last record
+        self.positions.update(moved)
         self.stats.batches += 1
         self.stats.events += len(intake.events)
         self.checkpoints.learned()
         seconds = time.perf_counter() - start
-        moved = {tp: self.positions[tp] for tp in {record.tp for record in batch}}
         self.metrics.observe_batch(len(batch), seconds, self.preq, self.stats, outcome, moved)
         self.export(self.preq, self.stats.batches)
 
@@ -249,14 +258,18 @@ class Worker:
                 headers = dead_letter_headers(record, rejection)
                 self.writer.send(topic, record.value or b"", record.key, headers)
 
-    def _rows(self, intake: Intake) -> tuple[list[dict[str, FeatureValue]], list[Label | None]]:
+    def _rows(
+        self, intake: Intake
+    ) -> tuple[EncodedFeatures | list[Mapping[str, FeatureValue]], list[Label | None]]:
         """The batch's events (an unlabelled one with the label that waited for it, if any),
         then the events that waited for a label of this batch. Events go first so a pair
-        within one batch completes whatever its order."""
-        xs: list[dict[str, FeatureValue]] = [e.x for _, e in intake.events]
+        within one batch completes whatever its order. Without a labels topic the features
+        are encoded already where the decoder could (see EventDecoder.features)."""
         ys: list[Label | None] = [e.y for _, e in intake.events]
         if self.settings.kafka.labels_topic is None:
-            return xs, ys
+            return self.decoder.features([e for _, e in intake.events], self.preq.encoder), ys
+        # with a labels topic every event took the dict path: an unlabelled one waits as a dict
+        xs: list[Mapping[str, FeatureValue]] = [e.x for _, e in intake.events]
         for i, (_, event) in enumerate(intake.events):
             if event.y is None and (y := self.join.event(event.id, event.x)) is not None:
                 ys[i] = y
