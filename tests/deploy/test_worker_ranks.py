@@ -78,6 +78,29 @@ def test_ranks_are_one_statefulset_with_a_rendezvous(chart, ranks, kube):
         assert "rendezvous" not in ports and "rendezvous" not in service_ports
 
 
+# what Kubernetes lets an update of a StatefulSet change (the rest is refused on `helm upgrade`)
+MUTABLE_STS_FIELDS = {
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+}
+
+
+@pytest.mark.parametrize(("before", "after"), [(1, 3), (3, 1), (3, 0), (2, 5)])
+def test_scaling_is_an_upgrade_kubernetes_accepts(chart, before, after):
+    """Changing worker.replicas (with the ReadWriteMany claim scale-out needs from the start)
+    changes only fields a StatefulSet update may change, and nothing of the claim."""
+    old, new = (render(chart, {"worker": {"replicas": n, **RWX}}) for n in (before, after))
+    old_spec, new_spec = _sts(old)["spec"], _sts(new)["spec"]
+    changed = {k for k in old_spec.keys() | new_spec.keys() if old_spec.get(k) != new_spec.get(k)}
+    assert "replicas" in changed and changed <= MUTABLE_STS_FIELDS
+    claim = [out.one("PersistentVolumeClaim", "worker") for out in (old, new)]
+    assert claim[0]["spec"] == claim[1]["spec"]
+
+
 def test_master_port_is_a_value(chart):
     out = render(chart, _ranks(2, distributed={"masterPort": 23456}))
     assert _env(out)["MASTER_PORT"] == "23456"
