@@ -98,6 +98,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
     },
     "server-only": {"worker": {"enabled": False}},
+    # several worker ranks (one torch.distributed group), and the chart's GPU example file
+    "ranks": {"worker": {"replicas": 3, "persistence": {"accessModes": ["ReadWriteMany"]}}},
+    "ranks-gpu": yaml.safe_load((CHART / "values-gpu.yaml").read_text(encoding="utf-8")),
     "worker-only": {"server": {"enabled": False}},
 }
 

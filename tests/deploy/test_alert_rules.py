@@ -91,6 +91,21 @@ def test_aggregations_keep_namespace_and_job(alerts):
             assert {"namespace", "job"} <= labels, f"{alert['alert']}: by/on ({clause})"
 
 
+def test_ranks_are_kept_apart_and_rank_0_duties_judged_per_group(alerts):
+    """A scaled-out worker is N processes (ranks) of one group: a per-process aggregation (one
+    that keeps `instance`) keeps `rank` too; what rank 0 alone does (publish, checkpoint) is
+    judged over the group, or every other rank would raise it."""
+    by_name = {a["alert"]: a["expr"] for a in alerts}
+    for name, expr in by_name.items():
+        for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
+            labels = {label.strip() for label in clause.split(",")}
+            if "instance" in labels and "streamlearn_worker_" in expr:
+                assert "rank" in labels, f"{name}: by/on ({clause})"
+    for name in ("StreamlearnNoPublish", "StreamlearnCheckpointTooOld"):
+        clauses = re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", by_name[name])
+        assert clauses and set(clauses) == {"namespace, job"}, name
+
+
 def test_scrape_targets_and_broker_have_alerts(alerts):
     exprs = {a["alert"]: a["expr"].strip() for a in alerts}
     for job in ("streamlearn-worker", "streamlearn-server"):

@@ -272,8 +272,16 @@ def test_schema_settings_sections_are_streamlearn_sections():
 
 # -- the containers run real streamlearn commands ---------------------------------------------
 def _cli(workload: dict[str, Any]) -> Any:
+    """The container's args as streamlearn's CLI parses them: the server runs the image's
+    ENTRYPOINT (streamlearn) with them, the worker a shell that sets RANK and then execs
+    streamlearn with them (run for real in test_worker_ranks.py)."""
     cont = container(workload)
-    assert "command" not in cont, "the image's ENTRYPOINT is streamlearn"
+    if workload["kind"] == "StatefulSet":
+        shell, flag, script, name = cont["command"]
+        assert (shell, flag, name) == ("/bin/sh", "-c", "streamlearn")
+        assert script.endswith('exec streamlearn "$@"')
+    else:
+        assert "command" not in cont, "the image's ENTRYPOINT is streamlearn"
     return _parser().parse_args(cont["args"])
 
 
@@ -296,9 +304,12 @@ def test_worker_args_are_a_valid_cli_invocation(rendered):
     assert config["name"] == "settings" and config["subPath"] == "settings.yaml"
     checkpoints = _mount_of(sts, args.checkpoint_dir)
     assert checkpoints["mountPath"] == str(args.checkpoint_dir)
-    templates = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
+    # one claim for every rank (never a claim per pod), or an emptyDir
+    assert "volumeClaimTemplates" not in sts["spec"]
+    volume = {v["name"]: v for v in pod_spec(sts)["volumes"]}[checkpoints["name"]]
     persistence = VALUE_SETS[name].get("worker", {}).get("persistence", {}).get("enabled", True)
-    assert (checkpoints["name"] in templates) == persistence
+    assert ("persistentVolumeClaim" in volume) == persistence
+    assert ("emptyDir" in volume) != persistence
     metrics = VALUE_SETS[name].get("worker", {}).get("metrics", {}).get("enabled", True)
     ports = {p["name"]: p["containerPort"] for p in container(sts).get("ports", [])}
     assert args.metrics_port == ports.get("metrics"), "the worker serves the port it exposes"
@@ -454,7 +465,10 @@ def test_worker_metrics_port_is_scraped_when_enabled(chart):
 @pytest.mark.parametrize(
     ("values", "where"),
     [
-        ({"worker": {"replicas": 2}}, "/worker/replicas"),
+        ({"worker": {"replicas": -1}}, "/worker/replicas"),
+        ({"worker": {"replicas": 2}}, "/worker/persistence/accessModes"),
+        ({"worker": {"replicas": 2, "persistence": {"enabled": False}}}, "/persistence/enabled"),
+        ({"worker": {"distributed": {"masterPort": 0}}}, "/worker/distributed/masterPort"),
         ({"kafka": {"securityProtocol": "SASL_SSL"}}, "/kafka/sasl"),
         ({"kafka": {"securityProtocol": "TLS"}}, "/kafka/securityProtocol"),
         ({"registry": {"kind": "filesystem"}}, "/registry/existingClaim"),
@@ -564,7 +578,8 @@ def test_credentials_given_as_values_go_to_the_charts_own_secret(chart, tmp_path
         "STREAMLEARN_REGISTRY__PASSWORD",
         "STREAMLEARN_SERVE__ADMIN_TOKEN",
     }
-    worker_refs = {v["name"] for v in container(out.one("StatefulSet"))["env"]}
+    worker_env = container(out.one("StatefulSet"))["env"]
+    worker_refs = {v["name"] for v in worker_env if "secretKeyRef" in v.get("valueFrom", {})}
     assert worker_refs == set(refs) - {"STREAMLEARN_SERVE__ADMIN_TOKEN"}
     # what the kubelet would inject makes streamlearn's settings
     for name, ref in refs.items():

@@ -21,6 +21,14 @@ DASHBOARD = GRAFANA_SRC / "streamlearn.json"
 RULES = PROMETHEUS_SRC / "alerts.yml"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",)}
+# The scale-out metrics of issue 21's contract between the runtime and the deployment (with a
+# `rank` label on every worker family): the runtime defines them in streamlearn/metrics/; until
+# that lands next to this dashboard, their names are taken from the contract.
+SCALE_OUT_SERIES = {
+    "streamlearn_worker_collective_seconds_total",
+    "streamlearn_worker_collective_bytes_total",
+    "streamlearn_worker_world_size",
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,7 @@ def _series_names() -> set[str]:
     for family in registry.collect():
         for suffix in _SUFFIXES.get(family.type, ("",)):
             names.add(family.name + suffix)
-    return names | set(SCORE_SERIES)  # made with the task's first batch
+    return names | set(SCORE_SERIES) | SCALE_OUT_SERIES  # scores: made with the first batch
 
 
 def _metrics_in(expr: str) -> set[str]:
@@ -74,7 +82,7 @@ def test_dashboard_model_is_importable(dashboard):
 
 def test_rows_cover_throughput_learning_lifecycle_and_serving(dashboard):
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Throughput and lag", "Learning", "Model lifecycle", "Serving"]
+    assert rows == ["Throughput and lag", "Ranks", "Learning", "Model lifecycle", "Serving"]
 
 
 def test_every_panel_queries_the_datasource_variable(dashboard):
@@ -113,7 +121,8 @@ def test_scope_variables_chain_and_allow_all(dashboard):
 
 def test_every_query_uses_the_scope_variables(dashboard):
     """Every series selector of every panel query and annotation is narrowed by the three
-    variables, and every aggregation keeps `namespace`, so two releases never merge."""
+    variables, and every aggregation keeps `namespace` and `job`, so two releases never merge
+    (the alert rules' convention)."""
     for expr in _exprs(dashboard):
         selectors = _SELECTOR.findall(expr)
         assert selectors, expr
@@ -121,8 +130,74 @@ def test_every_query_uses_the_scope_variables(dashboard):
             for name in SCOPE:
                 assert f'{name}=~"${name}"' in matchers, (metric, expr)
         for clause in re.findall(r"\bby \(([^)]*)\)", expr):
-            assert "namespace" in clause.split(", "), expr
+            assert {"namespace", "job"} <= set(clause.split(", ")), expr
         assert not re.search(r"\b(sum|min|max|avg|count)\s*\(", expr), f"unscoped: {expr}"
+
+
+# -- ranks: every worker family carries `rank` (one torch.distributed group of N processes) ----
+def _by_clauses(expr: str) -> list[set[str]]:
+    return [set(c.split(", ")) for c in re.findall(r"\bby \(([^)]*)\)", expr)]
+
+
+def test_per_process_worker_aggregations_keep_the_rank(dashboard):
+    """An aggregation that keeps one worker process apart (its instance) keeps its rank too, so
+    legends and tooltips name the rank, which, unlike the pod's address, survives a restart."""
+    for expr in _exprs(dashboard):
+        if "streamlearn_worker_" not in expr:
+            continue
+        for labels in _by_clauses(expr):
+            if "instance" in labels:
+                assert "rank" in labels, expr
+
+
+RANK_PANELS = {
+    "Events per second by rank": "streamlearn_worker_events_consumed_total",
+    "Consumer lag by rank": "streamlearn_worker_consumer_lag_messages",
+    "Time in collectives by rank": "streamlearn_worker_collective_seconds_total",
+    "Collective bytes per second by rank": "streamlearn_worker_collective_bytes_total",
+}
+
+
+def test_ranks_row_shows_each_rank(dashboard):
+    panels = {p["title"]: p for p in dashboard["panels"]}
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    ranks_row = next(r for r in rows if r["title"] == "Ranks")
+    below = min(r["gridPos"]["y"] for r in rows if r["gridPos"]["y"] > ranks_row["gridPos"]["y"])
+    for title, metric in RANK_PANELS.items():
+        panel = panels[title]
+        assert ranks_row["gridPos"]["y"] < panel["gridPos"]["y"] < below, title
+        (target,) = panel["targets"]
+        assert metric in target["expr"] and _by_clauses(target["expr"]) == [
+            {"namespace", "job", "rank"}
+        ]
+        assert "{{rank}}" in target["legendFormat"]
+        if metric.endswith("_total"):
+            assert f"rate({metric}{{" in target["expr"], "a counter is read as a rate"
+    # seconds in collectives per second of wall time: a share of the time, 0..1
+    collectives = panels["Time in collectives by rank"]["fieldConfig"]["defaults"]
+    assert collectives["unit"] == "percentunit" and (collectives["min"], collectives["max"]) == (
+        0,
+        1,
+    )
+    assert panels["Collective bytes per second by rank"]["fieldConfig"]["defaults"]["unit"] == "Bps"
+    # ranks reporting (count) against the world size they were started with (max)
+    world = [t["expr"] for t in panels["Ranks reporting / world size"]["targets"]]
+    assert all("streamlearn_worker_world_size" in e for e in world)
+    assert sorted(e.split(" ")[0] for e in world) == ["count", "max"]
+
+
+def test_group_level_panels_do_not_split_by_rank(dashboard):
+    """Rank 0 alone publishes and checkpoints: per-process lines would show the other ranks as
+    never publishing or as an ever older checkpoint, so these read the group's newest value."""
+    panels = {p["title"]: p for p in dashboard["panels"]}
+    for title, metric in (
+        ("Model version: published vs served", "streamlearn_worker_model_version"),
+        ("Checkpoint age", "streamlearn_worker_checkpoint_last_success_timestamp_seconds"),
+        ("Checkpoint size", "streamlearn_worker_checkpoint_size_bytes"),
+        ("Since last publish", "streamlearn_worker_last_publish_timestamp_seconds"),
+    ):
+        (expr,) = [t["expr"] for t in panels[title]["targets"] if metric in t["expr"]]
+        assert re.search(r"\bmax by \(namespace, job\) \(" + metric, expr), expr
 
 
 def test_every_panel_has_a_description(dashboard):
@@ -211,6 +286,8 @@ REQUIRED_ALERTS = {
     "StreamlearnServingErrorRatio",
     "StreamlearnServingLatencyP99",
     "StreamlearnCheckpointTooOld",
+    "StreamlearnWorkerRanksMissing",
+    "StreamlearnWorkerCollectiveBound",
 }
 
 

@@ -208,6 +208,39 @@ installs on a cluster without the Prometheus Operator CRDs. */}}
 {{- if and $w.enabled $w.metrics.enabled (gt (int $w.replicas) 0) }}true{{ end }}
 {{- end }}
 
+{{/* Worker ranks ------------------------------------------------------------------------ */}}
+
+{{/* MASTER_ADDR: pod 0's name in the headless Service (published before it is Ready). */}}
+{{- define "streamlearn.worker.masterAddr" -}}
+{{- $sts := include "streamlearn.worker.fullname" . }}
+{{- printf "%s-0.%s.%s.svc" $sts $sts .Release.Namespace }}
+{{- end }}
+
+{{/* The shell the worker container starts: RANK from the pod name's ordinal, then exec the
+image's entrypoint with the container's args. */}}
+{{- define "streamlearn.rankWrapper" -}}
+RANK="${POD_NAME##*-}"; case "$RANK" in ''|*[!0-9]*) echo "no ordinal in pod name '$POD_NAME': cannot set RANK" >&2; exit 64;; esac; export RANK; exec streamlearn "$@"
+{{- end }}
+
+{{/* The one checkpoint claim every rank mounts. */}}
+{{- define "streamlearn.worker.checkpointClaim" -}}
+{{- .Values.worker.persistence.existingClaim | default (printf "%s-checkpoints" (include "streamlearn.worker.fullname" .)) }}
+{{- end }}
+
+{{/* Several ranks share one checkpoint directory: refused without a volume every rank can
+mount read-write (also for installs that skip the schema). */}}
+{{- define "streamlearn.checkWorker" -}}
+{{- $w := .Values.worker }}
+{{- if gt (int $w.replicas) 1 }}
+{{- if not $w.persistence.enabled }}
+{{- fail (printf "worker.replicas=%d needs worker.persistence.enabled: the ranks share one checkpoint volume (ReadWriteMany)" (int $w.replicas)) }}
+{{- end }}
+{{- if and (not $w.persistence.existingClaim) (not (has "ReadWriteMany" $w.persistence.accessModes)) }}
+{{- fail (printf "worker.replicas=%d needs worker.persistence.accessModes [ReadWriteMany] (or an existing ReadWriteMany claim in worker.persistence.existingClaim): every rank mounts the one checkpoint volume" (int $w.replicas)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Volumes both workloads share: settings, /tmp, the Kafka CA, the filesystem registry. */}}
 {{- define "streamlearn.commonVolumes" -}}
 - name: settings
