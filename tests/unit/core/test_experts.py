@@ -37,12 +37,15 @@ def _recurring(segments: int = 4) -> tuple[list[dict], list]:
     return rows, ys
 
 
-def _run(preq: Prequential, rows: list[dict], ys: list, batch: int = 32) -> np.ndarray:
+def _outcomes(preq: Prequential, rows: list[dict], ys: list, batch: int = 32) -> list:
+    return [
+        preq.process(rows[i : i + batch], ys[i : i + batch]) for i in range(0, len(rows), batch)
+    ]
+
+
+def _run(preq: Prequential, rows: list[dict], ys: list) -> np.ndarray:
     """Per-event hits of the prequential predictions."""
-    hits = []
-    for i in range(0, len(rows), batch):
-        out = preq.process(rows[i : i + batch], ys[i : i + batch])
-        hits.append(out.prediction.argmax(axis=1) == out.target)
+    hits = [out.prediction.argmax(axis=1) == out.target for out in _outcomes(preq, rows, ys)]
     return np.concatenate(hits).astype(np.float64)
 
 
@@ -210,3 +213,21 @@ def test_predictions_are_unchanged_without_a_detection():
     np.testing.assert_array_equal(_run(with_pool, rows, ys), _run(_chain(pool=False), rows, ys))
     assert with_pool.drifts == [] and with_pool.experts is not None
     assert with_pool.experts.batches == 25 and not with_pool.experts.trying
+
+
+def test_regression_experts_are_judged_by_squared_error():
+    rows, ys = make_rows(600, 10, task="regression")
+    preq = Prequential.from_settings(small_settings("regression", experts={"snapshot_every": 1000}))
+    _outcomes(preq, rows, ys)
+    pool = preq.experts
+    assert pool is not None
+    for value in (0.0, 1.0):  # two saved copies: the first is tried, the second is itself
+        preq.learner.model.head.bias.fill_(value)
+        empty = np.zeros((0, 8), np.float32), np.zeros((0, 4), np.int64), np.zeros(0)
+        pool.observe(*empty, np.zeros(0, np.float32), drifted=False)
+        pool.observe(*empty, np.zeros(0, np.float32), drifted=True)
+    more, more_ys = make_rows(256, 11, task="regression")
+    _outcomes(preq, more, more_ys)
+    trial = pool.last_trial
+    assert trial is not None and trial.rows == 128  # experts.trial_rows
+    assert np.isfinite(trial.live_loss) and np.isfinite(trial.expert_losses[0])
