@@ -226,7 +226,7 @@ class ExpertSettings(_Section):
         128, ge=8, le=65_536, description="labelled events after a detection the pool is tried on"
     )
     margin: float = Field(
-        0.25, ge=0, lt=1, description="switch if an expert's loss ≤ live model's × (1 − margin)"
+        0.5, ge=0, lt=1, description="switch if an expert's loss ≤ live model's × (1 − margin)"
     )
 
 

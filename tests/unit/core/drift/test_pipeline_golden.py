@@ -46,7 +46,7 @@ DRIFT = {
     "params": {},
 }
 
-EXPERTS = {"enabled": True, "size": 4, "snapshot_every": 16, "trial_rows": 128, "margin": 0.25}
+EXPERTS = {"enabled": True, "size": 4, "snapshot_every": 16, "trial_rows": 128, "margin": 0.5}
 
 
 def test_sea_drift_detections_are_pinned():
