@@ -100,9 +100,9 @@ class ExpertPool:
         prediction: np.ndarray,
         drifted: bool,
     ) -> bool:
-        """After a learned batch (its updates done): on a detection save the live model and
-        open a trial; else add the rows to an open trial and decide once it is full. Returns
-        whether the live model was switched to an expert."""
+        """After a learned batch (its updates done): on a detection save the live model's last
+        copy and open a trial; else copy the live model when due, add the rows to an open trial
+        and decide once it is full. Returns whether the live model was switched to an expert."""
         self.batches += 1
         if drifted:
             self._fresh = self._save()
@@ -155,6 +155,7 @@ class ExpertPool:
         self.experts[best].used = self.clock
         self.learner.load_weights(self.experts[best].weights)
         self.learner.schedule.end_rewarm()
+        self._standby = None  # a copy from before the switch must not overwrite the expert
         self.origin = best
         self.switches += 1
         return True

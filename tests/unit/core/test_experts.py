@@ -231,3 +231,20 @@ def test_regression_experts_are_judged_by_squared_error():
     trial = pool.last_trial
     assert trial is not None and trial.rows == 128  # experts.trial_rows
     assert np.isfinite(trial.live_loss) and np.isfinite(trial.expert_losses[0])
+
+
+def test_a_detection_soon_after_a_switch_saves_the_model_switched_to():
+    """The copy taken while the trial ran (the live model adapting from B) is dropped at the
+    switch, so a detection a few batches later refreshes A's slot with A's model."""
+    rows, ys = _recurring(3)
+    cut = 2 * SEGMENT + 400  # the switch back to A came a few batches ago
+    preq = _chain()
+    _run(preq, rows[:cut], ys[:cut])
+    pool = preq.experts
+    assert pool is not None and pool.switches == 1 and pool.origin is not None
+    slot = pool.origin
+    empty = np.zeros((0, 8), np.float32), np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
+    pool.observe(*empty, np.zeros((0, 4), np.float32), drifted=True)
+    probe, probe_ys = make_rows(400, 98)  # concept A
+    preq.learner.load_weights(pool.experts[slot].weights)
+    assert (_run(preq, probe, probe_ys)[:64]).mean() > 0.9
