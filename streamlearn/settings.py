@@ -39,6 +39,7 @@ from streamlearn.errors import ConfigError
 __all__ = [
     "CheckpointSettings",
     "DriftSettings",
+    "ExpertSettings",
     "ExportSettings",
     "FeatureSettings",
     "KafkaSettings",
@@ -209,6 +210,24 @@ class MemorySettings(_Section):
         20, ge=0, description="top-k: steps after a drift that re-encode the stored keys"
     )
     rekey_every: int = Field(3, ge=0, description="top-k: re-encode every N steps (0 = never)")
+
+
+class ExpertSettings(_Section):
+    """The pool of past models saved at detected drifts (see DESIGN.md "Recurring concepts")."""
+
+    enabled: bool = Field(
+        True, description="keep past models and switch back to one when its concept recurs"
+    )
+    size: int = Field(4, ge=1, le=64, description="models kept; the least recently used goes")
+    snapshot_every: int = Field(
+        16, ge=1, description="micro-batches between the copies of the live model a detection saves"
+    )
+    trial_rows: int = Field(
+        128, ge=8, le=65_536, description="labelled events after a detection the pool is tried on"
+    )
+    margin: float = Field(
+        0.5, ge=0, lt=1, description="switch if an expert's loss ≤ live model's × (1 − margin)"
+    )
 
 
 class ExportSettings(_Section):
@@ -433,6 +452,7 @@ class Settings(BaseSettings):
     learner: LearnerSettings = LearnerSettings()
     drift: DriftSettings = DriftSettings()
     memory: MemorySettings = MemorySettings()
+    experts: ExpertSettings = ExpertSettings()
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()

@@ -336,6 +336,28 @@ class OnlineLearner:
         if self.settings.replay_reset_on_drift:
             self.replay.clear()
 
+    def weights(self) -> dict[str, Any]:
+        """A copy of the parameters and their optimizer moments: what a model of a past concept
+        needs to take over again (core/experts.py). Not the buffers (class mask, target
+        statistics) nor the active widths: those describe the stream so far, not a concept."""
+        self._idle()
+        self._drain()
+        optimizer = self.trainer.state_dict()
+        return {
+            "params": {name: p.detach().clone() for name, p in self.model.named_parameters()},
+            "optimizer": {name: optimizer[name].clone() for name in _MOMENTS},
+        }
+
+    def load_weights(self, weights: dict[str, Any]) -> None:
+        """Take over :meth:`weights` (copied in place: the trainer's flat buffer, which the
+        dense parameters view and the step kernels read, stays the same tensor)."""
+        self._idle()
+        self._drain()
+        for name, p in self.model.named_parameters():
+            p.copy_(weights["params"][name])
+        for name in _MOMENTS:
+            getattr(self.trainer, name).copy_(weights["optimizer"][name])
+
     @property
     def overlapping(self) -> bool:
         """Whether steps leave their updates running on the worker thread (learner.overlap)."""
@@ -379,6 +401,7 @@ class OnlineLearner:
 
 
 _UNUSED = (0.0, 1.0, 0.0, 1.0)  # the target statistics a classification step is given
+_MOMENTS = ("step", "exp_avg", "exp_avg_sq", "table_moments")  # the trainer's optimizer state
 
 
 def _overlaps(setting: str) -> bool:

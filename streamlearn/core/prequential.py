@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from streamlearn.core.drift import DriftDetector, build_detector
+from streamlearn.core.experts import ExpertPool
 from streamlearn.core.features import EncodedFeatures, FeatureEncoder
 from streamlearn.core.labels import LabelMap
 from streamlearn.core.learner import OnlineLearner
@@ -56,12 +57,14 @@ class Prequential:
         learner: OnlineLearner,
         detector: DriftDetector,
         memory: MemoryStage | None = None,
+        experts: ExpertPool | None = None,
     ) -> None:
         self.encoder = encoder
         self.labels = labels
         self.learner = learner
         self.detector = detector
         self.memory = memory  # error memory (ReLoop2): compensates the base prediction
+        self.experts = experts  # past models (TAME): tried after a detection, switched to
         self.regression = learner.regression
         self.learner.set_classes(self._class_mask())
         self.seen = 0  # labelled events learned from
@@ -91,7 +94,13 @@ class Prequential:
         detector = build_detector(settings.drift, backend.drift)
         m = settings.memory
         memory = MemoryStage.from_settings(m, f, learner) if m.enabled else None
-        return cls(encoder, labels, learner, detector, memory)
+        experts = ExpertPool(learner, settings.experts) if settings.experts.enabled else None
+        return cls(encoder, labels, learner, detector, memory, experts)
+
+    @property
+    def expert_switches(self) -> int:
+        """Switches of the live model to a past one (0 with the expert pool off)."""
+        return 0 if self.experts is None else self.experts.switches
 
     @property
     def backend(self) -> Backend:
@@ -192,7 +201,12 @@ class Prequential:
                 self.encoder.observe(raw)
             finally:
                 step.wait()
+            switched = self.experts is not None and self.experts.observe(
+                z, cat, target, step.prediction, bool(drifts)
+            )
             if self.memory is not None:  # re-keyed by the model that learned this batch
+                if switched:  # its keys and base values came from the weights replaced
+                    self.memory.rekey()
                 self.memory.refresh()
             for observe in self.observers:
                 observe(raw, cat, target, step.prediction)
@@ -217,6 +231,7 @@ class Prequential:
             "learner": self.learner.state_dict(),
             "detector": self.detector.state_dict(),
             "memory": None if self.memory is None else self.memory.state_dict(),
+            **({} if self.experts is None else {"experts": self.experts.state_dict()}),
             "counters": {
                 "seen": self.seen,
                 "unknown_labels": self.unknown_labels,
@@ -233,6 +248,8 @@ class Prequential:
         self.detector.load_state_dict(state["detector"])
         if self.memory is not None and state.get("memory") is not None:
             self.memory.load_state_dict(state["memory"])
+        if self.experts is not None and state.get("experts") is not None:
+            self.experts.load_state_dict(state["experts"])
         counters = state["counters"]
         self.seen = int(counters["seen"])
         self.unknown_labels = int(counters["unknown_labels"])

@@ -58,6 +58,11 @@ class RewarmSchedule:
         self.drift_start_lr = self.value(step)
         self.drift_step = step
 
+    def end_rewarm(self) -> None:
+        """Back to the constant rate at once: a re-warm helps a model adapt to a new concept,
+        not one that knows the concept already (an expert switched in, core/experts.py)."""
+        self.drift_step = None
+
     def state_dict(self) -> dict[str, Any]:
         return {"drift_step": self.drift_step, "drift_start_lr": self.drift_start_lr}
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamlearn.core.evaluation import mean_loss
 from streamlearn.export.artifact import ModelBundle
 
 __all__ = ["GateVerdict", "QualityGate"]
-
-_P_MIN = 1e-7
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +69,7 @@ class QualityGate:
         self.rows = self._cursor = 0
 
     def _loss(self, prediction: np.ndarray, target: np.ndarray) -> float:
-        if self.regression:
-            return float(np.mean((prediction.astype(np.float64) - target) ** 2))
-        p = np.take_along_axis(prediction, target[:, None].astype(np.int64), axis=1)[:, 0]
-        return float(np.mean(-np.log(np.clip(p, _P_MIN, 1.0))))
+        return mean_loss(prediction, target, self.regression)
 
     def _published_predictions(self, bundle: ModelBundle) -> np.ndarray:
         """The published artifact on the window's raw rows, encoded as serving would."""

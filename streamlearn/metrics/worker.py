@@ -153,6 +153,10 @@ class WorkerMetrics:
         self.memory_capacity = m.gauge(
             "error_memory_capacity_rows", "Error memory capacity (top-k ring; 0 = off or LSH)"
         )
+        self.experts = m.gauge("expert_pool_size", "Past models in the expert pool (0 = off)")
+        self.expert_switches = m.counter(
+            "expert_switches", "Switches of the live model to a past model from the pool"
+        )
         self.lag = m.gauge(
             "consumer_lag_messages", "End offset - next offset to learn (clamped at 0)", tp
         )
@@ -242,6 +246,7 @@ class WorkerMetrics:
         self.memory_rows.set(0 if memory is None else len(memory.memory))
         topk = memory is not None and memory.settings.kind == "topk"
         self.memory_capacity.set(memory.settings.size if memory is not None and topk else 0)
+        self.experts.set(0 if preq.experts is None else len(preq.experts))
         if outcome is not None:
             self._smooth(outcome, preq.regression)
 
@@ -258,6 +263,7 @@ class WorkerMetrics:
             (self.steps, "steps", learner.steps),
             (self.nonfinite, "nonfinite", learner.skipped_nonfinite),
             (self.drifts, "drifts", len(preq.drifts)),
+            (self.expert_switches, "expert_switches", preq.expert_switches),
             (self.late, "late", stats.late_learned),
             (self.sent, "sent", stats.published),
         ):

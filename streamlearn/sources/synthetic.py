@@ -21,15 +21,20 @@ from streamlearn.sources.base import batched
 __all__ = ["STREAMS", "StreamSpec", "SyntheticSource", "stream_rows"]
 
 
-def _abrupt(concepts: list[Any], n_events: int) -> Iterator[tuple[dict[str, Any], Any]]:
+def _abrupt(
+    concepts: list[Any], n_events: int, order: tuple[int, ...] = ()
+) -> Iterator[tuple[dict[str, Any], Any]]:
     """concept0 → concept1 → … switching abruptly at equal fractions of the stream.
 
     river's ConceptDriftStream models a sigmoid transition whose width-1 form overflows on
-    long streams, so the switch is done here: event i comes from concept ⌊i·k/n⌋.
+    long streams, so the switch is done here: event i comes from concept ⌊i·k/n⌋ of ``order``
+    (k segments; default: each concept once, in turn). A concept that recurs in ``order``
+    continues its own generator: it returns with fresh events, not a replay.
     """
     streams = [iter(c) for c in concepts]
+    order = order or tuple(range(len(concepts)))
     for i in range(n_events):
-        yield next(streams[i * len(concepts) // n_events])
+        yield next(streams[order[i * len(order) // n_events]])
 
 
 def _synth() -> ModuleType:
@@ -46,12 +51,27 @@ class StreamSpec:
     name: str
     description: str
     task: str
-    n_concepts: int  # > 1: abrupt drifts between equal segments
+    n_concepts: int  # segments, each one concept; > 1: abrupt drifts between them
     build: Callable[[int, int], Any]  # (n_events, seed) -> iterable of (x, y)
+    order: tuple[int, ...] = ()  # the concept of each segment where one recurs (else in turn)
 
     def drift_positions(self, n_events: int) -> list[int]:
         return [n_events * i // self.n_concepts for i in range(1, self.n_concepts)]
 
+    def returns(self, n_events: int) -> list[tuple[int, int]]:
+        """(drift position, where that concept's previous segment ended) for each drift back
+        to a concept seen before."""
+        starts = [0, *self.drift_positions(n_events)]
+        last_end: dict[int, int] = {}
+        found = []
+        for i, concept in enumerate(self.order):
+            if concept in last_end:
+                found.append((starts[i], last_end[concept]))
+            last_end[concept] = starts[i + 1] if i + 1 < len(starts) else n_events
+        return found
+
+
+_RECURRING = (0, 1, 0, 1)  # agrawal-recurring: A → B → A → B
 
 STREAMS: dict[str, StreamSpec] = {
     spec.name: spec
@@ -73,6 +93,18 @@ STREAMS: dict[str, StreamSpec] = {
             lambda n, seed: _abrupt(
                 [_synth().SEA(variant=v, noise=0.1, seed=seed + v) for v in range(4)], n
             ),
+        ),
+        StreamSpec(
+            "agrawal-recurring",
+            "Agrawal loan data, classification functions 0 → 2 → 0 → 2: concepts recur",
+            "binary",
+            4,
+            lambda n, seed: _abrupt(
+                [_synth().Agrawal(classification_function=f, seed=seed + f) for f in (0, 2)],
+                n,
+                _RECURRING,
+            ),
+            _RECURRING,
         ),
         StreamSpec(
             "hyperplane",

@@ -3,7 +3,8 @@
 The worker calls two methods and nothing else (the seam; the loop itself lives in worker.py):
 
 - :meth:`Publisher.maybe_publish` after every micro-batch: exports every ``every_steps``
-  batches and ``after_drift_steps`` batches after a detected drift (the recovery export), if
+  batches, ``after_drift_steps`` batches after a detected drift (the recovery export) and as
+  soon as the gate has its rows after a switch to a past model (core/experts.py), if
   the :class:`~streamlearn.export.gate.QualityGate` passes, and publishes to the registry;
 - :meth:`Publisher.push_memory` after every micro-batch: pushes the error-memory snapshot at
   most every ``memory_push_s`` seconds, re-keyed with the last model it published (replicas
@@ -46,7 +47,7 @@ class PublishResult:
 
     published: bool
     reason: str
-    trigger: str = ""  # schedule | drift_recovery | forced
+    trigger: str = ""  # schedule | drift_recovery | expert_switch | forced
     version: int | None = None
     candidate_loss: float = math.nan
     published_loss: float = math.nan
@@ -73,6 +74,8 @@ class Publisher:
         self._last_step: int | None = None  # step of the last export attempt
         self._drift_step: int | None = None  # step a drift was seen, until its export
         self._drifts_seen = 0
+        self._switches_seen = 0
+        self._switched = False  # a switch to a past model, until its export
         self._incumbent: ModelBundle | None = None
         self._last_push = -math.inf
         self.last_version: int | None = None
@@ -93,6 +96,7 @@ class Publisher:
         prequential.observers.append(self._gate.observe)
         self._attached = prequential
         self._drifts_seen = len(prequential.drifts)
+        self._switches_seen = prequential.expert_switches
 
     # -- models ---------------------------------------------------------------------------
     def _trigger(self, prequential: Prequential, step: int, force: bool) -> str:
@@ -101,9 +105,14 @@ class Publisher:
             self._drift_step = step
             assert self._gate is not None
             self._gate.clear()  # judge on the new concept only
+        if prequential.expert_switches > self._switches_seen:
+            self._switches_seen = prequential.expert_switches
+            self._switched = True
         s = self.settings
         if force:
             return "forced"
+        if self._switched:  # the model in use changed at once: serve it as soon as it is judged
+            return "expert_switch"
         if self._drift_step is not None and s.after_drift_steps:
             # mid-adaptation: no scheduled export until the recovery export is due
             return "drift_recovery" if step - self._drift_step >= s.after_drift_steps else ""
@@ -142,7 +151,7 @@ class Publisher:
             incumbent = self._published_bundle()
         except (RegistryError, ArtifactError) as exc:
             return self._registry_failed(step, trigger, exc)
-        self._last_step, self._drift_step = step, None
+        self._last_step, self._drift_step, self._switched = step, None, False
         verdict = gate.judge(incumbent)
         losses = {
             "candidate_loss": verdict.candidate_loss,

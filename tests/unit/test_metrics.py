@@ -113,6 +113,25 @@ def test_batches_produce_the_event_learning_and_state_families(tmp_path):
     assert _value(reg, W + "build_info", version="0.1.0") == 1.0
 
 
+def test_expert_pool_size_and_switches_are_reported(tmp_path):
+    """A → B → A: the return to A switches the live model to A's past model."""
+
+    def flipped(i: int) -> bytes:
+        doc = json.loads(event(i))
+        return json.dumps(doc | {"y": 1 - doc["y"]}).encode()
+
+    values = [event(i) for i in range(600)] + [flipped(i) for i in range(600, 1200)]
+    values += [event(i) for i in range(1200, 1800)]
+    s = _settings(tmp_path, drift={"min_samples": 100, "window": 100, "cooldown": 100})
+    worker, reg = _worker(s, FakeReader({(TOPIC, 0): values}))
+    assert _value(reg, W + "expert_switches_total") == 0.0
+    _drive(worker, 1800)
+    preq = worker.preq
+    assert preq.experts is not None and preq.expert_switches >= 1
+    assert _value(reg, W + "expert_switches_total") == preq.expert_switches
+    assert _value(reg, W + "expert_pool_size") == len(preq.experts) >= 2
+
+
 def test_regression_reports_the_mean_absolute_error(tmp_path):
     rows = [json.dumps({"id": f"r{i}", "x": {"a": i % 7}, "y": 2.0 * (i % 7)}) for i in range(64)]
     s = _settings(tmp_path, learner={"task": "regression"})

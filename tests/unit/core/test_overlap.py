@@ -245,3 +245,31 @@ def test_auto_overlaps_only_where_two_cpus_may_be_kept_busy(monkeypatch):
     assert learners("on")._overlap  # asked for explicitly: kept
     monkeypatch.setattr(learner_module, "available_cpus", lambda: 2.0)
     assert learners("auto")._overlap
+
+
+def test_overlapped_updates_equal_the_synchronous_ones_through_expert_switches():
+    """A → B → A → B with the expert pool: saves, trials and switches (weights replaced in
+    place, the memory re-keyed) leave the overlapped run bit for bit the synchronous one."""
+    synchronous, overlapped = (
+        Prequential.from_settings(
+            load_settings(
+                learner={"hidden": [16, 8], "replay_size": 64, "seed": 4, "overlap": overlap},
+                features={"numeric_slots": 5, "categorical_slots": 2, "hash_buckets": 32},
+                memory={"size": 40, "k": 4, "rekey_every": 2},
+                drift={"window": 30, "min_samples": 10, "alpha": 0.2, "k": 3.0, "cooldown": 100},
+                experts={"trial_rows": 32, "snapshot_every": 4},
+            )
+        )
+        for overlap in ("off", "on")
+    )
+    assert overlapped.learner._overlap and not synchronous.learner._overlap
+    rng = np.random.default_rng(5)
+    for step in range(160):
+        xs, ys = rows(rng, 16, "binary")
+        if (step // 40) % 2:
+            ys = [1 - y for y in ys]  # concept B
+        outcomes = [run.process(xs, ys) for run in (synchronous, overlapped)]
+        assert np.array_equal(outcomes[0].prediction, outcomes[1].prediction)
+        assert np.array_equal(outcomes[0].loss, outcomes[1].loss)
+    assert synchronous.expert_switches == overlapped.expert_switches >= 1
+    assert_same_state(synchronous, overlapped)

@@ -11,7 +11,7 @@ NAMES = sorted(STREAMS)
 
 
 def test_the_named_streams():
-    assert NAMES == ["agrawal-drift", "hyperplane", "rbf-drift", "sea-drift"]
+    assert NAMES == ["agrawal-drift", "agrawal-recurring", "hyperplane", "rbf-drift", "sea-drift"]
     for name, spec in STREAMS.items():
         assert spec.name == name and spec.description
         assert spec.task in ("binary", "multiclass")
@@ -62,6 +62,21 @@ def test_abrupt_switch_happens_at_the_drift_position():
         ]
         wrong = sum((x["0"] + x["1"] > other) == bool(y) for x, y in near) / len(near)
         assert wrong < 0.3, (segment, wrong)  # the neighbouring concept does not fit
+
+
+def test_a_recurring_concept_returns_with_fresh_rows():
+    """agrawal-recurring: Agrawal's function 0 (y = age < 40 or age ≥ 60) in segments 0 and 2,
+    function 2 in 1 and 3; the return continues the concept's generator, it does not replay."""
+    spec = STREAMS["agrawal-recurring"]
+    assert spec.drift_positions(4000) == [1000, 2000, 3000]
+    assert spec.returns(4000) == [(2000, 1000), (3000, 2000)]
+    assert STREAMS["agrawal-drift"].returns(4000) == []
+    rows = list(stream_rows("agrawal-recurring", 4000, 3))
+    for segment in range(4):
+        part = rows[segment * 1000 : (segment + 1) * 1000]
+        fits = sum(int(x["age"] < 40 or x["age"] >= 60) == y for x, y in part) / len(part)
+        assert (fits == 1.0) == (segment % 2 == 0), (segment, fits)
+    assert not any(a == b for a, b in zip(rows[:1000], rows[2000:3000], strict=True))
 
 
 def test_unknown_stream_names_the_known_ones():

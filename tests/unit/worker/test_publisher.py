@@ -96,6 +96,30 @@ def test_drift_triggers_a_recovery_export(tmp_path):
     assert load_bundle(3, *_stored(registry, 3)).meta["trigger"] == "drift_recovery"
 
 
+def test_a_switch_to_a_past_model_is_exported_once_the_gate_has_its_rows(tmp_path):
+    settings = small_settings(
+        export={"every_steps": 10_000, "min_rows": 64, "after_drift_steps": 50},
+        drift={"detector": "none"},  # the test says when the drift and the switch happen
+    )
+    registry = FilesystemRegistry(tmp_path / "registry")
+    preq, publisher = Prequential.from_settings(settings), Publisher(registry, settings.export)
+    publisher.attach(preq)
+    _run(preq, publisher, *make_rows(32 * 20, 1))
+    assert publisher.maybe_publish(preq, 19, force=True).published
+    preq.drifts.append(preq.seen)  # a detection, then the pool's switch a batch later
+    _run(preq, publisher, *make_rows(32, 3), start_step=20)
+    assert preq.experts is not None
+    preq.experts.switches += 1
+    results = _run(preq, publisher, *make_rows(32 * 4, 4), start_step=21)
+    assert [r.reason for r in results[:2]] == ["waiting_for_rows", "published"]  # 64 rows
+    assert results[1].trigger == "expert_switch"
+    assert (
+        load_bundle(registry.current(), *_stored(registry, registry.current())).meta["trigger"]
+        == "expert_switch"
+    )
+    assert [r.reason for r in results[2:]] == ["not_due", "not_due"]  # once, then the plan
+
+
 def test_export_failure_is_counted_and_the_worker_goes_on(tmp_path, monkeypatch):
     preq, publisher, registry = _setup(tmp_path)
 

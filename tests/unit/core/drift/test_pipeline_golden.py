@@ -46,10 +46,12 @@ DRIFT = {
     "params": {},
 }
 
+EXPERTS = {"enabled": True, "size": 4, "snapshot_every": 16, "trial_rows": 128, "margin": 0.5}
+
 
 def test_sea_drift_detections_are_pinned():
     settings = load_settings(
-        features=FEATURES, learner=LEARNER, drift=DRIFT, memory={"enabled": False}
+        features=FEATURES, learner=LEARNER, drift=DRIFT, memory={"enabled": False}, experts=EXPERTS
     )
     pipeline = Prequential.from_settings(settings)
     outcomes = []

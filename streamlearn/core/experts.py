@@ -1,0 +1,213 @@
+"""ExpertPool: past models saved at detected drifts, switched back in when their concept recurs.
+
+After TAME (task-agnostic continual learning with multiple experts, see seed-abstracts): a loss
+deviation marks a new concept; a model of an earlier concept may serve it better than the live
+model, which has just begun to adapt. The pool keeps at most ``size`` such models (experts):
+
+- **Save**, at every detection: the live model's last copy (:meth:`OnlineLearner.weights`:
+  parameters and optimizer moments, taken every ``snapshot_every`` batches) goes into the slot
+  of the expert it was switched from, if any (it kept learning that concept since), else into a
+  new slot; a full pool evicts the least recently used one (saved or switched to). A copy, not
+  the model at the detection: the batch that shows the change has already been learned then,
+  and a sudden rise of the loss makes Adam's next steps large on every parameter (the first
+  moment grows faster than the second), which costs the old concept's model accuracy.
+- **Trial**: the next ``trial_rows`` learned rows after the detection are kept with the live
+  model's prequential base prediction of them (made before it learned them); rows before the
+  detection are left out: the detector fires some events after a change (its smoothed loss
+  must rise first), so the rows just before it belong mostly to the concept that ended.
+- **Switch**: every other expert scores the trial rows (``mean_loss``: log loss or squared
+  error). If the best one's loss ≤ the live model's × (1 − ``margin``), its parameters and
+  moments replace the live ones (:meth:`OnlineLearner.load_weights`), the learning rate's
+  re-warm ends (the expert knows the concept) and the live model learns on from there. The
+  served and exported model is the live one, so the next export carries the switch.
+
+The reservoir and the error memory are not part of an expert: by default both are emptied on a
+detection and refill from the current concept, so after a switch they hold its rows already
+(the memory is re-keyed with the new weights at once). The live
+model's buffers (class mask, target statistics) and active widths stay: they describe the
+stream, not a concept.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamlearn.core.evaluation import mean_loss
+from streamlearn.core.learner import OnlineLearner
+from streamlearn.core.model import TabularNet
+from streamlearn.kernels.device import to_device
+from streamlearn.settings import ExpertSettings
+
+__all__ = ["Expert", "ExpertPool", "Trial"]
+
+_TRIAL = ("num", "cat", "target", "prediction")  # a trial batch's arrays, in observe's order
+
+
+@dataclass(slots=True)
+class Expert:
+    """One past model: :meth:`OnlineLearner.weights` and when it was last saved or used."""
+
+    weights: dict[str, Any]
+    used: int  # the pool's clock at its last save or switch (least recently used goes)
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """The outcome of one trial: the live model's and each expert's loss on the same rows."""
+
+    rows: int
+    live_loss: float
+    expert_losses: tuple[float, ...]
+    chosen: int | None  # the expert switched to, or None
+
+
+class ExpertPool:
+    """A bounded pool of past models; tried after every detection, switched to when better."""
+
+    def __init__(self, learner: OnlineLearner, settings: ExpertSettings) -> None:
+        self.learner = learner
+        self.settings = settings
+        self.experts: list[Expert] = []
+        self.origin: int | None = None  # the expert the live model was switched from
+        self.clock = 0
+        self.switches = 0
+        self.last_trial: Trial | None = None
+        self._rows: list[tuple[np.ndarray, ...]] | None = None  # the open trial's batches
+        self._fresh = -1  # the slot saved at the last detection
+        self.batches = 0  # learned batches observed
+        self._standby: dict[str, Any] | None = None  # the live model's last copy
+        self._scratch: TabularNet | None = None  # scores an expert (never the live model)
+
+    def __len__(self) -> int:
+        return len(self.experts)
+
+    @property
+    def trying(self) -> bool:
+        """Whether a trial is collecting rows."""
+        return self._rows is not None
+
+    def observe(
+        self,
+        num: np.ndarray,
+        cat: np.ndarray,
+        target: np.ndarray,
+        prediction: np.ndarray,
+        drifted: bool,
+    ) -> bool:
+        """After a learned batch (its updates done): on a detection save the live model's last
+        copy and open a trial; else copy the live model when due, add the rows to an open trial
+        and decide once it is full. Returns whether the live model was switched to an expert."""
+        self.batches += 1
+        if drifted:
+            self._fresh = self._save()
+            self._rows = [] if len(self.experts) > 1 else None  # none but the one just saved
+            return False
+        if self._standby is None or self.batches % self.settings.snapshot_every == 0:
+            self._standby = self.learner.weights()
+        if self._rows is None:
+            return False
+        # copies: the caller's arrays may be buffers that the next batch reuses
+        self._rows.append(tuple(np.array(a) for a in (num, cat, target, prediction)))
+        if sum(len(rows[2]) for rows in self._rows) < self.settings.trial_rows:
+            return False
+        return self._decide()
+
+    def _save(self) -> int:
+        """The last copy of the live model into its origin's slot, a new one or the least
+        recently used one; returns that slot."""
+        self.clock += 1
+        expert = Expert(self._standby or self.learner.weights(), self.clock)
+        self._standby = None  # taken over by the expert: the next batch makes a new copy
+        if self.origin is not None:
+            slot = self.origin
+        elif len(self.experts) < self.settings.size:
+            slot = len(self.experts)
+            self.experts.append(expert)
+        else:
+            slot = min(range(len(self.experts)), key=lambda i: self.experts[i].used)
+        self.experts[slot] = expert
+        self.origin = None  # the live model now learns whatever concept comes next
+        return slot
+
+    def _decide(self) -> bool:
+        rows = self._rows
+        assert rows is not None
+        self._rows = None
+        num, cat, target, live = (np.concatenate(part) for part in zip(*rows, strict=True))
+        live_loss = mean_loss(live, target, self.learner.regression)
+        # the expert saved at this detection is the live model of then: no candidate
+        losses = tuple(
+            np.inf if i == self._fresh else self._score(expert, num, cat, target)
+            for i, expert in enumerate(self.experts)
+        )
+        best = int(np.argmin(losses))
+        switch = bool(losses[best] <= live_loss * (1.0 - self.settings.margin))
+        self.last_trial = Trial(len(target), live_loss, losses, best if switch else None)
+        if not switch:
+            return False
+        self.clock += 1
+        self.experts[best].used = self.clock
+        self.learner.load_weights(self.experts[best].weights)
+        self.learner.schedule.end_rewarm()
+        self._standby = None  # a copy from before the switch must not overwrite the expert
+        self.origin = best
+        self.switches += 1
+        return True
+
+    @torch.no_grad()
+    def _score(self, expert: Expert, num: np.ndarray, cat: np.ndarray, target: np.ndarray) -> float:
+        """The expert's mean loss on the rows, with the live model's buffers (class mask,
+        target statistics): as it would predict after a switch."""
+        live = self.learner.model
+        if self._scratch is None:
+            self._scratch = copy.deepcopy(live)
+        state = live.state_dict()
+        state.update(expert.weights["params"])
+        self._scratch.load_state_dict(state)
+        device = self.learner.device
+        prediction, _ = self._scratch(to_device(num, device), to_device(cat, device))
+        return mean_loss(prediction.float().cpu().numpy(), target, self.learner.regression)
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values and tensors: the experts, the clock, counters and an open trial."""
+        trial = None
+        if self._rows is not None:
+            trial = [dict(zip(_TRIAL, rows, strict=True)) for rows in self._rows]
+        return {
+            "experts": [{"weights": e.weights, "used": e.used} for e in self.experts],
+            "origin": self.origin,
+            "fresh": self._fresh,
+            "batches": self.batches,
+            "standby": self._standby,
+            "clock": self.clock,
+            "switches": self.switches,
+            "trial": trial,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        device = self.learner.device
+        self.experts = [Expert(_on(e["weights"], device), int(e["used"])) for e in state["experts"]]
+        self.origin = None if state["origin"] is None else int(state["origin"])
+        self._fresh, self.batches = int(state["fresh"]), int(state["batches"])
+        standby = state["standby"]
+        self._standby = None if standby is None else _on(standby, device)
+        self.clock, self.switches = int(state["clock"]), int(state["switches"])
+        trial = state["trial"]
+        self._rows = None
+        if trial is not None:
+            self._rows = [tuple(np.asarray(rows[name]) for name in _TRIAL) for rows in trial]
+
+
+def _on(weights: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Nested tensors of a checkpoint moved to the model's device."""
+    return {
+        part: {name: torch.as_tensor(t).to(device) for name, t in tensors.items()}
+        for part, tensors in weights.items()
+    }
