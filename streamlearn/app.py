@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the learner (torch), serving stack and Kafka: only where a 
     from streamlearn.registry.base import Registry
     from streamlearn.serve.runtime import ServingRuntime
     from streamlearn.worker.checkpoint import CheckpointStore
+    from streamlearn.worker.distributed.group import RankGroup
     from streamlearn.worker.health import Heartbeat
     from streamlearn.worker.loop import ExportHook, Worker
     from streamlearn.worker.publisher import Publisher
@@ -35,6 +36,7 @@ __all__ = [
     "build_source",
     "build_worker",
     "configure_logging",
+    "join_ranks",
     "run_produce",
     "run_server",
     "run_worker",
@@ -290,8 +292,10 @@ def build_worker(
     export: ExportHook | None = None,
     metrics: WorkerMetrics | None = None,
     heartbeat: Heartbeat | None = None,
+    group: RankGroup | None = None,
 ) -> Worker | None:
-    """Connect (retrying through an outage) and assemble the worker; None if stopped first."""
+    """Connect (retrying through an outage) and assemble the worker; None if stopped first.
+    ``group``: this worker is one rank of several keeping one model (see join_ranks)."""
     import logging
 
     from streamlearn.worker.backoff import Backoff, BrokerHealth, retry
@@ -310,10 +314,42 @@ def build_worker(
             reader.close()
         return None
     preq = build_prequential(settings)
+    lockstep = None
+    if group is not None:
+        from streamlearn.worker.distributed.lockstep import Lockstep
+
+        lockstep = Lockstep(group, w.poll_timeout_s)
     return Worker(
         settings, preq, reader, writer, store, export or no_export, stop=stop, metrics=metrics,
-        heartbeat=heartbeat,
+        heartbeat=heartbeat, lockstep=lockstep,
     )  # fmt: skip
+
+
+def join_ranks(settings: Settings) -> RankGroup | None:
+    """The torch.distributed group of a scaled-out worker, from torch's ``env://`` variables
+    (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT, LOCAL_RANK); None for a single worker. Ranks
+    share one model, so every rank must put a feature and a class in the same slot: a fixed
+    schema (features.numeric / features.categorical) and, to classify, fixed learner.classes
+    are required (a ConfigError otherwise). A collective waits for the other ranks at most
+    ``worker.liveness_timeout_s``."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    f, lrn = settings.features, settings.learner
+    if not (f.numeric or f.categorical):
+        raise _startup_error(
+            "features.numeric", "ranks would give features slots in different orders",
+            "name the features (features.numeric, features.categorical) to run several ranks",
+        )  # fmt: skip
+    if lrn.task != "regression" and not lrn.classes:
+        raise _startup_error(
+            "learner.classes", "ranks would give classes slots in different orders",
+            "list the classes (learner.classes) to run several ranks",
+        )  # fmt: skip
+    from streamlearn.worker.distributed.group import join_from_env
+
+    return join_from_env(settings.worker.liveness_timeout_s)
 
 
 def build_export_hook(publisher: Publisher, metrics: WorkerMetrics) -> ExportHook:
@@ -349,6 +385,7 @@ def run_worker(settings: Settings) -> None:
 
     Settings that cannot be used (metrics port, registry, checkpoint directory) are a
     ConfigError before Kafka is contacted; an unreachable broker is retried, not an error."""
+    import os
     import signal
     import threading
 
@@ -361,17 +398,24 @@ def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry, settings.metrics.smoothing)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # the rank label before the rendezvous
+    rank = int(os.environ.get("RANK", "0")) if world > 1 else 0
+    metrics = WorkerMetrics(registry, settings.metrics.smoothing, rank, max(world, 1))
     heartbeat = Heartbeat(settings.worker.liveness_timeout_s)
     # up before Kafka: scrapeable, and alive, through an outage at start-up
     server = start_metrics_server(settings, registry, heartbeat)
+    group = join_ranks(settings)
     try:
-        publisher = build_publisher(settings, build_registry(settings, publishing=True))
-        export = build_export_hook(publisher, metrics)
-        worker = build_worker(settings, stop, export, metrics, heartbeat)
+        export = None
+        if group is None or group.leader:  # one rank exports and publishes
+            publisher = build_publisher(settings, build_registry(settings, publishing=True))
+            export = build_export_hook(publisher, metrics)
+        worker = build_worker(settings, stop, export, metrics, heartbeat, group)
         if worker is not None:
             worker.run()
     finally:
+        if group is not None:
+            group.close()
         if server is not None:
             server.shutdown()
             server.server_close()
