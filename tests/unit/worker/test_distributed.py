@@ -1,0 +1,124 @@
+"""Scale-out pieces without a process group: the round's arithmetic (two ranks as threads over a
+summing stand-in for the group), the cut's merge, and which settings may run several ranks."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from streamlearn.app import join_ranks
+from streamlearn.core.prequential import Prequential
+from streamlearn.errors import ConfigError
+from streamlearn.settings import load_settings
+from streamlearn.worker.distributed.cut import merge_parts
+from streamlearn.worker.distributed.sync import Rounds
+
+SETTINGS = {
+    "features": {"numeric": ["a", "b"], "numeric_slots": 4, "categorical": ["c"],
+                 "categorical_slots": 2, "hash_buckets": 64},
+    "learner": {"task": "binary", "classes": [0, 1], "hidden": [8], "device": "cpu",
+                "kernel": "torch", "seed": 0},
+}  # fmt: skip
+
+
+class SummingGroup:
+    """Two ranks in one process: all_reduce sums both threads' tensors (the SUM collective)."""
+
+    def __init__(self, shared: dict[str, Any], rank: int) -> None:
+        self.shared, self.rank, self.world_size = shared, rank, 2
+
+    def all_reduce(self, tensor: torch.Tensor) -> None:
+        barrier, slots = self.shared["barrier"], self.shared["slots"]
+        slots[self.rank] = tensor.clone()
+        barrier.wait()
+        total = slots[0] + slots[1]
+        barrier.wait()
+        tensor.copy_(total)
+
+
+def rows(seed: int, n: int) -> tuple[list[dict[str, Any]], list[int]]:
+    rng = np.random.default_rng(seed)
+    xs = [{"a": float(rng.normal(5, 2)), "b": float(rng.normal(-1, 9)), "c": str(i % 3)}
+          for i in range(n)]  # fmt: skip
+    return xs, [int(x["a"] > 5) for x in xs]
+
+
+def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows():
+    shared = {"barrier": threading.Barrier(2), "slots": [None, None]}
+    preqs = [Prequential.from_settings(load_settings(**SETTINGS)) for _ in range(2)]
+    batches = [rows(1, 24), rows(2, 8)]  # unequal: rank 1's weight is a quarter
+    before = [p.learner.trainer.flat.clone() for p in preqs]
+
+    def rank(r: int) -> None:
+        rounds = Rounds(SummingGroup(shared, r))  # type: ignore[arg-type]
+        rounds.start(preqs[r])
+        preqs[r].process(*batches[r])
+        learned = preqs[r].learner.trainer.flat.clone()
+        shared[f"learned{r}"] = learned
+        outcome = rounds.turn(preqs[r], drifted=r == 1, stop=False, due=r == 0, reassigned=False)
+        shared[f"outcome{r}"] = outcome
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert torch.equal(before[0], before[1])  # the same start (same seed)
+    a, b = (p.learner.trainer for p in preqs)
+    assert torch.equal(a.flat, b.flat) and torch.equal(a.table, b.table)
+    expected = 0.75 * shared["learned0"] + 0.25 * shared["learned1"]
+    assert torch.allclose(a.flat, expected, atol=1e-6)
+    outcome = shared["outcome0"]
+    assert (outcome.learned, outcome.drifts, outcome.checkpoint, outcome.stop) == (
+        32,
+        1,
+        True,
+        False,
+    )
+    alone = Prequential.from_settings(load_settings(**SETTINGS))
+    for batch in batches:
+        alone.encoder.observe(alone.encoder.encode(batch[0]).num)
+    for p in preqs:
+        np.testing.assert_allclose(p.encoder.count, alone.encoder.count)
+        np.testing.assert_allclose(p.encoder.mean, alone.encoder.mean, rtol=1e-12)
+        np.testing.assert_allclose(p.encoder.m2, alone.encoder.m2, rtol=1e-9)
+
+
+def test_the_cut_takes_each_partitions_furthest_offset_all_waiting_labels_and_summed_counters():
+    def part(offsets: list[list[Any]], waiting: list[list[Any]], seen: int) -> dict[str, Any]:
+        labels = {
+            "events": waiting,
+            "labels": [],
+            "joined": 1,
+            "early": 0,
+            "evicted": {"event": {"age": 0, "count": 0}, "label": {"age": 0, "count": 0}},
+        }
+        return {"offsets": offsets, "late_labels": labels,
+                "stats": {"batches": 2, "events": seen, "late_learned": 0,
+                          "rejected": {"not_json": 1}, "published": 0},
+                "counters": {"seen": seen, "unknown_labels": 0, "drifts": [5]}}  # fmt: skip
+
+    merged = merge_parts([
+        part([["t", 0, 10], ["t", 1, 4]], [["e-1", {"a": 1}, 2.0]], 14),
+        part([["t", 0, 3], ["t", 1, 9], ["t", 2, 7]], [["e-2", {"a": 2}, 1.0]], 16),
+    ])  # fmt: skip
+    assert merged["offsets"] == [["t", 0, 10], ["t", 1, 9], ["t", 2, 7]]
+    assert [key for key, _, _ in merged["late_labels"]["events"]] == ["e-2", "e-1"]  # by age
+    assert merged["late_labels"]["joined"] == 2
+    assert merged["counters"] == {"seen": 30, "unknown_labels": 0, "drifts": [5]}
+    assert merged["stats"]["events"] == 30 and merged["stats"]["rejected"] == {"not_json": 2}
+
+
+def test_several_ranks_need_fixed_slots_and_one_rank_needs_no_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert join_ranks(load_settings(**SETTINGS)) is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match=r"features\.numeric"):
+        join_ranks(load_settings(learner={"task": "binary", "classes": [0, 1]}))
+    with pytest.raises(ConfigError, match=r"learner\.classes"):
+        join_ranks(load_settings(features={"numeric": ["a"]}))
