@@ -123,11 +123,14 @@ def build_registry(settings: Settings, *, publishing: bool = False) -> Registry:
     return files
 
 
-def build_publisher(settings: Settings, registry: Registry) -> Publisher:
-    """The worker's export stage (call maybe_publish and push_memory after each batch)."""
+def build_publisher(
+    settings: Settings, registry: Registry, *, push_after_batch: bool = True
+) -> Publisher:
+    """The worker's export stage (call maybe_publish and push_memory after each batch);
+    ``push_after_batch`` False: the caller pushes the error memory (scaled-out rank 0)."""
     from streamlearn.worker.publisher import Publisher
 
-    return Publisher(registry, settings.export)
+    return Publisher(registry, settings.export, push_after_batch=push_after_batch)
 
 
 def build_server(
@@ -293,9 +296,11 @@ def build_worker(
     metrics: WorkerMetrics | None = None,
     heartbeat: Heartbeat | None = None,
     group: RankGroup | None = None,
+    publisher: Publisher | None = None,
 ) -> Worker | None:
     """Connect (retrying through an outage) and assemble the worker; None if stopped first.
-    ``group``: this worker is one rank of several keeping one model (see join_ranks)."""
+    ``group``: this worker is one rank of several keeping one model (see join_ranks); then
+    ``publisher`` (rank 0's) pushes every rank's error memory, gathered."""
     import logging
 
     from streamlearn.worker.backoff import Backoff, BrokerHealth, retry
@@ -318,7 +323,7 @@ def build_worker(
     if group is not None:
         from streamlearn.worker.distributed.lockstep import Lockstep
 
-        lockstep = Lockstep(group, w.poll_timeout_s)
+        lockstep = Lockstep(group, w.poll_timeout_s, settings.features, publisher)
     return Worker(
         settings, preq, reader, writer, store, export or no_export, stop=stop, metrics=metrics,
         heartbeat=heartbeat, lockstep=lockstep,
@@ -406,11 +411,12 @@ def run_worker(settings: Settings) -> None:
     server = start_metrics_server(settings, registry, heartbeat)
     group = join_ranks(settings)
     try:
-        export = None
+        export = publisher = None
         if group is None or group.leader:  # one rank exports and publishes
-            publisher = build_publisher(settings, build_registry(settings, publishing=True))
+            models = build_registry(settings, publishing=True)
+            publisher = build_publisher(settings, models, push_after_batch=group is None)
             export = build_export_hook(publisher, metrics)
-        worker = build_worker(settings, stop, export, metrics, heartbeat, group)
+        worker = build_worker(settings, stop, export, metrics, heartbeat, group, publisher)
         if worker is not None:
             worker.run()
     finally:

@@ -21,6 +21,9 @@ import pytest
 from kafka_tools import create_topic, send, unique
 from worker_process import WorkerProcess, newest_state, run_to_end, seen, write_config
 
+from streamlearn.export.memory import decode_memory
+from streamlearn.registry.filesystem import FilesystemRegistry
+
 pytestmark = pytest.mark.timeout(240)
 
 PARTITIONS = 4
@@ -109,6 +112,9 @@ def test_two_ranks_kill_9_then_one_rank_learn_every_event_once(
     assert offsets(state) == {(topic, p): FIRST // PARTITIONS for p in range(PARTITIONS)}
     assert "partitions settled" in pair[1].text()
     assert len(state["prequential"]["counters"]["drifts"]) >= 1  # the flip was seen
+    pushed = FilesystemRegistry(tmp_path / "registry").pull_memory()
+    assert pushed is not None  # rank 0 pushed both ranks' full rings of 128 rows
+    assert len(decode_memory(pushed).error_memory) == 2 * 128
 
     produce(kafka_bootstrap, topic, range(FIRST, FIRST + SECOND))
     # one rank (WORLD_SIZE unset), in a new consumer group: offsets come from the cut alone

@@ -22,12 +22,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from streamlearn.core.memory.stage import MemoryStage
 from streamlearn.core.prequential import Prequential
+from streamlearn.settings import FeatureSettings
 from streamlearn.worker.checkpoint import CheckpointStore, Loaded
 from streamlearn.worker.distributed.cut import CutCheckpoint
 from streamlearn.worker.distributed.group import GroupBroken, RankGroup
+from streamlearn.worker.distributed.memory import gathered_memory
 from streamlearn.worker.distributed.sync import RoundOutcome, Rounds
 from streamlearn.worker.kafka.client import TopicPartition
 
@@ -41,11 +44,27 @@ log = logging.getLogger(__name__)
 FENCE_LOG_S = 10.0  # how often a rank waiting for its partitions says so
 
 
+class MemoryPusher(Protocol):
+    """Rank 0's publisher, as far as the error-memory push goes (``Publisher``)."""
+
+    def memory_due(self) -> bool: ...
+
+    def push_memory(
+        self, prequential: Prequential, *, force: bool = False, stage: MemoryStage | None = None
+    ) -> bool: ...
+
+
 class Lockstep:
     """One rank's side of the lockstep over ``group`` (module docstring)."""
 
-    def __init__(self, group: RankGroup, poll_timeout_s: float) -> None:
+    def __init__(
+        self, group: RankGroup, poll_timeout_s: float, features: FeatureSettings,
+        pusher: MemoryPusher | None = None,
+    ) -> None:  # fmt: skip
+        """``pusher``: rank 0's publisher, which pushes every rank's error memory (gathered
+        when it is due); ``features``: the input widths of the gathered memory."""
         self.group = group
+        self.features, self.pusher = features, pusher
         self.rounds = Rounds(group)
         self.poll_timeout_s = poll_timeout_s
         self.fenced = False
@@ -106,7 +125,10 @@ class Lockstep:
         """The round after a turn; whether a checkpoint (cut) is due on every rank. A drift
         detected elsewhere gets this rank's response here; while some rank learns, the next
         poll does not block (a quiet rank then holds the others up only for a poll)."""
-        outcome = self.rounds.turn(preq, drifted=drifted, stop=stop, due=due, reassigned=reassigned)
+        push = self.pusher is not None and preq.memory is not None and self.pusher.memory_due()
+        outcome = self.rounds.turn(
+            preq, drifted=drifted, stop=stop, due=due, reassigned=reassigned, push=push
+        )
         self.last = outcome
         if outcome.reassigned:
             self.group.broken = True  # no final cut: the last one is where the group resumes
@@ -116,5 +138,9 @@ class Lockstep:
             )
         if outcome.drifts and not drifted:
             preq.respond_to_drift()
+        if outcome.push:
+            stage = gathered_memory(self.group, preq, self.features)
+            if self.pusher is not None:
+                self.pusher.push_memory(preq, force=True, stage=stage)
         batcher.poll_timeout_s = 0.0 if outcome.learned else self.poll_timeout_s
         return outcome.checkpoint

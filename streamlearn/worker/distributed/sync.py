@@ -5,9 +5,9 @@ period of one micro-batch), not a gradient all-reduce inside the step. Each turn
 learned 0 or more labelled rows; the round
 
 1. sums a small float64 vector: rows learned (the rank's weight), local drift detections,
-   stop requests, checkpoints due, assignment changes, and the encoder's new statistics
-   (Welford moments of the rows seen since the last round, shifted by the shared mean, so
-   they add up exactly: Chan et al.'s parallel update);
+   stop requests, checkpoints due, assignment changes, an error-memory push due, and the
+   encoder's new statistics (Welford moments of the rows seen since the last round, shifted
+   by the shared mean, so they add up exactly: Chan et al.'s parallel update);
 2. if any rank learned: all-reduces the dense parameters and the embedding table weighted by
    those rows, so every rank leaves the round with the same weights and statistics.
 
@@ -28,7 +28,7 @@ from streamlearn.worker.distributed.group import RankGroup
 
 __all__ = ["RoundOutcome", "Rounds"]
 
-_CONTROL = 5  # learned rows, drifts, stops, checkpoints due, assignment changes
+_CONTROL = 6  # learned rows, drifts, stops, checkpoints due, assignment changes, memory pushes
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,7 @@ class RoundOutcome:
     stop: bool  # some rank was asked to stop: every rank stops after this round
     checkpoint: bool  # some rank's checkpoint is due: every rank takes part in the cut
     reassigned: bool  # partitions moved after the start: the group restarts from the cut
+    push: bool  # rank 0's error-memory push is due: every rank's memory is gathered
 
 
 class Rounds:
@@ -59,18 +60,19 @@ class Rounds:
         self._seen = preq.seen
 
     def turn(
-        self, preq: Prequential, *, drifted: bool, stop: bool, due: bool, reassigned: bool
-    ) -> RoundOutcome:
+        self, preq: Prequential, *, drifted: bool, stop: bool, due: bool, reassigned: bool,
+        push: bool = False,
+    ) -> RoundOutcome:  # fmt: skip
         """One round (collective); every rank calls it once per turn, learned or not."""
         assert self._base is not None, "Rounds.start first"
         learned = preq.seen - self._seen
         shifted = _shifted_moments(preq, self._base)
-        control = [learned, drifted, stop, due, reassigned]
+        control = [learned, drifted, stop, due, reassigned, push]
         vector = torch.from_numpy(np.concatenate([np.array(control, np.float64), shifted]))
         self.group.all_reduce(vector)
         totals = vector.numpy()
         outcome = RoundOutcome(
-            int(totals[0]), int(totals[1]), totals[2] > 0, totals[3] > 0, totals[4] > 0
+            int(totals[0]), int(totals[1]), *(bool(v > 0) for v in totals[2:_CONTROL])
         )
         self._merge_statistics(preq, totals[_CONTROL:])
         if outcome.learned:

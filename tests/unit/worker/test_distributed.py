@@ -13,8 +13,10 @@ import torch
 from streamlearn.app import join_ranks
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ConfigError
+from streamlearn.export.memory import decode_memory, encode_memory
 from streamlearn.settings import load_settings
 from streamlearn.worker.distributed.cut import merge_parts
+from streamlearn.worker.distributed.memory import gathered_memory
 from streamlearn.worker.distributed.sync import Rounds
 
 SETTINGS = {
@@ -122,3 +124,31 @@ def test_several_ranks_need_fixed_slots_and_one_rank_needs_no_group(monkeypatch)
         join_ranks(load_settings(learner={"task": "binary", "classes": [0, 1]}))
     with pytest.raises(ConfigError, match=r"learner\.classes"):
         join_ranks(load_settings(features={"numeric": ["a"]}))
+
+
+class GatheringLeader:
+    """Rank 0 of two whose peer's part is given: all_gather_object returns [mine, theirs]."""
+
+    rank, world_size, leader = 0, 2, True
+
+    def __init__(self, theirs: Any) -> None:
+        self.theirs = theirs
+
+    def all_gather_object(self, value: Any) -> list[Any]:
+        return [value, self.theirs]
+
+
+def test_rank_0_pushes_a_memory_with_every_ranks_rows_and_leaves_its_own_alone():
+    settings = load_settings(**SETTINGS)
+    preqs = [Prequential.from_settings(settings) for _ in range(2)]
+    preqs[0].process(*rows(1, 24))
+    preqs[1].process(*rows(2, 40))
+    mine, theirs = (p.memory for p in preqs)
+    assert mine is not None and theirs is not None
+    own_rows = len(mine.memory)
+    group = GatheringLeader(theirs.state_dict())
+    merged = gathered_memory(group, preqs[0], settings.features)  # type: ignore[arg-type]
+    assert merged is not None and len(merged.memory) == own_rows + len(theirs.memory)
+    assert len(mine.memory) == own_rows
+    snapshot = decode_memory(encode_memory(merged, None))
+    assert len(snapshot.error_memory) == own_rows + len(theirs.memory)
