@@ -15,7 +15,10 @@ from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ConfigError
 from streamlearn.export.memory import decode_memory, encode_memory
 from streamlearn.settings import load_settings
+from streamlearn.worker.batching import Batcher
 from streamlearn.worker.distributed.cut import merge_parts
+from streamlearn.worker.distributed.group import GroupBroken
+from streamlearn.worker.distributed.lockstep import Lockstep
 from streamlearn.worker.distributed.memory import gathered_memory
 from streamlearn.worker.distributed.sync import Rounds
 
@@ -152,3 +155,28 @@ def test_rank_0_pushes_a_memory_with_every_ranks_rows_and_leaves_its_own_alone()
     assert len(mine.memory) == own_rows
     snapshot = decode_memory(encode_memory(merged, None))
     assert len(snapshot.error_memory) == own_rows + len(theirs.memory)
+
+
+class AloneGroup:
+    """A group of one: collectives return what they were given."""
+
+    rank, world_size, leader, broken = 0, 1, True, False
+
+    def all_reduce(self, tensor: torch.Tensor, op: Any = None) -> None:
+        pass
+
+
+def test_a_quiet_turn_polls_with_the_full_timeout_and_a_learning_one_does_not_block():
+    preq = Prequential.from_settings(load_settings(**SETTINGS))
+    lockstep = Lockstep(AloneGroup(), 0.25, load_settings(**SETTINGS).features)  # type: ignore[arg-type]
+    lockstep.restored(preq, lambda: None)
+    batcher = Batcher(lambda timeout, n: [], 4, max_wait_s=1.0, poll_timeout_s=0.25)
+    flags = {"drifted": False, "stop": False, "due": False, "reassigned": False}
+    preq.process(*rows(3, 8))
+    lockstep.turn(preq, batcher, **flags)
+    assert batcher.poll_timeout_s == 0.0  # someone learned: the next poll must not hold anyone
+    lockstep.turn(preq, batcher, **flags)
+    assert batcher.poll_timeout_s == 0.25  # nobody learned: wait for records
+    with pytest.raises(GroupBroken, match="partitions moved"):
+        lockstep.turn(preq, batcher, **(flags | {"reassigned": True}))
+    assert lockstep.group.broken  # no final cut after that
