@@ -11,8 +11,10 @@ and learned count add up: each event learned once, none twice.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from worker_process import WorkerProcess, newest_state, run_to_end, seen, write_
 from streamlearn.export.memory import decode_memory
 from streamlearn.registry.filesystem import FilesystemRegistry
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(240)  # each test
 
 PARTITIONS = 4
 FIRST, SECOND = 3000, 1000  # events before and after the change to one rank
@@ -127,3 +129,35 @@ def test_two_ranks_kill_9_then_one_rank_learn_every_event_once(
     assert seen(state) == FIRST + SECOND
     total = (FIRST + SECOND) // PARTITIONS
     assert offsets(state) == {(topic, p): total for p in range(PARTITIONS)}
+
+
+def test_torchrun_restarts_the_group_after_a_kill_9_and_it_finishes_exactly(
+    kafka_bootstrap: str, tmp_path: Path
+):
+    """The launcher of the README: torchrun, elastic, with restarts (c10d rendezvous)."""
+    topic = create_topic(kafka_bootstrap, unique("torchrun"), partitions=PARTITIONS)
+    produce(kafka_bootstrap, topic, range(FIRST))
+    config = write_config(
+        tmp_path / "w.yaml", kafka_bootstrap, topic,
+        features={"numeric": ["a", "b"], "categorical": ["c"]}, learner={"classes": [0, 1]},
+        checkpoint={"every_batches": 5, "every_s": 0.5},
+    )  # fmt: skip
+    agent = WorkerProcess(config, command=(
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "--max-restarts", "2", "-m", "streamlearn", "worker",
+    ))  # fmt: skip
+    ckpt = tmp_path / "ckpt"
+    wait_seen(ckpt, 600, [agent])
+    children = subprocess.run(
+        ["pgrep", "-P", str(agent.proc.pid)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(children) == 2, children  # the two ranks
+    os.kill(int(children[-1]), signal.SIGKILL)
+    wait_seen(ckpt, FIRST, [agent])
+    assert "a collective failed" in agent.text()  # the survivor saw its peer die
+    assert agent.text().count("partitions settled") >= 4  # two ranks, two generations
+    state = newest_state(ckpt)
+    assert state is not None and seen(state) == FIRST
+    assert offsets(state) == {(topic, p): FIRST // PARTITIONS for p in range(PARTITIONS)}
+    agent.proc.send_signal(signal.SIGTERM)  # the agent forwards it to the ranks
+    agent.proc.wait(60)

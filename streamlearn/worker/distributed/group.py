@@ -103,8 +103,21 @@ def join_from_env(timeout_s: float, environ: Mapping[str, str] | None = None) ->
         backend = "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
-    dist.init_process_group(
-        backend, init_method="env://", rank=rank, world_size=world,
-        timeout=timedelta(seconds=timeout_s),
+    timeout = timedelta(seconds=timeout_s)
+    restart = env.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        dist.init_process_group(
+            backend, init_method="env://", rank=rank, world_size=world, timeout=timeout
+        )
+        return RankGroup(rank, world, device)
+    # under torchrun: its agent's store outlives a restart, and the env:// rendezvous does not
+    # separate attempts, so a restarted rank would read its dead peers' addresses (seen with
+    # torch 2.13); the attempt number keeps each generation's keys apart
+    agent_hosts = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        env["MASTER_ADDR"], int(env["MASTER_PORT"]), world,
+        is_master=not agent_hosts and rank == 0, timeout=timeout,
     )  # fmt: skip
+    attempt = dist.PrefixStore(f"streamlearn/attempt_{restart}", store)
+    dist.init_process_group(backend, store=attempt, rank=rank, world_size=world, timeout=timeout)
     return RankGroup(rank, world, device)
