@@ -72,6 +72,14 @@ def offsets(state: dict[str, Any]) -> dict[tuple[str, int], int]:
     return {(t, int(p)): int(o) for t, p, o in state["offsets"]}
 
 
+def scale_config(path: Path, bootstrap: str, topic: str, **sections: dict[str, Any]) -> Path:
+    """The worker config of these tests: fixed slots (ranks need them), frequent cuts."""
+    return write_config(
+        path, bootstrap, topic, features={"numeric": ["a", "b"], "categorical": ["c"]},
+        learner={"classes": [0, 1]}, checkpoint={"every_batches": 5, "every_s": 0.5}, **sections,
+    )  # fmt: skip
+
+
 def wait_seen(ckpt: Path, n: int, procs: list[WorkerProcess], timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while seen(newest_state(ckpt)) < n:
@@ -86,12 +94,7 @@ def test_two_ranks_kill_9_then_one_rank_learn_every_event_once(
 ):
     topic = create_topic(kafka_bootstrap, unique("scale"), partitions=PARTITIONS)
     produce(kafka_bootstrap, topic, range(FIRST))
-    config = write_config(
-        tmp_path / "w.yaml", kafka_bootstrap, topic,
-        features={"numeric": ["a", "b"], "categorical": ["c"]},
-        learner={"classes": [0, 1]},
-        checkpoint={"every_batches": 5, "every_s": 0.5},
-    )  # fmt: skip
+    config = scale_config(tmp_path / "w.yaml", kafka_bootstrap, topic)
     ckpt = tmp_path / "ckpt"
 
     pair = ranks(config, 2)
@@ -121,10 +124,9 @@ def test_two_ranks_kill_9_then_one_rank_learn_every_event_once(
     produce(kafka_bootstrap, topic, range(FIRST, FIRST + SECOND))
     # one rank (WORLD_SIZE unset), in a new consumer group: offsets come from the cut alone
     # (a group only assigns partitions here; tansu left the old group without an assignment)
-    alone = write_config(
-        tmp_path / "w.yaml", kafka_bootstrap, topic, kafka={"group_id": unique("alone")},
-        features={"numeric": ["a", "b"], "categorical": ["c"]}, learner={"classes": [0, 1]},
-    )  # fmt: skip
+    alone = scale_config(
+        tmp_path / "w.yaml", kafka_bootstrap, topic, kafka={"group_id": unique("alone")}
+    )
     state = run_to_end(alone, FIRST + SECOND)
     assert seen(state) == FIRST + SECOND
     total = (FIRST + SECOND) // PARTITIONS
@@ -137,11 +139,7 @@ def test_torchrun_restarts_the_group_after_a_kill_9_and_it_finishes_exactly(
     """The launcher of the README: torchrun, elastic, with restarts (c10d rendezvous)."""
     topic = create_topic(kafka_bootstrap, unique("torchrun"), partitions=PARTITIONS)
     produce(kafka_bootstrap, topic, range(FIRST))
-    config = write_config(
-        tmp_path / "w.yaml", kafka_bootstrap, topic,
-        features={"numeric": ["a", "b"], "categorical": ["c"]}, learner={"classes": [0, 1]},
-        checkpoint={"every_batches": 5, "every_s": 0.5},
-    )  # fmt: skip
+    config = scale_config(tmp_path / "w.yaml", kafka_bootstrap, topic)
     agent = WorkerProcess(config, command=(
         "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         "--max-restarts", "2", "-m", "streamlearn", "worker",
