@@ -42,7 +42,7 @@ class Intake:
     """One batch, sorted: events (with their record), late labels, and rejections."""
 
     events: list[tuple[Record, Event]] = field(default_factory=list)
-    labels: list[LateLabel] = field(default_factory=list)
+    labels: list[tuple[Record, LateLabel]] = field(default_factory=list)
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
 
 
@@ -74,7 +74,7 @@ def split(
             if isinstance(label, Rejection):
                 intake.rejected.append((record, label))
             else:
-                intake.labels.append(label)
+                intake.labels.append((record, label))
             continue
         event = decode(raw, max_bytes=max_bytes)
         if isinstance(event, Event) and event.y is not None and (reason := check(event.y)):

@@ -136,6 +136,7 @@ class Worker:
             self.reader.subscribe(self.topics, self)
             if self.lockstep is not None:
                 self.lockstep.fence(self.batcher.fill, lambda: set(self.owned), self._stop)
+                self.join.keep(self.owned)  # the cut held every rank's waiting entries
             while not (self._stop.is_set() if self.lockstep is None else self.lockstep.stopped):
                 self.step()
         except BaseException:
@@ -281,12 +282,12 @@ class Worker:
         ys: list[Label | None] = [e.y for _, e in intake.events]
         if self.settings.kafka.labels_topic is None:
             return xs, ys
-        for i, (_, event) in enumerate(intake.events):
-            if event.y is None and (y := self.join.event(event.id, event.x)) is not None:
+        for i, (record, event) in enumerate(intake.events):
+            if event.y is None and (y := self.join.event(event.id, event.x, record.tp)) is not None:
                 ys[i] = y
                 self.stats.late_learned += 1
-        for label in intake.labels:
-            if (x := self.join.label(label)) is not None:
+        for record, label in intake.labels:
+            if (x := self.join.label(label, record.tp)) is not None:
                 xs.append(x)
                 ys.append(label.y)
                 self.stats.late_learned += 1

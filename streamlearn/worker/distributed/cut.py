@@ -79,8 +79,8 @@ class CutCheckpoint(Checkpoint):
 
 def merge_parts(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
     """The cut's shared fields from every rank's part: offsets (largest per partition), waiting
-    late labels (all ranks'), counters (summed; drift positions are the leader's, which every
-    rank's response was also recorded in)."""
+    late labels (all ranks', each with the partition it came from), counters (summed; drift
+    positions are the leader's, which every rank's response was also recorded in)."""
     offsets: dict[tuple[str, int], int] = {}
     for part in parts:
         for t, p, o in part["offsets"]:
@@ -92,6 +92,12 @@ def merge_parts(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
             for key, value, t in part["late_labels"][side]:
                 entries.setdefault(key, [key, value, t])
         labels[side] = sorted(entries.values(), key=lambda entry: entry[2])
+    labels["homes"] = {
+        side: [
+            home for part in parts for home in part["late_labels"].get("homes", {}).get(side, [])
+        ]
+        for side in ("events", "labels")
+    }
     for name in ("joined", "early"):
         labels[name] = sum(int(part["late_labels"][name]) for part in parts)
     return {

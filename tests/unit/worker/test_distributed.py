@@ -94,9 +94,12 @@ def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows
 
 
 def test_the_cut_takes_each_partitions_furthest_offset_all_waiting_labels_and_summed_counters():
-    def part(offsets: list[list[Any]], waiting: list[list[Any]], seen: int) -> dict[str, Any]:
+    def part(
+        offsets: list[list[Any]], waiting: list[list[Any]], seen: int, home: int
+    ) -> dict[str, Any]:
         labels = {
             "events": waiting,
+            "homes": {"events": [[key, "t", home] for key, _, _ in waiting], "labels": []},
             "labels": [],
             "joined": 1,
             "early": 0,
@@ -108,12 +111,13 @@ def test_the_cut_takes_each_partitions_furthest_offset_all_waiting_labels_and_su
                 "counters": {"seen": seen, "unknown_labels": 0, "drifts": [5]}}  # fmt: skip
 
     merged = merge_parts([
-        part([["t", 0, 10], ["t", 1, 4]], [["e-1", {"a": 1}, 2.0]], 14),
-        part([["t", 0, 3], ["t", 1, 9], ["t", 2, 7]], [["e-2", {"a": 2}, 1.0]], 16),
+        part([["t", 0, 10], ["t", 1, 4]], [["e-1", {"a": 1}, 2.0]], 14, home=0),
+        part([["t", 0, 3], ["t", 1, 9], ["t", 2, 7]], [["e-2", {"a": 2}, 1.0]], 16, home=2),
     ])  # fmt: skip
     assert merged["offsets"] == [["t", 0, 10], ["t", 1, 9], ["t", 2, 7]]
     assert [key for key, _, _ in merged["late_labels"]["events"]] == ["e-2", "e-1"]  # by age
     assert merged["late_labels"]["joined"] == 2
+    assert merged["late_labels"]["homes"]["events"] == [["e-1", "t", 0], ["e-2", "t", 2]]
     assert merged["counters"] == {"seen": 30, "unknown_labels": 0, "drifts": [5]}
     assert merged["stats"]["events"] == 30 and merged["stats"]["rejected"] == {"not_json": 2}
 
