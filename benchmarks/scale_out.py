@@ -83,7 +83,10 @@ def single(rows: list[Any], batch: int) -> dict[str, float]:
     start = time.perf_counter()
     right = sum(correct(preq, b) for b in batches(rows, batch))
     seconds = time.perf_counter() - start
-    return {"accuracy": right / len(rows), "events_per_s": len(rows) / seconds}
+    return {
+        "accuracy": right / len(rows), "events_per_s": len(rows) / seconds,
+        "drift_responses": len(preq.drifts),
+    }  # fmt: skip
 
 
 def as_rank(stream: str, events: int, batch: int, out: Path) -> None:
@@ -122,7 +125,7 @@ def as_rank(stream: str, events: int, batch: int, out: Path) -> None:
         "turns": turns, "collective_s": group.collective_s - 50 * per_allreduce,
         "collective_bytes": group.collective_bytes - 50 * payload.numel() * 4,
         "model_bytes": payload.numel() * 4, "grad_allreduce_s": per_allreduce,
-        "updates": preq.learner.settings.updates,
+        "updates": preq.learner.settings.updates, "drift_responses": len(preq.drifts),
     }  # fmt: skip
     out.write_text(json.dumps(result))
     group.close()
@@ -188,6 +191,7 @@ def measure(stream: str, events: int, batch: int) -> dict[str, Any]:
             "collective_share": r0["collective_s"] / r0["seconds"],
             "collective_bytes_per_s": r0["collective_bytes"] / r0["seconds"],
             "per_turn_s": r0["seconds"] / r0["turns"],
+            "drift_responses": r0["drift_responses"],
             "composed_events_per_s": 2 * batch / (compute_per_turn + t_model),
         },
         "two_ranks_gradient": {
@@ -226,7 +230,14 @@ def report(results: list[dict[str, Any]], machine: dict[str, Any]) -> str:
             f"{grad['accuracy']:.4f} | – | {grad['composed_events_per_s']:,.0f} | – | – |",
         ]
     r = results[0]
+    responses = ", ".join(
+        f"{x['stream']} {x['one_rank']['drift_responses']} (1 rank) / "
+        f"{x['two_ranks_average']['drift_responses']} (2 ranks)"
+        for x in results
+    )
     lines += [
+        "",
+        f"Drift responses: {responses}.",
         "",
         "Measured: wall clock of the whole run. Composed: compute per batch + the model's "
         "all-reduce, once per batch (averaging) or once per update (gradient); see the "
@@ -242,8 +253,8 @@ def report(results: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         "Ring all-reduce per round, T = 2(N-1)/N * S/BW + 2(N-1)*alpha (Patarasuk & Yuan 2009; "
         f"Thakur, Rabenseifner & Gropp 2005), S = {r['model_bytes'] + r['control_bytes']:,} "
         f"bytes, alpha = {ALPHA_S * 1e6:g} us. Step time: this machine's measured compute per "
-        f"batch ({r['compute_per_turn_s'] * 1e3:.2f} ms on one CPU core; no GPU here, a GPU step "
-        "of this small model is not faster, it is launch-bound).",
+        f"batch of one rank ({r['compute_per_turn_s'] * 1e3:.2f} ms on one CPU core, under this "
+        "machine's load); no GPU here, so a GPU step time was not measured.",
         "",
         "| ranks | link | collective per round | / step time |",
         "|--:|--:|--:|--:|",
