@@ -35,6 +35,7 @@ class SummingGroup:
 
     def __init__(self, shared: dict[str, Any], rank: int) -> None:
         self.shared, self.rank, self.world_size = shared, rank, 2
+        self.leader = rank == 0
 
     def all_reduce(self, tensor: torch.Tensor) -> None:
         barrier, slots = self.shared["barrier"], self.shared["slots"]
@@ -184,3 +185,28 @@ def test_a_quiet_turn_polls_with_the_full_timeout_and_a_learning_one_does_not_bl
     with pytest.raises(GroupBroken, match="partitions moved"):
         lockstep.turn(preq, batcher, **(flags | {"reassigned": True}))
     assert lockstep.group.broken  # no final cut after that
+
+
+def test_a_drift_detected_on_one_rank_gets_the_response_on_the_other():
+    shared = {"barrier": threading.Barrier(2), "slots": [None, None]}
+    settings = load_settings(**SETTINGS)
+    preqs = [Prequential.from_settings(settings) for _ in range(2)]
+    batcher = Batcher(lambda timeout, n: [], 4, max_wait_s=1.0)
+    flags = {"stop": False, "due": False, "reassigned": False}
+
+    def rank(r: int) -> None:
+        lockstep = Lockstep(SummingGroup(shared, r), 0.1, settings.features)  # type: ignore[arg-type]
+        lockstep.restored(preqs[r], lambda: None)
+        preqs[r].process(*rows(r, 16))
+        lockstep.turn(preqs[r], batcher, drifted=r == 1, **flags)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    responder = preqs[0]
+    assert responder.drifts == [16]  # recorded where rank 0 stood
+    schedule = responder.learner.schedule.state_dict()
+    fresh = Prequential.from_settings(settings).learner.schedule.state_dict()
+    assert schedule != fresh  # the learning rate re-warms from here
