@@ -219,7 +219,7 @@ class Publisher:
     ) -> bool:
         """Push the error-memory snapshot if ``memory_push_s`` passed; True when pushed.
         ``stage``: push that memory instead of the chain's (every rank's rows, gathered)."""
-        stage = stage or prequential.memory
+        stage = prequential.memory if stage is None else stage
         if stage is None:
             return False
         if not (force or self.memory_due()):
