@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from streamlearn.errors import ConfigError, RegistryError
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # the learner (torch), serving stack and Kafka: only where a 
     from streamlearn.registry.base import Registry
     from streamlearn.serve.runtime import ServingRuntime
     from streamlearn.worker.checkpoint import CheckpointStore
+    from streamlearn.worker.distributed.group import RankGroup
     from streamlearn.worker.health import Heartbeat
     from streamlearn.worker.loop import ExportHook, Worker
     from streamlearn.worker.publisher import Publisher
@@ -35,6 +37,7 @@ __all__ = [
     "build_source",
     "build_worker",
     "configure_logging",
+    "join_ranks",
     "run_produce",
     "run_server",
     "run_worker",
@@ -121,11 +124,14 @@ def build_registry(settings: Settings, *, publishing: bool = False) -> Registry:
     return files
 
 
-def build_publisher(settings: Settings, registry: Registry) -> Publisher:
-    """The worker's export stage (call maybe_publish and push_memory after each batch)."""
+def build_publisher(
+    settings: Settings, registry: Registry, *, push_after_batch: bool = True
+) -> Publisher:
+    """The worker's export stage (call maybe_publish and push_memory after each batch);
+    ``push_after_batch`` False: the caller pushes the error memory (scaled-out rank 0)."""
     from streamlearn.worker.publisher import Publisher
 
-    return Publisher(registry, settings.export)
+    return Publisher(registry, settings.export, push_after_batch=push_after_batch)
 
 
 def build_server(
@@ -163,7 +169,6 @@ def run_server(settings: Settings) -> None:
     One process serves in this one; several are forked children (serve/processes.py), each a
     whole server on ``SO_REUSEPORT`` sockets while this process holds the ports."""
     import contextlib
-    import logging
     import tempfile
     import threading
     from pathlib import Path
@@ -262,7 +267,6 @@ def _serve(settings: Settings, http_port: int, grpc_port: int | None, *, shared:
 # -- Kafka worker and producer (issue 4) --------------------------------------------------------
 def configure_logging(level: str, client_level: str = "CRITICAL") -> None:
     """Timestamped lines on stderr; Kafka client libraries (they log per retry) kept quiet."""
-    import logging
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(client_level)  # kafka-python and kafka.librdkafka
@@ -290,9 +294,12 @@ def build_worker(
     export: ExportHook | None = None,
     metrics: WorkerMetrics | None = None,
     heartbeat: Heartbeat | None = None,
+    group: RankGroup | None = None,
+    publisher: Publisher | None = None,
 ) -> Worker | None:
-    """Connect (retrying through an outage) and assemble the worker; None if stopped first."""
-    import logging
+    """Connect (retrying through an outage) and assemble the worker; None if stopped first.
+    ``group``: this worker is one rank of several keeping one model (see join_ranks); then
+    ``publisher`` (rank 0's) pushes every rank's error memory, gathered."""
 
     from streamlearn.worker.backoff import Backoff, BrokerHealth, retry
     from streamlearn.worker.kafka.client import open_reader, open_writer
@@ -310,10 +317,42 @@ def build_worker(
             reader.close()
         return None
     preq = build_prequential(settings)
+    lockstep = None
+    if group is not None:
+        from streamlearn.worker.distributed.lockstep import Lockstep
+
+        lockstep = Lockstep(group, w.poll_timeout_s, settings.features, publisher)
     return Worker(
         settings, preq, reader, writer, store, export or no_export, stop=stop, metrics=metrics,
-        heartbeat=heartbeat,
+        heartbeat=heartbeat, lockstep=lockstep,
     )  # fmt: skip
+
+
+def join_ranks(settings: Settings) -> RankGroup | None:
+    """The torch.distributed group of a scaled-out worker, from torch's ``env://`` variables
+    (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT, LOCAL_RANK); None for a single worker. Ranks
+    share one model, so every rank must put a feature and a class in the same slot: a fixed
+    schema (features.numeric / features.categorical) and, to classify, fixed learner.classes
+    are required (a ConfigError otherwise). A collective waits for the other ranks at most
+    ``worker.liveness_timeout_s``."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    f, lrn = settings.features, settings.learner
+    if not (f.numeric or f.categorical):
+        raise _startup_error(
+            "features.numeric", "ranks would give features slots in different orders",
+            "name the features (features.numeric, features.categorical) to run several ranks",
+        )  # fmt: skip
+    if lrn.task != "regression" and not lrn.classes:
+        raise _startup_error(
+            "learner.classes", "ranks would give classes slots in different orders",
+            "list the classes (learner.classes) to run several ranks",
+        )  # fmt: skip
+    from streamlearn.worker.distributed.group import join_from_env
+
+    return join_from_env(settings.worker.liveness_timeout_s)
 
 
 def build_export_hook(publisher: Publisher, metrics: WorkerMetrics) -> ExportHook:
@@ -327,21 +366,39 @@ def build_export_hook(publisher: Publisher, metrics: WorkerMetrics) -> ExportHoo
 
 
 def start_metrics_server(
-    settings: Settings, registry: CollectorRegistry, heartbeat: Heartbeat
+    settings: Settings, registry: CollectorRegistry, heartbeat: Heartbeat, port_offset: int = 0
 ) -> WSGIServer | None:
     """Serve ``registry`` (``/metrics``) and ``heartbeat`` (``/livez``, ``/readyz``) on
-    ``metrics.host:metrics.port`` from a daemon thread (None: off); ConfigError naming
-    ``metrics.port`` if it cannot be listened on."""
+    ``metrics.host:metrics.port`` + ``port_offset`` (a rank's LOCAL_RANK: ranks sharing a
+    machine under torchrun each need a port) from a daemon thread (None: off); ConfigError
+    naming ``metrics.port`` if it cannot be listened on."""
     from streamlearn.worker.health import serve_metrics_and_health
 
     m = settings.metrics
     if m.port is None:
         return None
+    port = m.port + port_offset if m.port else 0  # 0: any free port, for every rank
     try:
-        server = serve_metrics_and_health(m.host, m.port, registry, heartbeat)
+        server = serve_metrics_and_health(m.host, port, registry, heartbeat)
     except OSError as exc:
-        raise _unlistenable("metrics.port", m.host, m.port, exc, "--metrics-port") from None
+        raise _unlistenable("metrics.port", m.host, port, exc, "--metrics-port") from None
     return server
+
+
+def _single_model_settings(settings: Settings, world: int) -> Settings:
+    """The settings a rank of ``world`` runs: the expert pool off when there are several
+    ranks (a switch decided on one rank would be averaged with the others' live models;
+    a collective switch is not built), with a WARNING saying so."""
+    if world <= 1 or not settings.experts.enabled:
+        return settings
+    logging.getLogger(__name__).warning(
+        "experts.enabled: the expert pool is off with %d ranks (a switch on one rank would be "
+        "averaged away by the others); set experts.enabled false to silence this",
+        world,
+    )
+    return settings.model_copy(
+        update={"experts": settings.experts.model_copy(update={"enabled": False})}
+    )
 
 
 def run_worker(settings: Settings) -> None:
@@ -349,6 +406,7 @@ def run_worker(settings: Settings) -> None:
 
     Settings that cannot be used (metrics port, registry, checkpoint directory) are a
     ConfigError before Kafka is contacted; an unreachable broker is retried, not an error."""
+    import os
     import signal
     import threading
 
@@ -361,17 +419,27 @@ def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry, settings.metrics.smoothing)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # the rank label before the rendezvous
+    rank = int(os.environ.get("RANK", "0")) if world > 1 else 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0) if world > 1 else 0
+    settings = _single_model_settings(settings, world)
+    metrics = WorkerMetrics(registry, settings.metrics.smoothing, rank, max(world, 1))
     heartbeat = Heartbeat(settings.worker.liveness_timeout_s)
     # up before Kafka: scrapeable, and alive, through an outage at start-up
-    server = start_metrics_server(settings, registry, heartbeat)
+    server = start_metrics_server(settings, registry, heartbeat, local_rank)
+    group = join_ranks(settings)
     try:
-        publisher = build_publisher(settings, build_registry(settings, publishing=True))
-        export = build_export_hook(publisher, metrics)
-        worker = build_worker(settings, stop, export, metrics, heartbeat)
+        export = publisher = None
+        if group is None or group.leader:  # one rank exports and publishes
+            models = build_registry(settings, publishing=True)
+            publisher = build_publisher(settings, models, push_after_batch=group is None)
+            export = build_export_hook(publisher, metrics)
+        worker = build_worker(settings, stop, export, metrics, heartbeat, group, publisher)
         if worker is not None:
             worker.run()
     finally:
+        if group is not None:
+            group.close()
         if server is not None:
             server.shutdown()
             server.server_close()

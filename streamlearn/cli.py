@@ -124,7 +124,9 @@ def _add_worker(commands: Any) -> None:
         "malformed messages go to the dead-letter topic; late labels are joined by id; the "
         "whole state is checkpointed with the partition offsets, so a restart resumes where "
         "the last checkpoint ended. SIGTERM/SIGINT: finish the batch, checkpoint, commit, "
-        "exit 0. A broker outage is retried with back-off.",
+        "exit 0. A broker outage is retried with back-off. With WORLD_SIZE > 1 (torchrun, or "
+        "RANK, MASTER_ADDR, MASTER_PORT set) it is one rank of several keeping one model, "
+        "checkpoints being consistent cuts over all ranks (needs fixed features and classes).",
         epilog=_KAFKA_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

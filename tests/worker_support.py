@@ -10,7 +10,7 @@ from typing import Any
 
 from streamlearn.events import FeatureValue, Label
 from streamlearn.worker.kafka.client import Outbox, RebalanceHandler, Record, TopicPartition
-from streamlearn.worker.late_labels import LabelJoin, LateLabel
+from streamlearn.worker.late_labels import Home, LabelJoin, LateLabel
 
 TOPIC = "events"
 
@@ -111,14 +111,16 @@ class CountingJoin(LabelJoin):
         super().__init__(*args, **kwargs)
         self.completed: dict[str, int] = {}
 
-    def event(self, event_id: str, x: Mapping[str, FeatureValue]) -> Label | None:
-        y = super().event(event_id, x)
+    def event(
+        self, event_id: str, x: Mapping[str, FeatureValue], home: Home = None
+    ) -> Label | None:
+        y = super().event(event_id, x, home)
         if y is not None:
             self.completed[event_id] = self.completed.get(event_id, 0) + 1
         return y
 
-    def label(self, label: LateLabel) -> dict[str, FeatureValue] | None:
-        x = super().label(label)
+    def label(self, label: LateLabel, home: Home = None) -> dict[str, FeatureValue] | None:
+        x = super().label(label, home)
         if x is not None:
             self.completed[label.id] = self.completed.get(label.id, 0) + 1
         return x

@@ -215,6 +215,14 @@ class Prequential:
         self.drifts.extend(drifts)
         return BatchOutcome(prediction, loss, ok, drifts, target)
 
+    def respond_to_drift(self) -> None:
+        """The drift response for a drift detected elsewhere (another rank of a scaled-out
+        worker): re-warm and replay reset, memory reset, and a drift recorded at this point."""
+        self.learner.on_drift()
+        if self.memory is not None:
+            self.memory.on_drift()
+        self.drifts.append(self.seen)
+
     def classes(self) -> list[Hashable]:
         return list(self.labels.classes)
 

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamlearn.events import RejectionReason
 from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
+from streamlearn.metrics.ranked import RankLabelled
 
 if TYPE_CHECKING:
     from streamlearn.core.prequential import BatchOutcome, Prequential
@@ -93,12 +94,19 @@ class PublishOutcome(Protocol):
 class WorkerMetrics:
     """The worker's metrics; served on ``metrics.port`` by ``streamlearn worker``."""
 
-    def __init__(self, registry: CollectorRegistry, smoothing: float = 0.01) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, smoothing: float = 0.01, rank: int = 0,
+        world_size: int = 1,
+    ) -> None:  # fmt: skip
+        """Families on ``registry``, each with the label ``rank`` (a scaled-out worker's ranks
+        serve one ``/metrics`` each; "0" for a single worker)."""
         self.registry = registry
         self.smoothing = smoothing  # EWMA weight of one learned event
-        m = MetricFactory(registry, "streamlearn_worker_")
+        MetricFactory(registry, "streamlearn_worker_").process_metrics()
+        families = CollectorRegistry(auto_describe=True)
+        registry.register(RankLabelled(families, "rank", str(rank)))
+        m = MetricFactory(families, "streamlearn_worker_")
         m.build_info()
-        m.process_metrics()
         tp = ("topic", "partition")
         self.consumed = m.counter("events_consumed", "Kafka records consumed")
         self.rejected = m.counter("events_rejected", "Records dead-lettered, by reason", ["reason"])
@@ -192,6 +200,15 @@ class WorkerMetrics:
             "1 for the compute backend the learner runs on (compiled: the C kernels; torch)",
             ["backend"],
         )
+        self.world_size = m.gauge("world_size", "Ranks keeping this model (1: a single worker)")
+        self.world_size.set(world_size)
+        self.collective_seconds = m.counter(
+            "collective_seconds", "Time inside torch.distributed collectives (scale-out)"
+        )
+        self.collective_bytes = m.counter(
+            "collective_bytes", "Payload bytes this rank gave to torch.distributed collectives"
+        )
+        self._collective = (0.0, 0)
         self.ckpt_time.set(time.time())
         self._last: dict[str, int] = {}
         self._loss: float | None = None
@@ -336,6 +353,13 @@ class WorkerMetrics:
         if tp in self._ends:
             self.lag.labels(*labels).set(max(0, self._ends[tp] - offset))
         self._partitions.add(tp)
+
+    def observe_collectives(self, seconds: float, payload: int) -> None:
+        """The process group's running totals (time inside collectives, payload bytes)."""
+        last_s, last_b = self._collective
+        self.collective_seconds.inc(max(0.0, seconds - last_s))
+        self.collective_bytes.inc(max(0, payload - last_b))
+        self._collective = (seconds, payload)
 
     def observe_checkpoint(self, seconds: float, path: Path) -> None:
         """A checkpoint was written to ``path`` in ``seconds``."""

@@ -70,18 +70,27 @@ class Batcher:
         timeout = self.poll_timeout_s
         if self._buffer:
             timeout = min(timeout, max(0.0, self._oldest_at + self.max_wait_s - self._clock()))
-        records = self._poll(timeout, self.max_records)
+        got, now = self._poll_into(timeout)
+        if len(self._buffer) >= self.size:
+            return self._take(self.size, now)
+        if self._buffer and not got and now - self._oldest_at >= self.max_wait_s:
+            return self._take(len(self._buffer), now)
+        return []
+
+    def fill(self) -> None:
+        """One poll into the buffer, no batch cut (waiting for a settled assignment)."""
+        self._poll_into(self.poll_timeout_s)
+
+    def _poll_into(self, timeout_s: float) -> tuple[bool, float]:
+        """One poll, its records buffered: (whether it brought any, when it returned)."""
+        records = self._poll(timeout_s, self.max_records)
         now = self._clock()
         if records:
             if not self._buffer:
                 self._oldest_at = now
             self._buffer.extend(records)
             self._last_record_at = now
-        if len(self._buffer) >= self.size:
-            return self._take(self.size, now)
-        if self._buffer and not records and now - self._oldest_at >= self.max_wait_s:
-            return self._take(len(self._buffer), now)
-        return []
+        return bool(records), now
 
     def _take(self, n: int, now: float) -> list[Record]:
         batch = [self._buffer.popleft() for _ in range(n)]

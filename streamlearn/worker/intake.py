@@ -44,7 +44,7 @@ class Intake:
     """One batch, sorted: events (with their record), late labels, and rejections."""
 
     events: list[tuple[Record, Decoded]] = field(default_factory=list)
-    labels: list[LateLabel] = field(default_factory=list)
+    labels: list[tuple[Record, LateLabel]] = field(default_factory=list)
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
 
 
@@ -82,7 +82,7 @@ def split(
             if isinstance(label, Rejection):
                 intake.rejected.append((record, label))
             else:
-                intake.labels.append(label)
+                intake.labels.append((record, label))
             continue
         event = decode_event(raw)
         if not isinstance(event, Rejection) and event.y is not None and (reason := check(event.y)):

@@ -11,7 +11,10 @@ for events, ``early_label_cache_size``/``early_label_ttl_s`` for labels); what l
 a partner is counted as an eviction by side and cause. Both sets travel in the checkpoint with
 the offsets of both topics, so after a crash each pair is completed exactly once: a partner
 read before the checkpoint is in a set, one read after is read again. Ages are wall-clock
-seconds since the entry arrived at the worker, so a wait spans restarts.
+seconds since the entry arrived at the worker, so a wait spans restarts. Each entry remembers
+the partition it was read from (its home): a scaled-out worker's cut holds every rank's
+entries, and after a restart each rank keeps those of the partitions Kafka gave it
+(:meth:`LabelJoin.keep`), since only its owner reads the partner.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from streamlearn.events import FeatureValue, Label, Rejection
 
-__all__ = ["LabelJoin", "LateLabel", "Waiting", "decode_label"]
+__all__ = ["Home", "LabelJoin", "LateLabel", "Waiting", "decode_label"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ def _no_constants(token: str) -> float:
 
 
 V = TypeVar("V")
+Home = tuple[str, int] | None  # (topic, partition) an entry was read from
 
 Side = Literal["event", "label"]
 Cause = Literal["age", "count"]
@@ -86,29 +90,39 @@ EVICTIONS: tuple[tuple[Side, Cause], ...] = (
 
 
 class Waiting(Generic[V]):
-    """id → (value, arrival time), oldest first; at most ``capacity`` entries, none older than
-    ``ttl_s`` once :meth:`expire` ran. Evictions are counted by cause."""
+    """id → (value, arrival time, home partition), oldest first; at most ``capacity`` entries,
+    none older than ``ttl_s`` once :meth:`expire` ran. Evictions are counted by cause."""
 
     def __init__(self, capacity: int, ttl_s: float) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
-        self._entries: OrderedDict[str, tuple[V, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[V, float, Home]] = OrderedDict()
         self.evicted: dict[Cause, int] = {"age": 0, "count": 0}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __iter__(self) -> Iterator[tuple[str, V, float]]:
-        return ((key, value, t) for key, (value, t) in self._entries.items())
+        return ((key, value, t) for key, (value, t, _) in self._entries.items())
 
-    def put(self, key: str, value: V, now: float) -> None:
+    def homes(self) -> list[list[Any]]:
+        """``[id, topic, partition]`` of the entries whose partition is known."""
+        return [[key, *home] for key, (_, _, home) in self._entries.items() if home]
+
+    def keep(self, partitions: set[tuple[str, int]]) -> None:
+        """Forget the entries read from other partitions (not an eviction: their owner has
+        them)."""
+        for key in [k for k, (_, _, h) in self._entries.items() if h and h not in partitions]:
+            del self._entries[key]
+
+    def put(self, key: str, value: V, now: float, home: Home = None) -> None:
         """Keep ``value`` (a second one for ``key`` replaces the first and counts as newest);
         the oldest entries are pushed out past ``capacity``."""
         if self.capacity == 0:
             self.evicted["count"] += 1
             return
         self._entries.pop(key, None)
-        self._entries[key] = (value, now)
+        self._entries[key] = (value, now, home)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
             self.evicted["count"] += 1
@@ -123,7 +137,7 @@ class Waiting(Generic[V]):
         horizon = now - self.ttl_s
         dropped = 0
         while self._entries:
-            _, (_, arrived) = next(iter(self._entries.items()))
+            _, (_, arrived, _) = next(iter(self._entries.items()))
             if arrived >= horizon:
                 break
             self._entries.popitem(last=False)
@@ -131,8 +145,14 @@ class Waiting(Generic[V]):
         self.evicted["age"] += dropped
         return dropped
 
-    def load(self, entries: list[tuple[str, V, float]], evicted: Mapping[str, int]) -> None:
-        self._entries = OrderedDict((str(k), (v, float(t))) for k, v, t in entries)
+    def load(
+        self, entries: list[tuple[str, V, float]], evicted: Mapping[str, int],
+        homes: list[list[Any]] = (),  # type: ignore[assignment]
+    ) -> None:  # fmt: skip
+        where = {str(k): (str(t), int(p)) for k, t, p in homes}
+        self._entries = OrderedDict(
+            (str(k), (v, float(t), where.get(str(k)))) for k, v, t in entries
+        )
         self.evicted = {"age": int(evicted["age"]), "count": int(evicted["count"])}
 
 
@@ -152,24 +172,27 @@ class LabelJoin:
         self.joined = 0  # pairs completed
         self.early = 0  # of which the label came first
 
-    def event(self, event_id: str, x: Mapping[str, FeatureValue]) -> Label | None:
-        """An unlabelled event: its label if one waits (the pair is complete), else it waits."""
+    def event(
+        self, event_id: str, x: Mapping[str, FeatureValue], home: Home = None
+    ) -> Label | None:
+        """An unlabelled event (read from ``home``): its label if one waits (the pair is
+        complete), else it waits."""
         now = self.expire()
         y = self.labels.take(event_id)
         if y is None:
-            self.events.put(event_id, dict(x), now)
+            self.events.put(event_id, dict(x), now, home)
             return None
         self.joined += 1
         self.early += 1
         return y
 
-    def label(self, label: LateLabel) -> dict[str, FeatureValue] | None:
-        """A label: its event's features if the event waits (the pair is complete), else the
-        label waits for its event."""
+    def label(self, label: LateLabel, home: Home = None) -> dict[str, FeatureValue] | None:
+        """A label (read from ``home``): its event's features if the event waits (the pair is
+        complete), else the label waits for its event."""
         now = self.expire()
         x = self.events.take(label.id)
         if x is None:
-            self.labels.put(label.id, label.y, now)
+            self.labels.put(label.id, label.y, now, home)
             return None
         self.joined += 1
         return x
@@ -180,6 +203,11 @@ class LabelJoin:
         self.events.expire(now)
         self.labels.expire(now)
         return now
+
+    def keep(self, partitions: set[tuple[str, int]]) -> None:
+        """Only the entries read from ``partitions`` (and those of unknown home) stay."""
+        self.events.keep(partitions)
+        self.labels.keep(partitions)
 
     def evictions(self) -> dict[tuple[Side, Cause], int]:
         """Entries that left without a partner, by side and cause."""
@@ -192,6 +220,7 @@ class LabelJoin:
         return {
             "events": [[k, x, t] for k, x, t in self.events],
             "labels": [[k, y, t] for k, y, t in self.labels],
+            "homes": {"events": self.events.homes(), "labels": self.labels.homes()},
             "evicted": {side: dict(self._side(side).evicted) for side in ("event", "label")},
             "joined": self.joined,
             "early": self.early,
@@ -204,8 +233,10 @@ class LabelJoin:
                 "evicted": {"event": {"age": state["expired"], "count": 0},
                             "label": {"age": 0, "count": 0}},
             }  # fmt: skip
-        evicted = state["evicted"]
-        self.events.load([(k, dict(x), t) for k, x, t in state["events"]], evicted["event"])
-        self.labels.load([(k, y, t) for k, y, t in state["labels"]], evicted["label"])
+        evicted, homes = state["evicted"], state.get("homes", {})  # homes: since scale-out
+        events = [(k, dict(x), t) for k, x, t in state["events"]]
+        self.events.load(events, evicted["event"], homes.get("events", []))
+        self.labels.load([(k, y, t) for k, y, t in state["labels"]], evicted["label"],
+                         homes.get("labels", []))  # fmt: skip
         self.joined = int(state["joined"])
         self.early = int(state["early"])

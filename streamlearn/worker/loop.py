@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -42,6 +42,9 @@ from streamlearn.worker.intake import (
 )
 from streamlearn.worker.kafka.client import KafkaReader, KafkaWriter, Record, TopicPartition
 from streamlearn.worker.late_labels import LabelJoin
+
+if TYPE_CHECKING:  # torch.distributed: only for a worker that is one rank of several
+    from streamlearn.worker.distributed.lockstep import Lockstep
 
 __all__ = ["ExportHook", "Worker", "WorkerStats", "no_export"]
 
@@ -88,7 +91,9 @@ class Worker:
         stop: threading.Event | None = None,
         metrics: WorkerMetrics | None = None,
         heartbeat: Heartbeat | None = None,
+        lockstep: Lockstep | None = None,
     ) -> None:
+        """``lockstep``: this worker is one rank of several keeping one model (scale-out)."""
         self.settings, self.preq, self.reader, self.writer = settings, preq, reader, writer
         self.store, self.export, self._clock = store, export, clock
         k, w = settings.kafka, settings.worker
@@ -115,7 +120,9 @@ class Worker:
         self._unassigned_since: float | None = None  # no partition assigned since then
         self._unassigned_warn_at = 0.0
         self._assignment_changed()  # none yet
-        self.checkpoints = Checkpoint(
+        self.lockstep = lockstep
+        self.reassigned = False  # partitions moved after the ranks' start (lockstep only)
+        self.checkpoints = (Checkpoint if lockstep is None else lockstep.checkpoint)(
             store, reader, writer, (settings.checkpoint, w), self.health, self.metrics,
             self._stop, clock,
         )  # fmt: skip
@@ -130,22 +137,37 @@ class Worker:
             self.restore()
             self.heartbeat.restored = True
             self.reader.subscribe(self.topics, self)
-            while not self._stop.is_set():
+            if self.lockstep is not None:
+                self.lockstep.fence(self.batcher.fill, lambda: set(self.owned), self._stop)
+                self.join.keep(self.owned)  # the cut held every rank's waiting entries
+            while not (self._stop.is_set() if self.lockstep is None else self.lockstep.stopped):
                 self.step()
+        except BaseException:
+            if self.lockstep is not None:  # the others are in another collective: no cut
+                self.lockstep.group.broken = True
+            raise
         finally:
             self.shutdown()
 
     def step(self) -> None:
         """One turn: a batch if one is due (else idle work), a broker probe if one is due, then
         a checkpoint if due; then a heartbeat (``/livez``)."""
-        batch = self.batcher.next()
+        batch, drifts = self.batcher.next(), len(self.preq.drifts)
         if batch:
             with self._lock:
                 self.process(batch)
         else:
             self.idle()
         self._probe()
-        if self.checkpoints.due():
+        due = self.checkpoints.due()
+        if self.lockstep is not None:  # every rank, every turn: one model, one decision
+            due = self.lockstep.turn(
+                self.preq, self.batcher, drifted=len(self.preq.drifts) > drifts,
+                stop=self._stop.is_set(), due=due, reassigned=self.reassigned,
+            )  # fmt: skip
+            group = self.lockstep.group
+            self.metrics.observe_collectives(group.collective_s, group.collective_bytes)
+        if due:
             self.checkpoint()
         self._observe_lag()
         self.heartbeat.beat()
@@ -195,8 +217,11 @@ class Worker:
         (``worker.shutdown_timeout_s`` from now; each close gets at least CLOSE_MARGIN_S): what
         does not fit is skipped and logged, never waited for (see Checkpoint)."""
         self.checkpoints.stopping()
+        ranks = self.lockstep
         try:
-            if self.checkpoints.dirty:
+            if ranks is not None and ranks.group.broken:
+                log.error("a rank failed: no final checkpoint, the group resumes from the last")
+            elif self.checkpoints.dirty or ranks is not None:  # a cut needs every rank
                 self.checkpoint(final=True)
             else:
                 self.checkpoints.commit_offsets(self.owned)
@@ -270,12 +295,12 @@ class Worker:
             return self.decoder.features([e for _, e in intake.events], self.preq.encoder), ys
         # with a labels topic every event took the dict path: an unlabelled one waits as a dict
         xs: list[Mapping[str, FeatureValue]] = [e.x for _, e in intake.events]
-        for i, (_, event) in enumerate(intake.events):
-            if event.y is None and (y := self.join.event(event.id, event.x)) is not None:
+        for i, (record, event) in enumerate(intake.events):
+            if event.y is None and (y := self.join.event(event.id, event.x, record.tp)) is not None:
                 ys[i] = y
                 self.stats.late_learned += 1
-        for label in intake.labels:
-            if (x := self.join.label(label)) is not None:
+        for record, label in intake.labels:
+            if (x := self.join.label(label, record.tp)) is not None:
                 xs.append(x)
                 ys.append(label.y)
                 self.stats.late_learned += 1
@@ -311,11 +336,14 @@ class Worker:
 
     def restore(self) -> None:
         """Load the newest readable checkpoint (damaged newer ones are skipped and counted)."""
-        loaded = self.store.load_latest()
+        ranks = self.lockstep
+        loaded = self.store.load_latest() if ranks is None else ranks.load_latest(self.store)
         if self.store.corrupt_skipped:
             log.warning("%d damaged checkpoint(s) skipped", self.store.corrupt_skipped)
         if loaded is None:
             log.info("no checkpoint in %s: starting fresh", self.store.directory)
+            if ranks is not None:
+                ranks.restored(self.preq, lambda: None)
             self.metrics.observe_restore(self.preq, self.stats, None, self.store.corrupt_skipped)
             return
         state = loaded.state
@@ -331,6 +359,8 @@ class Worker:
                 "settings it was written with, or another checkpoint.dir"
             ) from exc
         self.checkpoints.restored(self.positions)
+        if ranks is not None:
+            ranks.restored(self.preq, lambda: self.stats.load(asdict(WorkerStats())))
         created = float(state.get("created", 0.0)) or None
         self.metrics.observe_restore(self.preq, self.stats, created, self.store.corrupt_skipped)
         self.metrics.observe_label_join(self.join, baseline=True)
@@ -355,6 +385,7 @@ class Worker:
 
     # -- RebalanceHandler -------------------------------------------------------------------
     def assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
+        self._moved()
         self.owned |= set(partitions)
         self._assignment_changed()
         starts = {tp: self.positions[tp] for tp in partitions if tp in self.positions}
@@ -364,6 +395,7 @@ class Worker:
     def revoked(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
         """Checkpoint before the partitions are given up; drop their unprocessed records."""
         with self._lock:
+            self._moved()
             dropped = self.batcher.drop(partitions)
             self.owned -= set(partitions)
             self._assignment_changed()
@@ -372,6 +404,11 @@ class Worker:
         log.info("revoked %s (%d buffered records dropped)", list(partitions), dropped)
         saved = self.checkpoints.saved
         return {tp: saved[tp] for tp in partitions if tp in saved}
+
+    def _moved(self) -> None:
+        """A rank's partitions moving once the ranks learn: the group must restart (Lockstep)."""
+        if self.lockstep is not None and self.lockstep.fenced and not self.lockstep.stopped:
+            self.reassigned = True
 
     def _assignment_changed(self) -> None:
         """The assigned-partitions gauge; when none is left, the no-partitions clock starts

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streamlearn.core.memory.stage import MemoryStage
 from streamlearn.core.model import TabularNet
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ArtifactError, ExportError, RegistryError
@@ -65,8 +66,12 @@ class Publisher:
         settings: ExportSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        push_after_batch: bool = True,
     ) -> None:
+        """``push_after_batch``: :meth:`after_batch` pushes the error memory when due; False
+        where the caller pushes (a scaled-out worker's rank 0 pushes every rank's memory)."""
         self.registry = registry
+        self.push_after_batch = push_after_batch
         self.settings = settings
         self._clock = clock
         self._gate: QualityGate | None = None
@@ -214,16 +219,23 @@ class Publisher:
         return PublishResult(False, "registry_error", trigger, detail=str(exc))
 
     # -- error memory ---------------------------------------------------------------------
-    def push_memory(self, prequential: Prequential, *, force: bool = False) -> bool:
-        """Push the error-memory snapshot if ``memory_push_s`` passed; True when pushed."""
-        if prequential.memory is None:
+    def memory_due(self) -> bool:
+        """Whether ``memory_push_s`` passed since the last push."""
+        return self._clock() - self._last_push >= self.settings.memory_push_s
+
+    def push_memory(
+        self, prequential: Prequential, *, force: bool = False, stage: MemoryStage | None = None
+    ) -> bool:
+        """Push the error-memory snapshot if ``memory_push_s`` passed; True when pushed.
+        ``stage``: push that memory instead of the chain's (every rank's rows, gathered)."""
+        stage = prequential.memory if stage is None else stage
+        if stage is None:
             return False
-        now = self._clock()
-        if not force and now - self._last_push < self.settings.memory_push_s:
+        if not (force or self.memory_due()):
             return False
-        self._last_push = now
+        self._last_push = self._clock()
         try:
-            blob = encode_memory(prequential.memory, self.last_version, self._published_model)
+            blob = encode_memory(stage, self.last_version, self._published_model)
             self.registry.push_memory(blob)
         except RegistryError as exc:
             self.registry_errors += 1
@@ -235,7 +247,8 @@ class Publisher:
     def after_batch(self, prequential: Prequential, batches: int) -> PublishResult:
         """The worker's export hook: publish when due, push the error memory when due."""
         result = self.maybe_publish(prequential, batches)
-        self.push_memory(prequential)
+        if self.push_after_batch:
+            self.push_memory(prequential)
         if result.published:
             log.info(
                 "published version %s (%s, loss %.4f)",

@@ -21,14 +21,6 @@ DASHBOARD = GRAFANA_SRC / "streamlearn.json"
 RULES = PROMETHEUS_SRC / "alerts.yml"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",)}
-# The scale-out metrics of issue 21's contract between the runtime and the deployment (with a
-# `rank` label on every worker family): the runtime defines them in streamlearn/metrics/; until
-# that lands next to this dashboard, their names are taken from the contract.
-SCALE_OUT_SERIES = {
-    "streamlearn_worker_collective_seconds_total",
-    "streamlearn_worker_collective_bytes_total",
-    "streamlearn_worker_world_size",
-}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +42,7 @@ def _series_names() -> set[str]:
     for family in registry.collect():
         for suffix in _SUFFIXES.get(family.type, ("",)):
             names.add(family.name + suffix)
-    return names | set(SCORE_SERIES) | SCALE_OUT_SERIES  # scores: made with the first batch
+    return names | set(SCORE_SERIES)  # scores: made with the first batch
 
 
 def _metrics_in(expr: str) -> set[str]:

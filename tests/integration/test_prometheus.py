@@ -234,10 +234,6 @@ def _rule_queries() -> list[tuple[str, str, bool]]:
 EMPTY_IN_THIS_RUN = {
     "streamlearn_worker_prequential_mae": "the worker learns a classification task here; MAE "
     "is a regressor's metric (its accuracy panel query has data)",
-    "streamlearn_worker_collective_": "the worker here is one process (world size 1): it takes "
-    "part in no collective",
-    "streamlearn_worker_world_size": "the scale-out metrics of issue 21's contract come with its "
-    "runtime (streamlearn/metrics/); drop this entry once that is merged next to the dashboard",
 }
 
 

@@ -34,7 +34,7 @@ def test_lag_and_offsets_per_partition(kafka_bootstrap: str, tmp_path: Path, cli
     assert worker is not None
 
     def sample(name: str, partition: int) -> float | None:
-        labels = {"topic": topic, "partition": str(partition)}
+        labels = {"topic": topic, "partition": str(partition), "rank": "0"}
         return registry.get_sample_value(f"streamlearn_worker_{name}", labels)
 
     run = Running(worker)
@@ -43,8 +43,11 @@ def test_lag_and_offsets_per_partition(kafka_bootstrap: str, tmp_path: Path, cli
         settled = lambda: all(sample("consumer_lag_messages", p) == 0 for p in (0, 1))  # noqa: E731
         assert run.wait_for(settled, 10), [sample("consumer_lag_messages", p) for p in (0, 1)]
         assert sum(sample("consumer_offset", p) or 0 for p in (0, 1)) == n
-        assert registry.get_sample_value("streamlearn_worker_events_consumed_total") == n
-        assert registry.get_sample_value("streamlearn_worker_broker_up") == 1
+        assert (
+            registry.get_sample_value("streamlearn_worker_events_consumed_total", {"rank": "0"})
+            == n
+        )
+        assert registry.get_sample_value("streamlearn_worker_broker_up", {"rank": "0"}) == 1
     finally:
         run.stop()
     # the end offsets themselves: a fresh consumer that has read everything reports the true

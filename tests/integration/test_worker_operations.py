@@ -45,7 +45,9 @@ def start(settings: Settings) -> tuple[Running, CollectorRegistry]:
 
 
 def assigned(registry: CollectorRegistry, topic: str) -> float | None:
-    return registry.get_sample_value("streamlearn_worker_assigned_partitions", {"topic": topic})
+    return registry.get_sample_value(
+        "streamlearn_worker_assigned_partitions", {"topic": topic, "rank": "0"}
+    )
 
 
 @pytest.fixture(scope="module")

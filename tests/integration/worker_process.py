@@ -47,10 +47,16 @@ class WorkerProcess:
     """``streamlearn worker`` in a subprocess, its log in a file."""
 
     def __init__(
-        self, config: Path, command: Sequence[str] = ("-m", "streamlearn", "worker")
+        self,
+        config: Path,
+        command: Sequence[str] = ("-m", "streamlearn", "worker"),
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: added to the environment (e.g. a rank's WORLD_SIZE, RANK, MASTER_PORT)."""
         self.log = config.parent / f"worker-{time.monotonic_ns()}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLEARN_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLEARN_")} | (
+            env or {}
+        )
         env["PYTHONUNBUFFERED"] = "1"
         with self.log.open("wb") as handle:
             self.proc = subprocess.Popen(

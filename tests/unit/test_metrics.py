@@ -80,6 +80,9 @@ def _drive(worker: Worker, until_seen: int) -> None:
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    """A sample's value; worker families carry ``rank`` ("0": a single worker)."""
+    if name.startswith(W):
+        labels = {"rank": "0", **labels}
     return registry.get_sample_value(name, labels)
 
 
@@ -274,7 +277,7 @@ def test_worker_metrics_port_serves_the_registry(tmp_path):
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
-        assert "streamlearn_worker_events_consumed_total 0.0" in text
+        assert 'streamlearn_worker_events_consumed_total{rank="0"} 0.0' in text
     finally:
         server.shutdown()
         server.server_close()
@@ -287,8 +290,8 @@ def test_nothing_is_registered_at_import_and_registries_are_independent():
     WorkerMetrics(first).consumed.inc(3)
     WorkerMetrics(second)
     ServeMetrics(second)  # worker and server families can share a registry (one process)
-    assert first.get_sample_value(W + "events_consumed_total") == 3
-    assert second.get_sample_value(W + "events_consumed_total") == 0
+    assert _value(first, W + "events_consumed_total") == 3
+    assert _value(second, W + "events_consumed_total") == 0
 
 
 def test_process_metrics_once_per_registry_and_no_created_series():

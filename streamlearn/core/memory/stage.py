@@ -142,16 +142,22 @@ class MemoryStage:
         self._ring_ready()
         self.steps += 1
         if drifted:
-            self.since_drift = 0
-            if self.settings.reset_on_drift:
-                self.memory.reset()
-                self.resets += 1
+            self.on_drift()
         elif self.since_drift >= 0:
             self.since_drift += 1
         keys = self._keys[1] if self._keys is not None and self._keys[0] is hidden else None
         self._keys = None
         mirror = None if self._ring is None else (self._num, self._cat, num, cat)
         self.memory.update(hidden, target, base, keys, mirror)
+
+    def on_drift(self) -> None:
+        """A drift was detected: clear the memory (``reset_on_drift``), re-key every step for
+        ``rekey_after_drift`` steps."""
+        self._ring_ready()
+        self.since_drift = 0
+        if self.settings.reset_on_drift:
+            self.memory.reset()
+            self.resets += 1
 
     def refresh(self) -> Pending[None]:
         """Re-key the stored inputs with the current model when the rule says so, on the

@@ -26,7 +26,7 @@ def test_split_sorts_events_labels_and_rejections_in_order():
     ]
     intake = split(records, "lab", 1024, label_check(preq(classes=["no", "yes"])))
     assert [e.id for _, e in intake.events] == ["a"]
-    assert [(label.id, label.y) for label in intake.labels] == [("a", "no")]
+    assert [(label.id, label.y) for _, label in intake.labels] == [("a", "no")]
     assert [(r.offset, j.reason) for r, j in intake.rejected] == [
         (1, "unknown_class"),
         (1, "unknown_class"),

@@ -108,3 +108,16 @@ def test_zero_capacity_keeps_nothing_and_counts_it():
     assert j.event("a", {}) is None and j.label(LateLabel("b", 1)) is None
     assert len(j.events) == len(j.labels) == 0
     assert j.evictions()[("event", "count")] == j.evictions()[("label", "count")] == 1
+
+
+def test_entries_remember_their_partition_and_keep_drops_other_ranks_ones_without_evicting():
+    j = LabelJoin((10, 60), (10, 60), clock=lambda: 0.0)
+    j.event("a", {"x": 1.0}, ("events", 0))
+    j.event("b", {"x": 2.0}, ("events", 1))
+    j.label(LateLabel("c", 1), ("labels", 1))
+    restored = LabelJoin((10, 60), (10, 60), clock=lambda: 0.0)
+    restored.load_state_dict(j.state_dict())  # homes travel with the entries
+    restored.keep({("events", 0), ("labels", 0)})
+    assert [key for key, _, _ in restored.events] == ["a"] and len(restored.labels) == 0
+    assert all(n == 0 for n in restored.evictions().values())  # their owner still has them
+    assert restored.label(LateLabel("a", 0)) == {"x": 1.0}

@@ -97,6 +97,7 @@ def test_waiting_sets_and_evictions_are_metrics_and_a_restore_is_no_increment(tm
     drive(worker, lambda w: w.positions.get(LABELS) == 30)
 
     def value(w: Worker, name: str, **labels: str) -> float | None:
+        labels = {"rank": "0", **labels}
         return w.metrics.registry.get_sample_value("streamlearn_worker_" + name, labels)
 
     assert value(worker, "late_labels_waiting", side="label") == 10

@@ -98,7 +98,7 @@ def build(
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: object) -> float | None:
-    labels = {key: str(value) for key, value in labels.items()}
+    labels = {"rank": "0"} | {key: str(value) for key, value in labels.items()}
     return registry.get_sample_value(f"streamlearn_worker_{name}", labels)
 
 
