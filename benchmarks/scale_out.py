@@ -89,14 +89,14 @@ def single(rows: list[Any], batch: int) -> dict[str, float]:
     }  # fmt: skip
 
 
-def as_rank(stream: str, events: int, batch: int, out: Path) -> None:
+def as_rank(stream: str, events: int, batch: int, out: Path, seed: int) -> None:
     """One rank of the 2-rank run (started by ``ranked`` with torch's env:// variables)."""
     import torch
 
     from streamlearn.worker.distributed.group import join_from_env
     from streamlearn.worker.distributed.sync import Rounds
 
-    rows = list(stream_rows(stream, events, 0))
+    rows = list(stream_rows(stream, events, seed))
     group = join_from_env(120.0)
     assert group is not None
     preq = Prequential.from_settings(settings_for(rows, batch))
@@ -137,7 +137,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ranked(stream: str, events: int, batch: int, world: int = 2) -> list[dict[str, Any]]:
+def ranked(stream: str, events: int, batch: int, seed: int, world: int = 2) -> list[dict[str, Any]]:
     """Run ``world`` rank processes as torchrun would start them; their results."""
     port = str(free_port())
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +148,7 @@ def ranked(stream: str, events: int, batch: int, world: int = 2) -> list[dict[st
                                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
             command = [
                 sys.executable, __file__, "--as-rank", "--streams", stream, "--events",
-                str(events), "--batch", str(batch), "--rank-out", str(out),
+                str(events), "--batch", str(batch), "--seed", str(seed), "--rank-out", str(out),
             ]  # fmt: skip
             procs.append(subprocess.Popen(command, env=env))
             outs.append(out)
@@ -171,11 +171,11 @@ def projection(model_bytes: int, control_bytes: int, step_s: float) -> list[dict
     return rows
 
 
-def measure(stream: str, events: int, batch: int) -> dict[str, Any]:
-    rows = list(stream_rows(stream, events, 0))
+def measure(stream: str, events: int, batch: int, seed: int) -> dict[str, Any]:
+    rows = list(stream_rows(stream, events, seed))
     one = single(rows, batch)
     gradient = single(rows, 2 * batch)  # the gradient all-reduce's accuracy (module docstring)
-    ranks = ranked(stream, events, batch)
+    ranks = ranked(stream, events, batch, seed)
     wall = max(r["seconds"] for r in ranks)
     slots = settings_for(rows, batch).features.numeric_slots
     control_bytes = 8 * (5 + 3 * slots)
@@ -183,7 +183,7 @@ def measure(stream: str, events: int, batch: int) -> dict[str, Any]:
     compute_per_turn = (r0["seconds"] - r0["collective_s"]) / r0["turns"]
     t_model = r0["grad_allreduce_s"]  # one all-reduce of S bytes
     return {
-        "stream": stream, "events": events, "batch": batch,
+        "stream": stream, "events": events, "batch": batch, "seed": seed,
         "one_rank": one,
         "two_ranks_average": {
             "accuracy": sum(r["right"] for r in ranks) / sum(r["seen"] for r in ranks),
@@ -210,7 +210,8 @@ def report(results: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     lines = [
         "# Scale-out: one model on 1 rank and on 2 ranks (gloo, CPU)",
         "",
-        f"Written by `benchmarks/scale_out.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Written by `benchmarks/scale_out.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
+        f"(streams' seed {results[0]['seed']}).",
         f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs visible (shared with other "
         f"work), torch {machine['torch']}, CUDA: {machine['cuda_available']}.",
         "",
@@ -272,14 +273,15 @@ def main() -> None:
     parser.add_argument("--streams", default="sea-drift,agrawal-drift")
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="the streams' seed")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--as-rank", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rank-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.as_rank:
-        as_rank(args.streams, args.events, args.batch, args.rank_out)
+        as_rank(args.streams, args.events, args.batch, args.rank_out, args.seed)
         return
-    results = [measure(s, args.events, args.batch) for s in args.streams.split(",")]
+    results = [measure(s, args.events, args.batch, args.seed) for s in args.streams.split(",")]
     machine = machine_info()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale_out.json").write_text(
