@@ -28,6 +28,7 @@ from streamlearn.core.evaluation import PrequentialScore
 
 __all__ = [
     "ModelRun",
+    "add_skip_option",
     "command_line",
     "fmt_float",
     "fmt_rate",
@@ -36,6 +37,7 @@ __all__ = [
     "markdown_table",
     "plot_curves",
     "rolling_window",
+    "score_from_errors",
     "score_from_hits",
     "write_json",
 ]
@@ -75,6 +77,19 @@ def score_from_hits(hits: Sequence[bool] | np.ndarray) -> PrequentialScore:
     score = PrequentialScore()
     if len(h):
         score.update(h, [1] * len(h), classes=[1])  # one class, predicted exactly on the hits
+    return score
+
+
+def score_from_errors(errors: Sequence[float] | np.ndarray) -> PrequentialScore:
+    """A regression PrequentialScore holding given per-event absolute errors (a peer's).
+
+    >>> score_from_errors([1.0, 3.0]).overall()
+    2.0
+    """
+    score = PrequentialScore(regression=True)
+    e = np.asarray(errors, dtype=np.float64)
+    if len(e):
+        score.update(e, [0.0] * len(e))  # |e - 0| is the error itself
     return score
 
 
@@ -245,6 +260,27 @@ def _finite(value: Any) -> Any:
     if isinstance(value, np.generic):
         return _finite(value.item())
     return value
+
+
+def add_skip_option(p: argparse.ArgumentParser, skippable: Sequence[str]) -> None:
+    """``--skip-peers NAME[,NAME...]``: models to leave out, each one of ``skippable``."""
+
+    def names(text: str) -> set[str]:
+        chosen = {s.strip() for s in text.split(",") if s.strip()}
+        unknown = chosen - set(skippable)
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(skippable)}"
+            )
+        return chosen
+
+    p.add_argument(
+        "--skip-peers",
+        type=names,
+        default=set(),
+        metavar="NAME[,NAME...]",
+        help=f"models to leave out, comma-separated: {', '.join(skippable)}",
+    )
 
 
 def stream_parser(
