@@ -43,6 +43,7 @@ def runs(task, **learner):
                     "seed": 4,
                     "overlap": overlap,
                     "warmup_steps": 2,
+                    "fast_start": 0,
                     **learner,
                 },
                 features={"numeric_slots": 5, "categorical_slots": 2, "hash_buckets": 32},
