@@ -272,6 +272,7 @@ def header_section(meta: dict[str, Any]) -> str:
         f"{meta['events']:,} events per generated stream{quick}, real data sets whole (at most "
         f"that many), seed {meta['seed']} for every stream and model.",
         "",
+        *([f"**Partial: {meta['partial']}.**", ""] if meta.get("partial") else []),
         "Prequential: every model predicts each event before learning it. Only the models' own "
         "calls are timed; rows are generated, and for streamlearn's batch API converted to "
         "column arrays, before the clock starts.",
