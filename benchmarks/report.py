@@ -160,11 +160,13 @@ def plot_curves(
     vline_label: str = "drift",
     highlight: Sequence[str] = (),
     dashed: Sequence[str] = (),
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """Write one PNG with a line per named curve ``(x, y)`` and dashed vertical markers.
 
     Names in ``highlight`` are drawn thicker and on top (e.g. the system under test); names in
-    ``dashed`` are drawn dashed (e.g. a variant that may lie on top of another curve).
+    ``dashed`` are drawn dashed (e.g. a variant that may lie on top of another curve); ``ylim``
+    bounds the y axis (curves beyond it leave the plot).
     """
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
     for name, (x, y) in curves.items():
@@ -187,6 +189,8 @@ def plot_curves(
             label=vline_label if i == 0 else None,
         )
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.85)
     fig.tight_layout()

@@ -338,16 +338,33 @@ def results_json(results: Sequence[StreamResult], meta: dict[str, Any]) -> dict[
     }
 
 
+def _mae_range(
+    result: StreamResult, curves: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[float, float]:
+    """0 to three times the larger of streamlearn's and the best peer's 95th-percentile rolling
+    MAE: peers whose error diverges (unscaled linear models) would flatten every other curve."""
+    names = [SUBJECT] + ([] if (best := best_peer(result)) is None else [best.key])
+    tops = [
+        float(np.nanpercentile(curves[run.name][1], 95))
+        for key in names
+        if (run := result.run(key)) is not None and len(curves[run.name][1])
+    ]
+    return 0.0, 3.0 * max(tops, default=1.0)
+
+
 def write_plots(results: Sequence[StreamResult], out: Path) -> list[Path]:
-    """One PNG per stream: rolling prequential accuracy (MAE) of every model, drifts marked."""
+    """One PNG per stream: rolling prequential accuracy (MAE) of every model, drifts marked;
+    MAE plots cut at :func:`_mae_range`."""
     paths = []
     for res in results:
         window = rolling_window(res.n_events)
         metric = "MAE" if res.task == "regression" else "accuracy"
+        curves = {r.name: r.score.curve(window) for r in res.runs}
         paths.append(
             plot_curves(
                 out / f"suite-{res.stream}.png",
-                {r.name: r.score.curve(window) for r in res.runs},
+                curves,
+                ylim=_mae_range(res, curves) if res.task == "regression" else None,
                 title=f"{res.stream}: prequential {metric} (rolling mean over {window:,} events)",
                 ylabel=metric,
                 vlines=res.drift_positions,
