@@ -237,12 +237,15 @@ SUITE: dict[str, SuiteStream] = {
         ),
         SuiteStream(
             "friedman-gradual",
-            "Friedman #1 regression, 10 features; global gradual drift 2,000 events wide at "
-            "the two thirds (FriedmanDrift 'gsg')",
+            "Friedman #1 regression, 10 features; global gradual drifts 2,000 events wide (a "
+            "tenth of a shorter stream) at a third and two thirds (FriedmanDrift 'gsg')",
             "regression",
             "gradual",
             lambda n, seed: synth.FriedmanDrift(
-                drift_type="gsg", position=(n // 3, 2 * n // 3), transition_window=2000, seed=seed
+                drift_type="gsg",
+                position=(n // 3, 2 * n // 3),
+                transition_window=min(2000, n // 10),
+                seed=seed,
             ),
             switches=2,
         ),
