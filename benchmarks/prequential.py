@@ -58,6 +58,7 @@ from peers.river_peers import RIVER_PEERS, run_river_peer
 from prequential_report import StreamResult, render_markdown, results_json, write_plots
 from report import (
     ModelRun,
+    add_skip_option,
     command_line,
     fmt_float,
     fmt_rate,
@@ -195,16 +196,6 @@ def _log(run: ModelRun, stream: str) -> None:
 
 
 # -- command line -------------------------------------------------------------------------------
-def _skip_list(text: str) -> set[str]:
-    names = {s.strip() for s in text.split(",") if s.strip()}
-    unknown = names - set(SKIPPABLE)
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(SKIPPABLE)}"
-        )
-    return names
-
-
 def _commit(rev: str) -> str:
     try:
         speed_vs_baseline.resolve(rev)
@@ -217,13 +208,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = stream_parser(
         "python benchmarks/prequential.py", __doc__ or "", list(STREAMS), DEFAULT_STREAMS
     )
-    p.add_argument(
-        "--skip-peers",
-        type=_skip_list,
-        default=set(),
-        metavar="NAME[,NAME...]",
-        help=f"models to leave out, comma-separated: {', '.join(SKIPPABLE)}",
-    )
+    add_skip_option(p, SKIPPABLE)
     p.add_argument(
         "--out",
         type=Path,

@@ -28,6 +28,7 @@ from streamlearn.core.evaluation import PrequentialScore
 
 __all__ = [
     "ModelRun",
+    "add_skip_option",
     "command_line",
     "fmt_float",
     "fmt_rate",
@@ -36,6 +37,7 @@ __all__ = [
     "markdown_table",
     "plot_curves",
     "rolling_window",
+    "score_from_errors",
     "score_from_hits",
     "write_json",
 ]
@@ -75,6 +77,19 @@ def score_from_hits(hits: Sequence[bool] | np.ndarray) -> PrequentialScore:
     score = PrequentialScore()
     if len(h):
         score.update(h, [1] * len(h), classes=[1])  # one class, predicted exactly on the hits
+    return score
+
+
+def score_from_errors(errors: Sequence[float] | np.ndarray) -> PrequentialScore:
+    """A regression PrequentialScore holding given per-event absolute errors (a peer's).
+
+    >>> score_from_errors([1.0, 3.0]).overall()
+    2.0
+    """
+    score = PrequentialScore(regression=True)
+    e = np.asarray(errors, dtype=np.float64)
+    if len(e):
+        score.update(e, [0.0] * len(e))  # |e - 0| is the error itself
     return score
 
 
@@ -145,11 +160,13 @@ def plot_curves(
     vline_label: str = "drift",
     highlight: Sequence[str] = (),
     dashed: Sequence[str] = (),
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """Write one PNG with a line per named curve ``(x, y)`` and dashed vertical markers.
 
     Names in ``highlight`` are drawn thicker and on top (e.g. the system under test); names in
-    ``dashed`` are drawn dashed (e.g. a variant that may lie on top of another curve).
+    ``dashed`` are drawn dashed (e.g. a variant that may lie on top of another curve); ``ylim``
+    bounds the y axis (curves beyond it leave the plot).
     """
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
     for name, (x, y) in curves.items():
@@ -172,6 +189,8 @@ def plot_curves(
             label=vline_label if i == 0 else None,
         )
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.85)
     fig.tight_layout()
@@ -245,6 +264,27 @@ def _finite(value: Any) -> Any:
     if isinstance(value, np.generic):
         return _finite(value.item())
     return value
+
+
+def add_skip_option(p: argparse.ArgumentParser, skippable: Sequence[str]) -> None:
+    """``--skip-peers NAME[,NAME...]``: models to leave out, each one of ``skippable``."""
+
+    def names(text: str) -> set[str]:
+        chosen = {s.strip() for s in text.split(",") if s.strip()}
+        unknown = chosen - set(skippable)
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(skippable)}"
+            )
+        return chosen
+
+    p.add_argument(
+        "--skip-peers",
+        type=names,
+        default=set(),
+        metavar="NAME[,NAME...]",
+        help=f"models to leave out, comma-separated: {', '.join(skippable)}",
+    )
 
 
 def stream_parser(

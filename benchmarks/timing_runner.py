@@ -106,7 +106,8 @@ def prequential_run(
     prequential = locate("Prequential")
     preq = getattr(prequential, "from_settings", prequential)(settings)
     process = preq.process if dicts else preq.process_columns
-    score = locate("PrequentialScore")()
+    regression = settings.learner.task == "regression"  # only where PrequentialScore has it
+    score = locate("PrequentialScore")(**({"regression": True} if regression else {}))
     seconds = 0.0
     for batch, ys in tqdm(
         zip(inputs, labels, strict=True),

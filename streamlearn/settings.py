@@ -128,6 +128,14 @@ class LearnerSettings(_Section):
     rewarm_steps: int = Field(10, ge=0)
     redecay_steps: int = Field(200, ge=0)
     updates: int = Field(2, ge=1, le=16, description="gradient steps per micro-batch")
+    fast_start: int = Field(
+        8,
+        ge=0,
+        le=1024,
+        description="fast start: while a model has learned fewer than fast_start × batch "
+        "events, a micro-batch is scored and learned in sub-batches of events/fast_start "
+        "(the first event alone), so a young model is useful from its first events; 0 = off",
+    )
     weight_decay: float = Field(0.0, ge=0)
     clip_norm: float = Field(5.0, gt=0)
     replay_size: int = Field(2048, ge=0, description="reservoir capacity (0 disables replay)")
@@ -192,6 +200,13 @@ class MemorySettings(_Section):
         "topk", description="exact top-k over a ring buffer, or the paper's LSH sketch"
     )
     lam: float = Field(1.0, ge=0, le=4, description="λ: weight of the compensation")
+    lam_regression: float = Field(
+        0.5,
+        ge=0,
+        le=4,
+        description="λ for a regression target: a full compensation there adds the neighbours' "
+        "noise (benchmarks/results/suite.md)",
+    )
     gamma: float = Field(0.5, ge=0, le=1, description="γ: weight of ȳ − ŷ_base against ȳ − ȳ_base")
     tau: float = Field(0.1, gt=0, description="τ: softmax temperature over similarities")
     size: int = Field(128, ge=1, le=1_000_000, description="top-k: ring buffer capacity")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from report import ModelRun, score_from_hits
+from report import ModelRun, score_from_errors, score_from_hits
 
 __all__ = ["KEY", "NAME", "DeepRiverPeer", "PeerUnavailable"]
 
@@ -40,10 +40,12 @@ def _venv_python(venv: Path) -> Path:
 
 @dataclass
 class DeepRiverPeer:
-    """Runs deep-river's MLP classifier in its venv on rows it is given."""
+    """Runs deep-river's MLP (classifier, or regressor with ``regression``) in its venv on rows
+    it is given."""
 
     venv: Path = VENV
     seed: int = 42
+    regression: bool = False
     progress: bool = True
     timeout_s: float = 3600.0
 
@@ -67,23 +69,29 @@ class DeepRiverPeer:
             data = Path(tmp) / "stream.jsonl"
             write_jsonl(data, rows)
             reply = self._call(data)
-        hits = reply["hits"]
+        hits = reply["errors" if self.regression else "hits"]
         if len(hits) != len(rows):
             raise PeerUnavailable(f"deep-river runner scored {len(hits)} of {len(rows)} events")
         params = reply.get("params", {})
+        mlp = (
+            f"MultiLayerPerceptron(n_width={params.get('width')}, "
+            f"n_layers={params.get('layers')}, optimizer={params.get('optimizer')}, "
+            f"lr={params.get('lr')})"
+        )
         notes = [
             f"deep-river {reply['versions']['deep-river']} (torch {reply['versions']['torch']}, "
             f"river {reply['versions']['river']}) in its own venv: StandardScaler | "
-            f"MultiLayerPerceptron(n_width={params.get('width')}, n_layers={params.get('layers')}, "
-            f"optimizer={params.get('optimizer')}, lr={params.get('lr')}), "
+            f"{f'TargetStandardScaler({mlp})' if self.regression else mlp}, "
             f"{params.get('threads')} torch thread(s), one event at a time"
         ]
         extra = {"versions": reply["versions"], "params": params}
-        return ModelRun(KEY, NAME, score_from_hits(hits), float(reply["seconds"]), notes, extra)
+        score = score_from_errors(hits) if self.regression else score_from_hits(hits)
+        return ModelRun(KEY, NAME, score, float(reply["seconds"]), notes, extra)
 
     def _call(self, data: Path) -> dict[str, Any]:
         command = [str(_venv_python(self.venv)), str(RUNNER), "--data", str(data)]
         command += ["--seed", str(self.seed)] + ([] if self.progress else ["--no-progress"])
+        command += ["--task", "regression" if self.regression else "classification"]
         try:
             done = subprocess.run(
                 command,

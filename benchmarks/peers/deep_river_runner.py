@@ -1,4 +1,4 @@
-"""Run deep-river's MLP classifier prequentially on a JSONL stream; print the result as JSON.
+"""Run deep-river's MLP prequentially on a JSONL stream; print the result as JSON.
 
 This script runs under ``benchmarks/.venv-deep-river/bin/python`` (deep-river 0.3.4 pins
 torch<2.6 and river<0.26, so it cannot share the project's environment). It imports neither
@@ -8,11 +8,15 @@ the identical events; this script never regenerates the stream with the venv's o
 
 The model is ``preprocessing.StandardScaler() | deep_river.classification.MultiLayerPerceptron``
 (raw features such as Agrawal's salary in the 1e5 range would swamp an unscaled MLP; deep-river's
-own examples put a StandardScaler in front). Each event is predicted with ``predict_one`` and
-then learned with ``learn_one``; only those two calls are timed.
+own examples put a StandardScaler in front). With ``--task regression`` it is
+``StandardScaler() | TargetStandardScaler(deep_river.regression.MultiLayerPerceptron)``. String
+features, which neither reads, are one-hot encoded beside the scaled numbers (the input layer
+then grows as values appear). Each event is predicted with ``predict_one`` and then learned with
+``learn_one``; only those two calls are timed.
 
-stdout gets one JSON object: ``hits`` (0/1 per event), ``events``, ``seconds``, ``events_per_s``,
-``params`` and ``versions``. Progress goes to stderr.
+stdout gets one JSON object: ``hits`` (0/1 per event; regression: ``errors``, the absolute error
+per event), ``events``, ``seconds``, ``events_per_s``, ``params`` and ``versions``. Progress goes
+to stderr.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="JSONL stream: {'x': {...}, 'y': ...}")
     p.add_argument("--seed", type=int, default=42, help="deep-river's (torch) seed")
+    p.add_argument("--task", choices=("classification", "regression"), default="classification")
     p.add_argument("--width", type=int, default=64, help="MLP hidden width (n_width)")
     p.add_argument("--layers", type=int, default=2, help="MLP hidden layers (n_layers)")
     p.add_argument("--optimizer", default="adam", help="deep-river optimizer_fn")
@@ -59,24 +64,39 @@ def _read_rows(path: Path) -> list[tuple[dict[str, Any], Any]]:
     return rows
 
 
-def _build(args: argparse.Namespace, n_features: int) -> Any:
-    from deep_river.classification import MultiLayerPerceptron
-    from river import preprocessing
+def _build(args: argparse.Namespace, n_features: int, categorical: bool) -> Any:
+    import numbers
 
-    mlp = MultiLayerPerceptron(
-        n_features=n_features,
-        n_width=args.width,
-        n_layers=args.layers,
-        n_init_classes=2,  # grows as classes appear (is_class_incremental)
-        optimizer_fn=args.optimizer,
-        lr=args.lr,
-        is_class_incremental=True,
-        seed=args.seed,
-    )
-    return preprocessing.StandardScaler() | mlp
+    from river import compose, preprocessing
+
+    common = {
+        "n_features": n_features,
+        "n_width": args.width,
+        "n_layers": args.layers,
+        "optimizer_fn": args.optimizer,
+        "lr": args.lr,
+        "is_feature_incremental": categorical,
+        "seed": args.seed,
+    }
+    if args.task == "regression":
+        from deep_river.regression import MultiLayerPerceptron as Regressor
+
+        model: Any = preprocessing.TargetStandardScaler(regressor=Regressor(**common))
+    else:
+        from deep_river.classification import MultiLayerPerceptron
+
+        # n_init_classes grows as classes appear (is_class_incremental)
+        model = MultiLayerPerceptron(n_init_classes=2, is_class_incremental=True, **common)
+    if not categorical:
+        return preprocessing.StandardScaler() | model
+    scaled = compose.SelectType(numbers.Number) | preprocessing.StandardScaler()
+    one_hot = compose.SelectType(str) | preprocessing.OneHotEncoder()
+    return (scaled + one_hot) | model
 
 
-def _run(model: Any, rows: list[tuple[dict[str, Any], Any]], progress: bool) -> tuple[list, float]:
+def _run(
+    model: Any, rows: list[tuple[dict[str, Any], Any]], progress: bool, regression: bool
+) -> tuple[list, float]:
     from tqdm import tqdm
 
     hits: list[int] = []
@@ -98,9 +118,11 @@ def _run(model: Any, rows: list[tuple[dict[str, Any], Any]], progress: bool) -> 
                 predictions.append(model.predict_one(x))
                 model.learn_one(x, y)
             seconds += time.perf_counter() - t0
-            hits.extend(
-                int(p is not None and p == y) for p, (_, y) in zip(predictions, part, strict=True)
-            )
+            pairs = zip(predictions, part, strict=True)
+            if regression:
+                hits.extend(abs(float(p or 0.0) - float(y)) for p, (_, y) in pairs)
+            else:
+                hits.extend(int(p is not None and p == y) for p, (_, y) in pairs)
             bar.update(len(part))
     return hits, seconds
 
@@ -118,16 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no events in " + str(args.data), file=sys.stderr)
         return 2
-    model = _build(args, n_features=len(rows[0][0]))
-    hits, seconds = _run(model, rows, progress=not args.no_progress)
+    categorical = any(isinstance(v, str) for x, _ in rows[:100] for v in x.values())
+    model = _build(args, len(rows[0][0]), categorical)
+    regression = args.task == "regression"
+    hits, seconds = _run(model, rows, not args.no_progress, regression)
     params = {k: v for k, v in vars(args).items() if k not in ("data", "no_progress")}
     result = {
-        "model": "StandardScaler | deep_river.classification.MultiLayerPerceptron",
+        "model": type(model).__name__,
         "events": len(hits),
         "seconds": seconds,
         "events_per_s": len(hits) / seconds if seconds > 0 else None,
-        "accuracy": sum(hits) / len(hits),
-        "hits": hits,
+        "errors" if regression else "hits": hits,
         "params": params,
         "versions": {
             "deep-river": metadata.version("deep-river"),

@@ -58,13 +58,16 @@ class Prequential:
         detector: DriftDetector,
         memory: MemoryStage | None = None,
         experts: ExpertPool | None = None,
+        fast_start: int = 0,
     ) -> None:
+        """``fast_start``: learner.fast_start, the young model's sub-batch divisor (0: off)."""
         self.encoder = encoder
         self.labels = labels
         self.learner = learner
         self.detector = detector
         self.memory = memory  # error memory (ReLoop2): compensates the base prediction
         self.experts = experts  # past models (TAME): tried after a detection, switched to
+        self.fast_start = fast_start
         self.regression = learner.regression
         self.learner.set_classes(self._class_mask())
         self.seen = 0  # labelled events learned from
@@ -95,7 +98,7 @@ class Prequential:
         m = settings.memory
         memory = MemoryStage.from_settings(m, f, learner) if m.enabled else None
         experts = ExpertPool(learner, settings.experts) if settings.experts.enabled else None
-        return cls(encoder, labels, learner, detector, memory, experts)
+        return cls(encoder, labels, learner, detector, memory, experts, lrn.fast_start)
 
     @property
     def expert_switches(self) -> int:
@@ -160,8 +163,35 @@ class Prequential:
     def process_encoded(
         self, feats: EncodedFeatures, ys: Sequence[Hashable | None]
     ) -> BatchOutcome:
-        n = len(feats)
+        """Score every row, then learn from the labelled ones (encoded features).
+
+        Fast start: while the model is young, the batch is scored and learned in consecutive
+        sub-batches of ``events // fast_start`` rows (at least one; ``events`` counts the
+        events learned before and the rows of this batch already passed), so the first events
+        are predicted by a model that has already learned from their predecessors and take many
+        small steps; once that size reaches the batch's, batches pass whole.
+        """
+        n, start, parts, seen = len(feats), 0, [], self.seen
         known_before = len(self.labels)
+        if not self.fast_start or seen >= self.fast_start * n:
+            return self._process_batch(feats, ys, known_before)  # grown up (or off): whole
+        # the batch's classes switched on at once, as for a whole batch (in order of first
+        # appearance); a sub-batch predicts those first labelled in the rows before it
+        slots = np.zeros(n, np.int64) if self.regression else self.labels.add_many(ys)
+        while start < n:
+            stop = min(n, start + max((seen + start) // self.fast_start, 1))
+            known = max(known_before, int(slots[:start].max(initial=-1)) + 1)
+            part = EncodedFeatures(feats.num[start:stop], feats.cat[start:stop])
+            parts.append(self._process_batch(part, ys[start:stop], known))
+            start = stop
+        return _joined(parts)
+
+    def _process_batch(
+        self, feats: EncodedFeatures, ys: Sequence[Hashable | None], known_before: int
+    ) -> BatchOutcome:
+        """One (sub-)batch through the chain; predictions renormalised over the first
+        ``known_before`` classes (those whose first label came before its rows)."""
+        n = len(feats)
         ok, target, every = self._targets(ys)
         z = self.encoder.standardize(feats.num)
         if len(self.labels) != known_before:
@@ -270,6 +300,17 @@ def _target(y: Hashable | None) -> float:
         return np.nan if y is None else float(y)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         return np.nan
+
+
+def _joined(parts: Sequence[BatchOutcome]) -> BatchOutcome:
+    """The outcomes of consecutive sub-batches as the outcome of their whole batch."""
+    return BatchOutcome(
+        np.concatenate([p.prediction for p in parts]),
+        np.concatenate([p.loss for p in parts]),
+        np.concatenate([p.learned for p in parts]),
+        [d for p in parts for d in p.drifts],
+        np.concatenate([p.target for p in parts]),
+    )
 
 
 def _without_new_classes(prediction: np.ndarray, known: int) -> np.ndarray:

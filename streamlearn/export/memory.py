@@ -64,7 +64,8 @@ def encode_memory(
     scalars = {k: v for k, v in state.items() if k not in arrays}
     header = {
         "format": MEMORY_FORMAT,
-        "config": {k: getattr(settings, k) for k in _CONFIG},
+        # λ as the memory applies it (memory.lam_regression for a regression target)
+        "config": {**{k: getattr(settings, k) for k in _CONFIG}, "lam": memory.lam},
         "hidden_dim": int(stage.learner.model.hidden_dim),
         "width": int(stage.learner.model.class_mask.shape[0]),
         "regression": memory.regression,

@@ -77,13 +77,14 @@ class MemoryStage:
         cls, settings: MemorySettings, features: FeatureSettings, learner: OnlineLearner
     ) -> MemoryStage:
         """The memory ``settings`` describe, keyed by ``learner``'s model, on its device and
-        computing with its backend's memory kernel (the compiled top-k on the CPU)."""
+        computing with its backend's memory kernel (the compiled top-k on the CPU); λ is
+        ``lam``, or ``lam_regression`` for a regression learner."""
         model = learner.model
         memory = ErrorMemory(
             model.hidden_dim,
             int(model.class_mask.shape[0]),
             kind=settings.kind,
-            lam=settings.lam,
+            lam=settings.lam_regression if learner.regression else settings.lam,
             gamma=settings.gamma,
             tau=settings.tau,
             size=settings.size,

@@ -293,7 +293,7 @@ def columns(rng, n):
 
 def settings(memory):
     return load_settings(
-        learner={"hidden": (16,), "device": "cpu", "warmup_steps": 0},
+        learner={"hidden": (16,), "device": "cpu", "warmup_steps": 0, "fast_start": 0},
         features={"numeric_slots": 4, "categorical_slots": 1, "hash_buckets": 64},
         drift={"detector": "none"},
         memory=memory,

@@ -209,8 +209,13 @@ def test_the_recurring_stream_recovers_sooner_with_the_pool():
 def test_predictions_are_unchanged_without_a_detection():
     """No detection, no trial, no switch: the pool (copies only) leaves every prediction alone."""
     rows, ys = make_rows(800, 10)
-    with_pool = _chain()
-    np.testing.assert_array_equal(_run(with_pool, rows, ys), _run(_chain(pool=False), rows, ys))
+    whole = {"fast_start": 0}  # whole micro-batches: the pool observes 800 / 32 of them
+
+    def chain(pool: bool) -> Prequential:
+        return Prequential.from_settings(small_settings(experts={"enabled": pool}, learner=whole))
+
+    with_pool = chain(True)
+    np.testing.assert_array_equal(_run(with_pool, rows, ys), _run(chain(False), rows, ys))
     assert with_pool.drifts == [] and with_pool.experts is not None
     assert with_pool.experts.batches == 25 and not with_pool.experts.trying
 

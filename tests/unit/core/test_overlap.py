@@ -43,6 +43,7 @@ def runs(task, **learner):
                     "seed": 4,
                     "overlap": overlap,
                     "warmup_steps": 2,
+                    "fast_start": 0,
                     **learner,
                 },
                 features={"numeric_slots": 5, "categorical_slots": 2, "hash_buckets": 32},
@@ -253,7 +254,13 @@ def test_overlapped_updates_equal_the_synchronous_ones_through_expert_switches()
     synchronous, overlapped = (
         Prequential.from_settings(
             load_settings(
-                learner={"hidden": [16, 8], "replay_size": 64, "seed": 4, "overlap": overlap},
+                learner={
+                    "hidden": [16, 8],
+                    "replay_size": 64,
+                    "seed": 4,
+                    "overlap": overlap,
+                    "fast_start": 0,  # whole batches from the start: switches on this stream
+                },
                 features={"numeric_slots": 5, "categorical_slots": 2, "hash_buckets": 32},
                 memory={"size": 40, "k": 4, "rekey_every": 2},
                 drift={"window": 30, "min_samples": 10, "alpha": 0.2, "k": 3.0, "cooldown": 100},

@@ -21,6 +21,7 @@ def make(task="multiclass", drift=None, **learner):
         "device": "cpu",
         "amp": "off",
         "seed": 0,
+        "fast_start": 0,  # whole batches; the fast start's tests turn it on
         **learner,
     }
     return Prequential.from_settings(
@@ -251,3 +252,55 @@ def test_empty_batch(task):
     outcome = p.process([], [])
     assert len(outcome.prediction) == 0 and len(outcome.loss) == 0
     assert outcome.drifts == [] and p.seen == 0
+
+
+def test_fast_start_learns_a_young_batch_in_growing_sub_batches():
+    """With fast_start k, a batch of a young chain gives what its sub-batches of
+    max(1, events // k) rows give fed one by one with the fast start off: each row is predicted
+    by the model that learned the rows before it, never its own label. (Fixed classes: the
+    sub-batches of a batch that brings new classes predict them as zero, as the batch would.)"""
+    rng = np.random.default_rng(3)
+    fast, split = make(fast_start=4, classes=("a", "b")), make(classes=("a", "b"))
+    for _ in range(3):
+        xs, ys = rows(rng, 32)
+        outcome = fast.process(xs, ys)
+        parts, start = [], 0
+        while start < len(xs):
+            stop = min(len(xs), start + max(1, split.seen // 4))
+            parts.append(split.process(xs[start:stop], ys[start:stop]))
+            start = stop
+        assert len(parts) > 1  # young: the batch was split
+        np.testing.assert_array_equal(
+            outcome.prediction, np.concatenate([p.prediction for p in parts])
+        )
+        np.testing.assert_array_equal(outcome.loss, np.concatenate([p.loss for p in parts]))
+    assert fast.learner.steps == split.learner.steps
+
+
+def test_fast_start_passes_a_grown_model_its_batches_whole():
+    rng = np.random.default_rng(4)
+    p = make(fast_start=2, updates=1)
+    p.process(*rows(rng, 1))  # one event learned: the next batch is split
+    steps = p.learner.steps
+    p.process(*rows(rng, 4))
+    # events // 2 rows at a time (at least one): after 1, 2, 3 and 4 events, one row each
+    assert p.learner.steps - steps == 4
+    while p.seen < 2 * 32:
+        p.process(*rows(rng, 32))
+    steps = p.learner.steps
+    p.process(*rows(rng, 32))
+    assert p.learner.steps - steps == 1
+
+
+def test_fast_start_predicts_a_class_once_a_row_before_brought_it():
+    rng = np.random.default_rng(5)
+    p = make(fast_start=8)
+    xs, ys = rows(rng, 16)
+    first = p.process(xs, ys)
+    assert (first.prediction[0] == 0).all()  # nothing known before the first row
+    seen = {ys[0]}
+    for i in range(1, len(ys)):  # the classes of earlier rows only (slots in first-seen order)
+        assert (first.prediction[i, len(seen) :] == 0).all()
+        assert first.prediction[i].sum() == pytest.approx(1.0, abs=1e-5)
+        seen.add(ys[i])
+    assert first.learned.all()

@@ -16,7 +16,11 @@ from streamlearn.export.memory import decode_memory, encode_memory
 @pytest.mark.parametrize("kind", ["topk", "lsh"])
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_serving_compensation_equals_the_learner(kind, task):
-    preq = trained(task, n=800, memory={"enabled": True, "kind": kind, "size": 128})
+    # fast start off: its extra early steps leave this tiny model (binary) with a third of the
+    # stored rows on one unit key, and top-k implementations break such ties differently
+    preq = trained(
+        task, n=800, memory={"enabled": True, "kind": kind, "size": 128}, learner={"fast_start": 0}
+    )
     assert preq.memory is not None and len(preq.memory.memory) > 0
     snapshot = decode_memory(encode_memory(preq.memory, model_version=7))
     assert snapshot.model_version == 7

@@ -9,9 +9,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from serving_support import make_rows, trained
+from serving_support import make_rows, small_settings, train, trained
 
 import streamlearn.export.onnx as onnx_export
+from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ArtifactError, ExportError
 from streamlearn.export.artifact import FORMAT, load_bundle, sha256_hex
 from streamlearn.export.onnx import export_artifact
@@ -160,3 +161,18 @@ def test_export_of_a_cuda_trained_model():
     num, cat = bundle.encode(rows)
     onnx_pred, _ = bundle.run(num, cat)
     np.testing.assert_allclose(onnx_pred, preq.learner.predict(num, cat), atol=2e-2)  # bf16
+
+
+def test_regression_export_predicts_in_the_targets_units():
+    """The learner trains on a running-standardised target; the graph de-standardises, so a
+    replica serves values in the target's units (here around 1000), not standardised ones."""
+    preq = Prequential.from_settings(small_settings("regression"))
+    rows, ys = make_rows(800, 4, "regression")
+    targets = [1000.0 + 50.0 * y for y in ys]
+    train(preq, rows, targets)
+    assert float(preq.learner.model.target_loc) == pytest.approx(np.mean(targets), rel=1e-5)
+    bundle = load_bundle(1, _export(preq).onnx, _export(preq).with_version(1).meta_bytes())
+    num, cat = bundle.encode(rows[-100:])
+    onnx_pred, _ = bundle.run(num, cat)
+    np.testing.assert_allclose(onnx_pred, preq.predict(rows[-100:]), rtol=1e-4, atol=1e-3)
+    assert abs(float(np.mean(onnx_pred)) - float(np.mean(targets[-100:]))) < 100.0

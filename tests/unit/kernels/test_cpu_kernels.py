@@ -498,7 +498,13 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
     runs = [
         Prequential.from_settings(
             load_settings(
-                learner={"task": task, "kernel": kernel, "hidden": [16, 8], "seed": 2},
+                learner={
+                    "task": task,
+                    "kernel": kernel,
+                    "hidden": [16, 8],
+                    "seed": 2,
+                    "fast_start": 0,
+                },
                 features={"numeric_slots": 6, "categorical_slots": 3, "hash_buckets": 64},
                 memory={"size": 48, "k": 4, "rekey_every": 1},
                 drift={"detector": "none"},

@@ -34,6 +34,7 @@ LEARNER = {
     "amp": "off",
     "threads": 1,
     "seed": 0,
+    "fast_start": 0,
 }
 DRIFT = {
     "detector": "loss_deviation",

@@ -1,0 +1,67 @@
+"""Smoke test of benchmarks/suite.py: a classification, a categorical and a regression stream.
+
+Runs the real command line in a subprocess on 400 events per stream with the fast peers only
+(river's linear models and Hoeffding trees; no forests, no deep-river) and checks the tables,
+the JSON, the plots and that the targets are computed from the run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "suite.py"
+STREAMS = ("sea-gradual", "stagger-recurring", "chick-weights")
+SLOW = "river-arf,river-amf,river-arfr,river-amrules,deep-river"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("suite")
+    command = [
+        sys.executable, str(SCRIPT), "--events", "400", "--seed", "3", "--streams", *STREAMS,
+        "--skip-peers", SLOW, "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_writes_tables_json_and_plots(out: Path) -> None:
+    markdown = (out / "suite.md").read_text(encoding="utf-8")
+    for section in ("## Machine", "## Targets", "## Summary", *(f"## {s}" for s in STREAMS)):
+        assert section in markdown
+    assert "| streamlearn (memory off) " in markdown
+    assert "river StandardScaler \\| LinearRegression" in markdown  # regression peers
+    assert "deep-river" in markdown and "skipped" in markdown
+    for stream in STREAMS:
+        png = (out / f"suite-{stream}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5_000
+
+
+def test_numbers_come_from_the_run(out: Path) -> None:
+    data = json.loads((out / "suite.json").read_text(encoding="utf-8"))
+    sea = data["streams"]["sea-gradual"]
+    assert sea["drift_positions"] == [133, 266]
+    models = sea["models"]
+    assert {"streamlearn", "streamlearn-memory-off", "river-scaled-lr", "river-hat"} <= set(models)
+    assert all(m["events"] == 400 for m in models.values())
+    summary = sea["summary"]
+    best = max(m["value"] for k, m in models.items() if not k.startswith("streamlearn"))
+    assert summary["gap"] == pytest.approx(100 * (models["streamlearn"]["value"] - best))
+    assert len(summary["memory_gain_after_drift"]) == 2
+    chick = data["streams"]["chick-weights"]
+    assert chick["task"] == "regression" and chick["summary"]["metric"] == "MAE"
+    assert chick["models"]["streamlearn"]["events"] == 400  # 578 rows, cut at --events
+    assert set(chick["models"]) >= {"river-linreg", "river-scaled-linreg", "river-hatr"}
+    assert chick["summary"]["speed"]["peer"] == "river StandardScaler | LinearRegression"
+    # string features reach the linear peers one-hot encoded (river's LR alone raises on them)
+    stagger = data["streams"]["stagger-recurring"]["models"]
+    assert stagger["river-scaled-lr"]["events"] == stagger["river-lr"]["events"] == 400
+    assert len(data["targets"]) == 5
+    assert all(isinstance(t["met"], bool) for t in data["targets"])
