@@ -56,7 +56,7 @@ from report import (
     write_json,
 )
 from speed_bounds import _StageTimer as StageTimer  # exclusive seconds per wrapped method
-from timing_runner import Row, row_batches, to_columns
+from timing_runner import Row, has_strings, row_batches, to_columns
 
 from streamlearn.river import Classifier
 from streamlearn.sources.synthetic import STREAMS, stream_rows
@@ -201,7 +201,7 @@ def build_paths(
         peer = RIVER_PEERS[RIVER_LR]
         paths += [
             OneRowPath(DICTS, "river one-row API on dicts", model(), rows),
-            OneRowPath(RIVER_LR, peer.name, peer.build(task, seed), rows),
+            OneRowPath(RIVER_LR, peer.name, peer.build(task, seed, has_strings(rows)), rows),
         ]
     return paths
 

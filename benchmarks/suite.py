@@ -47,7 +47,8 @@ from report import (
     write_json,
 )
 from suite_report import MEMORY_OFF, render_markdown, results_json, write_plots
-from suite_streams import SUITE, Row, suite_rows
+from suite_streams import SUITE, suite_rows
+from timing_runner import has_strings
 from tqdm import tqdm
 
 from streamlearn.settings import Settings, load_settings
@@ -84,7 +85,7 @@ def run_stream(name: str, n_events: int, seed: int, skip: set[str], progress: bo
             )
         )
     regression = spec.task == "regression"
-    categorical = _has_strings(rows)
+    categorical = has_strings(rows)
     for key, peer in (REGRESSION_PEERS if regression else CLASSIFIERS).items():
         if key in NUMERIC_ONLY and categorical:
             result.skipped[key] = NUMERIC_ONLY[key]
@@ -108,10 +109,6 @@ def run_stream(name: str, n_events: int, seed: int, skip: set[str], progress: bo
             f"  {fmt_rate(run.events_per_s):>9} events/s"
         )
     return result
-
-
-def _has_strings(rows: Sequence[Row]) -> bool:
-    return any(isinstance(v, str) for x, _ in rows[:100] for v in x.values())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -77,6 +77,12 @@ def settings_for(
     )
 
 
+def has_strings(rows: Sequence[Row]) -> bool:
+    """Whether the stream has string (categorical) features, judged by its first rows: river's
+    numeric-only peers then get them one-hot encoded (peers/river_peers.py)."""
+    return any(isinstance(v, str) for x, _ in rows[:100] for v in x.values())
+
+
 def row_batches(rows: Sequence[Row], size: int) -> list[Sequence[Row]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
