@@ -1,7 +1,9 @@
 """Summaries, targets, markdown, JSON and plots for ``benchmarks/prequential.py``.
 
 Everything here is computed from the runs of one invocation; no number is hard-coded. The
-targets are the ones GitHub issue 2 ("What must be shown") sets for streamlearn.
+targets are the ones GitHub issue 2 ("What must be shown") sets for streamlearn, with its speed
+target as issue 23 restates it: ≥ 100× deep-river, and faster than river's StandardScaler |
+LogisticRegression at equal or better accuracy (the earlier 10× river LR target is dropped).
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ __all__ = [
 SUBJECT = "streamlearn"  # the batch API row the targets are about
 DRIFT_SPAN = 1000  # events after an abrupt drift that the drift column averages
 BLOCK = 1000  # block size of the per-block accuracies kept in the JSON
-SPEEDUP_TARGETS = (  # (peer key, how the target names it, required speed-up)
-    ("deep-river", "deep-river MLP", 100.0),
-    ("river-lr", "river LogisticRegression", 10.0),
-    ("river-scaled-lr", "river StandardScaler | LogisticRegression", 10.0),
+SPEEDUP_TARGETS = (  # (peer key, how the target names it, required speed-up, at its accuracy)
+    ("deep-river", "deep-river MLP", 100.0, False),
+    ("river-scaled-lr", "river StandardScaler | LogisticRegression", 1.0, True),
 )
 ACCURACY_SLACK = 0.01
 
@@ -77,7 +78,7 @@ def best_peer(result: StreamResult) -> ModelRun | None:
 def needed_events_per_s(result: StreamResult, key: str) -> float | None:
     """events/s the speed-up target over peer ``key`` asks for on this stream."""
     peer = result.run(key)
-    factor = next(f for k, _, f in SPEEDUP_TARGETS if k == key)
+    factor = next(f for k, _, f, _ in SPEEDUP_TARGETS if k == key)
     return None if peer is None else factor * peer.events_per_s
 
 
@@ -124,13 +125,18 @@ def _model_order(results: Sequence[StreamResult]) -> list[str]:
     return list(dict.fromkeys(r.key for res in results for r in res.runs))
 
 
-def _speed_row(target: str, stream: str, pair: tuple[float, float], factor: float) -> dict:
+def _speed_row(
+    target: str, stream: str, pair: tuple[float, float], factor: float, accurate: bool = True
+) -> dict:
+    """``accurate``: the accuracy condition of the target holds (True where it sets none)."""
     ratio = pair[0] / pair[1]
     detail = f"{fmt_rate(pair[0])} vs {fmt_rate(pair[1])} events/s = {ratio:,.1f}×"
+    if not accurate:
+        detail += ", less accurate"
     return {
         "target": target,
         "stream": stream,
-        "met": bool(ratio >= factor),
+        "met": bool(ratio >= factor and accurate),
         "value": ratio,
         "detail": detail,
     }
@@ -140,8 +146,10 @@ def _speed_targets(results: Sequence[StreamResult]) -> list[dict[str, Any]]:
     """Speed-up of streamlearn's batch API over each named peer, per stream and over all."""
     rows: list[dict[str, Any]] = []
     totals = overall(results)
-    for key, label, factor in SPEEDUP_TARGETS:
+    for key, label, factor, at_accuracy in SPEEDUP_TARGETS:
         target = f"{SUBJECT} events/s ≥ {factor:g}× {label}"
+        if at_accuracy:
+            target += " at equal or better accuracy"
         for res in results:
             subject, peer = res.run(SUBJECT), res.run(key)
             if subject is None or peer is None:
@@ -149,10 +157,12 @@ def _speed_targets(results: Sequence[StreamResult]) -> list[dict[str, Any]]:
                 rows.append({"target": target, "stream": res.stream, "met": None, "detail": why})
             else:
                 pair = (subject.events_per_s, peer.events_per_s)
-                rows.append(_speed_row(target, res.stream, pair, factor))
+                accurate = not at_accuracy or subject.score.overall() >= peer.score.overall()
+                rows.append(_speed_row(target, res.stream, pair, factor, accurate))
         if len(results) > 1 and SUBJECT in totals and key in totals:
             pair = (totals[SUBJECT]["events_per_s"], totals[key]["events_per_s"])
-            rows.append(_speed_row(target, "all streams", pair, factor))
+            accurate = not at_accuracy or totals[SUBJECT]["accuracy"] >= totals[key]["accuracy"]
+            rows.append(_speed_row(target, "all streams", pair, factor, accurate))
     return rows
 
 
@@ -308,7 +318,7 @@ def bounds_section(results: Sequence[StreamResult]) -> str:
                 fmt_rate(subject.events_per_s),
                 f"{b['macs_per_event'] / 1e3:,.0f} k",
                 fmt_rate(b["arithmetic_events_per_s"]),
-                _above_arithmetic(needed_events_per_s(res, "river-lr"), b),
+                _above_arithmetic(needed_events_per_s(res, "deep-river"), b),
                 _budget(needed_events_per_s(res, "deep-river"), b, subject.events_per_s),
             ]
         )
@@ -336,7 +346,7 @@ def bounds_section(results: Sequence[StreamResult]) -> str:
                     "streamlearn events/s",
                     "multiply-adds per event",
                     "arithmetic ceiling",
-                    "10× river LR needs",
+                    "100× deep-river needs",
                     "100× deep-river: time per batch",
                 ],
                 ceilings,
