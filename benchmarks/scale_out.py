@@ -10,6 +10,9 @@ What it measures, on the same seeded drifting stream (each of --streams, each of
                       many averaged steps per event as a single worker does
   2 ranks, B per rank ``source.rank_batch_size: B``: each rank takes B (a global batch of 2B):
                       half the rounds per event, half the model's steps per event
+  2 ranks, B per rank, twice learner.updates
+                      the same with each rank taking 2 × ``learner.updates`` steps per batch:
+                      a single worker's steps per event again, at twice its gradient work
   2 ranks, gradient   synchronous gradient all-reduce per update at B per rank: every update of
                       both ranks then equals one update of a single learner on the union of
                       their batches, so its accuracy is measured as one learner on batches of 2B
@@ -29,7 +32,8 @@ optimal all-reduce algorithms for clusters of workstations", JPDC 69(2), 2009; T
 Rabenseifner & Gropp, "Optimization of collective communication operations in MPICH", IJHPCA
 19(1), 2005), S the bytes per round, alpha the per-message latency (stated in the results).
 
-Writes <out>/scale_out.md and <out>/scale_out.json (the machine named in both).
+Writes <out>/scale_out.md (scale_out_report.py) and <out>/scale_out.json (the machine named in
+both).
 
   PYTHONPATH=$PWD python benchmarks/scale_out.py --events 20000 --seeds 0,1,2
 """
@@ -44,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -52,6 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import command_line, machine_info
+from scale_out_report import report
 
 from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings, load_settings
@@ -63,14 +67,17 @@ ALPHA_S = 5e-6  # per-message latency of the projection's ring (NCCL over a fast
 
 
 def settings_for(
-    rows: list[tuple[dict[str, Any], Any]], batch: int, rank_batch: int | None = None
-) -> Settings:
-    """A binary learner with the stream's schema fixed (ranks need the same slots)."""
+    rows: list[tuple[dict[str, Any], Any]], batch: int, rank_batch: int | None = None,
+    updates: int | None = None,
+) -> Settings:  # fmt: skip
+    """A binary learner with the stream's schema fixed (ranks need the same slots);
+    ``updates`` None: the default ``learner.updates``."""
     names = sorted(rows[0][0])
     classes = sorted({y for _, y in rows}, key=str)
+    learner = {"task": "binary", "classes": classes, "device": "cpu", "seed": 0}
     return load_settings(
         features={"numeric": names, "numeric_slots": max(8, len(names))},
-        learner={"task": "binary", "classes": classes, "device": "cpu", "seed": 0},
+        learner=learner | ({} if updates is None else {"updates": updates}),
         source={"batch_size": batch, "rank_batch_size": rank_batch},
     )
 
@@ -106,19 +113,19 @@ def rank_slices(rows: list[Any], settings: Settings, world: int, rank: int) -> l
     return [rows[i + offset : i + offset + shares[rank]] for i in range(0, len(rows), sum(shares))]
 
 
-def as_rank(stream: str, events: int, batch: int, rank_batch: int | None, out: Path,
-            seed: int) -> None:  # fmt: skip
-    """One rank of a 2-rank run (started by ``ranked`` with torch's env:// variables)."""
+def as_rank(args: argparse.Namespace) -> None:
+    """One rank of a 2-rank run (started by ``ranked`` with torch's env:// variables and the
+    run's arguments)."""
     import torch
 
     from streamlearn.app import rank_settings
     from streamlearn.worker.distributed.group import join_from_env
     from streamlearn.worker.distributed.lockstep import Lockstep
 
-    rows = list(stream_rows(stream, events, seed))
+    rows = list(stream_rows(args.streams, args.events, args.seed))
     group = join_from_env(120.0)
     assert group is not None
-    base = settings_for(rows, batch, rank_batch)
+    base = settings_for(rows, args.batch, args.rank_batch, args.updates)
     preq = Prequential.from_settings(rank_settings(base, group.world_size, group.rank))
     lockstep = Lockstep(group, 0.1, base.features)  # the worker's turn, a drift on any rank too
     lockstep.rounds.start(preq)
@@ -147,7 +154,7 @@ def as_rank(stream: str, events: int, batch: int, rank_batch: int | None, out: P
         "model_bytes": payload.numel() * 4, "grad_allreduce_s": per_allreduce,
         "updates": preq.learner.settings.updates, "drift_responses": len(preq.drifts),
     }  # fmt: skip
-    out.write_text(json.dumps(result))
+    args.rank_out.write_text(json.dumps(result))
     group.close()
 
 
@@ -158,8 +165,9 @@ def free_port() -> int:
 
 
 def ranked(
-    stream: str, events: int, batch: int, rank_batch: int | None, seed: int, world: int = 2
-) -> list[dict[str, Any]]:
+    stream: str, events: int, batch: int, seed: int, rank_batch: int | None = None,
+    updates: int | None = None, world: int = 2,
+) -> list[dict[str, Any]]:  # fmt: skip
     """Run ``world`` rank processes as torchrun would start them; their results."""
     port = str(free_port())
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,8 +180,8 @@ def ranked(
                 sys.executable, __file__, "--as-rank", "--streams", stream, "--events",
                 str(events), "--batch", str(batch), "--seed", str(seed), "--rank-out", str(out),
             ]  # fmt: skip
-            if rank_batch is not None:
-                command += ["--rank-batch", str(rank_batch)]
+            for flag, value in (("--rank-batch", rank_batch), ("--updates", updates)):
+                command += [] if value is None else [flag, str(value)]
             procs.append(subprocess.Popen(command, env=env))
             outs.append(out)
         for proc in procs:
@@ -214,9 +222,11 @@ def summary(ranks: list[dict[str, Any]], events: int, turn_events: int) -> dict[
 def measure(stream: str, events: int, batch: int, seed: int) -> dict[str, Any]:
     rows = list(stream_rows(stream, events, seed))
     gradient = single(rows, 2 * batch)  # the gradient all-reduce's accuracy (module docstring)
-    shared = ranked(stream, events, batch, None, seed)  # the default: B shared out
-    per_rank = ranked(stream, events, batch, batch, seed)  # rank_batch_size B
+    shared = ranked(stream, events, batch, seed)  # the default: B shared out
+    per_rank = ranked(stream, events, batch, seed, rank_batch=batch)
     per_rank_run = summary(per_rank, events, 2 * batch)
+    updates = 2 * settings_for(rows, batch).learner.updates  # the single worker's steps/event
+    more_updates = ranked(stream, events, batch, seed, rank_batch=batch, updates=updates)
     slots = settings_for(rows, batch).features.numeric_slots
     control_bytes = 8 * (5 + 3 * slots)
     r0 = per_rank[0]
@@ -227,6 +237,7 @@ def measure(stream: str, events: int, batch: int, seed: int) -> dict[str, Any]:
         "one_rank": single(rows, batch),
         "two_ranks_global_batch": summary(shared, events, batch),
         "two_ranks_per_rank_batch": per_rank_run,
+        "two_ranks_per_rank_batch_more_updates": summary(more_updates, events, 2 * batch),
         "two_ranks_gradient": {
             "accuracy": gradient["accuracy"],
             "composed_events_per_s": 2 * batch / (compute_per_turn + r0["updates"] * t_model),
@@ -239,128 +250,6 @@ def measure(stream: str, events: int, batch: int, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-RUNS = (  # result key, label (B: --batch)
-    ("one_rank", "1 rank, batches of B"),
-    ("two_ranks_global_batch", "2 ranks, global batch B (B/2 per rank; the default)"),
-    ("two_ranks_per_rank_batch", "2 ranks, B per rank (rank_batch_size B: global 2B)"),
-    ("two_ranks_gradient", "2 ranks, gradient all-reduce, B per rank (as batches of 2B)"),
-)
-
-
-def mean_range(values: list[float], fmt: str) -> str:
-    """``mean (min–max)`` of ``values``, or the value alone."""
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return format(mean, fmt)
-    return f"{mean:{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
-
-
-def accuracy_rows(results: list[dict[str, Any]], seeds: list[int]) -> list[str]:
-    """Accuracy per seed, the mean, the worst seed against 1 rank and the 1-point verdict."""
-    lines = []
-    for stream in dict.fromkeys(r["stream"] for r in results):
-        mine = {r["seed"]: r for r in results if r["stream"] == stream}
-        for key, label in RUNS:
-            accs = [mine[s][key]["accuracy"] for s in seeds]
-            cells = [f"{a:.4f}" for a in accs] + [f"{sum(accs) / len(accs):.4f}"]
-            if key == "one_rank":
-                cells += ["–", "–"]
-            else:
-                worst = min(
-                    a - mine[s]["one_rank"]["accuracy"] for a, s in zip(accs, seeds, strict=True)
-                )
-                cells += [
-                    f"{round(worst * 100, 2) + 0.0:+.2f}",
-                    "met" if worst >= -0.01 else "**not met**",
-                ]
-            responses = "/".join(str(mine[s][key].get("drift_responses", "–")) for s in seeds)
-            lines.append(f"| {stream} | {label} | {' | '.join(cells)} | {responses} |")
-    return lines
-
-
-def speed_rows(results: list[dict[str, Any]]) -> list[str]:
-    """Events/s and collectives per stream and run: mean over the seeds (min–max)."""
-    lines = []
-    for stream in dict.fromkeys(r["stream"] for r in results):
-        mine = [r for r in results if r["stream"] == stream]
-        for key, label in RUNS:
-            runs = [r[key] for r in mine]
-            cells = []
-            for field, fmt in (("events_per_s", ",.0f"), ("composed_events_per_s", ",.0f"),
-                               ("collective_share", ".0%")):  # fmt: skip
-                have = [x[field] for x in runs if field in x]
-                cells.append(mean_range(have, fmt) if have else "–")
-            have = [
-                x["collective_bytes_per_s"] / 1e6 for x in runs if "collective_bytes_per_s" in x
-            ]
-            cells.append(f"{mean_range(have, ',.1f')} MB/s" if have else "–")
-            lines.append(f"| {stream} | {label} | {' | '.join(cells)} |")
-    return lines
-
-
-def report(results: list[dict[str, Any]], machine: dict[str, Any], command: str) -> str:
-    seeds = list(dict.fromkeys(r["seed"] for r in results))
-    r = results[0]
-    lines = [
-        "# Scale-out: one model on 1 rank and on 2 ranks (gloo, CPU)",
-        "",
-        f"Written by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: "
-        f"{r['events']:,} events per stream and seed, B = {r['batch']}, streams' seeds "
-        f"{', '.join(map(str, seeds))}.",
-        f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs visible (shared with other "
-        f"work), torch {machine['torch']}, CUDA: {machine['cuda_available']}.",
-        "",
-        "## Prequential accuracy",
-        "",
-        "Target: 2 ranks within 1 point of 1 rank on every seed. *Worst seed*: the lowest "
-        "(2 ranks − 1 rank) over the seeds, in points. The 2-rank runs are in lockstep, so "
-        "their accuracy does not depend on timing.",
-        "",
-        f"| stream | run | {' | '.join(f'seed {s}' for s in seeds)} | mean | worst seed | "
-        "within 1 point | drift responses |",
-        "|:--|:--|" + "--:|" * (len(seeds) + 2) + ":--|--:|",
-        *accuracy_rows(results, seeds),
-        "",
-        "## Events/s and collectives",
-        "",
-        "Mean over the seeds (min–max). This machine's 2 CPUs are shared with other work, so "
-        "the measured events/s are noisy; compare runs by the composed figures. Measured: wall "
-        "clock of the whole run. Composed: compute per batch + the model's all-reduce, once per "
-        "batch (averaging) or once per update (gradient); see the module docstring. "
-        "Collectives' share of time includes waiting for the other rank.",
-        "",
-        "| stream | run | events/s measured | events/s composed | collectives: share of time "
-        "| bytes/s |",
-        "|:--|:--|--:|--:|--:|--:|",
-        *speed_rows(results),
-        "",
-        f"Bytes per round: model {r['model_bytes']:,} (dense parameters + embedding table, "
-        f"float32), control and statistics {r['control_bytes']:,}. A gradient all-reduce "
-        f"moves the model's bytes once per update ({r['two_ranks_gradient']['updates']} per "
-        "batch); averaging moves them once per round: once per B events with the global batch, "
-        "once per 2B with B per rank.",
-        "",
-        "## Projection to GPU ranks",
-        "",
-        "Ring all-reduce per round, T = 2(N-1)/N * S/BW + 2(N-1)*alpha (Patarasuk & Yuan 2009; "
-        f"Thakur, Rabenseifner & Gropp 2005), S = {r['model_bytes'] + r['control_bytes']:,} "
-        f"bytes, alpha = {ALPHA_S * 1e6:g} us. Step time: this machine's measured compute per "
-        f"batch of B on one rank ({r['compute_per_turn_s'] * 1e3:.2f} ms on one CPU core, "
-        f"{r['stream']}, seed {r['seed']}, under this machine's load); no GPU here, so a GPU "
-        "step time was not measured. With the global batch shared out, each rank's step is "
-        "smaller, so the ratio is higher.",
-        "",
-        "| ranks | link | collective per round | / step time |",
-        "|--:|--:|--:|--:|",
-    ]
-    for p in r["projection"]:
-        lines.append(
-            f"| {p['ranks']} | {p['link_gbps']} Gb/s | {p['collective_s'] * 1e3:.3f} ms | "
-            f"{p['ratio_to_step']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", default="sea-drift,agrawal-drift")
@@ -371,10 +260,11 @@ def main() -> None:
     parser.add_argument("--as-rank", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rank-batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--updates", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rank-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.as_rank:
-        as_rank(args.streams, args.events, args.batch, args.rank_batch, args.rank_out, args.seed)
+        as_rank(args)
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     results = [
@@ -387,7 +277,7 @@ def main() -> None:
     (args.out / "scale_out.json").write_text(
         json.dumps({"machine": machine, "alpha_s": ALPHA_S, "results": results}, indent=2)
     )
-    text = report(results, machine, command_line())
+    text = report(results, machine, command_line(), ALPHA_S)
     (args.out / "scale_out.md").write_text(text)
     print(text)
 

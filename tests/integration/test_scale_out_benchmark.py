@@ -20,7 +20,9 @@ def test_both_batch_settings_report_accuracy_throughput_bytes_and_the_projection
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "scale_out.json").read_text())["results"][0]
-    for key, events_per_round in (("two_ranks_global_batch", 32), ("two_ranks_per_rank_batch", 64)):
+    runs = (("two_ranks_global_batch", 32), ("two_ranks_per_rank_batch", 64),
+            ("two_ranks_per_rank_batch_more_updates", 64))  # fmt: skip
+    for key, events_per_round in runs:
         averaged = result[key]
         assert 0.5 < averaged["accuracy"] <= 1 and averaged["events_per_s"] > 0
         assert averaged["collective_bytes_per_s"] > 0
@@ -28,4 +30,5 @@ def test_both_batch_settings_report_accuracy_throughput_bytes_and_the_projection
     assert {(p["ranks"], p["link_gbps"]) for p in result["projection"]} == {
         (n, g) for n in (8, 64, 256) for g in (10, 100, 400)
     }
-    assert "## Projection to GPU ranks" in (tmp_path / "scale_out.md").read_text()
+    text = (tmp_path / "scale_out.md").read_text()
+    assert "## Projection to GPU ranks" in text and "twice learner.updates" in text
