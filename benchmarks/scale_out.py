@@ -1,32 +1,41 @@
 """Scale-out benchmark: one model on 1 rank against 2 ranks (gloo, CPU), and a projection.
 
-What it measures, on the same seeded drifting stream (each of --streams):
+What it measures, on the same seeded drifting stream (each of --streams, each of --seeds):
 
-  1 rank            Prequential over micro-batches of B (the single worker)
-  2 ranks, average  two rank processes (torch env:// rendezvous, gloo), each taking every other
-                    batch (two partitions' worth), one lockstep round per batch
-                    (streamlearn/worker/distributed/sync.py: weighted model averaging)
-  2 ranks, gradient synchronous gradient all-reduce per update: every update of both ranks then
-                    equals one update of a single learner on the union of their batches, so its
-                    accuracy is measured as one learner on batches of 2B
+  1 rank              Prequential over micro-batches of B (the single worker)
+  2 ranks, global B   the worker's default (decision 0029): two rank processes (torch env://
+                      rendezvous, gloo) share out each micro-batch of B (B/2 each), one lockstep
+                      turn per batch (the worker's ``Lockstep.turn``: weighted model averaging,
+                      a drift on any rank answered on every rank), so the one model takes as
+                      many averaged steps per event as a single worker does
+  2 ranks, B per rank ``source.rank_batch_size: B``: each rank takes B (a global batch of 2B):
+                      half the rounds per event, half the model's steps per event
+  2 ranks, B per rank, twice learner.updates
+                      the same with each rank taking 2 × ``learner.updates`` steps per batch:
+                      a single worker's steps per event again, at twice its gradient work
+  2 ranks, gradient   synchronous gradient all-reduce per update at B per rank: every update of
+                      both ranks then equals one update of a single learner on the union of
+                      their batches, so its accuracy is measured as one learner on batches of 2B
 
-Both options' events/s are also composed from the same measured parts, so they compare like for
-like on a loaded machine: the 2-rank run's compute per batch (its time outside collectives) plus
-the all-reduce of the model's bytes S (dense parameters and embedding table; a gradient has the
-same size), timed back to back in the same gloo group: once per batch for averaging,
-``learner.updates`` times per batch for the gradient all-reduce.
+Every rank runs the settings the worker gives it (``streamlearn.app.rank_settings``: its share
+of the batch, the expert pool off). Events/s are also composed from the same measured parts, so
+they compare like for like on a loaded machine: a 2-rank run's compute per batch (its time
+outside collectives) plus the all-reduce of the model's bytes S (dense parameters and embedding
+table; a gradient has the same size), timed back to back in the same gloo group: once per batch
+for averaging, ``learner.updates`` times per batch for the gradient all-reduce.
 
-Reported: prequential accuracy (every event scored before it is learned), events/s of the whole
-run (wall clock), bytes moved per second by this rank's collectives, and a projection of the
-collective time per step to 8, 64 and 256 GPU ranks at 10, 100 and 400 Gb/s with the ring
-all-reduce cost model T = 2(N-1)/N * S/BW + 2(N-1)*alpha (Patarasuk & Yuan, "Bandwidth optimal
-all-reduce algorithms for clusters of workstations", JPDC 69(2), 2009; Thakur, Rabenseifner &
-Gropp, "Optimization of collective communication operations in MPICH", IJHPCA 19(1), 2005),
-S the bytes per round, alpha the per-message latency (stated in the results).
+Reported: prequential accuracy (every event scored before it is learned) per seed, events/s of
+the whole run (wall clock), bytes moved per second by this rank's collectives, and a projection
+of the collective time per step to 8, 64 and 256 GPU ranks at 10, 100 and 400 Gb/s with the
+ring all-reduce cost model T = 2(N-1)/N * S/BW + 2(N-1)*alpha (Patarasuk & Yuan, "Bandwidth
+optimal all-reduce algorithms for clusters of workstations", JPDC 69(2), 2009; Thakur,
+Rabenseifner & Gropp, "Optimization of collective communication operations in MPICH", IJHPCA
+19(1), 2005), S the bytes per round, alpha the per-message latency (stated in the results).
 
-Writes <out>/scale_out.md and <out>/scale_out.json (the machine named in both).
+Writes <out>/scale_out.md (scale_out_report.py) and <out>/scale_out.json (the machine named in
+both).
 
-  PYTHONPATH=$PWD python benchmarks/scale_out.py --events 20000
+  PYTHONPATH=$PWD python benchmarks/scale_out.py --events 20000 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -39,13 +48,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import machine_info
+from report import command_line, machine_info
+from scale_out_report import report
 
 from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings, load_settings
@@ -56,14 +66,19 @@ LINKS_GBPS = (10, 100, 400)
 ALPHA_S = 5e-6  # per-message latency of the projection's ring (NCCL over a fast fabric)
 
 
-def settings_for(rows: list[tuple[dict[str, Any], Any]], batch: int) -> Settings:
-    """A binary learner with the stream's schema fixed (ranks need the same slots)."""
+def settings_for(
+    rows: list[tuple[dict[str, Any], Any]], batch: int, rank_batch: int | None = None,
+    updates: int | None = None,
+) -> Settings:  # fmt: skip
+    """A binary learner with the stream's schema fixed (ranks need the same slots);
+    ``updates`` None: the default ``learner.updates``."""
     names = sorted(rows[0][0])
     classes = sorted({y for _, y in rows}, key=str)
+    learner = {"task": "binary", "classes": classes, "device": "cpu", "seed": 0}
     return load_settings(
         features={"numeric": names, "numeric_slots": max(8, len(names))},
-        learner={"task": "binary", "classes": classes, "device": "cpu", "seed": 0},
-        source={"batch_size": batch},
+        learner=learner | ({} if updates is None else {"updates": updates}),
+        source={"batch_size": batch, "rank_batch_size": rank_batch},
     )
 
 
@@ -89,30 +104,42 @@ def single(rows: list[Any], batch: int) -> dict[str, float]:
     }  # fmt: skip
 
 
-def as_rank(stream: str, events: int, batch: int, out: Path, seed: int) -> None:
-    """One rank of the 2-rank run (started by ``ranked`` with torch's env:// variables)."""
+def rank_slices(rows: list[Any], settings: Settings, world: int, rank: int) -> list[list[Any]]:
+    """This rank's micro-batches: each turn the ranks take consecutive slices of the stream,
+    in rank order, each as long as the batch its settings give it (Kafka's partitions, here
+    cut so that every turn covers the same events as in the worker at these settings)."""
+    shares = [settings.source.rank_batch(world, r) for r in range(world)]
+    offset = sum(shares[:rank])
+    return [rows[i + offset : i + offset + shares[rank]] for i in range(0, len(rows), sum(shares))]
+
+
+def as_rank(args: argparse.Namespace) -> None:
+    """One rank of a 2-rank run (started by ``ranked`` with torch's env:// variables and the
+    run's arguments)."""
     import torch
 
+    from streamlearn.app import rank_settings
     from streamlearn.worker.distributed.group import join_from_env
-    from streamlearn.worker.distributed.sync import Rounds
+    from streamlearn.worker.distributed.lockstep import Lockstep
 
-    rows = list(stream_rows(stream, events, seed))
+    rows = list(stream_rows(args.streams, args.events, args.seed))
     group = join_from_env(120.0)
     assert group is not None
-    preq = Prequential.from_settings(settings_for(rows, batch))
-    rounds = Rounds(group)
-    rounds.start(preq)
-    mine = batches(rows, batch)[group.rank :: group.world_size]
-    turns = len(batches(rows, batch)) // group.world_size + 1
+    base = settings_for(rows, args.batch, args.rank_batch, args.updates)
+    preq = Prequential.from_settings(rank_settings(base, group.world_size, group.rank))
+    lockstep = Lockstep(group, 0.1, base.features)  # the worker's turn, a drift on any rank too
+    lockstep.rounds.start(preq)
+    batcher = SimpleNamespace(poll_timeout_s=0.0)  # what the turn sets on the worker's batcher
+    mine = rank_slices(rows, base, group.world_size, group.rank)
     right = seen = 0
     start = time.perf_counter()
-    for i in range(turns):  # every rank the same number of rounds; a rank out of data is quiet
+    for part in mine:  # every rank the same number of rounds; a rank out of data is quiet
         before = len(preq.drifts)
-        if i < len(mine):
-            right += correct(preq, mine[i])
-            seen += len(mine[i])
-        rounds.turn(preq, drifted=len(preq.drifts) > before, stop=False, due=False,
-                    reassigned=False)  # fmt: skip
+        if part:
+            right += correct(preq, part)
+            seen += len(part)
+        lockstep.turn(preq, batcher, drifted=len(preq.drifts) > before, stop=False, due=False,
+                      reassigned=False)  # fmt: skip
     seconds = time.perf_counter() - start
     trainer = preq.learner.trainer
     payload = torch.zeros(trainer.flat.numel() + trainer.table.numel())
@@ -122,12 +149,12 @@ def as_rank(stream: str, events: int, batch: int, out: Path, seed: int) -> None:
     per_allreduce = (time.perf_counter() - grad_s) / 50
     result = {
         "rank": group.rank, "right": right, "seen": seen, "seconds": seconds,
-        "turns": turns, "collective_s": group.collective_s - 50 * per_allreduce,
+        "turns": len(mine), "collective_s": group.collective_s - 50 * per_allreduce,
         "collective_bytes": group.collective_bytes - 50 * payload.numel() * 4,
         "model_bytes": payload.numel() * 4, "grad_allreduce_s": per_allreduce,
         "updates": preq.learner.settings.updates, "drift_responses": len(preq.drifts),
     }  # fmt: skip
-    out.write_text(json.dumps(result))
+    args.rank_out.write_text(json.dumps(result))
     group.close()
 
 
@@ -137,7 +164,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ranked(stream: str, events: int, batch: int, seed: int, world: int = 2) -> list[dict[str, Any]]:
+def ranked(
+    stream: str, events: int, batch: int, seed: int, rank_batch: int | None = None,
+    updates: int | None = None, world: int = 2,
+) -> list[dict[str, Any]]:  # fmt: skip
     """Run ``world`` rank processes as torchrun would start them; their results."""
     port = str(free_port())
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,6 +180,8 @@ def ranked(stream: str, events: int, batch: int, seed: int, world: int = 2) -> l
                 sys.executable, __file__, "--as-rank", "--streams", stream, "--events",
                 str(events), "--batch", str(batch), "--seed", str(seed), "--rank-out", str(out),
             ]  # fmt: skip
+            for flag, value in (("--rank-batch", rank_batch), ("--updates", updates)):
+                command += [] if value is None else [flag, str(value)]
             procs.append(subprocess.Popen(command, env=env))
             outs.append(out)
         for proc in procs:
@@ -171,29 +203,41 @@ def projection(model_bytes: int, control_bytes: int, step_s: float) -> list[dict
     return rows
 
 
-def measure(stream: str, events: int, batch: int, seed: int) -> dict[str, Any]:
-    rows = list(stream_rows(stream, events, seed))
-    one = single(rows, batch)
-    gradient = single(rows, 2 * batch)  # the gradient all-reduce's accuracy (module docstring)
-    ranks = ranked(stream, events, batch, seed)
-    wall = max(r["seconds"] for r in ranks)
-    slots = settings_for(rows, batch).features.numeric_slots
-    control_bytes = 8 * (5 + 3 * slots)
+def summary(ranks: list[dict[str, Any]], events: int, turn_events: int) -> dict[str, Any]:
+    """One 2-rank run: accuracy over both ranks' rows, rank 0's time and bytes."""
     r0 = ranks[0]
     compute_per_turn = (r0["seconds"] - r0["collective_s"]) / r0["turns"]
+    return {
+        "accuracy": sum(r["right"] for r in ranks) / sum(r["seen"] for r in ranks),
+        "events_per_s": events / max(r["seconds"] for r in ranks),
+        "collective_share": r0["collective_s"] / r0["seconds"],
+        "collective_bytes_per_s": r0["collective_bytes"] / r0["seconds"],
+        "drift_responses": r0["drift_responses"],
+        "turns": r0["turns"], "turn_events": turn_events,
+        "compute_per_turn_s": compute_per_turn,
+        "composed_events_per_s": turn_events / (compute_per_turn + r0["grad_allreduce_s"]),
+    }  # fmt: skip
+
+
+def measure(stream: str, events: int, batch: int, seed: int) -> dict[str, Any]:
+    rows = list(stream_rows(stream, events, seed))
+    gradient = single(rows, 2 * batch)  # the gradient all-reduce's accuracy (module docstring)
+    shared = ranked(stream, events, batch, seed)  # the default: B shared out
+    per_rank = ranked(stream, events, batch, seed, rank_batch=batch)
+    per_rank_run = summary(per_rank, events, 2 * batch)
+    updates = 2 * settings_for(rows, batch).learner.updates  # the single worker's steps/event
+    more_updates = ranked(stream, events, batch, seed, rank_batch=batch, updates=updates)
+    slots = settings_for(rows, batch).features.numeric_slots
+    control_bytes = 8 * (5 + 3 * slots)
+    r0 = per_rank[0]
     t_model = r0["grad_allreduce_s"]  # one all-reduce of S bytes
+    compute_per_turn = per_rank_run["compute_per_turn_s"]
     return {
         "stream": stream, "events": events, "batch": batch, "seed": seed,
-        "one_rank": one,
-        "two_ranks_average": {
-            "accuracy": sum(r["right"] for r in ranks) / sum(r["seen"] for r in ranks),
-            "events_per_s": events / wall,
-            "collective_share": r0["collective_s"] / r0["seconds"],
-            "collective_bytes_per_s": r0["collective_bytes"] / r0["seconds"],
-            "per_turn_s": r0["seconds"] / r0["turns"],
-            "drift_responses": r0["drift_responses"],
-            "composed_events_per_s": 2 * batch / (compute_per_turn + t_model),
-        },
+        "one_rank": single(rows, batch),
+        "two_ranks_global_batch": summary(shared, events, batch),
+        "two_ranks_per_rank_batch": per_rank_run,
+        "two_ranks_per_rank_batch_more_updates": summary(more_updates, events, 2 * batch),
         "two_ranks_gradient": {
             "accuracy": gradient["accuracy"],
             "composed_events_per_s": 2 * batch / (compute_per_turn + r0["updates"] * t_model),
@@ -206,89 +250,36 @@ def measure(stream: str, events: int, batch: int, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def report(results: list[dict[str, Any]], machine: dict[str, Any]) -> str:
-    lines = [
-        "# Scale-out: one model on 1 rank and on 2 ranks (gloo, CPU)",
-        "",
-        f"Written by `benchmarks/scale_out.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
-        f"(streams' seed {results[0]['seed']}).",
-        f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs visible (shared with other "
-        f"work), torch {machine['torch']}, CUDA: {machine['cuda_available']}.",
-        "",
-        "| stream | run | accuracy | events/s measured | events/s composed | collectives: "
-        "share of time | bytes/s |",
-        "|:--|:--|--:|--:|--:|--:|--:|",
-    ]
-    for r in results:
-        avg, grad, one = r["two_ranks_average"], r["two_ranks_gradient"], r["one_rank"]
-        lines += [
-            f"| {r['stream']} | 1 rank | {one['accuracy']:.4f} | {one['events_per_s']:,.0f} | "
-            "– | – | – |",
-            f"| {r['stream']} | 2 ranks, model averaging | {avg['accuracy']:.4f} | "
-            f"{avg['events_per_s']:,.0f} | {avg['composed_events_per_s']:,.0f} | "
-            f"{avg['collective_share']:.0%} | {avg['collective_bytes_per_s'] / 1e6:,.1f} MB/s |",
-            f"| {r['stream']} | 2 ranks, gradient all-reduce (as batches of 2B) | "
-            f"{grad['accuracy']:.4f} | – | {grad['composed_events_per_s']:,.0f} | – | – |",
-        ]
-    r = results[0]
-    responses = ", ".join(
-        f"{x['stream']} {x['one_rank']['drift_responses']} (1 rank) / "
-        f"{x['two_ranks_average']['drift_responses']} (2 ranks)"
-        for x in results
-    )
-    lines += [
-        "",
-        f"Drift responses: {responses}.",
-        "",
-        "Measured: wall clock of the whole run. Composed: compute per batch + the model's "
-        "all-reduce, once per batch (averaging) or once per update (gradient); see the "
-        "module docstring. Collectives' share of time includes waiting for the other rank.",
-        "",
-        f"Bytes per round: model {r['model_bytes']:,} (dense parameters + embedding table, "
-        f"float32), control and statistics {r['control_bytes']:,}. A gradient all-reduce "
-        f"moves the model's bytes once per update ({r['two_ranks_gradient']['updates']} per "
-        "batch); averaging moves them once per batch.",
-        "",
-        "## Projection to GPU ranks",
-        "",
-        "Ring all-reduce per round, T = 2(N-1)/N * S/BW + 2(N-1)*alpha (Patarasuk & Yuan 2009; "
-        f"Thakur, Rabenseifner & Gropp 2005), S = {r['model_bytes'] + r['control_bytes']:,} "
-        f"bytes, alpha = {ALPHA_S * 1e6:g} us. Step time: this machine's measured compute per "
-        f"batch of one rank ({r['compute_per_turn_s'] * 1e3:.2f} ms on one CPU core, under this "
-        "machine's load); no GPU here, so a GPU step time was not measured.",
-        "",
-        "| ranks | link | collective per round | / step time |",
-        "|--:|--:|--:|--:|",
-    ]
-    for p in r["projection"]:
-        lines.append(
-            f"| {p['ranks']} | {p['link_gbps']} Gb/s | {p['collective_s'] * 1e3:.3f} ms | "
-            f"{p['ratio_to_step']:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", default="sea-drift,agrawal-drift")
     parser.add_argument("--events", type=int, default=20000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0, help="the streams' seed")
+    parser.add_argument("--batch", type=int, default=32, help="B: the one model's micro-batch")
+    parser.add_argument("--seeds", default="0,1,2", help="the streams' seeds, comma-separated")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--as-rank", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--rank-batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--updates", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rank-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.as_rank:
-        as_rank(args.streams, args.events, args.batch, args.rank_out, args.seed)
+        as_rank(args)
         return
-    results = [measure(s, args.events, args.batch, args.seed) for s in args.streams.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = [
+        measure(stream, args.events, args.batch, seed)
+        for stream in args.streams.split(",")
+        for seed in seeds
+    ]
     machine = machine_info()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale_out.json").write_text(
         json.dumps({"machine": machine, "alpha_s": ALPHA_S, "results": results}, indent=2)
     )
-    (args.out / "scale_out.md").write_text(report(results, machine))
-    print(report(results, machine))
+    text = report(results, machine, command_line(), ALPHA_S)
+    (args.out / "scale_out.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamlearn.errors import ConfigError, RegistryError
 from streamlearn.settings import Settings, env_var
@@ -38,6 +38,7 @@ __all__ = [
     "build_worker",
     "configure_logging",
     "join_ranks",
+    "rank_settings",
     "run_produce",
     "run_server",
     "run_worker",
@@ -385,20 +386,31 @@ def start_metrics_server(
     return server
 
 
-def _single_model_settings(settings: Settings, world: int) -> Settings:
-    """The settings a rank of ``world`` runs: the expert pool off when there are several
-    ranks (a switch decided on one rank would be averaged with the others' live models;
-    a collective switch is not built), with a WARNING saying so."""
-    if world <= 1 or not settings.experts.enabled:
+def rank_settings(settings: Settings, world: int, rank: int) -> Settings:
+    """The settings rank ``rank`` of ``world`` runs (``settings`` itself for a single worker):
+    its micro-batch is its share of the one model's (``source.rank_batch`` and decision 0029;
+    a ConfigError if some rank's share would be empty), and the expert pool is off (a switch
+    decided on one rank would be averaged with the others' live models; a collective switch
+    is not built), with a WARNING saying so."""
+    if world <= 1:
         return settings
-    logging.getLogger(__name__).warning(
-        "experts.enabled: the expert pool is off with %d ranks (a switch on one rank would be "
-        "averaged away by the others); set experts.enabled false to silence this",
-        world,
-    )
-    return settings.model_copy(
-        update={"experts": settings.experts.model_copy(update={"enabled": False})}
-    )
+    source = settings.source
+    batch = source.rank_batch(world, rank)
+    if batch < 1:
+        raise _startup_error(
+            "source.batch_size", f"{source.batch_size} events cannot be shared out over {world} "
+            "ranks", "raise source.batch_size to at least the number of ranks, or set "
+            "source.rank_batch_size (events per micro-batch on each rank)",
+        )  # fmt: skip
+    update: dict[str, Any] = {"source": source.model_copy(update={"batch_size": batch})}
+    if settings.experts.enabled:
+        logging.getLogger(__name__).warning(
+            "experts.enabled: the expert pool is off with %d ranks (a switch on one rank would "
+            "be averaged away by the others); set experts.enabled false to silence this",
+            world,
+        )
+        update["experts"] = settings.experts.model_copy(update={"enabled": False})
+    return settings.model_copy(update=update)
 
 
 def run_worker(settings: Settings) -> None:
@@ -422,7 +434,7 @@ def run_worker(settings: Settings) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # the rank label before the rendezvous
     rank = int(os.environ.get("RANK", "0")) if world > 1 else 0
     local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0) if world > 1 else 0
-    settings = _single_model_settings(settings, world)
+    settings = rank_settings(settings, world, rank)
     metrics = WorkerMetrics(registry, settings.metrics.smoothing, rank, max(world, 1))
     heartbeat = Heartbeat(settings.worker.liveness_timeout_s)
     # up before Kafka: scrapeable, and alive, through an outage at start-up

@@ -133,7 +133,10 @@ def _add_worker(commands: Any) -> None:
     _kafka_options(worker)
     worker.add_argument("--group", help="consumer group id (default: streamlearn)")
     worker.add_argument("--checkpoint-dir", type=Path, help="checkpoint directory")
-    worker.add_argument("--batch-size", type=int, help="events per micro-batch (default 32)")
+    worker.add_argument(
+        "--batch-size", type=int,
+        help="events per micro-batch (default 32); with several ranks, shared out over them",
+    )  # fmt: skip
     worker.add_argument(
         "--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)"
     )

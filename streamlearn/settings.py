@@ -93,13 +93,27 @@ class SourceSettings(_Section):
     n_events: int = Field(30_000, gt=0, description="events a synthetic stream yields")
     seed: int = 42
     path: Path | None = Field(None, description="JSONL file for kind=file")
-    batch_size: int = Field(32, gt=0, description="events per micro-batch")
+    batch_size: int = Field(
+        32, gt=0, description="events per micro-batch (scaled out: shared out over the ranks)"
+    )
+    rank_batch_size: int | None = Field(
+        None, gt=0, description="scaled out: events per micro-batch on each rank instead"
+    )
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> SourceSettings:
         if self.kind == "file" and self.path is None:
             raise ValueError("kind=file needs source.path")
         return self
+
+    def rank_batch(self, world: int, rank: int) -> int:
+        """Events per micro-batch on rank ``rank`` of ``world`` (decision 0029):
+        ``rank_batch_size`` if set, else the rank's share of ``batch_size``. The shares differ
+        by at most one and add up to ``batch_size``, so the averaged model takes one step per
+        ``batch_size`` events, as a single worker does. 0 if ``batch_size`` < ``world``."""
+        if self.rank_batch_size is not None:
+            return self.rank_batch_size
+        return self.batch_size // world + int(rank < self.batch_size % world)
 
 
 class FeatureSettings(_Section):

@@ -19,7 +19,8 @@ DESIGN.md "Error memory"):
 Where the learner's updates overlap (``learner.overlap``), :meth:`MemoryStage.refresh` leaves
 the re-encoding running on the learner's worker thread while the caller goes on with the next
 batch's features. The stage owns that work's handle and waits on it in one place, before it
-next reads or writes its ring (:meth:`MemoryStage._ring_ready`).
+next reads or writes its ring (:meth:`MemoryStage.ring_ready`); so does whoever changes the
+weights outside a step.
 """
 
 from __future__ import annotations
@@ -104,11 +105,13 @@ class MemoryStage:
     def __getstate__(self) -> dict[str, Any]:
         """Pickles and copies see the memory with its re-keying done (and no views: a pickle
         would copy them apart from the ring)."""
-        self._ring_ready()
+        self.ring_ready()
         return {**self.__dict__, "_full": None, "_rekeying": None}
 
-    def _ring_ready(self) -> None:
-        """Wait for a re-keying left running (it writes the ring's keys and base values)."""
+    def ring_ready(self) -> None:
+        """Wait for a re-keying left running (it reads the weights and writes the ring's keys
+        and base values): before the ring is touched, and before the weights are changed
+        other than by a step (a scaled-out worker's round)."""
         if self._rekeying is not None:
             self._rekeying.wait()
             self._rekeying = None
@@ -116,7 +119,7 @@ class MemoryStage:
     # -- scoring ----------------------------------------------------------------------------
     def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
         """The base prediction corrected by the memory (unchanged while it is empty)."""
-        self._ring_ready()
+        self.ring_ready()
         if len(self.memory) == 0:
             return base
         compensated, keys = self.memory.compensate_keyed(hidden, base)
@@ -140,7 +143,7 @@ class MemoryStage:
     ) -> None:
         """After a learned batch: apply the reset rule, store the rows. Re-keying reads the
         model: :meth:`refresh` once the batch's updates are done."""
-        self._ring_ready()
+        self.ring_ready()
         self.steps += 1
         if drifted:
             self.on_drift()
@@ -154,7 +157,7 @@ class MemoryStage:
     def on_drift(self) -> None:
         """A drift was detected: clear the memory (``reset_on_drift``), re-key every step for
         ``rekey_after_drift`` steps."""
-        self._ring_ready()
+        self.ring_ready()
         self.since_drift = 0
         if self.settings.reset_on_drift:
             self.memory.reset()
@@ -166,7 +169,7 @@ class MemoryStage:
         returned before it next touches its ring; a caller reading the ring directly waits
         on it first."""
         if self._ring is not None and self._rekey_due():
-            self._ring_ready()
+            self.ring_ready()
             pending = self._rekey(self.learner.begin_forward_seen_into)
             self._rekeying = None if pending is None or pending.done else pending
         return self._rekeying or Pending(None, None)
@@ -179,7 +182,7 @@ class MemoryStage:
 
     def rekey(self) -> None:
         """Re-encode every stored input with the current model: fresh keys and base values."""
-        self._ring_ready()
+        self.ring_ready()
         self._rekey(self.learner.forward_seen_into)
 
     def _rekey(self, forward: Callable[..., Pending[None] | None]) -> Pending[None] | None:
@@ -208,7 +211,7 @@ class MemoryStage:
         exported one) the stored inputs are re-encoded by it, so a replica serving that model
         retrieves in its own hidden space. Needs the top-k store's kept inputs; the live
         memory is not changed."""
-        self._ring_ready()
+        self.ring_ready()
         state = self.memory.state_dict()
         ring = self._ring
         if model is None or ring is None or ring.filled == 0:
@@ -222,7 +225,7 @@ class MemoryStage:
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Plain arrays and scalars: the memory, the inputs kept for re-keying, counters."""
-        self._ring_ready()
+        self.ring_ready()
         state = {
             "memory": self.memory.state_dict(),
             "steps": self.steps,
@@ -236,7 +239,7 @@ class MemoryStage:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._ring_ready()
+        self.ring_ready()
         self.memory.load_state_dict(state["memory"])
         self.steps = int(state["steps"])
         self.since_drift = int(state["since_drift"])

@@ -83,7 +83,10 @@ class Rounds:
         return outcome
 
     def _average(self, preq: Prequential, weight: float) -> None:
-        """Every rank's weights, weighted by the rows it learned this turn (weights sum to 1)."""
+        """Every rank's weights, weighted by the rows it learned this turn (weights sum to 1),
+        once no re-keying of the error memory still reads them."""
+        if preq.memory is not None:
+            preq.memory.ring_ready()
         trainer = preq.learner.trainer
         table = trainer.table
         flat = torch.cat([trainer.flat, table.reshape(-1)]) * weight

@@ -57,7 +57,7 @@ def runs(task, **learner):
 
 def assert_same_state(a, b):
     for run in (a, b):
-        run.memory._ring_ready()  # the last re-key may still run on the worker thread
+        run.memory.ring_ready()  # the last re-key may still run on the worker thread
     for name, value in a.learner.state_dict()["model"].items():
         assert torch.equal(b.learner.state_dict()["model"][name], value), name
     for name, value in a.learner.trainer.state_dict().items():

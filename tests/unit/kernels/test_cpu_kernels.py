@@ -527,7 +527,7 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
             outcomes[1].prediction, outcomes[0].prediction, rtol=1e-3, atol=1e-4
         )
     for run in runs:
-        run.memory._ring_ready()  # the last re-key may still run on the worker thread
+        run.memory.ring_ready()  # the last re-key may still run on the worker thread
     rings = [run.memory.memory.storage for run in runs]
     assert runs[1].memory.rekeys == 12 and rings[1].filled == 48
     torch.testing.assert_close(rings[1].keys, rings[0].keys, rtol=1e-3, atol=1e-4)

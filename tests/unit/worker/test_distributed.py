@@ -94,6 +94,37 @@ def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows
         np.testing.assert_allclose(p.encoder.m2, alone.encoder.m2, rtol=1e-9)
 
 
+def test_a_round_waits_for_the_memorys_re_keying_before_it_averages_the_weights():
+    """A re-keying left running on the learner's thread reads the weights: the round must not
+    write them under it (the single worker's next step is queued behind it instead)."""
+    shared = {"barrier": threading.Barrier(2), "slots": [None, None]}
+    preqs = [Prequential.from_settings(load_settings(**SETTINGS)) for _ in range(2)]
+    batches = [rows(1, 24), rows(2, 8)]
+    waited: dict[int, torch.Tensor] = {}
+
+    def rank(r: int) -> None:
+        preq, stage = preqs[r], preqs[r].memory
+        assert stage is not None  # the error memory is on by default
+        trainer = preq.learner.trainer
+        rounds = Rounds(SummingGroup(shared, r))  # type: ignore[arg-type]
+        rounds.start(preq)
+        preq.process(*batches[r])
+        shared[f"learned{r}"] = trainer.flat.clone()
+        # from here on, a wait records the weights it saw
+        stage.ring_ready = lambda: waited.setdefault(r, trainer.flat.clone())  # type: ignore[method-assign]
+        rounds.turn(preq, drifted=False, stop=False, due=False, reassigned=False)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(waited) == [0, 1]  # the round waited on both ranks,
+    for r in range(2):  # with the rank's own weights still in place
+        assert torch.equal(waited[r], shared[f"learned{r}"])
+    assert not torch.equal(preqs[0].learner.trainer.flat, shared["learned0"])  # then averaged
+
+
 def test_the_cut_takes_each_partitions_furthest_offset_all_waiting_labels_and_summed_counters():
     def part(
         offsets: list[list[Any]], waiting: list[list[Any]], seen: int, home: int
