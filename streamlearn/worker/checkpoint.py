@@ -125,10 +125,19 @@ class CheckpointStore:
 
     def save(self, state: Mapping[str, Any]) -> Path:
         """Write the next checkpoint atomically and drop the ones beyond ``keep``."""
-        payload = to_plain({"format": FORMAT, "created": time.time(), **state})
+        return self.write(self.encode(state))
+
+    @staticmethod
+    def encode(state: Mapping[str, Any]) -> bytes:
+        """A checkpoint's bytes: a copy of ``state`` as it is now (the first half of
+        :meth:`save`; the state may change as soon as this returns)."""
         buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        data = buffer.getvalue()
+        torch.save(to_plain({"format": FORMAT, "created": time.time(), **state}), buffer)
+        return buffer.getvalue()
+
+    def write(self, data: bytes) -> Path:
+        """The second half of :meth:`save`: ``data`` (from :meth:`encode`) as the next
+        checkpoint, durable when this returns; one write at a time per store (any thread)."""
         seq = self._next_seq
         final = self.directory / f"ckpt-{seq:010d}-{hashlib.sha256(data).hexdigest()[:16]}.pt"
         tmp = self.directory / f".ckpt-{seq:010d}.tmp"

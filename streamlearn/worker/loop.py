@@ -153,8 +153,9 @@ class Worker:
             self.shutdown()
 
     def step(self) -> None:
-        """One turn: a batch if one is due (else idle work), a broker probe if one is due, then
-        a checkpoint if due; then a heartbeat (``/livez``)."""
+        """One turn: a batch if one is due (else idle work), a broker probe if one is due, the
+        commit of a checkpoint written meanwhile, then a checkpoint if due; then a heartbeat
+        (``/livez``)."""
         batch, drifts = self.batcher.next(), len(self.preq.drifts)
         if batch:
             with self._lock:
@@ -162,6 +163,7 @@ class Worker:
         else:
             self.idle()
         self._probe()
+        self.checkpoints.written(self.owned)
         due = self.checkpoints.due()
         if self.lockstep is not None:  # every rank, every turn: one model, one decision
             due = self.lockstep.turn(
@@ -369,8 +371,7 @@ class Worker:
             self._moved()
             dropped = self.batcher.drop(partitions)
             self.assignment.remove(partitions)
-            if self.checkpoints.dirty:
-                self.checkpoints.save_for_handover(self._state, self.positions)
+            self.checkpoints.save_for_handover(self._state, self.positions)
         log.info("revoked %s (%d buffered records dropped)", list(partitions), dropped)
         saved = self.checkpoints.saved
         return {tp: saved[tp] for tp in partitions if tp in saved}

@@ -245,6 +245,7 @@ def test_checkpoints_and_restores_produce_the_checkpoint_families(tmp_path):
     before = time.time()
     worker, reg = _worker(s, FakeReader(log))
     _drive(worker, 80)
+    worker.checkpoints.written(worker.owned, wait=True)  # the newest file, written on a thread
     assert worker.store.saved >= 2
     assert _value(reg, W + "checkpoint_duration_seconds_count") == worker.store.saved
     newest = worker.store.checkpoints()[-1][1]
