@@ -144,9 +144,11 @@ def report(
         "",
         "µs per event (share of the timed span) in the median run: the client's `poll` (fetch "
         "waits, building records), `split` (decode, validate, label check), `Prequential` "
-        "(encode, score, learn, drift, error memory), the batch's metrics, checkpoints (settle, "
-        f"save, commit: one every {settings.checkpoint.every_batches} batches) and the rest of "
-        "the loop (batching, offsets, dead letters and predictions). The worker also looks up "
+        "(score, learn, drift, error memory), the batch's metrics, checkpoints (one every "
+        f"{settings.checkpoint.every_batches} batches: settle, then the state's bytes; the file "
+        "is written and fsynced on a thread of its own meanwhile) and the rest of the loop "
+        "(the decoded rows into the batch's feature columns, batching, offsets, dead letters, "
+        "predictions, the commit once a checkpoint's file is durable). The worker also looks up "
         f"the consumer lag every {lag_interval:g} s (`metrics.lag_interval_s`), a round trip "
         "to the broker on the loop's thread; a timed span lasts well under that, so the lookup "
         "is kept out of it and timed apart (last column: one lookup, and its share of the "
@@ -193,9 +195,10 @@ def report(
         "events here), metrics and, on a 2-core machine, the broker and the client's threads "
         "competing with the learner (which runs its updates on a second thread) for the cores. "
         "kafka-python parses every record in Python on the thread that calls `poll` (its "
-        "consume row above); a thread of its own would not take that off the learner, since "
-        "both hold the GIL, so confluent-kafka (`kafka.client: confluent`) is the throughput "
-        "client. Publishing one prediction message per event costs kafka-python most (its "
+        "consume row above); on a thread of its own that parsing would still hold the GIL the "
+        "loop needs, overlapping only the learner's compiled step (which releases it), so "
+        "confluent-kafka (`kafka.client: confluent`) is the throughput client. Publishing one "
+        "prediction message per event costs kafka-python most (its "
         "`send` is pure Python, ~50 µs a message); confluent-kafka's C producer costs a "
         "fraction of that.",
     ]
