@@ -233,12 +233,28 @@ def through_kafka(settings: Settings, n: int) -> tuple[float, int, float, dict[s
     return seconds, worker.preq.seen - first, start - assigned, stages.seconds | {"lag": lag_s}
 
 
-def median_rate(measure: Callable[[], tuple[Any, ...]], repeats: int) -> dict[str, Any]:
-    """The median events/s of ``repeats`` runs; a third figure per run is the first-batch wait,
-    a fourth the seconds per stage (the run with the median rate's)."""
-    runs = [measure() for _ in range(repeats)]
+def in_rounds(paths: dict[str, Callable[[], tuple[Any, ...]]], repeats: int) -> dict[str, list]:
+    """``repeats`` rounds, each running every path once, in turn: a path's ratio to the
+    from-memory rate then compares runs a few minutes apart at most (on a shared machine the
+    load drifts, and the learner's speed with it)."""
+    runs: dict[str, list[tuple[Any, ...]]] = {key: [] for key in paths}
+    for round_ in range(repeats):
+        for key, measure in paths.items():
+            print(f"round {round_ + 1}/{repeats}: {key} ...", file=sys.stderr)
+            runs[key].append(measure())
+    return runs
+
+
+def summary(runs: list[tuple[Any, ...]], memory: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """A path's median events/s, and the median of its runs' ratios to the from-memory run of
+    the same round; a third figure per run is the first-batch wait, a fourth the seconds per
+    stage (the run with the median rate's)."""
     rates = [run[1] / run[0] for run in runs]
-    result = {"events_per_s": statistics.median(rates), "runs": rates, "events": runs[0][1]}
+    ratios = [rate / (m[1] / m[0]) for rate, m in zip(rates, memory, strict=True)]
+    result = {
+        "events_per_s": statistics.median(rates), "runs": rates, "events": runs[0][1],
+        "ratio": statistics.median(ratios), "ratios": ratios,
+    }  # fmt: skip
     if len(runs[0]) > 2:
         result["first_batch_s"] = [run[2] for run in runs]
         median_run = runs[rates.index(statistics.median_low(rates))]
@@ -346,7 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--events", type=int, default=51_200, help="a multiple of the batch size (51200)"
     )
     parser.add_argument("--stream", default="agrawal-drift")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per path (median kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds, each running every path once (medians)"
+    )
     parser.add_argument(
         "--clients", default="kafka-python,confluent", help="comma-separated Kafka clients"
     )
@@ -365,25 +383,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         load_topic(bootstrap, topic, messages)
         base = load_settings()
-        results: dict[str, dict[str, Any]] = {}
-        results["memory"] = median_rate(lambda: from_memory(base, values, False), args.repeats)
-        results["memory-predecoded"] = median_rate(
-            lambda: from_memory(base, values, True), args.repeats
-        )
-        stdlib = median_rate(lambda: from_memory_stdlib(base, values), args.repeats)
+        paths: dict[str, Callable[[], tuple[Any, ...]]] = {
+            "memory": lambda: from_memory(base, values, False),
+            "memory-predecoded": lambda: from_memory(base, values, True),
+            "stdlib": lambda: from_memory_stdlib(base, values),
+        }
         with tempfile.TemporaryDirectory() as tmp:
             for client in args.clients.split(","):
                 for output in (None, "predictions"):
-                    key = client + ("+output" if output else "")
-                    print(f"measuring {key} ...", file=sys.stderr)
-                    results[key] = median_rate(
+                    paths[client + ("+output" if output else "")] = (
                         lambda c=client, o=output: through_kafka(
                             settings_for(bootstrap, topic, c, o and f"{topic}-{o}",
                                          Path(tmp) / uuid.uuid4().hex),
                             args.events,
-                        ),
-                        args.repeats,
+                        )
                     )  # fmt: skip
+            runs = in_rounds(paths, args.repeats)
+        results = {key: summary(r, runs["memory"]) for key, r in runs.items() if key != "stdlib"}
+        stdlib = summary(runs["stdlib"], runs["memory"])
         print("measuring the decode ceiling ...", file=sys.stderr)
         ceiling = decode_ceiling(bootstrap, topic, values, base, args.repeats)
     finally:

@@ -63,27 +63,30 @@ def to_plain(obj: Any) -> Any:
 
 
 def rng_state() -> dict[str, Any]:
-    """The process-wide generators (torch, CUDA, numpy, random) as plain values."""
+    """The process-wide generators (torch, CUDA, numpy, random) as plain values; the two
+    Mersenne Twister states (625 words each) as int64 tensors, not lists: a list costs the
+    checkpoint's pickler a Python call per word."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np.asarray(keys, dtype=np.int64).tolist(), pos, has_gauss, cached],
-        "python": [version, list(internal), gauss_next],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss_next],
     }
 
 
 def restore_rng(state: Mapping[str, Any]) -> None:
-    """Undo :func:`rng_state`; CUDA states only where the same number of devices exists."""
+    """Undo :func:`rng_state` (also of checkpoints that hold the words as lists); CUDA states
+    only where the same number of devices exists."""
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    np.random.set_state(("MT19937", np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
+    random.setstate((version, tuple(np.asarray(internal).tolist()), gauss_next))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +128,19 @@ class CheckpointStore:
 
     def save(self, state: Mapping[str, Any]) -> Path:
         """Write the next checkpoint atomically and drop the ones beyond ``keep``."""
-        payload = to_plain({"format": FORMAT, "created": time.time(), **state})
+        return self.write(self.encode(state))
+
+    @staticmethod
+    def encode(state: Mapping[str, Any]) -> bytes:
+        """A checkpoint's bytes: a copy of ``state`` as it is now (the first half of
+        :meth:`save`; the state may change as soon as this returns)."""
         buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        data = buffer.getvalue()
+        torch.save(to_plain({"format": FORMAT, "created": time.time(), **state}), buffer)
+        return buffer.getvalue()
+
+    def write(self, data: bytes) -> Path:
+        """The second half of :meth:`save`: ``data`` (from :meth:`encode`) as the next
+        checkpoint, durable when this returns; one write at a time per store (any thread)."""
         seq = self._next_seq
         final = self.directory / f"ckpt-{seq:010d}-{hashlib.sha256(data).hexdigest()[:16]}.pt"
         tmp = self.directory / f".ckpt-{seq:010d}.tmp"

@@ -9,15 +9,22 @@ says so, at shutdown, and before partitions are given up:
    and the batches since the last checkpoint are learned again after the restart (never lost,
    never twice);
 2. **save** — the whole state (the chain, the RNG, the next offset of every partition, late
-   labels, counters) as one atomic file (:class:`~streamlearn.worker.checkpoint.CheckpointStore`);
-3. **commit** — the saved offsets of the partitions still assigned go to the consumer group.
-   They only show lag: a restart seeks to the checkpoint's offsets, never to the group's. So a
-   commit is never waited for: skipped while the broker is down, bounded by the shutdown
-   deadline, and a failed one waits for the next checkpoint.
+   labels, counters) as one atomic file (:class:`~streamlearn.worker.checkpoint.CheckpointStore`).
+   Its bytes are taken on the loop's thread; writing them (digest, fsync, rename, fsync of the
+   directory: mostly waiting for the disk) runs on a thread of its own while the loop learns on
+   (:meth:`Checkpoint.written` sees it end). One write at a time: the next checkpoint, a
+   revocation and shutdown wait for the one in flight; its error (OSError) is raised on the
+   loop's thread, as a failed save always was;
+3. **commit** — once the file is durable, the saved offsets of the partitions still assigned go
+   to the consumer group. They only show lag: a restart seeks to the checkpoint's offsets, never
+   to the group's. So a commit is never waited for: skipped while the broker is down, bounded by
+   the shutdown deadline, and a failed one waits for the next checkpoint.
 
 So a checkpoint never moves past a record whose outputs are not safely in Kafka, and group
-commits follow checkpoints, never lead them. On a revocation the reader commits what
-:meth:`Checkpoint.save_for_handover` saved (steps 1 and 2 here, 3 by the client).
+commits follow durable checkpoints, never lead them (``saved`` changes only then). A crash
+while a file is written is a crash before that checkpoint: the previous one is restored. On a
+revocation the reader commits what :meth:`Checkpoint.save_for_handover` saved (steps 1 and 2
+here, written before it returns; 3 by the client).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from streamlearn.errors import KafkaUnavailable
@@ -69,6 +78,9 @@ class Checkpoint:
         self._since_save = 0
         self._saved_at = clock()
         self._deadline: float | None = None  # set once the worker stops
+        # the file being written (its path and when it was durable), its offsets, its start
+        self._writing: tuple[Future[tuple[Path, float]], Offsets, float] | None = None
+        self._finishing = threading.Lock()
 
     def stopping(self) -> None:
         """The worker stops: from now on every wait of the commit sequence (the final one, and a
@@ -105,19 +117,46 @@ class Checkpoint:
         *,
         final: bool = False,
     ) -> bool:
-        """The commit sequence: settle, save (holding ``lock``), commit the owned partitions'
-        offsets; False when settling gave up (``final``: at the shutdown deadline)."""
+        """The commit sequence: settle, save (holding ``lock`` while the state is copied), and
+        once the file is durable commit the owned partitions' offsets (at once with ``final``,
+        else when :meth:`written` sees the write end); False when settling gave up (``final``:
+        at the shutdown deadline)."""
+        self.written(owned, wait=True)  # the previous one's offsets first
         if not self._settle(final):
             return False
         with lock:
-            self._save(snapshot, offsets)
-        self.commit_offsets(owned)
+            self._save(snapshot, offsets, wait=False)
+        if final:
+            self.written(owned, wait=True)
+        return True
+
+    def written(self, owned: set[TopicPartition], *, wait: bool = False) -> None:
+        """If the checkpoint being written is durable (``wait``: once it is), its offsets become
+        the saved ones and those of ``owned`` are committed; its write's error is raised here.
+        The loop calls this every turn."""
+        if self._finish(wait):
+            self.commit_offsets(owned)
+
+    def _finish(self, wait: bool) -> bool:
+        """Whether a write in flight just ended (after waiting for it with ``wait``); once per
+        write, whichever thread asks (a revocation may come on a client's thread)."""
+        with self._finishing:
+            if self._writing is None or not (wait or self._writing[0].done()):
+                return False
+            written, offsets, start = self._writing
+            self._writing = None
+            path, end = written.result()  # raises the write's error
+            self.saved = dict(offsets)
+        self.metrics.observe_checkpoint(end - start, path)
+        log.debug("checkpoint %s", path.name)
         return True
 
     def save_for_handover(self, snapshot: Callable[[], dict[str, Any]], offsets: Offsets) -> None:
-        """Settle and save before partitions are given up (their client commits); not once the
-        shutdown deadline has passed (the final checkpoint gave up settling already)."""
-        if self.remaining_s() > 0 and self._settle(final=True):
+        """Before partitions are given up (their client commits ``saved``): the write in flight
+        finished, then, if something was learned since, settle and save; not once the shutdown
+        deadline has passed (the final checkpoint gave up settling already)."""
+        self._finish(wait=True)
+        if self.dirty and self.remaining_s() > 0 and self._settle(final=True):
             self._save(snapshot, offsets)
 
     def commit_offsets(self, owned: set[TopicPartition]) -> None:
@@ -126,6 +165,7 @@ class Checkpoint:
         Not tried while the broker is known to be down, and given only the time left before the
         shutdown deadline (else the client's request timeout): a commit that cannot be made in
         time is skipped with a log line, never waited for."""
+        self._finish(wait=True)  # the newest checkpoint's offsets, never an older one's
         offsets = {tp: o for tp, o in self.saved.items() if tp in owned}
         if not offsets:
             return
@@ -178,12 +218,30 @@ class Checkpoint:
                 return False
             self._stop.wait(0.0 if self._stop.is_set() else delay)
 
-    def _save(self, snapshot: Callable[[], dict[str, Any]], offsets: Offsets) -> None:
+    def _save(
+        self, snapshot: Callable[[], dict[str, Any]], offsets: Offsets, *, wait: bool = True
+    ) -> None:
+        """Step 2: the state copied now (after the write in flight, if any, ended), its file
+        written on a thread of its own; with ``wait``, durable and ``saved`` when this returns."""
+        self._finish(wait=True)
         start = time.perf_counter()
-        path = self.store.save(snapshot())
-        self.saved = dict(offsets)
+        data = self.store.encode(snapshot())
         self.dirty = False
         self._since_save = 0
         self._saved_at = self._clock()
-        self.metrics.observe_checkpoint(time.perf_counter() - start, path)
-        log.debug("checkpoint %s", path.name)
+        written: Future[tuple[Path, float]] = Future()
+        self._writing = (written, dict(offsets), start)
+        threading.Thread(
+            target=_run, args=(written, self.store.write, data), name="streamlearn-checkpoint",
+            daemon=True,
+        ).start()  # fmt: skip
+        if wait:
+            self._finish(wait=True)
+
+
+def _run(future: Future[tuple[Path, float]], write: Callable[[bytes], Path], data: bytes) -> None:
+    """``write(data)`` on this thread, its outcome (the path, and when) in ``future``."""
+    try:
+        future.set_result((write(data), time.perf_counter()))
+    except BaseException as exc:  # raised on the loop's thread by Checkpoint.written
+        future.set_exception(exc)

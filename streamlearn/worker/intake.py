@@ -19,7 +19,7 @@ import numpy as np
 from streamlearn.core.prequential import Prequential
 from streamlearn.events import Label, Rejection, RejectionReason, decode
 from streamlearn.worker.decode import Decoded
-from streamlearn.worker.kafka.client import Record
+from streamlearn.worker.kafka.client import KafkaWriter, Record
 from streamlearn.worker.late_labels import LateLabel, decode_label
 
 _ENCODE_ASCII = json.encoder.encode_basestring_ascii  # C-accelerated, as json.dumps uses
@@ -30,6 +30,8 @@ __all__ = [
     "dead_letter_headers",
     "label_check",
     "prediction_messages",
+    "send_dead_letters",
+    "send_predictions",
     "split",
 ]
 
@@ -104,6 +106,36 @@ def dead_letter_headers(record: Record, rejection: Rejection) -> list[tuple[str,
         ("dlq.partition", str(record.partition).encode()),
         ("dlq.offset", str(record.offset).encode()),
     ]
+
+
+def send_dead_letters(
+    writer: KafkaWriter, topic: str | None, intake: Intake, counts: dict[str, int]
+) -> None:
+    """Each rejection counted by reason in ``counts``, and dead-lettered to ``topic`` (if one
+    is set) with its original bytes, key and headers."""
+    for record, rejection in intake.rejected:
+        counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+        if topic is not None:
+            headers = dead_letter_headers(record, rejection)
+            writer.send(topic, record.value or b"", record.key, headers)
+
+
+def send_predictions(
+    writer: KafkaWriter,
+    topic: str,
+    intake: Intake,
+    prediction: np.ndarray,
+    classes: Sequence[Hashable],
+    step: int,
+) -> int:
+    """One prediction message per event of the batch to ``topic``, keyed by the event's key
+    (else its id); the number sent. ``prediction``'s first rows are the events' (late-labelled
+    rows may follow)."""
+    ids = [event.id for _, event in intake.events]
+    messages = prediction_messages(ids, prediction[: len(ids)], classes, step)
+    for (record, event), message in zip(intake.events, messages, strict=True):
+        writer.send(topic, message, record.key or event.id.encode())
+    return len(ids)
 
 
 def prediction_messages(

@@ -27,6 +27,7 @@ from streamlearn.errors import CheckpointError, KafkaUnavailable
 from streamlearn.events import FeatureValue, Label
 from streamlearn.metrics.worker import WorkerMetrics
 from streamlearn.settings import Settings
+from streamlearn.worker.assignment import Assignment
 from streamlearn.worker.backoff import Backoff, BrokerHealth
 from streamlearn.worker.batching import Batcher
 from streamlearn.worker.checkpoint import CheckpointStore, restore_rng, rng_state
@@ -35,9 +36,9 @@ from streamlearn.worker.decode import EventDecoder
 from streamlearn.worker.health import Heartbeat
 from streamlearn.worker.intake import (
     Intake,
-    dead_letter_headers,
     label_check,
-    prediction_messages,
+    send_dead_letters,
+    send_predictions,
     split,
 )
 from streamlearn.worker.kafka.client import KafkaReader, KafkaWriter, Record, TopicPartition
@@ -99,7 +100,6 @@ class Worker:
         k, w = settings.kafka, settings.worker
         self.topics = [k.topic] + ([k.labels_topic] if k.labels_topic else [])
         self.positions: dict[TopicPartition, int] = {}  # next offset after what was learned
-        self.owned: set[TopicPartition] = set()  # partitions assigned to us right now
         self.stats = WorkerStats()
         self.join = LabelJoin(
             (w.label_cache_size, w.label_ttl_s), (w.early_label_cache_size, w.early_label_ttl_s)
@@ -117,15 +117,18 @@ class Worker:
         self.metrics = metrics or WorkerMetrics(CollectorRegistry(), settings.metrics.smoothing)
         self.metrics.watch_broker(lambda: self.health.up)
         self.heartbeat = heartbeat or Heartbeat(w.liveness_timeout_s, clock)
-        self._unassigned_since: float | None = None  # no partition assigned since then
-        self._unassigned_warn_at = 0.0
-        self._assignment_changed()  # none yet
+        self.assignment = Assignment(self.topics, settings, self.metrics, self.heartbeat, clock)
         self.lockstep = lockstep
         self.reassigned = False  # partitions moved after the ranks' start (lockstep only)
         self.checkpoints = (Checkpoint if lockstep is None else lockstep.checkpoint)(
             store, reader, writer, (settings.checkpoint, w), self.health, self.metrics,
             self._stop, clock,
         )  # fmt: skip
+
+    @property
+    def owned(self) -> set[TopicPartition]:
+        """The partitions assigned to this worker right now."""
+        return self.assignment.owned
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, checkpoint, commit and return (signal-safe)."""
@@ -150,8 +153,9 @@ class Worker:
             self.shutdown()
 
     def step(self) -> None:
-        """One turn: a batch if one is due (else idle work), a broker probe if one is due, then
-        a checkpoint if due; then a heartbeat (``/livez``)."""
+        """One turn: a batch if one is due (else idle work), a broker probe if one is due, the
+        commit of a checkpoint written meanwhile, then a checkpoint if due; then a heartbeat
+        (``/livez``)."""
         batch, drifts = self.batcher.next(), len(self.preq.drifts)
         if batch:
             with self._lock:
@@ -159,6 +163,7 @@ class Worker:
         else:
             self.idle()
         self._probe()
+        self.checkpoints.written(self.owned)
         due = self.checkpoints.due()
         if self.lockstep is not None:  # every rank, every turn: one model, one decision
             due = self.lockstep.turn(
@@ -179,20 +184,23 @@ class Worker:
         into the encoder's slots (``process_encoded``); otherwise, and when a batch holds an
         event with a new feature, one dict per event (``process``): the same model either way.
         """
-        start = time.perf_counter()
-        labels_topic = self.settings.kafka.labels_topic
-        decode = self.decoder.event if labels_topic else self.decoder.rows(self.preq.encoder)
+        start, k = time.perf_counter(), self.settings.kafka
+        decode = self.decoder.event if k.labels_topic else self.decoder.rows(self.preq.encoder)
         intake = split(
-            batch, labels_topic, self.settings.worker.max_event_bytes, self._check, decode
+            batch, k.labels_topic, self.settings.worker.max_event_bytes, self._check, decode
         )
-        self._dead_letter(intake)
+        send_dead_letters(self.writer, k.dead_letter_topic, intake, self.stats.rejected)
         xs, ys = self._rows(intake)
         outcome = None
         if ys:
             step = self.preq.learner.steps
             learn = self.preq.process if isinstance(xs, list) else self.preq.process_encoded
             outcome = learn(xs, ys)  # score → drift → learn → error memory
-            self._publish(intake, outcome.prediction, step)
+            if k.output_topic is not None:
+                classes, prediction = self.preq.classes(), outcome.prediction
+                self.stats.published += send_predictions(
+                    self.writer, k.output_topic, intake, prediction, classes, step
+                )
         moved = {(r.topic, r.partition): r.offset + 1 for r in batch}  # each one's last record
         self.positions.update(moved)
         self.stats.batches += 1
@@ -206,7 +214,7 @@ class Worker:
         """No batch due: expire late-label entries, warn without partitions, log progress."""
         self.join.expire()
         self.metrics.observe_label_join(self.join)
-        self._warn_unassigned()
+        self.assignment.warn_if_none()
         now, w = self._clock(), self.settings.worker
         if now >= self._next_log:
             self._next_log = now + w.log_every_s
@@ -250,22 +258,6 @@ class Worker:
             self.health.ok()
             self._next_probe = self._clock() + w.idle_probe_s
 
-    def _warn_unassigned(self) -> None:
-        """A WARNING once no partition has been assigned for ``worker.no_partitions_warn_s``,
-        then at most every ``log_every_s`` while that lasts: such a worker learns nothing."""
-        now = self._clock()
-        if self._unassigned_since is None or now < self._unassigned_warn_at:
-            return
-        self._unassigned_warn_at = now + self.settings.worker.log_every_s
-        group = self.settings.kafka.group_id
-        log.warning(
-            "no partition assigned for %.0f s: group %r has more consumers than partitions in "
-            "%s, or it is stuck rebalancing; this worker learns nothing meanwhile. Check the "
-            "partition count and the members (kafka-consumer-groups.sh --describe --group %s "
-            "--members); run at most as many workers as partitions",
-            now - self._unassigned_since, group, " and ".join(self.topics), group,
-        )  # fmt: skip
-
     # -- stages -----------------------------------------------------------------------------
     def _poll(self, timeout_s: float, max_records: int) -> list[Record]:
         try:
@@ -274,14 +266,6 @@ class Worker:
             self._stop.wait(self.health.failed("poll", exc))
             return []
         return records
-
-    def _dead_letter(self, intake: Intake) -> None:
-        topic = self.settings.kafka.dead_letter_topic
-        for record, rejection in intake.rejected:
-            self.stats.rejected[rejection.reason] = self.stats.rejected.get(rejection.reason, 0) + 1
-            if topic is not None:
-                headers = dead_letter_headers(record, rejection)
-                self.writer.send(topic, record.value or b"", record.key, headers)
 
     def _rows(
         self, intake: Intake
@@ -306,16 +290,6 @@ class Worker:
                 self.stats.late_learned += 1
         self.metrics.observe_label_join(self.join)
         return xs, ys
-
-    def _publish(self, intake: Intake, prediction: Any, step: int) -> None:
-        topic = self.settings.kafka.output_topic
-        if topic is None:
-            return
-        ids = [event.id for _, event in intake.events]
-        messages = prediction_messages(ids, prediction[: len(ids)], self.preq.classes(), step)
-        for (record, event), message in zip(intake.events, messages, strict=True):
-            self.writer.send(topic, message, record.key or event.id.encode())
-        self.stats.published += len(ids)
 
     # -- checkpoints and commits ------------------------------------------------------------
     def checkpoint(self, final: bool = False) -> bool:
@@ -386,8 +360,7 @@ class Worker:
     # -- RebalanceHandler -------------------------------------------------------------------
     def assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
         self._moved()
-        self.owned |= set(partitions)
-        self._assignment_changed()
+        self.assignment.add(partitions)
         starts = {tp: self.positions[tp] for tp in partitions if tp in self.positions}
         log.info("assigned %s; from checkpoint: %s", list(partitions), starts or "none")
         return starts
@@ -397,10 +370,8 @@ class Worker:
         with self._lock:
             self._moved()
             dropped = self.batcher.drop(partitions)
-            self.owned -= set(partitions)
-            self._assignment_changed()
-            if self.checkpoints.dirty:
-                self.checkpoints.save_for_handover(self._state, self.positions)
+            self.assignment.remove(partitions)
+            self.checkpoints.save_for_handover(self._state, self.positions)
         log.info("revoked %s (%d buffered records dropped)", list(partitions), dropped)
         saved = self.checkpoints.saved
         return {tp: saved[tp] for tp in partitions if tp in saved}
@@ -409,17 +380,6 @@ class Worker:
         """A rank's partitions moving once the ranks learn: the group must restart (Lockstep)."""
         if self.lockstep is not None and self.lockstep.fenced and not self.lockstep.stopped:
             self.reassigned = True
-
-    def _assignment_changed(self) -> None:
-        """The assigned-partitions gauge; when none is left, the no-partitions clock starts
-        (it keeps running through rebalances that assign nothing)."""
-        self.metrics.observe_assignment(self.topics, self.owned)
-        self.heartbeat.partitions = len(self.owned)
-        if self.owned:
-            self._unassigned_since = None
-        elif self._unassigned_since is None:
-            self._unassigned_since = self._clock()
-            self._unassigned_warn_at = self._clock() + self.settings.worker.no_partitions_warn_s
 
     def log_progress(self) -> None:
         s = self.stats

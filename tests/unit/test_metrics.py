@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from prometheus_client import CollectorRegistry, generate_latest
@@ -27,7 +28,7 @@ from streamlearn.app import (
     start_metrics_server,
 )
 from streamlearn.cli import _kafka_overrides, _parser
-from streamlearn.core.prequential import Prequential
+from streamlearn.core.prequential import BatchOutcome, Prequential
 from streamlearn.errors import RegistryError
 from streamlearn.export.memory import encode_memory
 from streamlearn.metrics.serve import ServeMetrics
@@ -36,7 +37,7 @@ from streamlearn.registry.filesystem import FilesystemRegistry
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.checkpoint import CheckpointStore
 from streamlearn.worker.health import Heartbeat
-from streamlearn.worker.loop import Worker
+from streamlearn.worker.loop import Worker, WorkerStats
 
 W = "streamlearn_worker_"
 S = "streamlearn_serve_"
@@ -144,6 +145,26 @@ def test_regression_reports_the_mean_absolute_error(tmp_path):
     assert _value(reg, W + "prequential_accuracy") is None
 
 
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_smoothed_scores_average_the_learned_rows_and_the_loss_its_finite_values(task):
+    """The first batch's loss is the mean over learned rows with a finite loss; the score is
+    over learned rows (an unlearned row's NaN and a learned row's inf are left out)."""
+    s = load_settings(learner={"task": task})
+    metrics = WorkerMetrics(CollectorRegistry(), s.metrics.smoothing)
+    learned = np.array([True, False, True, True])
+    if task == "regression":
+        prediction, target = np.array([1.0, 9.0, 2.0, 4.0]), np.array([1.5, 2.0, 1.0])
+        name, expected = "prequential_mae", (0.5 + 0.0 + 3.0) / 3
+    else:
+        prediction = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+        target, name, expected = np.array([0, 1, 1]), "prequential_accuracy", 2 / 3
+    loss = np.array([0.5, np.nan, np.inf, 1.5])
+    outcome = BatchOutcome(prediction, loss, learned, [], target)
+    metrics.observe_batch(4, 0.01, Prequential.from_settings(s), WorkerStats(), outcome, {})
+    assert _value(metrics.registry, W + "prequential_loss") == pytest.approx(1.0)
+    assert _value(metrics.registry, W + name) == pytest.approx(expected)
+
+
 def test_nonfinite_steps_drifts_late_labels_and_predictions_are_counted(tmp_path):
     flip = [json.loads(event(i)) | {"y": 1 - json.loads(event(i))["y"]} for i in range(400, 800)]
     values = [event(i) for i in range(400)] + [json.dumps(e).encode() for e in flip]
@@ -211,6 +232,11 @@ def test_consumer_lag_per_partition_is_clamped_and_follows_the_assignment(tmp_pa
     reader.log = {}  # and nothing assigned again
     worker.step()  # nothing owned any more: the partitions' series are gone
     assert _value(reg, W + "consumer_lag_messages", topic=TOPIC, partition="0") is None
+    reader.log, reader.end_offset_error = log, 0  # assigned again: the series come back
+    _drive(worker, worker.preq.seen + 8)
+    labels = {"topic": TOPIC, "partition": "0"}
+    assert _value(reg, W + "consumer_offset", **labels) == worker.positions[(TOPIC, 0)]
+    assert _value(reg, W + "consumer_lag_messages", **labels) == 100 - worker.positions[(TOPIC, 0)]
 
 
 def test_checkpoints_and_restores_produce_the_checkpoint_families(tmp_path):
@@ -219,6 +245,7 @@ def test_checkpoints_and_restores_produce_the_checkpoint_families(tmp_path):
     before = time.time()
     worker, reg = _worker(s, FakeReader(log))
     _drive(worker, 80)
+    worker.checkpoints.written(worker.owned, wait=True)  # the newest file, written on a thread
     assert worker.store.saved >= 2
     assert _value(reg, W + "checkpoint_duration_seconds_count") == worker.store.saved
     newest = worker.store.checkpoints()[-1][1]

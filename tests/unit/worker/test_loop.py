@@ -6,9 +6,11 @@ restarted worker continues bit for bit, commits never lead checkpoints, a revoke
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 import torch
 from worker_support import TOPIC, FakeReader, FakeWriter, event
 
@@ -94,6 +96,68 @@ def test_revoke_checkpoints_and_drops_buffered_records(tmp_path: Path):
     assert len(worker.batcher) == 0
     drive(worker, 100)  # re-assigned: continues from 8, nothing skipped or doubled
     assert worker.preq.seen == 100
+
+
+class HeldStore(CheckpointStore):
+    """A store whose file writes (on the checkpoint's own thread) wait for ``release``, then
+    fail with OSError when ``fails``."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.release = threading.Event()
+        self.fails = False
+
+    def write(self, data: bytes) -> Path:
+        assert self.release.wait(10)
+        if self.fails:
+            raise OSError("disk full")
+        return super().write(data)
+
+
+def held(tmp_path: Path, reader: FakeReader, seen: int = 48) -> tuple[Worker, HeldStore]:
+    """A worker over a HeldStore that has learned ``seen`` events (40 or more): the checkpoint
+    of the first 40 (every 5 batches of 8) is being written."""
+    s = settings(tmp_path)
+    store = HeldStore(tmp_path)
+    worker = Worker(s, Prequential.from_settings(s), reader, FakeWriter(), store)
+    drive(worker, seen)
+    assert worker.positions == {(TOPIC, 0): seen}
+    return worker, store
+
+
+def test_offsets_are_committed_only_once_the_checkpoint_file_is_durable(tmp_path: Path):
+    reader = FakeReader({(TOPIC, 0): [event(i) for i in range(100)]}, max_per_poll=8)
+    worker, store = held(tmp_path, reader)
+    assert reader.commits == [] and worker.checkpoints.saved == {} and not store.checkpoints()
+    store.release.set()
+    worker.checkpoints.written(worker.owned, wait=True)
+    assert reader.commits == [{(TOPIC, 0): 40}] and worker.checkpoints.saved == {(TOPIC, 0): 40}
+    assert len(store.checkpoints()) == 1
+    assert store.load_latest().state["offsets"] == [[TOPIC, 0, 40]]
+
+
+@pytest.mark.parametrize("seen", [40, 48])
+def test_a_revocation_waits_for_the_file_in_flight_then_checkpoints_what_followed(
+    tmp_path: Path, seen: int
+):
+    reader = FakeReader({(TOPIC, 0): [event(i) for i in range(100)]}, max_per_poll=8)
+    _, store = held(tmp_path, reader, seen)
+    threading.Timer(0.2, store.release.set).start()
+    assert reader.revoke_all() == {(TOPIC, 0): seen}  # never what preceded the file in flight
+    assert store.saved == (1 if seen == 40 else 2)
+
+
+def test_a_failed_checkpoint_write_is_raised_by_the_loop_and_nothing_is_committed(
+    tmp_path: Path,
+):
+    reader = FakeReader({(TOPIC, 0): [event(i) for i in range(100)]}, max_per_poll=8)
+    worker, store = held(tmp_path, reader)
+    store.fails = True
+    store.release.set()
+    with pytest.raises(OSError, match="disk full"):
+        for _ in range(100):  # at the latest, the next checkpoint waits for this one
+            worker.step()
+    assert reader.commits == [] and worker.checkpoints.saved == {}
 
 
 def test_bad_messages_are_dead_lettered_and_unacknowledged_ones_block_the_checkpoint(

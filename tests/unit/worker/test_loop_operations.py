@@ -191,6 +191,7 @@ def test_reachable_again_only_after_a_probe_answers(
     reader.log[P0] += [event(i) for i in range(40, 120)]
     probes = reader.probes
     run_until(down_at + 20)
+    worker.checkpoints.written(worker.owned, wait=True)  # the newest file, written on a thread
     assert worker.positions == {P0: 120} and worker.store.saved > 0
     assert reader.probes > probes + 3  # probed at each back-off delay, batches or not
     assert not messages(caplog, "reachable again") and not worker.health.up
@@ -234,6 +235,7 @@ def test_the_final_commit_gets_the_time_left_or_is_skipped_in_an_outage(
     worker, _ = build(tmp_path, reader, worker={"shutdown_timeout_s": 5})
     while worker.positions != {P0: 44}:
         worker.step()
+    worker.checkpoints.written(worker.owned, wait=True)  # the periodic one's file and commit
     if down:
         reader.down = True
         worker.health.failed("probe", "no answer")
