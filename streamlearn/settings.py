@@ -239,6 +239,24 @@ class MemorySettings(_Section):
         20, ge=0, description="top-k: steps after a drift that re-encode the stored keys"
     )
     rekey_every: int = Field(3, ge=0, description="top-k: re-encode every N steps (0 = never)")
+    gate: bool = Field(
+        True,
+        description="weigh the compensation against the base prediction by their recent "
+        "hits (regression: absolute errors) with exponential weights: applied while it wins",
+    )
+    gate_eta: float = Field(2.0, gt=0, description="gate: learning rate of the weights")
+    gate_horizon: int = Field(
+        1000, ge=1, description="gate: labelled events its evidence spans (discount 1 − 1/N)"
+    )
+    gate_limit_for: float = Field(
+        3.0, gt=0, description="gate: most evidence kept for the compensation (net losses to off)"
+    )
+    gate_limit_against: float = Field(
+        20.0, gt=0, description="gate: most evidence kept against it (net wins to back on)"
+    )
+    gate_prior: float = Field(
+        1.0, description="gate: evidence at the start and after a detected drift (> 0: on)"
+    )
 
 
 class ExpertSettings(_Section):

@@ -85,6 +85,12 @@ class ServeMetrics:
             "When the memory in use was pushed (0 = none)",
             across="livemin",
         )
+        self.memory_weight = m.gauge(
+            "memory_weight",
+            "Share of the error memory's compensation applied: the worker's gate weight in the "
+            "memory in use (0 = none)",
+            across="livemin",
+        )
 
     def exposition(self) -> bytes:
         """The text format of ``/metrics``: this process's registry, or, with several server
@@ -134,10 +140,12 @@ class ServeMetrics:
         if fetching:
             self._swaps["fetch_failed"].inc()
 
-    def observe_memory(self, pushed_unix: float) -> None:
-        """An error-memory snapshot (pushed at ``pushed_unix``) is in use now."""
+    def observe_memory(self, pushed_unix: float, weight: float) -> None:
+        """An error-memory snapshot (pushed at ``pushed_unix``, applied at ``weight``) is in
+        use now."""
         self.memory_updates.inc()
         self.memory_pushed_unix.set(pushed_unix)
+        self.memory_weight.set(weight)
 
     def observe_memory_refused(self, reason: str) -> None:
         """An error-memory snapshot was refused."""

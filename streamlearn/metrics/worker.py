@@ -161,6 +161,11 @@ class WorkerMetrics:
         self.memory_capacity = m.gauge(
             "error_memory_capacity_rows", "Error memory capacity (top-k ring; 0 = off or LSH)"
         )
+        self.memory_weight = m.gauge(
+            "error_memory_weight",
+            "Share of the error memory's compensation in predictions: the gate's weight "
+            "(1 = full, 0 = off or none)",
+        )
         self.experts = m.gauge("expert_pool_size", "Past models in the expert pool (0 = off)")
         self.expert_switches = m.counter(
             "expert_switches", "Switches of the live model to a past model from the pool"
@@ -265,6 +270,7 @@ class WorkerMetrics:
         self.memory_rows.set(0 if memory is None else len(memory.memory))
         topk = memory is not None and memory.settings.kind == "topk"
         self.memory_capacity.set(memory.settings.size if memory is not None and topk else 0)
+        self.memory_weight.set(0.0 if memory is None else memory.weight)
         self.experts.set(0 if preq.experts is None else len(preq.experts))
         if outcome is not None:
             self._smooth(outcome, preq.regression)

@@ -236,7 +236,7 @@ class ServingRuntime:
                 log.error("refused error-memory snapshot: %s", exc)
                 return False
             self.state = Served(self.state.bundle, snapshot)
-            self.metrics.observe_memory(snapshot.pushed_unix)
+            self.metrics.observe_memory(snapshot.pushed_unix, snapshot.error_memory.weight)
             return True
 
     def reload(self) -> int | None:

@@ -110,6 +110,7 @@ def test_batches_produce_the_event_learning_and_state_families(tmp_path):
     assert preq.memory is not None  # on by default
     assert _value(reg, W + "error_memory_rows") == len(preq.memory.memory) > 0
     assert _value(reg, W + "error_memory_capacity_rows") == preq.memory.settings.size
+    assert _value(reg, W + "error_memory_weight") == preq.memory.weight
     assert 0.0 < _value(reg, W + "prequential_loss") < 5.0
     assert 0.0 <= _value(reg, W + "prequential_accuracy") <= 1.0
     assert _value(reg, W + "broker_up") == 1.0
@@ -370,6 +371,7 @@ def test_server_requests_swaps_refusals_and_compensation(tmp_path):
     assert _value(metrics, S + "predicted_rows_total", compensated="true") == 2
     assert _value(metrics, S + "memory_updates_total") == 1
     assert _value(metrics, S + "memory_pushed_timestamp_seconds") > 0
+    assert _value(metrics, S + "memory_weight") == preq.memory.weight
     assert _value(metrics, S + "build_info", version="0.1.0") == 1
 
     registry.publish(export(trained("binary", n=300)))

@@ -9,6 +9,8 @@ or one SimHash bucket per table of the LSH sketch — then applies :func:`compen
     y_err = γ·(ȳ − ŷ_base) + (1 − γ)·(ȳ − ȳ_base)
     ŷ     = ŷ_base + λ·y_err          (class probabilities clamped to [0, 1], renormalised)
 
+and serves ``(1 − w)·ŷ_base + w·ŷ`` with the weight ``w`` the worker's
+:class:`~streamlearn.core.memory.gate.CompensationGate` learned (:func:`gated`).
 Results equal the worker's memory on the same state to float32 rounding (tested).
 """
 
@@ -20,7 +22,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["FrozenMemory", "LSHLookup", "Lookup", "TopKLookup", "compensated", "unit_keys"]
+__all__ = [
+    "FrozenMemory",
+    "LSHLookup",
+    "Lookup",
+    "TopKLookup",
+    "compensated",
+    "gated",
+    "unit_keys",
+]
 
 Read = tuple[np.ndarray, np.ndarray | None]  # ([ȳ ‖ ȳ_base] [B, 2W], found [B] or None: all)
 
@@ -60,6 +70,17 @@ def compensated(
         out = np.clip(out, 0.0, 1.0)
         out /= np.maximum(out.sum(axis=1, keepdims=True), np.float32(1e-12))
     return out
+
+
+def gated(base: np.ndarray, compensated: np.ndarray, weight: float) -> np.ndarray:
+    """(1 − ``weight``)·``base`` + ``weight``·``compensated`` (float32): the compensation's
+    share the gate gives it; either prediction itself at a weight of 0 or 1."""
+    if weight >= 1.0:
+        return compensated
+    if weight <= 0.0:
+        return base
+    w = np.float32(weight)
+    return ((np.float32(1.0) - w) * base + w * compensated).astype(np.float32, copy=False)
 
 
 class Lookup(Protocol):
@@ -175,12 +196,14 @@ class LSHLookup:
 
 @dataclass(frozen=True, eq=False)
 class FrozenMemory:
-    """A read-only error memory: compensates base predictions, never learns."""
+    """A read-only error memory: compensates base predictions, never learns; ``weight``: the
+    compensation's share (the worker's gate weight when pushed)."""
 
     lookup: Lookup
     lam: float
     gamma: float
     regression: bool
+    weight: float = 1.0
 
     @classmethod
     def from_state(
@@ -192,7 +215,8 @@ class FrozenMemory:
         regression: bool,
     ) -> FrozenMemory:
         """From ErrorMemory.state_dict() arrays and its settings (``kind``, ``lam``,
-        ``gamma``, ``tau``, ``k``, ``tables``, ``bits``); ValueError when they do not fit."""
+        ``gamma``, ``tau``, ``k``, ``tables``, ``bits``); ValueError when they do not fit.
+        ``state["weight"]``: the gate's weight (1 where the state has none: no gate)."""
         w, tau = 1 if regression else width, float(config["tau"])
         if state["kind"] != config["kind"]:
             raise ValueError(f"memory state is for kind={state['kind']!r}, not {config['kind']!r}")
@@ -204,7 +228,10 @@ class FrozenMemory:
             lookup = LSHLookup.from_state(state, hidden_dim, w, tables, bits, tau)
         else:
             raise ValueError(f"unknown memory kind {config['kind']!r} (lsh | topk)")
-        return cls(lookup, float(config["lam"]), float(config["gamma"]), regression)
+        weight = float(state.get("weight", 1.0))
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"memory state: weight {weight} is outside [0, 1]")
+        return cls(lookup, float(config["lam"]), float(config["gamma"]), regression, weight)
 
     def __len__(self) -> int:
         return len(self.lookup)
@@ -212,9 +239,10 @@ class FrozenMemory:
     def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
         """ŷ for hidden rows [B, H] and base predictions [B, W] (regression: [B])."""
         rows = np.asarray(base, dtype=np.float32).reshape(len(hidden), -1)
-        if len(self.lookup) == 0 or self.lam == 0.0:
+        if len(self.lookup) == 0 or self.lam == 0.0 or self.weight == 0.0:
             out = rows.copy()
         else:
             read = self.lookup.read(unit_keys(hidden))
-            out = compensated(rows, read, self.lam, self.gamma, self.regression)
+            full = compensated(rows, read, self.lam, self.gamma, self.regression)
+            out = gated(rows, full, self.weight)
         return out[:, 0] if self.regression else out

@@ -3,7 +3,10 @@
 Per labelled micro-batch: the learner's base prediction (made before it learns) is compensated
 by :class:`~streamlearn.core.memory.error_memory.ErrorMemory`, then the memory stores
 (hidden, y, base prediction). Score-only rows are compensated the same way. The drift
-detector keeps watching the *base* model's loss.
+detector keeps watching the *base* model's loss. With ``gate`` on, what is served is
+``(1 − w)·base + w·compensated``, ``w`` the
+:class:`~streamlearn.core.memory.gate.CompensationGate`'s weight, learned from the labelled
+rows' losses under both predictions before the memory stores them.
 
 Keys are the model's hidden representation, which moves as the model trains, fastest right
 after a drift, when the LR is re-warmed. The rule (measured in benchmarks/error_memory.py, see
@@ -32,7 +35,9 @@ import numpy as np
 import torch
 
 from streamlearn.core.learner import OnlineLearner
+from streamlearn.core.memory.compensation import gated
 from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
+from streamlearn.core.memory.gate import CompensationGate
 from streamlearn.core.model import TabularNet
 from streamlearn.core.pending import Pending
 from streamlearn.kernels.torch_memory import unit_rows
@@ -65,7 +70,16 @@ class MemoryStage:
             self._cat = torch.zeros(
                 (store.size, features.categorical_slots), dtype=torch.long, device=learner.device
             )
-        self._keys: tuple[np.ndarray, torch.Tensor] | None = None
+        self.gate: CompensationGate | None = None
+        if settings.gate:
+            self.gate = CompensationGate(
+                1.0 - 1.0 / settings.gate_horizon,
+                settings.gate_eta,
+                (-settings.gate_limit_against, settings.gate_limit_for),
+                settings.gate_prior,
+            )
+        # the last compensated rows: (hidden, unit keys, full compensation), for store()
+        self._keys: tuple[np.ndarray, torch.Tensor, np.ndarray] | None = None
         self._full: tuple[torch.Tensor, ...] | None = None  # views of the full ring's slots
         self._rekeying: Pending[None] | None = None  # a re-keying left on the worker thread
         self.steps = 0
@@ -108,6 +122,11 @@ class MemoryStage:
         self.ring_ready()
         return {**self.__dict__, "_full": None, "_rekeying": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Pickles of releases before the gate compensate in full, as they did."""
+        state.setdefault("gate", None)
+        self.__dict__.update(state)
+
     def ring_ready(self) -> None:
         """Wait for a re-keying left running (it reads the weights and writes the ring's keys
         and base values): before the ring is touched, and before the weights are changed
@@ -116,15 +135,21 @@ class MemoryStage:
             self._rekeying.wait()
             self._rekeying = None
 
+    @property
+    def weight(self) -> float:
+        """The compensation's share in what is served (1 without a gate)."""
+        return 1.0 if self.gate is None else self.gate.weight
+
     # -- scoring ----------------------------------------------------------------------------
     def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """The base prediction corrected by the memory (unchanged while it is empty)."""
+        """The base prediction corrected by the memory, in the gate's share (unchanged while
+        the memory is empty)."""
         self.ring_ready()
         if len(self.memory) == 0:
             return base
         compensated, keys = self.memory.compensate_keyed(hidden, base)
-        self._keys = (hidden, keys)  # normalised once for store()
-        return compensated
+        self._keys = (hidden, keys, compensated)  # keys normalised once for store()
+        return gated(base, compensated, self.weight)
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Score-only rows: base prediction and hidden from the learner, then compensation."""
@@ -141,24 +166,31 @@ class MemoryStage:
         base: np.ndarray,
         drifted: bool,
     ) -> None:
-        """After a learned batch: apply the reset rule, store the rows. Re-keying reads the
+        """After a learned batch: the gate learns from the rows' losses with and without the
+        compensation, then the reset rule, then the rows are stored. Re-keying reads the
         model: :meth:`refresh` once the batch's updates are done."""
         self.ring_ready()
         self.steps += 1
+        keys = None
+        if self._keys is not None and self._keys[0] is hidden:  # these rows were compensated
+            keys = self._keys[1]
+            if self.gate is not None:
+                self.gate.update(target, base, self._keys[2])
+        self._keys = None
         if drifted:
             self.on_drift()
         elif self.since_drift >= 0:
             self.since_drift += 1
-        keys = self._keys[1] if self._keys is not None and self._keys[0] is hidden else None
-        self._keys = None
         mirror = None if self._ring is None else (self._num, self._cat, num, cat)
         self.memory.update(hidden, target, base, keys, mirror)
 
     def on_drift(self) -> None:
         """A drift was detected: clear the memory (``reset_on_drift``), re-key every step for
-        ``rekey_after_drift`` steps."""
+        ``rekey_after_drift`` steps, restart the gate's evidence."""
         self.ring_ready()
         self.since_drift = 0
+        if self.gate is not None:
+            self.gate.on_drift()
         if self.settings.reset_on_drift:
             self.memory.reset()
             self.resets += 1
@@ -210,9 +242,9 @@ class MemoryStage:
         """The memory's state and whether it was re-keyed: with ``model`` (e.g. the last
         exported one) the stored inputs are re-encoded by it, so a replica serving that model
         retrieves in its own hidden space. Needs the top-k store's kept inputs; the live
-        memory is not changed."""
+        memory is not changed. ``weight``: the gate's, which a replica applies too."""
         self.ring_ready()
-        state = self.memory.state_dict()
+        state = {**self.memory.state_dict(), "weight": self.weight}
         ring = self._ring
         if model is None or ring is None or ring.filled == 0:
             return state, False
@@ -232,6 +264,8 @@ class MemoryStage:
             "since_drift": self.since_drift,
             "model_step": self.learner.steps,  # the learner step the keys belong to
         }
+        if self.gate is not None:
+            state["gate"] = self.gate.state_dict()
         if self._ring is not None:
             order = self._ring.order()
             state["num"] = self._num[order].cpu().numpy()
@@ -243,6 +277,8 @@ class MemoryStage:
         self.memory.load_state_dict(state["memory"])
         self.steps = int(state["steps"])
         self.since_drift = int(state["since_drift"])
+        if self.gate is not None and "gate" in state:
+            self.gate.load_state_dict(state["gate"])
         if self._ring is not None and "num" in state:
             n = self._ring.filled  # the ring was rewritten oldest-first from slot 0
             self._num[:n] = torch.as_tensor(np.asarray(state["num"]), dtype=torch.float32)[-n:]

@@ -339,7 +339,7 @@ def test_score_only_rows_are_compensated():
     feats = preq.encoder.encode_columns(cols)
     z = preq.encoder.standardize(feats.num)
     base, hidden = preq.learner.predict_hidden(z, feats.cat)
-    want = preq.memory.memory.compensate(hidden, base)  # scored before anything is learned
+    want = preq.memory.compensate(hidden, base)  # scored before anything is learned, gated
     assert not np.allclose(want, base)
     np.testing.assert_allclose(preq.predict_columns(cols), want, rtol=1e-5, atol=1e-6)
     mixed = preq.process_columns(cols, [ys[0], None, ys[2], None])
@@ -410,7 +410,8 @@ def test_stage_state_round_trips():
     for _ in range(5):
         a.process_columns(*columns(rng, 16))
     state = a.memory.state_dict()
-    assert all(plain(v) for k, v in state.items() if k != "memory")
+    assert all(plain(v) for k, v in state.items() if k not in ("memory", "gate"))
+    assert all(plain(v) for v in state["gate"].values())
     b = Prequential.from_settings(settings({"enabled": True, "size": 40}))
     b.learner.load_state_dict(a.learner.state_dict())
     b.memory.load_state_dict(state)

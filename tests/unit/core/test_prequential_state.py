@@ -47,6 +47,8 @@ def test_restored_chain_continues_bit_for_bit(memory: bool):
     restored = make(memory)
     restored.load_state_dict(through_disk(original.state_dict()))
     assert restored.seen == original.seen and restored.classes() == original.classes()
+    if memory:  # the gate's evidence and weight come back exactly (they shape predictions)
+        assert restored.memory.gate.state_dict() == original.memory.gate.state_dict()
     for xs, ys in second:
         a, b = original.process(xs, ys), restored.process(xs, ys)
         np.testing.assert_array_equal(a.prediction, b.prediction)

@@ -17,10 +17,10 @@ from streamlearn.export.memory import decode_memory, encode_memory
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_serving_compensation_equals_the_learner(kind, task):
     # fast start off: its extra early steps leave this tiny model (binary) with a third of the
-    # stored rows on one unit key, and top-k implementations break such ties differently
-    preq = trained(
-        task, n=800, memory={"enabled": True, "kind": kind, "size": 128}, learner={"fast_start": 0}
-    )
+    # stored rows on one unit key, and top-k implementations break such ties differently;
+    # the gate off: the whole compensation (the gate's share: the test after this one)
+    memory = {"enabled": True, "kind": kind, "size": 128, "gate": False}
+    preq = trained(task, n=800, memory=memory, learner={"fast_start": 0})
     assert preq.memory is not None and len(preq.memory.memory) > 0
     snapshot = decode_memory(encode_memory(preq.memory, model_version=7))
     assert snapshot.model_version == 7
@@ -33,6 +33,32 @@ def test_serving_compensation_equals_the_learner(kind, task):
     serving = snapshot.error_memory.compensate(hidden, base)
     assert np.abs(learner - base).max() > 1e-3  # the memory does change predictions
     np.testing.assert_allclose(serving, learner, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_serving_applies_the_gate_weight_of_the_learner(weight):
+    """The served compensation is the one in use: the gate's share travels in the snapshot."""
+    preq = trained("multiclass", n=600, memory={"enabled": True}, learner={"fast_start": 0})
+    stage = preq.memory
+    stage.gate.weight = weight  # as if learned: compensation reads only the weight
+    snapshot = decode_memory(encode_memory(stage, model_version=3))
+    assert snapshot.error_memory.weight == weight
+    rows, _ = make_rows(40, 5, "multiclass")
+    feats = preq.encoder.encode(rows)
+    base, hidden = preq.learner.predict_hidden(preq.encoder.standardize(feats.num), feats.cat)
+    learner = stage.compensate(hidden, base)
+    full = stage.memory.compensate(hidden, base)
+    np.testing.assert_allclose(learner, (1 - weight) * base + weight * full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        snapshot.error_memory.compensate(hidden, base), learner, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_snapshot_without_a_weight_compensates_in_full():
+    """Snapshots pushed before the gate carry no weight: they applied the whole compensation."""
+    preq = trained("binary", n=300, memory={"enabled": True, "gate": False})
+    snapshot = decode_memory(encode_memory(preq.memory, None))
+    assert snapshot.error_memory.weight == 1.0
 
 
 @pytest.mark.parametrize(
