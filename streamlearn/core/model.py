@@ -20,9 +20,10 @@ _MASKED = -1e9
 # high-cardinality feature are seen a handful of times, too few for Adam steps of size lr to
 # move a row far from where it starts: rows started at N(0, 1) stay random inputs that the
 # first layer cannot tell apart from signal. Rows started near zero add (almost) nothing until
-# their category has been learned, as a one-hot linear model's zero-initialised weights
-# (docs/decisions/0031-small-embedding-init.md; benchmarks/results/sparse_categorical.md).
-EMBEDDING_INIT_SCALE = 0.01
+# their category has been learned, as a one-hot linear model's zero-initialised weights.
+# Not smaller: rows of frequent categories then start too small to be read at once, and a
+# low-cardinality stream starts slower (docs/decisions/0031-small-embedding-init.md).
+EMBEDDING_INIT_SCALE = 0.1
 
 
 class TabularNet(nn.Module):
