@@ -13,9 +13,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["TabularNet"]
+__all__ = ["EMBEDDING_INIT_SCALE", "TabularNet"]
 
 _MASKED = -1e9
+# Scale of the embedding rows' initial values (nn.Embedding draws N(0, 1)). Most buckets of a
+# high-cardinality feature are seen a handful of times, too few for Adam steps of size lr to
+# move a row far from where it starts: rows started at N(0, 1) stay random inputs that the
+# first layer cannot tell apart from signal. Rows started near zero add (almost) nothing until
+# their category has been learned, as a one-hot linear model's zero-initialised weights.
+# Not smaller: rows of frequent categories then start too small to be read at once, and a
+# low-cardinality stream starts slower (docs/decisions/0031-small-embedding-init.md).
+EMBEDDING_INIT_SCALE = 0.1
 
 
 class TabularNet(nn.Module):
@@ -37,6 +45,8 @@ class TabularNet(nn.Module):
         self.categorical_slots = categorical_slots
         # Sparse gradients: a step touches only the buckets in its batch (lazy Adam updates them).
         self.embedding = nn.Embedding(hash_buckets, embedding_dim, padding_idx=0, sparse=True)
+        with torch.no_grad():  # scaled, not redrawn: the seed's random stream stays the same
+            self.embedding.weight.mul_(EMBEDDING_INIT_SCALE)
         layers: list[nn.Module] = []
         width = numeric_slots + categorical_slots * embedding_dim
         for size in hidden:

@@ -1,6 +1,7 @@
 import torch
+from torch import nn
 
-from streamlearn.core.model import TabularNet
+from streamlearn.core.model import EMBEDDING_INIT_SCALE, TabularNet
 
 
 def make(regression=False, n_outputs=5, hidden=(16, 8)):
@@ -90,3 +91,25 @@ def test_embeddings_feed_the_output():
     a, _ = net(num, cat)
     b, _ = net(num, cat2)
     assert not torch.allclose(a, b)
+
+
+def test_embedding_rows_start_small():
+    """Rare buckets barely move under Adam: rows must start small, not nn.Embedding's N(0, 1)."""
+    torch.manual_seed(0)
+    net = TabularNet(3, 2, 4096, 8, (16,), 2)
+    rows = net.embedding.weight[1:]
+    std = float(rows.std())
+    assert 0.8 * EMBEDDING_INIT_SCALE < std < 1.2 * EMBEDDING_INIT_SCALE
+    assert EMBEDDING_INIT_SCALE <= 0.1
+    assert (net.embedding.weight[0] == 0).all()  # padding stays exactly zero
+
+
+def test_embedding_scaling_draws_nothing_from_the_seed():
+    """Numeric-only runs stay bit for bit what they were: the dense layers get the same draws
+    as when the embedding kept N(0, 1)."""
+    net = make()
+    torch.manual_seed(0)
+    plain = nn.Embedding(32, 4, padding_idx=0)
+    first = nn.Linear(3 + 2 * 4, 16)
+    torch.testing.assert_close(net.embedding.weight, plain.weight * EMBEDDING_INIT_SCALE)
+    torch.testing.assert_close(net.body[0].weight, first.weight, rtol=0, atol=0)
