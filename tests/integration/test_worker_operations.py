@@ -234,9 +234,17 @@ def test_sigterm_as_the_broker_goes_skips_the_final_commit_in_time(
     send(bootstrap, topic, [event(i) for i in range(n)])
     worker = WorkerProcess(config)
     deadline = time.monotonic() + 60
-    while seen(newest_state(tmp_path / "ckpt")) < n:
-        assert worker.proc.poll() is None and time.monotonic() < deadline, worker.text()
-        time.sleep(0.05)
+    group = yaml.safe_load(config.read_text())["kafka"]["group_id"]
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    try:  # the checkpoint's commit is made once its file is durable: cut after both
+        while (
+            seen(newest_state(tmp_path / "ckpt")) < n
+            or consumer.committed(TopicPartition(topic, 0)) != n
+        ):
+            assert worker.proc.poll() is None and time.monotonic() < deadline, worker.text()
+            time.sleep(0.05)
+    finally:
+        consumer.close()
     proxy.cut()
     start = time.monotonic()
     code = worker.terminate(timeout_s=60)
