@@ -287,16 +287,22 @@ def add_skip_option(p: argparse.ArgumentParser, skippable: Sequence[str]) -> Non
     )
 
 
-def stream_parser(
-    prog: str, doc: str, streams: Sequence[str], default_streams: Sequence[str]
-) -> argparse.ArgumentParser:
-    """An argument parser with the options every stream benchmark shares."""
-    p = argparse.ArgumentParser(
+def doc_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose --help is the script's docstring: its first paragraph as the
+    description, the rest (layout kept) as the epilog."""
+    return argparse.ArgumentParser(
         prog=prog,
         description=doc.split("\n\n")[0],
         epilog=doc.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def stream_parser(
+    prog: str, doc: str, streams: Sequence[str], default_streams: Sequence[str]
+) -> argparse.ArgumentParser:
+    """An argument parser with the options every stream benchmark shares."""
+    p = doc_parser(prog, doc)
     p.add_argument("--events", type=int, default=30_000, help="events per stream (default 30000)")
     p.add_argument("--seed", type=int, default=42, help="stream and model seed (default 42)")
     p.add_argument(

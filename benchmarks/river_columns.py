@@ -48,6 +48,7 @@ import pandas as pd
 from peers.river_peers import RIVER_PEERS
 from report import (
     command_line,
+    doc_parser,
     fmt_float,
     fmt_rate,
     load_average,
@@ -382,13 +383,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    doc = __doc__ or ""
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/river_columns.py",
-        description=doc.split("\n\n")[0],
-        epilog=doc.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = doc_parser("python benchmarks/river_columns.py", __doc__ or "")
     p.add_argument("--stream", default="agrawal-drift", choices=sorted(STREAMS), metavar="STREAM")
     p.add_argument("--events", type=int, default=20_000, help="events (default 20000)")
     p.add_argument("--seed", type=int, default=42, help="stream and model seed (default 42)")

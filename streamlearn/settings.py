@@ -136,6 +136,11 @@ class LearnerSettings(_Section):
     )
     max_classes: int = Field(16, ge=2, le=4096, description="output slots for classes")
     hidden: _TextList[int] = Field((64, 64), min_length=1)
+    wide: bool = Field(
+        True,
+        description="add a linear term of the inputs to the network's output (Wide & Deep): "
+        "linear concepts are learned as fast as by a linear model",
+    )
     lr: float = Field(5e-3, gt=0, description="constant learning rate after warm-up")
     warmup_steps: int = Field(20, ge=0)
     rewarm_factor: float = Field(3.0, ge=1.0, description="LR peak after drift, times lr")
@@ -143,7 +148,7 @@ class LearnerSettings(_Section):
     redecay_steps: int = Field(200, ge=0)
     updates: int = Field(2, ge=1, le=16, description="gradient steps per micro-batch")
     fast_start: int = Field(
-        8,
+        64,
         ge=0,
         le=1024,
         description="fast start: while a model has learned fewer than fast_start × batch "

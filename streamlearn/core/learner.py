@@ -114,6 +114,7 @@ class OnlineLearner:
                 learner.hidden,
                 learner.max_classes,
                 regression=regression,
+                wide=learner.wide,
             ).to(device)
         if backend is None:
             backend = select_backend(learner.kernel, device.type, len(learner.hidden))
@@ -385,7 +386,11 @@ class OnlineLearner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._idle()
         self._drain()
-        self.model.load_state_dict(state["model"])
+        model = state["model"]
+        wide = self.model.wide
+        if wide is not None and "wide.weight" not in model:  # saved before the wide term
+            model = {**model, "wide.weight": torch.zeros_like(wide.weight)}
+        self.model.load_state_dict(model)
         if not self.regression:
             self.outputs = int(self.model.class_mask.sum())
         optimizer = state["optimizer"]

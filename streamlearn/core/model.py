@@ -1,5 +1,9 @@
 """TabularNet: hashed-categorical embeddings + numeric inputs -> MLP -> (prediction, hidden).
 
+With ``wide``, a linear map of the same inputs is added to the head's output (the "wide" part
+of Wide & Deep, Cheng et al. 2016): a linear concept is learned as fast as by a linear model,
+and the network learns what the linear term cannot.
+
 The hidden output (the last hidden layer) is the key the error memory retrieves by. Class
 outputs have spare slots switched on by ``class_mask`` as classes appear; regression outputs are
 trained on a standardised target and de-standardised by two buffers, so an exported graph
@@ -38,6 +42,7 @@ class TabularNet(nn.Module):
         hidden: Sequence[int],
         n_outputs: int,
         regression: bool = False,
+        wide: bool = False,
     ) -> None:
         super().__init__()
         self.regression = regression
@@ -48,12 +53,17 @@ class TabularNet(nn.Module):
         with torch.no_grad():  # scaled, not redrawn: the seed's random stream stays the same
             self.embedding.weight.mul_(EMBEDDING_INIT_SCALE)
         layers: list[nn.Module] = []
-        width = numeric_slots + categorical_slots * embedding_dim
+        width = inputs = numeric_slots + categorical_slots * embedding_dim
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU()]
             width = size
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, 1 if regression else n_outputs)
+        # registered last: its weights end the trainer's flat buffer, after the layers'
+        self.wide: nn.Linear | None = None
+        if wide:  # zero at first: the model starts as the network alone
+            self.wide = nn.Linear(inputs, self.head.out_features, bias=False)
+            nn.init.zeros_(self.wide.weight)
         self.register_buffer("class_mask", torch.zeros(n_outputs, dtype=torch.bool))
         self.register_buffer("target_loc", torch.zeros(()))
         self.register_buffer("target_scale", torch.ones(()))
@@ -64,9 +74,11 @@ class TabularNet(nn.Module):
 
     def raw(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked class logits [N, C] (or standardised value [N]) and hidden [N, H]."""
-        emb = self.embedding(cat).flatten(1)
-        hidden = self.body(torch.cat([num, emb], dim=1))
+        inputs = torch.cat([num, self.embedding(cat).flatten(1)], dim=1)
+        hidden = self.body(inputs)
         out = self.head(hidden)
+        if self.wide is not None:
+            out = out + self.wide(inputs)
         if self.regression:
             return out.squeeze(1), hidden
         return out.masked_fill(~self.class_mask, _MASKED), hidden

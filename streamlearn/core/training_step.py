@@ -77,6 +77,9 @@ class FusedTrainer:
         self.biases = [layer.bias for layer in layers]
         self.weight_grads = [views[id(w)] for w in self.weights]
         self.bias_grads = [views[id(b)] for b in self.biases]
+        wide = self.model.wide  # the wide term's [outputs, inputs] weights and gradient, or None
+        self.wide = None if wide is None else wide.weight
+        self.wide_grad = None if wide is None else views[id(wide.weight)]
         # the parameter and gradient slices of each set of active widths (a numeric, c
         # categorical, k outputs), made by the torch step kernel as it meets them
         self.views: dict[tuple[int, int, int], Views] = {}
@@ -142,8 +145,18 @@ class FusedTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("step", "exp_avg", "exp_avg_sq", "table_moments"):
+        """The optimizer state; one saved before the wide term (its moments one block short,
+        the wide weights' block, last in the buffer) gets zero moments for it, as a new one."""
+        for name in ("step", "table_moments"):
             getattr(self, name).copy_(state[name])
+        for name in ("exp_avg", "exp_avg_sq"):
+            own, saved = getattr(self, name), torch.as_tensor(state[name])
+            missing = own.numel() - saved.numel()
+            if missing and self.wide is not None and missing == self.wide.numel():
+                own.zero_()
+                own[: saved.numel()].copy_(saved)
+            else:
+                own.copy_(saved)
         self.active_num, self.active_cat = (int(v) for v in state["active"])
 
 

@@ -39,7 +39,17 @@ from streamlearn.kernels.torch_memory import unit_rows
 if TYPE_CHECKING:
     from streamlearn.core.training_step import FusedTrainer
 
-__all__ = ["Pass", "TorchStep", "Views", "backward", "forward", "learn", "losses", "prediction"]
+__all__ = [
+    "Pass",
+    "TorchStep",
+    "Views",
+    "Wide",
+    "backward",
+    "forward",
+    "learn",
+    "losses",
+    "prediction",
+]
 
 # a batch's rows on the trainer's device: numeric, bucket ids, targets (float32 or int64)
 Rows = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -73,6 +83,19 @@ class Views:
     grad_emb: torch.Tensor
     grad_head: torch.Tensor
     grad_head_bias: torch.Tensor
+    wide: Wide | None  # the wide term's slices, where the model has one
+
+
+@dataclass(frozen=True, slots=True)
+class Wide:
+    """The wide term's slices for one set of active widths: its rows of the active outputs over
+    the active numeric and embedding columns, and their gradients."""
+
+    num_t: torch.Tensor  # [a, k]
+    emb_t: torch.Tensor  # [c·e, k]
+    emb: torch.Tensor  # [k, c·e] (input gradient of the embeddings)
+    grad_num: torch.Tensor  # [k, a]
+    grad_emb: torch.Tensor  # [k, c·e]
 
 
 def views_for(trainer: FusedTrainer, a: int, c: int, k: int) -> Views:
@@ -83,6 +106,10 @@ def views_for(trainer: FusedTrainer, a: int, c: int, k: int) -> Views:
         first, grad = trainer.weights[0], trainer.weight_grads[0]
         emb = slice(trainer.numeric_slots, trainer.numeric_slots + c * trainer.table.shape[1])
         head = trainer.weights[-1][:k]
+        wide = None
+        if trainer.wide is not None and trainer.wide_grad is not None:
+            w, g = trainer.wide[:k], trainer.wide_grad[:k]
+            wide = Wide(w[:, :a].t(), w[:, emb].t(), w[:, emb], g[:, :a], g[:, emb])
         views = trainer.views[(a, c, k)] = Views(
             first[:, :a].t(),
             first[:, emb].t(),
@@ -95,6 +122,7 @@ def views_for(trainer: FusedTrainer, a: int, c: int, k: int) -> Views:
             grad[:, emb],
             trainer.weight_grads[-1][:k],
             trainer.bias_grads[-1][:k],
+            wide,
         )
     return views
 
@@ -115,6 +143,10 @@ def forward(trainer: FusedTrainer, num: torch.Tensor, cat: torch.Tensor, k: int)
     for w_t, b in zip(v.hidden_t, trainer.biases[1:-1], strict=True):
         hidden.append(torch.addmm(b, hidden[-1], w_t).clamp_min_(0.0))
     out = torch.addmm(v.head_bias, hidden[-1], v.head_t)
+    if v.wide is not None:
+        out.addmm_(x_num, v.wide.num_t)
+        if emb is not None:
+            out.addmm_(emb, v.wide.emb_t)
     return Pass(out.squeeze(1) if trainer.regression else out, hidden, x_num, ids, emb, v)
 
 
@@ -161,6 +193,8 @@ def backward(
     v = p.views
     torch.mm(d_out.t(), p.hidden[-1], out=v.grad_head)
     torch.sum(d_out, 0, out=v.grad_head_bias)
+    if v.wide is not None:
+        torch.mm(d_out.t(), p.x_num, out=v.wide.grad_num)
     d_h = torch.mm(d_out, v.head)
     for i in range(len(p.hidden) - 1, 0, -1):
         d_h = _relu_backward(d_h, p.hidden[i])
@@ -174,7 +208,11 @@ def backward(
     if p.emb is None:
         return None
     torch.mm(d_h_t, p.emb, out=v.grad_emb)
-    d_emb = torch.mm(d_h, v.emb).view(-1, trainer.table.shape[1])
+    d_emb = torch.mm(d_h, v.emb)
+    if v.wide is not None:
+        torch.mm(d_out.t(), p.emb, out=v.wide.grad_emb)
+        d_emb.addmm_(d_out, v.wide.emb)
+    d_emb = d_emb.view(-1, trainer.table.shape[1])
     ids, inverse = torch.unique(p.ids.reshape(-1), return_inverse=True)
     rows = d_emb.new_zeros((len(ids), trainer.table.shape[1])).index_add_(0, inverse, d_emb)
     rows.mul_(ids.unsqueeze(1) != 0)  # padding bucket 0 stays zero, as nn.Embedding's

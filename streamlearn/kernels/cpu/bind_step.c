@@ -14,7 +14,8 @@
 /* step.c's Net over a trainer's buffers, built once, with the Call and the Job of its calls.
  * It holds the buffers' views (so their memory lives as long as it does); a Job submitted
  * holds the views of the arrays it reads and writes, and `keep`, until wait(). */
-#define NET_ARRAYS (7 + 4 * MAX_LAYERS) /* the flat buffers, the table's, the step; 4 a layer */
+#define NET_ARRAYS (9 + 4 * MAX_LAYERS) /* the flat buffers, the table's, the step, the wide
+                                          * term's two; 4 a layer */
 typedef struct {
     PyObject_HEAD
     Net net;
@@ -86,22 +87,25 @@ static int inside(const float *part, Py_ssize_t count, const float *whole, int64
 
 /* Step(weights, biases, weight_grads, bias_grads, flat, grad, exp_avg, exp_avg_sq, table,
  *      table_moments, step, regression, numeric_slots, categorical_slots, weight_decay,
- *      clip_norm, beta1, beta2, eps): every buffer a writable C-contiguous float32 array (the
- * trainer's tensors' numpy() views), the four lists one per layer (hidden layers, then the
- * head), weights [width, inputs]. */
+ *      clip_norm, beta1, beta2, eps, wide=None, wide_grad=None): every buffer a writable
+ * C-contiguous float32 array (the trainer's tensors' numpy() views), the four lists one per
+ * layer (hidden layers, then the head), weights [width, inputs]; wide and wide_grad, both or
+ * neither, the wide term's weights and gradient [head width, layer 0's inputs]. */
 static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PyObject *lists[4], *flat, *grad, *exp_avg, *exp_avg_sq, *table, *moments, *count;
+    PyObject *wide = Py_None, *wide_grad = Py_None;
     int regression, numeric_slots, categorical_slots;
     float weight_decay, clip_norm, beta1, beta2, eps;
     static char *names[] = {"weights", "biases", "weight_grads", "bias_grads", "flat", "grad",
                             "exp_avg", "exp_avg_sq", "table", "table_moments", "step",
                             "regression", "numeric_slots", "categorical_slots", "weight_decay",
-                            "clip_norm", "beta1", "beta2", "eps", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOOOpiifffff:Step", names, &lists[0],
-                                     &lists[1], &lists[2], &lists[3], &flat, &grad, &exp_avg,
-                                     &exp_avg_sq, &table, &moments, &count, &regression,
-                                     &numeric_slots, &categorical_slots, &weight_decay,
-                                     &clip_norm, &beta1, &beta2, &eps))
+                            "clip_norm", "beta1", "beta2", "eps", "wide", "wide_grad", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOOOpiifffff|OO:Step", names,
+                                     &lists[0], &lists[1], &lists[2], &lists[3], &flat, &grad,
+                                     &exp_avg, &exp_avg_sq, &table, &moments, &count,
+                                     &regression, &numeric_slots, &categorical_slots,
+                                     &weight_decay, &clip_norm, &beta1, &beta2, &eps, &wide,
+                                     &wide_grad))
         return NULL;
     Step *step = (Step *)type->tp_alloc(type, 0);
     if (!step) return NULL;
@@ -185,6 +189,19 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
             inside(net->grad_bias[l], width, net->grad, net->flat_size, name[3]) < 0)
             goto fail;
         inputs = width;
+    }
+    if ((wide == Py_None) != (wide_grad == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "Step: wide and wide_grad go together");
+        goto fail;
+    }
+    if (wide != Py_None) {
+        const int32_t outputs = net->width[layers - 1];
+        const Py_ssize_t count_w = (Py_ssize_t)outputs * net->in_full;
+        if (!(net->wide = take(step, wide, "wide", 2, outputs, net->in_full)) ||
+            !(net->grad_wide = take(step, wide_grad, "wide_grad", 2, outputs, net->in_full)) ||
+            inside(net->wide, count_w, net->flat, net->flat_size, "wide") < 0 ||
+            inside(net->grad_wide, count_w, net->grad, net->flat_size, "wide_grad") < 0)
+            goto fail;
     }
     for (int i = 0; i < 4; i++) Py_DECREF(seqs[i]);
     step->job.net = net;

@@ -168,6 +168,7 @@ class CompiledStep:
             trainer.clip_norm,
             *betas,
             eps,
+            *([] if trainer.wide is None else views([trainer.wide, trainer.wide_grad])),
         )
 
     @property

@@ -65,10 +65,11 @@ static void outer_sum(const float *restrict d, int64_t rows, int32_t out,
         for (int32_t i = 0; i < in; i++) g[(int64_t)j * ldg + i] = t2[(int64_t)i * out + j];
 }
 
-/* dx[n, i] = sum_j d[n, j] * w[j, i] (an input gradient): d . W */
+/* dx[n, i] (+)= sum_j d[n, j] * w[j, i] (an input gradient): d . W */
 static void input_grad(const float *restrict d, int64_t rows, int32_t out,
-                       const float *restrict w, int32_t ldw, int32_t in, float *restrict dx) {
-    memset(dx, 0, sizeof(float) * rows * in);
+                       const float *restrict w, int32_t ldw, int32_t in, float *restrict dx,
+                       int accumulate) {
+    if (!accumulate) memset(dx, 0, sizeof(float) * rows * in);
     gemm_acc(rows, out, in, d, out, w, ldw, dx, in);
 }
 
@@ -114,8 +115,9 @@ static void adamw(const Net *net, const Adam *o, int64_t from, int64_t count) {
 
 /* The flat buffer's blocks an update with these active widths can change, as (offset,
  * length) pairs into `blocks`: layer 0's rows over the active numeric and bucket columns,
- * the hidden layers whole, the head's rows and biases of the active classes. Returns how
- * many; room for 2 * (2 * width[0] + 2 * layers) values is needed. */
+ * the hidden layers whole, the head's rows and biases of the active classes, the wide term's
+ * rows of those classes over the active columns. Returns how many; room for
+ * 2 * (2 * width[0] + 2 * layers + 2 * k) values is needed. */
 static int32_t active_blocks(const Net *net, int32_t a, int32_t ce, int32_t k,
                              int64_t *blocks) {
     const int32_t L = net->layers, ns = net->numeric_slots;
@@ -134,6 +136,13 @@ static int32_t active_blocks(const Net *net, int32_t a, int32_t ce, int32_t k,
             }
         }
         BLOCK(b, units);
+    }
+    if (net->wide) {
+        const int64_t w = net->wide - net->flat;
+        for (int32_t r = 0; r < k; r++) {
+            BLOCK(w + (int64_t)r * net->in_full, a);
+            if (ce) BLOCK(w + (int64_t)r * net->in_full + ns, ce);
+        }
     }
 #undef BLOCK
     return count;
@@ -159,7 +168,7 @@ int fused_step(const Net *net, const Call *c) {
     float *scratch = malloc(sizeof(float) * (size_t)floats);
     /* bucket ids, distinct ids and their hash, active_blocks' pairs */
     int64_t *ids = malloc(sizeof(int64_t) * (size_t)(6 * rows * cs + 1 +
-                                                     4 * ((int64_t)net->width[0] + L)));
+                                                     4 * ((int64_t)net->width[0] + L + k)));
     int result = -2;
     if (!scratch || !ids) goto done;
     float *x = scratch, *emb = x + rows * a, *act[MAX_LAYERS], *p = emb + rows * ce;
@@ -201,6 +210,10 @@ int fused_step(const Net *net, const Call *c) {
                    net->bias[l + 1], net->width[l + 1], act[l + 1], 0, wt);
     }
     linear(act[L - 2], rows, last, net->weight[L - 1], last, net->bias[L - 1], k, out, 0, wt);
+    if (net->wide) { /* plus the wide term over the same inputs */
+        linear(x, rows, a, net->wide, net->in_full, NULL, k, out, 1, wt);
+        if (ce) linear(emb, rows, ce, net->wide + ns, net->in_full, NULL, k, out, 1, wt);
+    }
 
     /* per-row loss, the prediction, and d(mean loss)/d(out) into d [rows, k]; without
      * targets (y NULL) only the prediction and the hidden rows */
@@ -250,12 +263,19 @@ int fused_step(const Net *net, const Call *c) {
     const int32_t active = active_blocks(net, a, ce, k, blocks);
     for (int32_t i = 0; i < active; i++)
         memset(net->grad + blocks[2 * i], 0, sizeof(float) * (size_t)blocks[2 * i + 1]);
+    if (net->wide) { /* d is d(loss)/d(out) until the loop below: the wide term's share */
+        outer_sum(d, rows, k, x, a, net->grad_wide, net->in_full, wt, wt2);
+        if (ce) {
+            outer_sum(d, rows, k, emb, ce, net->grad_wide + ns, net->in_full, wt, wt2);
+            input_grad(d, rows, k, net->wide + ns, net->in_full, ce, d_emb, 0);
+        }
+    }
     int32_t dw = k;
     for (int32_t l = L - 1; l >= 1; l--) {
         int32_t h = net->width[l - 1];
         outer_sum(d, rows, dw, act[l - 1], h, net->grad_weight[l], h, wt, wt2);
         bias_grad(d, rows, dw, net->grad_bias[l]);
-        input_grad(d, rows, dw, net->weight[l], h, h, dn);
+        input_grad(d, rows, dw, net->weight[l], h, h, dn, 0);
         relu_backward(dn, act[l - 1], rows * h);
         float *t = d;
         d = dn;
@@ -267,7 +287,7 @@ int fused_step(const Net *net, const Call *c) {
     int64_t distinct = 0;
     if (ce) {
         outer_sum(d, rows, dw, emb, ce, net->grad_weight[0] + ns, net->in_full, wt, wt2);
-        input_grad(d, rows, dw, w0 + ns, net->in_full, ce, d_emb);
+        input_grad(d, rows, dw, w0 + ns, net->in_full, ce, d_emb, net->wide != NULL);
         /* sum the rows' embedding gradients per distinct bucket; bucket 0 (padding) never
          * learns, as nn.Embedding(padding_idx=0) */
         int64_t mask = 1;

@@ -19,6 +19,7 @@ typedef struct {
     float *bias[MAX_LAYERS];
     float *grad_weight[MAX_LAYERS];
     float *grad_bias[MAX_LAYERS];
+    float *wide, *grad_wide;       /* the wide term [width[layers - 1], in_full], or NULL */
     float *flat, *grad, *exp_avg, *exp_avg_sq; /* dense parameters, all views of these */
     int64_t flat_size;
     float *table, *table_moments;  /* [buckets, e], [buckets, 2, e] */

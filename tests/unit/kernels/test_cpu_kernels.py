@@ -98,6 +98,8 @@ def assert_agree(torch_learner, compiled_learner, rtol=2e-4, atol=2e-5):
         ("multiclass", {"clip_norm": 0.05}, (3, 1)),  # every update clipped
         ("binary", {"replay_size": 0}, (4, 0)),  # no replay, no embeddings
         ("multiclass", {"replay_ratio": 0.5, "updates": 3}, (5, 3)),
+        ("multiclass", {"wide": False}, (4, 2)),  # no wide term
+        ("regression", {"wide": False}, (4, 0)),
     ],
 )
 def test_compiled_step_matches_the_torch_step(task, overrides, widths):

@@ -23,9 +23,11 @@ from streamlearn.kernels.torch_step import (
 NUM, CAT, BUCKETS, DIM, CLASSES = 5, 3, 40, 4, 6
 
 
-def make_model(regression: bool) -> TabularNet:
+def make_model(regression: bool, wide: bool = False) -> TabularNet:
     torch.manual_seed(0)
-    model = TabularNet(NUM, CAT, BUCKETS, DIM, (12, 10), CLASSES, regression=regression)
+    model = TabularNet(NUM, CAT, BUCKETS, DIM, (12, 10), CLASSES, regression=regression, wide=wide)
+    if wide:  # not the zeros it starts at: its products and gradients must show
+        torch.nn.init.normal_(model.wide.weight, std=0.3)
     model.class_mask[:4] = True  # classes 4 and 5 not seen yet
     model.target_loc.fill_(0.5)
     model.target_scale.fill_(2.0)
@@ -58,9 +60,11 @@ def fused_pass(trainer: FusedTrainer, num, cat, y):
     return p, torch.from_numpy(y)
 
 
-def trainer_and_reference(regression: bool, seed: int, categorical: bool = True):
+def trainer_and_reference(
+    regression: bool, seed: int, categorical: bool = True, wide: bool = False
+):
     """A trainer on one model and an untouched copy of it, plus one batch and its pass."""
-    model = make_model(regression)
+    model = make_model(regression, wide)
     reference = copy.deepcopy(model)
     trainer = FusedTrainer(model, weight_decay=0.0, clip_norm=5.0)
     num, cat, y = make_batch(np.random.default_rng(seed), regression, categorical=categorical)
@@ -68,9 +72,10 @@ def trainer_and_reference(regression: bool, seed: int, categorical: bool = True)
     return trainer, reference, (num, cat, y), p, y_t
 
 
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("regression", [False, True])
-def test_forward_matches_the_module(regression):
-    trainer, reference, (num, cat, y), p, y_t = trainer_and_reference(regression, 1)
+def test_forward_matches_the_module(regression, wide):
+    trainer, reference, (num, cat, y), p, y_t = trainer_and_reference(regression, 1, wide=wide)
     with torch.no_grad():
         out, hidden = reference.raw(torch.from_numpy(num), torch.from_numpy(cat))
         pred, _ = reference(torch.from_numpy(num), torch.from_numpy(cat))
@@ -82,10 +87,13 @@ def test_forward_matches_the_module(regression):
     torch.testing.assert_close(losses(trainer, p, y_t).mean(), expected)
 
 
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("categorical", [True, False])
 @pytest.mark.parametrize("regression", [False, True])
-def test_gradients_match_autograd(regression, categorical):
-    trainer, reference, (num, cat, y), p, y_t = trainer_and_reference(regression, 2, categorical)
+def test_gradients_match_autograd(regression, categorical, wide):
+    trainer, reference, (num, cat, y), p, y_t = trainer_and_reference(
+        regression, 2, categorical, wide
+    )
     model = trainer.model
     with torch.no_grad():
         sparse = backward(trainer, p, y_t)
@@ -99,6 +107,8 @@ def test_gradients_match_autograd(regression, categorical):
             strict=True,
         )
     )
+    if wide:
+        fused_grads[id(trainer.wide)] = trainer.wide_grad
     for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
         if name == "embedding.weight":
             dense = torch.zeros_like(ours)
@@ -110,11 +120,12 @@ def test_gradients_match_autograd(regression, categorical):
 
 
 @pytest.mark.parametrize(
-    ("regression", "weight_decay", "clip"), [(False, 0.0, 5.0), (True, 0.01, 0.05)]
+    ("regression", "weight_decay", "clip", "wide"),
+    [(False, 0.0, 5.0, False), (True, 0.01, 0.05, False), (False, 0.0, 0.05, True)],
 )
-def test_updates_match_torch_optimizers(regression, weight_decay, clip):
+def test_updates_match_torch_optimizers(regression, weight_decay, clip, wide):
     """Several steps (clipping active when clip is small) against AdamW + SparseAdam."""
-    model = make_model(regression)
+    model = make_model(regression, wide)
     reference = copy.deepcopy(model)
     trainer = FusedTrainer(model, weight_decay=weight_decay, clip_norm=clip)
     table = reference.embedding.weight

@@ -35,6 +35,7 @@ LEARNER = {
     "threads": 1,
     "seed": 0,
     "fast_start": 0,
+    "wide": False,
 }
 DRIFT = {
     "detector": "loss_deviation",
