@@ -172,14 +172,17 @@ class OnlineLearner:
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] or values [N] for standardised numeric + bucket inputs."""
-        self._idle()
-        with self._amp():
-            pred, _ = self.model(to_device(num, self.device), to_device(cat, self.device))
-        return pred.float().cpu().numpy()
+        return self.predict_hidden(num, cat)[0]
 
     def predict_hidden(self, num: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Like :meth:`predict`, plus the hidden representation [N, H] (error-memory key)."""
+        """Like :meth:`predict`, plus the hidden representation [N, H] (error-memory key).
+
+        The step kernel's forward over the slots in use (float32), the module's own forward
+        where scoring runs under autocast (bfloat16 on CUDA) or no class is switched on yet."""
         self._idle()
+        self._drain()
+        if self._autocast is None and self.outputs > 0:
+            return self.step_kernel.score(num, cat, self.outputs, self._shown())
         with self._amp():
             pred, hidden = self.model(to_device(num, self.device), to_device(cat, self.device))
         return pred.float().cpu().numpy(), hidden.float().cpu().numpy()

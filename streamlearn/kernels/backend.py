@@ -181,6 +181,15 @@ class StepKernel(Protocol):
         """Block until the work left on the worker thread ran; its codes."""
         ...
 
+    def score(
+        self, num: np.ndarray, cat: np.ndarray, outputs: int, shown: Shown
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score-only rows (host arrays), nothing learned: predictions [N, C] (zero beyond the
+        first ``outputs`` slots) or values [N] de-standardised by ``shown``, and the last
+        hidden rows [N, H]. Rows may set slots no batch has set: the active slots are widened
+        to them first, so the result is the module's forward (to float32 rounding)."""
+        ...
+
     def forward_into(
         self, inputs: Inputs, outputs: int, into: Into, shown: Shown, overlap: bool = False
     ) -> bool:

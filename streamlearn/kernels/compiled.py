@@ -331,6 +331,20 @@ class CompiledTraining:
     def wait(self) -> list[int]:
         return self.binding.wait()
 
+    def score(
+        self, num: np.ndarray, cat: np.ndarray, outputs: int, shown: Shown
+    ) -> tuple[np.ndarray, np.ndarray]:
+        num = np.ascontiguousarray(num, dtype=np.float32)
+        cat = np.ascontiguousarray(cat, dtype=np.int64)
+        self.binding.widen(num, cat)
+        prediction, hidden = self._outputs(len(num))
+        into = prediction.reshape(len(num), -1)  # values [N] as a column [N, 1]
+        inputs = torch.from_numpy(num), torch.from_numpy(cat)
+        self.binding.forward_into(
+            *inputs, outputs, torch.from_numpy(into), torch.from_numpy(hidden), shown, unit=False
+        )
+        return prediction, hidden
+
     def forward_into(
         self, inputs: Inputs, outputs: int, into: Into, shown: Shown, overlap: bool = False
     ) -> bool:

@@ -362,6 +362,19 @@ class TorchStep:
     def wait(self) -> list[int]:
         return []  # nothing is ever left running
 
+    def score(
+        self, num: np.ndarray, cat: np.ndarray, outputs: int, shown: Shown
+    ) -> tuple[np.ndarray, np.ndarray]:
+        trainer = self._trainer
+        assert trainer is not None, "an unbound step kernel: bind it to a trainer"
+        if cat.size and (cat.min() < 0 or cat.max() >= trainer.table.shape[0]):
+            raise IndexError(f"bucket id outside [0, {trainer.table.shape[0]}) in the rows")
+        trainer.observe_inputs(num, cat)
+        device = trainer.flat.device
+        p = forward(trainer, to_device(num, device), to_device(cat, device), outputs)
+        pred = prediction(trainer, p, len(num), shown)
+        return pred.float().cpu().numpy(), p.hidden[-1].float().cpu().numpy()
+
     def forward_into(
         self, inputs: Inputs, outputs: int, into: Into, shown: Shown, overlap: bool = False
     ) -> bool:

@@ -420,19 +420,20 @@ STEP_METHOD(begin, 19) {
 }
 
 /* forward(num, cat, outputs, active_num, active_cat, pred_loc, pred_scale, prediction,
- *         hidden, overlap) -> bool: a forward pass only over float32 num [N, numeric_slots]
- * and int64 cat [N, categorical_slots], nothing learned: float32 prediction [N, >= outputs]
- * (rows of contiguous elements, any row stride) and unit-length hidden rows [N, H] written.
+ *         hidden, overlap, unit) -> bool: a forward pass only over float32 num
+ * [N, numeric_slots] and int64 cat [N, categorical_slots], nothing learned: float32
+ * prediction [N, >= outputs] (rows of contiguous elements, any row stride) and the last hidden
+ * rows [N, H] written, scaled to unit length where unit is true (the error memory's keys).
  * With overlap on the worker thread (wait() for it), False when none could be started
  * (nothing ran). */
-STEP_METHOD(forward, 10) {
+STEP_METHOD(forward, 11) {
     if (check_idle(step) < 0) return NULL;
     const Net *net = &step->net;
     Call *call = &step->job.call;
     memset(call, 0, sizeof(*call));
     int32_t outputs, active_num, active_cat;
-    const int overlap = PyObject_IsTrue(args[9]);
-    if (overlap < 0 || as_i32(args[2], "outputs", &outputs) < 0 ||
+    const int overlap = PyObject_IsTrue(args[9]), unit = PyObject_IsTrue(args[10]);
+    if (overlap < 0 || unit < 0 || as_i32(args[2], "outputs", &outputs) < 0 ||
         as_i32(args[3], "active_num", &active_num) < 0 ||
         as_i32(args[4], "active_cat", &active_cat) < 0 || as_f32(args[5], &call->pred_loc) < 0 ||
         as_f32(args[6], &call->pred_scale) < 0)
@@ -459,7 +460,7 @@ STEP_METHOD(forward, 10) {
     call->num = num->buf, call->cat = cat->buf, call->batch = (int32_t)rows;
     call->active_num = active_num, call->active_cat = active_cat, call->outputs = outputs;
     call->prediction = prediction->buf, call->pred_stride = (int32_t)(prediction->strides[0] / 4);
-    call->hidden = hidden->buf, call->unit_hidden = 1;
+    call->hidden = hidden->buf, call->unit_hidden = unit;
     if (overlap) { /* a Job of one call, its rate unused */
         if (reserve(step, 1) < 0) return NULL;
         step->lrs[0] = 0.0f;

@@ -283,11 +283,13 @@ class CompiledStep:
         shown: tuple[float, float] = (0.0, 1.0),
         *,
         overlap: bool = False,
+        unit: bool = True,
     ) -> bool:
         """A forward pass only (nothing learned) over ``num``/``cat`` (contiguous rows of the
         model's full slot layouts), writing the prediction into ``prediction`` [n, ≥ outputs]
         (a row-major view; its rows may be further apart than its width, as a column block of
-        a wider buffer) and unit-length last hidden rows into ``hidden`` [n, H] (contiguous).
+        a wider buffer) and the last hidden rows into ``hidden`` [n, H] (contiguous), scaled
+        to unit length unless ``unit`` is False.
         ``shown``: (loc, scale) de-standardising regression values. For the error memory's
         re-keying, which writes straight into its ring. With ``overlap`` it runs on the worker
         thread (:meth:`wait` for it; until then nothing may change the weights or touch the
@@ -304,7 +306,23 @@ class CompiledStep:
                 prediction.numpy(),
                 hidden.numpy(),
                 overlap,
+                unit,
             )
+        )
+
+    def widen(self, num: np.ndarray, cat: np.ndarray) -> None:
+        """Check rows to be scored (IndexError for a bucket id outside the table, nothing
+        changed) and widen the trainer's active slots to every one they set, so a forward pass
+        over the active slots gives the module's result for them."""
+        trainer = self._trainer
+        shapes = (len(num), trainer.numeric_slots), (len(num), trainer.categorical_slots)
+        if (num.shape, cat.shape) != shapes:
+            raise ValueError(
+                f"inputs of shapes {num.shape} / {cat.shape}; the model takes "
+                f"{shapes[0]} / {shapes[1]}"
+            )
+        trainer.active_num, trainer.active_cat = self._step.check(
+            num, cat, None, 1, trainer.active_num, trainer.active_cat
         )
 
 

@@ -782,3 +782,32 @@ def test_the_backend_gives_the_compiled_inserts_where_the_model_runs_on_the_cpu(
     assert pickle.loads(pickle.dumps(backend)).reservoir.name == expected
     learner = OnlineLearner.from_settings(LearnerSettings(device="cpu"), FEATURES, backend)
     assert learner.replay.kernel.name == expected
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_score_gives_the_module_forward_also_over_slots_no_batch_has_set(task):
+    """Score-only rows through either kernel (the slots in use) equal the module's forward,
+    also where they set slots the learned batches never did (the active slots widen)."""
+    rng = np.random.default_rng(5)
+    learners = pair(task=task)
+    for learner in learners:
+        learner.step(*batch(rng, task, numeric=2, categorical=1))
+    num, cat, _ = batch(rng, task, n=7, numeric=4, categorical=2)  # two more of each
+    for learner in learners:
+        assert (learner.trainer.active_num, learner.trainer.active_cat) == (2, 1)
+        with torch.no_grad():
+            expected, hidden = learner.model(torch.from_numpy(num), torch.from_numpy(cat))
+        got, got_hidden = learner.predict_hidden(num, cat)
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_hidden, hidden.numpy(), rtol=1e-5, atol=1e-6)
+        assert (learner.trainer.active_num, learner.trainer.active_cat) == (4, 2)
+
+
+@pytest.mark.parametrize("kernel", ["torch", "compiled"])
+def test_score_refuses_a_bucket_outside_the_table_and_widens_nothing(kernel):
+    learner = pair()[["torch", "compiled"].index(kernel)]
+    num, cat, _ = batch(np.random.default_rng(6), "multiclass", n=3)
+    cat[1, 1] = FEATURES.hash_buckets
+    with pytest.raises(IndexError, match="bucket"):
+        learner.predict_hidden(num, cat)
+    assert (learner.trainer.active_num, learner.trainer.active_cat) == (0, 0)
