@@ -72,7 +72,7 @@ STAGES = ("encode", "score", "learn")  # timed stages of the breakdown; then "re
 NOTES = (
     "Notes: process_columns scores a batch inside its learning step (one forward pass gives "
     "the predictions and the loss); river's API asks for the predictions first, so the pandas "
-    "path runs a second, score-only pass per chunk (`predict_columns`: the torch module's "
+    "path runs a second, score-only pass per chunk (`predict_columns`: the step kernel's "
     "forward and the error memory's compensation), which process_columns never pays: the "
     "score column, and part of the learn column's excess, since the learning step that follows "
     "a score-only pass runs slower than one that follows another step. Much of that cost is "
