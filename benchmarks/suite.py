@@ -138,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started, load_at_start = datetime.now(timezone.utc), load_average()
     args.out.mkdir(parents=True, exist_ok=True)
+    if DEEP_RIVER not in args.skip_peers:
+        try:
+            DeepRiverPeer().check()
+        except PeerUnavailable as exc:  # said at once, not after the run (suite.md says it too)
+            tqdm.write(f"warning: {exc}; the best peers will be over the others")
     results: list[StreamResult] = []
     for name in tqdm(args.streams, desc="streams", disable=args.no_progress):
         results.append(

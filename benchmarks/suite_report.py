@@ -219,7 +219,24 @@ def targets_section(results: Sequence[StreamResult]) -> str:
     rows = [
         [t["target"], t["measured"], "met" if t["met"] else "**missed**"] for t in targets(results)
     ]
-    return "## Targets\n\n" + markdown_table(["target", "measured", "verdict"], rows, "lll") + "\n"
+    table = markdown_table(["target", "measured", "verdict"], rows, "lll")
+    return "## Targets\n\n" + table + "\n" + missing_peers_note(results)
+
+
+def missing_peers_note(results: Sequence[StreamResult]) -> str:
+    """A line naming the peers left out of some streams, since the best peer and every target
+    are then over the peers that ran (a missing peer venv must not pass unseen)."""
+    left_out: dict[str, int] = {}
+    for result in results:
+        for key in result.skipped:
+            left_out[key] = left_out.get(key, 0) + 1
+    if not left_out:
+        return ""
+    named = ", ".join(f"{key} on {n} of {len(results)} streams" for key, n in left_out.items())
+    return (
+        f"\n**Not every peer ran** ({named}; reasons under each stream): the best peer and the "
+        "targets above are over the peers that did.\n"
+    )
 
 
 def stream_section(result: StreamResult) -> str:

@@ -39,6 +39,8 @@ def test_writes_tables_json_and_plots(out: Path) -> None:
     assert "| streamlearn (memory off) " in markdown
     assert "river StandardScaler \\| LinearRegression" in markdown  # regression peers
     assert "deep-river" in markdown and "skipped" in markdown
+    # peers left out are named under the targets, which are over the peers that ran
+    assert "**Not every peer ran** (deep-river on 3 of 3 streams" in markdown
     for stream in STREAMS:
         png = (out / f"suite-{stream}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5_000
