@@ -257,21 +257,9 @@ class CompiledStep:
         raises), with nothing changed; else the trainer's active widths are widened to the
         batch (FusedTrainer.observe_inputs), in the same call into C. Inputs as :meth:`update`
         takes them; callers check before changing any state."""
-        trainer = self._trainer
-        shapes = (len(y), trainer.numeric_slots), (len(y), trainer.categorical_slots)
-        if (num.shape, cat.shape) != shapes or y.ndim != 1:
-            raise ValueError(
-                f"inputs of shapes {num.shape} / {cat.shape} / {y.shape}; the model takes "
-                f"{shapes[0]} / {shapes[1]} / ({len(y)},)"
-            )
-        trainer.active_num, trainer.active_cat = self._step.check(
-            num,
-            cat,
-            None if trainer.regression else y,
-            outputs,
-            trainer.active_num,
-            trainer.active_cat,
-        )
+        if y.shape != (len(num),):
+            raise ValueError(f"targets of shape {y.shape} for {len(num)} rows")
+        self.widen(num, cat, None if self._trainer.regression else y, outputs)
 
     def forward_into(
         self,
@@ -310,10 +298,13 @@ class CompiledStep:
             )
         )
 
-    def widen(self, num: np.ndarray, cat: np.ndarray) -> None:
-        """Check rows to be scored (IndexError for a bucket id outside the table, nothing
-        changed) and widen the trainer's active slots to every one they set, so a forward pass
-        over the active slots gives the module's result for them."""
+    def widen(
+        self, num: np.ndarray, cat: np.ndarray, labels: np.ndarray | None = None, outputs: int = 1
+    ) -> None:
+        """Check rows (ValueError for other shapes, IndexError for a bucket id outside the table
+        or a label outside the ``outputs`` slots, nothing changed) and widen the trainer's
+        active slots to every one they set: a forward pass over the active slots then gives
+        the module's result for them (score-only rows take no ``labels``)."""
         trainer = self._trainer
         shapes = (len(num), trainer.numeric_slots), (len(num), trainer.categorical_slots)
         if (num.shape, cat.shape) != shapes:
@@ -322,7 +313,7 @@ class CompiledStep:
                 f"{shapes[0]} / {shapes[1]}"
             )
         trainer.active_num, trainer.active_cat = self._step.check(
-            num, cat, None, 1, trainer.active_num, trainer.active_cat
+            num, cat, labels, outputs, trainer.active_num, trainer.active_cat
         )
 
 
