@@ -45,23 +45,34 @@ def _version(package: str) -> str:
 
 def targets(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
     """confluent-kafka: ≥ TARGET_RATE events/s and ≥ its ratio; kafka-python: ≥ its ratio
-    (the median of the rounds' ratios to the from-memory rate)."""
+    (the median of the rounds' ratios to the from-memory rate), both with the loop's time in
+    checkpoints and lag lookups at the default cadence counted."""
     met = {}
     for client, ratio in TARGET_RATIO.items():
         if client in results:
             result = results[client]
-            fast = client != "confluent" or result["events_per_s"] >= TARGET_RATE
-            met[client] = result["ratio"] >= ratio and fast
+            fast = client != "confluent" or result["loop_events_per_s"] >= TARGET_RATE
+            met[client] = result["loop_ratio"] >= ratio and fast
     return met
 
 
-STAGES = ("poll", "decode", "learn", "metrics", "checkpoint")
-STAGE_HEADER = ["path", *STAGES, "rest", "total (µs/event)", "lag lookup (ms)"]
+STAGES = ("poll", "decode", "learn", "metrics")
+STAGE_HEADER = [
+    "path", *STAGES, "rest", "total (µs/event)", "lag lookup (ms)", "checkpoint (ms)",
+]  # fmt: skip
 
 
-def _stage_rows(results: dict[str, dict[str, Any]], lag_interval_s: float) -> list[list[str]]:
+def _apart(seconds: float, interval_s: float) -> str:
+    """One periodic step's ms and its share of the loop's time at ``interval_s``."""
+    return f"{1000 * seconds:.0f} ({100 * seconds / (interval_s + seconds):.1f} %)"
+
+
+def _stage_rows(
+    results: dict[str, dict[str, Any]], lag_interval_s: float, checkpoint_s: float
+) -> list[list[str]]:
     """µs per event (and share of the counted time) in each stage and in the rest of the loop,
-    for each Kafka path; then one lag lookup's ms and its share at the default interval."""
+    for each Kafka path; then one lag lookup's and one checkpoint's ms, and their share at the
+    default intervals."""
     rows = []
     for key, result in results.items():
         stages = result.get("stages_s")
@@ -73,10 +84,9 @@ def _stage_rows(results: dict[str, dict[str, Any]], lag_interval_s: float) -> li
             f"{1e6 * s / result['events']:.2f} ({100 * s / total:.0f} %)"
             for s in (*spent, total - sum(spent))
         ]
-        lag = stages["lag"]
         rows.append([
             NAMES[key], *cells, f"{1e6 * total / result['events']:.2f}",
-            f"{1000 * lag:.0f} ({100 * lag / (lag_interval_s + lag):.1f} %)",
+            _apart(stages["lag"], lag_interval_s), _apart(stages["checkpoint"], checkpoint_s),
         ])  # fmt: skip
     return rows
 
@@ -91,7 +101,7 @@ def report(
 ) -> None:
     shown = {**results, "stdlib": extra["stdlib"]}
     rows = [
-        [NAMES[k], fmt_rate(r["events_per_s"]), f"{r['ratio']:.2f}",
+        [NAMES[k], fmt_rate(r["events_per_s"]), f"{r['ratio']:.2f}", _with_periodic(r),
          " / ".join(fmt_rate(x) for x in r["runs"]), _first_batch_ms(r)]
         for k, r in shown.items()
     ]  # fmt: skip
@@ -114,16 +124,19 @@ def report(
         "it).",
         "",
         "Kafka rows time the real `Worker` (poll → decode/validate → score → drift → learn → "
-        "periodic checkpoints → commits) from the end of its first batch to its last learned "
-        "event, against a topic that already holds every event; the consumer-group join is not "
-        "counted, and the wait from the partitions' assignment to the first batch (the first "
-        "fetch's round trip) is shown in its own column. \"From memory\" is the worker's intake "
-        "without the transport: the same decoder (`streamlearn/worker/decode.py`: msgspec "
-        "validates while it decodes, into the columns of a micro-batch) and the same learner, "
+        "metrics → commits) from the end of its first batch to its last learned event, against "
+        "a topic that already holds every event; the consumer-group join is not counted, and "
+        "the wait from the partitions' assignment to the first batch (the first fetch's round "
+        "trip) is shown in its own column. A checkpoint and a consumer-lag lookup come every "
+        f"{settings.checkpoint.every_s:g} s and {lag_interval:g} s at the defaults, less often "
+        "than a timed span lasts, so each is timed apart on the loop's thread and its share at "
+        "that cadence added back in the fourth column, the one the targets are judged on. "
+        '"From memory" is the worker\'s intake without the transport: the same decoder '
+        "(`streamlearn/worker/decode.py`: msgspec validates while it decodes, into the columns "
+        "of a micro-batch) and the same learner, "
         "fed the message values from a list. "
         f"Settings: streamlearn's defaults (batch size {settings.source.batch_size}, "
-        f"checkpoint every {settings.checkpoint.every_batches} batches or "
-        f"{settings.checkpoint.every_s:g} s, learner updates={settings.learner.updates}, "
+        f"learner updates={settings.learner.updates}, "
         f"replay_ratio={settings.learner.replay_ratio}).",
         "",
         "## Machine",
@@ -139,26 +152,36 @@ def report(
         "## Results",
         "",
         markdown_table(
-            ["path", "events/s", "× from memory", "runs (events/s)", "first batch after (ms)"],
+            [
+                "path",
+                "events/s",
+                "× from memory",
+                "with checkpoints and lag lookups: events/s, ×",
+                "runs (events/s)",
+                "first batch after (ms)",
+            ],
             rows,
-            "lrrrr",
+            "lrrrrr",
         ),
         "",
         "## Where the Kafka path's time goes",
         "",
         "µs per event (share of the timed span) in the median run: the client's `poll` (fetch "
         "waits, building records), `split` (decode, validate, label check), `Prequential` "
-        "(score, learn, drift, error memory), the batch's metrics, checkpoints (one every "
-        f"{settings.checkpoint.every_batches} batches: settle, then the state's bytes; the file "
-        "is written and fsynced on a thread of its own meanwhile) and the rest of the loop "
-        "(the decoded rows into the batch's feature columns, batching, offsets, dead letters, "
-        "predictions, the commit once a checkpoint's file is durable). The worker also looks up "
-        f"the consumer lag every {lag_interval:g} s (`metrics.lag_interval_s`), a round trip "
-        "to the broker on the loop's thread; a timed span lasts well under that, so the lookup "
-        "is kept out of it and timed apart (last column: one lookup, and its share of the "
-        "loop's time at the default interval).",
+        "(score, learn, drift, error memory), the batch's metrics (histograms and smoothed "
+        "scores; the rest is read at scrape time) and the rest of the loop (the decoded rows "
+        "into the batch's feature columns, batching, offsets, dead letters, predictions). The "
+        "last two columns: one consumer-lag lookup (`metrics.lag_interval_s`, a round trip to "
+        "the broker; with confluent-kafka the loop only starts it on a thread of its own, "
+        "`worker/lag.py`) and one checkpoint (`checkpoint.every_s`: settle, then the state's "
+        "bytes; the file is written and fsynced on a thread of its own), each with its share "
+        "of the loop's time at the default interval.",
         "",
-        markdown_table(STAGE_HEADER, _stage_rows(results, lag_interval), "lrrrrrrrr"),
+        markdown_table(
+            STAGE_HEADER,
+            _stage_rows(results, lag_interval, settings.checkpoint.every_s),
+            "lrrrrrrrr",
+        ),
         "",
         f"## Decode ceiling (one core; median of {args.repeats})",
         "",
@@ -181,8 +204,10 @@ def report(
     for client, ok in met.items():
         result = results[client]
         lines.append(
-            f"- {NAMES[client]}: {fmt_rate(result['events_per_s'])} events/s, "
-            f"{result['ratio']:.2f}× from memory — {'met' if ok else 'NOT met'} "
+            f"- {NAMES[client]}: {fmt_rate(result['loop_events_per_s'])} events/s, "
+            f"{result['loop_ratio']:.2f}× from memory with checkpoints and lag lookups "
+            f"({fmt_rate(result['events_per_s'])}, {result['ratio']:.2f}× without) — "
+            f"{'met' if ok else 'NOT met'} "
             f"({_per_round(result, stdlib):.2f}× the from-memory rate with events.decode, the "
             "baseline before msgspec)"
         )
@@ -197,9 +222,9 @@ def report(
         "",
         "Notes: every row runs the same `Prequential` with the same settings. Decoding is in "
         "the first row and in the Kafka rows, so the gap between them is the transport: the "
-        "client's fetches and records, batching, offsets, checkpoints (about one every 6,400 "
-        "events here), metrics and, on a 2-core machine, the broker and the client's threads "
-        "competing with the learner (which runs its updates on a second thread) for the cores. "
+        "client's fetches and records, batching, offsets, metrics and, on a 2-core machine, the "
+        "broker and the client's threads competing with the learner (which runs its updates on "
+        "a second thread) for the cores. "
         "kafka-python parses every record in Python on the thread that calls `poll` (its "
         "consume row above); on a thread of its own that parsing would still hold the GIL the "
         "loop needs, overlapping only the learner's compiled step (which releases it), so "
@@ -233,6 +258,13 @@ def report(
 def _per_round(result: dict[str, Any], baseline: dict[str, Any]) -> float:
     """The median of a path's runs' ratios to ``baseline``'s run of the same round."""
     return statistics.median(r / b for r, b in zip(result["runs"], baseline["runs"], strict=True))
+
+
+def _with_periodic(result: dict[str, Any]) -> str:
+    """A Kafka path's events/s and ratio with checkpoints and lag lookups; "—" from memory."""
+    if "loop_ratio" not in result:
+        return "—"
+    return f"{fmt_rate(result['loop_events_per_s'])}, {result['loop_ratio']:.2f}"
 
 
 def _first_batch_ms(result: dict[str, Any]) -> str:

@@ -469,8 +469,8 @@ class CheckpointSettings(_Section):
     """Where and how often the worker saves its whole state (offsets included)."""
 
     dir: Path = Field(Path("checkpoints"), description="checkpoint directory")
-    every_batches: int = Field(200, ge=0, description="batches between checkpoints (0 = off)")
-    every_s: float = Field(30.0, ge=0, description="seconds between checkpoints (0 = off)")
+    every_batches: int = Field(0, ge=0, description="batches between checkpoints (0 = off)")
+    every_s: float = Field(5.0, ge=0, description="seconds between checkpoints (0 = off)")
     keep: int = Field(3, ge=1, description="newest checkpoints kept")
 
 

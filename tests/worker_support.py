@@ -18,6 +18,8 @@ TOPIC = "events"
 class FakeReader:
     """One consumer over in-memory partitions; assigns everything on the first poll."""
 
+    thread_safe = False  # the lag lookup on the loop's thread: deterministic tests
+
     def __init__(self, log: dict[TopicPartition, list[bytes]], max_per_poll: int = 7) -> None:
         self.log = log
         self.max_per_poll = max_per_poll

@@ -1,24 +1,30 @@
 """The worker's metrics, served on ``metrics.port`` by ``streamlearn worker``.
 
-Cost: the worker's loop calls :meth:`WorkerMetrics.observe_batch` once per micro-batch: a few
-numpy reductions (no copies when every row was learned), about twenty metric updates, the offset
-and lag of each partition in the batch (their gauge children looked up once); no loop over
-events. Totals the loop keeps (events learned, optimizer steps, drifts, …) become counter
-increments by difference. What it reads of the worker's loop and publisher is stated as
-Protocols here (metrics sit below the worker in the layers).
+Cost: the worker's loop calls :meth:`WorkerMetrics.observe_batch` once per micro-batch: two
+histogram observations, the smoothed loss and score (a few numpy reductions, no copies when every
+row was learned) and the batch's offsets noted; no loop over events. Everything else is read at
+scrape time (decision 0034): the totals the loop keeps (events learned, optimizer steps, drifts,
+…) become counter increments by difference, the learner's state sets its gauges, and the noted
+offsets set each partition's offset and lag. A scrape every few seconds then costs the loop
+nothing, where a per-batch update cost it a share of its time at tens of thousands of events a
+second. What it reads of the worker's loop and publisher is stated as Protocols here (metrics
+sit below the worker in the layers).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence, Sized
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, get_args
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from streamlearn.events import RejectionReason
 from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
@@ -51,7 +57,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class WorkerCounts(Protocol):
-    """The worker loop's own totals (``WorkerStats``), read after every batch."""
+    """The worker loop's own totals (``WorkerStats``), read at scrape time."""
 
     @property
     def late_learned(self) -> int: ...  # events learned from when their late label arrived
@@ -104,7 +110,7 @@ class WorkerMetrics:
         self.smoothing = smoothing  # EWMA weight of one learned event
         MetricFactory(registry, "streamlearn_worker_").process_metrics()
         families = CollectorRegistry(auto_describe=True)
-        registry.register(RankLabelled(families, "rank", str(rank)))
+        registry.register(_Refreshed(RankLabelled(families, "rank", str(rank)), self._refresh))
         m = MetricFactory(families, "streamlearn_worker_")
         m.build_info()
         tp = ("topic", "partition")
@@ -215,6 +221,10 @@ class WorkerMetrics:
         )
         self._collective = (0.0, 0)
         self.ckpt_time.set(time.time())
+        self._lock = threading.Lock()  # the loop's thread and the scrape's share what follows
+        self._loop: tuple[Prequential, WorkerCounts] | None = None  # read at scrape time
+        self._consumed = 0  # records consumed, published at scrape time
+        self._moved: dict[TopicPartition, int] = {}  # offsets noted since the last scrape
         self._last: dict[str, int] = {}
         self._loss: float | None = None
         self._score: float | None = None
@@ -234,13 +244,20 @@ class WorkerMetrics:
         for topic in topics:
             self.assigned.labels(topic).set(sum(1 for t, _ in owned if t == topic))
 
+    def watch_loop(self, preq: Prequential, stats: WorkerCounts) -> None:
+        """Read the loop's totals and the learner's state at scrape time (see the module)."""
+        with self._lock:
+            self._loop = (preq, stats)
+
     def observe_restore(
         self, preq: Prequential, stats: WorkerCounts, created: float | None, corrupt: int = 0
     ) -> None:
         """After a restore: restored totals are a baseline, not increments of this process."""
         self.backend.labels(preq.backend.name).set(1)
-        self._last = {}
-        self._advance(preq, stats, publish=False)
+        with self._lock:
+            self._loop = (preq, stats)
+            self._last = {"consumed": self._consumed}
+            self._advance(preq, stats, publish=False)
         if created is not None:
             self.ckpt_time.set(created)
         self.ckpt_corrupt.inc(corrupt)
@@ -249,31 +266,40 @@ class WorkerMetrics:
         self,
         records: int,
         seconds: float,
-        preq: Prequential,
-        stats: WorkerCounts,
         outcome: BatchOutcome | None,
         offsets: Mapping[TopicPartition, int],
     ) -> None:
-        """One micro-batch: counters by difference, gauges set, loss and metric smoothed;
-        ``offsets``: the next offset to learn of the batch's partitions (only those)."""
-        self.consumed.inc(records)
-        for tp, offset in offsets.items():
-            self._offset(tp, offset)
+        """One micro-batch: its size and time observed, loss and score smoothed; ``offsets``:
+        the next offset to learn of the batch's partitions (only those), set at scrape time."""
         self.batch_records.observe(records)
         self.step_seconds.observe(seconds)
-        self._advance(preq, stats, publish=True)
-        learner = preq.learner
+        with self._lock:
+            self._consumed += records
+            self._moved.update(offsets)
+        if outcome is not None:
+            self._smooth(outcome, outcome.prediction.ndim == 1)
+
+    def _refresh(self) -> None:
+        """At scrape time: counters by how far the loop's totals moved, gauges set from the
+        learner's state and the offsets noted since the last scrape."""
+        with self._lock:
+            moved, self._moved = self._moved, {}
+            for tp, offset in moved.items():
+                self._offset(tp, offset)
+            self._bump(self.consumed, "consumed", self._consumed, True)
+            if self._loop is None:
+                return
+            preq, stats = self._loop
+            self._advance(preq, stats, publish=True)
+        learner, memory = preq.learner, preq.memory
         self.lr.set(learner.lr)
         self.replay_rows.set(len(learner.replay))
         self.replay_capacity.set(learner.replay.capacity)
-        memory = preq.memory
         self.memory_rows.set(0 if memory is None else len(memory.memory))
         topk = memory is not None and memory.settings.kind == "topk"
         self.memory_capacity.set(memory.settings.size if memory is not None and topk else 0)
         self.memory_weight.set(0.0 if memory is None else memory.weight)
         self.experts.set(0 if preq.experts is None else len(preq.experts))
-        if outcome is not None:
-            self._smooth(outcome, preq.regression)
 
     def _advance(self, preq: Prequential, stats: WorkerCounts, *, publish: bool) -> None:
         """Increment counters by how far the loop's own totals moved (or just record them)."""
@@ -293,7 +319,7 @@ class WorkerMetrics:
             (self.sent, "sent", stats.published),
         ):
             self._bump(counter, key, value, publish)
-        for reason, value in stats.rejected.items():
+        for reason, value in list(stats.rejected.items()):  # a copy: the loop may add a reason
             if reason not in self._rejected:
                 self._rejected[reason] = self.rejected.labels(reason)
             self._bump(self._rejected[reason], "rejected:" + reason, value, publish)
@@ -337,26 +363,30 @@ class WorkerMetrics:
         the restored totals are not increments of this process)."""
         self.late_waiting.labels("event").set(len(join.events))
         self.late_waiting.labels("label").set(len(join.labels))
-        for (side, cause), value in join.evictions().items():
-            key = f"evicted:{side}:{cause}"
-            self._bump(self.late_evicted.labels(side, cause), key, value, not baseline)
+        with self._lock:
+            for (side, cause), value in join.evictions().items():
+                key = f"evicted:{side}:{cause}"
+                self._bump(self.late_evicted.labels(side, cause), key, value, not baseline)
 
     def observe_lag(
         self, ends: Mapping[TopicPartition, int], positions: Mapping[TopicPartition, int]
     ) -> None:
         """End offsets looked up (every ``metrics.lag_interval_s``): offset and lag of each
-        partition reported; a partition no longer reported is dropped."""
+        partition reported; a partition no longer reported is dropped (and the offsets noted
+        since the last scrape with it: ``positions`` are as new)."""
         current = {tp for tp in ends if tp in positions}
-        for topic, partition in self._partitions - current:
-            self._position_of.pop((topic, partition), None)
-            self._lag_of.pop((topic, partition), None)
-            for gauge in (self.lag, self.position):
-                with contextlib.suppress(KeyError):  # no lag before the first end offset
-                    gauge.remove(topic, str(partition))
-        self._partitions = set()
-        self._ends = {tp: ends[tp] for tp in current}
-        for tp in current:
-            self._offset(tp, positions[tp])
+        with self._lock:
+            self._moved = {}
+            for topic, partition in self._partitions - current:
+                self._position_of.pop((topic, partition), None)
+                self._lag_of.pop((topic, partition), None)
+                for gauge in (self.lag, self.position):
+                    with contextlib.suppress(KeyError):  # no lag before the first end offset
+                        gauge.remove(topic, str(partition))
+            self._partitions = set()
+            self._ends = {tp: ends[tp] for tp in current}
+            for tp in current:
+                self._offset(tp, positions[tp])
 
     def _offset(self, tp: TopicPartition, offset: int) -> None:
         """A partition's next offset to learn and its lag = last end offset looked up - offset
@@ -390,7 +420,8 @@ class WorkerMetrics:
 
     def observe_publish(self, result: PublishOutcome, memory_pushes: int) -> None:
         """What the export hook did after a batch (``not_due`` is not counted)."""
-        self._bump(self.memory_pushes, "memory_pushes", memory_pushes, True)
+        with self._lock:
+            self._bump(self.memory_pushes, "memory_pushes", memory_pushes, True)
         if result.reason == "not_due":
             return
         if result.reason not in self._publish:
@@ -405,3 +436,15 @@ class WorkerMetrics:
 
 def _ewma(old: float | None, new: float, weight: float) -> float:
     return new if old is None else old + weight * (new - old)
+
+
+class _Refreshed(Collector):
+    """``inner``'s families, collected after ``refresh`` brought them up to date (the values
+    read at scrape time, see the module)."""
+
+    def __init__(self, inner: Collector, refresh: Callable[[], None]) -> None:
+        self.inner, self.refresh = inner, refresh
+
+    def collect(self) -> Iterator[Metric]:
+        self.refresh()
+        yield from self.inner.collect()

@@ -39,6 +39,7 @@ __all__ = [
 LabelCheck = Callable[[Label], RejectionReason | None]
 
 _MAX_DETAIL = 512
+_UNCHECKED = "unchecked"  # no verdict on a label yet (a verdict is a reason or None)
 
 
 @dataclass
@@ -75,6 +76,7 @@ def split(
     decoded by ``decode_event`` (the worker's EventDecoder; by default ``events.decode``)."""
     decode_event = decode_event or partial(decode, max_bytes=max_bytes)
     intake = Intake()
+    verdicts: dict[Label, RejectionReason | None] = {}  # a batch holds few distinct labels
     for record in records:
         raw = record.value or b""
         if labels_topic is not None and record.topic == labels_topic:
@@ -87,8 +89,11 @@ def split(
                 intake.labels.append((record, label))
             continue
         event = decode_event(raw)
-        if not isinstance(event, Rejection) and event.y is not None and (reason := check(event.y)):
-            event = Rejection(reason, f"label {event.y!r} not accepted", raw)
+        if not isinstance(event, Rejection) and (y := event.y) is not None:
+            if (reason := verdicts.get(y, _UNCHECKED)) is _UNCHECKED:
+                reason = verdicts[y] = check(y)
+            if reason is not None:
+                event = Rejection(reason, f"label {y!r} not accepted", raw)
         if isinstance(event, Rejection):
             intake.rejected.append((record, event))
         else:

@@ -42,6 +42,7 @@ from streamlearn.worker.intake import (
     split,
 )
 from streamlearn.worker.kafka.client import KafkaReader, KafkaWriter, Record, TopicPartition
+from streamlearn.worker.lag import LagLookup
 from streamlearn.worker.late_labels import LabelJoin
 
 if TYPE_CHECKING:  # torch.distributed: only for a worker that is one rank of several
@@ -116,8 +117,10 @@ class Worker:
         self._next_probe = self._next_log = self._next_lag = clock()
         self.metrics = metrics or WorkerMetrics(CollectorRegistry(), settings.metrics.smoothing)
         self.metrics.watch_broker(lambda: self.health.up)
+        self.metrics.watch_loop(preq, self.stats)
         self.heartbeat = heartbeat or Heartbeat(w.liveness_timeout_s, clock)
         self.assignment = Assignment(self.topics, settings, self.metrics, self.heartbeat, clock)
+        self.lag = LagLookup(reader, reader.thread_safe)
         self.lockstep = lockstep
         self.reassigned = False  # partitions moved after the ranks' start (lockstep only)
         self.checkpoints = (Checkpoint if lockstep is None else lockstep.checkpoint)(
@@ -207,7 +210,7 @@ class Worker:
         self.stats.events += len(intake.events)
         self.checkpoints.learned()
         seconds = time.perf_counter() - start
-        self.metrics.observe_batch(len(batch), seconds, self.preq, self.stats, outcome, moved)
+        self.metrics.observe_batch(len(batch), seconds, outcome, moved)
         self.export(self.preq, self.stats.batches)
 
     def idle(self) -> None:
@@ -234,6 +237,7 @@ class Worker:
             else:
                 self.checkpoints.commit_offsets(self.owned)
         finally:
+            self.lag.wait(self.checkpoints.remaining_s())  # not inside the client as it closes
             self.reader.close(max(self.checkpoints.remaining_s(), CLOSE_MARGIN_S))
             self.writer.close(max(self.checkpoints.remaining_s(), CLOSE_MARGIN_S))
             self.log_progress()
@@ -344,18 +348,21 @@ class Worker:
         )  # fmt: skip
 
     def _observe_lag(self) -> None:
-        """Consumer lag from the broker's end offsets, at most every ``lag_interval_s``."""
+        """Consumer lag from the broker's end offsets: a lookup started at most every
+        ``lag_interval_s`` (on a thread of its own where the client allows, see LagLookup),
+        reported on the turn its answer is there."""
         now = self._clock()
-        if now < self._next_lag or not self.health.up:
-            return
-        self._next_lag = now + self.settings.metrics.lag_interval_s
-        timeout_s = min(self.settings.kafka.request_timeout_ms / 1000, 2.0)
+        if now >= self._next_lag and self.health.up:
+            self._next_lag = now + self.settings.metrics.lag_interval_s
+            timeout_s = min(self.settings.kafka.request_timeout_ms / 1000, 2.0)
+            self.lag.start(sorted(self.owned), timeout_s)
         try:
-            ends = self.reader.end_offsets(sorted(self.owned), timeout_s)
+            ends = self.lag.take()
         except KafkaUnavailable as exc:  # metrics only: the next poll notices an outage
             log.debug("end offsets unavailable: %s", exc)
             return
-        self.metrics.observe_lag(ends, self.positions)
+        if ends is not None:
+            self.metrics.observe_lag(ends, self.positions)
 
     # -- RebalanceHandler -------------------------------------------------------------------
     def assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:

@@ -34,3 +34,6 @@ def test_kafka_throughput_writes_table_and_json(kafka_bootstrap: str, tmp_path: 
         else:  # timed from the end of the first batch (32 events), its wait reported apart
             assert result["events"] == 640 - 32
             assert len(result["first_batch_s"]) == 1 and result["first_batch_s"][0] > 0
+            # checkpoints and lag lookups, timed apart, added back at their default cadence
+            assert result["stages_s"]["checkpoint"] > 0 and result["stages_s"]["lag"] > 0
+            assert 0 < result["loop_ratio"] < result["ratio"]

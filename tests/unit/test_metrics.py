@@ -8,6 +8,7 @@ reads the samples back with ``registry.get_sample_value``.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -161,7 +162,8 @@ def test_smoothed_scores_average_the_learned_rows_and_the_loss_its_finite_values
         target, name, expected = np.array([0, 1, 1]), "prequential_accuracy", 2 / 3
     loss = np.array([0.5, np.nan, np.inf, 1.5])
     outcome = BatchOutcome(prediction, loss, learned, [], target)
-    metrics.observe_batch(4, 0.01, Prequential.from_settings(s), WorkerStats(), outcome, {})
+    metrics.watch_loop(Prequential.from_settings(s), WorkerStats())
+    metrics.observe_batch(4, 0.01, outcome, {})
     assert _value(metrics.registry, W + "prequential_loss") == pytest.approx(1.0)
     assert _value(metrics.registry, W + name) == pytest.approx(expected)
 
@@ -238,6 +240,39 @@ def test_consumer_lag_per_partition_is_clamped_and_follows_the_assignment(tmp_pa
     labels = {"topic": TOPIC, "partition": "0"}
     assert _value(reg, W + "consumer_offset", **labels) == worker.positions[(TOPIC, 0)]
     assert _value(reg, W + "consumer_lag_messages", **labels) == 100 - worker.positions[(TOPIC, 0)]
+
+
+def test_scrapes_while_the_loop_learns_read_its_totals_then(tmp_path):
+    """Totals and state are read at scrape time (decision 0034): scrapes on another thread
+    while the loop learns never fail, and each one shows the loop as it was then."""
+
+    worker, reg = _worker(
+        _settings(tmp_path), FakeReader({(TOPIC, 0): [event(i) for i in range(400)]})
+    )
+    seen: list[float] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.is_set():
+            try:
+                generate_latest(reg)
+                seen.append(_value(reg, W + "events_trained_total"))
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        _drive(worker, 400)
+    finally:
+        done.set()
+        scraper.join(10)
+    assert not errors and len(seen) > 1 and seen == sorted(seen)  # counters only go up
+    assert _value(reg, W + "events_trained_total") == worker.preq.seen == 400
+    assert _value(reg, W + "events_consumed_total") == 400
+    assert _value(reg, W + "train_steps_total") == worker.preq.learner.steps
+    assert _value(reg, W + "consumer_offset", topic=TOPIC, partition="0") == 400
 
 
 def test_checkpoints_and_restores_produce_the_checkpoint_families(tmp_path):

@@ -71,6 +71,9 @@ class RebalanceHandler(Protocol):
 class KafkaReader(Protocol):
     """The consuming half of a client."""
 
+    # whether end_offsets may run on another thread while the loop polls (see LagLookup)
+    thread_safe: bool
+
     def subscribe(self, topics: Sequence[str], handler: RebalanceHandler) -> None: ...
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]: ...

@@ -117,6 +117,8 @@ class _Background:
 class ConfluentReader:
     """A consumer-group member with manual commits (offsets live in our checkpoints)."""
 
+    thread_safe = True  # librdkafka's handle: end_offsets may run beside poll
+
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         config = connection_config(settings) | {
@@ -188,16 +190,21 @@ class ConfluentReader:
             error, self._handler_error = self._handler_error, None
             raise error
         records = []
-        for m in messages:
+        append = records.append
+        for m in messages:  # one Record per message: kept lean, this runs for every event
             error = m.error()
             if error is not None:
                 if error.fatal():
                     raise KafkaUnavailable(f"fatal consumer error: {error}")
                 log.debug("consumer notice: %s", error)
                 continue
-            records.append(
-                Record(m.topic(), m.partition(), m.offset(), m.value(), m.key(), _headers(m))
-            )
+            headers = m.headers()
+            append(
+                Record(
+                    m.topic(), m.partition(), m.offset(), m.value(), m.key(),
+                    tuple((k, v or b"") for k, v in headers) if headers else (),
+                )
+            )  # fmt: skip
         return records
 
     def _consume(self, n: int, timeout_s: float) -> list[Any]:
@@ -282,11 +289,6 @@ class ConfluentReader:
             )
         elif closing.error is not None:
             log.debug("closing the consumer: %s", closing.error)
-
-
-def _headers(message: Any) -> tuple[tuple[str, bytes], ...]:
-    headers = message.headers()
-    return tuple((k, v or b"") for k, v in headers) if headers else ()
 
 
 class _Delivery:

@@ -106,6 +106,8 @@ def _commit_offsets(offsets: Mapping[TopicPartition, int]) -> dict[Any, Any]:
 class KafkaPythonReader:
     """A consumer-group member with manual commits (offsets live in our checkpoints)."""
 
+    thread_safe = False  # KafkaConsumer is not: every call on the loop's thread
+
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         config = connection_config(settings) | {
