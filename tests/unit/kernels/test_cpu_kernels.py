@@ -438,6 +438,31 @@ def _compensation_by_formula(memory, hidden, base):
     return np.array(out)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 7, 8, 33])
+def test_compiled_memory_compensates_a_row_alone_as_within_a_batch(rows):
+    """Few query rows take their own similarity loop (memory.c's few_similarities on targets
+    with FMA), a batch gemm_acc: every row's compensation is the same bit for bit either way
+    (river's one-row API against its pandas path)."""
+    rng = np.random.default_rng(3)
+    hidden_dim, width = 64, 4
+    memory = ErrorMemory(
+        hidden_dim, width, k=8, size=128, tau=0.1, regression=False,
+        kernel=CompiledMemory(binding.load()),
+    )  # fmt: skip
+    stored = rng.normal(size=(150, hidden_dim)).astype(np.float32)
+    stored[:, 5] = 0.0  # zero key entries: skipped by gemm_acc's edge rows, added by the loop
+    memory.update(
+        stored, rng.integers(0, width, 150), rng.dirichlet(np.ones(width), 150).astype(np.float32)
+    )
+    hidden = rng.normal(size=(rows, hidden_dim)).astype(np.float32)
+    base = rng.dirichlet(np.ones(width), rows).astype(np.float32)
+    together, _ = memory.compensate_keyed(hidden, base)
+    alone = np.concatenate(
+        [memory.compensate_keyed(hidden[i : i + 1], base[i : i + 1])[0] for i in range(rows)]
+    )
+    assert np.array_equal(together, alone)
+
+
 # k up to 16: passes over the keys; beyond: insertion into a sorted list
 @pytest.mark.parametrize("k", [3, 8, 16, 20])
 def test_compiled_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k):
