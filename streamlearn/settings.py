@@ -159,6 +159,14 @@ class LearnerSettings(_Section):
     clip_norm: float = Field(5.0, gt=0)
     replay_size: int = Field(2048, ge=0, description="reservoir capacity (0 disables replay)")
     replay_ratio: float = Field(1.0, ge=0, le=8, description="replayed samples per new one")
+    replay_floor: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="classification: while the fast start splits a batch, each update "
+        "replays at least this many rows (a one-row sub-batch replays one); 0 = off "
+        "(8 helps small data sets, costs hyperplane: decision 0035)",
+    )
     replay_reset_on_drift: bool = Field(
         True, description="empty the reservoir on drift: old labels may contradict the new concept"
     )

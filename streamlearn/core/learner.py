@@ -256,10 +256,15 @@ class OnlineLearner:
         self.model.target_loc.fill_(self._y_mean)
         self.model.target_scale.fill_(std if std > 1e-12 else 1.0)
 
-    def _replay_per_update(self, batch: int) -> int:
+    def _replay_per_update(self, batch: int, young: bool) -> int:
         """Replayed rows mixed into each update of a batch (0 while the reservoir is empty);
-        one uniform draw of that many rows per update serves all of the batch's updates."""
-        return round(self.settings.replay_ratio * batch) if len(self.replay) else 0
+        one uniform draw of that many rows per update serves all of the batch's updates. A
+        ``young`` classifier's fast-start sub-batch replays at least ``replay_floor`` rows
+        (decision 0035: on regression streams the floor was measured to lose)."""
+        if not len(self.replay):
+            return 0
+        rows = round(self.settings.replay_ratio * batch)
+        return max(rows, self.settings.replay_floor) if young and not self.regression else rows
 
     def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
         """Predict the labelled batch with the current weights, then learn from it.
@@ -291,20 +296,23 @@ class OnlineLearner:
             rows = (rows[0][finite], rows[1][finite], rows[2][finite])
         return self.replay.prepare(*rows)
 
-    def begin_step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> PendingStep:
+    def begin_step(
+        self, num: np.ndarray, cat: np.ndarray, y: np.ndarray, young: bool = False
+    ) -> PendingStep:
         """:meth:`step`'s prediction of the batch, and its learning as a handle: done at once,
         unless the updates overlap on the worker thread. The caller waits on the handle before
         anything reads or changes the learner (which refuses until then: StepPending).
 
         The step kernel checks the batch (before any state changes), scores it and runs the
         updates, each over the batch and its share of one replay draw, at the schedule's
-        rates; the learner counts them and puts the batch into the reservoir."""
+        rates; the learner counts them and puts the batch into the reservoir. ``young``: a
+        fast-start sub-batch (see :meth:`_replay_per_update`)."""
         self._idle()
         self._drain()
         kernel = self.step_kernel
         rows = kernel.check(num, cat, y, self.outputs)  # widens the active input slots
         updates = self.settings.updates
-        per_update = self._replay_per_update(len(y))
+        per_update = self._replay_per_update(len(y), young)
         drawn = self.replay.draw(per_update * updates) if per_update else None
         replay = None if drawn is None else (self.replay.num, self.replay.cat, self.replay.y, drawn)
         target = _UNUSED

@@ -182,15 +182,20 @@ class Prequential:
             stop = min(n, start + max((seen + start) // self.fast_start, 1))
             known = max(known_before, int(slots[:start].max(initial=-1)) + 1)
             part = EncodedFeatures(feats.num[start:stop], feats.cat[start:stop])
-            parts.append(self._process_batch(part, ys[start:stop], known))
+            parts.append(self._process_batch(part, ys[start:stop], known, young=True))
             start = stop
         return _joined(parts)
 
     def _process_batch(
-        self, feats: EncodedFeatures, ys: Sequence[Hashable | None], known_before: int
+        self,
+        feats: EncodedFeatures,
+        ys: Sequence[Hashable | None],
+        known_before: int,
+        young: bool = False,
     ) -> BatchOutcome:
         """One (sub-)batch through the chain; predictions renormalised over the first
-        ``known_before`` classes (those whose first label came before its rows)."""
+        ``known_before`` classes (those whose first label came before its rows); ``young``:
+        a fast-start sub-batch (its updates replay at least learner.replay_floor rows)."""
         n = len(feats)
         ok, target, every = self._targets(ys)
         z = self.encoder.standardize(feats.num)
@@ -207,7 +212,7 @@ class Prequential:
             raw, cat, z = feats.num[rows], feats.cat[rows], z[rows]
             # the batch's updates may run on the learner's worker thread until step.wait():
             # nothing here reads or changes the learner before that
-            step = self.learner.begin_step(z, cat, target)
+            step = self.learner.begin_step(z, cat, target, young)
             try:
                 scored = (
                     step.prediction

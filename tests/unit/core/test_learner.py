@@ -234,10 +234,9 @@ def test_same_seed_same_weights_and_global_rng_untouched():
     assert_same(pa, pb)
 
 
-def test_replay_fills_and_is_mixed_into_the_loss(monkeypatch):
-    rng = np.random.default_rng(9)
-    learner = make(replay_size=50, replay_ratio=1.0, kernel="torch")  # watches its forward
-    sizes = []
+def forward_rows(monkeypatch) -> list[int]:
+    """The rows of every forward pass of the torch step from now on (batch plus replay)."""
+    sizes: list[int] = []
     original = torch_step.forward
 
     def recording_forward(trainer, num, cat, k):
@@ -245,10 +244,40 @@ def test_replay_fills_and_is_mixed_into_the_loss(monkeypatch):
         return original(trainer, num, cat, k)
 
     monkeypatch.setattr(torch_step, "forward", recording_forward)
+    return sizes
+
+
+def test_replay_fills_and_is_mixed_into_the_loss(monkeypatch):
+    rng = np.random.default_rng(9)
+    learner = make(replay_size=50, replay_ratio=1.0, kernel="torch")  # watches its forward
+    sizes = forward_rows(monkeypatch)
     for _ in range(3):
         learner.step(*toy_batch(rng, n=20))
     assert sizes == [20, 40, 40]  # first step has nothing to replay
     assert len(learner.replay) == 50 and learner.replay.seen == 60
+
+
+@pytest.mark.parametrize(
+    ("task", "young", "rows"),
+    [
+        ("multiclass", True, [2, 8]),  # a fast-start sub-batch of 2: the floor's 6 replayed rows
+        ("multiclass", False, [2, 4]),  # a batch of 2 otherwise: replay_ratio's 2
+        ("regression", True, [2, 4]),  # regression: no floor (decision 0035)
+    ],
+)
+def test_a_young_classifier_replays_at_least_replay_floor_rows(monkeypatch, task, young, rows):
+    learner = make(
+        task=task, replay_size=50, replay_ratio=1.0, replay_floor=6, kernel="torch",
+        max_classes=2 if task == "regression" else 3,
+    )  # fmt: skip
+    sizes = forward_rows(monkeypatch)
+    rng = np.random.default_rng(11)
+    for _ in range(2):
+        num, cat, y = toy_batch(rng, n=2, regression=task == "regression")
+        learner.begin_step(
+            num, cat, y.astype(np.float32) if task == "regression" else y, young
+        ).wait()
+    assert sizes == rows  # the first step has nothing to replay
 
 
 def test_replay_disabled():

@@ -258,9 +258,11 @@ def test_fast_start_learns_a_young_batch_in_growing_sub_batches():
     """With fast_start k, a batch of a young chain gives what its sub-batches of
     max(1, events // k) rows give fed one by one with the fast start off: each row is predicted
     by the model that learned the rows before it, never its own label. (Fixed classes: the
-    sub-batches of a batch that brings new classes predict them as zero, as the batch would.)"""
+    sub-batches of a batch that brings new classes predict them as zero, as the batch would;
+    no replay floor, which only sub-batches get: the next test.)"""
     rng = np.random.default_rng(3)
-    fast, split = make(fast_start=4, classes=("a", "b")), make(classes=("a", "b"))
+    fast = make(fast_start=4, classes=("a", "b"), replay_floor=0)
+    split = make(classes=("a", "b"), replay_floor=0)
     for _ in range(3):
         xs, ys = rows(rng, 32)
         outcome = fast.process(xs, ys)
@@ -275,6 +277,28 @@ def test_fast_start_learns_a_young_batch_in_growing_sub_batches():
         )
         np.testing.assert_array_equal(outcome.loss, np.concatenate([p.loss for p in parts]))
     assert fast.learner.steps == split.learner.steps
+
+
+def test_only_the_fast_starts_sub_batches_are_young(monkeypatch):
+    """Sub-batches of a young chain's batch are learned as young (their updates replay at
+    least learner.replay_floor rows); a grown chain's whole batches are not."""
+    rng = np.random.default_rng(6)
+    p = make(fast_start=2)
+    young: list[bool] = []
+    begin = p.learner.begin_step
+
+    def recording(num, cat, y, is_young=False):
+        young.append(is_young)
+        return begin(num, cat, y, is_young)
+
+    monkeypatch.setattr(p.learner, "begin_step", recording)
+    p.process(*rows(rng, 8))
+    assert len(young) > 1 and all(young)
+    while p.seen < 2 * 32:
+        p.process(*rows(rng, 32))
+    young.clear()
+    p.process(*rows(rng, 32))
+    assert young == [False]
 
 
 def test_fast_start_passes_a_grown_model_its_batches_whole():
