@@ -255,7 +255,6 @@ class WorkerMetrics:
         """After a restore: restored totals are a baseline, not increments of this process."""
         self.backend.labels(preq.backend.name).set(1)
         with self._lock:
-            self._loop = (preq, stats)
             self._last = {"consumed": self._consumed}
             self._advance(preq, stats, publish=False)
         if created is not None:
@@ -277,7 +276,7 @@ class WorkerMetrics:
             self._consumed += records
             self._moved.update(offsets)
         if outcome is not None:
-            self._smooth(outcome, outcome.prediction.ndim == 1)
+            self._smooth(outcome)
 
     def _refresh(self) -> None:
         """At scrape time: counters by how far the loop's totals moved, gauges set from the
@@ -330,7 +329,7 @@ class WorkerMetrics:
         if publish and step > 0:
             counter.inc(step)
 
-    def _smooth(self, outcome: BatchOutcome, regression: bool) -> None:
+    def _smooth(self, outcome: BatchOutcome) -> None:
         """Event-weighted EWMAs of the batch's loss and accuracy / absolute error over the
         learned rows (sums over counts: ``mean``'s values, without its overhead)."""
         learned = outcome.learned
@@ -345,7 +344,7 @@ class WorkerMetrics:
             batch_loss = float(loss.sum()) / loss.size if loss.size else math.nan
         weight = 1.0 - (1.0 - self.smoothing) ** n
         pred = outcome.prediction if every else outcome.prediction[learned]
-        if regression:
+        if outcome.prediction.ndim == 1:  # regression: one value per row
             name, value = "mae", float(np.abs(pred - outcome.target).sum()) / n
         else:
             name, value = "accuracy", np.count_nonzero(pred.argmax(axis=1) == outcome.target) / n

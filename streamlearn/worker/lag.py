@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for
 
-from streamlearn.errors import KafkaUnavailable
 from streamlearn.worker.kafka.client import KafkaReader, TopicPartition
 
 __all__ = ["LagLookup"]
@@ -22,7 +23,8 @@ Ends = dict[TopicPartition, int]
 
 
 class LagLookup:
-    """One lookup at a time: :meth:`start` it, :meth:`take` its answer (once) on a later turn.
+    """One lookup at a time, until its answer is taken: :meth:`start` it, :meth:`take` the
+    answer on the same turn (on the loop's thread) or a later one (on a thread of its own).
 
     >>> class Reader:
     ...     def end_offsets(self, partitions, timeout_s):
@@ -35,42 +37,39 @@ class LagLookup:
 
     def __init__(self, reader: KafkaReader, background: bool) -> None:
         self.reader, self.background = reader, background
-        self._thread: threading.Thread | None = None
-        self._answer: Ends | KafkaUnavailable | None = None
-        self._lock = threading.Lock()
+        self._lookup: Future[Ends] | None = None
 
     def start(self, partitions: Sequence[TopicPartition], timeout_s: float) -> None:
-        """Look the end offsets of ``partitions`` up (nothing while a lookup is in flight)."""
-        if self._thread is not None and self._thread.is_alive():
+        """Look the end offsets of ``partitions`` up (nothing while one has not been taken)."""
+        if self._lookup is not None:
             return
-        if not self.background:
-            self._run(list(partitions), timeout_s)
-            return
-        self._thread = threading.Thread(
-            target=self._run, args=(list(partitions), timeout_s), name="streamlearn-lag",
-            daemon=True,
-        )  # fmt: skip
-        self._thread.start()
+        lookup = self._lookup = Future()
+        args = (lookup, list(partitions), timeout_s)
+        if self.background:
+            threading.Thread(
+                target=self._run, args=args, name="streamlearn-lag", daemon=True
+            ).start()
+        else:
+            self._run(*args)
 
-    def _run(self, partitions: list[TopicPartition], timeout_s: float) -> None:
-        answer: Ends | KafkaUnavailable
+    def _run(
+        self, lookup: Future[Ends], partitions: list[TopicPartition], timeout_s: float
+    ) -> None:
         try:
-            answer = self.reader.end_offsets(partitions, timeout_s)
-        except KafkaUnavailable as exc:
-            answer = exc
-        with self._lock:
-            self._answer = answer
+            lookup.set_result(self.reader.end_offsets(partitions, timeout_s))
+        except BaseException as exc:  # raised by take, on the loop's thread
+            lookup.set_exception(exc)
 
     def take(self) -> Ends | None:
         """The finished lookup's end offsets, once (None: none finished since the last take);
-        its KafkaUnavailable is raised here."""
-        with self._lock:
-            answer, self._answer = self._answer, None
-        if isinstance(answer, KafkaUnavailable):
-            raise answer
-        return answer
+        its error (KafkaUnavailable) is raised here."""
+        lookup = self._lookup
+        if lookup is None or not lookup.done():
+            return None
+        self._lookup = None
+        return lookup.result()
 
     def wait(self, timeout_s: float) -> None:
         """Let a lookup in flight finish, up to ``timeout_s`` (before the client closes)."""
-        if self._thread is not None:
-            self._thread.join(max(0.0, timeout_s))
+        if self._lookup is not None:
+            wait_for([self._lookup], max(0.0, timeout_s))
