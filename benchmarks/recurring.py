@@ -54,14 +54,17 @@ def run(
     settings: Settings, stream: str, events: int, seed: int, experts: dict[str, Any] | None
 ) -> dict[str, Any]:
     """One prequential run, the pool off (``experts`` None) or on with those settings over the
-    defaults: per-event hits, detections, switches, seconds."""
+    defaults: per-event hits, detections, switches back to a past model and to a fresh one
+    (experts.fresh, on with the pool by default), seconds."""
     rows = list(stream_rows(stream, events, seed))
     pool = settings.experts.model_copy(update={"enabled": experts is not None, **(experts or {})})
     preq, score, seconds = prequential_run(settings.model_copy(update={"experts": pool}), rows)
+    fresh = 0 if preq.experts is None or preq.experts.fresh is None else preq.experts.fresh.switches
     return {
         "hits": score.values(),
         "drifts": list(preq.drifts),
-        "switches": preq.expert_switches,
+        "switches": preq.expert_switches - fresh,
+        "fresh_switches": fresh,
         "seconds": seconds,
     }
 
@@ -135,6 +138,7 @@ def check_table(
                         "on": float(on["hits"].mean()),
                         "detections": len(on["drifts"]),
                         "switches": on["switches"],
+                        "fresh_switches": on["fresh_switches"],
                     }
                 )
     return rows
@@ -212,13 +216,15 @@ def render(part1: list[dict[str, Any]], part2: list[dict[str, Any]], meta: dict[
             "",
         ]
         switches = [r["switches"] for r in table["runs"]["on"]]
+        fresh = [r["fresh_switches"] for r in table["runs"]["on"]]
         drifts = [r["drifts"] for r in table["runs"]["on"]]
         rate = {
             mode: len(runs) * table["events"] / sum(r["seconds"] for r in runs)
             for mode, runs in table["runs"].items()
         }
         lines += [
-            f"Switches per seed (on): {switches}; detections (on): {drifts}",
+            f"Switches to a past model per seed (on): {switches}; to a fresh model: {fresh}; "
+            f"detections (on): {drifts}",
             "",
             f"Speed (process_columns only, all seeds, one run each, a shared machine): "
             f"{rate['off']:,.0f} events/s off, {rate['on']:,.0f} on.",
@@ -241,6 +247,7 @@ def render(part1: list[dict[str, Any]], part2: list[dict[str, Any]], meta: dict[
                 _pts(max(gains)),
                 sum(r["detections"] for r in rows_),
                 sum(r["switches"] for r in rows_),
+                sum(r["fresh_switches"] for r in rows_),
             ]
         )
     default = Settings().experts.margin
@@ -249,7 +256,7 @@ def render(part1: list[dict[str, Any]], part2: list[dict[str, Any]], meta: dict[
         f"## Every stream: overall accuracy ({meta['check_events']:,} events each), by margin",
         "",
         f"Means over seeds {meta['seeds']}; Δ per seed in recurring.json; detections and "
-        "switches summed over the seeds (pool on).",
+        "switches (to a past model; to a fresh one) summed over the seeds (pool on).",
         "",
         markdown_table(
             [
@@ -262,6 +269,7 @@ def render(part1: list[dict[str, Any]], part2: list[dict[str, Any]], meta: dict[
                 "best seed",
                 "detections",
                 "switches",
+                "to a fresh model",
             ],
             check_rows,
         ),

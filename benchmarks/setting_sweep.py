@@ -6,7 +6,9 @@ task, the run's seed) on the same rows, prequentially; no peers. Reported per st
 the score over the whole stream and over its first 1,000 events (accuracy; MAE on regression
 streams), the mean over the seeds; and per value, against the first value of --values (the
 reference): on how many streams it is better, the mean gain in accuracy points
-(classification) and in % of MAE (regression), and the worst stream's.
+(classification) and in % of MAE (regression), the worst stream's, and the training steps
+taken (the live model's updates and any fresh model's, experts.fresh) as a multiple of the
+reference's: the cost, counted rather than timed (a shared machine's timings drift).
 
 Writes <out>/sweep-<setting>.md, .json and .png (each stream's gain over the reference against
 the value, overall and over the first 1,000 events). Values are JSON (true, 64, [64, 64]):
@@ -37,6 +39,7 @@ from suite_streams import SUITE, suite_rows
 from timing_runner import prequential_run
 from tqdm import tqdm
 
+from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings
 
 DEFAULT_SEEDS = (1, 2, 3, 42)
@@ -95,8 +98,14 @@ def label(value: Any) -> str:
     return json.dumps(value)
 
 
+def training_steps(preq: Prequential) -> int:
+    """Updates applied: the live model's and those of the fresh models beside it."""
+    fresh = None if preq.experts is None else preq.experts.fresh
+    return preq.learner.steps + (0 if fresh is None else fresh.steps)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """{stream: {task, events, value (as JSON): {overall: [per seed], first: [per seed]}}}."""
+    """{stream: {task, events, value (as JSON): {overall, first, steps: [per seed]}}}."""
     runs: dict[str, Any] = {}
     total = len(args.streams) * len(args.seeds) * len(args.values)
     with tqdm(total=total, unit="run", disable=args.no_progress) as bar:
@@ -109,10 +118,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for value in args.values:
                     bar.set_description(f"{name} seed {seed} {args.setting} {label(value)}")
                     settings = with_setting(suite_settings(task, seed), args.setting, value)
-                    _, score, _ = prequential_run(settings, rows)
-                    scores = entry.setdefault(label(value), {"overall": [], "first": []})
+                    preq, score, _ = prequential_run(settings, rows)
+                    scores = entry.setdefault(
+                        label(value), {"overall": [], "first": [], "steps": []}
+                    )
                     scores["overall"].append(score.overall())
                     scores["first"].append(score.between(0, FIRST))
+                    scores["steps"].append(training_steps(preq))
                     bar.update()
             runs[name] = entry
     return runs
@@ -136,6 +148,8 @@ def summary_rows(runs: dict[str, Any], values: Sequence[Any]) -> list[list[str]]
         cls = [g for name, g in gains.items() if runs[name]["task"] != "regression"]
         reg = [g for name, g in gains.items() if runs[name]["task"] == "regression"]
         worst = min(gains, key=lambda name: gains[name])
+        steps = {name: _steps(e, value) / _steps(e, reference) for name, e in runs.items()}
+        most = max(steps, key=lambda name: steps[name])
         rows.append(
             [
                 label(value),
@@ -144,9 +158,14 @@ def summary_rows(runs: dict[str, Any], values: Sequence[Any]) -> list[list[str]]
                 f"{np.mean(reg):+.1f} %" if reg else "—",
                 f"{worst} {gains[worst]:+.2f}",
                 f"{np.mean(list(firsts.values())):+.2f}",
+                f"×{np.mean(list(steps.values())):.3f} (most: {most} ×{steps[most]:.3f})",
             ]
         )
     return rows
+
+
+def _steps(entry: dict[str, Any], value: Any) -> float:
+    return float(np.mean(entry[label(value)]["steps"]))
 
 
 def stream_rows(runs: dict[str, Any], values: Sequence[Any]) -> list[list[str]]:
@@ -219,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mean MAE saved, regression",
                 "worst stream",
                 f"mean gain, first {FIRST:,} (pt or %)",
+                "training steps, × reference",
             ],
             summary_rows(runs, values),
         ),

@@ -288,6 +288,17 @@ class ExpertSettings(_Section):
     margin: float = Field(
         0.5, ge=0, lt=1, description="switch if an expert's loss ≤ live model's × (1 − margin)"
     )
+    fresh: bool = Field(
+        True,
+        description="after a detection, a new model learns beside the live one and replaces "
+        "it when clearly better (core/fresh.py)",
+    )
+    fresh_rows: int = Field(
+        512, ge=16, le=1_000_000, description="events the fresh model learns before the decision"
+    )
+    fresh_t: float = Field(
+        3.0, gt=0, description="switch if the live − fresh loss difference has a t-statistic ≥ this"
+    )
 
 
 class ExportSettings(_Section):

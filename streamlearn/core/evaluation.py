@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DriftWindow", "PrequentialScore", "mean_loss", "predicted_labels"]
+__all__ = ["DriftWindow", "PrequentialScore", "mean_loss", "predicted_labels", "row_losses"]
 
 P_MIN = 1e-7  # the smallest probability a log loss takes: a sure miss costs −log(1e-7), not ∞
 
@@ -19,10 +19,15 @@ P_MIN = 1e-7  # the smallest probability a log loss takes: a sure miss costs −
 def mean_loss(prediction: np.ndarray, target: np.ndarray, regression: bool) -> float:
     """Mean log loss of the true classes' probabilities (p ≥ ``P_MIN``) or mean squared error:
     how the quality gate and the expert pool compare two models on the same rows."""
+    return float(np.mean(row_losses(prediction, target, regression)))
+
+
+def row_losses(prediction: np.ndarray, target: np.ndarray, regression: bool) -> np.ndarray:
+    """:func:`mean_loss`'s loss of each row."""
     if regression:
-        return float(np.mean((prediction.astype(np.float64) - target) ** 2))
+        return (prediction.astype(np.float64) - target) ** 2
     p = np.take_along_axis(prediction, target[:, None].astype(np.int64), axis=1)[:, 0]
-    return float(np.mean(-np.log(np.clip(p, P_MIN, 1.0))))
+    return -np.log(np.clip(p, P_MIN, 1.0))
 
 
 def predicted_labels(prediction: np.ndarray, classes: Sequence[Hashable]) -> list[Hashable | None]:

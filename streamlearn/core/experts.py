@@ -21,6 +21,10 @@ model, which has just begun to adapt. The pool keeps at most ``size`` such model
   re-warm ends (the expert knows the concept) and the live model learns on from there. The
   served and exported model is the live one, so the next export carries the switch.
 
+- **Fresh model** (``fresh``, core/fresh.py): a detection also starts a new model learning
+  beside the live one; when it is clearly better it replaces the live weights, counted as a
+  switch; the live model then learns a new concept (no origin), as after a detection.
+
 The reservoir and the error memory are not part of an expert: by default both are emptied on a
 detection and refill from the current concept, so after a switch they hold its rows already
 (the memory is re-keyed with the new weights at once). The live
@@ -39,6 +43,7 @@ import numpy as np
 import torch
 
 from streamlearn.core.evaluation import mean_loss
+from streamlearn.core.fresh import FreshModel
 from streamlearn.core.learner import OnlineLearner
 from streamlearn.core.model import TabularNet
 from streamlearn.kernels.device import to_device
@@ -70,9 +75,13 @@ class Trial:
 class ExpertPool:
     """A bounded pool of past models; tried after every detection, switched to when better."""
 
-    def __init__(self, learner: OnlineLearner, settings: ExpertSettings) -> None:
+    def __init__(
+        self, learner: OnlineLearner, settings: ExpertSettings, fresh: FreshModel | None = None
+    ) -> None:
+        """``fresh``: the fresh model started at each detection (None: past models only)."""
         self.learner = learner
         self.settings = settings
+        self.fresh = fresh
         self.experts: list[Expert] = []
         self.origin: int | None = None  # the expert the live model was switched from
         self.clock = 0
@@ -102,12 +111,20 @@ class ExpertPool:
     ) -> bool:
         """After a learned batch (its updates done): on a detection save the live model's last
         copy and open a trial; else copy the live model when due, add the rows to an open trial
-        and decide once it is full. Returns whether the live model was switched to an expert."""
+        and decide once it is full; the fresh model learns the batch. Returns whether the live
+        model was switched to an expert or to the fresh model."""
         self.batches += 1
         if drifted:
             self._fresh = self._save()
             self._rows = [] if len(self.experts) > 1 else None  # none but the one just saved
+            if self.fresh is not None:
+                self.fresh.start()
             return False
+        if self.fresh is not None and self.fresh.observe(num, cat, target, prediction):
+            self.switches += 1
+            self._standby = None  # a copy of the weights replaced must not be saved
+            self.origin = None  # a new concept's model: a new slot at the next detection
+            return True
         if self._standby is None or self.batches % self.settings.snapshot_every == 0:
             self._standby = self.learner.weights()
         if self._rows is None:
@@ -189,6 +206,7 @@ class ExpertPool:
             "clock": self.clock,
             "switches": self.switches,
             "trial": trial,
+            **({} if self.fresh is None else {"fresh_model": self.fresh.state_dict()}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -203,6 +221,8 @@ class ExpertPool:
         self._rows = None
         if trial is not None:
             self._rows = [tuple(np.asarray(rows[name]) for name in _TRIAL) for rows in trial]
+        if self.fresh is not None and "fresh_model" in state:  # absent: saved before it
+            self.fresh.load_state_dict(state["fresh_model"])
 
 
 def _on(weights: Mapping[str, Any], device: torch.device) -> dict[str, Any]:

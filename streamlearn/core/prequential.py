@@ -17,6 +17,7 @@ import numpy as np
 from streamlearn.core.drift import DriftDetector, build_detector
 from streamlearn.core.experts import ExpertPool
 from streamlearn.core.features import EncodedFeatures, FeatureEncoder
+from streamlearn.core.fresh import FreshModel, LearnerBuild, fast_start_slices
 from streamlearn.core.labels import LabelMap
 from streamlearn.core.learner import OnlineLearner
 from streamlearn.core.memory.stage import MemoryStage
@@ -97,7 +98,12 @@ class Prequential:
         detector = build_detector(settings.drift, backend.drift)
         m = settings.memory
         memory = MemoryStage.from_settings(m, f, learner) if m.enabled else None
-        experts = ExpertPool(learner, settings.experts) if settings.experts.enabled else None
+        experts = None
+        if settings.experts.enabled:
+            fresh = None
+            if settings.experts.fresh:
+                fresh = FreshModel(learner, settings.experts, LearnerBuild(lrn, f, backend))
+            experts = ExpertPool(learner, settings.experts, fresh)
         return cls(encoder, labels, learner, detector, memory, experts, lrn.fast_start)
 
     @property
@@ -171,19 +177,17 @@ class Prequential:
         are predicted by a model that has already learned from their predecessors and take many
         small steps; once that size reaches the batch's, batches pass whole.
         """
-        n, start, parts, seen = len(feats), 0, [], self.seen
+        n, parts, seen = len(feats), [], self.seen
         known_before = len(self.labels)
         if not self.fast_start or seen >= self.fast_start * n:
             return self._process_batch(feats, ys, known_before)  # grown up (or off): whole
         # the batch's classes switched on at once, as for a whole batch (in order of first
         # appearance); a sub-batch predicts those first labelled in the rows before it
         slots = np.zeros(n, np.int64) if self.regression else self.labels.add_many(ys)
-        while start < n:
-            stop = min(n, start + max((seen + start) // self.fast_start, 1))
-            known = max(known_before, int(slots[:start].max(initial=-1)) + 1)
-            part = EncodedFeatures(feats.num[start:stop], feats.cat[start:stop])
-            parts.append(self._process_batch(part, ys[start:stop], known, young=True))
-            start = stop
+        for rows in fast_start_slices(seen, n, self.fast_start):
+            known = max(known_before, int(slots[: rows.start].max(initial=-1)) + 1)
+            part = EncodedFeatures(feats.num[rows], feats.cat[rows])
+            parts.append(self._process_batch(part, ys[rows], known, young=True))
         return _joined(parts)
 
     def _process_batch(

@@ -174,7 +174,8 @@ class WorkerMetrics:
         )
         self.experts = m.gauge("expert_pool_size", "Past models in the expert pool (0 = off)")
         self.expert_switches = m.counter(
-            "expert_switches", "Switches of the live model to a past model from the pool"
+            "expert_switches",
+            "Switches of the live model to a past model from the pool or to a fresh model",
         )
         self.lag = m.gauge(
             "consumer_lag_messages", "End offset - next offset to learn (clamped at 0)", tp

@@ -1,0 +1,208 @@
+"""FreshModel: after a detection, a newly initialised model learns beside the live one and
+takes over when it is clearly better on the new concept.
+
+After the background learners of Adaptive Random Forest (Gomes et al., 2017: a tree started at
+a drift warning replaces its forest member at the drift): a model of the old concepts may adapt
+slowly to a very different new one (a new nonlinear boundary), while a model that starts from
+scratch learns it in few events. One such model at a time:
+
+- **Start**, at a detection when none is learning: a model built as the live one was (its own
+  seed: the live seed + the number started), with the live model's class slots.
+- **Learn**, each later learned batch: prequentially (each row predicted before it is learned)
+  in fast-start sub-batches (``fast_start_slices``) at ``FRESH_FAST_START``, coarser than the
+  live model's default: each sub-batch is a step, and a fresh model is trained at every
+  detection, not once (benchmarks/results/sweep-experts-fresh.md measures the trade).
+- **Decide**, after ``fresh_rows`` learned rows: over the second half of them (the first half
+  is its own fast start), the per-row loss of the live model's base prediction minus the fresh
+  model's; if the paired t-statistic of that difference is at least ``fresh_t``, the fresh
+  model's parameters and optimizer moments replace the live ones (``OnlineLearner.load_weights``).
+  Either way the fresh model is dropped. A t-statistic, not a ratio of means: on a stream
+  with few errors a handful of rows moves the ratio far (measured: switches that lost).
+- **Back off**: after k fresh models in a row were dropped, none starts before ``fresh_rows``
+  × 2^k rows (k ≤ ``MAX_BACKOFF``) have been learned since the last was: a stream that drifts
+  all the time (incremental drift, false alarms) would otherwise keep one learning for good,
+  at the cost of a second model's steps, where it does not win.
+
+The served and exported model is the live one, so the next export carries a switch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamlearn.core.evaluation import row_losses
+from streamlearn.core.learner import OnlineLearner
+from streamlearn.kernels.backend import Backend
+from streamlearn.settings import ExpertSettings, FeatureSettings, LearnerSettings
+
+__all__ = ["FreshModel", "LearnerBuild", "fast_start_slices"]
+
+FRESH_FAST_START = 4  # sub-batches of (rows learned) // 4 rows while the fresh model is young
+MAX_BACKOFF = 4  # at most fresh_rows × 2^4 rows between a dropped fresh model and the next
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerBuild:
+    """Builds a learner as the live one was built, with another seed (a class, not a closure:
+    a chain is pickled with its parts, as river's estimators are)."""
+
+    learner: LearnerSettings
+    features: FeatureSettings
+    backend: Backend
+
+    def __call__(self, seed: int) -> OnlineLearner:
+        settings = self.learner.model_copy(update={"seed": seed})
+        return OnlineLearner.from_settings(settings, self.features, self.backend)
+
+
+def fast_start_slices(seen: int, n: int, fast_start: int) -> Iterator[slice]:
+    """A batch of ``n`` rows as the fast start splits it for a model that has learned ``seen``
+    rows: consecutive sub-batches of ``(seen + rows before it) // fast_start`` rows (at least
+    one), or the whole batch once that reaches ``n`` (or with the fast start off, 0).
+
+    >>> [(s.start, s.stop) for s in fast_start_slices(2, 5, 1)]
+    [(0, 2), (2, 5)]
+    >>> [(s.start, s.stop) for s in fast_start_slices(64, 32, 2)]
+    [(0, 32)]
+    """
+    if not fast_start or seen >= fast_start * n:
+        yield slice(0, n)
+        return
+    start = 0
+    while start < n:
+        stop = min(n, start + max((seen + start) // fast_start, 1))
+        yield slice(start, stop)
+        start = stop
+
+
+class FreshModel:
+    """One fresh model at a time, started at a detection, switched in when clearly better."""
+
+    def __init__(self, live: OnlineLearner, settings: ExpertSettings, build: LearnerBuild) -> None:
+        self.live = live
+        self.settings = settings
+        self._build = build
+        self.model: OnlineLearner | None = None  # the fresh model while it learns
+        self.started = 0
+        self.switches = 0
+        self.seen = 0  # rows the fresh model has learned
+        self.dropped = 0  # fresh models dropped in a row (reset by a switch)
+        self._steps_before = 0  # updates applied by the fresh models of the past
+        self.idle = 0  # rows learned since the last fresh model was dropped
+        self._losses: list[tuple[np.ndarray, np.ndarray]] = []  # (live, fresh) per batch
+
+    @property
+    def learning(self) -> bool:
+        return self.model is not None
+
+    @property
+    def steps(self) -> int:
+        """Updates applied by every fresh model so far: the cost beside the live model's."""
+        return self._steps_before + (0 if self.model is None else self.model.steps)
+
+    def start(self) -> None:
+        """A new fresh model, unless one is learning already or the back-off holds it."""
+        if self.model is not None:
+            return
+        if self.dropped and self.idle < self.settings.fresh_rows << min(self.dropped, MAX_BACKOFF):
+            return
+        self.started += 1
+        self.model = self._new(self.started)
+        self.seen, self._losses = 0, []
+
+    def _new(self, started: int) -> OnlineLearner:
+        model = self._build(self.live.settings.seed + started)
+        if not self.live.regression:
+            model.set_classes(self.live.model.class_mask.cpu().numpy())
+        return model
+
+    def observe(
+        self, z: np.ndarray, cat: np.ndarray, target: np.ndarray, live_prediction: np.ndarray
+    ) -> bool:
+        """A learned batch (standardised features, targets, the live model's base prediction
+        made before it learned them): the fresh model predicts and learns it; returns whether
+        the live model took over the fresh one's weights."""
+        model = self.model
+        if model is None:
+            self.idle += len(target)
+            return False
+        if not len(target):
+            return False
+        if model.outputs != self.live.outputs:  # a class switched on since
+            model.set_classes(self.live.model.class_mask.cpu().numpy())
+        predictions = []
+        for part in fast_start_slices(self.seen, len(target), FRESH_FAST_START):
+            step = model.begin_step(z[part], cat[part], target[part], young=True)
+            predictions.append(step.prediction.copy())
+            step.wait()
+        self.seen += len(target)
+        regression = self.live.regression
+        fresh = row_losses(np.concatenate(predictions), target, regression)
+        self._losses.append((row_losses(live_prediction, target, regression), fresh))
+        if self.seen < self.settings.fresh_rows:
+            return False
+        return self._decide()
+
+    def _decide(self) -> bool:
+        live, fresh = (np.concatenate(part) for part in zip(*self._losses, strict=True))
+        assert self.model is not None
+        model, self.model, self._losses = self.model, None, []
+        self._steps_before += model.steps
+        half = len(live) // 2
+        difference = (live - fresh)[half:]
+        difference = difference[np.isfinite(difference)]
+        if paired_t(difference) < self.settings.fresh_t:
+            self.dropped, self.idle = self.dropped + 1, 0
+            return False
+        self.live.load_weights(model.weights())
+        self.switches, self.dropped = self.switches + 1, 0
+        return True
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        losses = None
+        if self._losses:
+            live, fresh = (np.concatenate(part) for part in zip(*self._losses, strict=True))
+            losses = {"live": live, "fresh": fresh}
+        return {
+            "model": None if self.model is None else self.model.state_dict(),
+            "started": self.started,
+            "switches": self.switches,
+            "seen": self.seen,
+            "dropped": self.dropped,
+            "idle": self.idle,
+            "steps_before": self._steps_before,
+            "losses": losses,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.started, self.switches = int(state["started"]), int(state["switches"])
+        self.seen = int(state["seen"])
+        self.dropped, self.idle = int(state["dropped"]), int(state["idle"])
+        self._steps_before = int(state["steps_before"])
+        self.model = None
+        if state["model"] is not None:
+            self.model = self._new(self.started)
+            self.model.load_state_dict(state["model"])
+        losses = state["losses"]
+        self._losses = []
+        if losses is not None:
+            self._losses = [(np.asarray(losses["live"]), np.asarray(losses["fresh"]))]
+
+
+def paired_t(difference: np.ndarray) -> float:
+    """The t-statistic of a mean difference over paired rows (0 with fewer than two rows or
+    none of them differing)."""
+    n = len(difference)
+    if n < 2:
+        return 0.0
+    spread = float(difference.std(ddof=1))
+    mean = float(difference.mean())
+    if spread == 0.0:
+        return 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
+    return mean / (spread / math.sqrt(n))

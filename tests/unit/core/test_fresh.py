@@ -1,0 +1,170 @@
+"""FreshModel: started at a detection, learns prequentially, replaces the live weights only
+when clearly better, backs off after models that lost, and survives a checkpoint bit for bit;
+on sine-abrupt (a new nonlinear concept) the chain is more accurate with it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from serving_support import small_settings
+from test_prequential_state import through_disk
+
+from streamlearn.core.fresh import FreshModel, paired_t
+from streamlearn.core.prequential import Prequential
+
+
+def _chain(**experts: object) -> Prequential:
+    return Prequential.from_settings(small_settings(experts={"fresh_rows": 64, **experts}))
+
+
+def _fresh(preq: Prequential) -> FreshModel:
+    assert preq.experts is not None and preq.experts.fresh is not None
+    return preq.experts.fresh
+
+
+def _rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardised rows of an easy concept (the sign of the first feature) and its classes."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 8)).astype(np.float32)
+    return z, np.zeros((n, 4), np.int64), (z[:, 0] > 0).astype(np.int64)
+
+
+def _live_says(target: np.ndarray, p_true: float) -> np.ndarray:
+    """A live model's base prediction giving the true class probability ``p_true``."""
+    prediction = np.zeros((len(target), 4), np.float32)
+    prediction[np.arange(len(target)), target] = p_true
+    prediction[np.arange(len(target)), 1 - target] = 1.0 - p_true
+    return prediction
+
+
+def _feed(fresh: FreshModel, p_true: float, batches: int, seed: int = 0) -> list[bool]:
+    switched = []
+    for i in range(batches):
+        z, cat, y = _rows(32, seed + i)
+        switched.append(fresh.observe(z, cat, y, _live_says(y, p_true)))
+    return switched
+
+
+def _two_classes(preq: Prequential) -> None:
+    preq.labels.add_many([0, 1])
+    preq.learner.set_classes(preq._class_mask())
+
+
+def test_a_clearly_better_fresh_model_replaces_the_live_weights():
+    preq = _chain()
+    _two_classes(preq)
+    fresh = _fresh(preq)
+    fresh.start()
+    assert fresh.learning and fresh.started == 1
+    switched = _feed(fresh, p_true=0.05, batches=2)  # the live model is sure and wrong
+    assert switched == [False, True]  # decided once 64 rows were learned
+    assert not fresh.learning and fresh.switches == 1 and fresh.dropped == 0
+    z, cat, y = _rows(256, 99)
+    hits = preq.learner.predict(z, cat).argmax(axis=1) == y
+    assert hits.mean() > 0.75  # the live model now predicts what the fresh one learned
+
+
+def test_a_fresh_model_that_is_not_better_is_dropped_and_backs_off():
+    preq = _chain()
+    _two_classes(preq)
+    fresh = _fresh(preq)
+    before = {k: v.clone() for k, v in preq.learner.model.state_dict().items()}
+    fresh.start()
+    assert _feed(fresh, p_true=0.999, batches=2) == [False, False]  # the live model is right
+    assert not fresh.learning and fresh.switches == 0 and fresh.dropped == 1
+    after = preq.learner.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the live model untouched
+    fresh.start()  # within 64 × 2 rows of the drop: held back
+    assert not fresh.learning and fresh.started == 1
+    _feed(fresh, p_true=0.999, batches=4)  # 128 rows learned by the live model meanwhile
+    fresh.start()
+    assert fresh.learning and fresh.started == 2
+
+
+def test_paired_t():
+    assert paired_t(np.array([1.0])) == 0.0
+    assert paired_t(np.zeros(10)) == 0.0
+    assert paired_t(np.ones(10)) == np.inf
+    d = np.array([1.0, 2.0, 3.0, 2.0])
+    assert np.isclose(paired_t(d), 2.0 / (np.std(d, ddof=1) / 2.0))
+
+
+def _drifting(seed: int, n: int = 40):
+    """Batches of one concept, then (from batch 10) its inverse: detections follow."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        v = rng.normal(size=(32, 3))
+        flip = -1.0 if i >= 10 else 1.0
+        xs = [{"a": a, "b": b, "c": c} for a, b, c in v]
+        yield xs, [int(flip * a > 0) for a, _, _ in v]
+
+
+def test_a_chain_restored_while_a_fresh_model_learns_continues_bit_for_bit():
+    preq = _chain(fresh_rows=256)
+    stream = list(_drifting(3))
+    i = 0
+    while not _fresh(preq).learning:
+        preq.process(*stream[i])
+        i += 1
+    with torch.no_grad():  # a live model sure and wrong: the fresh one will take over
+        preq.learner.model.head.weight.mul_(-50.0)
+    state = through_disk(preq.state_dict())
+    restored = _chain(fresh_rows=256)
+    restored.load_state_dict(state)
+    assert _fresh(restored).learning and _fresh(restored).seen == _fresh(preq).seen
+    for xs, ys in stream[i:]:
+        a, b = preq.process(xs, ys), restored.process(xs, ys)
+        np.testing.assert_array_equal(a.prediction, b.prediction)
+    assert _fresh(preq).switches == 1  # the continuation went through a switch
+    assert _fresh(restored).switches == 1
+    assert restored.expert_switches == preq.expert_switches
+
+
+def test_a_chain_with_the_fresh_model_is_picklable():
+    import pickle
+
+    preq = _chain()
+    copy = pickle.loads(pickle.dumps(preq))
+    assert _fresh(copy).live is copy.learner
+
+
+def test_sine_abrupt_is_learned_better_with_the_fresh_model():
+    """The suite's sine-abrupt stream (a new nonlinear boundary at each drift), seeded: the
+    fresh model takes over at least once and the whole stream is more accurate."""
+    sys.path.insert(0, str(Path(__file__).parents[3] / "benchmarks"))
+    from suite import suite_settings
+    from suite_streams import suite_rows
+    from timing_runner import prequential_run
+
+    seed = 42
+    rows = suite_rows("sine-abrupt", 30_000, seed)
+    accuracy, switches = {}, {}
+    for fresh in (False, True):
+        settings = suite_settings("binary", seed)
+        settings = settings.model_copy(
+            update={"experts": settings.experts.model_copy(update={"fresh": fresh})}
+        )
+        preq, score, _ = prequential_run(settings, rows)
+        accuracy[fresh] = float(score.values().mean())
+        pool = preq.experts
+        switches[fresh] = 0 if pool is None or pool.fresh is None else pool.fresh.switches
+    assert switches[False] == 0 and switches[True] >= 1
+    assert accuracy[True] > accuracy[False] + 0.003, accuracy
+
+
+def test_a_checkpoint_from_before_the_fresh_model_loads():
+    preq = _chain()
+    for xs, ys in list(_drifting(5))[:4]:
+        preq.process(xs, ys)
+    state = preq.state_dict()
+    del state["experts"]["fresh_model"]  # as a checkpoint written before it holds
+    restored = _chain()
+    restored.load_state_dict(through_disk(state))
+    assert not _fresh(restored).learning and _fresh(restored).started == 0
+    xs, ys = next(_drifting(6))
+    np.testing.assert_array_equal(
+        preq.process(xs, ys).prediction, restored.process(xs, ys).prediction
+    )
