@@ -117,7 +117,9 @@ class FreshModel:
 
     def _new(self, started: int) -> OnlineLearner:
         model = self._build(self.live.settings.seed + started)
-        if not self.live.regression:
+        if self.live.regression:
+            model.share_target_statistics(self.live)
+        else:
             model.set_classes(self.live.model.class_mask.cpu().numpy())
         return model
 

@@ -256,6 +256,15 @@ class OnlineLearner:
         self.model.target_loc.fill_(self._y_mean)
         self.model.target_scale.fill_(std if std > 1e-12 else 1.0)
 
+    def share_target_statistics(self, other: OnlineLearner) -> None:
+        """Take ``other``'s running target statistics (regression): a model that learns the
+        same targets beside it from now on then has its output scale, so its weights can
+        replace ``other``'s (core/fresh.py)."""
+        self._idle()
+        self._y_count, self._y_mean, self._y_m2 = other._y_count, other._y_mean, other._y_m2
+        self.model.target_loc.copy_(other.model.target_loc)
+        self.model.target_scale.copy_(other.model.target_scale)
+
     def _replay_per_update(self, batch: int, young: bool) -> int:
         """Replayed rows mixed into each update of a batch (0 while the reservoir is empty);
         one uniform draw of that many rows per update serves all of the batch's updates. A

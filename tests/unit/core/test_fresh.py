@@ -168,3 +168,21 @@ def test_a_checkpoint_from_before_the_fresh_model_loads():
     np.testing.assert_array_equal(
         preq.process(xs, ys).prediction, restored.process(xs, ys).prediction
     )
+
+
+def test_a_regression_fresh_model_learns_on_the_live_models_target_scale():
+    preq = Prequential.from_settings(small_settings("regression", experts={"fresh_rows": 64}))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        v = rng.normal(size=(32, 2))
+        preq.process([{"a": a, "b": b} for a, b in v], list(100.0 + 10.0 * v[:, 0]))
+    fresh = _fresh(preq)
+    fresh.start()
+    assert fresh.model is not None
+    live = preq.learner.model
+    assert float(fresh.model.model.target_loc) == float(live.target_loc) > 90.0
+    z, cat, _ = _rows(32, 1)
+    target = (100.0 + 10.0 * z[:, 0]).astype(np.float64)
+    fresh.observe(z, cat, target, np.full(32, 100.0, np.float32))
+    preq.learner.step(z, cat, target)  # the live model learns the same targets
+    assert np.isclose(float(fresh.model.model.target_scale), float(live.target_scale), rtol=1e-9)
