@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install install-serve install-test toolchain demo test lint bench test-rules
+.PHONY: install install-serve install-test toolchain demo test lint bench test-rules gpu-check
 
 # every role (worker, produce, demo with its plot, serve); torch first, by the script
 install: toolchain
@@ -59,3 +59,7 @@ test-rules:
 
 bench:
 	$(PYTHON) benchmarks/prequential.py
+
+# the checks that need an NVIDIA GPU, their log and figures in gpu-check-output/
+gpu-check: install-test
+	PYTHON=$(PYTHON) bash scripts/gpu-check.sh

@@ -63,12 +63,17 @@ def build_source(settings: Settings) -> Source:
 def build_prequential(settings: Settings) -> Prequential:
     """The prequential chain on the compute backend ``learner.kernel`` selects, chosen here once
     (the choice is logged)."""
+    from streamlearn.core.learner import learner_device
     from streamlearn.core.prequential import Prequential
     from streamlearn.kernels.backend import select_backend
-    from streamlearn.kernels.device import resolve_device
 
     lrn = settings.learner
-    backend = select_backend(lrn.kernel, resolve_device(lrn.device).type, len(lrn.hidden))
+    device = learner_device(lrn, settings.features)
+    if lrn.device == "auto":
+        logging.getLogger(__name__).info(
+            "learner.device auto: %s (by the model's size; set cpu or cuda to choose)", device
+        )
+    backend = select_backend(lrn.kernel, device.type, len(lrn.hidden))
     return Prequential.from_settings(settings, backend)
 
 

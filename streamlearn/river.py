@@ -222,7 +222,8 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
     numeric_slots, categorical_slots, hash_buckets, embedding_dim
         Fixed-width input encoding (see ``streamlearn.core.features``).
     device
-        "cpu", "cuda" or "auto" (CUDA when present). One-row predictions are cheapest on CPU.
+        "cpu", "cuda" or "auto" (CUDA when present and the model large enough for it to pay).
+        One-row predictions are cheapest on CPU.
     seed
         Seeds weight initialisation and replay sampling; None draws a fresh seed.
 
@@ -376,7 +377,8 @@ class Regressor(_Streaming, base.MiniBatchRegressor):
     numeric_slots, categorical_slots, hash_buckets, embedding_dim
         Fixed-width input encoding (see ``streamlearn.core.features``).
     device
-        "cpu", "cuda" or "auto" (CUDA when present). One-row predictions are cheapest on CPU.
+        "cpu", "cuda" or "auto" (CUDA when present and the model large enough for it to pay).
+        One-row predictions are cheapest on CPU.
     seed
         Seeds weight initialisation and replay sampling; None draws a fresh seed.
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamlearn.core.model import TabularNet
+from streamlearn.core.model import TabularNet, forward_multiply_adds
 from streamlearn.core.pending import Pending, PendingStep, StepPending
 from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
@@ -39,7 +39,22 @@ from streamlearn.kernels.torch_reservoir import Row, TorchReservoir
 from streamlearn.kernels.torch_step import TorchStep
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
-__all__ = ["OnlineLearner", "StepResult"]
+__all__ = ["OnlineLearner", "StepResult", "learner_device"]
+
+
+def learner_device(learner: LearnerSettings, features: FeatureSettings) -> torch.device:
+    """Where the model ``learner`` and ``features`` describe runs: ``learner.device``, 'auto'
+    decided by the model's size and ``learner.kernel`` (kernels/device.py)."""
+    size = forward_multiply_adds(
+        features.numeric_slots,
+        features.categorical_slots,
+        features.embedding_dim,
+        learner.hidden,
+        learner.max_classes,
+        regression=learner.task == "regression",
+        wide=learner.wide,
+    )
+    return resolve_device(learner.device, size, compiled=learner.kernel == "compiled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +116,7 @@ class OnlineLearner:
         """The learner ``learner`` and ``features`` describe: the model seeded and on its
         device, the compute ``backend`` (by default the one ``learner.kernel`` selects for
         that device; the compiled step and inserts take CPU tensors only)."""
-        device = resolve_device(learner.device)
+        device = learner_device(learner, features)
         configure_threads(learner.threads)
         regression = learner.task == "regression"
         with torch.random.fork_rng(devices=[]):

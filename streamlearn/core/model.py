@@ -13,11 +13,12 @@ predicts in the target's own units.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
 
-__all__ = ["EMBEDDING_INIT_SCALE", "TabularNet"]
+__all__ = ["EMBEDDING_INIT_SCALE", "TabularNet", "forward_multiply_adds"]
 
 _MASKED = -1e9
 # Scale of the embedding rows' initial values (nn.Embedding draws N(0, 1)). Most buckets of a
@@ -28,6 +29,23 @@ _MASKED = -1e9
 # Not smaller: rows of frequent categories then start too small to be read at once, and a
 # low-cardinality stream starts slower (docs/decisions/0031-small-embedding-init.md).
 EMBEDDING_INIT_SCALE = 0.1
+
+
+def forward_multiply_adds(
+    numeric_slots: int,
+    categorical_slots: int,
+    embedding_dim: int,
+    hidden: Sequence[int],
+    n_outputs: int,
+    regression: bool = False,
+    wide: bool = False,
+) -> int:
+    """Multiply-adds in one event's forward pass through the TabularNet of these arguments
+    (its dense layers; the embedding lookups are reads): its size, known before it is built."""
+    inputs = numeric_slots + categorical_slots * embedding_dim
+    widths = [inputs, *hidden, 1 if regression else n_outputs]
+    dense = sum(a * b for a, b in pairwise(widths))
+    return dense + (inputs * widths[-1] if wide else 0)
 
 
 class TabularNet(nn.Module):

@@ -7,13 +7,30 @@ import torch
 
 from streamlearn.errors import ConfigError
 
-__all__ = ["autocast_dtype", "configure_threads", "resolve_device", "to_device"]
+__all__ = [
+    "AUTO_CUDA_MIN_MULTIPLY_ADDS",
+    "autocast_dtype",
+    "configure_threads",
+    "resolve_device",
+    "to_device",
+]
+
+# 'auto' takes CUDA for models of at least this many multiply-adds in one event's forward pass.
+# Below it the CPU outlearns a GPU: a micro-batch on CUDA pays a fixed cost in kernel launches
+# and host synchronisations that a small model's arithmetic never makes up for, while the CPU's
+# cost grows with the arithmetic. Between the default model (about 20k) and a 256-wide one
+# (about 120k), from the crossover benchmarks/gpu_throughput.py measures (decision 0037).
+AUTO_CUDA_MIN_MULTIPLY_ADDS = 64_000
 
 
-def resolve_device(choice: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without one is a config error."""
+def resolve_device(choice: str, multiply_adds: int = 0, compiled: bool = False) -> torch.device:
+    """The device ``learner.device`` = ``choice`` names; CUDA asked for without one is a config
+    error. 'auto' takes CUDA where one is present and it pays: a model of ``multiply_adds`` ≥
+    AUTO_CUDA_MIN_MULTIPLY_ADDS per event, and not the ``compiled`` step (CPU-only) asked for."""
     if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        large = multiply_adds >= AUTO_CUDA_MIN_MULTIPLY_ADDS
+        pays = large and not compiled and torch.cuda.is_available()
+        return torch.device("cuda" if pays else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():
         raise ConfigError("learner.device: 'cuda' requested but no CUDA device is available")
     return torch.device(choice)

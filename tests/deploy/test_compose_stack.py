@@ -211,6 +211,8 @@ def test_gpu_override(services):
     assert worker["image"] != services["worker"]["image"], "the CPU image keeps its tag"
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    # the reserved GPU is used whatever the model's size (auto keeps small models on the CPU)
+    assert worker["environment"]["STREAMLEARN_LEARNER__DEVICE"] == "cuda"
 
 
 def test_ports_are_published_on_loopback_only(services):

@@ -7,25 +7,19 @@ extra seeds, and checks the markdown, the JSON and the plot.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "error_memory.py"
+from benchmark_run import run_benchmark
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("memory-bench")
-    command = [
-        sys.executable, str(SCRIPT), "--events", "1200", "--repeats", "1",
+    run_benchmark(
+        "error_memory.py", "--events", "1200", "--repeats", "1",
         "--variants", "default", "lsh-8x8", "--check-seeds", "--out", str(out),
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    )  # fmt: skip
     return out
 
 

@@ -7,26 +7,20 @@ one other stream, and checks the markdown, the JSON and the plot.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "recurring.py"
+from benchmark_run import run_benchmark
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("recurring-bench")
-    command = [
-        sys.executable, str(SCRIPT), "--events", "8000", "--seeds", "7",
+    run_benchmark(
+        "recurring.py", "--events", "8000", "--seeds", "7",
         "--check-streams", "sea-drift", "--check-events", "2000", "--margins", "0.25", "0.5",
         "--out", str(out),
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    )  # fmt: skip
     return out
 
 

@@ -8,14 +8,11 @@ the JSON, the plots and that the targets are computed from the run.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_run import run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "suite.py"
 STREAMS = ("sea-gradual", "stagger-recurring", "chick-weights")
 SLOW = "river-arf,river-amf,river-arfr,river-amrules,deep-river"
 
@@ -23,12 +20,10 @@ SLOW = "river-arf,river-amf,river-arfr,river-amrules,deep-river"
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("suite")
-    command = [
-        sys.executable, str(SCRIPT), "--events", "400", "--seed", "3", "--streams", *STREAMS,
+    run_benchmark(
+        "suite.py", "--events", "400", "--seed", "3", "--streams", *STREAMS,
         "--skip-peers", SLOW, "--out", str(out), "--no-progress",
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    )  # fmt: skip
     return out
 
 

@@ -78,4 +78,4 @@ def test_odd_values_keep_everything_finite(task: str, seed: int) -> None:
                 assert np.isfinite(preq.predict([e.x for e in events])).all()
     assert learned > 0  # the fuzz must exercise learning, not only rejections
     assert np.isfinite(preq.encoder.mean).all() and np.isfinite(preq.encoder.m2).all()
-    assert all(np.isfinite(p.detach().numpy()).all() for p in preq.learner.model.parameters())
+    assert all(np.isfinite(p.detach().cpu().numpy()).all() for p in preq.learner.model.parameters())

@@ -371,3 +371,14 @@ def test_checkpoint_of_the_torch_optim_learner_still_loads():
     assert torch.equal(trainer.table_moments[:, 0], sparse.state[table]["exp_avg"])
     assert (trainer.active_num, trainer.active_cat) == (4, 2)  # unknown: every slot
     assert new.step(*toy_batch(rng)).learned
+
+
+@pytest.mark.gpu
+def test_auto_puts_a_large_model_on_the_gpu_and_a_small_one_on_the_cpu():
+    """learner.device auto: CUDA where it pays (kernels/device.py), the model learning there."""
+    rng = np.random.default_rng(3)
+    large = make(device="auto", hidden=(512, 512))
+    assert large.device.type == "cuda" and large.replay.num.device.type == "cuda"
+    losses = [large.step(*toy_batch(rng)).loss.mean() for _ in range(30)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert make(device="auto").device.type == "cpu"

@@ -1,7 +1,8 @@
+import pytest
 import torch
 from torch import nn
 
-from streamlearn.core.model import EMBEDDING_INIT_SCALE, TabularNet
+from streamlearn.core.model import EMBEDDING_INIT_SCALE, TabularNet, forward_multiply_adds
 
 
 def make(regression=False, n_outputs=5, hidden=(16, 8)):
@@ -113,3 +114,20 @@ def test_embedding_scaling_draws_nothing_from_the_seed():
     first = nn.Linear(3 + 2 * 4, 16)
     torch.testing.assert_close(net.embedding.weight, plain.weight * EMBEDDING_INIT_SCALE)
     torch.testing.assert_close(net.body[0].weight, first.weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "regression", "wide"),
+    [
+        ((64, 64), False, True),
+        ((256, 256), False, False),
+        ((32,), True, True),
+        ((8, 4, 2), False, False),
+    ],
+)
+def test_forward_multiply_adds_count_the_built_model(hidden, regression, wide):
+    """The size 'auto' decides the device by, from the arguments: the dense layers' weights of
+    the model they build (one multiply-add each per event)."""
+    model = TabularNet(5, 3, 64, 4, hidden, 6, regression=regression, wide=wide)
+    built = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    assert forward_multiply_adds(5, 3, 4, hidden, 6, regression=regression, wide=wide) == built

@@ -10,6 +10,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import os
 import pickle
 import platform
 import subprocess
@@ -237,6 +238,8 @@ def test_the_installed_kernels_load_with_no_compiler_on_path(tmp_path):
     bare = tmp_path / "bin"
     bare.mkdir()
     env = {"PATH": str(bare), "HOME": str(tmp_path)}
+    if "PYTHONPATH" in os.environ:  # where the dependencies come from there (not a tool)
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     code = (
         "from streamlearn.core.learner import OnlineLearner\n"
         "from streamlearn.settings import FeatureSettings, LearnerSettings\n"

@@ -2,14 +2,50 @@ import numpy as np
 import pytest
 import torch
 
+from streamlearn.core.learner import learner_device
 from streamlearn.errors import ConfigError
-from streamlearn.kernels.device import autocast_dtype, configure_threads, resolve_device, to_device
+from streamlearn.kernels.device import (
+    AUTO_CUDA_MIN_MULTIPLY_ADDS,
+    autocast_dtype,
+    configure_threads,
+    resolve_device,
+    to_device,
+)
+from streamlearn.settings import load_settings
+
+LARGE = AUTO_CUDA_MIN_MULTIPLY_ADDS
 
 
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu", LARGE) == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
+    assert resolve_device("auto", LARGE).type == expected
+    assert resolve_device("auto", LARGE - 1).type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("cuda", "size", "compiled", "expected"),
+    [
+        (True, LARGE, False, "cuda"),  # a GPU and a model large enough for it
+        (True, LARGE - 1, False, "cpu"),  # too small: the CPU learns it faster
+        (True, LARGE, True, "cpu"),  # the compiled step asked for: it runs on the CPU only
+        (False, LARGE, False, "cpu"),  # no GPU
+    ],
+)
+def test_auto_takes_cuda_where_it_pays(monkeypatch, cuda, size, compiled, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve_device("auto", size, compiled=compiled).type == expected
+
+
+def test_the_default_model_stays_on_the_cpu_and_a_wide_one_moves(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    small = load_settings()
+    assert learner_device(small.learner, small.features).type == "cpu"
+    wide = load_settings(learner={"hidden": [256, 256]})
+    assert learner_device(wide.learner, wide.features).type == "cuda"
+    compiled = load_settings(learner={"hidden": [256, 256], "kernel": "compiled"})
+    assert learner_device(compiled.learner, compiled.features).type == "cpu"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
