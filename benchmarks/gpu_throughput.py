@@ -9,8 +9,9 @@ before the clock stops. Ratios between settings are the result: absolute events/
 the machine and its load.
 
 Compute settings:
-  cpu          learner.device cpu, the defaults: the compiled C step where it was built, one
-               torch thread
+  cpu          learner.device cpu, the other defaults: one torch thread, learner.kernel auto
+               (the compiled C step for a small model, torch ops for a large one)
+  cpu-compiled learner.device cpu, learner.kernel compiled: the compiled step at every width
   cpu-threads  learner.device cpu, learner.kernel torch, learner.threads set to torch's own
                default (every physical core): what a wide model on a CPU should use
   cuda         learner.device cuda (bfloat16 autocast for scoring), when a CUDA device is present
@@ -19,8 +20,8 @@ Then the default settings end to end (batch 64, fast start on, --default-events 
 stream) with learner.device auto and on each device, with the prequential accuracy of each: the
 CUDA path must learn what the CPU path learns.
 
-Writes <out>/gpu_throughput.md, .json and .png (events/s against batch size, one panel per
-width); the machine line names the GPU, if any.
+Writes <out>/gpu_throughput<-tag>.md, .json and .png (events/s against batch size, one panel
+per width); the machine line names the GPU, if any.
 
   python benchmarks/gpu_throughput.py                      # the committed grid
   python benchmarks/gpu_throughput.py --widths 64 --batches 64 256 --seconds 2   # a quick look
@@ -60,6 +61,7 @@ from streamlearn.sources.synthetic import STREAMS, stream_rows
 
 COMPUTE = {  # name -> learner settings on top of the defaults
     "cpu": {"device": "cpu"},
+    "cpu-compiled": {"device": "cpu", "kernel": "compiled"},
     # torch's own thread count, read before any learner sets it (threads 0 would keep the last
     # learner's setting)
     "cpu-threads": {"device": "cpu", "kernel": "torch", "threads": torch.get_num_threads()},
@@ -234,7 +236,9 @@ def auto_device(stream: str, width: int) -> str:
     return learner_device(settings.learner, settings.features).type
 
 
-def render(args: Any, info: dict[str, Any], grid: Sequence[Cell], defaults: Sequence[Cell]) -> str:
+def render(
+    args: Any, info: dict[str, Any], grid: Sequence[Cell], defaults: Sequence[Cell], name: str
+) -> str:
     by = {(c.compute, c.width, c.batch): c for c in grid}
     rows = []
     for width in args.widths:
@@ -248,8 +252,8 @@ def render(args: Any, info: dict[str, Any], grid: Sequence[Cell], defaults: Sequ
             best_cpu = max(
                 (
                     by[k].events_per_s
-                    for k in (("cpu", width, batch), ("cpu-threads", width, batch))
-                    if k in by
+                    for k in by
+                    if k[1:] == (width, batch) and k[0].startswith("cpu")
                 ),
                 default=None,
             )
@@ -297,7 +301,7 @@ multiply-adds per event, `streamlearn/kernels/device.py`).
 
 {grid_table}
 
-![events/s against batch size](gpu_throughput.png)
+![events/s against batch size]({name}.png)
 
 ## The default settings on each device
 
@@ -320,6 +324,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Any:
     p.add_argument("--default-events", type=int, default=30_000)
     p.add_argument("--compute", nargs="+", choices=list(COMPUTE), default=list(COMPUTE))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--tag", default="", help="suffix of the results' file names (a machine)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -333,10 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid = run_grid(args, rows, computes, not args.no_progress)
     defaults = run_defaults(args, rows, computes)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_plot(args.out / "gpu_throughput.png", grid, args.widths)
-    (args.out / "gpu_throughput.md").write_text(render(args, info, grid, defaults))
+    name = "gpu_throughput" + (f"-{args.tag}" if args.tag else "")
+    write_plot(args.out / f"{name}.png", grid, args.widths)
+    (args.out / f"{name}.md").write_text(render(args, info, grid, defaults, name))
     write_json(
-        args.out / "gpu_throughput.json",
+        args.out / f"{name}.json",
         {
             "machine": info,
             "command": command_line(),
@@ -344,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "defaults": [asdict(c) | {"events_per_s": c.events_per_s} for c in defaults],
         },
     )
-    print(f"wrote {args.out / 'gpu_throughput.md'}")
+    print(f"wrote {args.out / name}.md")
     return 0
 
 

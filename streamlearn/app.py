@@ -63,9 +63,8 @@ def build_source(settings: Settings) -> Source:
 def build_prequential(settings: Settings) -> Prequential:
     """The prequential chain on the compute backend ``learner.kernel`` selects, chosen here once
     (the choice is logged)."""
-    from streamlearn.core.learner import learner_device
+    from streamlearn.core.learner import learner_backend, learner_device
     from streamlearn.core.prequential import Prequential
-    from streamlearn.kernels.backend import select_backend
 
     lrn = settings.learner
     device = learner_device(lrn, settings.features)
@@ -73,8 +72,7 @@ def build_prequential(settings: Settings) -> Prequential:
         logging.getLogger(__name__).info(
             "learner.device auto: %s (by the model's size; set cpu or cuda to choose)", device
         )
-    backend = select_backend(lrn.kernel, device.type, len(lrn.hidden))
-    return Prequential.from_settings(settings, backend)
+    return Prequential.from_settings(settings, learner_backend(lrn, settings.features, device))
 
 
 def _startup_error(key: str, problem: str, fix: str) -> ConfigError:

@@ -35,17 +35,17 @@ from streamlearn.kernels.compiled import reloaded_step
 from streamlearn.kernels.cpu import binding
 from streamlearn.kernels.cpus import available_cpus
 from streamlearn.kernels.device import autocast_dtype, configure_threads, resolve_device, to_device
+from streamlearn.kernels.model_size import is_large
 from streamlearn.kernels.torch_reservoir import Row, TorchReservoir
 from streamlearn.kernels.torch_step import TorchStep
 from streamlearn.settings import FeatureSettings, LearnerSettings
 
-__all__ = ["OnlineLearner", "StepResult", "learner_device"]
+__all__ = ["OnlineLearner", "StepResult", "learner_backend", "learner_device", "model_size"]
 
 
-def learner_device(learner: LearnerSettings, features: FeatureSettings) -> torch.device:
-    """Where the model ``learner`` and ``features`` describe runs: ``learner.device``, 'auto'
-    decided by the model's size and ``learner.kernel`` (kernels/device.py)."""
-    size = forward_multiply_adds(
+def model_size(learner: LearnerSettings, features: FeatureSettings) -> int:
+    """Multiply-adds in one event's forward pass through the model these settings describe."""
+    return forward_multiply_adds(
         features.numeric_slots,
         features.categorical_slots,
         features.embedding_dim,
@@ -54,7 +54,22 @@ def learner_device(learner: LearnerSettings, features: FeatureSettings) -> torch
         regression=learner.task == "regression",
         wide=learner.wide,
     )
-    return resolve_device(learner.device, size, compiled=learner.kernel == "compiled")
+
+
+def learner_device(learner: LearnerSettings, features: FeatureSettings) -> torch.device:
+    """Where the model ``learner`` and ``features`` describe runs: ``learner.device``, 'auto'
+    decided by the model's size and ``learner.kernel`` (kernels/device.py)."""
+    large = is_large(model_size(learner, features))
+    return resolve_device(learner.device, large, compiled=learner.kernel == "compiled")
+
+
+def learner_backend(
+    learner: LearnerSettings, features: FeatureSettings, device: torch.device
+) -> Backend:
+    """The backend ``learner.kernel`` selects for that model on ``device``
+    (kernels/backend.py)."""
+    large = is_large(model_size(learner, features))
+    return select_backend(learner.kernel, device.type, len(learner.hidden), large)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +147,7 @@ class OnlineLearner:
                 wide=learner.wide,
             ).to(device)
         if backend is None:
-            backend = select_backend(learner.kernel, device.type, len(learner.hidden))
+            backend = learner_backend(learner, features, device)
         on_cpu = device.type == "cpu"
         schedule = RewarmSchedule(
             learner.lr,

@@ -284,9 +284,11 @@ def reference_backend() -> Backend:
     return Backend("torch")
 
 
-def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend:
+def select_backend(kernel: str, device_type: str, hidden_layers: int, large: bool) -> Backend:
     """The backend ``learner.kernel`` asks for, on a model on ``device_type`` with
-    ``hidden_layers`` hidden layers; logs which one runs and why."""
+    ``hidden_layers`` hidden layers, ``large`` or not (kernels/model_size.py: 'auto' runs a
+    large model's stages as torch ops, faster there than the compiled step); logs which one
+    runs and why."""
     if kernel == "torch":
         log.info("compute backend: torch (learner.kernel: torch)")
         return reference_backend()
@@ -305,9 +307,14 @@ def select_backend(kernel: str, device_type: str, hidden_layers: int) -> Backend
         # binding.load has warned with the reason; this line says what runs instead
         log.info("compute backend: torch (the compiled kernels are unavailable)")
         return reference_backend()
-    step = device_type == "cpu" and not too_deep
-    log.info(
-        "compute backend: compiled (%s)",
-        "every stage" if step else f"host-side stages; the model's stages run on {device_type}",
-    )
-    return _compiled_backend(library, step)
+    if device_type != "cpu":
+        why = f"the model's stages run on {device_type}"
+    elif too_deep:
+        why = "the model's stages run as torch ops, deeper than the compiled step takes"
+    elif large and kernel == "auto":
+        why = "the model's stages run as torch ops, faster than the compiled step on a large model"
+    else:
+        log.info("compute backend: compiled (every stage)")
+        return _compiled_backend(library, step=True)
+    log.info("compute backend: compiled (host-side stages; %s)", why)
+    return _compiled_backend(library, step=False)

@@ -7,28 +7,14 @@ import torch
 
 from streamlearn.errors import ConfigError
 
-__all__ = [
-    "AUTO_CUDA_MIN_MULTIPLY_ADDS",
-    "autocast_dtype",
-    "configure_threads",
-    "resolve_device",
-    "to_device",
-]
-
-# 'auto' takes CUDA for models of at least this many multiply-adds in one event's forward pass.
-# Below it the CPU outlearns a GPU: a micro-batch on CUDA pays a fixed cost in kernel launches
-# and host synchronisations that a small model's arithmetic never makes up for, while the CPU's
-# cost grows with the arithmetic. Between the default model (about 20k) and a 256-wide one
-# (about 120k), from the crossover benchmarks/gpu_throughput.py measures (decision 0037).
-AUTO_CUDA_MIN_MULTIPLY_ADDS = 64_000
+__all__ = ["autocast_dtype", "configure_threads", "resolve_device", "to_device"]
 
 
-def resolve_device(choice: str, multiply_adds: int = 0, compiled: bool = False) -> torch.device:
+def resolve_device(choice: str, large: bool = False, compiled: bool = False) -> torch.device:
     """The device ``learner.device`` = ``choice`` names; CUDA asked for without one is a config
-    error. 'auto' takes CUDA where one is present and it pays: a model of ``multiply_adds`` ≥
-    AUTO_CUDA_MIN_MULTIPLY_ADDS per event, and not the ``compiled`` step (CPU-only) asked for."""
+    error. 'auto' takes CUDA where one is present and it pays: a ``large`` model
+    (kernels/model_size.py), and not the ``compiled`` step (CPU-only) asked for."""
     if choice == "auto":
-        large = multiply_adds >= AUTO_CUDA_MIN_MULTIPLY_ADDS
         pays = large and not compiled and torch.cuda.is_available()
         return torch.device("cuda" if pays else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():

@@ -36,12 +36,18 @@ def test_writes_markdown_json_and_plot(out: Path) -> None:
 
 def test_cells_cover_the_grid_and_the_devices_agree(out: Path) -> None:
     data = json.loads((out / "gpu_throughput.json").read_text(encoding="utf-8"))
-    computes = {"cpu", "cpu-threads"} | ({"cuda"} if torch.cuda.is_available() else set())
+    computes = {"cpu", "cpu-compiled", "cpu-threads"} | (
+        {"cuda"} if torch.cuda.is_available() else set()
+    )
     cells = {(c["compute"], c["width"], c["batch"]) for c in data["grid"]}
     assert cells == {(c, w, b) for c in computes for w in (16, 256) for b in (64, 256)}
     for cell in data["grid"]:
         assert cell["events"] >= cell["batch"] and cell["events_per_s"] > 0
         assert 0.0 <= cell["accuracy"] <= 1.0
+    # learner.kernel auto: the compiled step for a small model, torch ops for a large one
+    kernels = {(c["compute"], c["width"]): c["kernel"] for c in data["grid"]}
+    assert kernels[("cpu", 16)] == kernels[("cpu-compiled", 256)] == "compiled"
+    assert kernels[("cpu", 256)] == kernels[("cpu-threads", 256)] == "torch"
     defaults = {c["compute"]: c for c in data["defaults"]}
     assert {"auto", "cpu"} <= set(defaults)
     assert defaults["auto"]["device"] == "cpu"  # the default model is too small for a GPU

@@ -799,14 +799,23 @@ def test_reservoir_pickles_from_before_the_split_still_load(flag, used):
 
 
 @pytest.mark.parametrize(
-    ("kernel", "device", "expected"),
-    [("auto", "cpu", "compiled"), ("auto", "cuda", "torch"), ("torch", "cpu", "torch")],
+    ("kernel", "device", "large", "expected"),
+    [
+        ("auto", "cpu", False, "compiled"),
+        ("auto", "cuda", False, "torch"),
+        ("torch", "cpu", False, "torch"),
+        ("auto", "cpu", True, "torch"),  # a large model: torch's products are faster
+        ("compiled", "cpu", True, "compiled"),  # asked for: obeyed
+    ],
 )
 def test_the_backend_gives_the_compiled_inserts_where_the_model_runs_on_the_cpu(
-    kernel, device, expected
+    kernel, device, large, expected
 ):
-    backend = select_backend(kernel, device, 2)
+    backend = select_backend(kernel, device, 2, large)
     assert backend.reservoir.name == expected
+    assert backend.step.name == backend.memory.name == expected
+    # the host-side stages stay compiled unless the torch backend is asked for
+    assert backend.drift.name == ("numpy" if kernel == "torch" else "compiled")
     assert pickle.loads(pickle.dumps(backend)).reservoir.name == expected
     learner = OnlineLearner.from_settings(LearnerSettings(device="cpu"), FEATURES, backend)
     assert learner.replay.kernel.name == expected

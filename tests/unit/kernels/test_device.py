@@ -2,50 +2,61 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.core.learner import learner_device
+from streamlearn.core.learner import learner_backend, learner_device, model_size
 from streamlearn.errors import ConfigError
-from streamlearn.kernels.device import (
-    AUTO_CUDA_MIN_MULTIPLY_ADDS,
-    autocast_dtype,
-    configure_threads,
-    resolve_device,
-    to_device,
-)
+from streamlearn.kernels.device import autocast_dtype, configure_threads, resolve_device, to_device
+from streamlearn.kernels.model_size import LARGE_MODEL_MULTIPLY_ADDS, is_large
 from streamlearn.settings import load_settings
-
-LARGE = AUTO_CUDA_MIN_MULTIPLY_ADDS
 
 
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("cpu", LARGE) == torch.device("cpu")
+    assert resolve_device("cpu", large=True) == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto", LARGE).type == expected
-    assert resolve_device("auto", LARGE - 1).type == "cpu"
+    assert resolve_device("auto", large=True).type == expected
+    assert resolve_device("auto", large=False).type == "cpu"
 
 
 @pytest.mark.parametrize(
-    ("cuda", "size", "compiled", "expected"),
+    ("cuda", "large", "compiled", "expected"),
     [
-        (True, LARGE, False, "cuda"),  # a GPU and a model large enough for it
-        (True, LARGE - 1, False, "cpu"),  # too small: the CPU learns it faster
-        (True, LARGE, True, "cpu"),  # the compiled step asked for: it runs on the CPU only
-        (False, LARGE, False, "cpu"),  # no GPU
+        (True, True, False, "cuda"),  # a GPU and a model large enough for it
+        (True, False, False, "cpu"),  # too small: the CPU learns it faster
+        (True, True, True, "cpu"),  # the compiled step asked for: it runs on the CPU only
+        (False, True, False, "cpu"),  # no GPU
     ],
 )
-def test_auto_takes_cuda_where_it_pays(monkeypatch, cuda, size, compiled, expected):
+def test_auto_takes_cuda_where_it_pays(monkeypatch, cuda, large, compiled, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    assert resolve_device("auto", size, compiled=compiled).type == expected
+    assert resolve_device("auto", large, compiled=compiled).type == expected
 
 
-def test_the_default_model_stays_on_the_cpu_and_a_wide_one_moves(monkeypatch):
+def test_large_begins_at_the_threshold():
+    assert is_large(LARGE_MODEL_MULTIPLY_ADDS) and not is_large(LARGE_MODEL_MULTIPLY_ADDS - 1)
+
+
+def test_the_default_model_is_small_and_a_256_wide_one_large(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     small = load_settings()
+    assert not is_large(model_size(small.learner, small.features))
     assert learner_device(small.learner, small.features).type == "cpu"
     wide = load_settings(learner={"hidden": [256, 256]})
+    assert is_large(model_size(wide.learner, wide.features))
     assert learner_device(wide.learner, wide.features).type == "cuda"
     compiled = load_settings(learner={"hidden": [256, 256], "kernel": "compiled"})
     assert learner_device(compiled.learner, compiled.features).type == "cpu"
+
+
+def test_a_large_model_on_the_cpu_steps_with_torch_ops(compiled):
+    """The compiled step's products lose to torch's on wide layers (gpu_throughput.md):
+    'auto' keeps the host-side stages compiled and runs the model's as torch ops."""
+    wide = load_settings(learner={"hidden": [256, 256], "device": "cpu"})
+    backend = learner_backend(wide.learner, wide.features, torch.device("cpu"))
+    assert (backend.name, backend.step.name) == ("compiled", "torch")
+    small = load_settings(learner={"device": "cpu"})
+    assert learner_backend(small.learner, small.features, torch.device("cpu")).step.name == (
+        "compiled"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
