@@ -67,6 +67,8 @@ class _Streaming:
                 setattr(self, name, value)
         learner = {k: params[k] for k in _LEARNER_ARGS if k in params}
         learner["hidden"] = tuple(learner["hidden"])
+        if "replay_ratio" in learner:  # the estimator's one ratio, whatever its task
+            learner["replay_ratio_regression"] = learner["replay_ratio"]
         seed = self.seed if self.seed is not None else secrets.randbits(32)
         try:
             settings = Settings.model_construct(

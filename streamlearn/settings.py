@@ -158,7 +158,16 @@ class LearnerSettings(_Section):
     weight_decay: float = Field(0.0, ge=0)
     clip_norm: float = Field(5.0, gt=0)
     replay_size: int = Field(2048, ge=0, description="reservoir capacity (0 disables replay)")
-    replay_ratio: float = Field(1.0, ge=0, le=8, description="replayed samples per new one")
+    replay_ratio: float = Field(
+        1.0, ge=0, le=8, description="replayed samples per new one (classification)"
+    )
+    replay_ratio_regression: float = Field(
+        0.25,
+        ge=0,
+        le=8,
+        description="replay_ratio for a regression target: uniform replay rehearses the stale "
+        "targets of a trending series (decision 0038)",
+    )
     replay_floor: int = Field(
         0,
         ge=0,

@@ -198,6 +198,12 @@ def test_constructor_arguments_win_over_environment(monkeypatch: pytest.MonkeyPa
     assert Classifier(lr=0.02).prequential.learner.settings.lr == 0.02
 
 
+def test_the_regressors_replay_ratio_is_the_one_it_replays_with() -> None:
+    """The estimators have one replay_ratio; a regressor's is its learner's regression ratio."""
+    settings = Regressor(replay_ratio=0.75).prequential.learner.settings
+    assert settings.replay_ratio_regression == settings.replay_ratio == 0.75
+
+
 @pytest.mark.parametrize("params", [{"lr": -1.0}, {"batch_size": 0}, {"max_classes": 1}])
 def test_invalid_arguments_raise_config_error(params: dict) -> None:
     with pytest.raises(ConfigError):

@@ -223,7 +223,13 @@ def test_predictions_are_unchanged_without_a_detection():
 
 def test_regression_experts_are_judged_by_squared_error():
     rows, ys = make_rows(600, 10, task="regression")
-    preq = Prequential.from_settings(small_settings("regression", experts={"snapshot_every": 1000}))
+    preq = Prequential.from_settings(
+        small_settings(
+            "regression",
+            experts={"snapshot_every": 1000},
+            drift={"detector": "none"},  # the detections are this test's own, below
+        )
+    )
     _outcomes(preq, rows, ys)
     pool = preq.experts
     assert pool is not None
