@@ -179,7 +179,11 @@ class LearnerSettings(_Section):
     replay_reset_on_drift: bool = Field(
         True, description="empty the reservoir on drift: old labels may contradict the new concept"
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="cpu, cuda, or auto: CUDA where one is present for a large model "
+        "(kernels/model_size.py; decision 0037), else the CPU",
+    )
     kernel: Literal["auto", "compiled", "torch"] = Field(
         "auto",
         description="compute backend: compiled (the C kernels built at install time; the "
