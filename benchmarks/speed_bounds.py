@@ -130,7 +130,7 @@ def _macs_per_event(preq: Prequential) -> float:
         learner.outputs,
     ]
     forward = sum(a * b for a, b in itertools.pairwise(widths))
-    return 3.0 * forward * s.updates * (1.0 + s.replay_ratio)
+    return 3.0 * forward * s.updates * (1.0 + learner.replay_ratio)
 
 
 def measure_bounds(

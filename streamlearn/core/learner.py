@@ -295,18 +295,23 @@ class OnlineLearner:
         self.model.target_loc.copy_(other.model.target_loc)
         self.model.target_scale.copy_(other.model.target_scale)
 
+    @property
+    def replay_ratio(self) -> float:
+        """Replayed rows per new row: ``replay_ratio``, for a regression target
+        ``replay_ratio_regression`` (decision 0038)."""
+        lrn = self.settings
+        return lrn.replay_ratio_regression if self.regression else lrn.replay_ratio
+
     def _replay_per_update(self, batch: int, young: bool) -> int:
-        """Replayed rows mixed into each update of a batch: ``replay_ratio`` (for a regression
-        target ``replay_ratio_regression``) × ``batch``, 0 while the reservoir is empty; one
-        uniform draw of that many rows per update serves all of the batch's updates. A
-        ``young`` classifier's fast-start sub-batch replays at least ``replay_floor`` rows
-        (decision 0035: on regression streams the floor was measured to lose)."""
+        """Replayed rows mixed into each update of a batch: :attr:`replay_ratio` × ``batch``,
+        0 while the reservoir is empty; one uniform draw of that many rows per update serves all
+        of the batch's updates. A ``young`` classifier's fast-start sub-batch replays at least
+        ``replay_floor`` rows (decision 0035: on regression streams the floor was measured to
+        lose)."""
         if not len(self.replay):
             return 0
-        lrn = self.settings
-        ratio = lrn.replay_ratio_regression if self.regression else lrn.replay_ratio
-        rows = round(ratio * batch)
-        return max(rows, lrn.replay_floor) if young and not self.regression else rows
+        rows = round(self.replay_ratio * batch)
+        return max(rows, self.settings.replay_floor) if young and not self.regression else rows
 
     def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
         """Predict the labelled batch with the current weights, then learn from it.
