@@ -6,7 +6,7 @@ Labels keep their Python type (bool, int, str) and are JSON-serialisable.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,10 @@ class LabelMap:
         self.fixed = fixed
         self.classes: list[Hashable] = list(classes)
         self._index = {_key(c): i for i, c in enumerate(self.classes)}
+        # (label's class, label) -> slot, for every label ever resolved to a slot (bounded
+        # by the slots and the few Python types a label arrives as): a batch's labels are
+        # resolved by one dict lookup each. Rejected labels are not kept (they may be many).
+        self._resolved: dict[tuple[type, Hashable], int] = {}
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -53,21 +57,35 @@ class LabelMap:
             self._index[_key(label)] = slot
         return slot
 
-    def add_many(self, labels: Iterable[Hashable | None]) -> np.ndarray:
+    def add_many(self, labels: Sequence[Hashable | None]) -> np.ndarray:
         """Slots for a batch of labels (-1 where a label is missing or cannot be taken).
 
-        A batch repeats a few labels many times: each distinct one is resolved once.
+        A stream repeats a few labels many times: each one is resolved once, then looked up.
         """
-        resolved: dict[tuple[type, Hashable], int] = {}
+        resolved = self._resolved
+        try:  # the usual batch: every label seen before (the class keeps True apart from 1)
+            return np.array([resolved[(y.__class__, y)] for y in labels], dtype=np.int64)
+        except KeyError:
+            pass
         slots = []
         for y in labels:
-            key = (y.__class__, y)  # the class keeps True apart from 1
+            key = (y.__class__, y)
             slot = resolved.get(key)
             if slot is None:
                 found = None if y is None else self.add(y)
-                slot = resolved[key] = -1 if found is None else found
+                slot = -1 if found is None else found
+                if found is not None:
+                    resolved[key] = found
             slots.append(slot)
         return np.array(slots, dtype=np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_resolved"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Pickles (river estimators) hold no lookup table, older ones none at all."""
+        self.__dict__.update(state)
+        self._resolved = {}
 
     def mask(self) -> np.ndarray:
         """Boolean [capacity]: which slots hold a class."""

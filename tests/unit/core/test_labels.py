@@ -1,4 +1,5 @@
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -88,3 +89,22 @@ def test_state_round_trip_through_json():
     assert restored.add("new") == 4 and restored.add("more") is None
     fixed = LabelMap.from_state_dict(LabelMap(3, ["n", "y"], fixed=True).state_dict())
     assert fixed.fixed and fixed.add("z") is None and fixed.lookup(1) == 1
+
+
+def test_repeated_batches_resolve_as_the_first_did():
+    labels = LabelMap(capacity=2)
+    first = labels.add_many(["x", True, 1, None, "x"]).tolist()
+    assert first == [0, 1, -1, -1, 0]  # True and 1 are two classes; 1 finds no slot
+    for _ in range(3):  # looked up now, the same answer; a rejected label stays rejected
+        assert labels.add_many(["x", True, 1, None, "x"]).tolist() == first
+        assert labels.add_many([True, "x"]).tolist() == [1, 0]
+    assert labels.classes == ["x", True]
+
+
+def test_pickle_drops_and_rebuilds_the_lookup_table():
+    labels = LabelMap(capacity=3)
+    labels.add_many(["a", "b"])
+    restored = pickle.loads(pickle.dumps(labels))
+    assert "_resolved" not in labels.__getstate__()
+    assert restored.add_many(["b", "a", "c"]).tolist() == [1, 0, 2]
+    assert restored.classes == ["a", "b", "c"]
