@@ -168,6 +168,14 @@ class LearnerSettings(_Section):
         description="replay_ratio for a regression target: uniform replay rehearses the stale "
         "targets of a trending series (decision 0038)",
     )
+    fast_start_replay: float = Field(
+        2.0,
+        ge=0,
+        le=8,
+        description="classification: while the fast start splits a batch (and in a fresh "
+        "model's sub-batches), each update replays fast_start_replay × replay_ratio rows: a "
+        "young model's rows are few and more passes over them pay (decision 0039); 1 = off",
+    )
     replay_floor: int = Field(
         0,
         ge=0,

@@ -57,14 +57,15 @@ def test_a_clearly_better_fresh_model_replaces_the_live_weights():
     preq = _chain()
     _two_classes(preq)
     fresh = _fresh(preq)
+    z, cat, y = _rows(256, 99)
+    before = (preq.learner.predict(z, cat).argmax(axis=1) == y).mean()
     fresh.start()
     assert fresh.learning and fresh.started == 1
     switched = _feed(fresh, p_true=0.05, batches=2)  # the live model is sure and wrong
     assert switched == [False, True]  # decided once 64 rows were learned
     assert not fresh.learning and fresh.switches == 1 and fresh.dropped == 0
-    z, cat, y = _rows(256, 99)
-    hits = preq.learner.predict(z, cat).argmax(axis=1) == y
-    assert hits.mean() > 0.75  # the live model now predicts what the fresh one learned
+    after = (preq.learner.predict(z, cat).argmax(axis=1) == y).mean()
+    assert after >= before + 0.2  # the live model now predicts what the fresh one learned
 
 
 def test_a_fresh_model_that_is_not_better_is_dropped_and_backs_off():

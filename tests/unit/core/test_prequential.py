@@ -259,10 +259,10 @@ def test_fast_start_learns_a_young_batch_in_growing_sub_batches():
     max(1, events // k) rows give fed one by one with the fast start off: each row is predicted
     by the model that learned the rows before it, never its own label. (Fixed classes: the
     sub-batches of a batch that brings new classes predict them as zero, as the batch would;
-    no replay floor, which only sub-batches get: the next test.)"""
+    no replay floor or fast-start replay, which only sub-batches get: the next test.)"""
     rng = np.random.default_rng(3)
-    fast = make(fast_start=4, classes=("a", "b"), replay_floor=0)
-    split = make(classes=("a", "b"), replay_floor=0)
+    fast = make(fast_start=4, classes=("a", "b"), replay_floor=0, fast_start_replay=1.0)
+    split = make(classes=("a", "b"), replay_floor=0, fast_start_replay=1.0)
     for _ in range(3):
         xs, ys = rows(rng, 32)
         outcome = fast.process(xs, ys)
@@ -280,8 +280,9 @@ def test_fast_start_learns_a_young_batch_in_growing_sub_batches():
 
 
 def test_only_the_fast_starts_sub_batches_are_young(monkeypatch):
-    """Sub-batches of a young chain's batch are learned as young (their updates replay at
-    least learner.replay_floor rows); a grown chain's whole batches are not."""
+    """Sub-batches of a young chain's batch are learned as young (their updates replay
+    learner.fast_start_replay times as many rows, at least learner.replay_floor); a grown
+    chain's whole batches are not."""
     rng = np.random.default_rng(6)
     p = make(fast_start=2)
     young: list[bool] = []
