@@ -176,6 +176,13 @@ class LearnerSettings(_Section):
         "model's sub-batches), each update replays fast_start_replay × replay_ratio rows: a "
         "young model's rows are few and more passes over them pay (decision 0039); 1 = off",
     )
+    fast_start_replay_regression: float = Field(
+        0.4,
+        ge=0,
+        le=8,
+        description="fast_start_replay for a regression target: less, as a young trending "
+        "series' first targets go stale soonest (decision 0040); 1 = off",
+    )
     replay_floor: int = Field(
         0,
         ge=0,

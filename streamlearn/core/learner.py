@@ -305,14 +305,17 @@ class OnlineLearner:
     def _replay_per_update(self, batch: int, young: bool) -> int:
         """Replayed rows mixed into each update of a batch: :attr:`replay_ratio` × ``batch``,
         0 while the reservoir is empty; one uniform draw of that many rows per update serves all
-        of the batch's updates. A ``young`` classifier's fast-start sub-batch replays
-        ``fast_start_replay`` times as many (decision 0039), and at least ``replay_floor`` rows
-        (decision 0035); on regression streams both were measured to lose."""
+        of the batch's updates. A ``young`` fast-start sub-batch replays ``fast_start_replay``
+        times as many (a regression learner ``fast_start_replay_regression`` times: decisions
+        0039, 0040), a classifier's at least ``replay_floor`` rows (decision 0035; on
+        regression streams the floor was measured to lose)."""
         if not len(self.replay):
             return 0
-        lrn = self.settings
-        if not young or self.regression:
+        if not young:
             return round(self.replay_ratio * batch)
+        lrn = self.settings
+        if self.regression:
+            return round(lrn.fast_start_replay_regression * self.replay_ratio * batch)
         return max(round(lrn.fast_start_replay * self.replay_ratio * batch), lrn.replay_floor)
 
     def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:

@@ -263,14 +263,16 @@ def test_replay_fills_and_is_mixed_into_the_loss(monkeypatch):
         ("multiclass", True, 2.0, [2, 8]),  # a fast-start sub-batch of 2: the floor's 6 rows
         ("multiclass", True, 4.0, [2, 10]),  # fast_start_replay 4 × replay_ratio 1 × 2 rows
         ("multiclass", False, 4.0, [2, 4]),  # a batch of 2 otherwise: replay_ratio's 2
-        # regression: neither (decisions 0035, 0039), replay_ratio_regression's 1 (0038)
+        # regression: no floor; its own factor, 0.5 here, × replay_ratio_regression's 2 rows
         ("regression", True, 4.0, [2, 3]),
+        ("regression", False, 4.0, [2, 4]),
     ],
 )
-def test_a_young_classifier_replays_more(monkeypatch, task, young, factor, rows):
+def test_a_young_learner_replays_by_its_tasks_factor(monkeypatch, task, young, factor, rows):
     learner = make(
-        task=task, replay_size=50, replay_ratio=1.0, replay_ratio_regression=0.5, replay_floor=6,
-        fast_start_replay=factor, kernel="torch", max_classes=2 if task == "regression" else 3,
+        task=task, replay_size=50, replay_ratio=1.0, replay_ratio_regression=1.0, replay_floor=6,
+        fast_start_replay=factor, fast_start_replay_regression=0.5, kernel="torch",
+        max_classes=2 if task == "regression" else 3,
     )  # fmt: skip
     sizes = forward_rows(monkeypatch)
     rng = np.random.default_rng(11)
