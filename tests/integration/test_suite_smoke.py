@@ -62,3 +62,26 @@ def test_numbers_come_from_the_run(out: Path) -> None:
     assert stagger["river-scaled-lr"]["events"] == stagger["river-lr"]["events"] == 400
     assert len(data["targets"]) == 5
     assert all(isinstance(t["met"], bool) for t in data["targets"])
+
+
+def test_targets_over_no_stream_of_their_kind_are_not_judged(monkeypatch) -> None:
+    """A run of regression streams only: the classification targets read "—" (met None), not
+    "missed" over NaN; the regression target is judged."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "benchmarks"))
+    from prequential_report import StreamResult
+    from report import ModelRun, score_from_errors
+    from suite_report import targets, targets_section
+
+    result = StreamResult("chick-weights", "chicks", "regression", [])
+    for key, name, error in (
+        ("streamlearn", "streamlearn", 1.0),
+        ("river-scaled-linreg", "river StandardScaler | LinearRegression", 2.0),
+    ):
+        result.add(ModelRun(key, name, score_from_errors([error] * 10), 0.01))
+    by_target = {t["target"]: t for t in targets([result])}
+    regression = by_target["MAE ≤ the best peer's on every regression stream"]
+    assert regression["met"] is True and regression["measured"] == "chick-weights +50.0 %"
+    unjudged = [t for t in by_target.values() if t["met"] is None]
+    assert len(unjudged) == 2 and all("no such stream" in t["measured"] for t in unjudged)
+    section = targets_section([result])
+    assert "nan" not in section and section.count("| —          |") == 2
