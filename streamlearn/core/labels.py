@@ -73,9 +73,7 @@ class LabelMap:
             slot = resolved.get(key)
             if slot is None:
                 found = None if y is None else self.add(y)
-                slot = -1 if found is None else found
-                if found is not None:
-                    resolved[key] = found
+                slot = -1 if found is None else resolved.setdefault(key, found)
             slots.append(slot)
         return np.array(slots, dtype=np.int64)
 

@@ -311,12 +311,12 @@ class OnlineLearner:
         regression streams the floor was measured to lose)."""
         if not len(self.replay):
             return 0
-        if not young:
-            return round(self.replay_ratio * batch)
-        lrn = self.settings
-        if self.regression:
-            return round(lrn.fast_start_replay_regression * self.replay_ratio * batch)
-        return max(round(lrn.fast_start_replay * self.replay_ratio * batch), lrn.replay_floor)
+        lrn, ratio = self.settings, self.replay_ratio
+        if young:
+            factor = lrn.fast_start_replay_regression if self.regression else lrn.fast_start_replay
+            ratio = factor * ratio
+        rows = round(ratio * batch)
+        return max(rows, lrn.replay_floor) if young and not self.regression else rows
 
     def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
         """Predict the labelled batch with the current weights, then learn from it.
