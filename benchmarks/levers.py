@@ -21,7 +21,8 @@ on the same rows, and beside them:
 
 Reported per stream: the score (accuracy; MAE on regression streams) of each, the mean over
 the seeds; per lever, the streams it improves, the mean gain (accuracy points;
-% of MAE saved) and the worst stream. Writes <out>/levers.md and levers.json.
+% of MAE saved) and the worst stream. Writes <out>/levers.md, .json and .png
+(each stream's gain per lever).
 
   python benchmarks/levers.py
   python benchmarks/levers.py --streams bananas sine-abrupt --periodic-k 4 --periodic-sigma 0.3
@@ -37,6 +38,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from report import command_line, doc_parser, load_average, machine_info, markdown_table, write_json
@@ -239,6 +244,26 @@ def stream_rows(runs: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def plot(path: Path, runs: dict[str, Any]) -> None:
+    """Each stream's gain over the defaults, one bar per lever."""
+    names = list(runs)
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(names) + 1.5))
+    ys = np.arange(len(names))
+    height = 0.8 / len(LEVERS)
+    for i, lever in enumerate(LEVERS):
+        gains = [gain(runs[n], lever) for n in names]
+        ax.barh(ys + (i - (len(LEVERS) - 1) / 2) * height, gains, height, label=lever)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(ys, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("gain over the defaults: accuracy points (regression: % of MAE saved)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, ncol=len(LEVERS), loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
@@ -284,7 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "periodic inputs add 2k inputs per numeric feature to the first layer only; weights "
         "averaged, one forward pass per batch (here two: the live base is recomputed).",
         "",
+        "![levers](levers.png)",
+        "",
     ]
+    plot(args.out / "levers.png", runs)
     (args.out / "levers.md").write_text("\n".join(lines))
     print(args.out / "levers.md")
     return 0

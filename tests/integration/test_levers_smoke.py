@@ -2,7 +2,7 @@
 
 Runs the real command line on 3,000 events per stream with the weights' moving average at
 decay 0 (it then equals the live weights, so that lever must score exactly as the defaults)
-and checks the tables, the JSON and the periodic inputs' k per stream.
+and checks the tables, the JSON, the plot and the periodic inputs' k per stream.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_writes_tables_and_json(out: Path) -> None:
+def test_writes_tables_json_and_plot(out: Path) -> None:
     markdown = (out / "levers.md").read_text(encoding="utf-8")
-    for section in ("## Against the defaults", "## Per stream"):
+    for section in ("## Against the defaults", "## Per stream", "![levers](levers.png)"):
         assert section in markdown
+    assert (out / "levers.png").read_bytes().startswith(b"\x89PNG")
     for stream in STREAMS:
         assert f"| {stream} " in markdown
     runs = json.loads((out / "levers.json").read_text())["runs"]
