@@ -36,9 +36,13 @@ Read = tuple[np.ndarray, np.ndarray | None]  # ([ȳ ‖ ȳ_base] [B, 2W], found 
 
 
 def unit_keys(hidden: np.ndarray) -> np.ndarray:
-    """float32 rows scaled to unit length (rows of norm < 1e-8 divided by 1e-8)."""
+    """float32 rows scaled to unit length (rows of norm < 1e-8 divided by 1e-8). A row whose
+    norm overflows float32 (inputs far out of range) gets an infinite norm, without a warning:
+    its key is then 0 or NaN, and a prediction that is not finite is refused where it is
+    served."""
     rows = np.asarray(hidden, dtype=np.float32)
-    norm = np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), np.float32(1e-8))
+    with np.errstate(over="ignore"):
+        norm = np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), np.float32(1e-8))
     return rows / norm
 
 
