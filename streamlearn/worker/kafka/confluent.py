@@ -189,8 +189,8 @@ class ConfluentReader:
         if self._handler_error is not None:
             error, self._handler_error = self._handler_error, None
             raise error
-        records = []
-        append = records.append
+        records: list[Record] = []
+        append, new = records.append, tuple.__new__
         for m in messages:  # one Record per message: kept lean, this runs for every event
             error = m.error()
             if error is not None:
@@ -200,10 +200,10 @@ class ConfluentReader:
                 continue
             headers = m.headers()
             append(
-                Record(
+                new(Record, (
                     m.topic(), m.partition(), m.offset(), m.value(), m.key(),
                     tuple((k, v or b"") for k, v in headers) if headers else (),
-                )
+                ))
             )  # fmt: skip
         return records
 

@@ -144,8 +144,9 @@ class KafkaPythonReader:
         if self._listener_error is not None:
             error, self._listener_error = self._listener_error, None
             raise error
+        new = tuple.__new__  # see Record
         return [
-            Record(m.topic, m.partition, m.offset, m.value, m.key, tuple(m.headers or ()))
+            new(Record, (m.topic, m.partition, m.offset, m.value, m.key, tuple(m.headers or ())))
             for messages in polled.values()
             for m in messages
         ]
