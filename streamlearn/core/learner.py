@@ -312,11 +312,11 @@ class OnlineLearner:
         if not len(self.replay):
             return 0
         lrn, ratio = self.settings, self.replay_ratio
-        if young:
-            factor = lrn.fast_start_replay_regression if self.regression else lrn.fast_start_replay
-            ratio = factor * ratio
-        rows = round(ratio * batch)
-        return max(rows, lrn.replay_floor) if young and not self.regression else rows
+        if not young:
+            return round(ratio * batch)
+        if self.regression:
+            return round(lrn.fast_start_replay_regression * ratio * batch)
+        return max(round(lrn.fast_start_replay * ratio * batch), lrn.replay_floor)
 
     def step(self, num: np.ndarray, cat: np.ndarray, y: np.ndarray) -> StepResult:
         """Predict the labelled batch with the current weights, then learn from it.
