@@ -8,9 +8,10 @@ on the same rows, and beside them:
   1000), their predicted probabilities (regression: values) averaged row by row; an ensemble
   of two, at twice the training work;
 - periodic inputs: every numeric feature x also enters as sin(2π·c·z) and cos(2π·c·z) for k
-  frequencies c drawn from N(0, σ²) per feature (z: x standardised by the rows before its
-  micro-batch), the periodic embeddings of Gorishniy, Rubachev & Babenko, "On Embeddings for
-  Numerical Features in Tabular Deep Learning" (NeurIPS 2022), with fixed frequencies. The
+  frequencies c drawn from N(0, σ²) per feature (z: x standardised as streamlearn's encoder
+  does, by the rows before its micro-batch), the periodic embeddings of Gorishniy, Rubachev &
+  Babenko, "On Embeddings for Numerical Features in Tabular Deep Learning" (NeurIPS 2022),
+  with fixed frequencies. The
   extra inputs stay within the encoder's numeric slots (k is lowered where d·(2k + 1) would
   not fit; 0 where not even one frequency fits), so the network's shape is the defaults'.
 - weights averaged: the defaults' chain, each grown-up batch (after the fast start) also
@@ -51,6 +52,7 @@ from timing_runner import row_batches, to_columns
 from tqdm import tqdm
 
 from streamlearn.core.evaluation import PrequentialScore
+from streamlearn.core.features import FeatureEncoder
 from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings
 
@@ -146,31 +148,26 @@ def averaged(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> list[np.ndarra
 def periodic_rows(
     rows: Sequence[Row], k: int, sigma: float, seed: int, batch: int, slots: int
 ) -> tuple[list[Row], int]:
-    """``rows`` with sin/cos(2π·c·z) of each numeric feature added (z standardised by the rows
-    of earlier micro-batches), and the k used: at most what fits in ``slots``."""
+    """``rows`` with sin/cos(2π·c·z) of each numeric feature added (z standardised as the
+    encoder does, by the rows of earlier micro-batches), and the k used: at most what fits in
+    ``slots``."""
     names = sorted(n for n, v in rows[0][0].items() if _numeric(v))
     d = len(names)
     k = min(k, (slots - d) // (2 * d)) if d else 0
     if k <= 0:
         return list(rows), 0
     freq = np.random.default_rng(seed).normal(0.0, sigma, (d, k))
-    count, mean, m2 = 0, np.zeros(d), np.zeros(d)
+    encoder = FeatureEncoder(numeric_slots=d, categorical_slots=0, numeric=names)
     out: list[Row] = []
     for part in row_batches(rows, batch):
-        x = np.array([[float(r.get(n) or 0.0) for n in names] for r, _ in part])
-        sd = np.sqrt(m2 / max(count - 1, 1))
-        z = (x - mean) / np.where(sd > 0, sd, 1.0) if count > 1 else np.zeros_like(x)
-        angle = 2 * math.pi * z[:, :, None] * freq[None]
+        raw = encoder.encode_columns({n: [r.get(n) for r, _ in part] for n in names}).num
+        angle = 2 * math.pi * encoder.standardize(raw)[:, :, None] * freq[None]
+        encoder.observe(raw)  # after the batch: its rows never see themselves
         sin, cos = np.sin(angle), np.cos(angle)
         for i, (r, y) in enumerate(part):
             extra = {f"{n}~{f}{j}": float(v[i, a, j]) for a, n in enumerate(names)
                      for f, v in (("sin", sin), ("cos", cos)) for j in range(k)}  # fmt: skip
             out.append(({**r, **extra}, y))
-        for row in x:  # Welford's update, after the batch: its rows never see themselves
-            count += 1
-            delta = row - mean
-            mean += delta / count
-            m2 += delta * (row - mean)
     return out, k
 
 
