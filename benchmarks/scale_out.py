@@ -127,7 +127,7 @@ def as_rank(args: argparse.Namespace) -> None:
     assert group is not None
     base = settings_for(rows, args.batch, args.rank_batch, args.updates)
     preq = Prequential.from_settings(rank_settings(base, group.world_size, group.rank))
-    lockstep = Lockstep(group, 0.1, base.features)  # the worker's turn, a drift on any rank too
+    lockstep = Lockstep(group, 0.1)  # the worker's turn, a drift on any rank too
     lockstep.rounds.start(preq)
     batcher = SimpleNamespace(poll_timeout_s=0.0)  # what the turn sets on the worker's batcher
     mine = rank_slices(rows, base, group.world_size, group.rank)

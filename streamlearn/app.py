@@ -325,7 +325,7 @@ def build_worker(
     if group is not None:
         from streamlearn.worker.distributed.lockstep import Lockstep
 
-        lockstep = Lockstep(group, w.poll_timeout_s, settings.features, publisher)
+        lockstep = Lockstep(group, w.poll_timeout_s, publisher)
     return Worker(
         settings, preq, reader, writer, store, export or no_export, stop=stop, metrics=metrics,
         heartbeat=heartbeat, lockstep=lockstep,

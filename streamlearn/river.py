@@ -57,6 +57,7 @@ class _Streaming:
     categorical_slots: int
     hash_buckets: int
     embedding_dim: int
+    periodic: int
     seed: int | None
 
     def _init_stream(self, params: dict[str, Any]) -> None:
@@ -77,6 +78,7 @@ class _Streaming:
                     categorical_slots=self.categorical_slots,
                     hash_buckets=self.hash_buckets,
                     embedding_dim=self.embedding_dim,
+                    periodic=self.periodic,
                 ),
                 learner=LearnerSettings(task=self._task, seed=seed, **learner),
                 drift=DriftSettings(detector=self.drift_detector),
@@ -223,6 +225,9 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
         Output slots, i.e. the most classes the stream may bring.
     numeric_slots, categorical_slots, hash_buckets, embedding_dim
         Fixed-width input encoding (see ``streamlearn.core.features``).
+    periodic
+        Fixed-frequency sin/cos features the network reads beside each numeric value (see
+        ``streamlearn.core.model``); 0 turns them off.
     device
         "cpu", "cuda" or "auto" (CUDA when present and the model large enough for it to pay).
         One-row predictions are cheapest on CPU.
@@ -265,6 +270,7 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
         categorical_slots: int = 16,
         hash_buckets: int = 4096,
         embedding_dim: int = 8,
+        periodic: int = 4,
         device: Device = "cpu",
         seed: int | None = None,
     ) -> None:
@@ -378,6 +384,9 @@ class Regressor(_Streaming, base.MiniBatchRegressor):
         "kswin" or "none".
     numeric_slots, categorical_slots, hash_buckets, embedding_dim
         Fixed-width input encoding (see ``streamlearn.core.features``).
+    periodic
+        Fixed-frequency sin/cos features the network reads beside each numeric value (see
+        ``streamlearn.core.model``); 0 turns them off.
     device
         "cpu", "cuda" or "auto" (CUDA when present and the model large enough for it to pay).
         One-row predictions are cheapest on CPU.
@@ -413,6 +422,7 @@ class Regressor(_Streaming, base.MiniBatchRegressor):
         categorical_slots: int = 16,
         hash_buckets: int = 4096,
         embedding_dim: int = 8,
+        periodic: int = 4,
         device: Device = "cpu",
         seed: int | None = None,
     ) -> None:

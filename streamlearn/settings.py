@@ -125,6 +125,23 @@ class FeatureSettings(_Section):
     categorical_slots: int = Field(16, gt=0, le=1024)
     hash_buckets: int = Field(4096, ge=16, le=2**24)
     embedding_dim: int = Field(8, gt=0, le=256)
+    periodic: int = Field(
+        4,
+        ge=0,
+        le=16,
+        description="periodic features per numeric slot: the network also reads "
+        "periodic_scale·sin(2π·c·z) and periodic_scale·(cos(2π·c·z) − 1) for this many fixed "
+        "frequencies c ~ N(0, periodic_sigma²) of each standardised value z (thresholds and "
+        "waves in one feature, which trees find at once); 0 = off (decision 0041)",
+    )
+    periodic_sigma: float = Field(0.3, gt=0, le=10, description="the frequencies' spread")
+    periodic_scale: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="the periodic features' scale: small, so they do not disturb what the raw "
+        "values already carry (decision 0041)",
+    )
 
 
 class LearnerSettings(_Section):

@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from streamlearn.core.model import TabularNet, forward_multiply_adds
+from streamlearn.core.model import TabularNet, forward_multiply_adds, periodic_inputs
 from streamlearn.core.pending import Pending, PendingStep, StepPending
 from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
@@ -53,6 +54,7 @@ def model_size(learner: LearnerSettings, features: FeatureSettings) -> int:
         learner.max_classes,
         regression=learner.task == "regression",
         wide=learner.wide,
+        periodic=features.periodic,
     )
 
 
@@ -105,6 +107,9 @@ class OnlineLearner:
         self._autocast = autocast_dtype(self.device, settings.amp)
         # a row's prediction: class slots, or one value (read once: a buffer's shape is slow)
         self.row_shape = () if self.regression else (int(model.class_mask.shape[0]),)
+        # the periodic features' frequencies on the host, where the batches are expanded
+        frequencies = model.frequencies
+        self._frequencies = None if frequencies is None else frequencies.cpu()
         # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
         self.backend = backend
@@ -145,6 +150,9 @@ class OnlineLearner:
                 learner.max_classes,
                 regression=regression,
                 wide=learner.wide,
+                periodic=features.periodic,
+                periodic_sigma=features.periodic_sigma,
+                periodic_scale=features.periodic_scale,
             ).to(device)
         if backend is None:
             backend = learner_backend(learner, features, device)
@@ -158,7 +166,7 @@ class OnlineLearner:
         )
         replay = ReservoirBuffer(
             learner.replay_size,
-            features.numeric_slots,
+            model.numeric_inputs,
             features.categorical_slots,
             torch.float32 if regression else torch.long,
             device,
@@ -176,8 +184,11 @@ class OnlineLearner:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Learners pickled before the step kernel was theirs get one bound to their trainer:
-        the compiled one where the trainer ran it and it can be had here."""
+        the compiled one where the trainer ran it and it can be had here; those pickled before
+        the periodic features, none."""
         self.__dict__.update(state)
+        if "_frequencies" not in state:  # pickled before the periodic features: none
+            self._frequencies = None
         if "step_kernel" not in state:
             used = self.trainer.__dict__.pop("pickled_compiled", False)
             self.step_kernel = reloaded_step(self.trainer) if used else TorchStep(self.trainer)
@@ -200,6 +211,15 @@ class OnlineLearner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast)
 
+    def _inputs(self, num: np.ndarray) -> np.ndarray:
+        """The model's numeric inputs [N, numeric_inputs] of standardised values [N,
+        numeric_slots] on the host (TabularNet.inputs: ``num`` itself without periodic
+        features). Every method takes standardised values and expands them here, once."""
+        if self._frequencies is None:
+            return num
+        rows = torch.from_numpy(np.ascontiguousarray(num, dtype=np.float32))
+        return periodic_inputs(rows, self._frequencies, self.model.periodic_scale).numpy()
+
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] or values [N] for standardised numeric + bucket inputs."""
         return self.predict_hidden(num, cat)[0]
@@ -211,6 +231,7 @@ class OnlineLearner:
         where scoring runs under autocast (bfloat16 on CUDA) or no class is switched on yet."""
         self._idle()
         self._drain()
+        num = self._inputs(num)
         if self._autocast is None and self.outputs > 0:
             return self.step_kernel.score(num, cat, self.outputs, self._shown())
         with self._amp():
@@ -226,7 +247,7 @@ class OnlineLearner:
         gives the module's result for such rows at a fraction of the cost.
         """
         self._idle()
-        p = torch_step.forward(self.trainer, num, cat, self.outputs)
+        p = torch_step.forward(self.trainer, self.model.inputs(num), cat, self.outputs)
         return torch_step.prediction(self.trainer, p, len(num)), p.hidden[-1]
 
     def forward_seen_into(
@@ -238,7 +259,8 @@ class OnlineLearner:
         kernel."""
         self._idle()
         self._drain()
-        self.step_kernel.forward_into((num, cat), self.outputs, (prediction, keys), self._shown())
+        inputs, into = (self.model.inputs(num), cat), (prediction, keys)
+        self.step_kernel.forward_into(inputs, self.outputs, into, self._shown())
 
     def begin_forward_seen_into(
         self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor
@@ -249,15 +271,17 @@ class OnlineLearner:
         self._idle()
         self._drain()
         if self._overlap:
-            inputs, into, shown = (num, cat), (prediction, keys), self._shown()
+            inputs, into, shown = (self.model.inputs(num), cat), (prediction, keys), self._shown()
             if self.step_kernel.forward_into(inputs, self.outputs, into, shown, overlap=True):
-                self._job = Pending(self._finish_forward, None)
+                # the inputs, made here, are read on the worker thread until it is waited on
+                self._job = Pending(partial(self._finish_forward, inputs), None)
                 return self._job
             self._overlap = False  # no worker thread here: run everything in this thread
         self.forward_seen_into(num, cat, prediction, keys)
         return Pending(None, None)
 
-    def _finish_forward(self) -> None:
+    def _finish_forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Ends a forward pass left on the worker thread (``inputs``: held until then)."""
         self._job = None
         self.step_kernel.wait()
 
@@ -362,7 +386,7 @@ class OnlineLearner:
         self._idle()
         self._drain()
         kernel = self.step_kernel
-        rows = kernel.check(num, cat, y, self.outputs)  # widens the active input slots
+        rows = kernel.check(self._inputs(num), cat, y, self.outputs)  # widens the active slots
         updates = self.settings.updates
         per_update = self._replay_per_update(len(y), young)
         drawn = self.replay.draw(per_update * updates) if per_update else None
@@ -450,6 +474,12 @@ class OnlineLearner:
         self._idle()
         self._drain()
         model = state["model"]
+        if ("frequencies" in model) != (self.model.frequencies is not None):
+            raise ValueError(
+                "the checkpoint's model and these settings differ in features.periodic (its "
+                f"model {'has' if 'frequencies' in model else 'has no'} periodic features): "
+                "restore with the settings it was written with"
+            )
         wide = self.model.wide
         if wide is not None and "wide.weight" not in model:  # saved before the wide term
             model = {**model, "wide.weight": torch.zeros_like(wide.weight)}

@@ -1,5 +1,15 @@
 """TabularNet: hashed-categorical embeddings + numeric inputs -> MLP -> (prediction, hidden).
 
+With ``periodic`` = k > 0, every numeric slot z enters the network as z and 2k periodic
+features, s·sin(2π·c·z) and s·(cos(2π·c·z) − 1) for k fixed frequencies c (the periodic
+embeddings of Gorishniy, Rubachev & Babenko, "On Embeddings for Numerical Features in Tabular
+Deep Learning", NeurIPS 2022, with the frequencies not trained): a threshold or a wave in one
+feature, which trees split on at once and a ReLU network of raw inputs needs many units for,
+is one weight away. Every feature is 0 where z is (a missing value, a slot not in use), so the
+step kernels' active widths still end at the last slot in use; the small scale s keeps the
+extra inputs from disturbing a concept the raw values already carry
+(docs/decisions/0041-periodic-inputs.md).
+
 With ``wide``, a linear map of the same inputs is added to the head's output (the "wide" part
 of Wide & Deep, Cheng et al. 2016): a linear concept is learned as fast as by a linear model,
 and the network learns what the linear term cannot.
@@ -12,13 +22,22 @@ predicts in the target's own units.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["EMBEDDING_INIT_SCALE", "TabularNet", "forward_multiply_adds"]
+__all__ = [
+    "EMBEDDING_INIT_SCALE",
+    "ServedNet",
+    "TabularNet",
+    "forward_multiply_adds",
+    "periodic_frequencies",
+    "periodic_inputs",
+]
 
 _MASKED = -1e9
 # Scale of the embedding rows' initial values (nn.Embedding draws N(0, 1)). Most buckets of a
@@ -29,6 +48,25 @@ _MASKED = -1e9
 # Not smaller: rows of frequent categories then start too small to be read at once, and a
 # low-cardinality stream starts slower (docs/decisions/0031-small-embedding-init.md).
 EMBEDDING_INIT_SCALE = 0.1
+# The seed of the periodic features' frequencies: fixed, as a hash function's, so every model
+# of a stream (the live one, a fresh one, a past expert) reads the same inputs the same way.
+_FREQUENCY_SEED = 20221127
+
+
+def periodic_frequencies(numeric_slots: int, k: int, sigma: float) -> torch.Tensor:
+    """The fixed frequencies [numeric_slots, k]: N(0, σ²) draws from a seed of their own (the
+    global random stream, which seeds the weights, is left as it was)."""
+    generator = torch.Generator().manual_seed(_FREQUENCY_SEED)
+    return torch.randn((numeric_slots, k), generator=generator) * sigma
+
+
+def periodic_inputs(num: torch.Tensor, frequencies: torch.Tensor, scale: float) -> torch.Tensor:
+    """[N, slots] standardised values → [N, slots · (1 + 2k)]: per slot, z, then
+    scale·sin(2π·c·z) and scale·(cos(2π·c·z) − 1) for its k frequencies c (slot-major, so a
+    slot not in use gives a run of zeros at its own place)."""
+    angle = (2 * math.pi) * num.unsqueeze(2) * frequencies
+    parts = (num.unsqueeze(2), torch.sin(angle) * scale, (torch.cos(angle) - 1.0) * scale)
+    return torch.cat(parts, dim=2).flatten(1)
 
 
 def forward_multiply_adds(
@@ -39,17 +77,20 @@ def forward_multiply_adds(
     n_outputs: int,
     regression: bool = False,
     wide: bool = False,
+    periodic: int = 0,
 ) -> int:
     """Multiply-adds in one event's forward pass through the TabularNet of these arguments
     (its dense layers; the embedding lookups are reads): its size, known before it is built."""
-    inputs = numeric_slots + categorical_slots * embedding_dim
+    inputs = numeric_slots * (1 + 2 * periodic) + categorical_slots * embedding_dim
     widths = [inputs, *hidden, 1 if regression else n_outputs]
     dense = sum(a * b for a, b in pairwise(widths))
     return dense + (inputs * widths[-1] if wide else 0)
 
 
 class TabularNet(nn.Module):
-    """MLP over [numeric slots ‖ one embedding per categorical slot]."""
+    """MLP over [numeric inputs ‖ one embedding per categorical slot]."""
+
+    frequencies: torch.Tensor | None
 
     def __init__(
         self,
@@ -61,17 +102,23 @@ class TabularNet(nn.Module):
         n_outputs: int,
         regression: bool = False,
         wide: bool = False,
+        periodic: int = 0,
+        periodic_sigma: float = 0.3,
+        periodic_scale: float = 0.1,
     ) -> None:
         super().__init__()
         self.regression = regression
         self.numeric_slots = numeric_slots
         self.categorical_slots = categorical_slots
+        self.periodic_scale = periodic_scale
+        # the numeric inputs' width: numeric_slots, or with periodic features 1 + 2k per slot
+        self.numeric_inputs = numeric_slots * (1 + 2 * periodic)
         # Sparse gradients: a step touches only the buckets in its batch (lazy Adam updates them).
         self.embedding = nn.Embedding(hash_buckets, embedding_dim, padding_idx=0, sparse=True)
         with torch.no_grad():  # scaled, not redrawn: the seed's random stream stays the same
             self.embedding.weight.mul_(EMBEDDING_INIT_SCALE)
         layers: list[nn.Module] = []
-        width = inputs = numeric_slots + categorical_slots * embedding_dim
+        width = inputs = self.numeric_inputs + categorical_slots * embedding_dim
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU()]
             width = size
@@ -82,16 +129,34 @@ class TabularNet(nn.Module):
         if wide:  # zero at first: the model starts as the network alone
             self.wide = nn.Linear(inputs, self.head.out_features, bias=False)
             nn.init.zeros_(self.wide.weight)
+        # a buffer (checkpoints and exports carry it), None without periodic features
+        frequencies = periodic_frequencies(numeric_slots, periodic, periodic_sigma)
+        self.register_buffer("frequencies", frequencies if periodic else None)
         self.register_buffer("class_mask", torch.zeros(n_outputs, dtype=torch.bool))
         self.register_buffer("target_loc", torch.zeros(()))
         self.register_buffer("target_scale", torch.ones(()))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Models pickled before the periodic features have none."""
+        super().__setstate__(state)
+        self._buffers.setdefault("frequencies", None)
+        self.__dict__.setdefault("numeric_inputs", self.numeric_slots)
+        self.__dict__.setdefault("periodic_scale", 0.0)
 
     @property
     def hidden_dim(self) -> int:
         return self.head.in_features
 
+    def inputs(self, num: torch.Tensor) -> torch.Tensor:
+        """The numeric inputs [N, numeric_inputs] of standardised values [N, numeric_slots]:
+        the values themselves, with their periodic features where the model has them."""
+        if self.frequencies is None:
+            return num
+        return periodic_inputs(num, self.frequencies, self.periodic_scale)
+
     def raw(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masked class logits [N, C] (or standardised value [N]) and hidden [N, H]."""
+        """Masked class logits [N, C] (or standardised value [N]) and hidden [N, H] of numeric
+        inputs [N, numeric_inputs] (see :meth:`inputs`) and bucket ids."""
         inputs = torch.cat([num, self.embedding(cat).flatten(1)], dim=1)
         hidden = self.body(inputs)
         out = self.head(hidden)
@@ -108,3 +173,15 @@ class TabularNet(nn.Module):
             return out * self.target_scale + self.target_loc, hidden
         # masked_fill: with no class switched on yet, every slot is 0 rather than uniform.
         return torch.softmax(out.float(), dim=1).masked_fill(~self.class_mask, 0.0), hidden
+
+
+class ServedNet(nn.Module):
+    """A TabularNet as it is served: standardised values [N, numeric_slots] in, their numeric
+    inputs computed inside (the exported graph holds the periodic features' frequencies)."""
+
+    def __init__(self, model: TabularNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(self.model.inputs(num), cat)

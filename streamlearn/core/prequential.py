@@ -97,7 +97,7 @@ class Prequential:
         )
         detector = build_detector(settings.drift, backend.drift)
         m = settings.memory
-        memory = MemoryStage.from_settings(m, f, learner) if m.enabled else None
+        memory = MemoryStage.from_settings(m, learner) if m.enabled else None
         experts = None
         if settings.experts.enabled:
             fresh = None

@@ -46,7 +46,7 @@ class FusedTrainer:
         self.clip_norm = clip_norm
         self.regression = model.regression
         self.table = model.embedding.weight
-        self.numeric_slots = model.numeric_slots
+        self.numeric_slots = model.numeric_inputs  # the step's numeric columns
         self.categorical_slots = model.categorical_slots
         self.flat = torch.cat([p.detach().flatten() for p in self._dense()]).float()
         self.grad = torch.zeros_like(self.flat)

@@ -26,7 +26,7 @@ import torch
 
 from streamlearn.core.features import FeatureEncoder
 from streamlearn.core.labels import LabelMap
-from streamlearn.core.model import TabularNet
+from streamlearn.core.model import ServedNet, TabularNet
 from streamlearn.errors import ExportError
 from streamlearn.export.artifact import FORMAT, Artifact, sha256_hex
 
@@ -37,8 +37,10 @@ OUTPUTS = ("prediction", "hidden")
 
 
 def to_onnx(model: TabularNet, numeric_slots: int, categorical_slots: int, opset: int) -> bytes:
-    """Serialised ONNX of a CPU/eval copy of ``model`` with a dynamic batch axis."""
-    clone = copy.deepcopy(model).to("cpu").float().eval()
+    """Serialised ONNX of a CPU/eval copy of ``model`` as served (:class:`ServedNet`: its
+    input ``num`` the standardised values, its periodic features computed in the graph) with a
+    dynamic batch axis."""
+    clone = _served_copy(model)
     sample = (
         torch.zeros((2, numeric_slots), dtype=torch.float32),
         torch.zeros((2, categorical_slots), dtype=torch.int64),
@@ -69,6 +71,11 @@ def to_onnx(model: TabularNet, numeric_slots: int, categorical_slots: int, opset
     return data
 
 
+def _served_copy(model: TabularNet) -> ServedNet:
+    """A CPU, float32, eval-mode copy of ``model`` as served; the live model is not touched."""
+    return ServedNet(copy.deepcopy(model).to("cpu").float()).eval()
+
+
 def _parity_batch(
     rows: int, numeric_slots: int, categorical_slots: int, buckets: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +93,7 @@ def parity_error(data: bytes, model: TabularNet, num: np.ndarray, cat: np.ndarra
     Absolute for values near 0 (probabilities), relative for large ones (a regression target
     in its own units), so one tolerance fits both.
     """
-    clone = copy.deepcopy(model).to("cpu").float().eval()
+    clone = _served_copy(model)
     with torch.no_grad():
         ref = [t.numpy() for t in clone(torch.from_numpy(num), torch.from_numpy(cat))]
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])

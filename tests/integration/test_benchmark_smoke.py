@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from streamlearn.settings import FeatureSettings
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "prequential.py"
 STREAM = "sea-drift"
@@ -103,9 +105,11 @@ def test_speed_bounds_are_measured_and_consistent(out: Path, monkeypatch) -> Non
     data = json.loads((out / "prequential.json").read_text(encoding="utf-8"))
     bounds = data["streams"][STREAM]["speed_bounds"]
     settings = data["streams"][STREAM]["streamlearn_settings"]["learner"]
-    # sea-drift: 3 numeric features, no categorical, 2 classes; default hidden (64, 64)
+    # sea-drift: 3 numeric features (each with its periodic features), no categorical, 2
+    # classes; default hidden (64, 64)
     assert settings["hidden"] == [64, 64]
-    forward = 3 * 64 + 64 * 64 + 64 * 2
+    inputs = 3 * (1 + 2 * FeatureSettings().periodic)
+    forward = inputs * 64 + 64 * 64 + 64 * 2
     rows = settings["updates"] * (1 + settings["replay_ratio"])
     assert bounds["macs_per_event"] == 3 * forward * rows
     assert bounds["matmul_gmacs"] > 0

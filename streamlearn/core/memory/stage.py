@@ -41,7 +41,7 @@ from streamlearn.core.memory.gate import CompensationGate
 from streamlearn.core.model import TabularNet
 from streamlearn.core.pending import Pending
 from streamlearn.kernels.torch_memory import unit_rows
-from streamlearn.settings import FeatureSettings, MemorySettings
+from streamlearn.settings import MemorySettings
 
 __all__ = ["MemoryStage"]
 
@@ -54,11 +54,10 @@ class MemoryStage:
         memory: ErrorMemory,
         learner: OnlineLearner,
         settings: MemorySettings,
-        features: FeatureSettings,
     ) -> None:
-        """``memory`` beside ``learner`` (whose model keys it and whose forward re-keys it);
-        ``settings``: the re-key and reset rules; ``features``: the input widths the ring
-        mirrors for re-keying. :meth:`from_settings` builds the memory."""
+        """``memory`` beside ``learner`` (whose model keys it and whose forward re-keys it;
+        the ring mirrors the model's standardised inputs for re-keying); ``settings``: the
+        re-key and reset rules. :meth:`from_settings` builds the memory."""
         self.settings = settings
         self.learner = learner
         self.memory = memory
@@ -66,9 +65,10 @@ class MemoryStage:
         self._ring: TopKStore | None = None
         if isinstance(store, TopKStore) and (settings.rekey_every or settings.rekey_after_drift):
             self._ring = store  # inputs are mirrored slot for slot with the ring buffer
-            self._num = torch.zeros((store.size, features.numeric_slots), device=learner.device)
+            model, device = learner.model, learner.device
+            self._num = torch.zeros((store.size, model.numeric_slots), device=device)
             self._cat = torch.zeros(
-                (store.size, features.categorical_slots), dtype=torch.long, device=learner.device
+                (store.size, model.categorical_slots), dtype=torch.long, device=device
             )
         self.gate: CompensationGate | None = None
         if settings.gate:
@@ -88,9 +88,7 @@ class MemoryStage:
         self.rekeys = 0
 
     @classmethod
-    def from_settings(
-        cls, settings: MemorySettings, features: FeatureSettings, learner: OnlineLearner
-    ) -> MemoryStage:
+    def from_settings(cls, settings: MemorySettings, learner: OnlineLearner) -> MemoryStage:
         """The memory ``settings`` describe, keyed by ``learner``'s model, on its device and
         computing with its backend's memory kernel (the compiled top-k on the CPU); λ is
         ``lam``, or ``lam_regression`` for a regression learner."""
@@ -114,7 +112,7 @@ class MemoryStage:
             seed=learner.settings.seed,
             kernel=learner.backend.memory,
         )
-        return cls(memory, learner, settings, features)
+        return cls(memory, learner, settings)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles and copies see the memory with its re-keying done (and no views: a pickle
@@ -249,7 +247,7 @@ class MemoryStage:
         if model is None or ring is None or ring.filled == 0:
             return state, False
         order = ring.order()
-        pred, hidden = model(self._num[order], self._cat[order])
+        pred, hidden = model(model.inputs(self._num[order]), self._cat[order])
         state["keys"] = unit_rows(hidden.float()).cpu().numpy()
         state["base"] = pred.float().view(len(order), ring.width).cpu().numpy()
         return state, True

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from streamlearn.core.memory.stage import MemoryStage
 from streamlearn.core.prequential import Prequential
-from streamlearn.settings import FeatureSettings
 from streamlearn.worker.checkpoint import CheckpointStore, Loaded
 from streamlearn.worker.distributed.cut import CutCheckpoint
 from streamlearn.worker.distributed.group import GroupBroken, RankGroup
@@ -58,13 +57,12 @@ class Lockstep:
     """One rank's side of the lockstep over ``group`` (module docstring)."""
 
     def __init__(
-        self, group: RankGroup, poll_timeout_s: float, features: FeatureSettings,
-        pusher: MemoryPusher | None = None,
-    ) -> None:  # fmt: skip
+        self, group: RankGroup, poll_timeout_s: float, pusher: MemoryPusher | None = None
+    ) -> None:
         """``pusher``: rank 0's publisher, which pushes every rank's error memory (gathered
-        when it is due); ``features``: the input widths of the gathered memory."""
+        when it is due)."""
         self.group = group
-        self.features, self.pusher = features, pusher
+        self.pusher = pusher
         self.rounds = Rounds(group)
         self.poll_timeout_s = poll_timeout_s
         self.fenced = False
@@ -139,7 +137,7 @@ class Lockstep:
         if outcome.drifts and not drifted:
             preq.respond_to_drift()
         if outcome.push:
-            stage = gathered_memory(self.group, preq, self.features)
+            stage = gathered_memory(self.group, preq)
             if self.pusher is not None:
                 self.pusher.push_memory(preq, force=True, stage=stage)
         batcher.poll_timeout_s = 0.0 if outcome.learned else self.poll_timeout_s

@@ -17,7 +17,6 @@ import numpy as np
 
 from streamlearn.core.memory.stage import MemoryStage
 from streamlearn.core.prequential import Prequential
-from streamlearn.settings import FeatureSettings
 from streamlearn.worker.distributed.group import RankGroup
 
 __all__ = ["gathered_memory"]
@@ -25,9 +24,7 @@ __all__ = ["gathered_memory"]
 _ROWS = ("keys", "y", "base")
 
 
-def gathered_memory(
-    group: RankGroup, preq: Prequential, features: FeatureSettings
-) -> MemoryStage | None:
+def gathered_memory(group: RankGroup, preq: Prequential) -> MemoryStage | None:
     """Collective: on rank 0 a stage with every rank's stored rows (oldest first, rank by rank),
     else None; rank 0's own stage where rows cannot be merged (LSH, or no memory)."""
     stage = preq.memory
@@ -45,6 +42,6 @@ def gathered_memory(
             state[name] = np.concatenate([np.asarray(p[name]) for p in parts])
     rows = max(1, len(memory["keys"]))
     settings = stage.settings.model_copy(update={"size": rows})
-    merged = MemoryStage.from_settings(settings, features, preq.learner)
+    merged = MemoryStage.from_settings(settings, preq.learner)
     merged.load_state_dict(state)
     return merged

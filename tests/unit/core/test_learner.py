@@ -295,7 +295,9 @@ def test_replay_disabled():
 def test_loss_of_pre_update_prediction_is_cross_entropy():
     learner = make()
     num, cat, y = toy_batch(np.random.default_rng(11), n=8)
-    logits, _ = learner.model.raw(torch.from_numpy(num), torch.from_numpy(cat))
+    logits, _ = learner.model.raw(
+        learner.model.inputs(torch.from_numpy(num)), torch.from_numpy(cat)
+    )
     expected = F.cross_entropy(logits.detach(), torch.from_numpy(y), reduction="none").numpy()
     np.testing.assert_allclose(learner.step(num, cat, y).loss, expected, rtol=1e-6)
 
@@ -328,7 +330,7 @@ def test_forward_seen_equals_the_module_on_trained_rows():
     num_t, cat_t = torch.from_numpy(num), torch.from_numpy(cat)
     prediction, hidden = learner.forward_seen(num_t, cat_t)
     with torch.no_grad():
-        expected, expected_hidden = learner.model(num_t, cat_t)
+        expected, expected_hidden = learner.model(learner.model.inputs(num_t), cat_t)
     torch.testing.assert_close(prediction, expected)
     torch.testing.assert_close(hidden, expected_hidden)
 
@@ -357,7 +359,7 @@ def test_checkpoint_of_the_torch_optim_learner_still_loads():
     sparse = torch.optim.SparseAdam([table], lr=0.01)
     for _ in range(3):  # the old learner's step: autograd, then both optimizers
         num, cat, y = toy_batch(rng)
-        out, _ = old.model.raw(torch.from_numpy(num), torch.from_numpy(cat))
+        out, _ = old.model.raw(old.model.inputs(torch.from_numpy(num)), torch.from_numpy(cat))
         F.cross_entropy(out, torch.from_numpy(y)).backward()
         adamw.step()
         sparse.step()
@@ -373,7 +375,8 @@ def test_checkpoint_of_the_torch_optim_learner_still_loads():
     expected = torch.cat([adamw.state[p]["exp_avg_sq"].flatten() for p in dense])
     assert torch.equal(trainer.exp_avg_sq, expected)
     assert torch.equal(trainer.table_moments[:, 0], sparse.state[table]["exp_avg"])
-    assert (trainer.active_num, trainer.active_cat) == (4, 2)  # unknown: every slot
+    # unknown: every input (each numeric slot with its periodic features)
+    assert (trainer.active_num, trainer.active_cat) == (new.model.numeric_inputs, 2)
     assert new.step(*toy_batch(rng)).learned
 
 

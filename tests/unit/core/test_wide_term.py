@@ -62,8 +62,8 @@ def test_a_learner_saved_before_the_wide_term_loads_and_keeps_its_predictions():
     new.load_state_dict(state)
     num, cat, y = batch(rng)
     with torch.no_grad():
-        before, _ = old.model(torch.from_numpy(num), torch.from_numpy(cat))
-        after, _ = new.model(torch.from_numpy(num), torch.from_numpy(cat))
+        before, _ = old.model(old.model.inputs(torch.from_numpy(num)), torch.from_numpy(cat))
+        after, _ = new.model(new.model.inputs(torch.from_numpy(num)), torch.from_numpy(cat))
     torch.testing.assert_close(after, before)
     moments = new.trainer.state_dict()
     n_wide = new.model.wide.weight.numel()

@@ -31,7 +31,11 @@ from streamlearn.kernels.compiled import CompiledMemory, CompiledReservoir
 from streamlearn.kernels.cpu import binding
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
-FEATURES = FeatureSettings(numeric_slots=6, categorical_slots=3, hash_buckets=64, embedding_dim=4)
+# the kernels' slot arithmetic on raw slots: a model's periodic features are made before its
+# step kernel sees a batch (tests/unit/core/test_periodic_inputs.py)
+FEATURES = FeatureSettings(
+    numeric_slots=6, categorical_slots=3, hash_buckets=64, embedding_dim=4, periodic=0
+)
 CLASSES = 4
 
 
@@ -535,7 +539,12 @@ def test_prequential_with_error_memory_agrees_across_kernels(task):
                     "seed": 2,
                     "fast_start": 0,
                 },
-                features={"numeric_slots": 6, "categorical_slots": 3, "hash_buckets": 64},
+                features={
+                    "numeric_slots": 6,
+                    "categorical_slots": 3,
+                    "hash_buckets": 64,
+                    "periodic": 0,
+                },
                 memory={"size": 48, "k": 4, "rekey_every": 1},
                 drift={"detector": "none"},
             )

@@ -186,7 +186,7 @@ def test_rank_0_pushes_a_memory_with_every_ranks_rows_and_leaves_its_own_alone()
     assert mine is not None and theirs is not None
     own_rows = len(mine.memory)
     group = GatheringLeader(theirs.state_dict())
-    merged = gathered_memory(group, preqs[0], settings.features)  # type: ignore[arg-type]
+    merged = gathered_memory(group, preqs[0])  # type: ignore[arg-type]
     assert merged is not None and len(merged.memory) == own_rows + len(theirs.memory)
     assert len(mine.memory) == own_rows
     snapshot = decode_memory(encode_memory(merged, None))
@@ -204,7 +204,7 @@ class AloneGroup:
 
 def test_a_quiet_turn_polls_with_the_full_timeout_and_a_learning_one_does_not_block():
     preq = Prequential.from_settings(load_settings(**SETTINGS))
-    lockstep = Lockstep(AloneGroup(), 0.25, load_settings(**SETTINGS).features)  # type: ignore[arg-type]
+    lockstep = Lockstep(AloneGroup(), 0.25)  # type: ignore[arg-type]
     lockstep.restored(preq, lambda: None)
     batcher = Batcher(lambda timeout, n: [], 4, max_wait_s=1.0, poll_timeout_s=0.25)
     flags = {"drifted": False, "stop": False, "due": False, "reassigned": False}
@@ -226,7 +226,7 @@ def test_a_drift_detected_on_one_rank_gets_the_response_on_the_other():
     flags = {"stop": False, "due": False, "reassigned": False}
 
     def rank(r: int) -> None:
-        lockstep = Lockstep(SummingGroup(shared, r), 0.1, settings.features)  # type: ignore[arg-type]
+        lockstep = Lockstep(SummingGroup(shared, r), 0.1)  # type: ignore[arg-type]
         lockstep.restored(preqs[r], lambda: None)
         preqs[r].process(*rows(r, 16))
         lockstep.turn(preqs[r], batcher, drifted=r == 1, **flags)

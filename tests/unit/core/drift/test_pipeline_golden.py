@@ -13,6 +13,7 @@ FEATURES = {
     "categorical_slots": 2,
     "hash_buckets": 64,
     "embedding_dim": 4,
+    "periodic": 0,
 }
 LEARNER = {
     "task": "binary",
