@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamlearn.core.model import TabularNet, forward_multiply_adds, periodic_inputs
+from streamlearn.core.model import TabularNet, forward_multiply_adds, periodic_inputs_host
 from streamlearn.core.pending import Pending, PendingStep, StepPending
 from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
-from streamlearn.core.training_step import FusedTrainer
+from streamlearn.core.training_step import FusedTrainer, widened
 from streamlearn.kernels import torch_step
 from streamlearn.kernels.backend import Backend, Scored, StepKernel, select_backend
 from streamlearn.kernels.compiled import reloaded_step
@@ -107,9 +107,11 @@ class OnlineLearner:
         self._autocast = autocast_dtype(self.device, settings.amp)
         # a row's prediction: class slots, or one value (read once: a buffer's shape is slow)
         self.row_shape = () if self.regression else (int(model.class_mask.shape[0]),)
-        # the periodic features' frequencies on the host, where the batches are expanded
+        # the periodic features' frequencies on the host, where the batches are expanded, and
+        # the numeric slots any batch has set so far (only those are expanded)
         frequencies = model.frequencies
-        self._frequencies = None if frequencies is None else frequencies.cpu()
+        self._frequencies = None if frequencies is None else frequencies.cpu().numpy()
+        self._periodic_slots = 0
         # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
         self.backend = backend
@@ -188,7 +190,7 @@ class OnlineLearner:
         the periodic features, none."""
         self.__dict__.update(state)
         if "_frequencies" not in state:  # pickled before the periodic features: none
-            self._frequencies = None
+            self._frequencies, self._periodic_slots = None, 0
         if "step_kernel" not in state:
             used = self.trainer.__dict__.pop("pickled_compiled", False)
             self.step_kernel = reloaded_step(self.trainer) if used else TorchStep(self.trainer)
@@ -214,11 +216,22 @@ class OnlineLearner:
     def _inputs(self, num: np.ndarray) -> np.ndarray:
         """The model's numeric inputs [N, numeric_inputs] of standardised values [N,
         numeric_slots] on the host (TabularNet.inputs: ``num`` itself without periodic
-        features). Every method takes standardised values and expands them here, once."""
+        features). Every method takes standardised values and expands them here, once, over
+        the slots any row so far has set."""
         if self._frequencies is None:
             return num
-        rows = torch.from_numpy(np.ascontiguousarray(num, dtype=np.float32))
-        return periodic_inputs(rows, self._frequencies, self.model.periodic_scale).numpy()
+        num = np.ascontiguousarray(num, dtype=np.float32)
+        self._periodic_slots = widened(num, self._periodic_slots)
+        scale = self.model.periodic_scale
+        return periodic_inputs_host(num, self._frequencies, scale, self._periodic_slots)
+
+    def _tensor_inputs(self, num: torch.Tensor) -> torch.Tensor:
+        """:meth:`_inputs` of a tensor: on the host through numpy, on a GPU as torch ops."""
+        if self._frequencies is None:
+            return num
+        if num.device.type != "cpu":
+            return self.model.inputs(num)
+        return torch.from_numpy(self._inputs(num.numpy()))
 
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] or values [N] for standardised numeric + bucket inputs."""
@@ -247,7 +260,7 @@ class OnlineLearner:
         gives the module's result for such rows at a fraction of the cost.
         """
         self._idle()
-        p = torch_step.forward(self.trainer, self.model.inputs(num), cat, self.outputs)
+        p = torch_step.forward(self.trainer, self._tensor_inputs(num), cat, self.outputs)
         return torch_step.prediction(self.trainer, p, len(num)), p.hidden[-1]
 
     def forward_seen_into(
@@ -259,7 +272,7 @@ class OnlineLearner:
         kernel."""
         self._idle()
         self._drain()
-        inputs, into = (self.model.inputs(num), cat), (prediction, keys)
+        inputs, into = (self._tensor_inputs(num), cat), (prediction, keys)
         self.step_kernel.forward_into(inputs, self.outputs, into, self._shown())
 
     def begin_forward_seen_into(
@@ -271,7 +284,8 @@ class OnlineLearner:
         self._idle()
         self._drain()
         if self._overlap:
-            inputs, into, shown = (self.model.inputs(num), cat), (prediction, keys), self._shown()
+            inputs = (self._tensor_inputs(num), cat)
+            into, shown = (prediction, keys), self._shown()
             if self.step_kernel.forward_into(inputs, self.outputs, into, shown, overlap=True):
                 # the inputs, made here, are read on the worker thread until it is waited on
                 self._job = Pending(partial(self._finish_forward, inputs), None)

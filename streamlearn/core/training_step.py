@@ -21,7 +21,7 @@ from streamlearn.core.model import TabularNet
 if TYPE_CHECKING:
     from streamlearn.kernels.torch_step import Views
 
-__all__ = ["FusedTrainer"]
+__all__ = ["FusedTrainer", "widened"]
 
 _BETAS = (0.9, 0.999)  # torch.optim.AdamW / SparseAdam defaults
 _EPS = 1e-8
@@ -104,8 +104,8 @@ class FusedTrainer:
     # -- widths -----------------------------------------------------------------------------
     def observe_inputs(self, num: np.ndarray, cat: np.ndarray) -> None:
         """Widen the active input to every slot this batch sets (it never narrows)."""
-        self.active_num = _widened(num, self.active_num)
-        self.active_cat = _widened(cat, self.active_cat)
+        self.active_num = widened(num, self.active_num)
+        self.active_cat = widened(cat, self.active_cat)
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -160,7 +160,7 @@ class FusedTrainer:
         self.active_num, self.active_cat = (int(v) for v in state["active"])
 
 
-def _widened(values: np.ndarray, active: int) -> int:
+def widened(values: np.ndarray, active: int) -> int:
     """``active`` widened to 1 + the last column with any non-zero value; only the columns
     beyond it are read, usually all zero (one reduction)."""
     rest = values[:, active:]

@@ -10,7 +10,12 @@ import torch
 from serving_support import make_rows, small_settings, trained
 
 from streamlearn.core.learner import OnlineLearner
-from streamlearn.core.model import TabularNet, periodic_frequencies, periodic_inputs
+from streamlearn.core.model import (
+    TabularNet,
+    periodic_frequencies,
+    periodic_inputs,
+    periodic_inputs_host,
+)
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ConfigError
 from streamlearn.export.artifact import load_bundle
@@ -109,3 +114,16 @@ def test_the_setting_is_checked():
         load_settings(features={"periodic": -1})
     with pytest.raises(ConfigError, match=r"features\.periodic_scale"):
         load_settings(features={"periodic_scale": 0})
+
+
+def test_the_host_form_equals_the_torch_form_over_the_slots_in_use():
+    rng = np.random.default_rng(3)
+    frequencies = periodic_frequencies(6, 4, 0.3)
+    num = np.zeros((9, 6), dtype=np.float32)
+    num[:, :4] = rng.normal(0, 2, (9, 4))
+    num[2, 1] = np.nan  # not finite stays not finite: the step skips such a batch
+    want = periodic_inputs(torch.from_numpy(num), frequencies, 0.1).numpy()
+    got = periodic_inputs_host(num, frequencies.numpy(), 0.1, used=4)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[2, 9:18]).all()  # slot 1: z and its 2k features
