@@ -22,6 +22,7 @@ from streamlearn.export.artifact import load_bundle
 from streamlearn.export.onnx import export_artifact
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
+PERIODIC = {"periodic": 4}
 FEATURES = FeatureSettings(
     numeric_slots=5, categorical_slots=2, hash_buckets=64, embedding_dim=4, periodic=3
 )
@@ -78,7 +79,7 @@ def test_the_first_layer_reads_every_feature_and_the_step_only_the_slots_in_use(
 
 
 def test_the_learner_scores_as_its_module_on_standardised_values():
-    preq = trained("multiclass", n=400)
+    preq = trained("multiclass", n=400, features=PERIODIC)
     rows, _ = make_rows(30, 4, "multiclass")
     feats = preq.encoder.encode(rows)
     z = preq.encoder.standardize(feats.num)
@@ -90,8 +91,8 @@ def test_the_learner_scores_as_its_module_on_standardised_values():
 
 @pytest.mark.parametrize("task", ["binary", "regression"])
 def test_the_served_graph_takes_standardised_values_and_computes_the_features(task):
-    preq = trained(task, n=400)
-    assert preq.learner.model.frequencies is not None  # on by default
+    preq = trained(task, n=400, features=PERIODIC)
+    assert preq.learner.model.frequencies is not None
     artifact = export_artifact(preq.learner.model, preq.encoder, preq.labels, task)
     bundle = load_bundle(1, artifact.onnx, artifact.with_version(1).meta_bytes())
     assert artifact.meta["inputs"]["num"]["shape"] == [-1, preq.encoder.numeric_slots]
@@ -102,11 +103,16 @@ def test_the_served_graph_takes_standardised_values_and_computes_the_features(ta
 
 
 def test_a_checkpoint_restores_only_into_the_periodic_setting_it_was_written_with():
-    with_features = Prequential.from_settings(small_settings())
+    with_features = Prequential.from_settings(small_settings(features=PERIODIC))
     without = Prequential.from_settings(small_settings(features={"periodic": 0}))
     for source, target in ((with_features, without), (without, with_features)):
         with pytest.raises(ValueError, match=r"features\.periodic"):
             target.load_state_dict(source.state_dict())
+
+
+def test_off_by_default():
+    assert load_settings().features.periodic == 0
+    assert Prequential.from_settings(small_settings()).learner.model.frequencies is None
 
 
 def test_the_setting_is_checked():
