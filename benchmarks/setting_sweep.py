@@ -7,8 +7,10 @@ the score over the whole stream and over its first 1,000 events (accuracy; MAE o
 streams), the mean over the seeds; and per value, against the first value of --values (the
 reference): on how many streams it is better, the mean gain in accuracy points
 (classification) and in % of MAE (regression), the worst stream's, and the training steps
-taken (the live model's updates and any fresh model's, experts.fresh) as a multiple of the
-reference's: the cost, counted rather than timed (a shared machine's timings drift).
+taken (the live model's updates and any fresh model's, experts.fresh) and the seconds spent in
+the chain's calls, each as a multiple of the reference's: the cost counted, and timed (the
+values of one stream and seed run back to back, so a shared machine's load drifts over them
+alike; the timings are a guide, the steps exact).
 
 Writes <out>/sweep-<setting>.md, .json and .png (each stream's gain over the reference against
 the value, overall and over the first 1,000 events). Values are JSON (true, 64, [64, 64]):
@@ -105,7 +107,8 @@ def training_steps(preq: Prequential) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """{stream: {task, events, value (as JSON): {overall, first, steps: [per seed]}}}."""
+    """{stream: {task, events, value (as JSON): {overall, first, steps, seconds: [per
+    seed]}}}."""
     runs: dict[str, Any] = {}
     total = len(args.streams) * len(args.seeds) * len(args.values)
     with tqdm(total=total, unit="run", disable=args.no_progress) as bar:
@@ -118,13 +121,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for value in args.values:
                     bar.set_description(f"{name} seed {seed} {args.setting} {label(value)}")
                     settings = with_setting(suite_settings(task, seed), args.setting, value)
-                    preq, score, _ = prequential_run(settings, rows)
+                    preq, score, seconds = prequential_run(settings, rows)
                     scores = entry.setdefault(
-                        label(value), {"overall": [], "first": [], "steps": []}
+                        label(value), {"overall": [], "first": [], "steps": [], "seconds": []}
                     )
                     scores["overall"].append(score.overall())
                     scores["first"].append(score.between(0, FIRST))
                     scores["steps"].append(training_steps(preq))
+                    scores["seconds"].append(seconds)
                     bar.update()
             runs[name] = entry
     return runs
@@ -148,8 +152,10 @@ def summary_rows(runs: dict[str, Any], values: Sequence[Any]) -> list[list[str]]
         cls = [g for name, g in gains.items() if runs[name]["task"] != "regression"]
         reg = [g for name, g in gains.items() if runs[name]["task"] == "regression"]
         worst = min(gains, key=lambda name: gains[name])
-        steps = {name: _steps(e, value) / _steps(e, reference) for name, e in runs.items()}
+        steps = {name: _ratio(e, value, reference, "steps") for name, e in runs.items()}
         most = max(steps, key=lambda name: steps[name])
+        times = {name: _ratio(e, value, reference, "seconds") for name, e in runs.items()}
+        slowest = max(times, key=lambda name: times[name])
         rows.append(
             [
                 label(value),
@@ -159,13 +165,16 @@ def summary_rows(runs: dict[str, Any], values: Sequence[Any]) -> list[list[str]]
                 f"{worst} {gains[worst]:+.2f}",
                 f"{np.mean(list(firsts.values())):+.2f}",
                 f"×{np.mean(list(steps.values())):.3f} (most: {most} ×{steps[most]:.3f})",
+                f"×{np.mean(list(times.values())):.2f} (most: {slowest} ×{times[slowest]:.2f})",
             ]
         )
     return rows
 
 
-def _steps(entry: dict[str, Any], value: Any) -> float:
-    return float(np.mean(entry[label(value)]["steps"]))
+def _ratio(entry: dict[str, Any], value: Any, reference: Any, part: str) -> float:
+    """``value``'s total of ``part`` (steps, seconds) over the seeds as a multiple of the
+    reference's."""
+    return float(np.sum(entry[label(value)][part]) / np.sum(entry[label(reference)][part]))
 
 
 def stream_rows(runs: dict[str, Any], values: Sequence[Any]) -> list[list[str]]:
@@ -239,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "worst stream",
                 f"mean gain, first {FIRST:,} (pt or %)",
                 "training steps, × reference",
+                "seconds in the chain's calls, × reference",
             ],
             summary_rows(runs, values),
         ),

@@ -19,17 +19,16 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from streamlearn.core.model import TabularNet, forward_multiply_adds, periodic_inputs_host
+from streamlearn.core.model import TabularNet, forward_multiply_adds
 from streamlearn.core.pending import Pending, PendingStep, StepPending
 from streamlearn.core.replay import PreparedRows, ReservoirBuffer
 from streamlearn.core.schedule import RewarmSchedule
-from streamlearn.core.training_step import FusedTrainer, widened
+from streamlearn.core.training_step import FusedTrainer
 from streamlearn.kernels import torch_step
 from streamlearn.kernels.backend import Backend, Scored, StepKernel, select_backend
 from streamlearn.kernels.compiled import reloaded_step
@@ -107,11 +106,6 @@ class OnlineLearner:
         self._autocast = autocast_dtype(self.device, settings.amp)
         # a row's prediction: class slots, or one value (read once: a buffer's shape is slow)
         self.row_shape = () if self.regression else (int(model.class_mask.shape[0]),)
-        # the periodic features' frequencies on the host, where the batches are expanded, and
-        # the numeric slots any batch has set so far (only those are expanded)
-        frequencies = model.frequencies
-        self._frequencies = None if frequencies is None else frequencies.cpu().numpy()
-        self._periodic_slots = 0
         # Dense layers: AdamW. The embedding table gets lazy Adam on the rows a batch touches,
         # so a step's cost does not grow with the number of hash buckets.
         self.backend = backend
@@ -168,7 +162,7 @@ class OnlineLearner:
         )
         replay = ReservoirBuffer(
             learner.replay_size,
-            model.numeric_inputs,
+            features.numeric_slots,
             features.categorical_slots,
             torch.float32 if regression else torch.long,
             device,
@@ -186,11 +180,8 @@ class OnlineLearner:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Learners pickled before the step kernel was theirs get one bound to their trainer:
-        the compiled one where the trainer ran it and it can be had here; those pickled before
-        the periodic features, none."""
+        the compiled one where the trainer ran it and it can be had here."""
         self.__dict__.update(state)
-        if "_frequencies" not in state:  # pickled before the periodic features: none
-            self._frequencies, self._periodic_slots = None, 0
         if "step_kernel" not in state:
             used = self.trainer.__dict__.pop("pickled_compiled", False)
             self.step_kernel = reloaded_step(self.trainer) if used else TorchStep(self.trainer)
@@ -213,26 +204,6 @@ class OnlineLearner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast)
 
-    def _inputs(self, num: np.ndarray) -> np.ndarray:
-        """The model's numeric inputs [N, numeric_inputs] of standardised values [N,
-        numeric_slots] on the host (TabularNet.inputs: ``num`` itself without periodic
-        features). Every method takes standardised values and expands them here, once, over
-        the slots any row so far has set."""
-        if self._frequencies is None:
-            return num
-        num = np.ascontiguousarray(num, dtype=np.float32)
-        self._periodic_slots = widened(num, self._periodic_slots)
-        scale = self.model.periodic_scale
-        return periodic_inputs_host(num, self._frequencies, scale, self._periodic_slots)
-
-    def _tensor_inputs(self, num: torch.Tensor) -> torch.Tensor:
-        """:meth:`_inputs` of a tensor: on the host through numpy, on a GPU as torch ops."""
-        if self._frequencies is None:
-            return num
-        if num.device.type != "cpu":
-            return self.model.inputs(num)
-        return torch.from_numpy(self._inputs(num.numpy()))
-
     def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Probabilities [N, C] or values [N] for standardised numeric + bucket inputs."""
         return self.predict_hidden(num, cat)[0]
@@ -244,11 +215,11 @@ class OnlineLearner:
         where scoring runs under autocast (bfloat16 on CUDA) or no class is switched on yet."""
         self._idle()
         self._drain()
-        num = self._inputs(num)
         if self._autocast is None and self.outputs > 0:
             return self.step_kernel.score(num, cat, self.outputs, self._shown())
         with self._amp():
-            pred, hidden = self.model(to_device(num, self.device), to_device(cat, self.device))
+            inputs = self.model.inputs(to_device(num, self.device))
+            pred, hidden = self.model(inputs, to_device(cat, self.device))
         return pred.float().cpu().numpy(), hidden.float().cpu().numpy()
 
     def forward_seen(
@@ -260,7 +231,7 @@ class OnlineLearner:
         gives the module's result for such rows at a fraction of the cost.
         """
         self._idle()
-        p = torch_step.forward(self.trainer, self._tensor_inputs(num), cat, self.outputs)
+        p = torch_step.forward(self.trainer, num, cat, self.outputs)
         return torch_step.prediction(self.trainer, p, len(num)), p.hidden[-1]
 
     def forward_seen_into(
@@ -272,8 +243,7 @@ class OnlineLearner:
         kernel."""
         self._idle()
         self._drain()
-        inputs, into = (self._tensor_inputs(num), cat), (prediction, keys)
-        self.step_kernel.forward_into(inputs, self.outputs, into, self._shown())
+        self.step_kernel.forward_into((num, cat), self.outputs, (prediction, keys), self._shown())
 
     def begin_forward_seen_into(
         self, num: torch.Tensor, cat: torch.Tensor, prediction: torch.Tensor, keys: torch.Tensor
@@ -284,18 +254,15 @@ class OnlineLearner:
         self._idle()
         self._drain()
         if self._overlap:
-            inputs = (self._tensor_inputs(num), cat)
-            into, shown = (prediction, keys), self._shown()
+            inputs, into, shown = (num, cat), (prediction, keys), self._shown()
             if self.step_kernel.forward_into(inputs, self.outputs, into, shown, overlap=True):
-                # the inputs, made here, are read on the worker thread until it is waited on
-                self._job = Pending(partial(self._finish_forward, inputs), None)
+                self._job = Pending(self._finish_forward, None)
                 return self._job
             self._overlap = False  # no worker thread here: run everything in this thread
         self.forward_seen_into(num, cat, prediction, keys)
         return Pending(None, None)
 
-    def _finish_forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> None:
-        """Ends a forward pass left on the worker thread (``inputs``: held until then)."""
+    def _finish_forward(self) -> None:
         self._job = None
         self.step_kernel.wait()
 
@@ -400,7 +367,7 @@ class OnlineLearner:
         self._idle()
         self._drain()
         kernel = self.step_kernel
-        rows = kernel.check(self._inputs(num), cat, y, self.outputs)  # widens the active slots
+        rows = kernel.check(num, cat, y, self.outputs)  # widens the active input slots
         updates = self.settings.updates
         per_update = self._replay_per_update(len(y), young)
         drawn = self.replay.draw(per_update * updates) if per_update else None

@@ -22,14 +22,14 @@ predicts in the target's own units.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+
+from streamlearn.kernels.periodic import periodic_inputs
 
 __all__ = [
     "EMBEDDING_INIT_SCALE",
@@ -37,8 +37,6 @@ __all__ = [
     "TabularNet",
     "forward_multiply_adds",
     "periodic_frequencies",
-    "periodic_inputs",
-    "periodic_inputs_host",
 ]
 
 _MASKED = -1e9
@@ -53,7 +51,6 @@ EMBEDDING_INIT_SCALE = 0.1
 # The seed of the periodic features' frequencies: fixed, as a hash function's, so every model
 # of a stream (the live one, a fresh one, a past expert) reads the same inputs the same way.
 _FREQUENCY_SEED = 20221127
-_TWO_PI = np.float32(2 * math.pi)
 
 
 def periodic_frequencies(numeric_slots: int, k: int, sigma: float) -> torch.Tensor:
@@ -61,32 +58,6 @@ def periodic_frequencies(numeric_slots: int, k: int, sigma: float) -> torch.Tens
     global random stream, which seeds the weights, is left as it was)."""
     generator = torch.Generator().manual_seed(_FREQUENCY_SEED)
     return torch.randn((numeric_slots, k), generator=generator) * sigma
-
-
-def periodic_inputs(num: torch.Tensor, frequencies: torch.Tensor, scale: float) -> torch.Tensor:
-    """[N, slots] standardised values → [N, slots · (1 + 2k)]: per slot, z, then
-    scale·sin(2π·c·z) and scale·(cos(2π·c·z) − 1) for its k frequencies c (slot-major, so a
-    slot not in use gives a run of zeros at its own place)."""
-    angle = (2 * math.pi) * num.unsqueeze(2) * frequencies
-    parts = (num.unsqueeze(2), torch.sin(angle) * scale, (torch.cos(angle) - 1.0) * scale)
-    return torch.cat(parts, dim=2).flatten(1)
-
-
-def periodic_inputs_host(
-    num: np.ndarray, frequencies: np.ndarray, scale: float, used: int
-) -> np.ndarray:
-    """:func:`periodic_inputs` in numpy, for a host batch (a handful of numpy calls rather than
-    a dozen torch ops, whose dispatch costs more than a micro-batch's arithmetic): computed
-    over the first ``used`` slots only, the rest zeros (what the torch form gives where the
-    values are 0: the caller passes every slot any row sets)."""
-    rows, slots = num.shape
-    width = 1 + 2 * frequencies.shape[1]
-    z = num[:, :used, None]
-    angle = (z * _TWO_PI) * frequencies[:used]
-    features = np.concatenate((z, np.sin(angle) * scale, (np.cos(angle) - 1.0) * scale), axis=2)
-    out = np.zeros((rows, slots * width), dtype=np.float32)
-    out[:, : used * width] = features.reshape(rows, used * width)
-    return out
 
 
 def forward_multiply_adds(

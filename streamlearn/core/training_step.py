@@ -21,7 +21,7 @@ from streamlearn.core.model import TabularNet
 if TYPE_CHECKING:
     from streamlearn.kernels.torch_step import Views
 
-__all__ = ["FusedTrainer", "widened"]
+__all__ = ["FusedTrainer"]
 
 _BETAS = (0.9, 0.999)  # torch.optim.AdamW / SparseAdam defaults
 _EPS = 1e-8
@@ -46,7 +46,14 @@ class FusedTrainer:
         self.clip_norm = clip_norm
         self.regression = model.regression
         self.table = model.embedding.weight
-        self.numeric_slots = model.numeric_inputs  # the step's numeric columns
+        self.numeric_slots = model.numeric_slots
+        # the periodic features the step computes from each active slot, where the model has
+        # them: their frequencies [numeric_slots, k] and scale; layer 0's numeric columns are
+        # numeric_inputs = numeric_slots · input_width
+        self.frequencies = model.frequencies
+        self.periodic_scale = model.periodic_scale
+        self.input_width = model.numeric_inputs // model.numeric_slots
+        self.numeric_inputs = model.numeric_inputs
         self.categorical_slots = model.categorical_slots
         self.flat = torch.cat([p.detach().flatten() for p in self._dense()]).float()
         self.grad = torch.zeros_like(self.flat)
@@ -93,9 +100,13 @@ class FusedTrainer:
         Pickles from before the learner held its step kernel carry a flag, whether this trainer
         ran the compiled step ("compiled_step", before the rename "native"): kept as
         ``pickled_compiled`` for the learner, which binds its kernel again (it pops it).
-        Pickles from before the step's ops left core/ carry the cached views as ``_views``."""
+        Pickles from before the step's ops left core/ carry the cached views as ``_views``;
+        those from before the periodic features have none."""
         used = state.pop("compiled_step", state.pop("native", None))
         state.pop("_views", None)
+        if "frequencies" not in state:  # pickled before the periodic features: none
+            state.update(frequencies=None, periodic_scale=0.0, input_width=1)
+            state["numeric_inputs"] = state["numeric_slots"]
         self.__dict__.update(state)
         self._bind()
         if used is not None:
@@ -104,8 +115,8 @@ class FusedTrainer:
     # -- widths -----------------------------------------------------------------------------
     def observe_inputs(self, num: np.ndarray, cat: np.ndarray) -> None:
         """Widen the active input to every slot this batch sets (it never narrows)."""
-        self.active_num = widened(num, self.active_num)
-        self.active_cat = widened(cat, self.active_cat)
+        self.active_num = _widened(num, self.active_num)
+        self.active_cat = _widened(cat, self.active_cat)
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -160,7 +171,7 @@ class FusedTrainer:
         self.active_num, self.active_cat = (int(v) for v in state["active"])
 
 
-def widened(values: np.ndarray, active: int) -> int:
+def _widened(values: np.ndarray, active: int) -> int:
     """``active`` widened to 1 + the last column with any non-zero value; only the columns
     beyond it are read, usually all zero (one reduction)."""
     rest = values[:, active:]

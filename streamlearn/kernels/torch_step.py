@@ -34,6 +34,7 @@ from torch.optim.adamw import adamw
 from streamlearn.kernels.backend import Inputs, Into, Scored, Shown
 from streamlearn.kernels.cpu.binding import APPLIED, SKIPPED, Replay, Target
 from streamlearn.kernels.device import to_device
+from streamlearn.kernels.periodic import periodic_inputs
 from streamlearn.kernels.torch_memory import unit_rows
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Pass:
 
     out: torch.Tensor  # [N, k] logits of the active classes, or [N] standardised values
     hidden: list[torch.Tensor]  # post-ReLU output of each hidden layer; the last is the key
-    x_num: torch.Tensor  # [N, a] active numeric inputs
+    x_num: torch.Tensor  # [N, a · input_width] active numeric inputs (periodic features too)
     ids: torch.Tensor  # [N, c] active bucket ids
     emb: torch.Tensor | None  # [N, c·e] their embeddings; None while no categorical slot is set
     views: Views  # the parameter slices it used
@@ -104,7 +105,8 @@ def views_for(trainer: FusedTrainer, a: int, c: int, k: int) -> Views:
     views = trainer.views.get((a, c, k))
     if views is None:
         first, grad = trainer.weights[0], trainer.weight_grads[0]
-        emb = slice(trainer.numeric_slots, trainer.numeric_slots + c * trainer.table.shape[1])
+        emb = slice(trainer.numeric_inputs, trainer.numeric_inputs + c * trainer.table.shape[1])
+        a *= trainer.input_width  # the active slots' columns, periodic features included
         head = trainer.weights[-1][:k]
         wide = None
         if trainer.wide is not None and trainer.wide_grad is not None:
@@ -134,6 +136,8 @@ def forward(trainer: FusedTrainer, num: torch.Tensor, cat: torch.Tensor, k: int)
     a, c = trainer.active_num, trainer.active_cat
     v = views_for(trainer, a, c, k)
     x_num, ids = num[:, :a], cat[:, :c]
+    if trainer.frequencies is not None:
+        x_num = periodic_inputs(x_num, trainer.frequencies[:a], trainer.periodic_scale)
     h = torch.addmm(trainer.biases[0], x_num, v.num_t)
     emb = None
     if c:

@@ -14,8 +14,8 @@
 /* step.c's Net over a trainer's buffers, built once, with the Call and the Job of its calls.
  * It holds the buffers' views (so their memory lives as long as it does); a Job submitted
  * holds the views of the arrays it reads and writes, and `keep`, until wait(). */
-#define NET_ARRAYS (9 + 4 * MAX_LAYERS) /* the flat buffers, the table's, the step, the wide
-                                          * term's two; 4 a layer */
+#define NET_ARRAYS (10 + 4 * MAX_LAYERS) /* the flat buffers, the table's, the step, the wide
+                                           * term's two, the frequencies; 4 a layer */
 typedef struct {
     PyObject_HEAD
     Net net;
@@ -87,25 +87,28 @@ static int inside(const float *part, Py_ssize_t count, const float *whole, int64
 
 /* Step(weights, biases, weight_grads, bias_grads, flat, grad, exp_avg, exp_avg_sq, table,
  *      table_moments, step, regression, numeric_slots, categorical_slots, weight_decay,
- *      clip_norm, beta1, beta2, eps, wide=None, wide_grad=None): every buffer a writable
- * C-contiguous float32 array (the trainer's tensors' numpy() views), the four lists one per
- * layer (hidden layers, then the head), weights [width, inputs]; wide and wide_grad, both or
- * neither, the wide term's weights and gradient [head width, layer 0's inputs]. */
+ *      clip_norm, beta1, beta2, eps, wide=None, wide_grad=None, frequencies=None,
+ *      periodic_scale=0): every buffer a writable C-contiguous float32 array (the trainer's
+ * tensors' numpy() views), the four lists one per layer (hidden layers, then the head),
+ * weights [width, inputs]; wide and wide_grad, both or neither, the wide term's weights and
+ * gradient [head width, layer 0's inputs]; frequencies [numeric_slots, k] of the periodic
+ * features (layer 0 then reads 1 + 2k columns per numeric slot). */
 static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PyObject *lists[4], *flat, *grad, *exp_avg, *exp_avg_sq, *table, *moments, *count;
-    PyObject *wide = Py_None, *wide_grad = Py_None;
+    PyObject *wide = Py_None, *wide_grad = Py_None, *frequencies = Py_None;
     int regression, numeric_slots, categorical_slots;
-    float weight_decay, clip_norm, beta1, beta2, eps;
+    float weight_decay, clip_norm, beta1, beta2, eps, periodic_scale = 0.0f;
     static char *names[] = {"weights", "biases", "weight_grads", "bias_grads", "flat", "grad",
                             "exp_avg", "exp_avg_sq", "table", "table_moments", "step",
                             "regression", "numeric_slots", "categorical_slots", "weight_decay",
-                            "clip_norm", "beta1", "beta2", "eps", "wide", "wide_grad", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOOOpiifffff|OO:Step", names,
+                            "clip_norm", "beta1", "beta2", "eps", "wide", "wide_grad",
+                            "frequencies", "periodic_scale", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOOOpiifffff|OOOf:Step", names,
                                      &lists[0], &lists[1], &lists[2], &lists[3], &flat, &grad,
                                      &exp_avg, &exp_avg_sq, &table, &moments, &count,
                                      &regression, &numeric_slots, &categorical_slots,
                                      &weight_decay, &clip_norm, &beta1, &beta2, &eps, &wide,
-                                     &wide_grad))
+                                     &wide_grad, &frequencies, &periodic_scale))
         return NULL;
     Step *step = (Step *)type->tp_alloc(type, 0);
     if (!step) return NULL;
@@ -161,7 +164,17 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     Py_buffer *count_view = borrow(&step->buffers, count, "step", F32, 0, 1);
     if (!count_view) goto fail;
     net->step = count_view->buf;
-    net->in_full = numeric_slots + categorical_slots * net->emb_dim;
+    net->periodic = 0, net->frequencies = NULL, net->periodic_scale = periodic_scale;
+    if (frequencies != Py_None) {
+        Py_buffer *fv = borrow(&step->buffers, frequencies, "frequencies", F32, 2, 1);
+        if (!fv || check_dim(fv, "frequencies", 0, numeric_slots, 0) < 0 ||
+            in_range("frequencies", fv->shape[1], 1, 64) < 0)
+            goto fail;
+        net->frequencies = fv->buf;
+        net->periodic = (int32_t)fv->shape[1];
+    }
+    net->num_inputs = numeric_slots * (1 + 2 * net->periodic);
+    net->in_full = net->num_inputs + categorical_slots * net->emb_dim;
     /* the layers: the views of the flat parameters and gradients, 4 per layer */
     Borrowed *held = &step->buffers;
     int32_t inputs = net->in_full;

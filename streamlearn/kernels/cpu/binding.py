@@ -168,7 +168,9 @@ class CompiledStep:
             trainer.clip_norm,
             *betas,
             eps,
-            *([] if trainer.wide is None else views([trainer.wide, trainer.wide_grad])),
+            *([None, None] if trainer.wide is None else views([trainer.wide, trainer.wide_grad])),
+            None if trainer.frequencies is None else trainer.frequencies.numpy(),
+            trainer.periodic_scale,
         )
 
     @property

@@ -21,6 +21,28 @@ static int64_t source_row(const Call *c, int64_t n, int *replayed) {
     return *replayed ? c->r_idx[n - c->batch] : n;
 }
 
+/* x = a row's first `a` numeric slots as layer 0 reads them: each value z, then with k
+ * periodic features s * sin(2 pi c z) and s * (cos(2 pi c z) - 1) for the slot's k frequencies
+ * c (kernels/periodic.py's arithmetic, in float32) */
+static void numeric_inputs(const Net *net, const float *restrict z, int32_t a,
+                           float *restrict x) {
+    const int32_t k = net->periodic;
+    if (!k) {
+        memcpy(x, z, sizeof(float) * a);
+        return;
+    }
+    const float s = net->periodic_scale;
+    for (int32_t j = 0; j < a; j++, x += 1 + 2 * k) {
+        const float *c = net->frequencies + (int64_t)j * k, turn = z[j] * 6.2831855f;
+        x[0] = z[j];
+        for (int32_t f = 0; f < k; f++) {
+            const float angle = turn * c[f];
+            x[1 + f] = sinf(angle) * s;
+            x[1 + k + f] = (cosf(angle) - 1.0f) * s;
+        }
+    }
+}
+
 /* y[n, j] (+)= bias[j] + sum_i x[n, i] * w[j, i] for i < in (w's row stride: ldw). Few outputs
  * (the head): one dot product per output. Otherwise w's block is transposed into wt first and
  * the product runs as gemm_acc. */
@@ -114,13 +136,14 @@ static void adamw(const Net *net, const Adam *o, int64_t from, int64_t count) {
 }
 
 /* The flat buffer's blocks an update with these active widths can change, as (offset,
- * length) pairs into `blocks`: layer 0's rows over the active numeric and bucket columns,
+ * length) pairs into `blocks`: layer 0's rows over the active numeric (a: columns, periodic
+ * features included) and bucket columns,
  * the hidden layers whole, the head's rows and biases of the active classes, the wide term's
  * rows of those classes over the active columns. Returns how many; room for
  * 2 * (2 * width[0] + 2 * layers + 2 * k) values is needed. */
 static int32_t active_blocks(const Net *net, int32_t a, int32_t ce, int32_t k,
                              int64_t *blocks) {
-    const int32_t L = net->layers, ns = net->numeric_slots;
+    const int32_t L = net->layers, ns = net->num_inputs;
     int32_t count = 0;
 #define BLOCK(at, length) (blocks[2 * count] = (at), blocks[2 * count++ + 1] = (length))
     for (int32_t l = 0; l < L; l++) {
@@ -155,8 +178,11 @@ static int32_t active_blocks(const Net *net, int32_t a, int32_t ce, int32_t k,
  * written). */
 int fused_step(const Net *net, const Call *c) {
     const int64_t rows = (int64_t)c->batch + c->r_rows;
-    const int32_t a = c->active_num, cs = c->active_cat, k = c->outputs, e = net->emb_dim;
-    const int32_t ce = cs * e, L = net->layers, ns = net->numeric_slots;
+    const int32_t slots = c->active_num, cs = c->active_cat, k = c->outputs, e = net->emb_dim;
+    /* a: layer 0's active numeric columns; ns: where its embedding columns start; stride: a
+     * row's numeric slots */
+    const int32_t a = slots * (1 + 2 * net->periodic), ns = net->num_inputs;
+    const int32_t ce = cs * e, L = net->layers, stride = net->numeric_slots;
     const int32_t cats = net->categorical_slots, last = net->width[L - 2];
     int32_t widest = ce > a ? ce : a;
     for (int32_t l = 0; l < L; l++) widest = net->width[l] > widest ? net->width[l] : widest;
@@ -187,7 +213,7 @@ int fused_step(const Net *net, const Call *c) {
     for (int64_t n = 0; n < rows; n++) {
         int replayed;
         int64_t at = source_row(c, n, &replayed);
-        memcpy(x + n * a, (replayed ? c->r_num : c->num) + at * ns, sizeof(float) * a);
+        numeric_inputs(net, (replayed ? c->r_num : c->num) + at * stride, slots, x + n * a);
         const int64_t *cat_row = (replayed ? c->r_cat : c->cat) + at * cats;
         for (int32_t t = 0; t < cs; t++) {
             if (cat_row[t] < 0 || cat_row[t] >= net->buckets) {

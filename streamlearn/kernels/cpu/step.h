@@ -9,10 +9,14 @@
 
 typedef struct {
     int32_t layers;                /* hidden layers + 1 (the head) */
-    int32_t numeric_slots;         /* numeric inputs (W0's first columns) */
+    int32_t numeric_slots;         /* numeric slots of a row (num's row stride) */
+    int32_t periodic;              /* periodic features per slot, k (0: none) */
+    float periodic_scale;          /* their scale s */
+    const float *frequencies;      /* [numeric_slots, k], or NULL */
+    int32_t num_inputs;            /* W0's numeric columns: numeric_slots * (1 + 2k) */
     int32_t categorical_slots;     /* categorical inputs */
     int32_t emb_dim;               /* embedding width e */
-    int32_t in_full;               /* W0's row stride: numeric_slots + categorical_slots * e */
+    int32_t in_full;               /* W0's row stride: num_inputs + categorical_slots * e */
     int32_t width[MAX_LAYERS];     /* output width of each layer (head: all output slots) */
     int32_t regression;
     float *weight[MAX_LAYERS];

@@ -375,8 +375,7 @@ def test_checkpoint_of_the_torch_optim_learner_still_loads():
     expected = torch.cat([adamw.state[p]["exp_avg_sq"].flatten() for p in dense])
     assert torch.equal(trainer.exp_avg_sq, expected)
     assert torch.equal(trainer.table_moments[:, 0], sparse.state[table]["exp_avg"])
-    # unknown: every input (each numeric slot with its periodic features)
-    assert (trainer.active_num, trainer.active_cat) == (new.model.numeric_inputs, 2)
+    assert (trainer.active_num, trainer.active_cat) == (4, 2)  # unknown: every slot
     assert new.step(*toy_batch(rng)).learned
 
 

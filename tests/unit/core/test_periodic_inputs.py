@@ -10,16 +10,12 @@ import torch
 from serving_support import make_rows, small_settings, trained
 
 from streamlearn.core.learner import OnlineLearner
-from streamlearn.core.model import (
-    TabularNet,
-    periodic_frequencies,
-    periodic_inputs,
-    periodic_inputs_host,
-)
+from streamlearn.core.model import TabularNet, periodic_frequencies
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ConfigError
 from streamlearn.export.artifact import load_bundle
 from streamlearn.export.onnx import export_artifact
+from streamlearn.kernels.periodic import periodic_inputs
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
 PERIODIC = {"periodic": 4}
@@ -61,6 +57,8 @@ def test_every_model_of_a_stream_reads_the_same_frequencies():
 
 
 def test_the_first_layer_reads_every_feature_and_the_step_only_the_slots_in_use():
+    """Rows stay standardised values (the reservoir keeps them so); the step computes the
+    features of the active slots itself."""
     learner = OnlineLearner.from_settings(
         LearnerSettings(task="binary", hidden=(8,), device="cpu", warmup_steps=0), FEATURES
     )
@@ -74,8 +72,8 @@ def test_the_first_layer_reads_every_feature_and_the_step_only_the_slots_in_use(
     y = (num[:, 0] > 0).astype(np.int64)
     result = learner.step(num, cat, y)
     assert result.learned
-    assert learner.trainer.active_num == 2 * 7  # the slots in use, each with its features
-    assert learner.replay.num.shape[1] == 5 * 7  # replay keeps the model's inputs
+    assert learner.trainer.active_num == 2  # the slots in use
+    assert learner.replay.num.shape[1] == 5  # replay keeps the standardised values
 
 
 def test_the_learner_scores_as_its_module_on_standardised_values():
@@ -122,14 +120,57 @@ def test_the_setting_is_checked():
         load_settings(features={"periodic_scale": 0})
 
 
-def test_the_host_form_equals_the_torch_form_over_the_slots_in_use():
-    rng = np.random.default_rng(3)
-    frequencies = periodic_frequencies(6, 4, 0.3)
-    num = np.zeros((9, 6), dtype=np.float32)
-    num[:, :4] = rng.normal(0, 2, (9, 4))
-    num[2, 1] = np.nan  # not finite stays not finite: the step skips such a batch
-    want = periodic_inputs(torch.from_numpy(num), frequencies, 0.1).numpy()
-    got = periodic_inputs_host(num, frequencies.numpy(), 0.1, used=4)
-    assert got.dtype == np.float32 and got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert np.isnan(got[2, 9:18]).all()  # slot 1: z and its 2k features
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_the_compiled_step_computes_the_features_as_the_torch_step(task):
+    rng = np.random.default_rng(5)
+    learners = [
+        OnlineLearner.from_settings(
+            LearnerSettings(
+                task=task, max_classes=3, hidden=(16, 8), lr=0.01, warmup_steps=3,
+                replay_size=40, updates=2, device="cpu", seed=3, kernel=kernel,
+            ),
+            FEATURES,
+        )
+        for kernel in ("torch", "compiled")
+    ]  # fmt: skip
+    assert [learner.step_kernel.name for learner in learners] == ["torch", "compiled"]
+    for learner in learners:
+        learner.set_classes(np.arange(3) < 3)
+    for i in range(20):
+        used = 2 if i < 5 else 4  # the active slots widen
+        num = np.zeros((24, 5), dtype=np.float32)
+        num[:, :used] = rng.normal(0, 1.5, (24, used))
+        cat = rng.integers(0, 64, (24, 2))
+        score = num[:, 0] - np.sin(3 * num[:, 1])
+        y = score if task == "regression" else np.digitize(score, [-0.5, 0.5])
+        got, want = (learner.step(num, cat, y) for learner in reversed(learners))
+        np.testing.assert_allclose(got.prediction, want.prediction, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(got.hidden, want.hidden, rtol=2e-4, atol=2e-5)
+    for name, value in learners[0].model.state_dict().items():
+        torch.testing.assert_close(learners[1].model.state_dict()[name], value, rtol=2e-4,
+                                   atol=2e-5, msg=name)  # fmt: skip
+    scored = [learner.predict(num, cat) for learner in learners]
+    np.testing.assert_allclose(scored[1], scored[0], rtol=2e-4, atol=2e-5)
+    with torch.no_grad():  # the module, as exported, on the same rows
+        model = learners[1].model
+        module, _ = model(model.inputs(torch.from_numpy(num)), torch.from_numpy(cat))
+    np.testing.assert_allclose(scored[1], module.numpy(), rtol=2e-4, atol=2e-5)
+
+
+def test_a_chain_with_the_error_memory_runs_alike_on_both_step_kernels():
+    rows, ys = make_rows(600, 8, "binary")
+    runs = []
+    for kernel in ("torch", "compiled"):
+        settings = small_settings(
+            features=PERIODIC, learner={"kernel": kernel}, memory={"enabled": True}
+        )
+        preq = Prequential.from_settings(settings)
+        runs.append(
+            np.concatenate(
+                [
+                    preq.process(rows[i : i + 32], ys[i : i + 32]).prediction
+                    for i in range(0, 600, 32)
+                ]
+            )
+        )
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-3, atol=1e-4)
