@@ -11,10 +11,11 @@ from streamlearn.settings import load_settings
 from streamlearn.worker.checkpoint import to_plain
 
 
-def make(memory: bool, detector: str = "loss_deviation") -> Prequential:
+def make(memory: bool, detector: str = "loss_deviation", periodic: int = 0) -> Prequential:
+    features = {"numeric_slots": 6, "categorical_slots": 2, "hash_buckets": 64}
     return Prequential.from_settings(
         load_settings(
-            features={"numeric_slots": 6, "categorical_slots": 2, "hash_buckets": 64},
+            features={**features, "periodic": periodic},
             learner={"task": "multiclass", "max_classes": 4, "hidden": [16], "device": "cpu"},
             drift={"detector": detector, "min_samples": 20, "window": 40},
             memory={"enabled": memory, "size": 32},
@@ -38,13 +39,13 @@ def through_disk(state: dict) -> dict:
     return torch.load(buffer, weights_only=True)
 
 
-@pytest.mark.parametrize("memory", [False, True])
-def test_restored_chain_continues_bit_for_bit(memory: bool):
+@pytest.mark.parametrize(("memory", "periodic"), [(False, 0), (True, 0), (True, 4)])
+def test_restored_chain_continues_bit_for_bit(memory: bool, periodic: int):
     first, second = list(batches(0)), list(batches(1))
-    original = make(memory)
+    original = make(memory, periodic=periodic)
     for xs, ys in first:
         original.process(xs, ys)
-    restored = make(memory)
+    restored = make(memory, periodic=periodic)
     restored.load_state_dict(through_disk(original.state_dict()))
     assert restored.seen == original.seen and restored.classes() == original.classes()
     if memory:  # the gate's evidence and weight come back exactly (they shape predictions)
