@@ -158,7 +158,8 @@ class TabularNet(nn.Module):
         return out.masked_fill(~self.class_mask, _MASKED), hidden
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities [N, C] (or value [N]) and hidden [N, H]."""
+        """Class probabilities [N, C] (or value [N]) and hidden [N, H] of numeric inputs (see
+        :meth:`inputs`; :class:`ServedNet` takes standardised values) and bucket ids."""
         out, hidden = self.raw(num, cat)
         if self.regression:
             return out * self.target_scale + self.target_loc, hidden
