@@ -187,8 +187,8 @@ class ExpertPool:
         state = live.state_dict()
         state.update(expert.weights["params"])
         self._scratch.load_state_dict(state)
-        device, scratch = self.learner.device, self._scratch
-        prediction, _ = scratch(scratch.inputs(to_device(num, device)), to_device(cat, device))
+        device = self.learner.device
+        prediction, _ = self._scratch.from_values(to_device(num, device), to_device(cat, device))
         return mean_loss(prediction.float().cpu().numpy(), target, self.learner.regression)
 
     # -- state ------------------------------------------------------------------------------

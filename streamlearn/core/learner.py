@@ -218,8 +218,8 @@ class OnlineLearner:
         if self._autocast is None and self.outputs > 0:
             return self.step_kernel.score(num, cat, self.outputs, self._shown())
         with self._amp():
-            inputs = self.model.inputs(to_device(num, self.device))
-            pred, hidden = self.model(inputs, to_device(cat, self.device))
+            num_t, cat_t = to_device(num, self.device), to_device(cat, self.device)
+            pred, hidden = self.model.from_values(num_t, cat_t)
         return pred.float().cpu().numpy(), hidden.float().cpu().numpy()
 
     def forward_seen(

@@ -36,6 +36,7 @@ __all__ = [
     "ServedNet",
     "TabularNet",
     "forward_multiply_adds",
+    "numeric_input_width",
     "periodic_frequencies",
 ]
 
@@ -60,6 +61,11 @@ def periodic_frequencies(numeric_slots: int, k: int, sigma: float) -> torch.Tens
     return torch.randn((numeric_slots, k), generator=generator) * sigma
 
 
+def numeric_input_width(numeric_slots: int, periodic: int) -> int:
+    """Layer 0's numeric columns: each slot, with its 2k periodic features where k > 0."""
+    return numeric_slots * (1 + 2 * periodic)
+
+
 def forward_multiply_adds(
     numeric_slots: int,
     categorical_slots: int,
@@ -72,7 +78,7 @@ def forward_multiply_adds(
 ) -> int:
     """Multiply-adds in one event's forward pass through the TabularNet of these arguments
     (its dense layers; the embedding lookups are reads): its size, known before it is built."""
-    inputs = numeric_slots * (1 + 2 * periodic) + categorical_slots * embedding_dim
+    inputs = numeric_input_width(numeric_slots, periodic) + categorical_slots * embedding_dim
     widths = [inputs, *hidden, 1 if regression else n_outputs]
     dense = sum(a * b for a, b in pairwise(widths))
     return dense + (inputs * widths[-1] if wide else 0)
@@ -102,8 +108,7 @@ class TabularNet(nn.Module):
         self.numeric_slots = numeric_slots
         self.categorical_slots = categorical_slots
         self.periodic_scale = periodic_scale
-        # the numeric inputs' width: numeric_slots, or with periodic features 1 + 2k per slot
-        self.numeric_inputs = numeric_slots * (1 + 2 * periodic)
+        self.numeric_inputs = numeric_input_width(numeric_slots, periodic)
         # Sparse gradients: a step touches only the buckets in its batch (lazy Adam updates them).
         self.embedding = nn.Embedding(hash_buckets, embedding_dim, padding_idx=0, sparse=True)
         with torch.no_grad():  # scaled, not redrawn: the seed's random stream stays the same
@@ -121,8 +126,10 @@ class TabularNet(nn.Module):
             self.wide = nn.Linear(inputs, self.head.out_features, bias=False)
             nn.init.zeros_(self.wide.weight)
         # a buffer (checkpoints and exports carry it), None without periodic features
-        frequencies = periodic_frequencies(numeric_slots, periodic, periodic_sigma)
-        self.register_buffer("frequencies", frequencies if periodic else None)
+        self.register_buffer(
+            "frequencies",
+            periodic_frequencies(numeric_slots, periodic, periodic_sigma) if periodic else None,
+        )
         self.register_buffer("class_mask", torch.zeros(n_outputs, dtype=torch.bool))
         self.register_buffer("target_loc", torch.zeros(()))
         self.register_buffer("target_scale", torch.ones(()))
@@ -145,6 +152,13 @@ class TabularNet(nn.Module):
             return num
         return periodic_inputs(num, self.frequencies, self.periodic_scale)
 
+    def from_values(
+        self, num: torch.Tensor, cat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` of standardised values [N, numeric_slots] (their numeric inputs made
+        here): what the model is served as."""
+        return self(self.inputs(num), cat)
+
     def raw(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked class logits [N, C] (or standardised value [N]) and hidden [N, H] of numeric
         inputs [N, numeric_inputs] (see :meth:`inputs`) and bucket ids."""
@@ -159,7 +173,7 @@ class TabularNet(nn.Module):
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities [N, C] (or value [N]) and hidden [N, H] of numeric inputs (see
-        :meth:`inputs`; :class:`ServedNet` takes standardised values) and bucket ids."""
+        :meth:`inputs`; :meth:`from_values` takes standardised values) and bucket ids."""
         out, hidden = self.raw(num, cat)
         if self.regression:
             return out * self.target_scale + self.target_loc, hidden
@@ -176,4 +190,4 @@ class ServedNet(nn.Module):
         self.model = model
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(self.model.inputs(num), cat)
+        return self.model.from_values(num, cat)

@@ -1,6 +1,6 @@
 """Periodic features of standardised values: the arithmetic TabularNet's ``inputs`` (the served
 graph) and the torch step share; the compiled step computes the same in C (kernels/cpu/step.c,
-``periodic_row``), for the active slots of each row it gathers."""
+``numeric_inputs``), for the active slots of each row it gathers."""
 
 from __future__ import annotations
 

@@ -247,7 +247,7 @@ class MemoryStage:
         if model is None or ring is None or ring.filled == 0:
             return state, False
         order = ring.order()
-        pred, hidden = model(model.inputs(self._num[order]), self._cat[order])
+        pred, hidden = model.from_values(self._num[order], self._cat[order])
         state["keys"] = unit_rows(hidden.float()).cpu().numpy()
         state["base"] = pred.float().view(len(order), ring.width).cpu().numpy()
         return state, True

@@ -120,43 +120,6 @@ def test_the_setting_is_checked():
         load_settings(features={"periodic_scale": 0})
 
 
-@pytest.mark.parametrize("task", ["multiclass", "regression"])
-def test_the_compiled_step_computes_the_features_as_the_torch_step(task):
-    rng = np.random.default_rng(5)
-    learners = [
-        OnlineLearner.from_settings(
-            LearnerSettings(
-                task=task, max_classes=3, hidden=(16, 8), lr=0.01, warmup_steps=3,
-                replay_size=40, updates=2, device="cpu", seed=3, kernel=kernel,
-            ),
-            FEATURES,
-        )
-        for kernel in ("torch", "compiled")
-    ]  # fmt: skip
-    assert [learner.step_kernel.name for learner in learners] == ["torch", "compiled"]
-    for learner in learners:
-        learner.set_classes(np.arange(3) < 3)
-    for i in range(20):
-        used = 2 if i < 5 else 4  # the active slots widen
-        num = np.zeros((24, 5), dtype=np.float32)
-        num[:, :used] = rng.normal(0, 1.5, (24, used))
-        cat = rng.integers(0, 64, (24, 2))
-        score = num[:, 0] - np.sin(3 * num[:, 1])
-        y = score if task == "regression" else np.digitize(score, [-0.5, 0.5])
-        got, want = (learner.step(num, cat, y) for learner in reversed(learners))
-        np.testing.assert_allclose(got.prediction, want.prediction, rtol=2e-4, atol=2e-5)
-        np.testing.assert_allclose(got.hidden, want.hidden, rtol=2e-4, atol=2e-5)
-    for name, value in learners[0].model.state_dict().items():
-        torch.testing.assert_close(learners[1].model.state_dict()[name], value, rtol=2e-4,
-                                   atol=2e-5, msg=name)  # fmt: skip
-    scored = [learner.predict(num, cat) for learner in learners]
-    np.testing.assert_allclose(scored[1], scored[0], rtol=2e-4, atol=2e-5)
-    with torch.no_grad():  # the module, as exported, on the same rows
-        model = learners[1].model
-        module, _ = model(model.inputs(torch.from_numpy(num)), torch.from_numpy(cat))
-    np.testing.assert_allclose(scored[1], module.numpy(), rtol=2e-4, atol=2e-5)
-
-
 def test_a_chain_with_the_error_memory_runs_alike_on_both_step_kernels():
     rows, ys = make_rows(600, 8, "binary")
     runs = []

@@ -42,7 +42,10 @@ CLASSES = 4
 pytestmark = pytest.mark.usefixtures("compiled")
 
 
-def pair(**overrides):
+def pair(periodic: int = 0, **overrides):
+    """The torch and the compiled learner of the same settings (``periodic``: the features'
+    periodic inputs per slot, FEATURES otherwise)."""
+    features = FEATURES.model_copy(update={"periodic": periodic})
     values = {
         "task": "multiclass",
         "max_classes": CLASSES,
@@ -57,7 +60,7 @@ def pair(**overrides):
         **overrides,
     }
     learners = [
-        OnlineLearner.from_settings(LearnerSettings(**values, kernel=kernel), FEATURES)
+        OnlineLearner.from_settings(LearnerSettings(**values, kernel=kernel), features)
         for kernel in ("torch", "compiled")
     ]
     assert [learner.step_kernel.name for learner in learners] == ["torch", "compiled"]
@@ -107,9 +110,10 @@ def assert_agree(torch_learner, compiled_learner, rtol=2e-4, atol=2e-5):
         ("regression", {"wide": False}, (4, 0)),
     ],
 )
-def test_compiled_step_matches_the_torch_step(task, overrides, widths):
+@pytest.mark.parametrize("periodic", [0, 3])  # with periodic features: made in the step
+def test_compiled_step_matches_the_torch_step(task, overrides, widths, periodic):
     rng = np.random.default_rng(11)
-    torch_learner, compiled_learner = pair(task=task, **overrides)
+    torch_learner, compiled_learner = pair(periodic, task=task, **overrides)
     for i in range(25):
         numeric, categorical = widths if i > 3 else (2, min(1, widths[1]))  # widths grow
         num, cat, y = batch(rng, task, numeric=numeric, categorical=categorical)
@@ -126,6 +130,11 @@ def test_compiled_step_matches_the_torch_step(task, overrides, widths):
             compiled_learner.on_drift()
     assert compiled_learner.steps >= 25
     assert_agree(torch_learner, compiled_learner)
+    scored = compiled_learner.predict(num, cat)  # the step kernel's forward = the module's
+    np.testing.assert_allclose(scored, torch_learner.predict(num, cat), rtol=2e-4, atol=2e-5)
+    with torch.no_grad():
+        module, _ = compiled_learner.model.from_values(torch.from_numpy(num), torch.from_numpy(cat))
+    np.testing.assert_allclose(scored, module.numpy(), rtol=2e-4, atol=2e-5)
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])
