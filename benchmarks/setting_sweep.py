@@ -2,7 +2,8 @@
 setting, each a mean over several seeds (a default is chosen on seeds, not on one run).
 
 Every value runs streamlearn's defaults otherwise (benchmarks/suite.py's settings: the stream's
-task, the run's seed) on the same rows, prequentially; no peers. Reported per stream and value:
+task, the run's seed; --with holds other settings at given values) on the same rows,
+prequentially; no peers. Reported per stream and value:
 the score over the whole stream and over its first 1,000 events (accuracy; MAE on regression
 streams), the mean over the seeds; and per value, against the first value of --values (the
 reference): on how many streams it is better, the mean gain in accuracy points
@@ -17,6 +18,7 @@ the value, overall and over the first 1,000 events). Values are JSON (true, 64, 
 
   python benchmarks/setting_sweep.py learner.fast_start 0 8 64 --seeds 1 42 --streams phishing
   python benchmarks/setting_sweep.py learner.wide false true
+  python benchmarks/setting_sweep.py features.periodic_scale 0.1 0.2 --with features.periodic=4
 """
 
 from __future__ import annotations
@@ -65,17 +67,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="STREAM",
         help="streams to run (default: the suite's)",
     )
+    p.add_argument(
+        "--with",
+        dest="fixed",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="another setting held at VALUE (JSON) in every run, e.g. features.periodic=4",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if len(args.values) < 2:
         p.error("give at least two values: the reference and one to compare")
+    fixed = []
+    for item in args.fixed:
+        dotted, sep, text = item.partition("=")
+        if not sep:
+            p.error(f"--with {item}: give SECTION.KEY=VALUE")
+        fixed.append((dotted, _json(text)))
+    args.fixed = fixed
     try:
         for value in args.values:
-            with_setting(Settings(), args.setting, value)
+            with_setting(base_settings(args, "binary", 0), args.setting, value)
     except (ValueError, KeyError) as error:
         p.error(f"{args.setting}: {error}")
     return args
+
+
+def base_settings(args: argparse.Namespace, task: str, seed: int) -> Settings:
+    """The suite's settings for ``task`` and ``seed`` with the --with settings applied."""
+    settings = suite_settings(task, seed)
+    for dotted, value in args.fixed:
+        settings = with_setting(settings, dotted, value)
+    return settings
 
 
 def _json(text: str) -> Any:
@@ -120,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 entry["events"] = len(rows)
                 for value in args.values:
                     bar.set_description(f"{name} seed {seed} {args.setting} {label(value)}")
-                    settings = with_setting(suite_settings(task, seed), args.setting, value)
+                    settings = with_setting(base_settings(args, task, seed), args.setting, value)
                     preq, score, seconds = prequential_run(settings, rows)
                     scores = entry.setdefault(
                         label(value), {"overall": [], "first": [], "steps": [], "seconds": []}
@@ -230,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Produced by `{command_line()}` (started "
         f"{started.isoformat(timespec='seconds')}, {seconds:,.0f} s); seeds "
         f"{', '.join(map(str, args.seeds))} (stream and model), {args.events:,} events per "
-        "generated stream, real data sets whole. streamlearn's defaults otherwise; each cell is "
+        "generated stream, real data sets whole. streamlearn's defaults otherwise"
+        + "".join(f" ({d} = {json.dumps(v)} in every run)" for d, v in args.fixed)
+        + "; each cell is "
         f"the mean over the seeds of the whole stream's score / the first {FIRST:,} events' "
         "(accuracy; MAE on regression streams, lower is better).",
         "",
@@ -273,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "seconds": seconds,
                 "seeds": args.seeds,
                 "setting": args.setting,
+                "with": {dotted: value for dotted, value in args.fixed},
                 "values": values,
                 "events": args.events,
                 "machine": machine,
