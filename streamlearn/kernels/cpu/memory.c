@@ -101,35 +101,6 @@ static void select_insertion(const int64_t *keys, int32_t filled, int32_t picked
     for (int32_t t = 0; t < picked; t++) top[t] = key_slot(held[t]);
 }
 
-#ifdef __FMA__
-/* gemm_acc's product for fewer than FEW_ROWS query columns, the same sums: there each slot's
- * similarity would be one long chain of dependent multiply-adds (its columns too few to
- * vectorise), here SLOTS slots' chains run side by side. Each sums over the dimensions in
- * order from 0, one fused multiply-add at a time, as gemm_acc's code does on a target with
- * FMA (a zero key entry, which gemm_acc's edge rows skip, adds nothing to a finite query's
- * sum), so one row and a batch get the same similarities bit for bit. Without FMA the
- * compiler may split a plain sum of products (-fassociative-math): gemm_acc does it all. */
-#define FEW_ROWS 8
-#define SLOTS 8
-static void few_similarities(const float *restrict keys, int32_t filled, int32_t dim,
-                             const float *restrict queries_t, int32_t rows, float *restrict sims) {
-    int32_t j = 0;
-    for (; j + SLOTS <= filled; j += SLOTS)
-        for (int32_t n = 0; n < rows; n++) {
-            float c[SLOTS] = {0.0f};
-            for (int32_t k = 0; k < dim; k++) {
-                const float q = queries_t[(int64_t)k * rows + n];
-                for (int r = 0; r < SLOTS; r++)
-                    c[r] = __builtin_fmaf(keys[(int64_t)(j + r) * dim + k], q, c[r]);
-            }
-            for (int r = 0; r < SLOTS; r++) sims[(int64_t)(j + r) * rows + n] = c[r];
-        }
-    if (j < filled) /* the last slots: gemm_acc's own edge rows */
-        gemm_acc(filled - j, dim, rows, keys + (int64_t)j * dim, dim, queries_t, rows,
-                 sims + (int64_t)j * rows, rows);
-}
-#endif
-
 /* Returns 0, or -2 when scratch could not be allocated (nothing written). */
 int memory_compensate(const float *ring_keys, const float *ring_values, int32_t filled,
                       int32_t hidden_dim, int32_t width, const float *hidden, const float *base,
@@ -158,12 +129,7 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
         unit_row(hidden + (int64_t)n * hidden_dim, hidden_dim, keys_out + (int64_t)n * hidden_dim);
     transpose(keys_out, rows, hidden_dim, hidden_dim, queries_t);
     memset(sims, 0, sizeof(float) * (size_t)filled * (size_t)rows);
-#ifdef __FMA__
-    if (rows < FEW_ROWS)
-        few_similarities(ring_keys, filled, hidden_dim, queries_t, rows, sims);
-    else
-#endif
-        gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
+    gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
     for (int32_t n = 0; n < rows; n++) {
         for (int32_t j = 0; j < filled; j++) sim[j] = sims[(int64_t)j * rows + n] * (1.0f / tau);
         if (all) {

@@ -42,7 +42,9 @@ static inline void sincos_f32(float x, float *restrict sin_x, float *restrict co
 
 /* x = a row's first `a` numeric slots as layer 0 reads them: each value z, then with k
  * periodic features s * sin(2 pi c z) and s * (cos(2 pi c z) - 1) for the slot's k frequencies
- * c (kernels/periodic.py's arithmetic, in float32) */
+ * c (kernels/periodic.py's arithmetic, in float32). The angles of ANGLES (slot, frequency)
+ * pairs at a time go through sincos_f32 in one loop, which the compiler vectorises. */
+#define ANGLES 64
 static void numeric_inputs(const Net *net, const float *restrict z, int32_t a,
                            float *restrict x) {
     const int32_t k = net->periodic;
@@ -51,14 +53,23 @@ static void numeric_inputs(const Net *net, const float *restrict z, int32_t a,
         return;
     }
     const float s = net->periodic_scale;
-    for (int32_t j = 0; j < a; j++, x += 1 + 2 * k) {
-        const float *c = net->frequencies + (int64_t)j * k, turn = z[j] * 6.2831855f;
-        x[0] = z[j];
-        for (int32_t f = 0; f < k; f++) {
-            float sin_a, cos_a;
-            sincos_f32(turn * c[f], &sin_a, &cos_a);
-            x[1 + f] = sin_a * s;
-            x[1 + k + f] = (cos_a - 1.0f) * s;
+    const int32_t per = ANGLES / k > 0 ? ANGLES / k : 1; /* slots per round (k <= ANGLES) */
+    float angle[ANGLES], sin_a[ANGLES], cos_a[ANGLES];
+    for (int32_t j0 = 0; j0 < a; j0 += per) {
+        const int32_t slots = a - j0 < per ? a - j0 : per, n = slots * k;
+        for (int32_t j = 0; j < slots; j++) {
+            const float *c = net->frequencies + (int64_t)(j0 + j) * k;
+            const float turn = z[j0 + j] * 6.2831855f;
+            for (int32_t f = 0; f < k; f++) angle[j * k + f] = turn * c[f];
+        }
+        for (int32_t i = 0; i < n; i++) sincos_f32(angle[i], sin_a + i, cos_a + i);
+        for (int32_t j = 0; j < slots; j++) {
+            float *xj = x + (int64_t)(j0 + j) * (1 + 2 * k);
+            xj[0] = z[j0 + j];
+            for (int32_t f = 0; f < k; f++) {
+                xj[1 + f] = sin_a[j * k + f] * s;
+                xj[1 + k + f] = (cos_a[j * k + f] - 1.0f) * s;
+            }
         }
     }
 }
@@ -131,11 +142,15 @@ static void relu_backward(float *dv, const float *output, int64_t count) {
     for (int64_t i = 0; i < count; i++) dv[i] = output[i] <= 0.0f ? 0.0f : dv[i];
 }
 
-/* in float32, as the torch step's dot products: a gradient whose square overflows there is
+/* the sum of the squares of v's blocks (`blocks`: (offset, length) pairs, `count` of them) in
+ * float32, as the torch step's dot products: a gradient whose square overflows there is
  * non-finite here too, and the update is skipped alike */
-static float sum_of_squares(const float *v, int64_t count) {
+static float sum_of_squares(const float *v, const int64_t *blocks, int32_t count) {
     float s = 0.0f;
-    for (int64_t i = 0; i < count; i++) s += v[i] * v[i];
+    for (int32_t b = 0; b < count; b++) {
+        const float *x = v + blocks[2 * b];
+        for (int64_t i = 0; i < blocks[2 * b + 1]; i++) s += x[i] * x[i];
+    }
     return s;
 }
 
@@ -356,12 +371,17 @@ int fused_step(const Net *net, const Call *c) {
     }
 
     /* global-norm clipping over the dense and the embedding gradients */
-    double norm = sqrt((double)sum_of_squares(net->grad, net->flat_size) +
-                       (double)sum_of_squares(emb_grad, distinct * e));
+    /* (a weight never active has a zero gradient: the active blocks hold all of the norm) */
+    const int64_t embedding[2] = {0, distinct * e};
+    double norm = sqrt((double)sum_of_squares(net->grad, blocks, active) +
+                       (double)sum_of_squares(emb_grad, embedding, 1));
     if (!isfinite(norm)) goto done;
     float scale = (float)(net->clip_norm / (norm + 1e-6));
     if (scale < 1.0f) {
-        for (int64_t i = 0; i < net->flat_size; i++) net->grad[i] *= scale;
+        for (int32_t b = 0; b < active; b++) {
+            float *g = net->grad + blocks[2 * b];
+            for (int64_t i = 0; i < blocks[2 * b + 1]; i++) g[i] *= scale;
+        }
         for (int64_t i = 0; i < distinct * e; i++) emb_grad[i] *= scale;
     }
 

@@ -456,9 +456,9 @@ def _compensation_by_formula(memory, hidden, base):
 
 @pytest.mark.parametrize("rows", [1, 3, 7, 8, 33])
 def test_compiled_memory_compensates_a_row_alone_as_within_a_batch(rows):
-    """Few query rows take their own similarity loop (memory.c's few_similarities on targets
-    with FMA), a batch gemm_acc: every row's compensation is the same bit for bit either way
-    (river's one-row API against its pandas path)."""
+    """One query row goes through gemm_acc's padded columns, a batch through its vector tiles
+    too (and padded ones for what is left): every row's compensation is the same bit for bit
+    either way (river's one-row API against its pandas path)."""
     rng = np.random.default_rng(3)
     hidden_dim, width = 64, 4
     memory = ErrorMemory(
@@ -466,7 +466,7 @@ def test_compiled_memory_compensates_a_row_alone_as_within_a_batch(rows):
         kernel=CompiledMemory(binding.load()),
     )  # fmt: skip
     stored = rng.normal(size=(150, hidden_dim)).astype(np.float32)
-    stored[:, 5] = 0.0  # zero key entries: skipped by gemm_acc's edge rows, added by the loop
+    stored[:, 5] = 0.0  # zero key entries: multiplied and added like any other
     memory.update(
         stored, rng.integers(0, width, 150), rng.dirichlet(np.ones(width), 150).astype(np.float32)
     )
