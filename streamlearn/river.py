@@ -227,7 +227,7 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
         Fixed-width input encoding (see ``streamlearn.core.features``).
     periodic
         Fixed-frequency sin/cos features the network reads beside each numeric value (see
-        ``streamlearn.core.model``); 0 (off) or their number per feature, e.g. 4.
+        ``streamlearn.core.model``): their number per feature (4), or 0 for none.
     device
         "cpu", "cuda" or "auto" (CUDA when present and the model large enough for it to pay).
         One-row predictions are cheapest on CPU.
@@ -270,7 +270,7 @@ class Classifier(_Streaming, base.MiniBatchClassifier):
         categorical_slots: int = 16,
         hash_buckets: int = 4096,
         embedding_dim: int = 8,
-        periodic: int = 0,
+        periodic: int = 4,
         device: Device = "cpu",
         seed: int | None = None,
     ) -> None:
@@ -386,7 +386,7 @@ class Regressor(_Streaming, base.MiniBatchRegressor):
         Fixed-width input encoding (see ``streamlearn.core.features``).
     periodic
         Fixed-frequency sin/cos features the network reads beside each numeric value (see
-        ``streamlearn.core.model``); 0 (off) or their number per feature, e.g. 4.
+        ``streamlearn.core.model``): their number per feature (4), or 0 for none.
     device
         "cpu", "cuda" or "auto" (CUDA when present and the model large enough for it to pay).
         One-row predictions are cheapest on CPU.
@@ -422,7 +422,7 @@ class Regressor(_Streaming, base.MiniBatchRegressor):
         categorical_slots: int = 16,
         hash_buckets: int = 4096,
         embedding_dim: int = 8,
-        periodic: int = 0,
+        periodic: int = 4,
         device: Device = "cpu",
         seed: int | None = None,
     ) -> None:

@@ -16,6 +16,7 @@ from streamlearn.errors import ConfigError
 from streamlearn.export.artifact import load_bundle
 from streamlearn.export.onnx import export_artifact
 from streamlearn.kernels.periodic import periodic_inputs
+from streamlearn.river import Classifier, Regressor
 from streamlearn.settings import FeatureSettings, LearnerSettings, load_settings
 
 PERIODIC = {"periodic": 4}
@@ -108,9 +109,14 @@ def test_a_checkpoint_restores_only_into_the_periodic_setting_it_was_written_wit
             target.load_state_dict(source.state_dict())
 
 
-def test_off_by_default():
-    assert load_settings().features.periodic == 0
-    assert Prequential.from_settings(small_settings()).learner.model.frequencies is None
+def test_on_by_default_with_four_frequencies_and_off_at_zero():
+    """Decision 0042: on by default; the river estimators follow the settings' default."""
+    assert load_settings().features.periodic == 4
+    model = Prequential.from_settings(small_settings()).learner.model
+    assert model.frequencies is not None and model.frequencies.shape[1] == 4
+    off = Prequential.from_settings(small_settings(features={"periodic": 0}))
+    assert off.learner.model.frequencies is None
+    assert Classifier().periodic == Regressor().periodic == 4
 
 
 def test_the_setting_is_checked():
