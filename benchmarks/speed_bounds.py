@@ -124,8 +124,8 @@ def _macs_per_event(preq: Prequential) -> float:
     """Training multiply-adds per learned event over the part of the model actually computed."""
     learner = preq.learner
     trainer, s = learner.trainer, learner.settings
-    widths = [
-        trainer.active_num + trainer.active_cat * trainer.table.shape[1],
+    widths = [  # layer 0 reads each active numeric slot's periodic features too
+        trainer.active_num * trainer.input_width + trainer.active_cat * trainer.table.shape[1],
         *s.hidden,
         learner.outputs,
     ]
