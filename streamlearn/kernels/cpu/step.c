@@ -53,7 +53,7 @@ static void numeric_inputs(const Net *net, const float *restrict z, int32_t a,
         return;
     }
     const float s = net->periodic_scale;
-    const int32_t per = ANGLES / k > 0 ? ANGLES / k : 1; /* slots per round (k <= ANGLES) */
+    const int32_t per = ANGLES / k; /* slots per round: the binding keeps k <= 64 = ANGLES */
     float angle[ANGLES], sin_a[ANGLES], cos_a[ANGLES];
     for (int32_t j0 = 0; j0 < a; j0 += per) {
         const int32_t slots = a - j0 < per ? a - j0 : per, n = slots * k;
