@@ -12,6 +12,7 @@ Compute settings:
   cpu          learner.device cpu, the other defaults: one torch thread, learner.kernel auto
                (the compiled C step for a small model, torch ops for a large one)
   cpu-compiled learner.device cpu, learner.kernel compiled: the compiled step at every width
+  cpu-torch    learner.device cpu, learner.kernel torch, one thread: torch ops at every width
   cpu-threads  learner.device cpu, learner.kernel torch, learner.threads set to torch's own
                default (every physical core): what a wide model on a CPU should use
   cuda         learner.device cuda (bfloat16 autocast for scoring), when a CUDA device is present
@@ -62,6 +63,7 @@ from streamlearn.sources.synthetic import STREAMS, stream_rows
 COMPUTE = {  # name -> learner settings on top of the defaults
     "cpu": {"device": "cpu"},
     "cpu-compiled": {"device": "cpu", "kernel": "compiled"},
+    "cpu-torch": {"device": "cpu", "kernel": "torch"},
     # torch's own thread count, read before any learner sets it (threads 0 would keep the last
     # learner's setting)
     "cpu-threads": {"device": "cpu", "kernel": "torch", "threads": torch.get_num_threads()},

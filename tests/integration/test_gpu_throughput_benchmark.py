@@ -36,7 +36,7 @@ def test_writes_markdown_json_and_plot(out: Path) -> None:
 
 def test_cells_cover_the_grid_and_the_devices_agree(out: Path) -> None:
     data = json.loads((out / "gpu_throughput.json").read_text(encoding="utf-8"))
-    computes = {"cpu", "cpu-compiled", "cpu-threads"} | (
+    computes = {"cpu", "cpu-compiled", "cpu-torch", "cpu-threads"} | (
         {"cuda"} if torch.cuda.is_available() else set()
     )
     cells = {(c["compute"], c["width"], c["batch"]) for c in data["grid"]}
@@ -48,6 +48,7 @@ def test_cells_cover_the_grid_and_the_devices_agree(out: Path) -> None:
     kernels = {(c["compute"], c["width"]): c["kernel"] for c in data["grid"]}
     assert kernels[("cpu", 16)] == kernels[("cpu-compiled", 256)] == "compiled"
     assert kernels[("cpu", 256)] == kernels[("cpu-threads", 256)] == "torch"
+    assert kernels[("cpu-torch", 16)] == "torch"
     defaults = {c["compute"]: c for c in data["defaults"]}
     assert {"auto", "cpu"} <= set(defaults)
     assert defaults["auto"]["device"] == "cpu"  # the default model is too small for a GPU

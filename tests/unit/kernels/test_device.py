@@ -40,6 +40,11 @@ def test_the_default_model_is_small_and_a_256_wide_one_large(monkeypatch):
     small = load_settings()
     assert not is_large(model_size(small.learner, small.features))
     assert learner_device(small.learner, small.features).type == "cpu"
+    # Periodic inputs widen layer 0 ninefold, yet the compiled step stays ahead of torch's
+    # products up to 256 wide (gpu_throughput-amd-epyc-2core.md, decision 0043).
+    for overrides in ({"hidden": [128, 128]}, {"hidden": [192, 192]}, {"max_classes": 128}):
+        wider = load_settings(learner=overrides)
+        assert not is_large(model_size(wider.learner, wider.features)), overrides
     wide = load_settings(learner={"hidden": [256, 256]})
     assert is_large(model_size(wide.learner, wide.features))
     assert learner_device(wide.learner, wide.features).type == "cuda"
