@@ -26,6 +26,7 @@ from streamlearn.kernels.cpu.binding import (
     KernelsUnavailable,
     Replay,
     Target,
+    compensate_top_k,
     load,
 )
 from streamlearn.kernels.drift_state import DriftParams, DriftState
@@ -194,24 +195,17 @@ class CompiledMemory:
         h = np.ascontiguousarray(hidden, dtype=np.float32)
         b = np.ascontiguousarray(base, dtype=np.float32).reshape(len(h), -1)
         _check_widths(h, b, ring)
-        out = np.empty((len(h), ring.width), dtype=np.float32)
-        keys = np.empty_like(h)
-        code = self._library.memory_compensate(
-            ring.keys.data_ptr(),
-            ring.values.data_ptr(),
-            ring.filled,
+        out, keys = compensate_top_k(
+            self._library,
+            (ring.keys.data_ptr(), ring.values.data_ptr(), ring.filled),
             ring.k,
             ring.tau,
             memory.lam,
             memory.gamma,
-            int(memory.regression),
+            memory.regression,
             h,
             b,
-            out,
-            keys,
         )
-        if code != 0:
-            raise MemoryError("compiled error memory: scratch memory could not be allocated")
         return (out[:, 0] if memory.regression else out), torch.from_numpy(keys)
 
     def store(

@@ -1,7 +1,10 @@
-"""ReLoop2 compensation from a read-only error memory's arrays, in numpy alone.
+"""ReLoop2 compensation from a read-only error memory's arrays, without torch.
 
 This is what a serving replica applies with the memory the worker pushed (no torch: the
-serving tier does not install it). :class:`FrozenMemory` holds the arrays of
+serving tier does not install it). Where the compiled kernels are installed, a top-k memory
+reads and compensates in one call of the worker's own kernel (memory.c): a request's single
+row costs numpy's per-call overhead several times over; the numpy reads serve elsewhere.
+:class:`FrozenMemory` holds the arrays of
 :meth:`~streamlearn.core.memory.error_memory.ErrorMemory.state_dict` and reads them as the
 worker's stores do — top-k by cosine over the ring (``k`` = 0 or ≥ the rows held: every row),
 or one SimHash bucket per table of the LSH sketch — then applies :func:`compensated`::
@@ -18,9 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
+
+from streamlearn.kernels.cpu.binding import KernelsUnavailable, compensate_top_k, load
 
 __all__ = [
     "FrozenMemory",
@@ -92,6 +98,11 @@ class Lookup(Protocol):
 
     def __len__(self) -> int: ...
 
+    @property
+    def widths(self) -> tuple[int, int]:
+        """(hidden, prediction) widths of the rows it reads: H and W."""
+        ...
+
     def read(self, keys: np.ndarray) -> Read: ...
 
 
@@ -122,7 +133,7 @@ class TopKLookup:
     def from_state(
         cls, state: Mapping[str, Any], hidden: int, width: int, k: int, tau: float
     ) -> TopKLookup:
-        keys = _floats(state, "keys", (-1, hidden))
+        keys = np.ascontiguousarray(_floats(state, "keys", (-1, hidden)))
         y, base = (_floats(state, name, (-1, width)) for name in ("y", "base"))
         if not len(keys) == len(y) == len(base):
             raise ValueError("memory state: keys, y and base differ in length")
@@ -130,6 +141,10 @@ class TopKLookup:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @property
+    def widths(self) -> tuple[int, int]:
+        return self.keys.shape[1], self.values.shape[1] // 2
 
     def read(self, keys: np.ndarray) -> Read:
         n = len(self.keys)
@@ -181,6 +196,10 @@ class LSHLookup:
     def __len__(self) -> int:
         return self.stored
 
+    @property
+    def widths(self) -> tuple[int, int]:
+        return self.key_sum.shape[1], self.value_sum.shape[1] // 2
+
     def buckets(self, keys: np.ndarray) -> np.ndarray:
         """Flat bucket index [B, tables] from the signs of the projections."""
         signs = (keys @ self.planes > 0).reshape(len(keys), self.tables, self.bits)
@@ -208,6 +227,8 @@ class FrozenMemory:
     gamma: float
     regression: bool
     weight: float = 1.0
+    # the compiled kernels, for a top-k lookup where they are installed (None: numpy reads)
+    kernels: ModuleType | None = None
 
     @classmethod
     def from_state(
@@ -235,7 +256,9 @@ class FrozenMemory:
         weight = float(state.get("weight", 1.0))
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"memory state: weight {weight} is outside [0, 1]")
-        return cls(lookup, float(config["lam"]), float(config["gamma"]), regression, weight)
+        kernels = _compiled() if isinstance(lookup, TopKLookup) else None
+        lam, gamma = float(config["lam"]), float(config["gamma"])
+        return cls(lookup, lam, gamma, regression, weight, kernels)
 
     def __len__(self) -> int:
         return len(self.lookup)
@@ -243,10 +266,41 @@ class FrozenMemory:
     def compensate(self, hidden: np.ndarray, base: np.ndarray) -> np.ndarray:
         """ŷ for hidden rows [B, H] and base predictions [B, W] (regression: [B])."""
         rows = np.asarray(base, dtype=np.float32).reshape(len(hidden), -1)
+        hidden_dim, width = self.lookup.widths
+        if np.ndim(hidden) != 2 or np.shape(hidden)[1] != hidden_dim or rows.shape[1] != width:
+            raise ValueError(
+                f"rows of hidden {np.shape(hidden)} and predictions {np.shape(base)} do not fit "
+                f"a memory of hidden width {hidden_dim} and prediction width {width}"
+            )
         if len(self.lookup) == 0 or self.lam == 0.0 or self.weight == 0.0:
             out = rows.copy()
         else:
-            read = self.lookup.read(unit_keys(hidden))
-            full = compensated(rows, read, self.lam, self.gamma, self.regression)
+            if self.kernels is not None:
+                full = self._compiled_compensate(hidden, rows)
+            else:
+                read = self.lookup.read(unit_keys(hidden))
+                full = compensated(rows, read, self.lam, self.gamma, self.regression)
             out = gated(rows, full, self.weight)
         return out[:, 0] if self.regression else out
+
+    def _compiled_compensate(self, hidden: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """:func:`compensated` of the top-k read, in memory.c (results to float32 rounding).
+        The kernel reads the lookup's arrays by address: :meth:`compensate` checked the
+        widths."""
+        lookup = self.lookup
+        assert isinstance(lookup, TopKLookup) and self.kernels is not None
+        ring = (lookup.keys.ctypes.data, lookup.values.ctypes.data, len(lookup))
+        h = np.ascontiguousarray(hidden, dtype=np.float32)
+        out, _ = compensate_top_k(
+            self.kernels, ring, lookup.k, lookup.tau, self.lam, self.gamma, self.regression, h,
+            np.ascontiguousarray(rows),
+        )  # fmt: skip
+        return out
+
+
+def _compiled() -> ModuleType | None:
+    """The compiled kernels where this installation has them (one load per process)."""
+    try:
+        return load()
+    except KernelsUnavailable:
+        return None

@@ -45,6 +45,7 @@ __all__ = [
     "Kernels",
     "KernelsUnavailable",
     "built",
+    "compensate_top_k",
     "find",
     "load",
 ]
@@ -127,10 +128,39 @@ def load() -> ModuleType:
             log.info("compiled CPU kernels: the %s build, %s", kernels.variant, kernels.path)
         except KernelsUnavailable as error:
             _loaded = error
-            log.warning("compiled CPU kernels unavailable, using the torch step: %s", _loaded)
+            log.warning(
+                "compiled CPU kernels unavailable (the torch step and numpy run instead): %s",
+                _loaded,
+            )
     if isinstance(_loaded, KernelsUnavailable):
         raise _loaded
     return _loaded
+
+
+def compensate_top_k(
+    library: ModuleType,
+    ring: tuple[int, int, int],
+    k: int,
+    tau: float,
+    lam: float,
+    gamma: float,
+    regression: bool,
+    hidden: np.ndarray,
+    base: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """memory.c's top-k read and compensation of float32 ``hidden`` [B, H] and ``base`` [B, W]
+    over a ring (its keys' and values' addresses, float32 [>= filled, H] and [>= filled, 2 W],
+    and its rows in use, ``filled``): (compensated [B, W], the unit keys of hidden [B, H]).
+    The kernel reads the ring by address: the caller vouches for its widths. Torch-free, so the
+    serving tier's read-only memory calls it too."""
+    keys_at, values_at, filled = ring
+    out, keys = np.empty_like(base), np.empty_like(hidden)
+    code = library.memory_compensate(
+        keys_at, values_at, filled, k, tau, lam, gamma, int(regression), hidden, base, out, keys
+    )
+    if code != 0:
+        raise MemoryError("compiled error memory: scratch memory could not be allocated")
+    return out, keys
 
 
 class CompiledStep:

@@ -1,5 +1,7 @@
-"""FrozenMemory (numpy): compensates exactly like the worker's torch ErrorMemory on its state."""
+"""FrozenMemory: compensates exactly like the worker's ErrorMemory on its state, by numpy reads
+or (a top-k memory, where the compiled kernels are installed) by the worker's compiled kernel."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -8,6 +10,7 @@ import pytest
 
 from streamlearn.core.memory.compensation import FrozenMemory, compensated, unit_keys
 from streamlearn.core.memory.error_memory import ErrorMemory
+from streamlearn.kernels.compiled import CompiledMemory
 
 HIDDEN = 6
 
@@ -39,6 +42,18 @@ def queries(width, regression, n=50):
     return hidden, rng.dirichlet(np.ones(width), size=n).astype(np.float32)
 
 
+def frozen_of(memory, config, width, regression, compiled):
+    """FrozenMemory of ``memory``'s state, reading by the compiled kernel or by numpy."""
+    frozen = FrozenMemory.from_state(memory.state_dict(), config, HIDDEN, width, regression)
+    if not compiled:
+        return dataclasses.replace(frozen, kernels=None)
+    if config["kind"] != "topk":
+        pytest.skip("an LSH memory has no compiled read")
+    if frozen.kernels is None:
+        pytest.skip("no compiled kernels in this installation")
+    return frozen
+
+
 CASES = [
     ("topk", {}),
     ("topk", {"k": 0}),  # dense: every stored row
@@ -48,11 +63,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
 @pytest.mark.parametrize(("kind", "extra"), CASES)
 @pytest.mark.parametrize(("width", "regression"), [(2, False), (4, False), (1, True)])
-def test_frozen_memory_equals_the_worker_memory(kind, extra, width, regression):
+def test_frozen_memory_equals_the_worker_memory(kind, extra, width, regression, compiled):
     memory, config = filled(kind, width, regression, **extra)
-    frozen = FrozenMemory.from_state(memory.state_dict(), config, HIDDEN, width, regression)
+    frozen = frozen_of(memory, config, width, regression, compiled)
     assert len(frozen) == len(memory) > 0
     hidden, base = queries(width, regression)
     want = memory.compensate(hidden, base)
@@ -62,20 +78,23 @@ def test_frozen_memory_equals_the_worker_memory(kind, extra, width, regression):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
 @pytest.mark.parametrize(("kind", "extra"), CASES)
-def test_a_zero_key_reads_like_the_memory_rebuilt_from_the_state(kind, extra):
+def test_a_zero_key_reads_like_the_memory_rebuilt_from_the_state(kind, extra, compiled):
     """A dead-ReLU row ties with every stored row: which k it reads depends on the ring's
-    order, so it matches a memory loaded from the same state (the ring oldest first)."""
+    order and on how the kernel breaks ties, so it matches a memory of the same kernel loaded
+    from the same state (the ring oldest first): numpy reads as the torch kernel, the compiled
+    read as the worker's compiled memory."""
     memory, config = filled(kind, 3, False, **extra)
     state = memory.state_dict()
-    rebuilt = ErrorMemory(HIDDEN, 3, **{k: config[k] for k in config})
+    frozen = frozen_of(memory, config, 3, False, compiled)
+    kernel = CompiledMemory(frozen.kernels) if frozen.kernels is not None else None
+    rebuilt = ErrorMemory(HIDDEN, 3, kernel=kernel, **{k: config[k] for k in config})
     rebuilt.load_state_dict(state)
-    frozen = FrozenMemory.from_state(state, config, HIDDEN, 3, False)
     hidden, base = queries(3, False, n=4)
     hidden[0] = 0.0
-    np.testing.assert_allclose(
-        frozen.compensate(hidden, base), rebuilt.compensate(hidden, base), rtol=1e-5, atol=1e-6
-    )
+    want, _ = rebuilt.compensate_keyed(hidden, base)  # by the memory's own kernel
+    np.testing.assert_allclose(frozen.compensate(hidden, base), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["topk", "lsh"])
@@ -108,6 +127,20 @@ def test_unit_keys_leaves_a_zero_row_zero():
     keys = unit_keys(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(keys, [[0.6, 0.8], [0.0, 0.0]])
     assert keys.dtype == np.float32
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
+@pytest.mark.parametrize("kind", ["topk", "lsh"])
+def test_rows_that_do_not_fit_the_memory_are_refused(kind, compiled):
+    """A request's hidden rows or predictions of other widths than the memory's (a model and a
+    memory of different shapes): a ValueError, never a read past the memory's arrays."""
+    memory, config = filled(kind, 3, False)
+    frozen = frozen_of(memory, config, 3, False, compiled)
+    hidden, base = queries(3, False, n=4)
+    with pytest.raises(ValueError):
+        frozen.compensate(np.zeros((4, HIDDEN + 2), np.float32), base)
+    with pytest.raises(ValueError):
+        frozen.compensate(hidden, np.full((4, 5), 0.2, np.float32))
 
 
 @pytest.mark.parametrize(
