@@ -41,7 +41,9 @@ if [ "${GPU_CHECK_SKIP_INSTALL:-0}" != 1 ]; then
 fi
 step gpu-tests "$python" -m pytest -p no:cacheprovider -v -m gpu tests/unit
 step demo env STREAMLEARN_LEARNER__DEVICE=cuda "$python" -m streamlearn demo --out "$out"
-step throughput "$python" benchmarks/gpu_throughput.py --out "$out" --no-progress
+# cpu-torch (torch ops on one thread) is a CPU-side comparison: left out of the lent GPU's time
+step throughput "$python" benchmarks/gpu_throughput.py --out "$out" --no-progress \
+    --compute cpu cpu-compiled cpu-threads cuda
 step unit-tests "$python" -m pytest -p no:cacheprovider -q -m "not gpu" tests/unit streamlearn
 echo "== $failed step(s) failed"
 exit "$failed"
