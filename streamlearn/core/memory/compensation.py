@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -227,8 +226,8 @@ class FrozenMemory:
     gamma: float
     regression: bool
     weight: float = 1.0
-    # the compiled kernels, for a top-k lookup where they are installed (None: numpy reads)
-    kernels: ModuleType | None = None
+    # read by the compiled kernel (a top-k lookup where the kernels are installed), else numpy
+    compiled: bool = False
 
     @classmethod
     def from_state(
@@ -256,9 +255,9 @@ class FrozenMemory:
         weight = float(state.get("weight", 1.0))
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"memory state: weight {weight} is outside [0, 1]")
-        kernels = _compiled() if isinstance(lookup, TopKLookup) else None
+        compiled = isinstance(lookup, TopKLookup) and _kernels_available()
         lam, gamma = float(config["lam"]), float(config["gamma"])
-        return cls(lookup, lam, gamma, regression, weight, kernels)
+        return cls(lookup, lam, gamma, regression, weight, compiled)
 
     def __len__(self) -> int:
         return len(self.lookup)
@@ -275,7 +274,7 @@ class FrozenMemory:
         if len(self.lookup) == 0 or self.lam == 0.0 or self.weight == 0.0:
             out = rows.copy()
         else:
-            if self.kernels is not None:
+            if self.compiled:
                 full = self._compiled_compensate(hidden, rows)
             else:
                 read = self.lookup.read(unit_keys(hidden))
@@ -288,19 +287,20 @@ class FrozenMemory:
         The kernel reads the lookup's arrays by address: :meth:`compensate` checked the
         widths."""
         lookup = self.lookup
-        assert isinstance(lookup, TopKLookup) and self.kernels is not None
+        assert isinstance(lookup, TopKLookup)
         ring = (lookup.keys.ctypes.data, lookup.values.ctypes.data, len(lookup))
         h = np.ascontiguousarray(hidden, dtype=np.float32)
         out, _ = compensate_top_k(
-            self.kernels, ring, lookup.k, lookup.tau, self.lam, self.gamma, self.regression, h,
+            load(), ring, lookup.k, lookup.tau, self.lam, self.gamma, self.regression, h,
             np.ascontiguousarray(rows),
         )  # fmt: skip
         return out
 
 
-def _compiled() -> ModuleType | None:
-    """The compiled kernels where this installation has them (one load per process)."""
+def _kernels_available() -> bool:
+    """Whether the compiled kernels load in this installation (one attempt per process)."""
     try:
-        return load()
+        load()
     except KernelsUnavailable:
-        return None
+        return False
+    return True

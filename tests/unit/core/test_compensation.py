@@ -11,6 +11,7 @@ import pytest
 from streamlearn.core.memory.compensation import FrozenMemory, compensated, unit_keys
 from streamlearn.core.memory.error_memory import ErrorMemory
 from streamlearn.kernels.compiled import CompiledMemory
+from streamlearn.kernels.cpu.binding import load
 
 HIDDEN = 6
 
@@ -46,10 +47,10 @@ def frozen_of(memory, config, width, regression, compiled):
     """FrozenMemory of ``memory``'s state, reading by the compiled kernel or by numpy."""
     frozen = FrozenMemory.from_state(memory.state_dict(), config, HIDDEN, width, regression)
     if not compiled:
-        return dataclasses.replace(frozen, kernels=None)
+        return dataclasses.replace(frozen, compiled=False)
     if config["kind"] != "topk":
         pytest.skip("an LSH memory has no compiled read")
-    if frozen.kernels is None:
+    if not frozen.compiled:
         pytest.skip("no compiled kernels in this installation")
     return frozen
 
@@ -88,7 +89,7 @@ def test_a_zero_key_reads_like_the_memory_rebuilt_from_the_state(kind, extra, co
     memory, config = filled(kind, 3, False, **extra)
     state = memory.state_dict()
     frozen = frozen_of(memory, config, 3, False, compiled)
-    kernel = CompiledMemory(frozen.kernels) if frozen.kernels is not None else None
+    kernel = CompiledMemory(load()) if frozen.compiled else None
     rebuilt = ErrorMemory(HIDDEN, 3, kernel=kernel, **{k: config[k] for k in config})
     rebuilt.load_state_dict(state)
     hidden, base = queries(3, False, n=4)
