@@ -117,9 +117,10 @@ def test_final_stage_has_no_build_tools(dockerfile, image):
     for keyword, args in image:
         if keyword == "RUN":
             assert not BUILD_TOOLS.search(args), f"build tool in the final stage: {args}"
-    # ... while the builder is where they belong (so the check above is not vacuous)
-    builder_runs = " ".join(_args(dockerfile[0], "RUN"))
-    assert "build-essential" in builder_runs
+    # ... while the builders are where they belong (so the check above is not vacuous): both
+    # compile the kernels, the serving tier's for its error-memory read
+    for builder in ("builder", "serve-builder"):
+        assert "build-essential" in " ".join(_args(_stage(dockerfile, builder), "RUN"))
 
 
 def test_final_stage_runs_as_a_non_root_user(image):
