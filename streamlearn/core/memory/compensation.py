@@ -290,10 +290,10 @@ class FrozenMemory:
         assert isinstance(lookup, TopKLookup)
         ring = (lookup.keys.ctypes.data, lookup.values.ctypes.data, len(lookup))
         h = np.ascontiguousarray(hidden, dtype=np.float32)
+        b = np.ascontiguousarray(rows)
         out, _ = compensate_top_k(
-            load(), ring, lookup.k, lookup.tau, self.lam, self.gamma, self.regression, h,
-            np.ascontiguousarray(rows),
-        )  # fmt: skip
+            load(), ring, lookup.k, lookup.tau, self.lam, self.gamma, self.regression, h, b
+        )
         return out
 
 

@@ -11,7 +11,7 @@ import pytest
 from streamlearn.core.memory.compensation import FrozenMemory, compensated, unit_keys
 from streamlearn.core.memory.error_memory import ErrorMemory
 from streamlearn.kernels.compiled import CompiledMemory
-from streamlearn.kernels.cpu.binding import load
+from streamlearn.kernels.cpu.binding import KernelsUnavailable, load
 
 HIDDEN = 6
 
@@ -48,8 +48,6 @@ def frozen_of(memory, config, width, regression, compiled):
     frozen = FrozenMemory.from_state(memory.state_dict(), config, HIDDEN, width, regression)
     if not compiled:
         return dataclasses.replace(frozen, compiled=False)
-    if config["kind"] != "topk":
-        pytest.skip("an LSH memory has no compiled read")
     if not frozen.compiled:
         pytest.skip("no compiled kernels in this installation")
     return frozen
@@ -62,10 +60,27 @@ CASES = [
     ("lsh", {}),
     ("lsh", {"decay": 0.97}),
 ]
+# each case read by numpy, and a top-k one by the compiled kernel too (LSH has no compiled read)
+READS = [
+    pytest.param(kind, extra, compiled, id=f"{kind}-{extra}-{'compiled' if compiled else 'numpy'}")
+    for kind, extra in CASES
+    for compiled in ([False, True] if kind == "topk" else [False])
+]
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
-@pytest.mark.parametrize(("kind", "extra"), CASES)
+def test_only_a_top_k_memory_reads_compiled():
+    try:
+        load()
+        available = True
+    except KernelsUnavailable:
+        available = False
+    for kind in ("topk", "lsh"):
+        memory, config = filled(kind, 2, False, rows=5)
+        frozen = FrozenMemory.from_state(memory.state_dict(), config, HIDDEN, 2, False)
+        assert frozen.compiled == (kind == "topk" and available)
+
+
+@pytest.mark.parametrize(("kind", "extra", "compiled"), READS)
 @pytest.mark.parametrize(("width", "regression"), [(2, False), (4, False), (1, True)])
 def test_frozen_memory_equals_the_worker_memory(kind, extra, width, regression, compiled):
     memory, config = filled(kind, width, regression, **extra)
@@ -79,8 +94,7 @@ def test_frozen_memory_equals_the_worker_memory(kind, extra, width, regression, 
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
-@pytest.mark.parametrize(("kind", "extra"), CASES)
+@pytest.mark.parametrize(("kind", "extra", "compiled"), READS)
 def test_a_zero_key_reads_like_the_memory_rebuilt_from_the_state(kind, extra, compiled):
     """A dead-ReLU row ties with every stored row: which k it reads depends on the ring's
     order and on how the kernel breaks ties, so it matches a memory of the same kernel loaded
@@ -130,8 +144,9 @@ def test_unit_keys_leaves_a_zero_row_zero():
     assert keys.dtype == np.float32
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
-@pytest.mark.parametrize("kind", ["topk", "lsh"])
+@pytest.mark.parametrize(
+    ("kind", "compiled"), [("topk", False), ("topk", True), ("lsh", False)], ids=str
+)
 def test_rows_that_do_not_fit_the_memory_are_refused(kind, compiled):
     """A request's hidden rows or predictions of other widths than the memory's (a model and a
     memory of different shapes): a ValueError, never a read past the memory's arrays."""
