@@ -345,6 +345,22 @@ class ExpertSettings(_Section):
     fresh_t: float = Field(
         3.0, gt=0, description="switch if the live − fresh loss difference has a t-statistic ≥ this"
     )
+    fresh_max_rows: int = Field(
+        4096,
+        ge=16,
+        le=1_000_000,
+        description="a fresh model ahead but not clearly (0 < t < fresh_t) learns on and is "
+        "judged again at each doubling of its events, up to this many",
+    )
+
+    @model_validator(mode="after")
+    def _fresh_rows_fit(self) -> ExpertSettings:
+        if self.fresh_max_rows < self.fresh_rows:
+            raise ValueError(
+                f"experts.fresh_max_rows={self.fresh_max_rows} is below "
+                f"experts.fresh_rows={self.fresh_rows}"
+            )
+        return self
 
 
 class ExportSettings(_Section):

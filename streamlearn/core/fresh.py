@@ -15,9 +15,13 @@ scratch learns it in few events. One such model at a time:
 - **Decide**, after ``fresh_rows`` learned rows: over the second half of them (the first half
   is its own fast start), the per-row loss of the live model's base prediction minus the fresh
   model's; if the paired t-statistic of that difference is at least ``fresh_t``, the fresh
-  model's parameters and optimizer moments replace the live ones (``OnlineLearner.load_weights``).
-  Either way the fresh model is dropped. A t-statistic, not a ratio of means: on a stream
-  with few errors a handful of rows moves the ratio far (measured: switches that lost).
+  model's parameters and optimizer moments replace the live ones (``OnlineLearner.load_weights``)
+  and it is dropped. A t-statistic, not a ratio of means: on a stream with few errors a
+  handful of rows moves the ratio far (measured: switches that lost).
+- **Judge again** while it is ahead but not clearly (0 < t < ``fresh_t``): it learns on and is
+  judged at each doubling of its rows, on their second half, up to ``fresh_max_rows``; else it
+  is dropped. A live model that adapts slowly to the new concept is ahead early and clearly
+  behind only later (benchmarks/results/sweep-experts-fresh_max_rows.md).
 - **Back off**: after k fresh models in a row were dropped, none starts before ``fresh_rows``
   × 2^k rows (k ≤ ``MAX_BACKOFF``) have been learned since the last was: a stream that drifts
   all the time (incremental drift, false alarms) would otherwise keep one learning for good,
@@ -91,6 +95,7 @@ class FreshModel:
         self.started = 0
         self.switches = 0
         self.seen = 0  # rows the fresh model has learned
+        self.due = settings.fresh_rows  # rows it will have learned at its next judgement
         self.dropped = 0  # fresh models dropped in a row (reset by a switch)
         self._steps_before = 0  # updates applied by the fresh models of the past
         self.idle = 0  # rows learned since the last fresh model was dropped
@@ -113,7 +118,7 @@ class FreshModel:
             return
         self.started += 1
         self.model = self._new(self.started)
-        self.seen, self._losses = 0, []
+        self.seen, self.due, self._losses = 0, self.settings.fresh_rows, []
 
     def _new(self, started: int) -> OnlineLearner:
         model = self._build(self.live.settings.seed + started)
@@ -146,19 +151,22 @@ class FreshModel:
         regression = self.live.regression
         fresh = row_losses(np.concatenate(predictions), target, regression)
         self._losses.append((row_losses(live_prediction, target, regression), fresh))
-        if self.seen < self.settings.fresh_rows:
+        if self.seen < self.due:
             return False
         return self._decide()
 
     def _decide(self) -> bool:
         live, fresh = (np.concatenate(part) for part in zip(*self._losses, strict=True))
+        half = len(live) // 2
+        difference = (live - fresh)[half:]
+        t = paired_t(difference[np.isfinite(difference)])
+        if 0.0 < t < self.settings.fresh_t and 2 * self.seen <= self.settings.fresh_max_rows:
+            self.due = 2 * self.seen
+            return False
         assert self.model is not None
         model, self.model, self._losses = self.model, None, []
         self._steps_before += model.steps
-        half = len(live) // 2
-        difference = (live - fresh)[half:]
-        difference = difference[np.isfinite(difference)]
-        if paired_t(difference) < self.settings.fresh_t:
+        if t < self.settings.fresh_t:
             self.dropped, self.idle = self.dropped + 1, 0
             return False
         self.live.load_weights(model.weights())
@@ -176,6 +184,7 @@ class FreshModel:
             "started": self.started,
             "switches": self.switches,
             "seen": self.seen,
+            "due": self.due,
             "dropped": self.dropped,
             "idle": self.idle,
             "steps_before": self._steps_before,
@@ -185,6 +194,7 @@ class FreshModel:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.started, self.switches = int(state["started"]), int(state["switches"])
         self.seen = int(state["seen"])
+        self.due = int(state.get("due", self.settings.fresh_rows))  # absent: saved before it
         self.dropped, self.idle = int(state["dropped"]), int(state["idle"])
         self._steps_before = int(state["steps_before"])
         self.model = None

@@ -23,7 +23,10 @@ SEGMENT = 1500  # events per concept of the small recurring stream
 
 
 def _chain(pool: bool = True, **experts: object) -> Prequential:
-    return Prequential.from_settings(small_settings(experts={"enabled": pool, **experts}))
+    """The pool's past models alone: a fresh model's switches (tests/unit/core/test_fresh.py)
+    would add to the switches counted here."""
+    settings = small_settings(experts={"enabled": pool, "fresh": False, **experts})
+    return Prequential.from_settings(settings)
 
 
 def _recurring(segments: int = 4) -> tuple[list[dict], list]:

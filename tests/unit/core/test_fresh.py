@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from serving_support import small_settings
 from test_prequential_state import through_disk
 
 from streamlearn.core.fresh import FreshModel, paired_t
 from streamlearn.core.prequential import Prequential
+from streamlearn.errors import ConfigError
 
 
 def _chain(**experts: object) -> Prequential:
@@ -83,6 +85,40 @@ def test_a_fresh_model_that_is_not_better_is_dropped_and_backs_off():
     _feed(fresh, p_true=0.999, batches=4)  # 128 rows learned by the live model meanwhile
     fresh.start()
     assert fresh.learning and fresh.started == 2
+
+
+def test_a_fresh_model_ahead_but_not_clearly_is_judged_again_at_twice_the_rows():
+    preq = _chain(fresh_max_rows=256)
+    _two_classes(preq)
+    fresh = _fresh(preq)
+    fresh.start()
+    # a live model a little less sure than the fresh one: 0 < t < fresh_t at 64 rows
+    assert _feed(fresh, p_true=0.65, batches=2) == [False, False]
+    assert fresh.learning and fresh.due == 128 and fresh.dropped == 0
+    # then sure and wrong (a slow adaptation): clearly behind on rows 64-128, a switch
+    assert _feed(fresh, p_true=0.05, batches=2, seed=2) == [False, True]
+    assert not fresh.learning and fresh.switches == 1
+
+
+def test_a_fresh_model_never_clearly_ahead_is_dropped_at_fresh_max_rows():
+    preq = _chain(fresh_max_rows=256, fresh_t=1e9)  # ahead, never by a t-statistic of 1e9
+    _two_classes(preq)
+    fresh = _fresh(preq)
+    before = {k: v.clone() for k, v in preq.learner.model.state_dict().items()}
+    fresh.start()
+    dues = []
+    for i in range(8):
+        _feed(fresh, p_true=0.05, batches=1, seed=i)
+        dues.append(fresh.due if fresh.learning else None)
+    assert dues == [64, 128, 128, 256, 256, 256, 256, None]  # judged at 64, 128, 256 rows
+    assert fresh.switches == 0 and fresh.dropped == 1
+    after = preq.learner.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_fresh_max_rows_below_fresh_rows_is_refused():
+    with pytest.raises(ConfigError, match=r"fresh_max_rows=32 is below experts\.fresh_rows=64"):
+        _chain(fresh_max_rows=32)
 
 
 def test_paired_t():
