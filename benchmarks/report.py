@@ -202,13 +202,27 @@ def plot_curves(
 
 # -- provenance ---------------------------------------------------------------------------------
 def _cpu_model() -> str:
+    """The CPU's model name, with its family, model and widest vector extension: a cloud
+    machine's name ("AMD EPYC") alone does not tell two generations apart, and timings and
+    torch's rounding (benchmarks/equivalence.py) differ between them."""
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    detail = (
+        [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields else []
+    )
+    detail += [vector] if vector else []
+    return ", ".join([fields["model name"], *detail])
 
 
 def machine_info() -> dict[str, Any]:
