@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,10 @@ def add_speed_bounds(results: Sequence[StreamResult], n_events: int, seed: int) 
         settings = settings_for(result.stream, n_events, seed)
         size = settings.source.batch_size
         warm = BOUNDS_WARMUP // size
-        rows = list(stream_rows(result.stream, (warm + BOUNDS_TIMED) * size, seed))
+        # the first events of the run's stream: a stream only as long as the window would move
+        # its drifts into it (a synthetic stream places its drifts by its length)
+        needed = (warm + BOUNDS_TIMED) * size
+        rows = list(islice(stream_rows(result.stream, max(n_events, needed), seed), needed))
         batches = [(to_columns(b), [y for _, y in b]) for b in row_batches(rows, size)]
         bounds = measure_bounds(
             result.stream, settings, batches[:warm], batches[warm:], gmacs=gmacs

@@ -360,7 +360,10 @@ def bounds_section(results: Sequence[StreamResult]) -> str:
             "compiled step (learn/step.c): scoring the batch and handing its updates to "
             "the worker thread, then waiting for them if they are not done by the end of the "
             "batch (learner.overlap; without it, the updates themselves); *learner, rest*: "
-            "replay draws and inserts, target statistics, result arrays. The timers around "
+            "replay draws and inserts, target statistics, result arrays; *expert pool*: "
+            "the live model's snapshots, trials of past models and, after a detection, the "
+            "fresh model's learning (its updates share the worker thread, so they can also "
+            "lengthen the live model's wait). The timers around "
             "every stage's calls cost time themselves, so the total runs a little above the "
             "time per batch of the untimed run.",
             "",

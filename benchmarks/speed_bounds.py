@@ -37,6 +37,7 @@ STAGES = (
     ("drift detector", "detector", ("update",)),
     ("features", "encoder", ("encode_columns", "standardize", "observe")),
     ("labels", "labels", ("add_many",)),
+    ("expert pool", "experts", ("observe",)),
 )
 OTHER = "other (Prequential's own code)"
 
