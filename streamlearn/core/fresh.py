@@ -52,15 +52,19 @@ MAX_BACKOFF = 4  # at most fresh_rows × 2^4 rows between a dropped fresh model 
 
 @dataclass(frozen=True, slots=True)
 class LearnerBuild:
-    """Builds a learner as the live one was built, with another seed (a class, not a closure:
-    a chain is pickled with its parts, as river's estimators are)."""
+    """Builds a learner as the live one was built, with another seed and ``overlap`` off (a
+    class, not a closure: a chain is pickled with its parts, as river's estimators are).
+
+    Overlap off: a fresh model waits for each of its steps at once, so handing them to the
+    process's one worker thread would only queue them behind the live model's updates; on the
+    caller's thread they run beside those updates (results equal either way)."""
 
     learner: LearnerSettings
     features: FeatureSettings
     backend: Backend
 
     def __call__(self, seed: int) -> OnlineLearner:
-        settings = self.learner.model_copy(update={"seed": seed})
+        settings = self.learner.model_copy(update={"seed": seed, "overlap": "off"})
         return OnlineLearner.from_settings(settings, self.features, self.backend)
 
 

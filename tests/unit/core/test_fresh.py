@@ -63,6 +63,7 @@ def test_a_clearly_better_fresh_model_replaces_the_live_weights():
     before = (preq.learner.predict(z, cat).argmax(axis=1) == y).mean()
     fresh.start()
     assert fresh.learning and fresh.started == 1
+    assert fresh.model is not None and not fresh.model.overlapping  # its steps on this thread
     switched = _feed(fresh, p_true=0.05, batches=2)  # the live model is sure and wrong
     assert switched == [False, True]  # decided once 64 rows were learned
     assert not fresh.learning and fresh.switches == 1 and fresh.dropped == 0
