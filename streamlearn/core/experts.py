@@ -101,6 +101,13 @@ class ExpertPool:
         """Whether a trial is collecting rows."""
         return self._rows is not None
 
+    def learn(self, *batch: np.ndarray) -> None:
+        """A learned batch without a detection (num, cat, target, the live model's base
+        prediction), before its updates are done (they may run on the worker thread
+        meanwhile): the fresh model, if one learns, learns it."""
+        if self.fresh is not None:
+            self.fresh.learn(*batch)
+
     def observe(
         self,
         num: np.ndarray,
@@ -109,10 +116,11 @@ class ExpertPool:
         prediction: np.ndarray,
         drifted: bool,
     ) -> bool:
-        """After a learned batch (its updates done): on a detection save the live model's last
-        copy and open a trial; else copy the live model when due, add the rows to an open trial
-        and decide once it is full; the fresh model learns the batch. Returns whether the live
-        model was switched to an expert or to the fresh model."""
+        """After a learned batch (its updates done, :meth:`learn` called on it): on a
+        detection save the live model's last copy, open a trial and start a fresh model; else
+        judge the fresh model, copy the live model when due, add the rows to an open trial and
+        decide once it is full. Returns whether the live model was switched to an expert or
+        to the fresh model."""
         self.batches += 1
         if drifted:
             self._fresh = self._save()
@@ -120,7 +128,7 @@ class ExpertPool:
             if self.fresh is not None:
                 self.fresh.start()
             return False
-        if self.fresh is not None and self.fresh.observe(num, cat, target, prediction):
+        if self.fresh is not None and self.fresh.judge():
             self.switches += 1
             self._standby = None  # a copy of the weights replaced must not be saved
             self.origin = None  # a new concept's model: a new slot at the next detection

@@ -8,7 +8,8 @@ scratch learns it in few events. One such model at a time:
 
 - **Start**, at a detection when none is learning: a model built as the live one was (its own
   seed: the live seed + the number started), with the live model's class slots.
-- **Learn**, each later learned batch: prequentially (each row predicted before it is learned)
+- **Learn**, each later learned batch, while the live model's updates of it run (it reads
+  only the live model's class slots): prequentially (each row predicted before it is learned)
   in fast-start sub-batches (``fast_start_slices``) at ``FRESH_FAST_START``, coarser than the
   live model's default: each sub-batch is a step, and a fresh model is trained at every
   detection, not once (benchmarks/results/sweep-experts-fresh.md measures the trade).
@@ -56,8 +57,8 @@ class LearnerBuild:
     class, not a closure: a chain is pickled with its parts, as river's estimators are).
 
     Overlap off: a fresh model waits for each of its steps at once, so handing them to the
-    process's one worker thread would only queue them behind the live model's updates; on the
-    caller's thread they run beside those updates (results equal either way)."""
+    process's worker thread would only add a hand-off between threads to every step (results
+    equal either way)."""
 
     learner: LearnerSettings
     features: FeatureSettings
@@ -136,14 +137,21 @@ class FreshModel:
         self, z: np.ndarray, cat: np.ndarray, target: np.ndarray, live_prediction: np.ndarray
     ) -> bool:
         """A learned batch (standardised features, targets, the live model's base prediction
-        made before it learned them): the fresh model predicts and learns it; returns whether
-        the live model took over the fresh one's weights."""
+        made before it learned them): :meth:`learn`, then :meth:`judge`."""
+        self.learn(z, cat, target, live_prediction)
+        return self.judge()
+
+    def learn(
+        self, z: np.ndarray, cat: np.ndarray, target: np.ndarray, live_prediction: np.ndarray
+    ) -> None:
+        """The fresh model predicts and learns a learned batch. Reads nothing of the live
+        model but its class slots, so it may run while the live model's updates do."""
         model = self.model
         if model is None:
             self.idle += len(target)
-            return False
+            return
         if not len(target):
-            return False
+            return
         if model.outputs != self.live.outputs:  # a class switched on since
             model.set_classes(self.live.model.class_mask.cpu().numpy())
         predictions = []
@@ -155,7 +163,11 @@ class FreshModel:
         regression = self.live.regression
         fresh = row_losses(np.concatenate(predictions), target, regression)
         self._losses.append((row_losses(live_prediction, target, regression), fresh))
-        if self.seen < self.due:
+
+    def judge(self) -> bool:
+        """Judge the fresh model once it has learned the rows due; returns whether the live
+        model took over its weights (the live model's own updates must be done)."""
+        if self.model is None or self.seen < self.due:
             return False
         return self._decide()
 

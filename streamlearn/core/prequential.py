@@ -231,6 +231,8 @@ class Prequential:
                     loss = step.loss.astype(np.float64)
                 for offset in self.detector.update(step.loss):
                     drifts.append(self.seen + offset)
+                if self.experts is not None and not drifts:  # beside the live updates
+                    self.experts.learn(z, cat, target, step.prediction)
                 if drifts:
                     step.wait()  # the response changes the schedule and the reservoir
                     self.learner.on_drift()
