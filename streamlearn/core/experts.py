@@ -34,7 +34,6 @@ stream, not a concept.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +44,6 @@ import torch
 from streamlearn.core.evaluation import mean_loss
 from streamlearn.core.fresh import FreshModel
 from streamlearn.core.learner import OnlineLearner
-from streamlearn.core.model import TabularNet
-from streamlearn.kernels.device import to_device
 from streamlearn.settings import ExpertSettings
 
 __all__ = ["Expert", "ExpertPool", "Trial"]
@@ -91,7 +88,6 @@ class ExpertPool:
         self._fresh = -1  # the slot saved at the last detection
         self.batches = 0  # learned batches observed
         self._standby: dict[str, Any] | None = None  # the live model's last copy
-        self._scratch: TabularNet | None = None  # scores an expert (never the live model)
 
     def __len__(self) -> int:
         return len(self.experts)
@@ -166,6 +162,7 @@ class ExpertPool:
         self._rows = None
         num, cat, target, live = (np.concatenate(part) for part in zip(*rows, strict=True))
         live_loss = mean_loss(live, target, self.learner.regression)
+        own = self.learner.weights()
         # the expert saved at this detection is the live model of then: no candidate
         losses = tuple(
             np.inf if i == self._fresh else self._score(expert, num, cat, target)
@@ -175,6 +172,7 @@ class ExpertPool:
         switch = bool(losses[best] <= live_loss * (1.0 - self.settings.margin))
         self.last_trial = Trial(len(target), live_loss, losses, best if switch else None)
         if not switch:
+            self.learner.load_weights(own)
             return False
         self.clock += 1
         self.experts[best].used = self.clock
@@ -185,19 +183,12 @@ class ExpertPool:
         self.switches += 1
         return True
 
-    @torch.no_grad()
     def _score(self, expert: Expert, num: np.ndarray, cat: np.ndarray, target: np.ndarray) -> float:
-        """The expert's mean loss on the rows, with the live model's buffers (class mask,
-        target statistics): as it would predict after a switch."""
-        live = self.learner.model
-        if self._scratch is None:
-            self._scratch = copy.deepcopy(live)
-        state = live.state_dict()
-        state.update(expert.weights["params"])
-        self._scratch.load_state_dict(state)
-        device = self.learner.device
-        prediction, _ = self._scratch.from_values(to_device(num, device), to_device(cat, device))
-        return mean_loss(prediction.float().cpu().numpy(), target, self.learner.regression)
+        """The expert's mean loss on the rows as it would predict after a switch: its weights
+        lent to the live model (whose buffers, class mask and target statistics, stay) for one
+        scoring pass through the step kernel. The caller puts the live weights back."""
+        self.learner.load_weights(expert.weights)
+        return mean_loss(self.learner.predict(num, cat), target, self.learner.regression)
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
