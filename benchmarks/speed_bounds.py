@@ -37,7 +37,7 @@ STAGES = (
     ("drift detector", "detector", ("update",)),
     ("features", "encoder", ("encode_columns", "standardize", "observe")),
     ("labels", "labels", ("add_many",)),
-    ("expert pool", "experts", ("observe",)),
+    ("expert pool", "experts", ("learn", "observe")),
 )
 OTHER = "other (Prequential's own code)"
 
