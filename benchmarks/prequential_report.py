@@ -362,8 +362,8 @@ def bounds_section(results: Sequence[StreamResult]) -> str:
             "batch (learner.overlap; without it, the updates themselves); *learner, rest*: "
             "replay draws and inserts, target statistics, result arrays; *expert pool*: "
             "the live model's snapshots, trials of past models and, after a detection, the "
-            "fresh model's learning (its updates share the worker thread, so they can also "
-            "lengthen the live model's wait). The timers around "
+            "fresh model's learning (on the calling thread, while the live model's updates "
+            "run on the worker thread). The timers around "
             "every stage's calls cost time themselves, so the total runs a little above the "
             "time per batch of the untimed run.",
             "",

@@ -22,7 +22,7 @@ scratch learns it in few events. One such model at a time:
 - **Judge again** while it is ahead but not clearly (0 < t < ``fresh_t``): it learns on and is
   judged at each doubling of its rows, on their second half, up to ``fresh_max_rows``; else it
   is dropped. A live model that adapts slowly to the new concept is ahead early and clearly
-  behind only later (benchmarks/results/sweep-experts-fresh_max_rows.md).
+  behind only later (benchmarks/results/sweep-experts-fresh-max-rows.md).
 - **Back off**: after k fresh models in a row were dropped, none starts before ``fresh_rows``
   × 2^k rows (k ≤ ``MAX_BACKOFF``) have been learned since the last was: a stream that drifts
   all the time (incremental drift, false alarms) would otherwise keep one learning for good,
@@ -132,14 +132,6 @@ class FreshModel:
         else:
             model.set_classes(self.live.model.class_mask.cpu().numpy())
         return model
-
-    def observe(
-        self, z: np.ndarray, cat: np.ndarray, target: np.ndarray, live_prediction: np.ndarray
-    ) -> bool:
-        """A learned batch (standardised features, targets, the live model's base prediction
-        made before it learned them): :meth:`learn`, then :meth:`judge`."""
-        self.learn(z, cat, target, live_prediction)
-        return self.judge()
 
     def learn(
         self, z: np.ndarray, cat: np.ndarray, target: np.ndarray, live_prediction: np.ndarray

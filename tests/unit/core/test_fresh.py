@@ -46,7 +46,8 @@ def _feed(fresh: FreshModel, p_true: float, batches: int, seed: int = 0) -> list
     switched = []
     for i in range(batches):
         z, cat, y = _rows(32, seed + i)
-        switched.append(fresh.observe(z, cat, y, _live_says(y, p_true)))
+        fresh.learn(z, cat, y, _live_says(y, p_true))
+        switched.append(fresh.judge())
     return switched
 
 
@@ -221,6 +222,6 @@ def test_a_regression_fresh_model_learns_on_the_live_models_target_scale():
     assert float(fresh.model.model.target_loc) == float(live.target_loc) > 90.0
     z, cat, _ = _rows(32, 1)
     target = (100.0 + 10.0 * z[:, 0]).astype(np.float64)
-    fresh.observe(z, cat, target, np.full(32, 100.0, np.float32))
+    fresh.learn(z, cat, target, np.full(32, 100.0, np.float32))
     preq.learner.step(z, cat, target)  # the live model learns the same targets
     assert np.isclose(float(fresh.model.model.target_scale), float(live.target_scale), rtol=1e-9)
