@@ -28,6 +28,7 @@ SOURCES = [
     "step.c",
     "async.c",
     "memory.c",
+    "linear.c",
     "replay.c",
     "drift.c",
     "features.c",

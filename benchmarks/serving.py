@@ -70,7 +70,7 @@ from streamlearn.core.prequential import Prequential
 from streamlearn.events import Event
 from streamlearn.export.artifact import Artifact, load_bundle
 from streamlearn.export.memory import decode_memory, encode_memory
-from streamlearn.export.onnx import export_artifact
+from streamlearn.export.onnx import export_prequential
 from streamlearn.registry.base import Registry
 from streamlearn.registry.filesystem import FilesystemRegistry
 from streamlearn.registry.redis import RedisRegistry
@@ -108,7 +108,7 @@ def artifacts(preq: Prequential, n: int) -> list[Artifact]:
         rng = np.random.default_rng(seed)
         x = {"salary": float(rng.uniform(2e4, 1.5e5)), "age": int(rng.integers(20, 80))}
         preq.process([x] * 8, [int(rng.integers(2))] * 8)
-        out.append(export_artifact(preq.learner.model, preq.encoder, preq.labels, "binary"))
+        out.append(export_prequential(preq))
     return out
 
 
@@ -152,7 +152,7 @@ async def in_process(
     from streamlearn.app import build_server
     from streamlearn.serve import grpc_server
 
-    art = export_artifact(preq.learner.model, preq.encoder, preq.labels, "binary").with_version(1)
+    art = export_prequential(preq).with_version(1)
     bundle = load_bundle(1, art.onnx, art.meta_bytes())
     memory = decode_memory(encode_memory(preq.memory, 1)).error_memory
     num, cat = bundle.encode([row])

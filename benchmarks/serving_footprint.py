@@ -91,7 +91,7 @@ def publish(registry: Path, events: int) -> dict[str, Any]:
     from streamlearn.app import build_prequential
     from streamlearn.events import Event
     from streamlearn.export.memory import encode_memory
-    from streamlearn.export.onnx import export_artifact
+    from streamlearn.export.onnx import export_prequential
     from streamlearn.registry.filesystem import FilesystemRegistry
     from streamlearn.settings import load_settings
     from streamlearn.sources.synthetic import SyntheticSource
@@ -103,7 +103,7 @@ def publish(registry: Path, events: int) -> dict[str, Any]:
         preq.process([e.x for e in good], [e.y for e in good])
         row = good[-1].x
     store = FilesystemRegistry(registry)
-    artifact = export_artifact(preq.learner.model, preq.encoder, preq.labels, "binary")
+    artifact = export_prequential(preq)
     store.publish(artifact)
     store.push_memory(encode_memory(preq.memory, 1))
     store.close()

@@ -44,6 +44,7 @@ __all__ = [
     "FeatureSettings",
     "KafkaSettings",
     "LearnerSettings",
+    "LinearSettings",
     "MemorySettings",
     "MetricsSettings",
     "RegistrySettings",
@@ -363,6 +364,28 @@ class ExpertSettings(_Section):
         return self
 
 
+class LinearSettings(_Section):
+    """A linear model beside a classifier's network, mixed in by exponential weights on both
+    models' prequential accuracy (see DESIGN.md "The linear model beside the network")."""
+
+    enabled: bool = Field(
+        True,
+        description="classification: learn a linear model beside the network and serve their "
+        "mix, each weighted by its recent accuracy (ignored for regression)",
+    )
+    lr: float = Field(0.01, gt=0, le=1, description="the linear model's SGD step per row")
+    horizon: int = Field(
+        500, ge=1, description="labelled events the mix's evidence spans (discount 1 − 1/N)"
+    )
+    eta: float = Field(1.0, gt=0, description="learning rate of the mix's weights")
+    limit: float = Field(
+        50.0, gt=0, description="most evidence kept either way (net wins before the mix turns)"
+    )
+    prior: float = Field(
+        0.0, description="evidence at the start (< 0 favours the network, > 0 the linear model)"
+    )
+
+
 class ExportSettings(_Section):
     """When the worker exports an ONNX artifact, how it is checked, and the publish gate."""
 
@@ -586,6 +609,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     memory: MemorySettings = MemorySettings()
     experts: ExpertSettings = ExpertSettings()
+    linear: LinearSettings = LinearSettings()
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()

@@ -139,11 +139,9 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 def export(preq: Prequential):
     """The artifact of ``preq``'s current model (unversioned)."""
-    from streamlearn.export.onnx import export_artifact
+    from streamlearn.export.onnx import export_prequential
 
-    return export_artifact(
-        preq.learner.model, preq.encoder, preq.labels, preq.learner.settings.task
-    )
+    return export_prequential(preq)
 
 
 @contextlib.contextmanager

@@ -428,6 +428,11 @@ class OnlineLearner:
             getattr(self.trainer, name).copy_(weights["optimizer"][name])
 
     @property
+    def active_slots(self) -> tuple[int, int]:
+        """(numeric, categorical) input slots some row has set: every later column is zero."""
+        return self.trainer.active_num, self.trainer.active_cat
+
+    @property
     def overlapping(self) -> bool:
         """Whether steps leave their updates running on the worker thread (learner.overlap)."""
         return self._overlap

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from streamlearn.kernels.periodic import periodic_inputs
+
+if TYPE_CHECKING:
+    from streamlearn.core.linear import LinearWeights
 
 __all__ = [
     "EMBEDDING_INIT_SCALE",
@@ -183,11 +186,25 @@ class TabularNet(nn.Module):
 
 class ServedNet(nn.Module):
     """A TabularNet as it is served: standardised values [N, numeric_slots] in, their numeric
-    inputs computed inside (the exported graph holds the periodic features' frequencies)."""
+    inputs computed inside (the exported graph holds the periodic features' frequencies); with
+    ``linear`` (a classifier's linear model, core/linear.py), the prediction is the mix of the
+    network's and the linear model's by its share, as the worker scores."""
 
-    def __init__(self, model: TabularNet) -> None:
+    def __init__(self, model: TabularNet, linear: LinearWeights | None = None) -> None:
         super().__init__()
         self.model = model
+        self.share = 0.0 if linear is None else float(linear.share)
+        if linear is not None:
+            self.register_buffer("linear_numeric", torch.from_numpy(linear.numeric.copy()))
+            self.register_buffer("linear_buckets", torch.from_numpy(linear.buckets.copy()))
+            self.register_buffer("linear_bias", torch.from_numpy(linear.bias.copy()))
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.from_values(num, cat)
+        prediction, hidden = self.model.from_values(num, cat)
+        if not hasattr(self, "linear_numeric"):
+            return prediction, hidden
+        logits = num @ self.linear_numeric + self.linear_bias
+        logits = logits + self.linear_buckets[cat].sum(dim=1)
+        mask = self.model.class_mask
+        linear = torch.softmax(logits.masked_fill(~mask, _MASKED), dim=1).masked_fill(~mask, 0.0)
+        return (1.0 - self.share) * prediction + self.share * linear, hidden

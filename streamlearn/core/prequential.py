@@ -20,6 +20,7 @@ from streamlearn.core.features import EncodedFeatures, FeatureEncoder
 from streamlearn.core.fresh import FreshModel, LearnerBuild, fast_start_slices
 from streamlearn.core.labels import LabelMap
 from streamlearn.core.learner import OnlineLearner
+from streamlearn.core.linear import LinearMixture
 from streamlearn.core.memory.stage import MemoryStage
 from streamlearn.kernels.backend import Backend
 from streamlearn.settings import Settings
@@ -60,14 +61,17 @@ class Prequential:
         memory: MemoryStage | None = None,
         experts: ExpertPool | None = None,
         fast_start: int = 0,
+        linear: LinearMixture | None = None,
     ) -> None:
-        """``fast_start``: learner.fast_start, the young model's sub-batch divisor (0: off)."""
+        """``fast_start``: learner.fast_start, the young model's sub-batch divisor (0: off);
+        ``linear``: a classifier's linear model, mixed into the base prediction."""
         self.encoder = encoder
         self.labels = labels
         self.learner = learner
         self.detector = detector
         self.memory = memory  # error memory (ReLoop2): compensates the base prediction
         self.experts = experts  # past models (TAME): tried after a detection, switched to
+        self.linear = linear  # a linear model beside the network, mixed in by its accuracy
         self.fast_start = fast_start
         self.regression = learner.regression
         self.learner.set_classes(self._class_mask())
@@ -76,6 +80,11 @@ class Prequential:
         self.drifts: list[int] = []
         # called with every learned batch, e.g. the publisher's quality gate (export/gate.py)
         self.observers: list[BatchObserver] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Chains pickled before the linear model have none, and keep none."""
+        state.setdefault("linear", None)
+        self.__dict__.update(state)
 
     @classmethod
     def from_settings(cls, settings: Settings, backend: Backend | None = None) -> Prequential:
@@ -104,7 +113,13 @@ class Prequential:
             if settings.experts.fresh:
                 fresh = FreshModel(learner, settings.experts, LearnerBuild(lrn, f, backend))
             experts = ExpertPool(learner, settings.experts, fresh)
-        return cls(encoder, labels, learner, detector, memory, experts, lrn.fast_start)
+        linear = None
+        if settings.linear.enabled and not learner.regression:
+            width = int(learner.model.class_mask.shape[0])
+            linear = LinearMixture.from_settings(
+                settings.linear, f.numeric_slots, f.hash_buckets, width, backend.linear
+            )
+        return cls(encoder, labels, learner, detector, memory, experts, lrn.fast_start, linear)
 
     @property
     def expert_switches(self) -> int:
@@ -131,11 +146,26 @@ class Prequential:
     def _predict(self, feats: EncodedFeatures) -> np.ndarray:
         return self._score(self.encoder.standardize(feats.num), feats.cat)
 
+    def base_prediction(self, z: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised rows' base prediction (the network's, mixed with the linear model's
+        where there is one: what the export serves) and the network's hidden rows."""
+        base, hidden = self.learner.predict_hidden(z, cat)
+        if self.linear is not None:
+            base, _ = self.linear.mix(base, self._linear_inputs(z, cat), len(self.labels))
+        return base, hidden
+
     def _score(self, z: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """Score-only rows: the base prediction, compensated by the error memory when on."""
-        if self.memory is not None:
-            return self.memory.predict(z, cat)
-        return self.learner.predict(z, cat)
+        if self.memory is None and self.linear is None:
+            return self.learner.predict(z, cat)
+        base, hidden = self.base_prediction(z, cat)
+        return base if self.memory is None else self.memory.compensate(hidden, base)
+
+    def _linear_inputs(self, z: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The input slots the linear model reads: those some row has set (the network's
+        active widths; every later column is zero, no evidence either way)."""
+        num_slots, cat_slots = self.learner.active_slots
+        return z[:, :num_slots], cat[:, :cat_slots]
 
     # -- prequential step -----------------------------------------------------------------
     def process(
@@ -218,16 +248,16 @@ class Prequential:
             # nothing here reads or changes the learner before that
             step = self.learner.begin_step(z, cat, target, young)
             try:
-                scored = (
-                    step.prediction
-                    if self.memory is None
-                    else self.memory.compensate(step.hidden, step.prediction)
-                )
+                base = network = step.prediction
+                if self.linear is not None:
+                    inputs = self._linear_inputs(z, cat)
+                    base, linear = self.linear.mix(network, inputs, len(self.labels))
+                scored = base if self.memory is None else self.memory.compensate(step.hidden, base)
                 if rows is ok:
                     prediction[rows], loss[rows] = scored, step.loss
                 else:  # every row learned: the arrays as they come, the outcome's own
                     # prediction (the base one goes on to the memory and the observers)
-                    prediction = scored.copy() if scored is step.prediction else scored
+                    prediction = scored.copy() if scored is network else scored
                     loss = step.loss.astype(np.float64)
                 for offset in self.detector.update(step.loss):
                     drifts.append(self.seen + offset)
@@ -236,8 +266,10 @@ class Prequential:
                 if drifts:
                     step.wait()  # the response changes the schedule and the reservoir
                     self.learner.on_drift()
-                if self.memory is not None:  # learns from the base prediction, like the detector
-                    self.memory.store(z, cat, step.hidden, target, step.prediction, bool(drifts))
+                if self.memory is not None:  # stores the network's prediction, as the detector
+                    self.memory.store(z, cat, step.hidden, target, network, bool(drifts))
+                if self.linear is not None:
+                    self.linear.learn(inputs, target, network, linear, len(self.labels))
                 self.seen += len(target)
                 self.encoder.observe(raw)
             finally:
@@ -249,8 +281,8 @@ class Prequential:
                 if switched:  # its keys and base values came from the weights replaced
                     self.memory.rekey()
                 self.memory.refresh()
-            for observe in self.observers:
-                observe(raw, cat, target, step.prediction)
+            for observe in self.observers:  # the base prediction, as exported
+                observe(raw, cat, target, base)
         if not self.regression and len(self.labels) != known_before:
             prediction = _without_new_classes(prediction, known_before)
         self.drifts.extend(drifts)
@@ -281,6 +313,7 @@ class Prequential:
             "detector": self.detector.state_dict(),
             "memory": None if self.memory is None else self.memory.state_dict(),
             **({} if self.experts is None else {"experts": self.experts.state_dict()}),
+            **({} if self.linear is None else {"linear": self.linear.state_dict()}),
             "counters": {
                 "seen": self.seen,
                 "unknown_labels": self.unknown_labels,
@@ -299,6 +332,8 @@ class Prequential:
             self.memory.load_state_dict(state["memory"])
         if self.experts is not None and state.get("experts") is not None:
             self.experts.load_state_dict(state["experts"])
+        if self.linear is not None and state.get("linear") is not None:  # absent: saved before
+            self.linear.load_state_dict(state["linear"])
         counters = state["counters"]
         self.seen = int(counters["seen"])
         self.unknown_labels = int(counters["unknown_labels"])

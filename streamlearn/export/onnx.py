@@ -26,21 +26,29 @@ import torch
 
 from streamlearn.core.features import FeatureEncoder
 from streamlearn.core.labels import LabelMap
+from streamlearn.core.linear import LinearWeights
 from streamlearn.core.model import ServedNet, TabularNet
+from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ExportError
 from streamlearn.export.artifact import FORMAT, Artifact, sha256_hex
 
-__all__ = ["export_artifact", "parity_error", "to_onnx"]
+__all__ = ["export_artifact", "export_prequential", "parity_error", "to_onnx"]
 
 INPUTS = ("num", "cat")
 OUTPUTS = ("prediction", "hidden")
 
 
-def to_onnx(model: TabularNet, numeric_slots: int, categorical_slots: int, opset: int) -> bytes:
+def to_onnx(
+    model: TabularNet,
+    numeric_slots: int,
+    categorical_slots: int,
+    opset: int,
+    linear: LinearWeights | None = None,
+) -> bytes:
     """Serialised ONNX of a CPU/eval copy of ``model`` as served (:class:`ServedNet`: its
-    input ``num`` the standardised values, its periodic features computed in the graph) with a
-    dynamic batch axis."""
-    clone = _served_copy(model)
+    input ``num`` the standardised values, its periodic features computed in the graph, mixed
+    with ``linear`` where given) with a dynamic batch axis."""
+    clone = _served_copy(model, linear)
     sample = (
         torch.zeros((2, numeric_slots), dtype=torch.float32),
         torch.zeros((2, categorical_slots), dtype=torch.int64),
@@ -71,9 +79,9 @@ def to_onnx(model: TabularNet, numeric_slots: int, categorical_slots: int, opset
     return data
 
 
-def _served_copy(model: TabularNet) -> ServedNet:
+def _served_copy(model: TabularNet, linear: LinearWeights | None) -> ServedNet:
     """A CPU, float32, eval-mode copy of ``model`` as served; the live model is not touched."""
-    return ServedNet(copy.deepcopy(model).to("cpu").float()).eval()
+    return ServedNet(copy.deepcopy(model).to("cpu").float(), linear).eval()
 
 
 def _parity_batch(
@@ -87,13 +95,19 @@ def _parity_batch(
     return num, cat
 
 
-def parity_error(data: bytes, model: TabularNet, num: np.ndarray, cat: np.ndarray) -> float:
+def parity_error(
+    data: bytes,
+    model: TabularNet,
+    num: np.ndarray,
+    cat: np.ndarray,
+    linear: LinearWeights | None = None,
+) -> float:
     """Largest |onnxruntime − torch| / (1 + |torch|) over both outputs (prediction, hidden).
 
     Absolute for values near 0 (probabilities), relative for large ones (a regression target
     in its own units), so one tolerance fits both.
     """
-    clone = _served_copy(model)
+    clone = _served_copy(model, linear)
     with torch.no_grad():
         ref = [t.numpy() for t in clone(torch.from_numpy(num), torch.from_numpy(cat))]
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -107,6 +121,20 @@ def parity_error(data: bytes, model: TabularNet, num: np.ndarray, cat: np.ndarra
     return worst
 
 
+def export_prequential(prequential: Prequential, **options: Any) -> Artifact:
+    """:func:`export_artifact` of what ``prequential`` serves: its network, mixed with its
+    linear model where it has one; ``options`` as export_artifact's."""
+    linear = prequential.linear
+    return export_artifact(
+        prequential.learner.model,
+        prequential.encoder,
+        prequential.labels,
+        prequential.learner.settings.task,
+        linear=None if linear is None else linear.weights(),
+        **options,
+    )
+
+
 def export_artifact(
     model: TabularNet,
     encoder: FeatureEncoder,
@@ -118,15 +146,17 @@ def export_artifact(
     parity_rows: int = 64,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
+    linear: LinearWeights | None = None,
 ) -> Artifact:
-    """Export, check and describe one model; ``meta["version"]`` is set when published."""
+    """Export, check and describe one model (mixed with a classifier's ``linear`` model, as
+    the worker scores, where given); ``meta["version"]`` is set when published."""
     start = time.perf_counter()
     numeric_slots, categorical_slots = encoder.numeric_slots, encoder.categorical_slots
-    data = to_onnx(model, numeric_slots, categorical_slots, opset)
+    data = to_onnx(model, numeric_slots, categorical_slots, opset, linear)
     num, cat = _parity_batch(
         parity_rows, numeric_slots, categorical_slots, encoder.hash_buckets, seed
     )
-    error = parity_error(data, model, num, cat)
+    error = parity_error(data, model, num, cat, linear)
     if not error <= tolerance:  # also refuses NaN
         raise ExportError(f"torch↔onnxruntime parity error {error:.3g} > tolerance {tolerance:g}")
     now = time.time()
@@ -140,6 +170,7 @@ def export_artifact(
         "classes": list(labels.classes),
         "n_outputs": n_outputs,
         "hidden_dim": model.hidden_dim,
+        "linear_share": None if linear is None else linear.share,  # the linear model's mix
         "hash_buckets": encoder.hash_buckets,
         "features": encoder.state_dict(),
         "inputs": {

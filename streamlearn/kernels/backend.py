@@ -22,11 +22,13 @@ import numpy as np
 from streamlearn.errors import ConfigError
 from streamlearn.kernels.cpu import binding
 from streamlearn.kernels.drift_state import DriftParams, DriftState
+from streamlearn.kernels.reference.linear import NumpyLinear
 from streamlearn.kernels.reference.statistics import NumpyStatistics
 
 if TYPE_CHECKING:
     import torch
 
+    from streamlearn.core.linear import LinearModel
     from streamlearn.core.memory.error_memory import ErrorMemory
     from streamlearn.core.training_step import FusedTrainer
     from streamlearn.kernels.cpu.binding import Replay, Target
@@ -37,6 +39,8 @@ __all__ = [
     "Backend",
     "DriftKernel",
     "FeatureStatistics",
+    "LinearKernel",
+    "LinearRows",
     "MemoryKernel",
     "ReservoirInsert",
     "Scored",
@@ -46,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+LinearRows = tuple[np.ndarray, np.ndarray]  # a batch's numeric values and bucket ids
 
 
 class FeatureStatistics(Protocol):
@@ -77,6 +83,36 @@ class DriftKernel(Protocol):
     def update(self, losses: np.ndarray, state: DriftState, params: DriftParams) -> list[int]:
         """Offsets into ``losses`` (float64 [n]) where drift fired; non-finite losses are
         skipped."""
+        ...
+
+
+class LinearKernel(Protocol):
+    """A classifier's linear model's compute (core/linear.py) over its ``weights``, float32
+    [numeric_slots + buckets + 1, W] (numeric rows, bucket rows, bias). ``rows``: numeric
+    values [B, a] (the first a numeric slots) and bucket ids [B, c], each row's elements
+    contiguous."""
+
+    name: str
+
+    def mix(
+        self, model: LinearModel, rows: LinearRows, active: int, share: float, network: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """((1 − share)·network + share·linear, linear), float32 [B, W]: linear the softmax
+        over the first ``active`` class slots (zero beyond; all zero with none) of the rows'
+        logits, network [B, W] the network's probabilities."""
+        ...
+
+    def learn(
+        self,
+        model: LinearModel,
+        rows: LinearRows,
+        active: int,
+        target: np.ndarray,
+        linear: np.ndarray,
+    ) -> None:
+        """One SGD step in place: the log loss's gradient at the rows' predictions ``linear``
+        [B, W] (made before it) for class slots ``target`` [B] (int64, below ``active`` ≥ 1),
+        summed over the rows, times the model's ``lr``; bucket 0 stays zero."""
         ...
 
 
@@ -233,7 +269,8 @@ class Backend:
     step's layer limit, else the torch form (on the model's device, CPU or CUDA).
     ``reservoir``: the compiled inserts where ``step`` is compiled, else the torch form.
     ``memory``: the error memory's compiled top-k where ``step`` is compiled, else the torch
-    form.
+    form. ``linear``: a classifier's linear model, on the host (compiled wherever the library
+    loads).
     """
 
     name: Literal["compiled", "torch"]
@@ -242,6 +279,7 @@ class Backend:
     step: StepKernel = field(default_factory=_torch_step)
     reservoir: ReservoirInsert = field(default_factory=_torch_reservoir)
     memory: MemoryKernel = field(default_factory=_torch_memory)
+    linear: LinearKernel = field(default_factory=NumpyLinear)
 
     def __reduce__(self) -> tuple[object, tuple[bool, bool]]:
         """Pickled as what it is made of: loaded again where unpickled (a loaded library is
@@ -263,6 +301,7 @@ def _compiled_backend(library: ModuleType, step: bool) -> Backend:
     """The compiled backend over ``library``; the model's stages compiled where ``step``."""
     from streamlearn.kernels.compiled import (
         CompiledDrift,
+        CompiledLinear,
         CompiledMemory,
         CompiledReservoir,
         CompiledStatistics,
@@ -276,6 +315,7 @@ def _compiled_backend(library: ModuleType, step: bool) -> Backend:
         step=CompiledTraining(library) if step else _torch_step(),
         reservoir=CompiledReservoir(library) if step else _torch_reservoir(),
         memory=CompiledMemory(library) if step else _torch_memory(),
+        linear=CompiledLinear(library),
     )
 
 

@@ -1,7 +1,8 @@
-"""The host-side kernels of the compiled library: feature statistics and the drift detector.
+"""The host-side kernels of the compiled library: feature statistics, the drift detector and a
+classifier's linear model.
 
-Thin classes over the C functions (kernels/cpu/features.c, drift.c) with the same contract as
-the numpy reference forms in kernels/reference/, against which they are tested.
+Thin classes over the C functions (kernels/cpu/features.c, drift.c, linear.c) with the same
+contract as the numpy reference forms in kernels/reference/, against which they are tested.
 :class:`CompiledReservoir`: the replay reservoir's inserts (replay.c), against the torch form
 in kernels/torch_reservoir.py. :class:`CompiledMemory`: the error memory's top-k compensation
 and store (memory.c), against the torch form in kernels/torch_memory.py.
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from streamlearn.kernels.backend import Inputs, Into, Scored, Shown
+from streamlearn.kernels.backend import Inputs, Into, LinearRows, Scored, Shown
 from streamlearn.kernels.cpu.binding import (
     APPLIED,
     Batch,
@@ -31,22 +32,26 @@ from streamlearn.kernels.cpu.binding import (
 )
 from streamlearn.kernels.drift_state import DriftParams, DriftState
 from streamlearn.kernels.reference.drift import NumpyDrift
+from streamlearn.kernels.reference.linear import NumpyLinear
 from streamlearn.kernels.reference.statistics import NumpyStatistics
 from streamlearn.kernels.torch_memory import TorchMemory, host
 from streamlearn.kernels.torch_reservoir import Reservoir, Rows, TorchReservoir
 from streamlearn.kernels.torch_step import TorchStep
 
 if TYPE_CHECKING:
+    from streamlearn.core.linear import LinearModel
     from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
     from streamlearn.core.training_step import FusedTrainer
     from streamlearn.kernels.torch_memory import Labelled, Mirror
 
 __all__ = [
     "CompiledDrift",
+    "CompiledLinear",
     "CompiledMemory",
     "CompiledReservoir",
     "CompiledStatistics",
     "CompiledTraining",
+    "reloaded_linear",
     "reloaded_memory",
     "reloaded_reservoir",
     "reloaded_step",
@@ -254,6 +259,57 @@ class CompiledMemory:
         return np.ones(n, dtype=bool)
 
 
+class CompiledLinear:
+    """:class:`~streamlearn.kernels.backend.LinearKernel` in linear.c: one call for the
+    prediction and the mix, one for the step (the numpy form's arithmetic, its sums in
+    another order)."""
+
+    name = "compiled"
+
+    def __init__(self, library: ModuleType) -> None:
+        self._library = library
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return reloaded_linear, ()
+
+    def mix(
+        self, model: LinearModel, rows: LinearRows, active: int, share: float, network: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        num, cat = rows
+        linear = np.empty((len(num), model.width), dtype=np.float32)
+        mixed = np.empty_like(linear)
+        network = np.ascontiguousarray(network, dtype=np.float32)
+        _linear_code(
+            self._library.linear_mix(
+                model.weights, model.numeric_slots, num, cat, active, share, network, linear, mixed
+            )
+        )
+        return mixed, linear
+
+    def learn(
+        self,
+        model: LinearModel,
+        rows: LinearRows,
+        active: int,
+        target: np.ndarray,
+        linear: np.ndarray,
+    ) -> None:
+        num, cat = rows
+        target = np.ascontiguousarray(target, dtype=np.int64)
+        _linear_code(
+            self._library.linear_learn(
+                model.weights, model.numeric_slots, num, cat, active, target, linear, model.lr
+            )
+        )
+
+
+def _linear_code(code: int) -> None:
+    if code == -3:
+        raise IndexError("a bucket outside the linear model's weights")
+    if code == -5:
+        raise IndexError("a class label outside the linear model's active slots")
+
+
 class CompiledTraining:
     """:class:`~streamlearn.kernels.backend.StepKernel` in step.c, for a trainer on the CPU:
     one call per update, the replay rows gathered inside it, the torch form's arithmetic to
@@ -377,6 +433,14 @@ def reloaded_memory() -> CompiledMemory | TorchMemory:
         return CompiledMemory(load())
     except KernelsUnavailable:
         return TorchMemory()
+
+
+def reloaded_linear() -> CompiledLinear | NumpyLinear:
+    """The compiled linear kernel, or the numpy form where the library cannot be had."""
+    try:
+        return CompiledLinear(load())
+    except KernelsUnavailable:
+        return NumpyLinear()
 
 
 def reloaded_reservoir() -> CompiledReservoir | TorchReservoir:

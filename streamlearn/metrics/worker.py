@@ -172,6 +172,11 @@ class WorkerMetrics:
             "Share of the error memory's compensation in predictions: the gate's weight "
             "(1 = full, 0 = off or none)",
         )
+        self.linear_share = m.gauge(
+            "linear_share",
+            "Share of the linear model beside the network in a classifier's base prediction "
+            "(0 = off, regression, or the network alone)",
+        )
         self.experts = m.gauge("expert_pool_size", "Past models in the expert pool (0 = off)")
         self.expert_switches = m.counter(
             "expert_switches",
@@ -299,6 +304,7 @@ class WorkerMetrics:
         topk = memory is not None and memory.settings.kind == "topk"
         self.memory_capacity.set(memory.settings.size if memory is not None and topk else 0)
         self.memory_weight.set(0.0 if memory is None else memory.weight)
+        self.linear_share.set(0.0 if preq.linear is None else preq.linear.share)
         self.experts.set(0 if preq.experts is None else len(preq.experts))
 
     def _advance(self, preq: Prequential, stats: WorkerCounts, *, publish: bool) -> None:

@@ -30,7 +30,7 @@ from streamlearn.errors import ArtifactError, ExportError, RegistryError
 from streamlearn.export.artifact import ModelBundle, load_bundle
 from streamlearn.export.gate import QualityGate
 from streamlearn.export.memory import encode_memory
-from streamlearn.export.onnx import export_artifact
+from streamlearn.export.onnx import export_prequential
 from streamlearn.registry.base import Registry
 from streamlearn.settings import ExportSettings
 
@@ -167,11 +167,8 @@ class Publisher:
             log.info("publish gated at step %d: %s", step, losses)
             return PublishResult(False, "gated", trigger, **losses, seconds=self._clock() - start)
         try:
-            artifact = export_artifact(
-                prequential.learner.model,
-                prequential.encoder,
-                prequential.labels,
-                prequential.learner.settings.task,
+            artifact = export_prequential(
+                prequential,
                 opset=self.settings.opset,
                 tolerance=self.settings.tolerance,
                 parity_rows=self.settings.parity_rows,

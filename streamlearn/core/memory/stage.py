@@ -78,8 +78,8 @@ class MemoryStage:
                 (-settings.gate_limit_against, settings.gate_limit_for),
                 settings.gate_prior,
             )
-        # the last compensated rows: (hidden, unit keys, full compensation), for store()
-        self._keys: tuple[np.ndarray, torch.Tensor, np.ndarray] | None = None
+        # the last compensated rows: (hidden, unit keys, base, full compensation), for store()
+        self._keys: tuple[np.ndarray, torch.Tensor, np.ndarray, np.ndarray] | None = None
         self._full: tuple[torch.Tensor, ...] | None = None  # views of the full ring's slots
         self._rekeying: Pending[None] | None = None  # a re-keying left on the worker thread
         self.steps = 0
@@ -146,13 +146,8 @@ class MemoryStage:
         if len(self.memory) == 0:
             return base
         compensated, keys = self.memory.compensate_keyed(hidden, base)
-        self._keys = (hidden, keys, compensated)  # keys normalised once for store()
+        self._keys = (hidden, keys, base, compensated)  # keys normalised once for store()
         return gated(base, compensated, self.weight)
-
-    def predict(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        """Score-only rows: base prediction and hidden from the learner, then compensation."""
-        base, hidden = self.learner.predict_hidden(num, cat)
-        return self.compensate(hidden, base)
 
     # -- learning ---------------------------------------------------------------------------
     def store(
@@ -165,15 +160,17 @@ class MemoryStage:
         drifted: bool,
     ) -> None:
         """After a learned batch: the gate learns from the rows' losses with and without the
-        compensation, then the reset rule, then the rows are stored. Re-keying reads the
-        model: :meth:`refresh` once the batch's updates are done."""
+        compensation (of the prediction :meth:`compensate` was given), then the reset rule,
+        then the rows are stored with ``base``, the network's own prediction (what re-keying
+        recomputes). Re-keying reads the model: :meth:`refresh` once the batch's updates are
+        done."""
         self.ring_ready()
         self.steps += 1
         keys = None
         if self._keys is not None and self._keys[0] is hidden:  # these rows were compensated
             keys = self._keys[1]
             if self.gate is not None:
-                self.gate.update(target, base, self._keys[2])
+                self.gate.update(target, *self._keys[2:])
         self._keys = None
         if drifted:
             self.on_drift()
@@ -188,7 +185,7 @@ class MemoryStage:
         self.ring_ready()
         self.since_drift = 0
         if self.gate is not None:
-            self.gate.on_drift()
+            self.gate.restart()
         if self.settings.reset_on_drift:
             self.memory.reset()
             self.resets += 1

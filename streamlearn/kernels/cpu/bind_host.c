@@ -242,3 +242,89 @@ BINDING(memory_store, 12) {
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(code);
 }
+
+/* The linear model's weights (float32 [numeric_slots + buckets + 1, width], C-contiguous),
+ * its numeric rows (float32 [rows, <= numeric_slots]) and bucket rows (int64 [rows, c]), each
+ * with rows any distance apart: checked, their sizes into `shape` (width, buckets, rows). */
+typedef struct {
+    Py_buffer *weights, *num, *cat;
+    int64_t numeric_slots, buckets, rows, num_stride, cat_stride;
+    int32_t width;
+} LinearArgs;
+
+static int linear_args(Borrowed *b, PyObject *const *args, LinearArgs *a) {
+    if (as_i64(args[1], &a->numeric_slots) < 0) return -1;
+    a->weights = borrow(b, args[0], "weights", F32, 2, 1);
+    a->num = a->weights ? borrow_as(b, args[2], "num", F32, 2, 0, 1) : NULL;
+    a->cat = a->num ? borrow_as(b, args[3], "cat", I64, 2, 0, 1) : NULL;
+    if (!a->cat) return -1;
+    a->rows = a->num->shape[0];
+    a->buckets = a->weights->shape[0] - a->numeric_slots - 1;
+    a->num_stride = a->num->strides[0] / (Py_ssize_t)sizeof(float);
+    a->cat_stride = a->cat->strides[0] / (Py_ssize_t)sizeof(int64_t);
+    if (in_range("numeric_slots", a->numeric_slots, 0, a->weights->shape[0] - 1) < 0 ||
+        in_range("width", a->weights->shape[1], 1, INT32_MAX) < 0 ||
+        in_range("num columns", a->num->shape[1], 0, a->numeric_slots) < 0 ||
+        in_range("cat columns", a->cat->shape[1], 0, INT32_MAX) < 0 ||
+        check_dim(a->cat, "cat", 0, a->rows, 0) < 0)
+        return -1;
+    a->width = (int32_t)a->weights->shape[1];
+    return 0;
+}
+
+/* linear_mix(weights, numeric_slots, num, cat, active, share, network, linear, mixed) -> 0, or
+ * -3 (a bucket outside the weights: nothing written): the linear model's probabilities over
+ * the first `active` class slots into float32 linear [rows, width], and (1 - share) network +
+ * share linear into mixed [rows, width]. */
+BINDING(linear_mix, 9) {
+    LinearArgs a;
+    int32_t active;
+    float share;
+    if (linear_args(b, args, &a) < 0 || as_i32(args[4], "active", &active) < 0 ||
+        as_f32(args[5], &share) < 0)
+        return NULL;
+    Py_buffer *network = borrow(b, args[6], "network", F32, 2, 0);
+    Py_buffer *linear = network ? borrow(b, args[7], "linear", F32, 2, 1) : NULL;
+    Py_buffer *mixed = linear ? borrow(b, args[8], "mixed", F32, 2, 1) : NULL;
+    if (!mixed || in_range("active", active, 0, a.width) < 0) return NULL;
+    Py_buffer *rows_of[] = {network, linear, mixed};
+    const char *names[] = {"network", "linear", "mixed"};
+    for (int i = 0; i < 3; i++)
+        if (check_dim(rows_of[i], names[i], 0, a.rows, 0) < 0 ||
+            check_dim(rows_of[i], names[i], 1, a.width, 0) < 0)
+            return NULL;
+    int code;
+    Py_BEGIN_ALLOW_THREADS
+    code = linear_mix(a.weights->buf, a.width, a.numeric_slots, a.buckets, a.num->buf,
+                      a.num_stride, (int32_t)a.num->shape[1], a.cat->buf, a.cat_stride,
+                      (int32_t)a.cat->shape[1], a.rows, active, share, network->buf, linear->buf,
+                      mixed->buf);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(code);
+}
+
+/* linear_learn(weights, numeric_slots, num, cat, active, target, linear, lr) -> 0, -3 (a bucket
+ * outside the weights) or -5 (an int64 target outside [0, active)), nothing written then: one
+ * SGD step on the weights in place from the rows' float32 predictions linear [rows, width]. */
+BINDING(linear_learn, 8) {
+    LinearArgs a;
+    int32_t active;
+    float lr;
+    if (linear_args(b, args, &a) < 0 || as_i32(args[4], "active", &active) < 0 ||
+        as_f32(args[7], &lr) < 0)
+        return NULL;
+    Py_buffer *target = borrow(b, args[5], "target", I64, 1, 0);
+    Py_buffer *linear = target ? borrow(b, args[6], "linear", F32, 2, 0) : NULL;
+    if (!linear || in_range("active", active, 1, a.width) < 0 ||
+        check_dim(target, "target", 0, a.rows, 0) < 0 ||
+        check_dim(linear, "linear", 0, a.rows, 0) < 0 ||
+        check_dim(linear, "linear", 1, a.width, 0) < 0)
+        return NULL;
+    int code;
+    Py_BEGIN_ALLOW_THREADS
+    code = linear_learn(a.weights->buf, a.width, a.numeric_slots, a.buckets, a.num->buf,
+                        a.num_stride, (int32_t)a.num->shape[1], a.cat->buf, a.cat_stride,
+                        (int32_t)a.cat->shape[1], a.rows, active, target->buf, linear->buf, lr);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(code);
+}

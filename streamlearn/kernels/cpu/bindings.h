@@ -13,6 +13,8 @@ FUNCTION(drift_update);
 FUNCTION(reservoir_insert);
 FUNCTION(memory_compensate);
 FUNCTION(memory_store);
+FUNCTION(linear_mix);
+FUNCTION(linear_learn);
 #undef FUNCTION
 
 extern PyTypeObject StepType;

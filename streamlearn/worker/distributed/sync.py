@@ -84,15 +84,25 @@ class Rounds:
 
     def _average(self, preq: Prequential, weight: float) -> None:
         """Every rank's weights, weighted by the rows it learned this turn (weights sum to 1),
-        once no re-keying of the error memory still reads them."""
+        once no re-keying of the error memory still reads them; a classifier's linear model
+        and its share's evidence likewise."""
         if preq.memory is not None:
             preq.memory.ring_ready()
-        trainer = preq.learner.trainer
+        trainer, linear = preq.learner.trainer, preq.linear
         table = trainer.table
-        flat = torch.cat([trainer.flat, table.reshape(-1)]) * weight
+        parts = [trainer.flat, table.reshape(-1)]
+        if linear is not None:
+            evidence = np.array([linear.weight.advantage], np.float32)
+            parts += [torch.from_numpy(linear.model.flat), torch.from_numpy(evidence)]
+        flat = torch.cat(parts) * weight
         self.group.all_reduce(flat)
         trainer.flat.copy_(flat[: trainer.flat.numel()])
-        table.copy_(flat[trainer.flat.numel() :].view_as(table))
+        end = trainer.flat.numel() + table.numel()
+        table.copy_(flat[trainer.flat.numel() : end].view_as(table))
+        if linear is not None:
+            averaged = flat[end:].numpy()
+            linear.model.flat[:] = averaged[:-1]
+            linear.weight.set_advantage(float(averaged[-1]))
 
     def _merge_statistics(self, preq: Prequential, sums: np.ndarray) -> None:
         """The shared statistics: the last round's plus every rank's rows since (exact)."""

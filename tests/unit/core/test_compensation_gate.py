@@ -20,6 +20,7 @@ def chain(gate: bool, enabled: bool = True) -> Prequential:
                 "periodic": 0,
             },
             drift={"detector": "none"},
+            linear={"enabled": False},  # the memory's gate alone
             memory={"enabled": enabled, "gate": gate, "size": 32},
         )
     )

@@ -338,7 +338,7 @@ def test_score_only_rows_are_compensated():
     cols, ys = columns(rng, 4)
     feats = preq.encoder.encode_columns(cols)
     z = preq.encoder.standardize(feats.num)
-    base, hidden = preq.learner.predict_hidden(z, feats.cat)
+    base, hidden = preq.base_prediction(z, feats.cat)  # the linear model mixed in
     want = preq.memory.compensate(hidden, base)  # scored before anything is learned, gated
     assert not np.allclose(want, base)
     np.testing.assert_allclose(preq.predict_columns(cols), want, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ from serving_support import make_rows, small_settings
 
 from streamlearn.core.prequential import Prequential
 from streamlearn.export.artifact import load_bundle
-from streamlearn.export.onnx import export_artifact
+from streamlearn.export.onnx import export_prequential
 from streamlearn.settings import load_settings
 from streamlearn.sources.synthetic import STREAMS, stream_rows
 from streamlearn.worker.checkpoint import to_plain
@@ -170,10 +170,10 @@ def test_the_exported_model_is_the_one_switched_to():
     cut = 2 * SEGMENT + 400  # past the switch back to A
     preq = _chain()
     _run(preq, rows[: 2 * SEGMENT - 200], ys[: 2 * SEGMENT - 200])
-    before = export_artifact(preq.learner.model, preq.encoder, preq.labels, "binary")
+    before = export_prequential(preq)
     _run(preq, rows[2 * SEGMENT - 200 : cut], ys[2 * SEGMENT - 200 : cut])
     assert preq.experts is not None and preq.experts.switches == 1
-    after = export_artifact(preq.learner.model, preq.encoder, preq.labels, "binary")
+    after = export_prequential(preq)
     probe, probe_ys = make_rows(200, 99)
     bundle = load_bundle(2, after.onnx, after.with_version(2).meta_bytes())
     old = load_bundle(1, before.onnx, before.with_version(1).meta_bytes())

@@ -15,13 +15,11 @@ import streamlearn.export.onnx as onnx_export
 from streamlearn.core.prequential import Prequential
 from streamlearn.errors import ArtifactError, ExportError
 from streamlearn.export.artifact import FORMAT, load_bundle, sha256_hex
-from streamlearn.export.onnx import export_artifact
+from streamlearn.export.onnx import export_prequential
 
 
 def _export(preq, **kwargs):
-    return export_artifact(
-        preq.learner.model, preq.encoder, preq.labels, preq.learner.settings.task, **kwargs
-    )
+    return export_prequential(preq, **kwargs)
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
@@ -38,7 +36,7 @@ def test_onnxruntime_matches_torch_and_the_learner(task, categorical):
     else:
         assert (cat == 0).all()
     onnx_pred, onnx_hidden = bundle.run(num, cat)
-    torch_pred, torch_hidden = preq.learner.predict_hidden(num, cat)
+    torch_pred, torch_hidden = preq.base_prediction(num, cat)
     np.testing.assert_allclose(onnx_pred, torch_pred, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(onnx_hidden, torch_hidden, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(onnx_pred, preq.predict(rows), rtol=1e-4, atol=1e-5)

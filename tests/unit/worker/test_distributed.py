@@ -65,6 +65,8 @@ def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows
         preqs[r].process(*batches[r])
         learned = preqs[r].learner.trainer.flat.clone()
         shared[f"learned{r}"] = learned
+        linear = preqs[r].linear
+        shared[f"linear{r}"] = (linear.model.flat.copy(), linear.weight.advantage)
         outcome = rounds.turn(preqs[r], drifted=r == 1, stop=False, due=r == 0, reassigned=False)
         shared[f"outcome{r}"] = outcome
 
@@ -78,6 +80,14 @@ def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows
     assert torch.equal(a.flat, b.flat) and torch.equal(a.table, b.table)
     expected = 0.75 * shared["learned0"] + 0.25 * shared["learned1"]
     assert torch.allclose(a.flat, expected, atol=1e-6)
+    # the linear model beside the network and its share's evidence are averaged alike
+    (flat0, evidence0), (flat1, evidence1) = shared["linear0"], shared["linear1"]
+    assert not np.array_equal(flat0, flat1)
+    one, other = (p.linear for p in preqs)
+    assert np.array_equal(one.model.flat, other.model.flat)
+    np.testing.assert_allclose(one.model.flat, 0.75 * flat0 + 0.25 * flat1, atol=1e-6)
+    assert one.share == other.share
+    assert one.weight.advantage == pytest.approx(0.75 * evidence0 + 0.25 * evidence1, abs=1e-5)
     outcome = shared["outcome0"]
     assert (outcome.learned, outcome.drifts, outcome.checkpoint, outcome.stop) == (
         32,

@@ -128,7 +128,7 @@ def test_export_failure_is_counted_and_the_worker_goes_on(tmp_path, monkeypatch)
     def refuse(*args, **kwargs):
         raise ExportError("parity error 1 > tolerance 0.0001")
 
-    monkeypatch.setattr(publisher_module, "export_artifact", refuse)
+    monkeypatch.setattr(publisher_module, "export_prequential", refuse)
     rows, ys = make_rows(32 * 8, 1)
     results = _run(preq, publisher, rows, ys)
     assert "export_failed" in {r.reason for r in results}

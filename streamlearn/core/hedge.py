@@ -1,0 +1,103 @@
+"""Hedge: exponential weights between two predictions of the same rows, learned online.
+
+Where two predictors score every labelled event before it is learned, each can be judged
+prequentially on the metric the stream is scored by, and their predictions mixed by
+exponential weights on discounted losses (the exponentially weighted average forecaster,
+Cesa-Bianchi & Lugosi, *Prediction, Learning, and Games*, 2006, ch. 2, with the discounted
+losses of its §2.11)::
+
+    Δ ← clip(β^n·Δ + Σ_i (ℓ_first,i − ℓ_second,i), −L⁻, L⁺)   (n rows in the batch)
+    w = σ(η·Δ)                                                (the second's weight)
+    ŷ = (1 − w)·ŷ_first + w·ŷ_second
+
+ℓ is the 0/1 loss of the arg max for classification (the accuracy the stream is scored by) and,
+for regression, |y − ŷ| over the discounted mean |y − ŷ_first| (the MAE, in units of the first
+predictor's own), the row's difference clipped to [−1, 1] so that a row weighs at most one
+event, as a hit does. Clipping the evidence keeps the losing predictor's weight from vanishing,
+as Fixed Share does (Herbster & Warmuth, *Tracking the Best Expert*, 1998): the weights
+switch within L⁺ net losses of the second, or L⁻ net wins.
+
+Used by the error memory's gate (core/memory/gate.py: base vs compensated) and the linear
+model's mixture (core/linear.py: network vs linear model). Numpy alone: the weight travels to
+serving with what uses it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Hedge"]
+
+
+class Hedge:
+    """Discounted, clipped exponential weights between a first prediction (the default) and a
+    second one.
+
+    ``discount`` β per row (the evidence spans about 1 / (1 − β) rows), ``eta`` η the weights'
+    learning rate, ``limits`` (−L⁻, L⁺) the range of the evidence kept, ``prior`` Δ at the
+    start and after :meth:`restart` (> 0 favours the second prediction).
+    """
+
+    def __init__(
+        self, discount: float, eta: float, limits: tuple[float, float], prior: float
+    ) -> None:
+        self.discount, self.eta, self.limits, self.prior = discount, eta, limits, prior
+        self.advantage = prior  # Δ: discounted Σ (first loss − second loss)
+        self.error_sum = 0.0  # regression: discounted Σ |y − first| ...
+        self.error_rows = 0.0  # ... and Σ rows: the loss's scale
+        self.weight = _sigmoid(eta * prior)
+
+    def update(self, target: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:
+        """Learn from labelled rows: class slots [B] with probabilities [B, W], or values [B]
+        with predictions [B]."""
+        n = len(target)
+        if n == 0:
+            return
+        fade = self.discount**n
+        if first.ndim == 1:  # regression: |error| in units of the first's mean |error|, ≤ 1
+            y = np.asarray(target, dtype=np.float64)
+            first_error = np.abs(y - first)
+            self.error_sum = fade * self.error_sum + float(first_error.sum())
+            self.error_rows = fade * self.error_rows + n
+            scale = max(self.error_sum / self.error_rows, 1e-12)
+            gain = float(np.clip((first_error - np.abs(y - second)) / scale, -1, 1).sum())
+        else:  # hits of the second arg max minus hits of the first one
+            hit = np.asarray(target, dtype=np.int64)
+            gain = float(np.count_nonzero(second.argmax(1) == hit))
+            gain -= float(np.count_nonzero(first.argmax(1) == hit))
+        low, high = self.limits
+        self.advantage = min(max(fade * self.advantage + gain, low), high)
+        self.weight = _sigmoid(self.eta * self.advantage)
+
+    def set_advantage(self, advantage: float) -> None:
+        """Take Δ as given (ranks of a scaled-out worker agree on their average)."""
+        low, high = self.limits
+        self.advantage = min(max(advantage, low), high)
+        self.weight = _sigmoid(self.eta * self.advantage)
+
+    def restart(self) -> None:
+        """Restart the evidence at the prior."""
+        self.advantage = self.prior
+        self.weight = _sigmoid(self.eta * self.prior)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "advantage": self.advantage,
+            "error_sum": self.error_sum,
+            "error_rows": self.error_rows,
+            "weight": self.weight,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.advantage = float(state["advantage"])
+        self.error_sum = float(state["error_sum"])
+        self.error_rows = float(state["error_rows"])
+        self.weight = float(state["weight"])
+
+
+def _sigmoid(x: float) -> float:
+    """σ(x), without overflow for large |x|."""
+    return 0.5 * (1.0 + math.tanh(0.5 * x))
