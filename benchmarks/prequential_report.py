@@ -363,7 +363,8 @@ def bounds_section(results: Sequence[StreamResult]) -> str:
             "replay draws and inserts, target statistics, result arrays; *expert pool*: "
             "the live model's snapshots, trials of past models and, after a detection, the "
             "fresh model's learning (on the calling thread, while the live model's updates "
-            "run on the worker thread). The timers around "
+            "run on the worker thread); *linear model*: a classifier's linear model beside "
+            "the network, its prediction, the mix and its step (decision 0045). The timers around "
             "every stage's calls cost time themselves, so the total runs a little above the "
             "time per batch of the untimed run.",
             "",

@@ -38,6 +38,7 @@ STAGES = (
     ("features", "encoder", ("encode_columns", "standardize", "observe")),
     ("labels", "labels", ("add_many",)),
     ("expert pool", "experts", ("learn", "observe")),
+    ("linear model", "linear", ("mix", "learn")),
 )
 OTHER = "other (Prequential's own code)"
 
