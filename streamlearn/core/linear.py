@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from streamlearn.core.hedge import Hedge
-from streamlearn.kernels.backend import LinearKernel
+from streamlearn.kernels.backend import LinearKernel, LinearRows
 from streamlearn.settings import LinearSettings
 
 __all__ = ["LinearMixture", "LinearModel", "LinearWeights"]
@@ -90,7 +90,7 @@ class LinearModel:
         self._view()
 
     def mix(
-        self, network: np.ndarray, rows: tuple[np.ndarray, np.ndarray], active: int, share: float
+        self, network: np.ndarray, rows: LinearRows, active: int, share: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """((1 − share)·network + share·linear, linear) [B, W] for ``rows`` (numeric values
         and bucket ids of the slots in use), linear the model's probabilities over the first
@@ -99,7 +99,7 @@ class LinearModel:
 
     def learn(
         self,
-        rows: tuple[np.ndarray, np.ndarray],
+        rows: LinearRows,
         target: np.ndarray,
         linear: np.ndarray,
         active: int,
@@ -122,9 +122,9 @@ class LinearModel:
 class LinearMixture:
     """The linear model and its share in the base prediction (see the module docstring)."""
 
-    def __init__(self, model: LinearModel, weight: Hedge) -> None:
+    def __init__(self, model: LinearModel, hedge: Hedge) -> None:
         self.model = model
-        self.weight = weight
+        self.hedge = hedge  # its weight is the linear model's share
 
     @classmethod
     def from_settings(
@@ -146,10 +146,10 @@ class LinearMixture:
     @property
     def share(self) -> float:
         """The linear model's weight in the base prediction."""
-        return self.weight.weight
+        return self.hedge.weight
 
     def mix(
-        self, network: np.ndarray, rows: tuple[np.ndarray, np.ndarray], active: int
+        self, network: np.ndarray, rows: LinearRows, active: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(the base prediction, the linear model's own) for ``rows`` (numeric values and
         bucket ids of the slots in use) the network predicted ``network`` [B, W], over the
@@ -158,7 +158,7 @@ class LinearMixture:
 
     def learn(
         self,
-        rows: tuple[np.ndarray, np.ndarray],
+        rows: LinearRows,
         target: np.ndarray,
         network: np.ndarray,
         linear: np.ndarray,
@@ -166,7 +166,7 @@ class LinearMixture:
     ) -> None:
         """Labelled rows, after :meth:`mix` with the same ``active``: the share learns from
         both predictions' losses, then the linear model from the rows."""
-        self.weight.update(target, network, linear)
+        self.hedge.update(target, network, linear)
         self.model.learn(rows, target, linear, active)
 
     def weights(self) -> LinearWeights:
@@ -174,8 +174,8 @@ class LinearMixture:
         return LinearWeights(m.numeric.copy(), m.buckets.copy(), m.bias.copy(), self.share)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "weight": self.weight.state_dict()}
+        return {"model": self.model.state_dict(), "hedge": self.hedge.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.weight.load_state_dict(state["weight"])
+        self.hedge.load_state_dict(state["hedge"])

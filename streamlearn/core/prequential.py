@@ -22,7 +22,7 @@ from streamlearn.core.labels import LabelMap
 from streamlearn.core.learner import OnlineLearner
 from streamlearn.core.linear import LinearMixture
 from streamlearn.core.memory.stage import MemoryStage
-from streamlearn.kernels.backend import Backend
+from streamlearn.kernels.backend import Backend, LinearRows
 from streamlearn.settings import Settings
 
 __all__ = ["BatchObserver", "BatchOutcome", "Prequential"]
@@ -161,7 +161,7 @@ class Prequential:
         base, hidden = self.base_prediction(z, cat)
         return base if self.memory is None else self.memory.compensate(hidden, base)
 
-    def _linear_inputs(self, z: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _linear_inputs(self, z: np.ndarray, cat: np.ndarray) -> LinearRows:
         """The input slots the linear model reads: those some row has set (the network's
         active widths; every later column is zero, no evidence either way)."""
         num_slots, cat_slots = self.learner.active_slots

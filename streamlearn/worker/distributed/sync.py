@@ -92,7 +92,7 @@ class Rounds:
         table = trainer.table
         parts = [trainer.flat, table.reshape(-1)]
         if linear is not None:
-            evidence = np.array([linear.weight.advantage], np.float32)
+            evidence = np.array([linear.hedge.advantage], np.float32)
             parts += [torch.from_numpy(linear.model.flat), torch.from_numpy(evidence)]
         flat = torch.cat(parts) * weight
         self.group.all_reduce(flat)
@@ -102,7 +102,7 @@ class Rounds:
         if linear is not None:
             averaged = flat[end:].numpy()
             linear.model.flat[:] = averaged[:-1]
-            linear.weight.set_advantage(float(averaged[-1]))
+            linear.hedge.set_advantage(float(averaged[-1]))
 
     def _merge_statistics(self, preq: Prequential, sums: np.ndarray) -> None:
         """The shared statistics: the last round's plus every rank's rows since (exact)."""

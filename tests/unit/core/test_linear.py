@@ -103,7 +103,7 @@ def test_regression_and_the_setting_off_have_no_linear_model():
 def test_the_export_serves_the_mix_the_worker_scores():
     preq = chain("multiclass")
     run(preq, "linear", 30)
-    preq.linear.weight.set_advantage(-0.4)  # a share between the two (η = 1: σ(-0.4))
+    preq.linear.hedge.set_advantage(-0.4)  # a share between the two (η = 1: σ(-0.4))
     assert 0.3 < preq.linear.share < 0.5
     artifact = export_prequential(preq)
     assert artifact.meta["linear_share"] == pytest.approx(preq.linear.share)

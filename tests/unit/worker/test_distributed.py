@@ -66,7 +66,7 @@ def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows
         learned = preqs[r].learner.trainer.flat.clone()
         shared[f"learned{r}"] = learned
         linear = preqs[r].linear
-        shared[f"linear{r}"] = (linear.model.flat.copy(), linear.weight.advantage)
+        shared[f"linear{r}"] = (linear.model.flat.copy(), linear.hedge.advantage)
         outcome = rounds.turn(preqs[r], drifted=r == 1, stop=False, due=r == 0, reassigned=False)
         shared[f"outcome{r}"] = outcome
 
@@ -87,7 +87,7 @@ def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows
     assert np.array_equal(one.model.flat, other.model.flat)
     np.testing.assert_allclose(one.model.flat, 0.75 * flat0 + 0.25 * flat1, atol=1e-6)
     assert one.share == other.share
-    assert one.weight.advantage == pytest.approx(0.75 * evidence0 + 0.25 * evidence1, abs=1e-5)
+    assert one.hedge.advantage == pytest.approx(0.75 * evidence0 + 0.25 * evidence1, abs=1e-5)
     outcome = shared["outcome0"]
     assert (outcome.learned, outcome.drifts, outcome.checkpoint, outcome.stop) == (
         32,
