@@ -41,6 +41,7 @@ class DemoReport:
     around: list[DriftWindow] = field(default_factory=list)  # 1,000 events each side
     plot: Path | None = None
     training_step: str = ""  # which training step ran: compiled kernels or torch ops
+    linear_share: float | None = None  # the linear model's share at the end (None: no model)
 
     @property
     def events_per_second(self) -> float:
@@ -57,6 +58,12 @@ class DemoReport:
             f"included), {self.process_events_per_second:,.0f} in Prequential.process",
             f"training step     {self.training_step}",
             f"prequential {self.metric:<6} {self.overall:.4f}",
+            "linear model      "
+            + (
+                "none (regression, or linear.enabled: false)"
+                if self.linear_share is None
+                else f"{self.linear_share:.2f} of the prediction, the network the rest"
+            ),
             f"drifts detected   {self.detected or 'none'}",
         ]
         if self.true_drifts:
@@ -105,6 +112,7 @@ def run_demo(settings: Settings, out_dir: Path | None, stream: TextIO | None = N
     bar.close()
     report.events = preq.seen
     report.overall = score.overall()
+    report.linear_share = None if preq.linear is None else preq.linear.share
     report.detected = list(preq.drifts)
     bounds = [0, *report.detected, len(score)]
     report.segments = [(a, b, score.between(a, b)) for a, b in pairwise(bounds) if b > a]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamlearn.cli import main
-from streamlearn.demo.job import run_demo
+from streamlearn.demo.job import DemoReport, run_demo
 from streamlearn.kernels.cpu import binding
 from streamlearn.settings import load_settings
 
@@ -68,6 +68,8 @@ def test_summary_names_speed_accuracy_and_plot(sea) -> None:
     end_to_end, learner = (int(g.replace(",", "")) for g in match.groups())
     assert 0 < end_to_end <= learner  # the source's own time only adds to the end-to-end figure
     assert f"prequential accuracy {report.overall:.4f}" in text
+    assert report.linear_share is not None and 0.0 <= report.linear_share <= 1.0
+    assert f"linear model      {report.linear_share:.2f} of the prediction" in text
     assert "true drifts       [1000, 2000, 3000]" in text
     try:  # the compiled kernels wherever the installation built them
         binding.load()
@@ -104,3 +106,7 @@ def test_command_line_prints_the_summary(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "events learned    1,500" in printed and "prequential accuracy" in printed
     assert not list(tmp_path.iterdir())  # --no-plot: no PNG
+
+
+def test_summary_says_when_there_is_no_linear_model() -> None:
+    assert "linear model      none (regression" in DemoReport(linear_share=None).render()
