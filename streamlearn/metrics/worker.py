@@ -48,8 +48,8 @@ DROP_REASONS = ("no_slot", "not_a_number", "non_finite")  # feature values treat
 PUBLISH_RESULTS = ("published", "gated", "waiting_for_rows", "export_failed", "registry_error")
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SCORES = {
-    "accuracy": "Smoothed prequential accuracy of the base model (classification)",
-    "mae": "Smoothed prequential mean absolute error of the base model (regression)",
+    "accuracy": "Smoothed prequential accuracy of the served prediction (classification)",
+    "mae": "Smoothed prequential mean absolute error of the served prediction (regression)",
 }
 # created with the task's first learned batch, so only the task's own exists
 SCORE_SERIES = tuple(f"streamlearn_worker_prequential_{name}" for name in _SCORES)
@@ -154,7 +154,10 @@ class WorkerMetrics:
             STEP_BUCKETS,
         )
         self.batch_records = m.histogram("batch_records", "Records per micro-batch", BATCH_BUCKETS)
-        self.loss = m.gauge("prequential_loss", "Smoothed prequential loss of the base model")
+        self.loss = m.gauge(
+            "prequential_loss",
+            "Smoothed prequential loss of the network (what the drift detector watches)",
+        )
         # one quantity per name, created when the task's first batch is learned (a regression
         # worker has no accuracy series, a classifier no MAE)
         self._factory = m
