@@ -371,7 +371,8 @@ class LinearSettings(_Section):
     enabled: bool = Field(
         True,
         description="classification: learn a linear model beside the network and serve their "
-        "mix, each weighted by its recent accuracy (ignored for regression)",
+        "mix, each weighted by its recent accuracy (ignored for regression); its weights take "
+        "(features.numeric_slots + features.hash_buckets + 1) × class slots floats",
     )
     lr: float = Field(0.01, gt=0, le=1, description="the linear model's SGD step per row")
     horizon: int = Field(
