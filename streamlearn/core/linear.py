@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from streamlearn.core.hedge import Hedge
+from streamlearn.core.memory.compensation import gated
 from streamlearn.kernels.backend import LinearKernel, LinearRows
 from streamlearn.settings import LinearSettings
 
@@ -89,13 +90,10 @@ class LinearModel:
         self.__dict__.update(state)
         self._view()
 
-    def mix(
-        self, network: np.ndarray, rows: LinearRows, active: int, share: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """((1 − share)·network + share·linear, linear) [B, W] for ``rows`` (numeric values
-        and bucket ids of the slots in use), linear the model's probabilities over the first
-        ``active`` class slots (zero elsewhere; all zero with none active)."""
-        return self.kernel.mix(self, rows, active, share, network)
+    def predict(self, rows: LinearRows, active: int) -> np.ndarray:
+        """Probabilities [B, W] for ``rows`` (numeric values and bucket ids of the slots in
+        use) over the first ``active`` class slots (zero elsewhere; all zero with none)."""
+        return self.kernel.predict(self, rows, active)
 
     def learn(
         self,
@@ -153,8 +151,10 @@ class LinearMixture:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(the base prediction, the linear model's own) for ``rows`` (numeric values and
         bucket ids of the slots in use) the network predicted ``network`` [B, W], over the
-        first ``active`` class slots."""
-        return self.model.mix(network, rows, active, self.share)
+        first ``active`` class slots, the two mixed as the error memory's gate mixes its
+        predictions."""
+        linear = self.model.predict(rows, active)
+        return gated(network, linear, self.share), linear
 
     def learn(
         self,

@@ -195,9 +195,9 @@ class ServedNet(nn.Module):
         self.model = model
         self.share = 0.0 if linear is None else float(linear.share)
         if linear is not None:
-            self.register_buffer("linear_numeric", torch.from_numpy(linear.numeric.copy()))
-            self.register_buffer("linear_buckets", torch.from_numpy(linear.buckets.copy()))
-            self.register_buffer("linear_bias", torch.from_numpy(linear.bias.copy()))
+            self.register_buffer("linear_numeric", torch.from_numpy(linear.numeric))
+            self.register_buffer("linear_buckets", torch.from_numpy(linear.buckets))
+            self.register_buffer("linear_bias", torch.from_numpy(linear.bias))
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prediction, hidden = self.model.from_values(num, cat)

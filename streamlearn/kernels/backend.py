@@ -94,12 +94,9 @@ class LinearKernel(Protocol):
 
     name: str
 
-    def mix(
-        self, model: LinearModel, rows: LinearRows, active: int, share: float, network: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """((1 − share)·network + share·linear, linear), float32 [B, W]: linear the softmax
-        over the first ``active`` class slots (zero beyond; all zero with none) of the rows'
-        logits, network [B, W] the network's probabilities."""
+    def predict(self, model: LinearModel, rows: LinearRows, active: int) -> np.ndarray:
+        """float32 [B, W]: the softmax over the first ``active`` class slots (zero beyond; all
+        zero with none) of the rows' logits."""
         ...
 
     def learn(

@@ -261,8 +261,7 @@ class CompiledMemory:
 
 class CompiledLinear:
     """:class:`~streamlearn.kernels.backend.LinearKernel` in linear.c: one call for the
-    prediction and the mix, one for the step (the numpy form's arithmetic, its sums in
-    another order)."""
+    prediction, one for the step (the numpy form's arithmetic, its sums in another order)."""
 
     name = "compiled"
 
@@ -272,19 +271,15 @@ class CompiledLinear:
     def __reduce__(self) -> tuple[object, tuple[()]]:
         return reloaded_linear, ()
 
-    def mix(
-        self, model: LinearModel, rows: LinearRows, active: int, share: float, network: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model: LinearModel, rows: LinearRows, active: int) -> np.ndarray:
         num, cat = rows
         linear = np.empty((len(num), model.width), dtype=np.float32)
-        mixed = np.empty_like(linear)
-        network = np.ascontiguousarray(network, dtype=np.float32)
         _linear_code(
-            self._library.linear_mix(
-                model.weights, model.numeric_slots, num, cat, active, share, network, linear, mixed
+            self._library.linear_predict(
+                model.weights, model.numeric_slots, num, cat, active, linear
             )
         )
-        return mixed, linear
+        return linear
 
     def learn(
         self,

@@ -272,33 +272,23 @@ static int linear_args(Borrowed *b, PyObject *const *args, LinearArgs *a) {
     return 0;
 }
 
-/* linear_mix(weights, numeric_slots, num, cat, active, share, network, linear, mixed) -> 0, or
- * -3 (a bucket outside the weights: nothing written): the linear model's probabilities over
- * the first `active` class slots into float32 linear [rows, width], and (1 - share) network +
- * share linear into mixed [rows, width]. */
-BINDING(linear_mix, 9) {
+/* linear_predict(weights, numeric_slots, num, cat, active, linear) -> 0, or -3 (a bucket
+ * outside the weights: nothing written): the linear model's probabilities over the first
+ * `active` class slots into float32 linear [rows, width]. */
+BINDING(linear_predict, 6) {
     LinearArgs a;
     int32_t active;
-    float share;
-    if (linear_args(b, args, &a) < 0 || as_i32(args[4], "active", &active) < 0 ||
-        as_f32(args[5], &share) < 0)
+    if (linear_args(b, args, &a) < 0 || as_i32(args[4], "active", &active) < 0) return NULL;
+    Py_buffer *linear = borrow(b, args[5], "linear", F32, 2, 1);
+    if (!linear || in_range("active", active, 0, a.width) < 0 ||
+        check_dim(linear, "linear", 0, a.rows, 0) < 0 ||
+        check_dim(linear, "linear", 1, a.width, 0) < 0)
         return NULL;
-    Py_buffer *network = borrow(b, args[6], "network", F32, 2, 0);
-    Py_buffer *linear = network ? borrow(b, args[7], "linear", F32, 2, 1) : NULL;
-    Py_buffer *mixed = linear ? borrow(b, args[8], "mixed", F32, 2, 1) : NULL;
-    if (!mixed || in_range("active", active, 0, a.width) < 0) return NULL;
-    Py_buffer *rows_of[] = {network, linear, mixed};
-    const char *names[] = {"network", "linear", "mixed"};
-    for (int i = 0; i < 3; i++)
-        if (check_dim(rows_of[i], names[i], 0, a.rows, 0) < 0 ||
-            check_dim(rows_of[i], names[i], 1, a.width, 0) < 0)
-            return NULL;
     int code;
     Py_BEGIN_ALLOW_THREADS
-    code = linear_mix(a.weights->buf, a.width, a.numeric_slots, a.buckets, a.num->buf,
-                      a.num_stride, (int32_t)a.num->shape[1], a.cat->buf, a.cat_stride,
-                      (int32_t)a.cat->shape[1], a.rows, active, share, network->buf, linear->buf,
-                      mixed->buf);
+    code = linear_predict(a.weights->buf, a.width, a.numeric_slots, a.buckets, a.num->buf,
+                          a.num_stride, (int32_t)a.num->shape[1], a.cat->buf, a.cat_stride,
+                          (int32_t)a.cat->shape[1], a.rows, active, linear->buf);
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(code);
 }

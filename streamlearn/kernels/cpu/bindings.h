@@ -13,7 +13,7 @@ FUNCTION(drift_update);
 FUNCTION(reservoir_insert);
 FUNCTION(memory_compensate);
 FUNCTION(memory_store);
-FUNCTION(linear_mix);
+FUNCTION(linear_predict);
 FUNCTION(linear_learn);
 #undef FUNCTION
 

@@ -39,10 +39,10 @@ int memory_store(float *ring_keys, float *ring_values, int64_t size, int64_t cur
                  const double *targets, const float *base, int64_t rows, float *ring_num,
                  int64_t *ring_cat, const float *num, const int64_t *cat, int32_t num_dim,
                  int32_t cat_dim);
-int linear_mix(const float *weights, int32_t width, int64_t numeric_slots, int64_t buckets,
-               const float *num, int64_t num_stride, int32_t num_cols, const int64_t *cat,
-               int64_t cat_stride, int32_t cat_cols, int64_t rows, int32_t active, float share,
-               const float *network, float *linear, float *mixed);
+int linear_predict(const float *weights, int32_t width, int64_t numeric_slots, int64_t buckets,
+                   const float *num, int64_t num_stride, int32_t num_cols, const int64_t *cat,
+                   int64_t cat_stride, int32_t cat_cols, int64_t rows, int32_t active,
+                   float *linear);
 int linear_learn(float *weights, int32_t width, int64_t numeric_slots, int64_t buckets,
                  const float *num, int64_t num_stride, int32_t num_cols, const int64_t *cat,
                  int64_t cat_stride, int32_t cat_cols, int64_t rows, int32_t active,

@@ -1,7 +1,6 @@
 /* A classifier's linear model beside the network (streamlearn/core/linear.py): the arithmetic
- * of kernels/reference/linear.py (NumpyLinear), one call per micro-batch for its prediction
- * and the mix, one for its SGD step, where numpy takes a dozen calls each. Python owns every
- * buffer.
+ * of kernels/reference/linear.py (NumpyLinear), one call per micro-batch for its prediction,
+ * one for its SGD step, where numpy takes a dozen calls each. Python owns every buffer.
  *
  * The weights are one float32 array [numeric_slots + buckets + 1, width]: a row per numeric
  * slot, a row per categorical bucket (bucket 0, a missing value, is never read or written),
@@ -25,42 +24,37 @@ static int buckets_ok(const int64_t *cat, int64_t cat_stride, int32_t cat_cols, 
 }
 
 /* linear [rows, width]: softmax over the first `active` slots of bias + num . numeric rows +
- * the rows' bucket rows (zero elsewhere; all zero with none active); mixed [rows, width] =
- * (1 - share) network + share linear. Returns 0 or BAD_BUCKET (nothing written). */
-int linear_mix(const float *weights, int32_t width, int64_t numeric_slots, int64_t buckets,
-               const float *num, int64_t num_stride, int32_t num_cols, const int64_t *cat,
-               int64_t cat_stride, int32_t cat_cols, int64_t rows, int32_t active, float share,
-               const float *network, float *linear, float *mixed) {
+ * the rows' bucket rows (zero elsewhere; all zero with none active). Returns 0 or BAD_BUCKET
+ * (nothing written). */
+int linear_predict(const float *weights, int32_t width, int64_t numeric_slots, int64_t buckets,
+                   const float *num, int64_t num_stride, int32_t num_cols, const int64_t *cat,
+                   int64_t cat_stride, int32_t cat_cols, int64_t rows, int32_t active,
+                   float *linear) {
     if (!buckets_ok(cat, cat_stride, cat_cols, rows, buckets)) return BAD_BUCKET;
     const float *bucket_rows = weights + numeric_slots * width;
     const float *bias = weights + (numeric_slots + buckets) * width;
-    const float keep = 1.0f - share;
     for (int64_t n = 0; n < rows; n++) {
         float *l = linear + n * width;
         memset(l, 0, sizeof(float) * (size_t)width);
-        if (active > 0) {
-            memcpy(l, bias, sizeof(float) * (size_t)active);
-            const float *x = num + n * num_stride;
-            for (int32_t d = 0; d < num_cols; d++) {
-                const float v = x[d];
-                const float *w = weights + (int64_t)d * width;
-                if (v != 0.0f)
-                    for (int32_t c = 0; c < active; c++) l[c] += v * w[c];
-            }
-            const int64_t *b = cat + n * cat_stride;
-            for (int32_t s = 0; s < cat_cols; s++) {
-                if (b[s] == 0) continue;
-                const float *w = bucket_rows + b[s] * width;
-                for (int32_t c = 0; c < active; c++) l[c] += w[c];
-            }
-            float peak = l[0], total = 0.0f;
-            for (int32_t c = 1; c < active; c++) peak = l[c] > peak ? l[c] : peak;
-            for (int32_t c = 0; c < active; c++) total += (l[c] = expf(l[c] - peak));
-            for (int32_t c = 0; c < active; c++) l[c] /= total;
+        if (active == 0) continue;
+        memcpy(l, bias, sizeof(float) * (size_t)active);
+        const float *x = num + n * num_stride;
+        for (int32_t d = 0; d < num_cols; d++) {
+            const float v = x[d];
+            const float *w = weights + (int64_t)d * width;
+            if (v != 0.0f)
+                for (int32_t c = 0; c < active; c++) l[c] += v * w[c];
         }
-        const float *p = network + n * width;
-        float *m = mixed + n * width;
-        for (int32_t c = 0; c < width; c++) m[c] = keep * p[c] + share * l[c];
+        const int64_t *b = cat + n * cat_stride;
+        for (int32_t s = 0; s < cat_cols; s++) {
+            if (b[s] == 0) continue;
+            const float *w = bucket_rows + b[s] * width;
+            for (int32_t c = 0; c < active; c++) l[c] += w[c];
+        }
+        float peak = l[0], total = 0.0f;
+        for (int32_t c = 1; c < active; c++) peak = l[c] > peak ? l[c] : peak;
+        for (int32_t c = 0; c < active; c++) total += (l[c] = expf(l[c] - peak));
+        for (int32_t c = 0; c < active; c++) l[c] /= total;
     }
     return 0;
 }

@@ -50,7 +50,7 @@ static PyMethodDef functions[] = {
     {"reservoir_insert", FASTCALL(py_reservoir_insert), "See bind_host.c."},
     {"memory_compensate", FASTCALL(py_memory_compensate), "See bind_host.c."},
     {"memory_store", FASTCALL(py_memory_store), "See bind_host.c."},
-    {"linear_mix", FASTCALL(py_linear_mix), "See bind_host.c."},
+    {"linear_predict", FASTCALL(py_linear_predict), "See bind_host.c."},
     {"linear_learn", FASTCALL(py_linear_learn), "See bind_host.c."},
     {NULL, NULL, 0, NULL},
 };

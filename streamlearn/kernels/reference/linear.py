@@ -13,8 +13,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from streamlearn.core.linear import LinearModel
-
-LinearRows = tuple[np.ndarray, np.ndarray]  # a batch's numeric values and bucket ids
+    from streamlearn.kernels.backend import LinearRows
 
 __all__ = ["NumpyLinear"]
 
@@ -24,9 +23,7 @@ class NumpyLinear:
 
     name = "numpy"
 
-    def mix(
-        self, model: LinearModel, rows: LinearRows, active: int, share: float, network: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model: LinearModel, rows: LinearRows, active: int) -> np.ndarray:
         (num, cat), weights = rows, model.weights
         linear = np.zeros((len(num), weights.shape[1]), dtype=np.float32)
         if active and len(num):
@@ -37,9 +34,7 @@ class NumpyLinear:
             logits -= logits.max(axis=1, keepdims=True)
             np.exp(logits, out=logits)
             linear[:, :active] = logits / logits.sum(axis=1, keepdims=True)
-        w = np.float32(share)
-        mixed = (np.float32(1.0) - w) * network + w * linear
-        return mixed.astype(np.float32, copy=False), linear
+        return linear
 
     def learn(
         self,

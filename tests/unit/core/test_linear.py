@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from streamlearn.core.linear import LinearModel
+from streamlearn.core.hedge import Hedge
+from streamlearn.core.linear import LinearMixture, LinearModel
 from streamlearn.core.prequential import Prequential
 from streamlearn.export.onnx import export_prequential
 from streamlearn.kernels.reference.linear import NumpyLinear
@@ -55,21 +57,22 @@ def test_the_linear_model_learns_a_linear_concept_over_numeric_and_bucket_inputs
         cat = rng.integers(0, 16, (n, 1))
         return num, cat, (num[:, 0] + (cat[:, 0] % 2) * 2.0 - 1.0 > 0).astype(np.int64)
 
-    network = np.zeros((32, 4), np.float32)
     for _ in range(200):
         num, cat, target = rows(32)
-        _, linear = model.mix(network, (num, cat), 2, 1.0)
-        model.learn((num, cat), target, linear, 2)
+        model.learn((num, cat), target, model.predict((num, cat), 2), 2)
     num, cat, target = rows(500)
     network = np.zeros((500, 4), np.float32)
     network[:, 0] = 1.0
-    mixed, prediction = model.mix(network, (num, cat), 2, 0.25)
+    quarter = Hedge(0.99, 1.0, (-50.0, 50.0), math.log(1 / 3))  # σ(log 1/3) = 1/4
+    mixture = LinearMixture(model, quarter)
+    assert mixture.share == pytest.approx(0.25)
+    mixed, prediction = mixture.mix(network, (num, cat), 2)
     assert (prediction.argmax(1) == target).mean() > 0.9
     np.testing.assert_allclose(prediction.sum(1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(mixed, 0.75 * network + 0.25 * prediction, rtol=1e-6)
     assert not prediction[:, 2:].any()  # classes not switched on stay zero
     assert not model.buckets[0].any()  # bucket 0 is a missing value
-    assert not model.mix(network, (num, cat), 0, 1.0)[1].any()  # no class yet: all zero
+    assert not model.predict((num, cat), 0).any()  # no class yet: all zero
 
 
 def test_a_pickled_linear_model_keeps_its_parts_views_of_one_buffer():

@@ -33,16 +33,12 @@ def setup(seed: int, rows: int, used: tuple[int, int]):
 @pytest.mark.parametrize("used", [(6, 3), (2, 1), (0, 0)])
 def test_the_compiled_form_computes_what_numpy_does(active, used):
     compiled = CompiledLinear(binding.load())
-    model, rows, network = setup(active * 7 + used[0], 40, used)
-    for share in (0.0, 0.3, 1.0):
-        want = NumpyLinear().mix(model, rows, active, share, network)
-        got = compiled.mix(model, rows, active, share, network)
-        for w, g in zip(want, got, strict=True):
-            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    model, rows, _ = setup(active * 7 + used[0], 40, used)
+    linear = NumpyLinear().predict(model, rows, active)
+    np.testing.assert_allclose(compiled.predict(model, rows, active), linear, rtol=1e-5, atol=1e-6)
     if not active:
         return
     target = np.random.default_rng(active).integers(0, active, 40)
-    linear = want[1]
     stepped = pickle.loads(pickle.dumps(model))
     before = model.weights.copy()
     NumpyLinear().learn(model, rows, active, target, linear)
@@ -54,13 +50,13 @@ def test_the_compiled_form_computes_what_numpy_does(active, used):
 
 def test_bad_buckets_and_classes_are_refused_with_nothing_written():
     compiled = CompiledLinear(binding.load())
-    model, (num, cat), network = setup(1, 8, (6, 3))
+    model, (num, cat), _ = setup(1, 8, (6, 3))
     before = model.weights.copy()
     bad = cat.copy()
     bad[3, 1] = BUCKETS
     with pytest.raises(IndexError, match="bucket"):
-        compiled.mix(model, (num, bad), 2, 0.5, network)
-    linear = compiled.mix(model, (num, cat), 2, 0.5, network)[1]
+        compiled.predict(model, (num, bad), 2)
+    linear = compiled.predict(model, (num, cat), 2)
     with pytest.raises(IndexError, match="class"):
         compiled.learn(model, (num, cat), 2, np.full(8, 2), linear)
     np.testing.assert_array_equal(model.weights, before)
