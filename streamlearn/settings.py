@@ -335,6 +335,14 @@ class ExpertSettings(_Section):
     margin: float = Field(
         0.5, ge=0, lt=1, description="switch if an expert's loss ≤ live model's × (1 − margin)"
     )
+    early_ratio: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="switch at once, from the detection's own rows on and after each batch "
+        "of the trial, to an expert whose loss is at most this × the live model's (a concept "
+        "that recurs is served by its model within a batch); 0 = wait for trial_rows",
+    )
     fresh: bool = Field(
         True,
         description="after a detection, a new model learns beside the live one and replaces "
@@ -345,6 +353,12 @@ class ExpertSettings(_Section):
     )
     fresh_t: float = Field(
         3.0, gt=0, description="switch if the live − fresh loss difference has a t-statistic ≥ this"
+    )
+    fresh_mix: bool = Field(
+        True,
+        description="while a fresh model learns, predictions mix it with the live model by "
+        "exponential weights on both models' recent accuracy (its share restarts low at each "
+        "start): a new concept is served well before the switch's evidence is in",
     )
     fresh_max_rows: int = Field(
         4096,

@@ -20,14 +20,21 @@ model, which has just begun to adapt. The pool keeps at most ``size`` such model
   moments replace the live ones (:meth:`OnlineLearner.load_weights`), the learning rate's
   re-warm ends (the expert knows the concept) and the live model learns on from there. The
   served and exported model is the live one, so the next export carries the switch.
+- **Early switch** (``early_ratio``): the same scoring on the detection batch's rows from the
+  detector's firing on, and after each batch of the trial on its rows so far, switches at once
+  to an expert whose loss is at most ``early_ratio`` × the live model's: a concept that recurs
+  is served by its model from the batch after the detection. A ratio that strict, because the
+  evidence is a few rows (decision 0046).
 
 - **Fresh model** (``fresh``, core/fresh.py): a detection also starts a new model learning
-  beside the live one; when it is clearly better it replaces the live weights, counted as a
-  switch; the live model then learns a new concept (no origin), as after a detection.
+  beside the live one, mixed into what is served in the share its accuracy earns; when it is
+  clearly better it replaces the live weights, counted as a switch; the live model then learns
+  a new concept (no origin), as after a detection.
 
 The reservoir and the error memory are not part of an expert: by default both are emptied on a
 detection and refill from the current concept, so after a switch they hold its rows already
-(the memory is re-keyed with the new weights at once). The live
+(the memory is re-keyed with the new weights at once; after a switch at the detection itself
+it is emptied again, as the rows it holds then came mostly from the concept that ended). The live
 model's buffers (class mask, target statistics) and active widths stay: they describe the
 stream, not a concept.
 """
@@ -61,7 +68,8 @@ class Expert:
 
 @dataclass(frozen=True, slots=True)
 class Trial:
-    """The outcome of one trial: the live model's and each expert's loss on the same rows."""
+    """The outcome of one trial's last judgement (early or at ``trial_rows``): the live
+    model's and each expert's loss on the same rows."""
 
     rows: int
     live_loss: float
@@ -97,12 +105,21 @@ class ExpertPool:
         """Whether a trial is collecting rows."""
         return self._rows is not None
 
-    def learn(self, *batch: np.ndarray) -> None:
-        """A learned batch without a detection (num, cat, target, the live model's base
-        prediction), before its updates are done (they may run on the worker thread
-        meanwhile): the fresh model, if one learns, learns it."""
-        if self.fresh is not None:
-            self.fresh.learn(*batch)
+    def learn(
+        self, num: np.ndarray, cat: np.ndarray, target: np.ndarray, prediction: np.ndarray
+    ) -> np.ndarray:
+        """A learned batch without a detection, with the live model's base ``prediction``,
+        before its updates are done (they may run on the worker thread meanwhile): the fresh
+        model, if one learns, learns it. Returns the network's prediction to serve (the live
+        one, mixed with a fresh model's: :meth:`FreshModel.learn`)."""
+        if self.fresh is None:
+            return prediction
+        return self.fresh.learn(num, cat, target, prediction)
+
+    def mixed(self, prediction: np.ndarray, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Score-only rows' prediction to serve: the live model's ``prediction``, mixed with
+        a fresh model's in its share while one learns (:meth:`FreshModel.mixed`)."""
+        return prediction if self.fresh is None else self.fresh.mixed(prediction, num, cat)
 
     def observe(
         self,
@@ -111,19 +128,26 @@ class ExpertPool:
         target: np.ndarray,
         prediction: np.ndarray,
         drifted: bool,
+        detected_at: int = 0,
     ) -> bool:
         """After a learned batch (its updates done, :meth:`learn` called on it): on a
-        detection save the live model's last copy, open a trial and start a fresh model; else
+        detection (at row ``detected_at`` of the batch) save the live model's last copy, open
+        a trial, start a fresh model and try an early switch on the rows from there on; else
         judge the fresh model, copy the live model when due, add the rows to an open trial and
-        decide once it is full. Returns whether the live model was switched to an expert or
-        to the fresh model."""
+        judge it (early while it fills, at the margin once full). Returns whether the live
+        model was switched to an expert or to the fresh model."""
         self.batches += 1
         if drifted:
             self._fresh = self._save()
             self._rows = [] if len(self.experts) > 1 else None  # none but the one just saved
             if self.fresh is not None:
                 self.fresh.start()
-            return False
+            if self._rows is None or not self.settings.early_ratio or detected_at >= len(target):
+                return False
+            new = slice(detected_at, None)  # the rows from the detection on: the new concept's
+            return self._try(
+                num[new], cat[new], target[new], prediction[new], self.settings.early_ratio
+            )
         if self.fresh is not None and self.fresh.judge():
             self.switches += 1
             self._standby = None  # a copy of the weights replaced must not be saved
@@ -135,9 +159,10 @@ class ExpertPool:
             return False
         # copies: the caller's arrays may be buffers that the next batch reuses
         self._rows.append(tuple(np.array(a) for a in (num, cat, target, prediction)))
-        if sum(len(rows[2]) for rows in self._rows) < self.settings.trial_rows:
+        full = sum(len(rows[2]) for rows in self._rows) >= self.settings.trial_rows
+        if not full and not self.settings.early_ratio:
             return False
-        return self._decide()
+        return self._decide(full)
 
     def _save(self) -> int:
         """The last copy of the live model into its origin's slot, a new one or the least
@@ -156,11 +181,25 @@ class ExpertPool:
         self.origin = None  # the live model now learns whatever concept comes next
         return slot
 
-    def _decide(self) -> bool:
+    def _decide(self, full: bool) -> bool:
+        """Judge the open trial's rows: once ``full``, switch at the margin and close the
+        trial; before, only to an expert far ahead (``early_ratio``)."""
         rows = self._rows
         assert rows is not None
-        self._rows = None
         num, cat, target, live = (np.concatenate(part) for part in zip(*rows, strict=True))
+        if full:
+            self._rows = None
+            return self._try(num, cat, target, live, 1.0 - self.settings.margin)
+        return self._try(num, cat, target, live, self.settings.early_ratio)
+
+    def _try(
+        self, num: np.ndarray, cat: np.ndarray, target: np.ndarray, live: np.ndarray, ratio: float
+    ) -> bool:
+        """Score every expert on the rows (the live model's prediction of them: ``live``) and
+        switch to the best one if its loss is at most ``ratio`` × the live model's. A switch
+        closes the trial."""
+        if not len(target):
+            return False
         live_loss = mean_loss(live, target, self.learner.regression)
         own = self.learner.weights()
         # the expert saved at this detection is the live model of then: no candidate
@@ -169,11 +208,12 @@ class ExpertPool:
             for i, expert in enumerate(self.experts)
         )
         best = int(np.argmin(losses))
-        switch = bool(losses[best] <= live_loss * (1.0 - self.settings.margin))
+        switch = bool(losses[best] <= live_loss * ratio)
         self.last_trial = Trial(len(target), live_loss, losses, best if switch else None)
         if not switch:
             self.learner.load_weights(own)
             return False
+        self._rows = None
         self.clock += 1
         self.experts[best].used = self.clock
         self.learner.load_weights(self.experts[best].weights)

@@ -13,6 +13,13 @@ scratch learns it in few events. One such model at a time:
   in fast-start sub-batches (``fast_start_slices``) at ``FRESH_FAST_START``, coarser than the
   live model's default: each sub-batch is a step, and a fresh model is trained at every
   detection, not once (benchmarks/results/sweep-experts-fresh.md measures the trade).
+- **Mix** (``fresh_mix``), while it learns: what the chain serves is the live model's base
+  prediction mixed with the fresh model's by a :class:`~streamlearn.core.hedge.Hedge` on both
+  models' 0/1 losses (evidence over ~64 rows, restarted at each start at a share of 0.27),
+  updated after each of the fast start's sub-batches, so a fresh model that learns the new
+  concept faster is served from within its first batch, long before the decision below has
+  its evidence. The live model alone is still what the detector watches, the memory stores
+  and an export carries (the mix lasts a few hundred rows).
 - **Decide**, after ``fresh_rows`` learned rows: over the second half of them (the first half
   is its own fast start), the per-row loss of the live model's base prediction minus the fresh
   model's; if the paired t-statistic of that difference is at least ``fresh_t``, the fresh
@@ -28,7 +35,7 @@ scratch learns it in few events. One such model at a time:
   all the time (incremental drift, false alarms) would otherwise keep one learning for good,
   at the cost of a second model's steps, where it does not win.
 
-The served and exported model is the live one, so the next export carries a switch.
+The exported model is the live one, so the next export carries a switch.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ from typing import Any
 import numpy as np
 
 from streamlearn.core.evaluation import row_losses
+from streamlearn.core.hedge import Hedge
 from streamlearn.core.learner import OnlineLearner
+from streamlearn.core.memory.compensation import gated
 from streamlearn.kernels.backend import Backend
 from streamlearn.settings import ExpertSettings, FeatureSettings, LearnerSettings
 
@@ -49,6 +58,9 @@ __all__ = ["FreshModel", "LearnerBuild", "fast_start_slices"]
 
 FRESH_FAST_START = 4  # sub-batches of (rows learned) // 4 rows while the fresh model is young
 MAX_BACKOFF = 4  # at most fresh_rows × 2^4 rows between a dropped fresh model and the next
+# the mix's Hedge (fresh_mix): evidence over ~64 rows, kept within ±8 net wins, starting at 1
+# net loss (a share of 0.27); 16-256 rows and ±2-16 measured alike (decision 0046)
+MIX_HORIZON, MIX_LIMIT, MIX_PRIOR = 64, 8.0, -1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,9 @@ class FreshModel:
         self._steps_before = 0  # updates applied by the fresh models of the past
         self.idle = 0  # rows learned since the last fresh model was dropped
         self._losses: list[tuple[np.ndarray, np.ndarray]] = []  # (live, fresh) per batch
+        self.mix: Hedge | None = None  # the fresh model's share in what is served
+        if settings.fresh_mix:
+            self.mix = Hedge(1.0 - 1.0 / MIX_HORIZON, 1.0, (-MIX_LIMIT, MIX_LIMIT), MIX_PRIOR)
 
     @property
     def learning(self) -> bool:
@@ -124,6 +139,13 @@ class FreshModel:
         self.started += 1
         self.model = self._new(self.started)
         self.seen, self.due, self._losses = 0, self.settings.fresh_rows, []
+        if self.mix is not None:
+            self.mix.restart()
+
+    @property
+    def share(self) -> float:
+        """The fresh model's weight in the served prediction (0 while none learns)."""
+        return 0.0 if self.model is None or self.mix is None else self.mix.weight
 
     def _new(self, started: int) -> OnlineLearner:
         model = self._build(self.live.settings.seed + started)
@@ -135,26 +157,43 @@ class FreshModel:
 
     def learn(
         self, z: np.ndarray, cat: np.ndarray, target: np.ndarray, live_prediction: np.ndarray
-    ) -> None:
-        """The fresh model predicts and learns a learned batch. Reads nothing of the live
+    ) -> np.ndarray:
+        """The fresh model predicts and learns a learned batch; returns the prediction to
+        serve: the live model's, mixed with the fresh model's in its share (each of the fast
+        start's sub-batches at the share the rows before it earned: every row is predicted
+        before its label is used). Reads nothing of the live
         model but its class slots, so it may run while the live model's updates do."""
         model = self.model
         if model is None:
             self.idle += len(target)
-            return
+            return live_prediction
         if not len(target):
-            return
+            return live_prediction
         if model.outputs != self.live.outputs:  # a class switched on since
             model.set_classes(self.live.model.class_mask.cpu().numpy())
-        predictions = []
+        mix = self.mix
+        prediction = np.empty_like(live_prediction)
+        served = live_prediction if mix is None else np.empty_like(live_prediction)
         for part in fast_start_slices(self.seen, len(target), FRESH_FAST_START):
             step = model.begin_step(z[part], cat[part], target[part], young=True)
-            predictions.append(step.prediction.copy())
+            prediction[part] = step.prediction
+            if mix is not None:  # the share as of the rows before, then these rows' evidence
+                served[part] = gated(live_prediction[part], step.prediction, mix.weight)
+                mix.update(target[part], live_prediction[part], step.prediction)
             step.wait()
         self.seen += len(target)
         regression = self.live.regression
-        fresh = row_losses(np.concatenate(predictions), target, regression)
+        fresh = row_losses(prediction, target, regression)
         self._losses.append((row_losses(live_prediction, target, regression), fresh))
+        return served
+
+    def mixed(self, live_prediction: np.ndarray, z: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Score-only rows: the live model's prediction mixed with the fresh model's in its
+        share (the live one alone while none learns, or at a share of 0)."""
+        share = self.share
+        if share <= 0.0 or self.model is None or not len(z):
+            return live_prediction
+        return gated(live_prediction, self.model.predict(z, cat), share)
 
     def judge(self) -> bool:
         """Judge the fresh model once it has learned the rows due; returns whether the live
@@ -197,6 +236,7 @@ class FreshModel:
             "idle": self.idle,
             "steps_before": self._steps_before,
             "losses": losses,
+            **({} if self.mix is None else {"mix": self.mix.state_dict()}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -209,6 +249,8 @@ class FreshModel:
         if state["model"] is not None:
             self.model = self._new(self.started)
             self.model.load_state_dict(state["model"])
+        if self.mix is not None and "mix" in state:  # absent: saved before the mix
+            self.mix.load_state_dict(state["mix"])
         losses = state["losses"]
         self._losses = []
         if losses is not None:

@@ -21,6 +21,7 @@ from streamlearn.core.fresh import FreshModel, LearnerBuild, fast_start_slices
 from streamlearn.core.labels import LabelMap
 from streamlearn.core.learner import OnlineLearner
 from streamlearn.core.linear import LinearMixture
+from streamlearn.core.memory.compensation import gated
 from streamlearn.core.memory.stage import MemoryStage
 from streamlearn.kernels.backend import Backend, LinearRows
 from streamlearn.settings import Settings
@@ -146,19 +147,25 @@ class Prequential:
     def _predict(self, feats: EncodedFeatures) -> np.ndarray:
         return self._score(self.encoder.standardize(feats.num), feats.cat)
 
-    def base_prediction(self, z: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised rows' base prediction (the network's, mixed with the linear model's
-        where there is one: what the export serves) and the network's hidden rows."""
-        base, hidden = self.learner.predict_hidden(z, cat)
-        if self.linear is not None:
-            base, _ = self.linear.mix(base, self._linear_inputs(z, cat), len(self.labels))
+    def base_prediction(
+        self, z: np.ndarray, cat: np.ndarray, served: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised rows' base prediction and the network's hidden rows: the network's
+        prediction, mixed with the linear model's where there is one (what the export
+        serves); ``served``: with a fresh model's share mixed in first while one learns (what
+        the chain itself serves; an export carries the live model)."""
+        network, hidden = self.learner.predict_hidden(z, cat)
+        if served and self.experts is not None:
+            network = self.experts.mixed(network, z, cat)
+        if self.linear is None:
+            return network, hidden
+        base, _ = self.linear.mix(network, self._linear_inputs(z, cat), len(self.labels))
         return base, hidden
 
     def _score(self, z: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        """Score-only rows: the base prediction, compensated by the error memory when on."""
-        if self.memory is None and self.linear is None:
-            return self.learner.predict(z, cat)
-        base, hidden = self.base_prediction(z, cat)
+        """Score-only rows: the base prediction as served, compensated by the error memory
+        when on."""
+        base, hidden = self.base_prediction(z, cat, served=True)
         return base if self.memory is None else self.memory.compensate(hidden, base)
 
     def _linear_inputs(self, z: np.ndarray, cat: np.ndarray) -> LinearRows:
@@ -236,6 +243,7 @@ class Prequential:
         if len(self.labels) != known_before:
             self.learner.set_classes(self._class_mask())
         drifts: list[int] = []
+        first = self.seen  # the global position of the batch's first learned row
         rows = slice(None) if every else ok  # a slice views the usual, fully labelled batch
         if rows is ok or not n:  # some rows not learned: filled in row by row
             prediction = np.zeros((n, *self.learner.row_shape), dtype=np.float32)
@@ -248,26 +256,32 @@ class Prequential:
             # nothing here reads or changes the learner before that
             step = self.learner.begin_step(z, cat, target, young)
             try:
-                base = network = step.prediction
+                network = step.prediction
+                for offset in self.detector.update(step.loss):
+                    drifts.append(self.seen + offset)
+                if self.experts is not None and not drifts:  # beside the live updates
+                    network = self.experts.learn(z, cat, target, network)
+                base = exported = network  # the live model's, or its mix with a fresh one
                 if self.linear is not None:
                     inputs = self._linear_inputs(z, cat)
                     base, linear = self.linear.mix(network, inputs, len(self.labels))
+                    exported = base
+                    if network is not step.prediction:  # the export carries the live model
+                        exported = gated(step.prediction, linear, self.linear.share)
+                elif network is not step.prediction:
+                    exported = step.prediction
                 scored = base if self.memory is None else self.memory.compensate(step.hidden, base)
                 if rows is ok:
                     prediction[rows], loss[rows] = scored, step.loss
                 else:  # every row learned: the arrays as they come, the outcome's own
                     # prediction (the base one goes on to the memory and the observers)
-                    prediction = scored.copy() if scored is network else scored
+                    prediction = scored.copy() if scored is step.prediction else scored
                     loss = step.loss.astype(np.float64)
-                for offset in self.detector.update(step.loss):
-                    drifts.append(self.seen + offset)
-                if self.experts is not None and not drifts:  # beside the live updates
-                    self.experts.learn(z, cat, target, step.prediction)
                 if drifts:
                     step.wait()  # the response changes the schedule and the reservoir
                     self.learner.on_drift()
-                if self.memory is not None:  # stores the network's prediction, as the detector
-                    self.memory.store(z, cat, step.hidden, target, network, bool(drifts))
+                if self.memory is not None:  # stores the live model's, as the detector sees
+                    self.memory.store(z, cat, step.hidden, target, step.prediction, bool(drifts))
                 if self.linear is not None:
                     self.linear.learn(inputs, target, network, linear, len(self.labels))
                 self.seen += len(target)
@@ -275,14 +289,16 @@ class Prequential:
             finally:
                 step.wait()
             switched = self.experts is not None and self.experts.observe(
-                z, cat, target, step.prediction, bool(drifts)
+                z, cat, target, step.prediction, bool(drifts), drifts[-1] - first if drifts else 0
             )
             if self.memory is not None:  # re-keyed by the model that learned this batch
-                if switched:  # its keys and base values came from the weights replaced
+                if switched and drifts:  # at the detection: rows mostly of the concept that ended
+                    self.memory.on_drift()
+                elif switched:  # its keys and base values came from the weights replaced
                     self.memory.rekey()
                 self.memory.refresh()
             for observe in self.observers:  # the base prediction, as exported
-                observe(raw, cat, target, base)
+                observe(raw, cat, target, exported)
         if not self.regression and len(self.labels) != known_before:
             prediction = _without_new_classes(prediction, known_before)
         self.drifts.extend(drifts)

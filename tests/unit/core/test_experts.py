@@ -109,6 +109,24 @@ def test_switches_to_the_past_model_of_a_returning_concept_only():
     assert hits[3 * SEGMENT + 250 : 3 * SEGMENT + 500].mean() > 0.95
 
 
+def test_a_returning_concept_is_switched_to_from_its_detection_batch():
+    rows, ys = _recurring(3)
+    hits, trials = {}, {}
+    for ratio in (0.0, 0.05):
+        preq = _chain(early_ratio=ratio)
+        hits[ratio] = _run(preq, rows, ys)
+        pool = preq.experts
+        assert pool is not None and pool.switches == 1 and pool.last_trial is not None
+        trials[ratio] = pool.last_trial
+    assert trials[0.0].rows == 128  # at trial_rows
+    assert trials[0.05].rows <= 32  # the detection batch's rows from the detection on
+    chosen = trials[0.05].chosen
+    assert chosen is not None
+    assert trials[0.05].expert_losses[chosen] <= 0.05 * trials[0.05].live_loss
+    back = slice(2 * SEGMENT, 2 * SEGMENT + 160)  # the return and the trial's rows after it
+    assert hits[0.05][back].mean() >= hits[0.0][back].mean() + 0.1
+
+
 def test_no_switch_when_no_expert_beats_the_live_model_by_the_margin():
     rows, ys = make_rows(SEGMENT, 10)
     preq = _chain(snapshot_every=1000)
@@ -136,10 +154,10 @@ def _through_disk(state: dict) -> dict:
 def test_checkpoint_round_trip_mid_trial_continues_bit_for_bit():
     rows, ys = _recurring(3)
     cut = 2 * SEGMENT + 64  # just after the return's detection: a trial is open
-    original = _chain()
+    original = _chain(early_ratio=0.0)  # judged at trial_rows only
     _run(original, rows[:cut], ys[:cut])
     assert original.experts is not None and original.experts.trying
-    restored = _chain()
+    restored = _chain(early_ratio=0.0)
     restored.load_state_dict(_through_disk(original.state_dict()))
     assert restored.experts is not None and restored.experts.trying
     a, b = _run(original, rows[cut:], ys[cut:]), _run(restored, rows[cut:], ys[cut:])

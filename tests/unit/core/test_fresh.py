@@ -225,3 +225,80 @@ def test_a_regression_fresh_model_learns_on_the_live_models_target_scale():
     fresh.learn(z, cat, target, np.full(32, 100.0, np.float32))
     preq.learner.step(z, cat, target)  # the live model learns the same targets
     assert np.isclose(float(fresh.model.model.target_scale), float(live.target_scale), rtol=1e-9)
+
+
+def _served(fresh: FreshModel, p_true: float, batches: int, seed: int = 0) -> list[float]:
+    """The served prediction's accuracy per batch while ``fresh`` learns beside a live model
+    giving the true class ``p_true``."""
+    accuracy = []
+    for i in range(batches):
+        z, cat, y = _rows(32, seed + i)
+        served = fresh.learn(z, cat, y, _live_says(y, p_true))
+        accuracy.append(float((served.argmax(axis=1) == y).mean()))
+    return accuracy
+
+
+def test_a_better_fresh_model_is_served_within_its_first_batch():
+    preq = _chain(fresh_rows=512)
+    _two_classes(preq)
+    fresh = _fresh(preq)
+    fresh.start()
+    assert fresh.share == pytest.approx(1.0 / (1.0 + np.e))  # the prior: Δ = −1
+    z, cat, y = _rows(32, 0)
+    live = _live_says(y, 0.05)  # sure and wrong
+    served = fresh.learn(z, cat, y, live)
+    # the first row is served at the prior share: the live model's arg max
+    assert served[0].argmax() == live[0].argmax()
+    assert np.abs(served[0] - live[0]).max() > 0.0  # mixed, at the prior's small share
+    assert fresh.share > 0.99  # the fresh model won the rows it predicted
+    assert (served.argmax(axis=1) == y)[16:].mean() >= 0.8  # served from within the batch
+    assert _served(fresh, 0.05, 3, seed=1) == pytest.approx([1.0, 1.0, 1.0], abs=0.1)
+
+
+def test_a_fresh_model_worse_than_the_live_one_is_not_served():
+    preq = _chain(fresh_rows=512)
+    _two_classes(preq)
+    fresh = _fresh(preq)
+    fresh.start()
+    assert _served(fresh, 0.999, 4) == [1.0, 1.0, 1.0, 1.0]  # the live model's hits, each row
+    assert fresh.share < 0.01
+
+
+def test_without_the_mix_the_live_prediction_is_served_as_it_is():
+    preq = _chain(fresh_mix=False)
+    _two_classes(preq)
+    fresh = _fresh(preq)
+    fresh.start()
+    z, cat, y = _rows(32, 0)
+    live = _live_says(y, 0.05)
+    assert fresh.learn(z, cat, y, live) is live and fresh.share == 0.0
+
+
+def test_score_only_rows_are_served_the_mix_and_exports_see_the_live_model():
+    preq = _chain(fresh_rows=512)
+    stream = list(_drifting(3))
+    i = 0
+    while not _fresh(preq).learning:  # until the flip's detection
+        preq.process(*stream[i])
+        i += 1
+    exported_seen: list[np.ndarray] = []
+    preq.observers.append(lambda raw, cat, target, base: exported_seen.append(base))
+    with torch.no_grad():  # the live model sure and wrong: the fresh one earns its share
+        preq.learner.model.head.weight.mul_(-50.0)
+    preq.process(*stream[i])
+    fresh = _fresh(preq)
+    assert fresh.learning and fresh.share > 0.9
+    with torch.no_grad():  # wrong again after learning that batch
+        preq.learner.model.head.weight.mul_(-50.0)
+    xs, ys = stream[i + 1]
+    slots = np.array([preq.labels.classes.index(y) for y in ys])
+    feats = preq.encoder.encode(xs)
+    z = preq.encoder.standardize(feats.num)
+    exported, _ = preq.base_prediction(z, feats.cat)
+    served, _ = preq.base_prediction(z, feats.cat, served=True)
+    assert (served.argmax(1) == slots).mean() >= (exported.argmax(1) == slots).mean() + 0.2
+    np.testing.assert_array_equal(preq.predict(xs), preq._score(z, feats.cat))
+    before = len(exported_seen)
+    preq.process(xs, ys)  # the observers (the publisher's quality gate) see the exported form
+    first = exported_seen[before]  # the first (fast-start) sub-batch's rows, before learning
+    np.testing.assert_allclose(first, exported[: len(first)], rtol=1e-5, atol=1e-6)
