@@ -55,6 +55,7 @@ from streamlearn.settings import ExpertSettings
 
 __all__ = ["Expert", "ExpertPool", "Trial"]
 
+EARLY_MIN_ROWS = 8  # the fewest rows an early switch is judged on (one row switched wrongly)
 _TRIAL = ("num", "cat", "target", "prediction")  # a trial batch's arrays, in observe's order
 
 
@@ -142,7 +143,9 @@ class ExpertPool:
             self._rows = [] if len(self.experts) > 1 else None  # none but the one just saved
             if self.fresh is not None:
                 self.fresh.start()
-            if self._rows is None or not self.settings.early_ratio or detected_at >= len(target):
+            if self._rows is None or not self.settings.early_ratio:
+                return False
+            if len(target) - detected_at < EARLY_MIN_ROWS:  # too few rows to judge by
                 return False
             new = slice(detected_at, None)  # the rows from the detection on: the new concept's
             return self._try(

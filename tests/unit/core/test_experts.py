@@ -127,6 +127,21 @@ def test_a_returning_concept_is_switched_to_from_its_detection_batch():
     assert hits[0.05][back].mean() >= hits[0.0][back].mean() + 0.1
 
 
+def test_an_early_switch_needs_eight_rows_from_the_detection_on():
+    preq = _chain(snapshot_every=1000)
+    _save(preq, 1.0)  # two experts: the pool has a candidate at the next detection
+    pool = preq.experts
+    assert pool is not None
+    judged: list[int] = []
+    pool._try = lambda num, cat, target, live, ratio: judged.append(len(target)) or False
+    z, cat, y = np.zeros((32, 8), np.float32), np.zeros((32, 4), np.int64), np.zeros(32, np.int64)
+    live = np.full((32, 4), 0.25, np.float32)
+    pool.observe(z, cat, y, live, drifted=True, detected_at=25)  # 7 rows after it
+    assert judged == []
+    pool.observe(z, cat, y, live, drifted=True, detected_at=24)
+    assert judged == [8]
+
+
 def test_no_switch_when_no_expert_beats_the_live_model_by_the_margin():
     rows, ys = make_rows(SEGMENT, 10)
     preq = _chain(snapshot_every=1000)
