@@ -10,16 +10,18 @@ scratch learns it in few events. One such model at a time:
   seed: the live seed + the number started), with the live model's class slots.
 - **Learn**, each later learned batch, while the live model's updates of it run (it reads
   only the live model's class slots): prequentially (each row predicted before it is learned)
-  in fast-start sub-batches (``fast_start_slices``) at ``FRESH_FAST_START``, coarser than the
-  live model's default: each sub-batch is a step, and a fresh model is trained at every
-  detection, not once (benchmarks/results/sweep-experts-fresh.md measures the trade).
+  in the fast start's sub-batches (``fast_start_slices`` at ``learner.fast_start``): it starts
+  as fast as the first model did, and is served meanwhile (below).
 - **Mix** (``fresh_mix``), while it learns: what the chain serves is the live model's base
   prediction mixed with the fresh model's by a :class:`~streamlearn.core.hedge.Hedge` on both
   models' 0/1 losses (evidence over ~64 rows, restarted at each start at a share of 0.27),
   updated after each of the fast start's sub-batches, so a fresh model that learns the new
   concept faster is served from within its first batch, long before the decision below has
   its evidence. The live model alone is still what the detector watches, the memory stores
-  and an export carries (the mix lasts a few hundred rows).
+  and an export carries (the mix lasts a few hundred rows). A fresh model whose share has
+  fallen below ``DROP_SHARE`` once it has learned ``DROP_AFTER`` rows lost the new concept to
+  the live model and is dropped (backing off as below): its fine early steps are paid only
+  where they are served (decision 0047).
 - **Decide**, after ``fresh_rows`` learned rows: over the second half of them (the first half
   is its own fast start), the per-row loss of the live model's base prediction minus the fresh
   model's; if the paired t-statistic of that difference is at least ``fresh_t``, the fresh
@@ -56,11 +58,13 @@ from streamlearn.settings import ExpertSettings, FeatureSettings, LearnerSetting
 
 __all__ = ["FreshModel", "LearnerBuild", "fast_start_slices"]
 
-FRESH_FAST_START = 4  # sub-batches of (rows learned) // 4 rows while the fresh model is young
 MAX_BACKOFF = 4  # at most fresh_rows × 2^4 rows between a dropped fresh model and the next
 # the mix's Hedge (fresh_mix): evidence over ~64 rows, kept within ±8 net wins, starting at 1
 # net loss (a share of 0.27); 16-256 rows and ±2-16 measured alike (decision 0046)
 MIX_HORIZON, MIX_LIMIT, MIX_PRIOR = 64, 8.0, -1.0
+# a mixed fresh model is dropped once its share is below 0.1 after 32 rows: it lost the new
+# concept to the live model (measured: streams of false alarms then pay little for it)
+DROP_SHARE, DROP_AFTER = 0.1, 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +178,7 @@ class FreshModel:
         mix = self.mix
         prediction = np.empty_like(live_prediction)
         served = live_prediction if mix is None else np.empty_like(live_prediction)
-        for part in fast_start_slices(self.seen, len(target), FRESH_FAST_START):
+        for part in fast_start_slices(self.seen, len(target), self.live.settings.fast_start):
             step = model.begin_step(z[part], cat[part], target[part], young=True)
             prediction[part] = step.prediction
             if mix is not None:  # the share as of the rows before, then these rows' evidence
@@ -198,9 +202,21 @@ class FreshModel:
     def judge(self) -> bool:
         """Judge the fresh model once it has learned the rows due; returns whether the live
         model took over its weights (the live model's own updates must be done)."""
-        if self.model is None or self.seen < self.due:
+        if self.model is None:
+            return False
+        if self.mix is not None and self.seen >= DROP_AFTER and self.mix.weight < DROP_SHARE:
+            self._drop()
+            return False
+        if self.seen < self.due:
             return False
         return self._decide()
+
+    def _drop(self) -> None:
+        """Drop the fresh model (it lost): the next one backs off."""
+        assert self.model is not None
+        model, self.model, self._losses = self.model, None, []
+        self._steps_before += model.steps
+        self.dropped, self.idle = self.dropped + 1, 0
 
     def _decide(self) -> bool:
         live, fresh = (np.concatenate(part) for part in zip(*self._losses, strict=True))
@@ -211,11 +227,11 @@ class FreshModel:
             self.due = 2 * self.seen
             return False
         assert self.model is not None
+        if t < self.settings.fresh_t:
+            self._drop()
+            return False
         model, self.model, self._losses = self.model, None, []
         self._steps_before += model.steps
-        if t < self.settings.fresh_t:
-            self.dropped, self.idle = self.dropped + 1, 0
-            return False
         self.live.load_weights(model.weights())
         self.switches, self.dropped = self.switches + 1, 0
         return True

@@ -90,7 +90,9 @@ def test_a_fresh_model_that_is_not_better_is_dropped_and_backs_off():
 
 
 def test_a_fresh_model_ahead_but_not_clearly_is_judged_again_at_twice_the_rows():
-    preq = _chain(fresh_max_rows=256)
+    # unmixed: the live model below is unsure but always right, so a mixed fresh model,
+    # judged by its hits, would be dropped early (test_a_losing_fresh_model_is_dropped_early)
+    preq = _chain(fresh_max_rows=256, fresh_mix=False)
     _two_classes(preq)
     fresh = _fresh(preq)
     fresh.start()
@@ -252,7 +254,7 @@ def test_a_better_fresh_model_is_served_within_its_first_batch():
     assert np.abs(served[0] - live[0]).max() > 0.0  # mixed, at the prior's small share
     assert fresh.share > 0.99  # the fresh model won the rows it predicted
     assert (served.argmax(axis=1) == y)[16:].mean() >= 0.8  # served from within the batch
-    assert _served(fresh, 0.05, 3, seed=1) == pytest.approx([1.0, 1.0, 1.0], abs=0.1)
+    assert min(_served(fresh, 0.05, 3, seed=1)) >= 0.85  # the live model gets none right
 
 
 def test_a_fresh_model_worse_than_the_live_one_is_not_served():
@@ -302,3 +304,17 @@ def test_score_only_rows_are_served_the_mix_and_exports_see_the_live_model():
     preq.process(xs, ys)  # the observers (the publisher's quality gate) see the exported form
     first = exported_seen[before]  # the first (fast-start) sub-batch's rows, before learning
     np.testing.assert_allclose(first, exported[: len(first)], rtol=1e-5, atol=1e-6)
+
+
+def test_a_losing_fresh_model_is_dropped_early_and_backs_off():
+    preq = _chain(fresh_rows=512)
+    _two_classes(preq)
+    fresh = _fresh(preq)
+    fresh.start()
+    z, cat, y = _rows(32, 0)
+    fresh.learn(z, cat, y, _live_says(y, 0.999))  # the live model right on every row
+    assert fresh.learning and fresh.share < 0.1 and fresh.seen == 32
+    assert not fresh.judge()  # dropped at 32 rows, long before fresh_rows
+    assert not fresh.learning and fresh.dropped == 1 and fresh.switches == 0
+    fresh.start()
+    assert not fresh.learning  # backs off as after any drop
