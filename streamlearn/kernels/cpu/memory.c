@@ -14,6 +14,10 @@
 
 #include "gemm.h"
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 /* The k largest similarities of a row, sorted by value, descending, ties in slot order (the
  * earlier slot first); a NaN sorts below every number, -0 as +0. Both selections below work
  * on one sortable 64-bit key per slot: the value's bits made order-preserving in the high
@@ -24,23 +28,46 @@
 #else
 #define LANES 4 /* AVX2's width: wider vectors it would split badly */
 #endif
-#define BLOCK (4 * LANES) /* keys a selection pass reads at a time, in four vectors */
 #define SMALL_K 16
 typedef int64_t Keys __attribute__((vector_size(LANES * sizeof(int64_t))));
 
-/* keys: room for `filled` rounded up to BLOCK; the padding sorts below every slot */
+typedef float Floats __attribute__((vector_size(LANES * sizeof(float))));
+typedef uint32_t Words __attribute__((vector_size(LANES * sizeof(uint32_t))));
+typedef uint64_t Wide __attribute__((vector_size(LANES * sizeof(uint64_t))));
+
+/* the sortable keys of similarities `value` at slots `slot`, a lane each; INT64_MIN is below
+ * every one of them */
+static inline Keys slot_keys(Floats value, Wide slot) {
+    Words bits;
+    memcpy(&bits, &value, sizeof bits);
+    const Words magnitude = bits & 0x7FFFFFFFu;
+    const Words negative = (Words)(bits > 0x7FFFFFFFu); /* all ones where the sign is set */
+    Words ordered = (negative & ~bits) | (~negative & (bits | 0x80000000u));
+    const Words zero = (Words)(magnitude == 0u); /* -0 as +0 */
+    ordered = (zero & 0x80000000u) | (~zero & ordered);
+    ordered &= ~(Words)(magnitude > 0x7F800000u); /* NaN: below -inf (0x007FFFFF) */
+    const Wide high = __builtin_convertvector(ordered ^ 0x80000000u, Wide) << 32;
+    return (Keys)(high | (0xFFFFFFFFu - slot));
+}
+
+/* LANES floats from `at`, the first `count` of them (the rest 0) */
+static inline Floats load_floats(const float *at, int32_t count) {
+    float padded[LANES] = {0};
+    memcpy(padded, at, sizeof(float) * (size_t)count);
+    Floats v;
+    memcpy(&v, padded, sizeof v);
+    return v;
+}
+
+/* keys: room for `filled` rounded up to LANES (the padding's keys are not read) */
 static void sort_keys(const float *sim, int32_t filled, int64_t *keys) {
-    for (int32_t j = 0; j < filled; j++) {
-        uint32_t bits;
-        memcpy(&bits, sim + j, sizeof bits);
-        const uint32_t magnitude = bits & 0x7FFFFFFFu;
-        uint32_t ordered = bits >> 31 ? ~bits : bits | 0x80000000u;
-        ordered = magnitude == 0u ? 0x80000000u : ordered;
-        ordered = magnitude > 0x7F800000u ? 0u : ordered; /* NaN: below -inf (0x007FFFFF) */
-        keys[j] = (int64_t)((uint64_t)(ordered ^ 0x80000000u) << 32 |
-                            (0xFFFFFFFFu - (uint32_t)j));
+    Wide slot;
+    for (int32_t i = 0; i < LANES; i++) slot[i] = (uint64_t)i;
+    for (int32_t j = 0; j < filled; j += LANES, slot += LANES) {
+        const int32_t count = filled - j < LANES ? filled - j : LANES;
+        const Keys key = slot_keys(load_floats(sim + j, count), slot);
+        memcpy(keys + j, &key, sizeof key);
     }
-    for (int32_t j = filled; j % BLOCK; j++) keys[j] = INT64_MIN;
 }
 
 static inline int32_t key_slot(int64_t key) { return (int32_t)(0xFFFFFFFFu - (uint32_t)key); }
@@ -50,44 +77,64 @@ static inline Keys broadcast(int64_t value) {
     return zero + value;
 }
 
+#ifdef __AVX512F__ /* one instruction each, which the compiler does not make of the masks */
+static inline Keys larger(Keys a, Keys b) {
+    return (Keys)_mm512_max_epi64((__m512i)a, (__m512i)b);
+}
+
+static inline Keys smaller(Keys a, Keys b) {
+    return (Keys)_mm512_min_epi64((__m512i)a, (__m512i)b);
+}
+#else
 static inline Keys larger(Keys a, Keys b) {
     const Keys more = a > b; /* all ones where true */
     return (a & more) | (b & ~more);
 }
 
-/* the keys at `at`, those not under `below` replaced by `lowest` */
-static inline Keys under(const int64_t *at, Keys below, Keys lowest) {
-    Keys key;
-    memcpy(&key, at, sizeof key);
-    const Keys kept = key < below;
-    return (key & kept) | (lowest & ~kept);
+static inline Keys smaller(Keys a, Keys b) {
+    const Keys more = a > b;
+    return (b & more) | (a & ~more);
 }
+#endif
 
-/* k <= SMALL_K: k passes, each taking the largest key under the previous pass's. No branch
- * to mispredict and LANES keys to an operation, where inserting into a sorted list
- * mispredicts on most insertions. Four running maxima, so that a pass waits on no
- * comparison but every fourth. */
-static void select_passes(const int64_t *keys, int32_t filled, int32_t picked, int32_t *top) {
+/* k <= SMALL_K over a batch, LANES rows at a time, one lane per row: row n's similarity to
+ * slot j is sims[j * rows + n] (times `scale`), so a group's keys for one slot lie side by
+ * side. Each slot's keys pass down a chain of compare-exchanges with the `picked` largest so
+ * far, which stay sorted (descending): no branch, no horizontal maximum, and a slot's chain
+ * overlaps the next one's. The same keys as sort_keys, so the same slots in the same order as
+ * select_insertion. `top`: [rows, picked]. */
+static inline __attribute__((always_inline)) void select_group(
+    const float *sims, int32_t filled, int32_t rows, int32_t picked, float scale, int32_t n0,
+    const int32_t lanes, int32_t *top) {
     const Keys lowest = broadcast(INT64_MIN);
-    Keys below = broadcast(INT64_MAX); /* above every key */
-    for (int32_t t = 0; t < picked; t++) {
-        Keys best0 = lowest, best1 = lowest, best2 = lowest, best3 = lowest;
-        for (int32_t j = 0; j < filled; j += BLOCK) {
-            best0 = larger(best0, under(keys + j, below, lowest));
-            best1 = larger(best1, under(keys + j + LANES, below, lowest));
-            best2 = larger(best2, under(keys + j + 2 * LANES, below, lowest));
-            best3 = larger(best3, under(keys + j + 3 * LANES, below, lowest));
+    Keys best[SMALL_K];
+    for (int32_t t = 0; t < picked; t++) best[t] = lowest;
+    for (int32_t j = 0; j < filled; j++) {
+        const Floats scaled = load_floats(sims + (int64_t)j * rows + n0, lanes) * scale;
+        const Wide slot = {0};
+        Keys x = slot_keys(scaled, slot + (uint64_t)j);
+        for (int32_t t = 0; t < picked; t++) {
+            const Keys kept = larger(best[t], x);
+            x = smaller(best[t], x);
+            best[t] = kept;
         }
-        const Keys best = larger(larger(best0, best1), larger(best2, best3));
-        int64_t most = best[0];
-        for (int32_t i = 1; i < LANES; i++) most = best[i] > most ? best[i] : most;
-        top[t] = key_slot(most);
-        below = broadcast(most);
     }
+    for (int32_t i = 0; i < lanes; i++)
+        for (int32_t t = 0; t < picked; t++)
+            top[(int64_t)(n0 + i) * picked + t] = key_slot(best[t][i]);
 }
 
-/* Larger k: insertion into a list kept sorted; once k are held, a key must beat the
- * smallest of them. `held`: room for k keys. */
+static void select_rows(const float *sims, int32_t filled, int32_t rows, int32_t picked,
+                        float scale, int32_t *top) {
+    int32_t n0 = 0;
+    for (; n0 + LANES <= rows; n0 += LANES) /* whole groups: LANES a constant */
+        select_group(sims, filled, rows, picked, scale, n0, LANES, top);
+    if (n0 < rows) select_group(sims, filled, rows, picked, scale, n0, rows - n0, top);
+}
+
+/* Larger k (its chain of vectors would not stay in registers), one row at a time: insertion
+ * into a list kept sorted; once k are held, a key must beat the smallest of them. `held`:
+ * room for k keys. */
 static void select_insertion(const int64_t *keys, int32_t filled, int32_t picked, int32_t *top,
                              int64_t *held) {
     int32_t count = 0;
@@ -114,9 +161,12 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
     const size_t scratch = (size_t)filled * (1 + (size_t)rows) + (size_t)picked +
                            2 * (size_t)width + (size_t)hidden_dim * (size_t)rows;
     float *sim = malloc(sizeof(float) * scratch);
-    int32_t *top = malloc(sizeof(int32_t) * (size_t)(picked > 0 ? picked : 1));
+    /* each row's chosen slots: one row's at a time, or every row's for select_rows */
+    const int grouped = !all && picked <= SMALL_K;
+    int32_t *top = malloc(sizeof(int32_t) * (size_t)(picked > 0 ? picked : 1) *
+                          (size_t)(grouped ? rows : 1));
     /* the sortable keys, then the insertion's held list */
-    int64_t *keys = malloc(sizeof(int64_t) * ((size_t)filled + BLOCK + (size_t)picked));
+    int64_t *keys = malloc(sizeof(int64_t) * ((size_t)filled + LANES + (size_t)picked));
     if (!sim || !top || !keys) {
         free(sim);
         free(top);
@@ -130,16 +180,17 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
     transpose(keys_out, rows, hidden_dim, hidden_dim, queries_t);
     memset(sims, 0, sizeof(float) * (size_t)filled * (size_t)rows);
     gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
+    if (grouped) select_rows(sims, filled, rows, picked, 1.0f / tau, top);
     for (int32_t n = 0; n < rows; n++) {
         for (int32_t j = 0; j < filled; j++) sim[j] = sims[(int64_t)j * rows + n] * (1.0f / tau);
+        int32_t *slots = grouped ? top + (int64_t)n * picked : top; /* row n's */
         if (all) {
-            for (int32_t j = 0; j < filled; j++) top[j] = j;
-        } else {
+            for (int32_t j = 0; j < filled; j++) slots[j] = j;
+        } else if (!grouped) {
             sort_keys(sim, filled, keys);
-            if (picked <= SMALL_K) select_passes(keys, filled, picked, top);
-            else select_insertion(keys, filled, picked, top, keys + filled + BLOCK);
+            select_insertion(keys, filled, picked, slots, keys + filled + LANES);
         }
-        for (int32_t t = 0; t < picked; t++) chosen[t] = sim[top[t]];
+        for (int32_t t = 0; t < picked; t++) chosen[t] = sim[slots[t]];
         float peak = -INFINITY, total = 0.0f;
         for (int32_t t = 0; t < picked; t++) peak = chosen[t] > peak ? chosen[t] : peak;
         memset(mean, 0, sizeof(float) * 2 * (size_t)width);
@@ -147,7 +198,7 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
             total += (chosen[t] = expf(chosen[t] - peak));
         for (int32_t t = 0; t < picked; t++) {
             const float w = chosen[t] / total;
-            const float *v = ring_values + (int64_t)top[t] * 2 * width;
+            const float *v = ring_values + (int64_t)slots[t] * 2 * width;
             for (int32_t i = 0; i < 2 * width; i++) mean[i] += w * v[i];
         }
         const float *b = base + (int64_t)n * width;
