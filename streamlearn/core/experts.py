@@ -106,6 +106,11 @@ class ExpertPool:
         """Whether a trial is collecting rows."""
         return self._rows is not None
 
+    @property
+    def fresh_share(self) -> float:
+        """The fresh model's share in what is served (0 while none learns)."""
+        return 0.0 if self.fresh is None else self.fresh.share
+
     def learn(
         self, num: np.ndarray, cat: np.ndarray, target: np.ndarray, prediction: np.ndarray
     ) -> np.ndarray:

@@ -180,6 +180,11 @@ class WorkerMetrics:
             "Share of the linear model beside the network in a classifier's base prediction "
             "(0 = off, regression, or the network alone)",
         )
+        self.fresh_share = m.gauge(
+            "fresh_model_share",
+            "Share of the fresh model learning after a detection in the worker's predictions "
+            "(0 = none learning, or experts.fresh_mix off; exports carry the live model)",
+        )
         self.experts = m.gauge("expert_pool_size", "Past models in the expert pool (0 = off)")
         self.expert_switches = m.counter(
             "expert_switches",
@@ -308,6 +313,7 @@ class WorkerMetrics:
         self.memory_capacity.set(memory.settings.size if memory is not None and topk else 0)
         self.memory_weight.set(0.0 if memory is None else memory.weight)
         self.linear_share.set(0.0 if preq.linear is None else preq.linear.share)
+        self.fresh_share.set(0.0 if preq.experts is None else preq.experts.fresh_share)
         self.experts.set(0 if preq.experts is None else len(preq.experts))
 
     def _advance(self, preq: Prequential, stats: WorkerCounts, *, publish: bool) -> None:

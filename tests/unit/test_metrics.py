@@ -140,6 +140,24 @@ def test_expert_pool_size_and_switches_are_reported(tmp_path):
     assert _value(reg, W + "expert_pool_size") == len(preq.experts) >= 2
 
 
+def test_a_fresh_models_share_is_reported_while_it_learns(tmp_path):
+    """A → B: after the flip's detection a fresh model learns B and earns its share."""
+
+    def flipped(i: int) -> bytes:
+        doc = json.loads(event(i))
+        return json.dumps(doc | {"y": 1 - doc["y"]}).encode()
+
+    values = [event(i) for i in range(600)] + [flipped(i) for i in range(600, 1200)]
+    s = _settings(tmp_path, drift={"min_samples": 100, "window": 100, "cooldown": 100})
+    worker, reg = _worker(s, FakeReader({(TOPIC, 0): values}))
+    _drive(worker, 600)
+    assert _value(reg, W + "fresh_model_share") == 0.0  # none learning before the flip
+    _drive(worker, 800)
+    pool = worker.preq.experts
+    assert pool is not None and pool.fresh is not None and pool.fresh.learning
+    assert _value(reg, W + "fresh_model_share") == pool.fresh_share > 0.5
+
+
 def test_regression_reports_the_mean_absolute_error(tmp_path):
     rows = [json.dumps({"id": f"r{i}", "x": {"a": i % 7}, "y": 2.0 * (i % 7)}) for i in range(64)]
     s = _settings(tmp_path, learner={"task": "regression"})
