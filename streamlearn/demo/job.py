@@ -42,6 +42,7 @@ class DemoReport:
     plot: Path | None = None
     training_step: str = ""  # which training step ran: compiled kernels or torch ops
     linear_share: float | None = None  # the linear model's share at the end (None: no model)
+    switches: tuple[int, int] | None = None  # to past models, to fresh ones (None: no pool)
 
     @property
     def events_per_second(self) -> float:
@@ -63,6 +64,12 @@ class DemoReport:
                 "none (regression, or linear.enabled: false)"
                 if self.linear_share is None
                 else f"{self.linear_share:.2f} of the prediction, the network the rest"
+            ),
+            "model switches    "
+            + (
+                "none (experts.enabled: false)"
+                if self.switches is None
+                else f"{self.switches[0]} to past models, {self.switches[1]} to fresh ones"
             ),
             f"drifts detected   {self.detected or 'none'}",
         ]
@@ -113,6 +120,10 @@ def run_demo(settings: Settings, out_dir: Path | None, stream: TextIO | None = N
     report.events = preq.seen
     report.overall = score.overall()
     report.linear_share = None if preq.linear is None else preq.linear.share
+    pool = preq.experts
+    if pool is not None:
+        fresh = 0 if pool.fresh is None else pool.fresh.switches
+        report.switches = (pool.switches - fresh, fresh)
     report.detected = list(preq.drifts)
     bounds = [0, *report.detected, len(score)]
     report.segments = [(a, b, score.between(a, b)) for a, b in pairwise(bounds) if b > a]

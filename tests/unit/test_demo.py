@@ -71,6 +71,9 @@ def test_summary_names_speed_accuracy_and_plot(sea) -> None:
     assert report.linear_share is not None and 0.0 <= report.linear_share <= 1.0
     assert f"linear model      {report.linear_share:.2f} of the prediction" in text
     assert "true drifts       [1000, 2000, 3000]" in text
+    assert report.switches is not None  # the pool is on by default
+    past, fresh = report.switches
+    assert f"model switches    {past} to past models, {fresh} to fresh ones" in text
     try:  # the compiled kernels wherever the installation built them
         binding.load()
         step = "compiled C kernels (learner.kernel), cpu"
@@ -110,3 +113,8 @@ def test_command_line_prints_the_summary(tmp_path: Path, capsys) -> None:
 
 def test_summary_says_when_there_is_no_linear_model() -> None:
     assert "linear model      none (regression" in DemoReport(linear_share=None).render()
+
+
+def test_summary_says_when_there_is_no_expert_pool() -> None:
+    text = DemoReport(switches=None).render()
+    assert "model switches    none (experts.enabled: false)" in text
