@@ -256,32 +256,30 @@ class Prequential:
             # nothing here reads or changes the learner before that
             step = self.learner.begin_step(z, cat, target, young)
             try:
-                network = step.prediction
+                live = network = step.prediction
                 for offset in self.detector.update(step.loss):
                     drifts.append(self.seen + offset)
                 if self.experts is not None and not drifts:  # beside the live updates
-                    network = self.experts.learn(z, cat, target, network)
-                base = exported = network  # the live model's, or its mix with a fresh one
+                    network = self.experts.learn(z, cat, target, live)  # a fresh model mixed in
+                base = exported = network  # exported: the base as the export computes it
                 if self.linear is not None:
                     inputs = self._linear_inputs(z, cat)
                     base, linear = self.linear.mix(network, inputs, len(self.labels))
-                    exported = base
-                    if network is not step.prediction:  # the export carries the live model
-                        exported = gated(step.prediction, linear, self.linear.share)
-                elif network is not step.prediction:
-                    exported = step.prediction
+                    exported = base if network is live else gated(live, linear, self.linear.share)
+                else:
+                    exported = live
                 scored = base if self.memory is None else self.memory.compensate(step.hidden, base)
                 if rows is ok:
                     prediction[rows], loss[rows] = scored, step.loss
                 else:  # every row learned: the arrays as they come, the outcome's own
                     # prediction (the base one goes on to the memory and the observers)
-                    prediction = scored.copy() if scored is step.prediction else scored
+                    prediction = scored.copy() if scored is live else scored
                     loss = step.loss.astype(np.float64)
                 if drifts:
                     step.wait()  # the response changes the schedule and the reservoir
                     self.learner.on_drift()
                 if self.memory is not None:  # stores the live model's, as the detector sees
-                    self.memory.store(z, cat, step.hidden, target, step.prediction, bool(drifts))
+                    self.memory.store(z, cat, step.hidden, target, live, bool(drifts))
                 if self.linear is not None:
                     self.linear.learn(inputs, target, network, linear, len(self.labels))
                 self.seen += len(target)
