@@ -292,7 +292,7 @@ class Prequential:
             if self.memory is not None:  # re-keyed by the model that learned this batch
                 if switched and drifts:  # at the detection: rows mostly of the concept that ended
                     self.memory.on_drift()
-                elif switched:  # its keys and base values came from the weights replaced
+                if switched:  # its keys and base values came from the weights replaced
                     self.memory.rekey()
                 self.memory.refresh()
             for observe in self.observers:  # the base prediction, as exported

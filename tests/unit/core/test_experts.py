@@ -296,3 +296,22 @@ def test_a_detection_soon_after_a_switch_saves_the_model_switched_to():
     probe, probe_ys = make_rows(400, 98)  # concept A
     preq.learner.load_weights(pool.experts[slot].weights)
     assert (_run(preq, probe, probe_ys)[:64]).mean() > 0.9
+
+
+def test_a_switch_at_the_detection_rekeys_a_memory_that_is_not_reset(monkeypatch):
+    """memory.reset_on_drift off: the rows kept were keyed by the weights replaced."""
+    from streamlearn.core.memory.stage import MemoryStage
+
+    rekeyed: list[int] = []
+    real = MemoryStage.rekey
+    monkeypatch.setattr(MemoryStage, "rekey", lambda self: rekeyed.append(1) or real(self))
+    rows, ys = _recurring(3)
+    settings = small_settings(
+        experts={"fresh": False}, memory={"enabled": True, "reset_on_drift": False}
+    )
+    preq = Prequential.from_settings(settings)
+    _run(preq, rows[16:], ys[16:])  # shifted: the return's detection early in its batch
+    pool = preq.experts
+    assert pool is not None and pool.switches == 1
+    assert pool.last_trial is not None and pool.last_trial.rows < 32  # at the detection
+    assert rekeyed == [1]
