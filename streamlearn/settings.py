@@ -340,8 +340,9 @@ class ExpertSettings(_Section):
         ge=0,
         lt=1,
         description="switch at once, from the detection's own rows on and after each batch "
-        "of the trial, to an expert whose loss is at most this × the live model's (a concept "
-        "that recurs is served by its model within a batch); 0 = wait for trial_rows",
+        "of the trial (at least 8 rows), to an expert whose loss is at most this × the live "
+        "model's (a concept that recurs is served by its model within a batch); 0 = wait for "
+        "trial_rows",
     )
     fresh: bool = Field(
         True,
