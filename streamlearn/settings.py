@@ -273,7 +273,9 @@ class MemorySettings(_Section):
     kind: Literal["topk", "lsh"] = Field(
         "topk", description="exact top-k over a ring buffer, or the paper's LSH sketch"
     )
-    lam: float = Field(1.0, ge=0, le=4, description="λ: weight of the compensation")
+    lam: float = Field(
+        0.5, ge=0, le=4, description="λ: weight of the compensation (classes; decision 0048)"
+    )
     lam_regression: float = Field(
         0.5,
         ge=0,
