@@ -14,6 +14,9 @@ the first fetch is reported apart; where its time goes (the client's poll, the l
 is measured in the same runs. The decode ceiling: one core consuming the topic without decoding,
 then with ``json.loads``, and each decoder alone from memory.
 Targets: confluent-kafka ≥ 150k events/s and ≥ 0.8× from memory; kafka-python ≥ 0.6×.
+``--preset throughput`` runs every path with the throughput preset (micro-batches of 256, one
+update each, lr 0.01: timing_runner.THROUGHPUT_PRESET, whose accuracy prequential.py reports)
+instead of the defaults.
 Results go to ``benchmarks/results/kafka_throughput.{md,json}`` (kafka_throughput_report.py).
 """
 
@@ -38,6 +41,7 @@ from unittest import mock
 import msgspec
 from kafka_throughput_report import report
 from report import load_average
+from timing_runner import THROUGHPUT_PRESET
 
 import streamlearn.worker.loop as worker_loop
 from streamlearn.core.prequential import Prequential
@@ -47,6 +51,7 @@ from streamlearn.worker.decode import EventDecoder
 from streamlearn.worker.kafka.produce import synthetic_messages
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"defaults": {}, "throughput": THROUGHPUT_PRESET}
 FAST_GROUP = {
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 1000,
@@ -82,14 +87,20 @@ def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def settings_for(
-    bootstrap: str, topic: str, client: str, output: str | None, ckpt: Path
+    bootstrap: str,
+    topic: str,
+    client: str,
+    output: str | None,
+    ckpt: Path,
+    preset: dict[str, dict[str, Any]],
 ) -> Settings:
     """The defaults, but the consumer-lag lookup and the checkpoint (each one every 5 s at the
     defaults; a broker round trip, and a settle and a copy of the state, on the loop's thread)
     are left out of the timed span, which lasts well under 5 s: whether one fell inside would
     decide a run; through_kafka times one of each apart, and the report adds their share at the
-    default cadence back."""
+    default cadence back. ``preset``: sections of settings on top of the defaults (PRESETS)."""
     return load_settings(
+        **preset,
         kafka={
             "bootstrap_servers": [bootstrap], "topic": topic, "client": client,
             "group_id": f"bench-{uuid.uuid4().hex[:8]}", "dead_letter_topic": None,
@@ -393,6 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--clients", default="kafka-python,confluent", help="comma-separated Kafka clients"
     )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="defaults",
+        help="settings of every path: streamlearn's defaults, or the throughput preset "
+        "(micro-batches of 256, one update each, lr 0.01)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -407,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = [v for _, v in messages]
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         load_topic(bootstrap, topic, messages)
-        base = load_settings()
+        preset = PRESETS[args.preset]
+        base = load_settings(**preset)
         paths: dict[str, Callable[[], tuple[Any, ...]]] = {
             "memory": lambda: from_memory(base, values, False),
             "memory-predecoded": lambda: from_memory(base, values, True),
@@ -419,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     paths[client + ("+output" if output else "")] = (
                         lambda c=client, o=output: through_kafka(
                             settings_for(bootstrap, topic, c, o and f"{topic}-{o}",
-                                         Path(tmp) / uuid.uuid4().hex),
+                                         Path(tmp) / uuid.uuid4().hex, preset),
                             args.events,
                         )
                     )  # fmt: skip
@@ -434,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker.wait(10)
     report(
         args, results, {"stdlib": stdlib, "decode": ceiling}, started, load_start,
-        bootstrap if broker is None else "tansu (local)",
+        bootstrap if broker is None else "tansu (local)", base,
     )  # fmt: skip
     return 0
 

@@ -10,10 +10,14 @@ from typing import Any
 
 from report import command_line, fmt_rate, load_average, machine_info, markdown_table, write_json
 
-from streamlearn.settings import load_settings
+from streamlearn.settings import Settings
 
 TARGET_RATE = 150_000  # confluent-kafka, events/s
 TARGET_RATIO = {"confluent": 0.8, "kafka-python": 0.6}  # × the same learner from memory
+_SETTINGS = {  # --preset: what the settings line calls the settings every path ran with
+    "defaults": "streamlearn's defaults",
+    "throughput": "the throughput preset (`--preset throughput`, on top of the defaults)",
+}
 NAMES = {
     "memory": "from memory: the worker's decoder (msgspec rows → slots) + learn",
     "memory-predecoded": "from memory, pre-decoded (learn only)",
@@ -98,7 +102,10 @@ def report(
     started: datetime,
     load_start: float | None,
     broker: str,
+    settings: Settings,
 ) -> None:
+    """The Markdown and JSON results; ``settings``: those every path ran with (the defaults,
+    or ``args.preset`` on top)."""
     shown = {**results, "stdlib": extra["stdlib"]}
     rows = [
         [NAMES[k], fmt_rate(r["events_per_s"]), f"{r['ratio']:.2f}", _with_periodic(r),
@@ -110,7 +117,6 @@ def report(
     for package in ("kafka-python", "confluent-kafka", "msgspec", "orjson"):
         machine[package.replace("-", "_")] = _version(package)
     load_end = load_average()
-    settings = load_settings()
     lag_interval = settings.metrics.lag_interval_s
     decode = extra["decode"]
     lines = [
@@ -135,8 +141,8 @@ def report(
         "(`streamlearn/worker/decode.py`: msgspec validates while it decodes, into the columns "
         "of a micro-batch) and the same learner, "
         "fed the message values from a list. "
-        f"Settings: streamlearn's defaults (batch size {settings.source.batch_size}, "
-        f"learner updates={settings.learner.updates}, "
+        f"Settings: {_SETTINGS[args.preset]} (batch size {settings.source.batch_size}, "
+        f"learner updates={settings.learner.updates}, lr={settings.learner.lr:g}, "
         f"replay_ratio={settings.learner.replay_ratio}).",
         "",
         "## Machine",
@@ -241,6 +247,12 @@ def report(
             "command": command_line(),
             "started": started.isoformat(),
             "events": args.events,
+            "preset": args.preset,
+            "settings": {
+                "batch_size": settings.source.batch_size,
+                "updates": settings.learner.updates,
+                "lr": settings.learner.lr,
+            },
             "stream": args.stream,
             "repeats": args.repeats,
             "broker": broker,

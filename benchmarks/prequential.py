@@ -69,7 +69,14 @@ from report import (
     write_json,
 )
 from speed_bounds import matmul_gmacs, measure_bounds
-from timing_runner import Row, prequential_run, row_batches, settings_for, to_columns
+from timing_runner import (
+    THROUGHPUT_PRESET,
+    Row,
+    prequential_run,
+    row_batches,
+    settings_for,
+    to_columns,
+)
 from tqdm import tqdm
 
 from streamlearn.settings import Settings
@@ -85,8 +92,6 @@ FRONTIER_OPTIONS = (  # (flag, type, default grid, metavar, what it sets)
     ("--frontier-updates", int, DEFAULT_UPDATES, "N", "updates per micro-batch"),
     ("--frontier-lrs", float, DEFAULT_LRS, "LR", "learning rates"),
 )
-# The throughput preset: large micro-batches, one gradient step each (fewer, cheaper steps).
-THROUGHPUT_PRESET = {"source": {"batch_size": 256}, "learner": {"updates": 1, "lr": 0.01}}
 
 
 BOUNDS_WARMUP = 3000  # events learned before a micro-batch's stages are timed

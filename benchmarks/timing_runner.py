@@ -62,6 +62,15 @@ def locate(name: str) -> Any:
 
 
 # -- input preparation (untimed) ----------------------------------------------------------------
+# The throughput preset: large micro-batches, one gradient step each (fewer, cheaper steps);
+# prequential.py scores it beside the defaults, kafka_throughput.py --preset throughput runs the
+# worker with it.
+THROUGHPUT_PRESET: dict[str, dict[str, Any]] = {
+    "source": {"batch_size": 256},
+    "learner": {"updates": 1, "lr": 0.01},
+}
+
+
 def settings_for(
     stream: str, n_events: int, seed: int, preset: dict[str, dict[str, Any]] | None = None
 ) -> Settings:

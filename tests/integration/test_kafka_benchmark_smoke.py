@@ -37,3 +37,23 @@ def test_kafka_throughput_writes_table_and_json(kafka_bootstrap: str, tmp_path: 
             # checkpoints and lag lookups, timed apart, added back at their default cadence
             assert result["stages_s"]["checkpoint"] > 0 and result["stages_s"]["lag"] > 0
             assert 0 < result["loop_ratio"] < result["ratio"]
+
+
+def test_kafka_throughput_runs_every_path_with_the_throughput_preset(
+    kafka_bootstrap: str, tmp_path: Path
+):
+    command = [
+        sys.executable, str(SCRIPT), "--bootstrap", kafka_bootstrap, "--events", "1024",
+        "--repeats", "1", "--clients", "confluent", "--preset", "throughput",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=220)
+    assert done.returncode == 0, done.stderr[-3000:]
+    markdown = (tmp_path / "kafka_throughput.md").read_text(encoding="utf-8")
+    assert "Settings: the throughput preset" in markdown and "batch size 256" in markdown
+    data = json.loads((tmp_path / "kafka_throughput.json").read_text(encoding="utf-8"))
+    assert data["preset"] == "throughput"
+    assert data["settings"] == {"batch_size": 256, "updates": 1, "lr": 0.01}
+    # the worker's micro-batches are the preset's: timed from the end of its first one
+    assert data["results"]["confluent"]["events"] == 1024 - 256
+    assert data["results"]["memory"]["events"] == 1024
