@@ -74,8 +74,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tau-0.03": ("τ = 0.03", {"tau": 0.03}),
     "tau-0.3": ("τ = 0.3", {"tau": 0.3}),
     "gamma-0": ("γ = 0 (residual of the neighbours only)", {"gamma": 0.0}),
-    "gamma-1": ("γ = 1 (λ = 1: the neighbours' labels replace ŷ_base)", {"gamma": 1.0}),
-    "lam-0.5": ("λ = 0.5", {"lam": 0.5}),
+    "gamma-1": ("γ = 1 (ŷ moved λ of the way to the neighbours' labels)", {"gamma": 1.0}),
+    "lam-1": ("λ = 1 (the default before decision 0048)", {"lam": 1.0}),
     "store-errors": (
         "store only rows the base got wrong (p(true) < 0.5), no re-key",
         {"store": "errors", "rekey_every": 0, "rekey_after_drift": 0},
@@ -410,7 +410,8 @@ NOTES: list[str] = [
     "every stored sample) needs no selection and is the cheapest read; LSH does more small "
     "operations per batch than a 128-row top-k and is slower here.",
     "store = errors keeps only mistakes, so the neighbours' labels disagree with the model "
-    "by construction and the compensation flips correct predictions: harmful at λ = 1.",
+    "by construction and the compensation flips correct predictions: harmful at λ = 1 (the "
+    "default when it was measured).",
     "Tuning was done on seed 42; the other-seeds table checks the chosen default on unseen "
     "seeds. The base model's own settings (learner section) are the project defaults at the "
     "time of the run, so these numbers move when those change: rerun the command above.",
