@@ -261,13 +261,11 @@ class Prequential:
                     drifts.append(self.seen + offset)
                 if self.experts is not None and not drifts:  # beside the live updates
                     network = self.experts.learn(z, cat, target, live)  # a fresh model mixed in
-                base = exported = network  # exported: the base as the export computes it
+                base, exported = network, live  # exported: the base as the export computes it
                 if self.linear is not None:
                     inputs = self._linear_inputs(z, cat)
                     base, linear = self.linear.mix(network, inputs, len(self.labels))
                     exported = base if network is live else gated(live, linear, self.linear.share)
-                else:
-                    exported = live
                 scored = base if self.memory is None else self.memory.compensate(step.hidden, base)
                 if rows is ok:
                     prediction[rows], loss[rows] = scored, step.loss
