@@ -12,7 +12,9 @@ checkpoints → commits) against a broker that already holds the events, timed f
 first batch to its last learned event: the consumer-group join is not counted, and the wait for
 the first fetch is reported apart; where its time goes (the client's poll, the learner, the rest)
 is measured in the same runs. The decode ceiling: one core consuming the topic without decoding,
-then with ``json.loads``, and each decoder alone from memory.
+then with ``json.loads``, and each decoder alone from memory. Last, whether kafka-python's
+record parsing (pure Python, on the thread that calls ``poll``) gains from a thread of its own:
+its polls feeding the decoder and learner on one thread, and from a thread of their own.
 Targets: confluent-kafka ≥ 150k events/s and ≥ 0.8× from memory; kafka-python ≥ 0.6×.
 ``--preset throughput`` runs every path with the throughput preset (micro-batches of 256, one
 update each, lr 0.01: timing_runner.THROUGHPUT_PRESET, whose accuracy prequential.py reports)
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import queue
 import statistics
 import subprocess
 import sys
@@ -308,6 +311,23 @@ class WireEvent(msgspec.Struct, gc=False):
     ts: float | None = None
 
 
+def kafka_python_consumer(bootstrap: str, topic: str) -> Any:
+    """A kafka-python consumer assigned the topic's partition 0 from its start (no group)."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer.assign([KTopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    return consumer
+
+
+def kafka_python_values(consumer: Any, limit: int) -> list[bytes]:
+    """The values of one poll of up to ``limit`` records (parsed on the calling thread)."""
+    polled = consumer.poll(timeout_ms=1000, max_records=limit)
+    return [r.value for records in polled.values() for r in records]
+
+
 def consume_rate(bootstrap: str, topic: str, n: int, client: str, parse: Callable) -> float:
     """Messages/s of one consumer reading the topic from its start (assigned, no group), each
     value passed to ``parse``; timed from its first fetch to the last message."""
@@ -323,16 +343,10 @@ def consume_rate(bootstrap: str, topic: str, n: int, client: str, parse: Callabl
             return [m.value() for m in consumer.consume(limit, 1.0) if m.error() is None]
 
     else:
-        from kafka import KafkaConsumer
-        from kafka import TopicPartition as KTopicPartition
-
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        consumer.assign([KTopicPartition(topic, 0)])
-        consumer.seek_to_beginning()
+        consumer = kafka_python_consumer(bootstrap, topic)
 
         def fetch(limit: int) -> list[bytes]:
-            polled = consumer.poll(timeout_ms=1000, max_records=limit)
-            return [r.value for records in polled.values() for r in records]
+            return kafka_python_values(consumer, limit)
 
     try:
         got = 0
@@ -391,6 +405,53 @@ def decode_ceiling(
     }
 
 
+def polled_and_learned(
+    bootstrap: str, topic: str, settings: Settings, n: int, own_thread: bool
+) -> tuple[float, int]:
+    """kafka-python's polls (records parsed in Python) feeding the worker's decoder and
+    learner (decode_and_learn), without the worker: the polls on the learning thread, or on a
+    thread of their own that fills a queue of up to 4 batches ahead. Timed from the first
+    batch learned to the last, as the Kafka rows are."""
+    consumer = kafka_python_consumer(bootstrap, topic)
+    size = settings.source.batch_size
+    ahead: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=4)
+
+    def polls() -> Iterator[list[bytes]]:
+        got = 0
+        while got < n:
+            values = kafka_python_values(consumer, min(size, n - got))
+            got += len(values)
+            if values:
+                yield values
+
+    def fill() -> None:
+        for values in polls():
+            ahead.put(values)
+        ahead.put(None)
+
+    def queued() -> Iterator[list[bytes]]:
+        while (values := ahead.get()) is not None:
+            yield values
+
+    preq = Prequential.from_settings(settings)
+    try:
+        if own_thread:
+            threading.Thread(target=fill, daemon=True).start()
+        batches = queued() if own_thread else polls()
+        first = next(batches)
+        for _ in decode_and_learn(preq, [first]):
+            pass
+
+        def run() -> int:
+            for _ in decode_and_learn(preq, batches):
+                pass
+            return preq.seen - len(first)
+
+        return timed(run)
+    finally:
+        consumer.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", help="use this broker instead of starting tansu")
@@ -432,6 +493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "memory-predecoded": lambda: from_memory(base, values, True),
             "stdlib": lambda: from_memory_stdlib(base, values),
         }
+        if "kafka-python" in args.clients.split(","):
+            for key, own in (("polled", False), ("polled-thread", True)):
+                paths[key] = lambda own=own: polled_and_learned(
+                    bootstrap, topic, base, args.events, own
+                )
         with tempfile.TemporaryDirectory() as tmp:
             for client in args.clients.split(","):
                 for output in (None, "predictions"):
@@ -443,8 +509,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                     )  # fmt: skip
             runs = in_rounds(paths, args.repeats)
-        results = {key: summary(r, runs["memory"]) for key, r in runs.items() if key != "stdlib"}
-        stdlib = summary(runs["stdlib"], runs["memory"])
+        apart = ("stdlib", "polled", "polled-thread")
+        results = {key: summary(r, runs["memory"]) for key, r in runs.items() if key not in apart}
+        extra = {key: summary(runs[key], runs["memory"]) for key in apart if key in runs}
         print("measuring the decode ceiling ...", file=sys.stderr)
         ceiling = decode_ceiling(bootstrap, topic, values, base, args.repeats)
     finally:
@@ -452,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker.terminate()
             broker.wait(10)
     report(
-        args, results, {"stdlib": stdlib, "decode": ceiling}, started, load_start,
+        args, results, {**extra, "decode": ceiling}, started, load_start,
         bootstrap if broker is None else "tansu (local)", base,
     )  # fmt: skip
     return 0

@@ -27,6 +27,10 @@ NAMES = {
     "confluent": "Kafka, confluent-kafka",
     "confluent+output": "Kafka, confluent-kafka, predictions to an output topic",
 }
+PARSING = {
+    "polled": "kafka-python polls + decode + learn, one thread",
+    "polled-thread": "kafka-python polls on a thread of their own + decode + learn",
+}
 DECODE = {
     "consume": "confluent-kafka consume from the broker, no decoding",
     "consume+json": "+ `json.loads`",
@@ -201,6 +205,7 @@ def report(
             "lr",
         ),
         "",
+        *_parsing_thread(extra, args.repeats),
         f"## Targets: confluent-kafka ≥ {TARGET_RATE:,} events/s and "
         f"≥ {TARGET_RATIO['confluent']}× from memory; kafka-python ≥ "
         f"{TARGET_RATIO['kafka-python']}×",
@@ -232,9 +237,9 @@ def report(
         "broker and the client's threads competing with the learner (which runs its updates on "
         "a second thread) for the cores. "
         "kafka-python parses every record in Python on the thread that calls `poll` (its "
-        "consume row above); on a thread of its own that parsing would still hold the GIL the "
-        "loop needs, overlapping only the learner's compiled step (which releases it), so "
-        "confluent-kafka (`kafka.client: confluent`) is the throughput client. Publishing one "
+        "consume row above); on a thread of its own that parsing still holds the GIL the loop "
+        "needs (the section above measures it), so confluent-kafka (`kafka.client: "
+        "confluent`) is the throughput client. Publishing one "
         "prediction message per event costs kafka-python most (its "
         "`send` is pure Python, ~50 µs a message); confluent-kafka's C producer costs a "
         "fraction of that.",
@@ -260,11 +265,36 @@ def report(
             "load_average": {"start": load_start, "end": load_end},
             "results": results,
             "memory_stdlib": extra["stdlib"],
+            "parsing_thread": {k: extra[k] for k in PARSING if k in extra},
             "decode_ceiling": decode,
             "target_met": met,
         },
     )
     print("\n".join(lines))
+
+
+def _parsing_thread(extra: dict[str, Any], repeats: int) -> list[str]:
+    """The section comparing kafka-python's polls on the learning thread with polls on a
+    thread of their own (absent when kafka-python was not run)."""
+    if not all(key in extra for key in PARSING):
+        return []
+    rows = [
+        [PARSING[key], fmt_rate(extra[key]["events_per_s"]), f"{extra[key]['ratio']:.2f}",
+         " / ".join(f"{r:.2f}" for r in extra[key]["ratios"])]
+        for key in PARSING
+    ]  # fmt: skip
+    return [
+        f"## kafka-python's parsing on a thread of its own (median of {repeats} rounds)",
+        "",
+        "Could kafka-python's record parsing (pure Python, on the thread that calls `poll`) "
+        "run beside the learner instead of before it? Both rows poll kafka-python (assigned, "
+        "no group, the same micro-batch size) into the worker's decoder and learner, without "
+        "the rest of the worker; in the second the polls run on a thread of their own that "
+        "fills a queue up to 4 batches ahead. × from memory as above, per round.",
+        "",
+        markdown_table(["path", "events/s", "× from memory", "runs (×)"], rows, "lrrr"),
+        "",
+    ]
 
 
 def _per_round(result: dict[str, Any], baseline: dict[str, Any]) -> float:

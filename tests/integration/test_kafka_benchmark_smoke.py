@@ -44,7 +44,7 @@ def test_kafka_throughput_runs_every_path_with_the_throughput_preset(
 ):
     command = [
         sys.executable, str(SCRIPT), "--bootstrap", kafka_bootstrap, "--events", "1024",
-        "--repeats", "1", "--clients", "confluent", "--preset", "throughput",
+        "--repeats", "1", "--clients", "kafka-python,confluent", "--preset", "throughput",
         "--out", str(tmp_path),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=220)
@@ -57,3 +57,9 @@ def test_kafka_throughput_runs_every_path_with_the_throughput_preset(
     # the worker's micro-batches are the preset's: timed from the end of its first one
     assert data["results"]["confluent"]["events"] == 1024 - 256
     assert data["results"]["memory"]["events"] == 1024
+    assert data["results"]["kafka-python"]["events"] == 1024 - 256
+    # kafka-python's polls on the learning thread and on their own, timed the same way
+    assert "## kafka-python's parsing on a thread of its own" in markdown
+    for key in ("polled", "polled-thread"):
+        assert data["parsing_thread"][key]["events"] == 1024 - 256
+        assert data["parsing_thread"][key]["ratio"] > 0
