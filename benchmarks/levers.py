@@ -1,5 +1,5 @@
-"""Levers: what three candidate changes to the model would gain on the suite's streams, measured
-before any is built (issue 23: the mean gap and the streams where river's trees lead).
+"""Levers: what candidate changes to the model would gain on the suite's streams, measured before
+any is built (issue 23: the mean gap and the streams where river's trees lead).
 
 Each stream and seed runs streamlearn's defaults (benchmarks/suite.py's settings) prequentially
 on the same rows, and beside them:
@@ -18,7 +18,15 @@ on the same rows, and beside them:
   scored by an exponential moving average of its dense weights (decay per batch; restarted
   where the live weights jump: a detected drift, an expert's or a fresh model's takeover),
   its base prediction averaged with the live one's and the error memory's correction kept: a
-  second forward pass per batch, no second model to train (Polyak averaging).
+  second forward pass per batch, no second model to train (Polyak averaging);
+- nearest neighbours mixed: the defaults' chain, each batch's prediction mixed with a
+  k-nearest-neighbour vote (regression: mean) over the last ``window`` labelled rows, by
+  Euclidean distance between their standardised numeric slots (the network's inputs before
+  its periodic features, standardised by the rows before their micro-batch; categorical
+  features are left out), the two mixed by a Hedge with the linear model's settings (its 0/1
+  loss; regression: |error|) as the linear model is mixed in; here after the error memory's
+  correction, where a build would mix it into the base prediction. No training; a search over
+  the window per row.
 
 Reported per stream: the score (accuracy; MAE on regression streams) of each, the mean over
 the seeds; per lever, the streams it improves, the mean gain (accuracy points;
@@ -53,11 +61,13 @@ from tqdm import tqdm
 
 from streamlearn.core.evaluation import PrequentialScore
 from streamlearn.core.features import FeatureEncoder
+from streamlearn.core.hedge import Hedge
+from streamlearn.core.memory.compensation import gated
 from streamlearn.core.prequential import Prequential
 from streamlearn.settings import Settings
 
 Row = tuple[dict[str, Any], Hashable]
-LEVERS = ("two seeds averaged", "periodic inputs", "weights averaged")
+LEVERS = ("two seeds averaged", "periodic inputs", "weights averaged", "nearest neighbours mixed")
 SECOND_SEED = 1000  # the second chain's model seed: the run's seed + this
 
 
@@ -69,6 +79,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--periodic-k", type=int, default=4, help="frequencies per feature (4)")
     p.add_argument("--periodic-sigma", type=float, default=0.3, help="their spread σ (0.3)")
     p.add_argument("--ema-decay", type=float, default=0.9, help="per batch (0.9)")
+    p.add_argument("--neighbours", type=int, default=5, help="k of the vote (5)")
+    p.add_argument("--window", type=int, default=2048, help="labelled rows searched (2048)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -115,6 +127,55 @@ def ema_predictions(
         else:
             average.mul_(decay).add_(flat, alpha=1 - decay)
     return out, preq.classes()
+
+
+def neighbour_predictions(
+    settings: Settings, rows: Sequence[Row], k: int, window: int
+) -> tuple[list[np.ndarray], list[Any]]:
+    """:func:`predictions`, each batch's mixed with the k nearest labelled rows' vote (mean)
+    by a Hedge with the linear model's settings, the vote's share learned from both
+    predictions' losses; the batch's rows join the window after it is scored."""
+    preq = Prequential.from_settings(settings)
+    reg = settings.learner.task == "regression"
+    lin = settings.linear
+    hedge = Hedge(1.0 - 1.0 / lin.horizon, lin.eta, (-lin.limit, lin.limit), lin.prior)
+    keys = np.zeros((window, settings.features.numeric_slots), dtype=np.float32)
+    targets = np.zeros(window, dtype=np.float64 if reg else np.int64)
+    filled = stored = 0
+    out = []
+    for batch in row_batches(rows, settings.source.batch_size):
+        columns, ys = to_columns(batch), [y for _, y in batch]
+        z = preq.encoder.standardize(preq.encoder.encode_columns(columns).num)
+        prediction = preq.process_columns(columns, ys).prediction
+        slot = {c: i for i, c in enumerate(preq.classes())}
+        target = np.asarray(ys, dtype=np.float64) if reg else np.array([slot[y] for y in ys])
+        if filled:
+            vote = _vote(z, keys[:filled], targets[:filled], k, prediction)
+            mixed = gated(prediction, vote, hedge.weight)
+            hedge.update(target, prediction, vote)
+        else:
+            mixed = prediction
+        out.append(mixed)
+        at = np.arange(stored, stored + len(ys)) % window  # a ring: the oldest rows replaced
+        keys[at], targets[at] = z, target
+        stored += len(ys)
+        filled = min(stored, window)
+    return out, preq.classes()
+
+
+def _vote(
+    z: np.ndarray, keys: np.ndarray, targets: np.ndarray, k: int, like: np.ndarray
+) -> np.ndarray:
+    """The k nearest keys' (squared Euclidean distance) share per class slot, shaped as
+    ``like`` [B, W]; for values [B], their mean."""
+    distance = (keys * keys).sum(1)[None, :] - 2.0 * z @ keys.T
+    k = min(k, len(keys))
+    nearest = targets[np.argpartition(distance, k - 1, axis=1)[:, :k]]
+    if like.ndim == 1:
+        return nearest.mean(axis=1).astype(like.dtype)
+    vote = np.zeros_like(like)
+    np.add.at(vote, (np.repeat(np.arange(len(z)), k), nearest.ravel()), 1.0 / k)
+    return vote
 
 
 def _shifted(prediction: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -202,6 +263,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             entry["periodic inputs"].append(scored(periodic, periodic_classes, rows, reg))
             ema, _ = ema_predictions(settings, rows, args.ema_decay)
             entry["weights averaged"].append(scored(ema, classes, rows, reg))
+            knn, _ = neighbour_predictions(settings, rows, args.neighbours, args.window)
+            entry["nearest neighbours mixed"].append(scored(knn, classes, rows, reg))
             entry.update(events=len(rows), k=k)
             bar.update()
         runs[name] = entry
@@ -277,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{time.perf_counter() - t0:,.0f} s); seeds {', '.join(map(str, args.seeds))} "
         f"(stream and model), {args.events:,} events per generated stream, real data sets "
         f"whole; periodic inputs with k = {args.periodic_k}, σ = {args.periodic_sigma}; weights "
-        f"averaged with decay {args.ema_decay} per batch. Each "
+        f"averaged with decay {args.ema_decay} per batch; nearest neighbours: k = "
+        f"{args.neighbours} over the last {args.window:,} labelled rows. Each "
         "cell is the mean over the seeds (accuracy; MAE on regression streams). See the "
         "script's docstring for what each lever is.",
         "",
@@ -304,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "Two seeds averaged costs twice the training work of the defaults on every stream; "
         "periodic inputs add 2k inputs per numeric feature to the first layer only; weights "
-        "averaged, one forward pass per batch (here two: the live base is recomputed).",
+        "averaged, one forward pass per batch (here two: the live base is recomputed); "
+        "nearest neighbours mixed, no training but a distance to every row of the window per "
+        "scored row.",
         "",
         "![levers](levers.png)",
         "",
