@@ -47,6 +47,7 @@ __all__ = [
     "LinearSettings",
     "MemorySettings",
     "MetricsSettings",
+    "NeighbourSettings",
     "RegistrySettings",
     "ServeSettings",
     "Settings",
@@ -381,7 +382,23 @@ class ExpertSettings(_Section):
         return self
 
 
-class LinearSettings(_Section):
+class _MixSection(_Section):
+    """Exponential weights that mix a second prediction into the model's, on both
+    predictions' prequential accuracy (core/hedge.py)."""
+
+    horizon: int = Field(
+        500, ge=1, description="labelled events the mix's evidence spans (discount 1 − 1/N)"
+    )
+    eta: float = Field(1.0, gt=0, description="learning rate of the mix's weights")
+    limit: float = Field(
+        50.0, gt=0, description="most evidence kept either way (net wins before the mix turns)"
+    )
+    prior: float = Field(
+        0.0, description="evidence at the start (< 0 favours the model, > 0 the second one)"
+    )
+
+
+class LinearSettings(_MixSection):
     """A linear model beside a classifier's network, mixed in by exponential weights on both
     models' prequential accuracy (see DESIGN.md "The linear model beside the network")."""
 
@@ -392,15 +409,22 @@ class LinearSettings(_Section):
         "(features.numeric_slots + features.hash_buckets + 1) × class slots floats",
     )
     lr: float = Field(0.01, gt=0, le=1, description="the linear model's SGD step per row")
-    horizon: int = Field(
-        500, ge=1, description="labelled events the mix's evidence spans (discount 1 − 1/N)"
+
+
+class NeighbourSettings(_MixSection):
+    """A vote of the nearest recent labelled rows mixed into a classifier's prediction by
+    exponential weights on its prequential accuracy (see DESIGN.md "The neighbour vote")."""
+
+    enabled: bool = Field(
+        True,
+        description="classification: mix in the vote of the k nearest of the last `window` "
+        "labelled rows (Euclidean, over the standardised numeric features), weighted by its "
+        "recent accuracy; retired while it keeps losing, back after a detected drift",
     )
-    eta: float = Field(1.0, gt=0, description="learning rate of the mix's weights")
-    limit: float = Field(
-        50.0, gt=0, description="most evidence kept either way (net wins before the mix turns)"
-    )
+    k: int = Field(5, ge=1, le=64, description="neighbours that vote")
+    window: int = Field(2048, ge=1, le=65_536, description="recent labelled rows searched (a ring)")
     prior: float = Field(
-        0.0, description="evidence at the start (< 0 favours the network, > 0 the linear model)"
+        -3.0, description="evidence at the start and after a drift (< 0 favours the model)"
     )
 
 
@@ -628,6 +652,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     experts: ExpertSettings = ExpertSettings()
     linear: LinearSettings = LinearSettings()
+    neighbours: NeighbourSettings = NeighbourSettings()
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()

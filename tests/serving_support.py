@@ -32,6 +32,7 @@ def small_settings(task: str = "binary", **sections: dict) -> Settings:
             "lr": 0.01,
         },
         "memory": {"enabled": False},  # explicit: tests switch it on where they need it
+        "neighbours": {"enabled": False},  # the same
     }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}

@@ -50,6 +50,17 @@ class Hedge:
         self.error_rows = 0.0  # ... and Σ rows: the loss's scale
         self.weight = _sigmoid(eta * prior)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> Hedge:
+        """From a settings section with ``horizon`` (rows the evidence spans), ``eta``,
+        ``limit`` and ``prior`` (linear.*, neighbours.*)."""
+        return cls(
+            1.0 - 1.0 / settings.horizon,
+            settings.eta,
+            (-settings.limit, settings.limit),
+            settings.prior,
+        )
+
     def update(self, target: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:
         """Learn from labelled rows: class slots [B] with probabilities [B, W], or values [B]
         with predictions [B]."""

@@ -133,12 +133,7 @@ class LinearMixture:
         width: int,
         kernel: LinearKernel,
     ) -> LinearMixture:
-        hedge = Hedge(
-            1.0 - 1.0 / settings.horizon,
-            settings.eta,
-            (-settings.limit, settings.limit),
-            settings.prior,
-        )
+        hedge = Hedge.from_settings(settings)
         return cls(LinearModel(numeric_slots, buckets, width, settings.lr, kernel), hedge)
 
     @property

@@ -23,6 +23,7 @@ from streamlearn.core.learner import OnlineLearner
 from streamlearn.core.linear import LinearMixture
 from streamlearn.core.memory.compensation import gated
 from streamlearn.core.memory.stage import MemoryStage
+from streamlearn.core.neighbours import NeighbourVote
 from streamlearn.kernels.backend import Backend, LinearRows
 from streamlearn.settings import Settings
 
@@ -63,9 +64,11 @@ class Prequential:
         experts: ExpertPool | None = None,
         fast_start: int = 0,
         linear: LinearMixture | None = None,
+        neighbours: NeighbourVote | None = None,
     ) -> None:
         """``fast_start``: learner.fast_start, the young model's sub-batch divisor (0: off);
-        ``linear``: a classifier's linear model, mixed into the base prediction."""
+        ``linear``: a classifier's linear model, mixed into the base prediction;
+        ``neighbours``: a classifier's vote of the nearest recent rows, mixed in after it."""
         self.encoder = encoder
         self.labels = labels
         self.learner = learner
@@ -73,6 +76,7 @@ class Prequential:
         self.memory = memory  # error memory (ReLoop2): compensates the base prediction
         self.experts = experts  # past models (TAME): tried after a detection, switched to
         self.linear = linear  # a linear model beside the network, mixed in by its accuracy
+        self.neighbours = neighbours  # the nearest recent rows' vote, mixed in by its accuracy
         self.fast_start = fast_start
         self.regression = learner.regression
         self.learner.set_classes(self._class_mask())
@@ -83,8 +87,10 @@ class Prequential:
         self.observers: list[BatchObserver] = []
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Chains pickled before the linear model have none, and keep none."""
+        """Chains pickled before the linear model or the neighbour vote have none, and keep
+        none."""
         state.setdefault("linear", None)
+        state.setdefault("neighbours", None)
         self.__dict__.update(state)
 
     @classmethod
@@ -120,7 +126,13 @@ class Prequential:
             linear = LinearMixture.from_settings(
                 settings.linear, f.numeric_slots, f.hash_buckets, width, backend.linear
             )
-        return cls(encoder, labels, learner, detector, memory, experts, lrn.fast_start, linear)
+        neighbours = None
+        if settings.neighbours.enabled and not learner.regression:
+            width = int(learner.model.class_mask.shape[0])
+            neighbours = NeighbourVote(settings.neighbours, width)
+        return cls(
+            encoder, labels, learner, detector, memory, experts, lrn.fast_start, linear, neighbours
+        )
 
     @property
     def expert_switches(self) -> int:
@@ -166,6 +178,8 @@ class Prequential:
         """Score-only rows: the base prediction as served, compensated by the error memory
         when on."""
         base, hidden = self.base_prediction(z, cat, served=True)
+        if self.neighbours is not None:
+            base = self.neighbours.mix(base, self.neighbours.vote(self._numeric(z), base))
         return base if self.memory is None else self.memory.compensate(hidden, base)
 
     def _linear_inputs(self, z: np.ndarray, cat: np.ndarray) -> LinearRows:
@@ -173,6 +187,10 @@ class Prequential:
         active widths; every later column is zero, no evidence either way)."""
         num_slots, cat_slots = self.learner.active_slots
         return z[:, :num_slots], cat[:, :cat_slots]
+
+    def _numeric(self, z: np.ndarray) -> np.ndarray:
+        """The numeric slots some row has set (the neighbour vote's space)."""
+        return z[:, : self.learner.active_slots[0]]
 
     # -- prequential step -----------------------------------------------------------------
     def process(
@@ -266,6 +284,10 @@ class Prequential:
                     inputs = self._linear_inputs(z, cat)
                     base, linear = self.linear.mix(network, inputs, len(self.labels))
                     exported = base if network is live else gated(live, linear, self.linear.share)
+                if self.neighbours is not None:  # judged against the prediction without it
+                    near, unvoted = self._numeric(z), base  # the slots the step scored
+                    vote = self.neighbours.vote(near, base)
+                    base = self.neighbours.mix(base, vote)
                 scored = base if self.memory is None else self.memory.compensate(step.hidden, base)
                 if rows is ok:
                     prediction[rows], loss[rows] = scored, step.loss
@@ -276,6 +298,10 @@ class Prequential:
                 if drifts:
                     step.wait()  # the response changes the schedule and the reservoir
                     self.learner.on_drift()
+                if self.neighbours is not None:  # a detection brings a retired vote back
+                    if drifts:
+                        self.neighbours.on_drift()
+                    self.neighbours.learn(near, target, unvoted, vote)
                 if self.memory is not None:  # stores the live model's, as the detector sees
                     self.memory.store(z, cat, step.hidden, target, live, bool(drifts))
                 if self.linear is not None:
@@ -302,10 +328,13 @@ class Prequential:
 
     def respond_to_drift(self) -> None:
         """The drift response for a drift detected elsewhere (another rank of a scaled-out
-        worker): re-warm and replay reset, memory reset, and a drift recorded at this point."""
+        worker): re-warm and replay reset, memory reset, the neighbour vote restarted, and a
+        drift recorded at this point."""
         self.learner.on_drift()
         if self.memory is not None:
             self.memory.on_drift()
+        if self.neighbours is not None:
+            self.neighbours.on_drift()
         self.drifts.append(self.seen)
 
     def classes(self) -> list[Hashable]:
@@ -326,6 +355,7 @@ class Prequential:
             "memory": None if self.memory is None else self.memory.state_dict(),
             **({} if self.experts is None else {"experts": self.experts.state_dict()}),
             **({} if self.linear is None else {"linear": self.linear.state_dict()}),
+            **({} if self.neighbours is None else {"neighbours": self.neighbours.state_dict()}),
             "counters": {
                 "seen": self.seen,
                 "unknown_labels": self.unknown_labels,
@@ -346,6 +376,8 @@ class Prequential:
             self.experts.load_state_dict(state["experts"])
         if self.linear is not None and state.get("linear") is not None:  # absent: saved before
             self.linear.load_state_dict(state["linear"])
+        if self.neighbours is not None and state.get("neighbours") is not None:
+            self.neighbours.load_state_dict(state["neighbours"])
         counters = state["counters"]
         self.seen = int(counters["seen"])
         self.unknown_labels = int(counters["unknown_labels"])

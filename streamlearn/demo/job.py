@@ -42,6 +42,7 @@ class DemoReport:
     plot: Path | None = None
     training_step: str = ""  # which training step ran: compiled kernels or torch ops
     linear_share: float | None = None  # the linear model's share at the end (None: no model)
+    neighbour_share: float | None = None  # the neighbour vote's share at the end (None: off)
     switches: tuple[int, int] | None = None  # to past models, to fresh ones (None: no pool)
 
     @property
@@ -64,6 +65,12 @@ class DemoReport:
                 "none (regression, or linear.enabled: false)"
                 if self.linear_share is None
                 else f"{self.linear_share:.2f} of the prediction, the network the rest"
+            ),
+            "neighbour vote    "
+            + (
+                "none (regression, or neighbours.enabled: false)"
+                if self.neighbour_share is None
+                else f"{self.neighbour_share:.2f} of the prediction (0: retired or losing)"
             ),
             "model switches    "
             + (
@@ -120,6 +127,7 @@ def run_demo(settings: Settings, out_dir: Path | None, stream: TextIO | None = N
     report.events = preq.seen
     report.overall = score.overall()
     report.linear_share = None if preq.linear is None else preq.linear.share
+    report.neighbour_share = None if preq.neighbours is None else preq.neighbours.share
     pool = preq.experts
     if pool is not None:
         fresh = 0 if pool.fresh is None else pool.fresh.switches

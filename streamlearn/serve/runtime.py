@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamlearn.core.neighbours import queries
 from streamlearn.errors import ArtifactError, RegistryError
 from streamlearn.export.artifact import ModelBundle, load_bundle, sha256_hex
 from streamlearn.export.memory import MemorySnapshot, decode_memory
@@ -49,7 +50,9 @@ class Served:
         if b is None or m is None:
             return False
         width = 1 if b.regression else b.n_outputs
-        return m.hidden_dim == b.hidden_dim and m.width == width and m.regression == b.regression
+        slots = m.neighbour_slots <= b.numeric_slots
+        same = m.hidden_dim == b.hidden_dim and m.width == width and m.regression == b.regression
+        return same and slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +100,15 @@ class ServingRuntime:
         bundle = served.bundle
         assert bundle is not None
         prediction, hidden = bundle.run(num, cat)
-        if self.compensate and served.snapshot is not None and served.memory_fits():
+        snapshot = served.snapshot
+        if self.compensate and snapshot is not None and served.memory_fits():
             self.metrics.observe_prediction(len(prediction), True)
-            return served.snapshot.error_memory.compensate(hidden, prediction), hidden, True
+            if snapshot.neighbours is not None:  # mixed in first, as the worker does
+                query = queries(num, snapshot.neighbour_slots)
+                prediction = snapshot.neighbours.compensate(query, prediction)
+            if snapshot.error_memory is not None:
+                prediction = snapshot.error_memory.compensate(hidden, prediction)
+            return prediction, hidden, True
         self.metrics.observe_prediction(len(prediction), False)
         return prediction, hidden, False
 
@@ -236,7 +245,8 @@ class ServingRuntime:
                 log.error("refused error-memory snapshot: %s", exc)
                 return False
             self.state = Served(self.state.bundle, snapshot)
-            self.metrics.observe_memory(snapshot.pushed_unix, snapshot.error_memory.weight)
+            weight = 0.0 if snapshot.error_memory is None else snapshot.error_memory.weight
+            self.metrics.observe_memory(snapshot.pushed_unix, weight)
             return True
 
     def reload(self) -> int | None:

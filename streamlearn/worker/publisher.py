@@ -223,16 +223,20 @@ class Publisher:
     def push_memory(
         self, prequential: Prequential, *, force: bool = False, stage: MemoryStage | None = None
     ) -> bool:
-        """Push the error-memory snapshot if ``memory_push_s`` passed; True when pushed.
-        ``stage``: push that memory instead of the chain's (every rank's rows, gathered)."""
+        """Push the error-memory snapshot (with the neighbour vote) if ``memory_push_s``
+        passed; True when pushed. ``stage``: push that memory instead of the chain's (every
+        rank's rows, gathered; the vote is this rank's)."""
         stage = prequential.memory if stage is None else stage
-        if stage is None:
+        neighbours = prequential.neighbours
+        if stage is None and neighbours is None:
             return False
         if not (force or self.memory_due()):
             return False
         self._last_push = self._clock()
         try:
-            blob = encode_memory(stage, self.last_version, self._published_model)
+            blob = encode_memory(
+                stage, self.last_version, self._published_model, neighbours, prequential.learner
+            )
             self.registry.push_memory(blob)
         except RegistryError as exc:
             self.registry_errors += 1

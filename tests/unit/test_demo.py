@@ -115,6 +115,11 @@ def test_summary_says_when_there_is_no_linear_model() -> None:
     assert "linear model      none (regression" in DemoReport(linear_share=None).render()
 
 
+def test_summary_names_the_neighbour_votes_share() -> None:
+    assert "neighbour vote    none (regression" in DemoReport().render()
+    assert "neighbour vote    0.25 of the prediction" in DemoReport(neighbour_share=0.25).render()
+
+
 def test_summary_says_when_there_is_no_expert_pool() -> None:
     text = DemoReport(switches=None).render()
     assert "model switches    none (experts.enabled: false)" in text

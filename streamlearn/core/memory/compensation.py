@@ -34,6 +34,7 @@ __all__ = [
     "TopKLookup",
     "compensated",
     "gated",
+    "kernels_available",
     "unit_keys",
 ]
 
@@ -255,7 +256,7 @@ class FrozenMemory:
         weight = float(state.get("weight", 1.0))
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"memory state: weight {weight} is outside [0, 1]")
-        compiled = isinstance(lookup, TopKLookup) and _kernels_available()
+        compiled = isinstance(lookup, TopKLookup) and kernels_available()
         lam, gamma = float(config["lam"]), float(config["gamma"])
         return cls(lookup, lam, gamma, regression, weight, compiled)
 
@@ -297,7 +298,7 @@ class FrozenMemory:
         return out
 
 
-def _kernels_available() -> bool:
+def kernels_available() -> bool:
     """Whether the compiled kernels load in this installation (one attempt per process)."""
     try:
         load()

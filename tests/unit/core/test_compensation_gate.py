@@ -21,6 +21,7 @@ def chain(gate: bool, enabled: bool = True) -> Prequential:
             },
             drift={"detector": "none"},
             linear={"enabled": False},  # the memory's gate alone
+            neighbours={"enabled": False},
             memory={"enabled": enabled, "gate": gate, "size": 32},
         )
     )

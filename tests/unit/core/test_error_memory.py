@@ -297,6 +297,7 @@ def settings(memory):
         features={"numeric_slots": 4, "categorical_slots": 1, "hash_buckets": 64},
         drift={"detector": "none"},
         memory=memory,
+        neighbours={"enabled": False},  # the memory's own compensation, nothing mixed before it
     )
 
 

@@ -20,6 +20,7 @@ from streamlearn.settings import load_settings
 def chain(task: str = "binary", **sections) -> Prequential:
     sections.setdefault("learner", {})
     sections["learner"] = {"task": task, "seed": 3, **sections["learner"]}
+    sections.setdefault("neighbours", {"enabled": False})  # the network and the linear model
     return Prequential.from_settings(load_settings(**sections))
 
 

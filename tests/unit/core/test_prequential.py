@@ -9,7 +9,10 @@ from streamlearn.settings import load_settings
 FEATURES = {"numeric_slots": 6, "categorical_slots": 2, "hash_buckets": 64, "embedding_dim": 3}
 
 
-def make(task="multiclass", drift=None, **learner):
+def make(task="multiclass", drift=None, neighbours=None, **learner):
+    """A small chain; the neighbour vote off unless ``neighbours`` says otherwise (it is
+    mixed in before a batch's new classes are dropped, so a batch that brings one scores
+    against the model before it only up to that renormalisation)."""
     values = {
         "task": task,
         "max_classes": 4,
@@ -30,6 +33,7 @@ def make(task="multiclass", drift=None, **learner):
             learner=values,
             drift=drift or {"detector": "none"},
             memory={"enabled": False},
+            neighbours=neighbours or {"enabled": False},
         )
     )
 
@@ -45,6 +49,20 @@ def rows(rng, n, classes=("a", "b")):
         xs.append(x)
         ys.append(label)
     return xs, ys
+
+
+def test_the_neighbour_vote_never_sees_the_batchs_labels():
+    rng = np.random.default_rng(1)
+    p = make(neighbours={"enabled": True})
+    for _ in range(6):
+        p.process(*rows(rng, 32))
+    assert p.neighbours is not None and p.neighbours.share > 0.0
+    xs, ys = rows(rng, 32)
+    shuffled = list(rng.permutation(ys))  # the same classes, other rows' labels
+    first = copy.deepcopy(p).process(xs, ys).prediction
+    second = copy.deepcopy(p).process(xs, shuffled).prediction
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, copy.deepcopy(p).predict(xs), rtol=0, atol=1e-6)
 
 
 def test_predictions_are_made_before_learning():

@@ -104,3 +104,54 @@ def test_lsh_snapshot_cannot_be_rekeyed_and_says_so():
     preq = trained("binary", n=300, memory={"enabled": True, "kind": "lsh"})
     model = copy.deepcopy(preq.learner.model)
     assert decode_memory(encode_memory(preq.memory, 2, model=model)).keyed_by_version is None
+
+
+def neighbour_chain(memory: bool):
+    """A classifier trained with the neighbour vote on (and the error memory on or off), its
+    vote given a share of 0.4 (as if learned: mixing reads only the share)."""
+    preq = trained(
+        "multiclass", n=600, memory={"enabled": memory}, learner={"fast_start": 0},
+        neighbours={"enabled": True, "window": 256},
+    )  # fmt: skip
+    assert preq.neighbours is not None and preq.neighbours.filled == 256
+    preq.neighbours.hedge.weight = 0.4
+    return preq
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_serving_mixes_in_the_neighbour_vote_as_the_worker(tmp_path, memory):
+    from prometheus_client import CollectorRegistry
+    from serving_support import export
+
+    from streamlearn.metrics.serve import ServeMetrics
+    from streamlearn.registry.filesystem import FilesystemRegistry
+    from streamlearn.serve.runtime import ServingRuntime
+
+    preq = neighbour_chain(memory)
+    registry = FilesystemRegistry(tmp_path)
+    registry.publish(export(preq))
+    blob = encode_memory(preq.memory, 1, neighbours=preq.neighbours, learner=preq.learner)
+    registry.push_memory(blob)
+    snapshot = decode_memory(blob)
+    assert (snapshot.error_memory is None) is not memory
+    assert snapshot.neighbours is not None and snapshot.neighbours.weight == pytest.approx(0.4)
+    runtime = ServingRuntime(registry, ServeMetrics(CollectorRegistry()))
+    assert runtime.refresh_model() and runtime.refresh_memory()
+    rows, _ = make_rows(40, 5, "multiclass")
+    feats = preq.encoder.encode(rows)
+    z = preq.encoder.standardize(feats.num)
+    served, _, compensated = runtime.predict(runtime.state, z, feats.cat)
+    assert compensated
+    # the worker's own chain scores these rows the same way (the live model is the exported)
+    worker = preq.predict(rows)
+    base, _ = preq.base_prediction(z, feats.cat)
+    assert np.abs(worker - base).max() > 1e-3  # the vote (and the memory) change predictions
+    np.testing.assert_allclose(served, worker, rtol=1e-4, atol=1e-5)
+    registry.close()
+
+
+def test_a_retired_vote_is_left_out_of_the_snapshot():
+    preq = neighbour_chain(True)
+    preq.neighbours.retired = True
+    snapshot = decode_memory(encode_memory(preq.memory, 1, neighbours=preq.neighbours))
+    assert snapshot.neighbours is None and snapshot.neighbour_slots == 0

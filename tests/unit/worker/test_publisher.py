@@ -166,10 +166,12 @@ def test_memory_push_is_rate_limited(tmp_path):
     assert publisher.memory_pushes == 3 and registry.pull_memory()
 
 
-def test_no_memory_means_no_push(tmp_path):
+def test_no_memory_and_no_vote_means_no_push(tmp_path):
     settings = small_settings()
     publisher = Publisher(FilesystemRegistry(tmp_path / "r"), settings.export)
     assert not publisher.push_memory(Prequential.from_settings(settings), force=True)
+    voting = small_settings(neighbours={"enabled": True})  # the vote alone is pushed
+    assert publisher.push_memory(Prequential.from_settings(voting), force=True)
 
 
 @pytest.mark.parametrize("regression", [False, True])
