@@ -182,15 +182,17 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
     gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
     if (grouped) select_rows(sims, filled, rows, picked, 1.0f / tau, top);
     for (int32_t n = 0; n < rows; n++) {
-        for (int32_t j = 0; j < filled; j++) sim[j] = sims[(int64_t)j * rows + n] * (1.0f / tau);
         int32_t *slots = grouped ? top + (int64_t)n * picked : top; /* row n's */
         if (all) {
             for (int32_t j = 0; j < filled; j++) slots[j] = j;
-        } else if (!grouped) {
+        } else if (!grouped) { /* row n's similarities side by side, for the sortable keys */
+            for (int32_t j = 0; j < filled; j++)
+                sim[j] = sims[(int64_t)j * rows + n] * (1.0f / tau);
             sort_keys(sim, filled, keys);
             select_insertion(keys, filled, picked, slots, keys + filled + LANES);
         }
-        for (int32_t t = 0; t < picked; t++) chosen[t] = sim[slots[t]];
+        for (int32_t t = 0; t < picked; t++) /* the chosen slots' only: read where they lie */
+            chosen[t] = sims[(int64_t)slots[t] * rows + n] * (1.0f / tau);
         float peak = -INFINITY, total = 0.0f;
         for (int32_t t = 0; t < picked; t++) peak = chosen[t] > peak ? chosen[t] : peak;
         memset(mean, 0, sizeof(float) * 2 * (size_t)width);
