@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 _EPILOG = """\
 configuration: a YAML file (--config) with sections source, features, learner, drift, memory,
-experts, linear, export, registry, serve, kafka, worker, checkpoint, metrics;
+experts, linear, neighbours, export, registry, serve, kafka, worker, checkpoint, metrics;
 every key can be overridden by an environment variable STREAMLEARN_<SECTION>__<KEY>, e.g.
 STREAMLEARN_LEARNER__LR=0.01; a list as JSON or comma-separated, e.g.
 STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS=broker-1:9092,broker-2:9092. Options given here override

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from streamlearn.settings import LinearSettings, NeighbourSettings
+
 __all__ = ["Hedge"]
 
 
@@ -51,9 +53,9 @@ class Hedge:
         self.weight = _sigmoid(eta * prior)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Hedge:
+    def from_settings(cls, settings: LinearSettings | NeighbourSettings) -> Hedge:
         """From a settings section with ``horizon`` (rows the evidence spans), ``eta``,
-        ``limit`` and ``prior`` (linear.*, neighbours.*)."""
+        ``limit`` and ``prior``."""
         return cls(
             1.0 - 1.0 / settings.horizon,
             settings.eta,

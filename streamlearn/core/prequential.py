@@ -328,8 +328,8 @@ class Prequential:
 
     def respond_to_drift(self) -> None:
         """The drift response for a drift detected elsewhere (another rank of a scaled-out
-        worker): re-warm and replay reset, memory reset, the neighbour vote restarted, and a
-        drift recorded at this point."""
+        worker): re-warm and replay reset, memory reset, a retired neighbour vote brought back,
+        and a drift recorded at this point."""
         self.learner.on_drift()
         if self.memory is not None:
             self.memory.on_drift()
