@@ -14,7 +14,7 @@
 
 #include "gemm.h"
 
-#ifdef __AVX512F__
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
@@ -72,6 +72,35 @@ static void sort_keys(const float *sim, int32_t filled, int64_t *keys) {
 
 static inline int32_t key_slot(int64_t key) { return (int32_t)(0xFFFFFFFFu - (uint32_t)key); }
 
+/* the similarities of slot_keys' keys, a lane each: the value back from the high half (-0 as
+ * +0); NaN for a NaN's key and for INT64_MIN, so that nothing compares below it */
+static inline Floats key_values(Keys key) {
+    const Words ordered = __builtin_convertvector((Wide)key >> 32, Words) ^ 0x80000000u;
+    const Words positive = (Words)(ordered > 0x7FFFFFFFu); /* all ones where the sign is clear */
+    const Words bits = (positive & (ordered & 0x7FFFFFFFu)) | (~positive & ~ordered);
+    Floats value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+/* whether any lane of a comparison's mask (all ones or all zeros per lane) is set: one
+ * movemask where the vector width has one, which the compiler does not make of the loop */
+static inline int any_lane(Words mask) {
+#if LANES == 8 && defined(__AVX__)
+    __m256 bits;
+    memcpy(&bits, &mask, sizeof bits);
+    return _mm256_movemask_ps(bits) != 0;
+#elif LANES == 4 && defined(__SSE__)
+    __m128 bits;
+    memcpy(&bits, &mask, sizeof bits);
+    return _mm_movemask_ps(bits) != 0;
+#else
+    uint32_t any = 0;
+    for (int32_t i = 0; i < LANES; i++) any |= mask[i];
+    return any != 0;
+#endif
+}
+
 static inline Keys broadcast(int64_t value) {
     const Keys zero = {0};
     return zero + value;
@@ -97,39 +126,68 @@ static inline Keys smaller(Keys a, Keys b) {
 }
 #endif
 
-/* k <= SMALL_K over a batch, LANES rows at a time, one lane per row: row n's similarity to
- * slot j is sims[j * rows + n] (times `scale`), so a group's keys for one slot lie side by
- * side. Each slot's keys pass down a chain of compare-exchanges with the `picked` largest so
- * far, which stay sorted (descending): no branch, no horizontal maximum, and a slot's chain
- * overlaps the next one's. The same keys as sort_keys, so the same slots in the same order as
- * select_insertion. `top`: [rows, picked]. */
-static inline __attribute__((always_inline)) void select_group(
-    const float *sims, int32_t filled, int32_t rows, int32_t picked, float scale, int32_t n0,
-    const int32_t lanes, int32_t *top) {
-    const Keys lowest = broadcast(INT64_MIN);
-    Keys best[SMALL_K];
-    for (int32_t t = 0; t < picked; t++) best[t] = lowest;
-    for (int32_t j = 0; j < filled; j++) {
-        const Floats scaled = load_floats(sims + (int64_t)j * rows + n0, lanes) * scale;
+/* k <= SMALL_K over a batch, LANES rows at a time, one lane per row. The ring is read in
+ * blocks of SLOT_BLOCK slots: one product of a block's keys with the queries makes the
+ * block's similarities [slots, rows] (gemm.h: each the same bits as in a product over the
+ * whole ring), small enough to stay in the first-level cache while every group of rows reads
+ * them. Each slot's keys pass down a chain of compare-exchanges with the `picked` largest so
+ * far, which stay sorted (descending): no horizontal maximum, and a slot's chain overlaps the
+ * next one's. Once `picked` are held, a slot whose similarity is at most the smallest held
+ * one's in every lane skips the chain (its keys are smaller: an equal value's later slot is
+ * below), which after the first slots is nearly every slot. The same keys as sort_keys, so the
+ * same slots in the same order as select_insertion. */
+#define SLOT_BLOCK 128
+
+/* one group's pass over a block (`count` slots from slot `first`, row n's similarity to the
+ * block's slot j at block[j * rows + n]); `best`: the group's `picked` largest keys so far */
+static inline __attribute__((always_inline)) void select_block(
+    const float *block, int32_t count, int32_t first, int32_t rows, int32_t picked, float scale,
+    int32_t n0, const int32_t lanes, Keys *best) {
+    Floats least = key_values(best[picked - 1]); /* NaN until picked are held */
+    for (int32_t j = 0; j < count; j++) {
+        const Floats scaled = load_floats(block + (int64_t)j * rows + n0, lanes) * scale;
+        if (!any_lane(~(Words)(scaled <= least))) continue;
         const Wide slot = {0};
-        Keys x = slot_keys(scaled, slot + (uint64_t)j);
+        Keys x = slot_keys(scaled, slot + (uint64_t)(first + j));
         for (int32_t t = 0; t < picked; t++) {
             const Keys kept = larger(best[t], x);
             x = smaller(best[t], x);
             best[t] = kept;
         }
+        least = key_values(best[picked - 1]);
     }
-    for (int32_t i = 0; i < lanes; i++)
-        for (int32_t t = 0; t < picked; t++)
-            top[(int64_t)(n0 + i) * picked + t] = key_slot(best[t][i]);
 }
 
-static void select_rows(const float *sims, int32_t filled, int32_t rows, int32_t picked,
-                        float scale, int32_t *top) {
-    int32_t n0 = 0;
-    for (; n0 + LANES <= rows; n0 += LANES) /* whole groups: LANES a constant */
-        select_group(sims, filled, rows, picked, scale, n0, LANES, top);
-    if (n0 < rows) select_group(sims, filled, rows, picked, scale, n0, rows - n0, top);
+/* `top`, `value`: [rows, picked], every row's chosen slots and their similarities times
+ * `scale` (-0 as +0); `block`: room for SLOT_BLOCK * rows, `best`: for SMALL_K keys a group */
+static void select_rows(const float *ring_keys, int32_t filled, int32_t hidden_dim,
+                        const float *queries_t, int32_t rows, int32_t picked, float scale,
+                        int32_t *top, float *value, float *block, Keys *best) {
+    const int32_t groups = (rows + LANES - 1) / LANES, whole = rows / LANES;
+    for (int32_t t = 0; t < groups * SMALL_K; t++) best[t] = broadcast(INT64_MIN);
+    for (int32_t first = 0; first < filled; first += SLOT_BLOCK) {
+        const int32_t count = filled - first < SLOT_BLOCK ? filled - first : SLOT_BLOCK;
+        memset(block, 0, sizeof(float) * (size_t)count * (size_t)rows);
+        gemm_acc(count, hidden_dim, rows, ring_keys + (int64_t)first * hidden_dim, hidden_dim,
+                 queries_t, rows, block, rows);
+        for (int32_t g = 0; g < whole; g++) /* whole groups: LANES a constant */
+            select_block(block, count, first, rows, picked, scale, g * LANES, LANES,
+                         best + g * SMALL_K);
+        if (whole < groups)
+            select_block(block, count, first, rows, picked, scale, whole * LANES,
+                         rows - whole * LANES, best + whole * SMALL_K);
+    }
+    for (int32_t g = 0; g < groups; g++) {
+        const int32_t n0 = g * LANES, lanes = rows - n0 < LANES ? rows - n0 : LANES;
+        for (int32_t t = 0; t < picked; t++) {
+            const Keys key = best[g * SMALL_K + t];
+            const Floats chosen = key_values(key);
+            for (int32_t i = 0; i < lanes; i++) {
+                top[(int64_t)(n0 + i) * picked + t] = key_slot(key[i]);
+                value[(int64_t)(n0 + i) * picked + t] = chosen[i];
+            }
+        }
+    }
 }
 
 /* Larger k (its chain of vectors would not stay in registers), one row at a time: insertion
@@ -155,51 +213,66 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
                       int32_t regression, float *out, float *keys_out) {
     const int all = k <= 0 || k >= filled;
     const int32_t picked = all ? filled : k;
-    /* scratch: one row's similarities, the chosen ones' values, the weighted means, the unit
-     * queries transposed [hidden_dim, rows] and every row's similarities [filled, rows], which
-     * one product of the ring's keys with the queries makes (the ring is read as it lies) */
-    const size_t scratch = (size_t)filled * (1 + (size_t)rows) + (size_t)picked +
-                           2 * (size_t)width + (size_t)hidden_dim * (size_t)rows;
-    float *sim = malloc(sizeof(float) * scratch);
-    /* each row's chosen slots: one row's at a time, or every row's for select_rows */
+    /* k <= SMALL_K: select_rows picks every row's slots from the ring a block at a time;
+     * otherwise every row's similarities [filled, rows] come from one product of the ring's
+     * keys with the queries, and each row's are gathered for the sortable keys */
     const int grouped = !all && picked <= SMALL_K;
-    int32_t *top = malloc(sizeof(int32_t) * (size_t)(picked > 0 ? picked : 1) *
-                          (size_t)(grouped ? rows : 1));
-    /* the sortable keys, then the insertion's held list */
-    int64_t *keys = malloc(sizeof(int64_t) * ((size_t)filled + LANES + (size_t)picked));
-    if (!sim || !top || !keys) {
-        free(sim);
+    /* scratch: the chosen ones' similarities (every row's when grouped), the weighted means,
+     * the unit queries transposed [hidden_dim, rows], then a block's similarities (grouped)
+     * or one row's and every row's */
+    const size_t chosen_size = (size_t)picked * (grouped ? (size_t)rows : 1);
+    const size_t scratch = chosen_size + 2 * (size_t)width + (size_t)hidden_dim * (size_t)rows +
+                           (grouped ? (size_t)SLOT_BLOCK * (size_t)rows
+                                    : (size_t)filled * (1 + (size_t)rows));
+    float *chosen = malloc(sizeof(float) * scratch);
+    /* each row's chosen slots: one row's at a time, or every row's for select_rows */
+    int32_t *top = malloc(sizeof(int32_t) * (picked > 0 ? chosen_size : 1));
+    /* grouped: each group's largest keys; else the sortable keys, then the insertion's held
+     * list */
+    const size_t key_count = grouped ? (size_t)SMALL_K * LANES * ((size_t)rows / LANES + 1)
+                                     : (size_t)filled + LANES + (size_t)picked;
+    int64_t *keys = aligned_alloc(64, sizeof(int64_t) * ((key_count + 7) / 8 * 8));
+    if (!chosen || !top || !keys) {
+        free(chosen);
         free(top);
         free(keys);
         return -2;
     }
-    float *chosen = sim + filled, *mean = chosen + picked, *queries_t = mean + 2 * width;
-    float *sims = queries_t + (int64_t)hidden_dim * rows;
+    float *mean = chosen + chosen_size, *queries_t = mean + 2 * width;
+    float *sim = queries_t + (int64_t)hidden_dim * rows; /* a block's, or one row's */
+    float *sims = grouped ? NULL : sim + filled;          /* every row's */
     for (int32_t n = 0; n < rows; n++)
         unit_row(hidden + (int64_t)n * hidden_dim, hidden_dim, keys_out + (int64_t)n * hidden_dim);
     transpose(keys_out, rows, hidden_dim, hidden_dim, queries_t);
-    memset(sims, 0, sizeof(float) * (size_t)filled * (size_t)rows);
-    gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
-    if (grouped) select_rows(sims, filled, rows, picked, 1.0f / tau, top);
+    if (grouped) {
+        select_rows(ring_keys, filled, hidden_dim, queries_t, rows, picked, 1.0f / tau, top,
+                    chosen, sim, (Keys *)keys);
+    } else {
+        memset(sims, 0, sizeof(float) * (size_t)filled * (size_t)rows);
+        gemm_acc(filled, hidden_dim, rows, ring_keys, hidden_dim, queries_t, rows, sims, rows);
+    }
     for (int32_t n = 0; n < rows; n++) {
         int32_t *slots = grouped ? top + (int64_t)n * picked : top; /* row n's */
-        if (all) {
-            for (int32_t j = 0; j < filled; j++) slots[j] = j;
-        } else if (!grouped) { /* row n's similarities side by side, for the sortable keys */
-            for (int32_t j = 0; j < filled; j++)
-                sim[j] = sims[(int64_t)j * rows + n] * (1.0f / tau);
-            sort_keys(sim, filled, keys);
-            select_insertion(keys, filled, picked, slots, keys + filled + LANES);
+        float *weight = grouped ? chosen + (int64_t)n * picked : chosen;
+        if (!grouped) {
+            if (all) {
+                for (int32_t j = 0; j < filled; j++) slots[j] = j;
+            } else { /* row n's similarities side by side, for the sortable keys */
+                for (int32_t j = 0; j < filled; j++)
+                    sim[j] = sims[(int64_t)j * rows + n] * (1.0f / tau);
+                sort_keys(sim, filled, keys);
+                select_insertion(keys, filled, picked, slots, keys + filled + LANES);
+            }
+            for (int32_t t = 0; t < picked; t++) /* the chosen slots' only: where they lie */
+                weight[t] = sims[(int64_t)slots[t] * rows + n] * (1.0f / tau);
         }
-        for (int32_t t = 0; t < picked; t++) /* the chosen slots' only: read where they lie */
-            chosen[t] = sims[(int64_t)slots[t] * rows + n] * (1.0f / tau);
         float peak = -INFINITY, total = 0.0f;
-        for (int32_t t = 0; t < picked; t++) peak = chosen[t] > peak ? chosen[t] : peak;
+        for (int32_t t = 0; t < picked; t++) peak = weight[t] > peak ? weight[t] : peak;
         memset(mean, 0, sizeof(float) * 2 * (size_t)width);
         for (int32_t t = 0; t < picked; t++) /* each weight's exponential, once */
-            total += (chosen[t] = expf(chosen[t] - peak));
+            total += (weight[t] = expf(weight[t] - peak));
         for (int32_t t = 0; t < picked; t++) {
-            const float w = chosen[t] / total;
+            const float w = weight[t] / total;
             const float *v = ring_values + (int64_t)slots[t] * 2 * width;
             for (int32_t i = 0; i < 2 * width; i++) mean[i] += w * v[i];
         }
@@ -217,7 +290,7 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
             for (int32_t i = 0; i < width; i++) o[i] /= sum;
         }
     }
-    free(sim);
+    free(chosen);
     free(top);
     free(keys);
     return 0;

@@ -479,17 +479,18 @@ def test_compiled_memory_compensates_a_row_alone_as_within_a_batch(rows):
     assert np.array_equal(together, alone)
 
 
-# k up to 16: passes over the keys; beyond: insertion into a sorted list
-@pytest.mark.parametrize("k", [3, 8, 16, 20])
-def test_compiled_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k):
+# k up to 16: passes over the keys, in blocks of 128 slots; beyond: insertion into a sorted
+# list. 150 slots: equal similarities in different blocks, a NaN in the last one
+@pytest.mark.parametrize(("k", "size"), [(3, 40), (8, 40), (16, 40), (20, 40), (5, 150), (16, 150)])
+def test_compiled_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k, size):
     rng = np.random.default_rng(23)
-    width, hidden_dim, size = 3, 5, 40
+    width, hidden_dim, stored = 3, 5, size - 4
     memory = ErrorMemory(hidden_dim, width, k=k, size=size, tau=0.5, lam=0.9, gamma=0.4,
                          kernel=CompiledMemory(binding.load()))  # fmt: skip
     distinct = rng.normal(size=(6, hidden_dim)).astype(np.float32)
-    hidden = distinct[rng.integers(0, 6, 36)]  # repeated keys: equal similarities
-    hidden[[4, 17]] = np.nan  # a NaN key: its similarity is NaN for every query
-    memory.update(hidden, rng.integers(0, width, 36), rng.dirichlet(np.ones(width), 36))
+    hidden = distinct[rng.integers(0, 6, stored)]  # repeated keys: equal similarities
+    hidden[[4, 17, stored - 3]] = np.nan  # a NaN key: its similarity is NaN for every query
+    memory.update(hidden, rng.integers(0, width, stored), rng.dirichlet(np.ones(width), stored))
     queries = np.concatenate([distinct, rng.normal(size=(4, hidden_dim))]).astype(np.float32)
     base = rng.dirichlet(np.ones(width), len(queries)).astype(np.float32)
     got, _ = memory.compensate_keyed(queries, base)
