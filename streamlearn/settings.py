@@ -138,6 +138,14 @@ class FeatureSettings(_Section):
         "(decisions 0041, 0042)",
     )
     periodic_sigma: float = Field(0.3, gt=0, le=10, description="the frequencies' spread")
+    periodic_sharp_sigma: float = Field(
+        0.9,
+        gt=0,
+        le=10,
+        description="the spread of the last periodic // 2 frequencies of each slot: sharp "
+        "thresholds beside the others' smooth waves; = periodic_sigma for one spread "
+        "(decision 0050)",
+    )
     periodic_scale: float = Field(
         0.1,
         gt=0,

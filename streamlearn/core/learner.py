@@ -148,6 +148,7 @@ class OnlineLearner:
                 wide=learner.wide,
                 periodic=features.periodic,
                 periodic_sigma=features.periodic_sigma,
+                periodic_sharp_sigma=features.periodic_sharp_sigma,
                 periodic_scale=features.periodic_scale,
             ).to(device)
         if backend is None:

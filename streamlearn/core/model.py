@@ -57,11 +57,17 @@ EMBEDDING_INIT_SCALE = 0.1
 _FREQUENCY_SEED = 20221127
 
 
-def periodic_frequencies(numeric_slots: int, k: int, sigma: float) -> torch.Tensor:
+def periodic_frequencies(
+    numeric_slots: int, k: int, sigma: float, sharp_sigma: float
+) -> torch.Tensor:
     """The fixed frequencies [numeric_slots, k]: N(0, σ²) draws from a seed of their own (the
-    global random stream, which seeds the weights, is left as it was)."""
+    global random stream, which seeds the weights, is left as it was), the last k // 2 of
+    each slot's drawn with ``sharp_sigma`` instead: one spread suits either smooth trends or
+    sharp thresholds, a stream may need both (decision 0050)."""
     generator = torch.Generator().manual_seed(_FREQUENCY_SEED)
-    return torch.randn((numeric_slots, k), generator=generator) * sigma
+    spread = torch.full((k,), sigma)
+    spread[k - k // 2 :] = sharp_sigma
+    return torch.randn((numeric_slots, k), generator=generator) * spread
 
 
 def numeric_input_width(numeric_slots: int, periodic: int) -> int:
@@ -104,6 +110,7 @@ class TabularNet(nn.Module):
         wide: bool = False,
         periodic: int = 0,
         periodic_sigma: float = 0.3,
+        periodic_sharp_sigma: float = 0.9,
         periodic_scale: float = 0.1,
     ) -> None:
         super().__init__()
@@ -131,7 +138,9 @@ class TabularNet(nn.Module):
         # a buffer (checkpoints and exports carry it), None without periodic features
         self.register_buffer(
             "frequencies",
-            periodic_frequencies(numeric_slots, periodic, periodic_sigma) if periodic else None,
+            periodic_frequencies(numeric_slots, periodic, periodic_sigma, periodic_sharp_sigma)
+            if periodic
+            else None,
         )
         self.register_buffer("class_mask", torch.zeros(n_outputs, dtype=torch.bool))
         self.register_buffer("target_loc", torch.zeros(()))

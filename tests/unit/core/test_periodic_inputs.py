@@ -46,15 +46,29 @@ def test_every_model_of_a_stream_reads_the_same_frequencies():
     """Fixed, as a hash function's seed: a fresh model or a past expert (another weight seed)
     reads the inputs as the live one; the draw leaves the global random stream alone."""
     state = torch.random.get_rng_state()
-    first = periodic_frequencies(5, 3, 0.3)
+    first = periodic_frequencies(5, 3, 0.3, 0.9)
     assert torch.equal(torch.random.get_rng_state(), state)
-    models = [TabularNet(5, 2, 64, 4, [8], 2, periodic=3, periodic_sigma=0.3) for _ in range(2)]
+    models = [
+        TabularNet(5, 2, 64, 4, [8], 2, periodic=3, periodic_sigma=0.3, periodic_sharp_sigma=0.9)
+        for _ in range(2)
+    ]
     for model in models:
         assert model.frequencies is not None
         assert torch.equal(model.frequencies, first)
     assert not torch.equal(models[0].body[0].weight, models[1].body[0].weight)
-    assert torch.equal(periodic_frequencies(5, 3, 0.6), 2 * first)
-    assert torch.allclose(first.std(), torch.tensor(0.3), rtol=0.6)  # N(0, σ²) draws
+    assert torch.equal(periodic_frequencies(5, 3, 0.6, 1.8), 2 * first)
+
+
+def test_the_last_half_of_the_frequencies_has_the_sharp_spread():
+    """Both spreads from one draw: the first k - k // 2 columns at σ, the last k // 2 at the
+    sharp σ (k = 1 keeps σ alone), each column the same N(0, 1) draw scaled."""
+    unit = periodic_frequencies(2000, 4, 1.0, 1.0)
+    mixed = periodic_frequencies(2000, 4, 0.3, 0.9)
+    assert torch.allclose(mixed[:, :2], unit[:, :2] * 0.3)
+    assert torch.allclose(mixed[:, 2:], unit[:, 2:] * 0.9)
+    assert torch.allclose(mixed[:, 2:].std(), torch.tensor(0.9), rtol=0.1)  # N(0, 0.9²) draws
+    assert torch.allclose(mixed[:, :2].std(), torch.tensor(0.3), rtol=0.1)
+    assert torch.equal(periodic_frequencies(3, 1, 0.3, 0.9), periodic_frequencies(3, 1, 0.3, 0.3))
 
 
 def test_the_first_layer_reads_every_feature_and_the_step_only_the_slots_in_use():
