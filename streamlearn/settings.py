@@ -147,11 +147,11 @@ class FeatureSettings(_Section):
         "(decision 0050)",
     )
     periodic_scale: float = Field(
-        0.1,
+        0.15,
         gt=0,
         le=1,
         description="the periodic features' scale: small, so they do not disturb what the raw "
-        "values already carry (decision 0041)",
+        "values already carry (decisions 0041, 0050)",
     )
 
 

@@ -111,7 +111,7 @@ class TabularNet(nn.Module):
         periodic: int = 0,
         periodic_sigma: float = 0.3,
         periodic_sharp_sigma: float = 0.9,
-        periodic_scale: float = 0.1,
+        periodic_scale: float = 0.15,
     ) -> None:
         super().__init__()
         self.regression = regression
