@@ -467,6 +467,15 @@ class OnlineLearner:
                 f"model {'has' if 'frequencies' in model else 'has no'} periodic features): "
                 "restore with the settings it was written with"
             )
+        frequencies = self.model.frequencies
+        if frequencies is not None and not torch.equal(
+            model["frequencies"].to(frequencies.device), frequencies
+        ):  # trained weights read their own inputs: another draw would be silently wrong
+            raise ValueError(
+                "the checkpoint's periodic frequencies differ from those these settings draw "
+                "(features.periodic, periodic_sigma, periodic_sharp_sigma): restore with the "
+                "settings it was written with"
+            )
         wide = self.model.wide
         if wide is not None and "wide.weight" not in model:  # saved before the wide term
             model = {**model, "wide.weight": torch.zeros_like(wide.weight)}

@@ -124,6 +124,19 @@ def test_a_checkpoint_restores_only_into_the_periodic_setting_it_was_written_wit
             target.load_state_dict(source.state_dict())
 
 
+def test_a_checkpoint_restores_only_into_the_frequencies_it_was_drawn_with():
+    """A checkpoint from before decision 0050 (one spread) is refused, not read with another
+    draw; the settings it was written with restore it."""
+    one_spread = {**PERIODIC, "periodic_sharp_sigma": 0.3}
+    old = Prequential.from_settings(small_settings(features=one_spread))
+    state = old.state_dict()
+    with pytest.raises(ValueError, match=r"periodic_sharp_sigma"):
+        Prequential.from_settings(small_settings(features=PERIODIC)).load_state_dict(state)
+    restored = Prequential.from_settings(small_settings(features=one_spread))
+    restored.load_state_dict(state)
+    assert torch.equal(restored.learner.model.frequencies, old.learner.model.frequencies)
+
+
 def test_on_by_default_with_four_frequencies_and_off_at_zero():
     """Decision 0042: on by default; the river estimators follow the settings' default."""
     assert load_settings().features.periodic == 4
