@@ -313,12 +313,28 @@ def doc_parser(prog: str, doc: str) -> argparse.ArgumentParser:
 
 
 def stream_parser(
-    prog: str, doc: str, streams: Sequence[str], default_streams: Sequence[str]
+    prog: str,
+    doc: str,
+    streams: Sequence[str],
+    default_streams: Sequence[str],
+    several_seeds: bool = False,
 ) -> argparse.ArgumentParser:
-    """An argument parser with the options every stream benchmark shares."""
+    """An argument parser with the options every stream benchmark shares (``several_seeds``:
+    --seed takes one or more, as a list)."""
     p = doc_parser(prog, doc)
     p.add_argument("--events", type=int, default=30_000, help="events per stream (default 30000)")
-    p.add_argument("--seed", type=int, default=42, help="stream and model seed (default 42)")
+    if several_seeds:
+        p.add_argument(
+            "--seed",
+            type=int,
+            nargs="+",
+            default=[42],
+            metavar="SEED",
+            help="stream and model seed; several: every stream at each, judged on the means "
+            "(default 42)",
+        )
+    else:
+        p.add_argument("--seed", type=int, default=42, help="stream and model seed (default 42)")
     p.add_argument(
         "--streams",
         nargs="+",
