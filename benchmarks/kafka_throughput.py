@@ -15,6 +15,7 @@ is measured in the same runs. The decode ceiling: one core consuming the topic w
 then with ``json.loads``, and each decoder alone from memory. Last, whether kafka-python's
 record parsing (pure Python, on the thread that calls ``poll``) gains from a thread of its own:
 its polls feeding the decoder and learner on one thread, and from a thread of their own.
+The client ``kafka-python-process`` is kafka-python in a child process (``kafka.reader_process``).
 Targets: confluent-kafka ≥ 150k events/s and ≥ 0.8× from memory; kafka-python ≥ 0.6×.
 ``--preset throughput`` runs every path with the throughput preset (micro-batches of 256, one
 update each, lr 0.01: timing_runner.THROUGHPUT_PRESET, whose accuracy prequential.py reports)
@@ -97,7 +98,8 @@ def settings_for(
     ckpt: Path,
     preset: dict[str, dict[str, Any]],
 ) -> Settings:
-    """The defaults, but the consumer-lag lookup and the checkpoint (each one every 5 s at the
+    """The defaults (``client``: a client's name, or ``kafka-python-process`` for kafka-python
+    in a child process), but the consumer-lag lookup and the checkpoint (each one every 5 s at the
     defaults; a broker round trip, and a settle and a copy of the state, on the loop's thread)
     are left out of the timed span, which lasts well under 5 s: whether one fell inside would
     decide a run; through_kafka times one of each apart, and the report adds their share at the
@@ -105,7 +107,9 @@ def settings_for(
     return load_settings(
         **preset,
         kafka={
-            "bootstrap_servers": [bootstrap], "topic": topic, "client": client,
+            "bootstrap_servers": [bootstrap], "topic": topic,
+            "client": client.removesuffix("-process"),
+            "reader_process": client.endswith("-process"),
             "group_id": f"bench-{uuid.uuid4().hex[:8]}", "dead_letter_topic": None,
             "output_topic": output, **FAST_GROUP,
         },
@@ -463,7 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeats", type=int, default=3, help="rounds, each running every path once (medians)"
     )
     parser.add_argument(
-        "--clients", default="kafka-python,confluent", help="comma-separated Kafka clients"
+        "--clients",
+        default="kafka-python,kafka-python-process,confluent",
+        help="comma-separated Kafka clients (kafka-python-process: kafka-python in a child "
+        "process)",
     )
     parser.add_argument(
         "--preset",

@@ -526,6 +526,11 @@ class KafkaSettings(_Section):
     client: Literal["kafka-python", "confluent"] = Field(
         "kafka-python", description="kafka-python (always installed) or confluent-kafka (faster)"
     )
+    reader_process: bool = Field(
+        False,
+        description="consume in a child process: kafka-python's record parsing then runs beside "
+        "the learner instead of holding its interpreter (confluent-kafka parses in C already)",
+    )
     bootstrap_servers: _TextList[str] = Field(
         ("localhost:9092",), min_length=1, description="host:port list (JSON or comma-separated)"
     )

@@ -44,7 +44,8 @@ def test_kafka_throughput_runs_every_path_with_the_throughput_preset(
 ):
     command = [
         sys.executable, str(SCRIPT), "--bootstrap", kafka_bootstrap, "--events", "1024",
-        "--repeats", "1", "--clients", "kafka-python,confluent", "--preset", "throughput",
+        "--repeats", "1", "--clients", "kafka-python,kafka-python-process,confluent",
+        "--preset", "throughput",
         "--out", str(tmp_path),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=220)
@@ -58,6 +59,9 @@ def test_kafka_throughput_runs_every_path_with_the_throughput_preset(
     assert data["results"]["confluent"]["events"] == 1024 - 256
     assert data["results"]["memory"]["events"] == 1024
     assert data["results"]["kafka-python"]["events"] == 1024 - 256
+    # kafka-python in a child process: the worker learns the same events through the pipe
+    assert data["results"]["kafka-python-process"]["events"] == 1024 - 256
+    assert "| Kafka, kafka-python in a child process" in markdown
     # kafka-python's polls on the learning thread and on their own, timed the same way
     assert "## kafka-python's parsing on a thread of its own" in markdown
     for key in ("polled", "polled-thread"):

@@ -222,7 +222,12 @@ def _client_module(settings: KafkaSettings) -> Any:
 
 
 def open_reader(settings: KafkaSettings) -> KafkaReader:
-    """A consumer of the configured client (raises KafkaUnavailable if it cannot start)."""
+    """A consumer of the configured client (raises KafkaUnavailable if it cannot start), in a
+    child process with ``reader_process`` (reader_process.py)."""
+    if settings.reader_process:
+        from streamlearn.worker.kafka.reader_process import ProcessReader
+
+        return ProcessReader(settings)
     module = _client_module(settings)
     reader = module.ConfluentReader if settings.client == "confluent" else module.KafkaPythonReader
     return reader(settings)  # type: ignore[no-any-return]
