@@ -19,7 +19,7 @@ import pytest
 from kafka_tools import create_topic, event, send, unique, worker_settings
 from worker_process import WorkerProcess, run_to_end, seen, write_config
 
-from streamlearn.errors import KafkaUnavailable
+from streamlearn.errors import ConfigError, KafkaUnavailable
 from streamlearn.worker.kafka.client import Record, TopicPartition, open_reader
 from streamlearn.worker.kafka.reader_process import ProcessReader
 
@@ -106,6 +106,18 @@ def test_records_in_order_and_a_killed_child_is_replaced(kafka_bootstrap: str, t
     finally:
         reader.close()
     assert not reader._process.is_alive()
+
+
+def test_a_client_that_cannot_start_is_the_same_error_as_in_process(tmp_path: Path):
+    """A configuration mistake raised in the child reaches the worker as the ConfigError the
+    in-process client gives (the CLI's exit code 2), and the child is gone."""
+    settings = worker_settings("127.0.0.1:1", tmp_path, kafka={"client_options": {"bogus": 1}})
+    with pytest.raises(ConfigError, match="Unrecognized configs") as in_process:
+        open_reader(settings.kafka)
+    child = settings.kafka.model_copy(update={"reader_process": True})
+    with pytest.raises(ConfigError, match="Unrecognized configs") as in_child:
+        open_reader(child)
+    assert str(in_child.value) == str(in_process.value)
 
 
 def test_kill_9_leaves_no_reader_behind_and_learns_each_event_once(

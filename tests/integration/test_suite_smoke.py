@@ -96,3 +96,30 @@ def test_targets_over_no_stream_of_their_kind_are_not_judged(monkeypatch) -> Non
     assert len(unjudged) == 2 and all("no such stream" in t["measured"] for t in unjudged)
     section = targets_section([stream])
     assert "nan" not in section and section.count("| —          |") == 2
+
+
+def test_a_model_missing_at_some_seed_is_not_compared(monkeypatch) -> None:
+    """Means over the seeds compare like with like: a peer that ran at one seed of two is left
+    out of the best peer and named with the seeds it ran at."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "benchmarks"))
+    from prequential_report import StreamResult
+    from report import ModelRun, score_from_hits
+    from suite_report import SeededStream, best_peer, summarise
+
+    by_seed = {}
+    for seed, (ours, theirs) in {1: (0.8, 0.7), 2: (0.6, 0.5)}.items():
+        result = StreamResult("phishing", "pages", "binary", [])
+        for key, share in (("streamlearn", ours), ("river-scaled-lr", theirs)):
+            hits = [True] * int(share * 10) + [False] * (10 - int(share * 10))
+            result.add(ModelRun(key, key, score_from_hits(hits), 0.5))
+        if seed == 1:  # a strong peer that ran at one seed only
+            result.add(ModelRun("river-arf", "river ARF", score_from_hits([True] * 10), 0.5))
+        by_seed[seed] = result
+    stream = SeededStream(by_seed)
+    assert stream.compared() == ["streamlearn", "river-scaled-lr"]
+    assert best_peer(stream) == "river-scaled-lr"
+    assert stream.skipped() == {"river-arf": "ran at 1 of 2 seeds: not compared"}
+    summary = summarise(stream)
+    assert summary["streamlearn"] == pytest.approx(0.7) and summary["best_peer_value"] == 0.6
+    assert summary["gap"] == pytest.approx(10.0) and summary["at_least_best"]
+    assert stream.events_per_s("streamlearn") == pytest.approx(20 / 1.0)
