@@ -75,17 +75,24 @@ def test_broker_outage_is_retried_with_backoff_and_logged_once(
     assert sum(run.worker.positions.values()) == 600  # no loss, no double learning
 
 
+@pytest.mark.parametrize("reader_process", [False, True], ids=["in-process", "reader-process"])
 def test_rebalance_checkpoints_and_commits_before_giving_partitions_up(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, reader_process: bool
 ):
+    """Also with the client in a child process: the revocation crosses the pipe, in order."""
     only_on_revoke = {"every_batches": 0, "every_s": 0}  # no periodic checkpoints here
-    a_settings = worker_settings(kafka_bootstrap, tmp_path / "a", checkpoint=only_on_revoke)
+    a_settings = worker_settings(
+        kafka_bootstrap,
+        tmp_path / "a",
+        checkpoint=only_on_revoke,
+        kafka={"reader_process": reader_process},
+    )
     k = a_settings.kafka
     b_settings = worker_settings(
         kafka_bootstrap,
         tmp_path / "b",
         checkpoint=only_on_revoke,
-        kafka={"topic": k.topic, "group_id": k.group_id},
+        kafka={"topic": k.topic, "group_id": k.group_id, "reader_process": reader_process},
     )
     create_topic(kafka_bootstrap, k.topic, partitions=2)
     for p in range(2):
