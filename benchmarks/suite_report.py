@@ -179,15 +179,15 @@ def summarise(stream: SeededStream) -> dict[str, Any]:
         ]
     speed_key = SPEED_PEERS["regression" if regression else "classification"]
     if speed_key in keys:
-        faster = stream.events_per_s(SUBJECT) > stream.events_per_s(speed_key)
-        as_good = _at_least(value, stream.value(speed_key), regression)
+        rate, peer_rate = stream.events_per_s(SUBJECT), stream.events_per_s(speed_key)
+        peer_value = stream.value(speed_key)
         out["speed"] = {
             "peer": stream.name(speed_key),
-            "peer_value": stream.value(speed_key),
-            "peer_events_per_s": stream.events_per_s(speed_key),
-            "events_per_s": stream.events_per_s(SUBJECT),
-            "ratio": stream.events_per_s(SUBJECT) / stream.events_per_s(speed_key),
-            "met": faster and as_good,
+            "peer_value": peer_value,
+            "peer_events_per_s": peer_rate,
+            "events_per_s": rate,
+            "ratio": rate / peer_rate,
+            "met": rate > peer_rate and _at_least(value, peer_value, regression),
         }
     return out
 

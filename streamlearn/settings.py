@@ -529,7 +529,8 @@ class KafkaSettings(_Section):
     reader_process: bool = Field(
         False,
         description="consume in a child process: kafka-python's record parsing then runs beside "
-        "the learner instead of holding its interpreter (confluent-kafka parses in C already)",
+        "the learner instead of holding its interpreter; pays only with a core free for it "
+        "(decision 0051; confluent-kafka parses in C already)",
     )
     bootstrap_servers: _TextList[str] = Field(
         ("localhost:9092",), min_length=1, description="host:port list (JSON or comma-separated)"

@@ -217,12 +217,17 @@ class ProcessReader:
         except (EOFError, OSError):
             raise self._died() from None
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _connection(self) -> Connection:
+        """The pipe to a live child: a new child when the last one died."""
         if self._conn is None:
-            self._restart()
+            log.warning("starting a new Kafka reader process")
+            self._start()
         assert self._conn is not None
+        return self._conn
+
+    def _send(self, message: tuple[Any, ...]) -> None:
         try:
-            self._conn.send(message)
+            self._connection().send(message)
         except OSError:
             raise self._died() from None
 
@@ -244,10 +249,6 @@ class ProcessReader:
         if self._process.is_alive():
             self._process.kill()
             self._process.join(1.0)
-
-    def _restart(self) -> None:
-        log.warning("starting a new Kafka reader process")
-        self._start()
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         """A message that is not the reply being waited for: records or a rebalance."""
@@ -296,12 +297,10 @@ class ProcessReader:
         self._call("subscribe", self._topics)
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
-        if self._conn is None:
-            self._restart()
-        assert self._conn is not None
+        conn = self._connection()
         if not self._buffer and self._pending_error is None:
             wait = timeout_s
-            while self._conn.poll(wait):
+            while conn.poll(wait):
                 self._handle(self._receive())
                 if self._buffer or self._pending_error is not None:
                     break
