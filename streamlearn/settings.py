@@ -414,9 +414,17 @@ class LinearSettings(_MixSection):
         True,
         description="classification: learn a linear model beside the network and serve their "
         "mix, each weighted by its recent accuracy (ignored for regression); its weights take "
-        "(features.numeric_slots + features.hash_buckets + 1) × class slots floats",
+        "(features.numeric_slots + features.hash_buckets + 1) × class slots floats a rate",
     )
     lr: float = Field(0.01, gt=0, le=1, description="the linear model's SGD step per row")
+    slow_lr: float = Field(
+        0.0025,
+        ge=0,
+        le=1,
+        description="a second copy of the linear model learns at this step per row, the two "
+        "mixed by their log loss over the last `horizon` events (a slow rate for stationary "
+        "concepts, `lr` for drifting ones); 0: one rate, half the linear model's weights",
+    )
 
 
 class NeighbourSettings(_MixSection):

@@ -12,6 +12,10 @@ network:
   numeric slots and one weight row per categorical hash bucket, bucket 0, missing, fixed at
   zero), over the class slots switched on; one SGD step per (sub-)batch on the summed
   gradient of the log loss (``lr`` per row, as a per-row step would take);
+- :class:`LinearRates`: that model at two SGD rates (``linear.lr``, ``linear.slow_lr``), each
+  stepping on its own prediction, mixed by exponential weights on their discounted log loss:
+  stationary linear concepts (waveform, SEA) want the slow rate, drifting ones (a rotating
+  hyperplane) the fast one, and no single rate wins both (decision 0052);
 - a :class:`~streamlearn.core.hedge.Hedge` with the network first and the linear model second:
   the base prediction is ``(1 − w)·p_network + w·p_linear``, ``w`` learned from both models'
   prequential 0/1 losses. Where neither wins clearly the two are averaged, which on some
@@ -36,20 +40,32 @@ from streamlearn.core.memory.compensation import gated
 from streamlearn.kernels.backend import LinearKernel, LinearRows
 from streamlearn.settings import LinearSettings
 
-__all__ = ["LinearMixture", "LinearModel", "LinearWeights"]
+__all__ = ["LinearMixture", "LinearModel", "LinearPrediction", "LinearRates", "LinearWeights"]
 
 
 @dataclass(frozen=True, slots=True)
 class LinearWeights:
-    """What the export needs of the mixture: the linear model's weights and its share.
+    """What the export needs of the mixture: each rate's weights, the rates' shares and the
+    linear model's share.
 
-    ``numeric`` [numeric slots, W], ``buckets`` [hash buckets, W] (row 0 zero), ``bias`` [W],
-    ``share`` the linear model's weight in the mix."""
+    ``numeric`` [rates, numeric slots, W], ``buckets`` [rates, hash buckets, W] (row 0 zero),
+    ``bias`` [rates, W], ``rate_shares`` [rates] (summing to 1), ``share`` the linear model's
+    weight in the mix."""
 
     numeric: np.ndarray
     buckets: np.ndarray
     bias: np.ndarray
+    rate_shares: np.ndarray
     share: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinearPrediction:
+    """The linear model's prediction of some rows: ``mixed`` [B, W], the rates' mix, and
+    ``each`` [rates, B, W], every rate's own (what each one learns from)."""
+
+    mixed: np.ndarray
+    each: np.ndarray
 
 
 class LinearModel:
@@ -69,6 +85,14 @@ class LinearModel:
         self.lr, self.kernel = lr, kernel
         self.numeric_slots, self.width = numeric_slots, width
         self.flat = np.zeros((numeric_slots + buckets + 1) * width, dtype=np.float32)
+        self._view()
+
+    def bind(self, flat: np.ndarray) -> None:
+        """Keep the weights in ``flat`` (a float32 view of this model's size, e.g. part of a
+        buffer shared by several models), taking its current values."""
+        if flat.shape != self.flat.shape or flat.dtype != np.float32:
+            raise ValueError(f"want {self.flat.size} float32 weights, got {flat.size}")
+        self.flat = flat
         self._view()
 
     def _view(self) -> None:
@@ -117,10 +141,101 @@ class LinearModel:
         self.flat[:] = flat
 
 
+class LinearRates:
+    """The linear model at one or more SGD rates, each stepping on its own prediction, their
+    predictions mixed by exponential weights on discounted log loss (η = 1: the Bayesian
+    mixture of the rates with forgetting; Cesa-Bianchi & Lugosi, *Prediction, Learning, and
+    Games*, 2006, ch. 3: log loss is exp-concave at η = 1)::
+
+        L_k ← β^n·L_k + Σ_i −log p_k(y_i)      w_k = exp(−L_k) / Σ_j exp(−L_j)
+
+    The models' weights are one float32 array (``flat``, rate after rate) so that a scaled-out
+    worker averages them in one operation; ``loss`` holds the L_k.
+    """
+
+    def __init__(self, models: list[LinearModel], discount: float) -> None:
+        self.models, self.discount = models, discount
+        self.flat = np.concatenate([m.flat for m in models])
+        self._bind()
+        self.loss = np.zeros(len(models))
+        self.shares = np.full(len(models), 1.0 / len(models))
+
+    def _bind(self) -> None:
+        """Each model's weights as its slice of ``flat``."""
+        size = self.models[0].flat.size
+        for k, model in enumerate(self.models):
+            model.bind(self.flat[k * size : (k + 1) * size])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled models hold copies of their slices: bound to ``flat`` again."""
+        self.__dict__.update(state)
+        self._bind()
+
+    @property
+    def slow_share(self) -> float:
+        """The second (slow) rate's share; 0 with one rate."""
+        return float(self.shares[1]) if len(self.shares) > 1 else 0.0
+
+    def predict(self, rows: LinearRows, active: int) -> LinearPrediction:
+        """Each rate's probabilities and their mix for ``rows`` over the first ``active``
+        class slots (see :meth:`LinearModel.predict`)."""
+        each = np.stack([m.predict(rows, active) for m in self.models])
+        mixed = np.tensordot(self.shares.astype(np.float32), each, axes=1)
+        return LinearPrediction(mixed, each)
+
+    def learn(
+        self, rows: LinearRows, target: np.ndarray, prediction: LinearPrediction, active: int
+    ) -> None:
+        """Labelled rows (class slots ``target`` [B], below ``active``) the rates predicted
+        ``prediction``: the rates' losses, then one SGD step of each on its own prediction."""
+        n = len(target)
+        if not (n and active):
+            return
+        hit = prediction.each[:, np.arange(n), target].astype(np.float64)
+        self.set_loss(self.discount**n * self.loss - np.log(np.maximum(hit, 1e-7)).sum(axis=1))
+        for model, own in zip(self.models, prediction.each, strict=True):
+            model.learn(rows, target, own, active)
+
+    def set_loss(self, loss: np.ndarray) -> None:
+        """Take the discounted losses as given (ranks of a scaled-out worker agree on their
+        average) and the shares they make."""
+        self.loss = np.asarray(loss, dtype=np.float64)
+        weight = np.exp(self.loss.min() - self.loss)
+        self.shares = weight / weight.sum()
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of the rates' numeric [rates, slots, W], bucket [rates, buckets, W] and
+        bias [rates, W] weights."""
+        return tuple(  # type: ignore[return-value]
+            np.stack([getattr(m, part) for m in self.models])
+            for part in ("numeric", "buckets", "bias")
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"flat": self.flat.copy(), "loss": self.loss.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A state of the same rates, or one saved with a single rate (before the rates: each
+        rate starts from its weights)."""
+        flat = np.asarray(state["flat"], dtype=np.float32)
+        size = self.models[0].flat.size
+        if flat.size == size and "loss" not in state:
+            self.flat[:] = np.tile(flat, len(self.models))
+            self.set_loss(np.zeros(len(self.models)))
+            return
+        if flat.shape != self.flat.shape:
+            raise ValueError(f"linear model state has {flat.size} weights, want {self.flat.size}")
+        loss = np.asarray(state["loss"], dtype=np.float64)
+        if loss.shape != self.loss.shape:
+            raise ValueError(f"linear model state has {loss.size} rates, want {self.loss.size}")
+        self.flat[:] = flat
+        self.set_loss(loss)
+
+
 class LinearMixture:
     """The linear model and its share in the base prediction (see the module docstring)."""
 
-    def __init__(self, model: LinearModel, hedge: Hedge) -> None:
+    def __init__(self, model: LinearRates, hedge: Hedge) -> None:
         self.model = model
         self.hedge = hedge  # its weight is the linear model's share
 
@@ -134,7 +249,15 @@ class LinearMixture:
         kernel: LinearKernel,
     ) -> LinearMixture:
         hedge = Hedge.from_settings(settings)
-        return cls(LinearModel(numeric_slots, buckets, width, settings.lr, kernel), hedge)
+        rates = [settings.lr] + ([settings.slow_lr] if settings.slow_lr else [])
+        models = [LinearModel(numeric_slots, buckets, width, lr, kernel) for lr in rates]
+        return cls(LinearRates(models, hedge.discount), hedge)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Mixtures pickled before the rates hold one model: it becomes the only rate."""
+        if isinstance(state["model"], LinearModel):
+            state["model"] = LinearRates([state["model"]], state["hedge"].discount)
+        self.__dict__.update(state)
 
     @property
     def share(self) -> float:
@@ -143,30 +266,30 @@ class LinearMixture:
 
     def mix(
         self, network: np.ndarray, rows: LinearRows, active: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, LinearPrediction]:
         """(the base prediction, the linear model's own) for ``rows`` (numeric values and
         bucket ids of the slots in use) the network predicted ``network`` [B, W], over the
         first ``active`` class slots, the two mixed as the error memory's gate mixes its
         predictions."""
         linear = self.model.predict(rows, active)
-        return gated(network, linear, self.share), linear
+        return gated(network, linear.mixed, self.share), linear
 
     def learn(
         self,
         rows: LinearRows,
         target: np.ndarray,
         network: np.ndarray,
-        linear: np.ndarray,
+        linear: LinearPrediction,
         active: int,
     ) -> None:
         """Labelled rows, after :meth:`mix` with the same ``active``: the share learns from
         both predictions' losses, then the linear model from the rows."""
-        self.hedge.update(target, network, linear)
+        self.hedge.update(target, network, linear.mixed)
         self.model.learn(rows, target, linear, active)
 
     def weights(self) -> LinearWeights:
-        m = self.model
-        return LinearWeights(m.numeric.copy(), m.buckets.copy(), m.bias.copy(), self.share)
+        numeric, buckets, bias = self.model.weights()
+        return LinearWeights(numeric, buckets, bias, self.model.shares.copy(), self.share)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "hedge": self.hedge.state_dict()}

@@ -197,7 +197,8 @@ class ServedNet(nn.Module):
     """A TabularNet as it is served: standardised values [N, numeric_slots] in, their numeric
     inputs computed inside (the exported graph holds the periodic features' frequencies); with
     ``linear`` (a classifier's linear model, core/linear.py), the prediction is the mix of the
-    network's and the linear model's by its share, as the worker scores."""
+    network's and the linear model's (its rates mixed by their shares) by its share, as the
+    worker scores."""
 
     def __init__(self, model: TabularNet, linear: LinearWeights | None = None) -> None:
         super().__init__()
@@ -206,14 +207,18 @@ class ServedNet(nn.Module):
         if linear is not None:
             self.register_buffer("linear_numeric", torch.from_numpy(linear.numeric))
             self.register_buffer("linear_buckets", torch.from_numpy(linear.buckets))
-            self.register_buffer("linear_bias", torch.from_numpy(linear.bias))
+            self.register_buffer("linear_bias", torch.from_numpy(linear.bias[:, None, :]))
+            shares = torch.tensor(linear.rate_shares, dtype=torch.float32).view(-1, 1, 1)
+            self.register_buffer("linear_rate_shares", shares)
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prediction, hidden = self.model.from_values(num, cat)
         if not hasattr(self, "linear_numeric"):
             return prediction, hidden
-        logits = num @ self.linear_numeric + self.linear_bias
-        logits = logits + self.linear_buckets[cat].sum(dim=1)
+        # every rate's logits [rates, N, W]
+        logits = torch.matmul(num, self.linear_numeric) + self.linear_bias
+        logits = logits + self.linear_buckets[:, cat].sum(dim=2)
         mask = self.model.class_mask
-        linear = torch.softmax(logits.masked_fill(~mask, _MASKED), dim=1).masked_fill(~mask, 0.0)
+        each = torch.softmax(logits.masked_fill(~mask, _MASKED), dim=2).masked_fill(~mask, 0.0)
+        linear = (self.linear_rate_shares * each).sum(dim=0)
         return (1.0 - self.share) * prediction + self.share * linear, hidden

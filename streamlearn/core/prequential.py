@@ -283,7 +283,9 @@ class Prequential:
                 if self.linear is not None:
                     inputs = self._linear_inputs(z, cat)
                     base, linear = self.linear.mix(network, inputs, len(self.labels))
-                    exported = base if network is live else gated(live, linear, self.linear.share)
+                    exported = (
+                        base if network is live else gated(live, linear.mixed, self.linear.share)
+                    )
                 if self.neighbours is not None:  # judged against the prediction without it
                     near, unvoted = self._numeric(z), base  # the slots the step scored
                     vote = self.neighbours.vote(near, base)

@@ -171,6 +171,7 @@ def export_artifact(
         "n_outputs": n_outputs,
         "hidden_dim": model.hidden_dim,
         "linear_share": None if linear is None else linear.share,  # the linear model's mix
+        "linear_rate_shares": None if linear is None else [float(w) for w in linear.rate_shares],
         "hash_buckets": encoder.hash_buckets,
         "features": encoder.state_dict(),
         "inputs": {

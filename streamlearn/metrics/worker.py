@@ -180,6 +180,11 @@ class WorkerMetrics:
             "Share of the linear model beside the network in a classifier's base prediction "
             "(0 = off, regression, or the network alone)",
         )
+        self.linear_slow_share = m.gauge(
+            "linear_slow_share",
+            "Share of the slow rate within a classifier's linear model (0 = one rate, off, or "
+            "regression)",
+        )
         self.neighbour_share = m.gauge(
             "neighbour_share",
             "Share of the nearest recent rows' vote in a classifier's predictions (0 = off, "
@@ -318,6 +323,7 @@ class WorkerMetrics:
         self.memory_capacity.set(memory.settings.size if memory is not None and topk else 0)
         self.memory_weight.set(0.0 if memory is None else memory.weight)
         self.linear_share.set(0.0 if preq.linear is None else preq.linear.share)
+        self.linear_slow_share.set(0.0 if preq.linear is None else preq.linear.model.slow_share)
         self.neighbour_share.set(0.0 if preq.neighbours is None else preq.neighbours.share)
         self.fresh_share.set(0.0 if preq.experts is None else preq.experts.fresh_share)
         self.experts.set(0 if preq.experts is None else len(preq.experts))

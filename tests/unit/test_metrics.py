@@ -114,6 +114,8 @@ def test_batches_produce_the_event_learning_and_state_families(tmp_path):
     assert _value(reg, W + "error_memory_weight") == preq.memory.weight
     assert preq.linear is not None  # on by default for a classifier
     assert _value(reg, W + "linear_share") == preq.linear.share
+    assert _value(reg, W + "linear_slow_share") == preq.linear.model.slow_share
+    assert preq.linear.model.slow_share == preq.linear.model.shares[1] > 0.0
     assert preq.neighbours is not None  # on by default for a classifier
     assert _value(reg, W + "neighbour_share") == preq.neighbours.share
     assert 0.0 < _value(reg, W + "prequential_loss") < 5.0

@@ -84,15 +84,15 @@ class Rounds:
 
     def _average(self, preq: Prequential, weight: float) -> None:
         """Every rank's weights, weighted by the rows it learned this turn (weights sum to 1),
-        once no re-keying of the error memory still reads them; a classifier's linear model
-        and its share's evidence likewise."""
+        once no re-keying of the error memory still reads them; a classifier's linear model,
+        its share's evidence and its rates' losses likewise."""
         if preq.memory is not None:
             preq.memory.ring_ready()
         trainer, linear = preq.learner.trainer, preq.linear
         table = trainer.table
         parts = [trainer.flat, table.reshape(-1)]
-        if linear is not None:
-            evidence = np.array([linear.hedge.advantage], np.float32)
+        if linear is not None:  # its weights, then the share's and the rates' evidence
+            evidence = np.array([linear.hedge.advantage, *linear.model.loss], np.float32)
             parts += [torch.from_numpy(linear.model.flat), torch.from_numpy(evidence)]
         flat = torch.cat(parts) * weight
         self.group.all_reduce(flat)
@@ -101,8 +101,10 @@ class Rounds:
         table.copy_(flat[trainer.flat.numel() : end].view_as(table))
         if linear is not None:
             averaged = flat[end:].numpy()
-            linear.model.flat[:] = averaged[:-1]
-            linear.hedge.set_advantage(float(averaged[-1]))
+            weights = linear.model.flat.size
+            linear.model.flat[:] = averaged[:weights]
+            linear.hedge.set_advantage(float(averaged[weights]))
+            linear.model.set_loss(averaged[weights + 1 :])
 
     def _merge_statistics(self, preq: Prequential, sums: np.ndarray) -> None:
         """The shared statistics: the last round's plus every rank's rows since (exact)."""

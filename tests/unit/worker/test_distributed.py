@@ -66,7 +66,11 @@ def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows
         learned = preqs[r].learner.trainer.flat.clone()
         shared[f"learned{r}"] = learned
         linear = preqs[r].linear
-        shared[f"linear{r}"] = (linear.model.flat.copy(), linear.hedge.advantage)
+        shared[f"linear{r}"] = (
+            linear.model.flat.copy(),
+            linear.hedge.advantage,
+            linear.model.loss.copy(),
+        )
         outcome = rounds.turn(preqs[r], drifted=r == 1, stop=False, due=r == 0, reassigned=False)
         shared[f"outcome{r}"] = outcome
 
@@ -81,13 +85,16 @@ def test_a_round_leaves_both_ranks_with_one_model_and_the_statistics_of_all_rows
     expected = 0.75 * shared["learned0"] + 0.25 * shared["learned1"]
     assert torch.allclose(a.flat, expected, atol=1e-6)
     # the linear model beside the network and its share's evidence are averaged alike
-    (flat0, evidence0), (flat1, evidence1) = shared["linear0"], shared["linear1"]
+    (flat0, evidence0, loss0), (flat1, evidence1, loss1) = shared["linear0"], shared["linear1"]
     assert not np.array_equal(flat0, flat1)
     one, other = (p.linear for p in preqs)
     assert np.array_equal(one.model.flat, other.model.flat)
     np.testing.assert_allclose(one.model.flat, 0.75 * flat0 + 0.25 * flat1, atol=1e-6)
     assert one.share == other.share
     assert one.hedge.advantage == pytest.approx(0.75 * evidence0 + 0.25 * evidence1, abs=1e-5)
+    assert not np.array_equal(loss0, loss1)  # the rates' losses too, and the shares they make
+    np.testing.assert_allclose(one.model.loss, 0.75 * loss0 + 0.25 * loss1, rtol=1e-5)
+    assert np.array_equal(one.model.shares, other.model.shares)
     outcome = shared["outcome0"]
     assert (outcome.learned, outcome.drifts, outcome.checkpoint, outcome.stop) == (
         32,
