@@ -62,10 +62,10 @@ class LinearWeights:
 @dataclass(frozen=True, slots=True)
 class LinearPrediction:
     """The linear model's prediction of some rows: ``mixed`` [B, W], the rates' mix, and
-    ``each`` [rates, B, W], every rate's own (what each one learns from)."""
+    ``each``, every rate's own [B, W] (what each one learns from)."""
 
     mixed: np.ndarray
-    each: np.ndarray
+    each: tuple[np.ndarray, ...]
 
 
 class LinearModel:
@@ -179,8 +179,10 @@ class LinearRates:
     def predict(self, rows: LinearRows, active: int) -> LinearPrediction:
         """Each rate's probabilities and their mix for ``rows`` over the first ``active``
         class slots (see :meth:`LinearModel.predict`)."""
-        each = np.stack([m.predict(rows, active) for m in self.models])
-        mixed = np.tensordot(self.shares.astype(np.float32), each, axes=1)
+        each = tuple(m.predict(rows, active) for m in self.models)
+        mixed = np.float32(self.shares[0]) * each[0]
+        for share, own in zip(self.shares[1:], each[1:], strict=True):
+            mixed += np.float32(share) * own
         return LinearPrediction(mixed, each)
 
     def learn(
@@ -191,10 +193,13 @@ class LinearRates:
         n = len(target)
         if not (n and active):
             return
-        hit = prediction.each[:, np.arange(n), target].astype(np.float64)
-        self.set_loss(self.discount**n * self.loss - np.log(np.maximum(hit, 1e-7)).sum(axis=1))
-        for model, own in zip(self.models, prediction.each, strict=True):
+        rows_at, fade = np.arange(n), self.discount**n
+        loss = self.loss.copy()
+        for k, (model, own) in enumerate(zip(self.models, prediction.each, strict=True)):
+            hit = own[rows_at, target].astype(np.float64)
+            loss[k] = fade * loss[k] - float(np.log(np.maximum(hit, 1e-7)).sum())
             model.learn(rows, target, own, active)
+        self.set_loss(loss)
 
     def set_loss(self, loss: np.ndarray) -> None:
         """Take the discounted losses as given (ranks of a scaled-out worker agree on their
