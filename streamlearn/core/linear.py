@@ -211,9 +211,11 @@ class LinearRates:
     def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Copies of the rates' numeric [rates, slots, W], bucket [rates, buckets, W] and
         bias [rates, W] weights."""
-        return tuple(  # type: ignore[return-value]
-            np.stack([getattr(m, part) for m in self.models])
-            for part in ("numeric", "buckets", "bias")
+        models = self.models
+        return (
+            np.stack([m.numeric for m in models]),
+            np.stack([m.buckets for m in models]),
+            np.stack([m.bias for m in models]),
         )
 
     def state_dict(self) -> dict[str, Any]:
