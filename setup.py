@@ -1,4 +1,5 @@
-"""Builds the compiled CPU kernels (streamlearn/kernels/cpu/*.c) as extension modules.
+"""Builds the compiled CPU kernels (streamlearn/kernels/cpu/*.c) as extension modules, and
+the Kafka record parser (streamlearn/worker/kafka/records.c) as one of its own.
 
 The same sources compile once per variant into their own module: on x86-64 for the x86-64-v4
 (AVX-512), x86-64-v3 (AVX2, FMA) and baseline levels, elsewhere for the baseline alone;
@@ -6,7 +7,8 @@ streamlearn.kernels.cpu.binding imports the best one the CPU runs. module.c, bin
 bind_step.c are the binding, on CPython's C API with the buffer protocol, which Python 3.10's
 limited API lacks: the modules are built for one CPython version (no abi3), and wheels are
 built per version. Every module is optional: where none builds (no C compiler, MSVC) the
-install still succeeds and the learner runs the torch step.
+install still succeeds and the learner runs the torch step (and kafka-python parses its own
+records, slower).
 The rest of the project's configuration is in pyproject.toml.
 """
 
@@ -102,6 +104,14 @@ setup(
             optional=True,
         )
         for module, variant, flags in _variants()
+    ]
+    + [
+        Extension(
+            "streamlearn.worker.kafka._records",
+            sources=["streamlearn/worker/kafka/records.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        )
     ],
     cmdclass={"build_ext": BuildKernels},
 )

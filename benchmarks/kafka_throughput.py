@@ -12,10 +12,13 @@ checkpoints → commits) against a broker that already holds the events, timed f
 first batch to its last learned event: the consumer-group join is not counted, and the wait for
 the first fetch is reported apart; where its time goes (the client's poll, the learner, the rest)
 is measured in the same runs. The decode ceiling: one core consuming the topic without decoding,
-then with ``json.loads``, and each decoder alone from memory. Last, whether kafka-python's
-record parsing (pure Python, on the thread that calls ``poll``) gains from a thread of its own:
-its polls feeding the decoder and learner on one thread, and from a thread of their own.
-The client ``kafka-python-process`` is kafka-python in a child process (``kafka.reader_process``).
+then with ``json.loads`` (and kafka-python with its own record parser and with the worker's,
+records.c), and each decoder alone from memory. Last, whether kafka-python's own record parsing
+(pure Python, on the thread that calls ``poll``) gains from a thread of its own: its polls
+feeding the decoder and learner on one thread, and from a thread of their own.
+The client ``kafka-python-process`` is kafka-python in a child process (``kafka.reader_process``),
+``kafka-python-own-parser`` the worker's kafka-python reader with kafka-python's own record parser
+(pure Python) instead of records.c (native_records.py), for the comparison.
 Targets: confluent-kafka ≥ 150k events/s and ≥ 0.8× from memory; kafka-python ≥ 0.6×.
 ``--preset throughput`` runs every path with the throughput preset (micro-batches of 256, one
 update each, lr 0.01: timing_runner.THROUGHPUT_PRESET, whose accuracy prequential.py reports)
@@ -26,6 +29,7 @@ Results go to ``benchmarks/results/kafka_throughput.{md,json}`` (kafka_throughpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import queue
@@ -47,11 +51,13 @@ from kafka_throughput_report import report
 from report import load_average
 from timing_runner import THROUGHPUT_PRESET
 
+import streamlearn.worker.kafka.kafka_python as kafka_python_reader
 import streamlearn.worker.loop as worker_loop
 from streamlearn.core.prequential import Prequential
 from streamlearn.events import Event, Rejection, decode
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.decode import EventDecoder
+from streamlearn.worker.kafka.native_records import install
 from streamlearn.worker.kafka.produce import synthetic_messages
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,16 +105,17 @@ def settings_for(
     preset: dict[str, dict[str, Any]],
 ) -> Settings:
     """The defaults (``client``: a client's name, or ``kafka-python-process`` for kafka-python
-    in a child process), but the consumer-lag lookup and the checkpoint (each one every 5 s at the
-    defaults; a broker round trip, and a settle and a copy of the state, on the loop's thread)
-    are left out of the timed span, which lasts well under 5 s: whether one fell inside would
-    decide a run; through_kafka times one of each apart, and the report adds their share at the
-    default cadence back. ``preset``: sections of settings on top of the defaults (PRESETS)."""
+    in a child process; ``kafka-python-own-parser``: kafka-python, see through_kafka), but the
+    consumer-lag lookup and the checkpoint (each one every 5 s at the defaults; a broker round
+    trip, and a settle and a copy of the state, on the loop's thread) are left out of the timed
+    span, which lasts well under 5 s: whether one fell inside would decide a run; through_kafka
+    times one of each apart, and the report adds their share at the default cadence back.
+    ``preset``: sections of settings on top of the defaults (PRESETS)."""
     return load_settings(
         **preset,
         kafka={
             "bootstrap_servers": [bootstrap], "topic": topic,
-            "client": client.removesuffix("-process"),
+            "client": client.removesuffix("-process").removesuffix("-own-parser"),
             "reader_process": client.endswith("-process"),
             "group_id": f"bench-{uuid.uuid4().hex[:8]}", "dead_letter_topic": None,
             "output_topic": output, **FAST_GROUP,
@@ -212,15 +219,20 @@ class Stages:
         return timed_call
 
 
-def through_kafka(settings: Settings, n: int) -> tuple[float, int, float, dict[str, float]]:
+def through_kafka(
+    settings: Settings, n: int, own_parser: bool = False
+) -> tuple[float, int, float, dict[str, float]]:
     """The real worker, stepped on this thread: seconds and events from the end of its first
     batch to its last learned event, the seconds from its partitions' assignment to that first
     batch (the first fetch's round trip, reported apart like the group join), and the seconds
     of the counted part spent per stage (with those of one consumer-lag lookup and of one
-    checkpoint on the loop's thread, apart)."""
+    checkpoint on the loop's thread, apart). ``own_parser``: kafka-python's reader keeps
+    kafka-python's own record parser (records.c not installed)."""
     from streamlearn.app import build_worker
 
-    worker = build_worker(settings, threading.Event())
+    keep = mock.patch.object(kafka_python_reader, "install", return_value=False)
+    with keep if own_parser else contextlib.nullcontext():
+        worker = build_worker(settings, threading.Event())
     assert worker is not None
     worker.restore()
     worker.reader.subscribe(worker.topics, worker)
@@ -315,12 +327,15 @@ class WireEvent(msgspec.Struct, gc=False):
     ts: float | None = None
 
 
-def kafka_python_consumer(bootstrap: str, topic: str) -> Any:
-    """A kafka-python consumer assigned the topic's partition 0 from its start (no group)."""
+def kafka_python_consumer(bootstrap: str, topic: str, native: bool = False) -> Any:
+    """A kafka-python consumer assigned the topic's partition 0 from its start (no group);
+    ``native``: its records parsed by records.c, as the worker's reader has them."""
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KTopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    if native and not install(consumer):
+        raise RuntimeError("the native record parser (records.c) is not built here")
     consumer.assign([KTopicPartition(topic, 0)])
     consumer.seek_to_beginning()
     return consumer
@@ -347,7 +362,7 @@ def consume_rate(bootstrap: str, topic: str, n: int, client: str, parse: Callabl
             return [m.value() for m in consumer.consume(limit, 1.0) if m.error() is None]
 
     else:
-        consumer = kafka_python_consumer(bootstrap, topic)
+        consumer = kafka_python_consumer(bootstrap, topic, native=client.endswith("-native"))
 
         def fetch(limit: int) -> list[bytes]:
             return kafka_python_values(consumer, limit)
@@ -392,6 +407,9 @@ def decode_ceiling(
         "consume": lambda: consume_rate(bootstrap, topic, n, "confluent", len),
         "consume+json": lambda: consume_rate(bootstrap, topic, n, "confluent", loads),
         "consume-kafka-python": lambda: consume_rate(bootstrap, topic, n, "kafka-python", len),
+        "consume-kafka-python-native": lambda: consume_rate(
+            bootstrap, topic, n, "kafka-python-native", len
+        ),
         "json": lambda: memory_rate(values, lambda b: [loads(v) for v in b]),
         "orjson": None,
         "msgspec": lambda: memory_rate(values, lambda b: [typed.decode(v) for v in b]),
@@ -468,9 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--clients",
-        default="kafka-python,kafka-python-process,confluent",
+        default="kafka-python,kafka-python-own-parser,kafka-python-process,confluent",
         help="comma-separated Kafka clients (kafka-python-process: kafka-python in a child "
-        "process)",
+        "process; kafka-python-own-parser: without records.c)",
     )
     parser.add_argument(
         "--preset",
@@ -512,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         lambda c=client, o=output: through_kafka(
                             settings_for(bootstrap, topic, c, o and f"{topic}-{o}",
                                          Path(tmp) / uuid.uuid4().hex, preset),
-                            args.events,
+                            args.events, c.endswith("-own-parser"),
                         )
                     )  # fmt: skip
             runs = in_rounds(paths, args.repeats)

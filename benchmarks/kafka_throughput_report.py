@@ -25,6 +25,10 @@ NAMES = {
     "stdlib": "from memory: events.decode (json.loads) + learn by dicts, as before",
     "kafka-python": "Kafka, kafka-python",
     "kafka-python+output": "Kafka, kafka-python, predictions to an output topic",
+    "kafka-python-own-parser": "Kafka, kafka-python with its own record parser (before "
+    "`records.c`)",
+    "kafka-python-own-parser+output": "Kafka, kafka-python with its own record parser, "
+    "predictions to an output topic",
     "kafka-python-process": "Kafka, kafka-python in a child process (`kafka.reader_process`)",
     "kafka-python-process+output": "Kafka, kafka-python in a child process, predictions to an "
     "output topic",
@@ -38,7 +42,9 @@ PARSING = {
 DECODE = {
     "consume": "confluent-kafka consume from the broker, no decoding",
     "consume+json": "+ `json.loads`",
-    "consume-kafka-python": "kafka-python consume from the broker, no decoding",
+    "consume-kafka-python": "kafka-python consume from the broker, no decoding (its own parser)",
+    "consume-kafka-python-native": "kafka-python consume, records parsed by streamlearn's "
+    "`records.c` (the worker's reader), no decoding",
     "json": "`json.loads` alone (from memory)",
     "orjson": "`orjson.loads` alone",
     "msgspec": "`msgspec` typed decode alone (the wire format as a Struct)",
@@ -241,11 +247,13 @@ def report(
         "broker and the client's threads competing with the learner (which runs its updates on "
         "a second thread) for the cores. "
         "kafka-python parses every record in Python on the thread that calls `poll` (its "
-        "consume row above); on a thread of its own that parsing still holds the GIL the loop "
-        "needs (the section above measures it); `kafka.reader_process: true` runs the client "
-        "in a child process instead, which hands the loop plain tuples through a pipe, at the "
-        "cost of a third process on the cores. confluent-kafka (`kafka.client: confluent`) "
-        "parses in C and is the throughput client. Publishing one "
+        "own-parser consume row above; on a thread of its own that parsing still holds the GIL "
+        "the loop needs, as the section above measures); the worker's kafka-python reader "
+        "therefore has each fetched record batch parsed by `records.c` "
+        "(`streamlearn/worker/kafka/native_records.py`), straight into its records. "
+        "`kafka.reader_process: true` runs the client in a child process, which hands the "
+        "loop plain tuples through a pipe, at the cost of a third process on the cores. "
+        "confluent-kafka (`kafka.client: confluent`) parses in C. Publishing one "
         "prediction message per event costs kafka-python most (its "
         "`send` is pure Python, ~50 µs a message); confluent-kafka's C producer costs a "
         "fraction of that.",

@@ -59,3 +59,43 @@ def test_a_poll_returns_what_arrived_without_waiting_for_a_full_batch(
     assert [r.offset for r in later] == [5, 6, 7]
     # 3 of the 500 a poll may return: a reader that waited to fill the poll would take 30 s
     assert waited < 10, f"poll held 3 records back for {waited:.1f} s"
+
+
+def test_kafka_pythons_records_parsed_natively_are_those_it_parses_itself(
+    kafka_bootstrap: str, tmp_path: Path
+):
+    """The worker's kafka-python reader has records.c parse its fetches (where it is built):
+    the same Records as kafka-python's own parser, through gzip batches, keys and headers."""
+    from kafka import KafkaProducer
+
+    from streamlearn.worker.kafka import native_records
+
+    if native_records.parser() is None:
+        pytest.skip("the record parser (records.c) is not built")
+    settings = worker_settings(kafka_bootstrap, tmp_path, kafka={"client": "kafka-python"}).kafka
+    create_topic(kafka_bootstrap, settings.topic)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, compression_type="gzip")
+    for i in range(300):
+        headers = [("trace", b"%d" % i), ("empty", b"")] if i % 3 else []
+        key = None if i % 2 else b"k%d" % i
+        producer.send(settings.topic, value=event(i), key=key, headers=headers)
+    producer.flush(30)
+    producer.close()
+    got = {}
+    for native in (True, False):
+        reader = open_reader(
+            settings.model_copy(update={"group_id": f"{settings.group_id}-{native}"})
+        )
+        try:
+            assert reader.native  # the extension is built here: installed on the consumer
+            if not native:  # kafka-python's own parser, its records converted by poll
+                reader.consumer._fetcher.PartitionRecords = native_records._partition_records_type()
+                reader.native = False
+            reader.subscribe([settings.topic], _FromCommitted())
+            got[native] = _collect(reader, 300, timeout_s=60, poll_timeout_s=0.5)
+        finally:
+            reader.close()
+    assert [r.offset for r in got[True]] == list(range(300))
+    assert got[True] == got[False]
+    assert got[True][1].headers == (("trace", b"1"), ("empty", b""))
+    assert got[True][2].key == b"k2" and got[True][1].key is None

@@ -28,6 +28,7 @@ from streamlearn.worker.kafka.client import (
     TopicPartition,
     security_config,
 )
+from streamlearn.worker.kafka.native_records import as_record, install
 
 __all__ = ["KafkaPythonReader", "KafkaPythonWriter", "connection_config"]
 
@@ -121,6 +122,8 @@ class KafkaPythonReader:
         }
         config.update(settings.client_options)
         self.consumer = _start(KafkaConsumer, config)
+        # records parsed in C straight into Records (False: kafka-python's, converted in poll)
+        self.native = install(self.consumer)
         self._listener_error: BaseException | None = None
 
     def guard(self, call: Any, partitions: list[TopicPartition]) -> Any:
@@ -144,12 +147,8 @@ class KafkaPythonReader:
         if self._listener_error is not None:
             error, self._listener_error = self._listener_error, None
             raise error
-        new = tuple.__new__  # see Record
-        return [
-            new(Record, (m.topic, m.partition, m.offset, m.value, m.key, tuple(m.headers or ())))
-            for messages in polled.values()
-            for m in messages
-        ]
+        flat = [m for messages in polled.values() for m in messages]
+        return flat if self.native else list(map(as_record, flat))
 
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
