@@ -536,9 +536,9 @@ class KafkaSettings(_Section):
     )
     reader_process: bool = Field(
         False,
-        description="consume in a child process: kafka-python's record parsing then runs beside "
-        "the learner instead of holding its interpreter; pays only with a core free for it "
-        "(decision 0051; confluent-kafka parses in C already)",
+        description="consume in a child process: the client's fetching and the records' "
+        "conversion then run beside the learner; pays only with a core free for it (decision "
+        "0051; the records are parsed in C either way, decision 0053)",
     )
     bootstrap_servers: _TextList[str] = Field(
         ("localhost:9092",), min_length=1, description="host:port list (JSON or comma-separated)"

@@ -1,12 +1,12 @@
 """The confluent-kafka (librdkafka) client behind the KafkaReader / KafkaWriter interface.
 
-Chosen with ``kafka.client: confluent``: librdkafka fetches and parses in C, several times
-faster than kafka-python. Rebalance callbacks run inside ``consume`` on the calling thread, so
-the revoke path commits synchronously. The consumer's synchronous ``commit`` and its ``close``
-take no timeout and, with no group coordinator (an outage), wait until the group session times
-out (a synchronous commit holds ``consume`` up meanwhile): the running loop commits
-asynchronously, and the final commit and the close run on a helper thread that is waited on for
-a bounded time (:class:`_Background`).
+Chosen with ``kafka.client: confluent``: librdkafka fetches and parses in C, and produces
+several times faster than kafka-python. Rebalance callbacks run inside ``consume`` on the
+calling thread, so the revoke path commits synchronously. The consumer's synchronous
+``commit`` and its ``close`` take no timeout and, with no group coordinator (an outage), wait
+until the group session times out (a synchronous commit holds ``consume`` up meanwhile): the
+running loop commits asynchronously, and the final commit and the close run on a helper thread
+that is waited on for a bounded time (:class:`_Background`).
 librdkafka's own log lines go to the Python logger ``kafka.librdkafka`` (quiet by default, see
 ``worker.client_log_level``).
 """

@@ -1,7 +1,9 @@
 """A Kafka reader in a child process: record parsing off the learner's interpreter.
 
-kafka-python parses every record in Python; on a thread of the worker's own process that work
-holds the GIL the loop needs, so it only overlaps the learner's compiled step. Here the client
+kafka-python's client work (fetches, its batch handling; the records themselves are parsed by
+records.c where it is built, decision 0053) runs in Python; on a thread of the worker's own
+process that work holds the GIL the loop needs, so it only overlaps the learner's compiled
+step. Here the client
 runs in a process of its own (``kafka.reader_process: true``): it polls ahead, and the worker's
 :class:`ProcessReader` receives plain ``(topic, partition, offset, value, key, headers)``
 tuples through a pipe, in order.
