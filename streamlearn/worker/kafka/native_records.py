@@ -18,6 +18,7 @@ buffer): :func:`install` checks each one it uses and otherwise leaves the consum
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Iterator
 from types import ModuleType
@@ -55,7 +56,10 @@ def _partition_records_type() -> type | None:
         return None
     stock = getattr(Fetcher, "PartitionRecords", None)
     needs = ("_maybe_uncompress", "validate_crc", "is_control_batch", "next_offset")
-    if stock is None or not hasattr(stock, "_unpack_records"):
+    if stock is None or not all(hasattr(stock, name) for name in ("_unpack_records", "drain")):
+        return None
+    parameters = list(inspect.signature(stock._unpack_records).parameters)
+    if parameters != ["self", "tp", "records", "key_deserializer", "value_deserializer"]:
         return None
     if not all(hasattr(DefaultRecordBatch, name) for name in needs):
         return None

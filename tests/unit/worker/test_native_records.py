@@ -175,3 +175,13 @@ def test_install_sets_the_fetchers_partition_records() -> None:
     assert native_records.install(consumer)
     assert issubclass(consumer._fetcher.PartitionRecords, Fetcher.PartitionRecords)
     assert not native_records.install(object())  # no fetcher: left as it is
+
+
+def test_a_kafka_python_whose_parser_differs_keeps_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Changed(Fetcher.PartitionRecords):
+        def _unpack_records(self, tp, records):  # another release's signature
+            yield from ()
+
+    monkeypatch.setattr(Fetcher, "PartitionRecords", Changed)
+    assert native_records._partition_records_type() is None
+    assert not native_records.install(type("Consumer", (), {"_fetcher": object()})())
