@@ -9,7 +9,7 @@ the fetch position, and the batch's records come from one call into records.c as
 :class:`Record` tuples (what ``poll`` hands the loop anyway). Where it cannot apply (the
 extension not built, another kafka-python layout, deserializers or read_committed isolation
 configured, an old message format) the stock parser runs and its records are converted: the
-same Records either way (tests/unit/test_native_records.py compares them).
+same Records either way (tests/unit/worker/test_native_records.py compares them).
 
 This reaches into kafka-python's internals (Fetcher.PartitionRecords, DefaultRecordBatch's
 buffer): :func:`install` checks each one it uses and otherwise leaves the consumer as it is.
@@ -63,7 +63,7 @@ def _partition_records_type() -> type | None:
         return None
     if not all(hasattr(DefaultRecordBatch, name) for name in needs):
         return None
-    if not {"_buffer", "_pos", "_num_records"} <= set(DefaultRecordBatch.__slots__):
+    if not {"_buffer", "_pos", "_num_records"} <= set(getattr(DefaultRecordBatch, "__slots__", ())):
         return None
     return stock
 
