@@ -57,7 +57,7 @@ from streamlearn.core.prequential import Prequential
 from streamlearn.events import Event, Rejection, decode
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.decode import EventDecoder
-from streamlearn.worker.kafka.native_records import install
+from streamlearn.worker.kafka.native_records import install, parser
 from streamlearn.worker.kafka.produce import synthetic_messages
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -392,7 +392,8 @@ def memory_rate(values: list[bytes], decode_batch: Callable[[list[bytes]], objec
 def decode_ceiling(
     bootstrap: str, topic: str, values: list[bytes], settings: Settings, repeats: int
 ) -> dict[str, float | None]:
-    """The median messages/s of each step (None: its library is not installed)."""
+    """The median messages/s of each step (None: its library is not installed, or records.c
+    not built)."""
     encoder = Prequential.from_settings(settings).encoder
     encoder.encode([e.x for e in map(decode, values[:32]) if isinstance(e, Event)])  # names
     decoder = EventDecoder()
@@ -407,9 +408,9 @@ def decode_ceiling(
         "consume": lambda: consume_rate(bootstrap, topic, n, "confluent", len),
         "consume+json": lambda: consume_rate(bootstrap, topic, n, "confluent", loads),
         "consume-kafka-python": lambda: consume_rate(bootstrap, topic, n, "kafka-python", len),
-        "consume-kafka-python-native": lambda: consume_rate(
-            bootstrap, topic, n, "kafka-python-native", len
-        ),
+        "consume-kafka-python-native": None
+        if parser() is None
+        else lambda: consume_rate(bootstrap, topic, n, "kafka-python-native", len),
         "json": lambda: memory_rate(values, lambda b: [loads(v) for v in b]),
         "orjson": None,
         "msgspec": lambda: memory_rate(values, lambda b: [typed.decode(v) for v in b]),

@@ -103,7 +103,7 @@ def _native_type(stock: type, module: ModuleType) -> type:
                 return
             batch, last = records.next_batch(), None
             while batch is not None:
-                if type(batch) is not DefaultRecordBatch or batch.magic != 2:  # v0 / v1
+                if type(batch) is not DefaultRecordBatch:  # v0 / v1: a LegacyRecordBatch
                     rest = super()._unpack_records(tp, _Resumed(batch, records), None, None)
                     yield from map(as_record, rest)
                     return
