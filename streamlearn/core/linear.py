@@ -13,7 +13,8 @@ network:
   zero), over the class slots switched on; one SGD step per (sub-)batch on the summed
   gradient of the log loss (``lr`` per row, as a per-row step would take);
 - :class:`LinearRates`: that model at two SGD rates (``linear.lr``, ``linear.slow_lr``), each
-  stepping on its own prediction, mixed by exponential weights on their discounted log loss:
+  stepping on its own prediction, mixed by exponential weights on their discounted log loss
+  (all rates in one kernel call for the prediction and one for the steps):
   stationary linear concepts (waveform, SEA) want the slow rate, drifting ones (a rotating
   hyperplane) the fast one, and no single rate wins both (decision 0052);
 - a :class:`~streamlearn.core.hedge.Hedge` with the network first and the linear model second:
@@ -62,16 +63,17 @@ class LinearWeights:
 @dataclass(frozen=True, slots=True)
 class LinearPrediction:
     """The linear model's prediction of some rows: ``mixed`` [B, W], the rates' mix, and
-    ``each``, every rate's own [B, W] (what each one learns from)."""
+    ``each`` [rates, B, W], every rate's own (what each one learns from)."""
 
     mixed: np.ndarray
-    each: tuple[np.ndarray, ...]
+    each: np.ndarray
 
 
 class LinearModel:
-    """Softmax regression over standardised numeric slots and categorical buckets, by SGD,
-    computed by a :class:`~streamlearn.kernels.backend.LinearKernel` (compiled where the
-    library loads).
+    """One rate of the softmax regression over standardised numeric slots and categorical
+    buckets: its weights and SGD rate ``lr``; :class:`LinearRates` predicts and steps every
+    rate by a :class:`~streamlearn.kernels.backend.LinearKernel` (``kernel``: compiled where
+    the library loads).
 
     Its weights are one float32 array (``flat``) that ``weights`` [numeric slots + buckets +
     1, W] and the parts view, so a scaled-out worker averages them in one operation. Callers
@@ -114,23 +116,6 @@ class LinearModel:
         self.__dict__.update(state)
         self._view()
 
-    def predict(self, rows: LinearRows, active: int) -> np.ndarray:
-        """Probabilities [B, W] for ``rows`` (numeric values and bucket ids of the slots in
-        use) over the first ``active`` class slots (zero elsewhere; all zero with none)."""
-        return self.kernel.predict(self, rows, active)
-
-    def learn(
-        self,
-        rows: LinearRows,
-        target: np.ndarray,
-        linear: np.ndarray,
-        active: int,
-    ) -> None:
-        """One SGD step on labelled rows (class slots ``target`` [B], below ``active``) whose
-        prediction was ``linear``: the log loss's gradient, summed over the rows."""
-        if len(target) and active:
-            self.kernel.learn(self, rows, active, target, linear)
-
     def state_dict(self) -> dict[str, Any]:
         return {"flat": self.flat.copy()}
 
@@ -149,8 +134,9 @@ class LinearRates:
 
         L_k ← β^n·L_k + Σ_i −log p_k(y_i)      w_k = exp(−L_k) / Σ_j exp(−L_j)
 
-    The models' weights are one float32 array (``flat``, rate after rate) so that a scaled-out
-    worker averages them in one operation; ``loss`` holds the L_k.
+    The models' weights are one float32 array (``flat``, rate after rate; ``by_rate`` views it
+    [rates, rows, W]) so that a scaled-out worker averages them in one operation and the kernel
+    takes every rate in one call; ``loss`` holds the L_k.
     """
 
     def __init__(self, models: list[LinearModel], discount: float) -> None:
@@ -161,15 +147,31 @@ class LinearRates:
         self.shares = np.full(len(models), 1.0 / len(models))
 
     def _bind(self) -> None:
-        """Each model's weights as its slice of ``flat``."""
-        size = self.models[0].flat.size
-        for k, model in enumerate(self.models):
+        """Each model's weights as its slice of ``flat``; the views and per-rate values the
+        kernel reads."""
+        models = self.models
+        size = models[0].flat.size
+        for k, model in enumerate(models):
             model.bind(self.flat[k * size : (k + 1) * size])
+        self.by_rate = self.flat.reshape(len(models), -1, models[0].width)
+        self.lrs = np.array([model.lr for model in models], dtype=np.float32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles hold ``flat`` and the models (the views are made again)."""
+        state = dict(self.__dict__)
+        for derived in ("by_rate", "lrs"):
+            state.pop(derived, None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled models hold copies of their slices: bound to ``flat`` again."""
         self.__dict__.update(state)
         self._bind()
+
+    @property
+    def kernel(self) -> LinearKernel:
+        """The kernel that computes every rate (the models': one kernel)."""
+        return self.models[0].kernel
 
     @property
     def slow_share(self) -> float:
@@ -179,10 +181,7 @@ class LinearRates:
     def predict(self, rows: LinearRows, active: int) -> LinearPrediction:
         """Each rate's probabilities and their mix for ``rows`` over the first ``active``
         class slots (see :meth:`LinearModel.predict`)."""
-        each = tuple(m.predict(rows, active) for m in self.models)
-        mixed = np.float32(self.shares[0]) * each[0]
-        for share, own in zip(self.shares[1:], each[1:], strict=True):
-            mixed += np.float32(share) * own
+        each, mixed = self.kernel.predict(self, rows, active)
         return LinearPrediction(mixed, each)
 
     def learn(
@@ -190,16 +189,8 @@ class LinearRates:
     ) -> None:
         """Labelled rows (class slots ``target`` [B], below ``active``) the rates predicted
         ``prediction``: the rates' losses, then one SGD step of each on its own prediction."""
-        n = len(target)
-        if not (n and active):
-            return
-        rows_at, fade = np.arange(n), self.discount**n
-        loss = self.loss.copy()
-        for k, (model, own) in enumerate(zip(self.models, prediction.each, strict=True)):
-            hit = own[rows_at, target].astype(np.float64)
-            loss[k] = fade * loss[k] - float(np.log(np.maximum(hit, 1e-7)).sum())
-            model.learn(rows, target, own, active)
-        self.set_loss(loss)
+        if len(target) and active:
+            self.set_loss(self.kernel.learn(self, rows, active, target, prediction.each))
 
     def set_loss(self, loss: np.ndarray) -> None:
         """Take the discounted losses as given (ranks of a scaled-out worker agree on their

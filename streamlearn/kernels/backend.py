@@ -28,7 +28,7 @@ from streamlearn.kernels.reference.statistics import NumpyStatistics
 if TYPE_CHECKING:
     import torch
 
-    from streamlearn.core.linear import LinearModel
+    from streamlearn.core.linear import LinearRates
     from streamlearn.core.memory.error_memory import ErrorMemory
     from streamlearn.core.training_step import FusedTrainer
     from streamlearn.kernels.cpu.binding import Replay, Target
@@ -87,29 +87,35 @@ class DriftKernel(Protocol):
 
 
 class LinearKernel(Protocol):
-    """A classifier's linear model's compute (core/linear.py) over its ``weights``, float32
-    [numeric_slots + buckets + 1, W] (numeric rows, bucket rows, bias). ``rows``: numeric
-    values [B, a] (the first a numeric slots) and bucket ids [B, c], each row's elements
-    contiguous."""
+    """A classifier's linear model's compute (core/linear.py) at all its SGD rates in one call
+    each: ``rates.by_rate`` float32 [rates, numeric_slots + buckets + 1, W] (per rate: numeric
+    rows, bucket rows, bias), ``rates.shares`` float64 [rates], ``rates.lrs`` float32 [rates].
+    ``rows``: numeric values [B, a] (the first a numeric slots) and bucket ids [B, c], each
+    row's elements contiguous."""
 
     name: str
 
-    def predict(self, model: LinearModel, rows: LinearRows, active: int) -> np.ndarray:
-        """float32 [B, W]: the softmax over the first ``active`` class slots (zero beyond; all
-        zero with none) of the rows' logits."""
+    def predict(
+        self, rates: LinearRates, rows: LinearRows, active: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(each rate's probabilities, float32 [rates, B, W]: the softmax over the first
+        ``active`` class slots (zero beyond; all zero with none) of its logits; their mix
+        Σ_k share_k · p_k, float32 [B, W])."""
         ...
 
     def learn(
         self,
-        model: LinearModel,
+        rates: LinearRates,
         rows: LinearRows,
         active: int,
         target: np.ndarray,
-        linear: np.ndarray,
-    ) -> None:
-        """One SGD step in place: the log loss's gradient at the rows' predictions ``linear``
-        [B, W] (made before it) for class slots ``target`` [B] (int64, below ``active`` ≥ 1),
-        summed over the rows, times the model's ``lr``; bucket 0 stays zero."""
+        each: np.ndarray,
+    ) -> np.ndarray:
+        """Every rate's discounted log loss after the rows, float64 [rates]:
+        discount^B · L_k − Σ_i log max(p_k(y_i), 1e-7) from ``rates.loss`` (not changed), and
+        one SGD step of each rate in place: the log loss's gradient at its predictions
+        ``each[k]`` [B, W] (made before it) for class slots ``target`` [B] (int64, below
+        ``active`` ≥ 1), summed over the rows, times its ``lr``; bucket 0 stays zero."""
         ...
 
 

@@ -39,7 +39,7 @@ from streamlearn.kernels.torch_reservoir import Reservoir, Rows, TorchReservoir
 from streamlearn.kernels.torch_step import TorchStep
 
 if TYPE_CHECKING:
-    from streamlearn.core.linear import LinearModel
+    from streamlearn.core.linear import LinearRates
     from streamlearn.core.memory.error_memory import ErrorMemory, TopKStore
     from streamlearn.core.training_step import FusedTrainer
     from streamlearn.kernels.torch_memory import Labelled, Mirror
@@ -260,8 +260,9 @@ class CompiledMemory:
 
 
 class CompiledLinear:
-    """:class:`~streamlearn.kernels.backend.LinearKernel` in linear.c: one call for the
-    prediction, one for the step (the numpy form's arithmetic, its sums in another order)."""
+    """:class:`~streamlearn.kernels.backend.LinearKernel` in linear.c: one call for every
+    rate's prediction and their mix, one for their losses and steps (the numpy form's
+    arithmetic, its sums in another order)."""
 
     name = "compiled"
 
@@ -271,31 +272,37 @@ class CompiledLinear:
     def __reduce__(self) -> tuple[object, tuple[()]]:
         return reloaded_linear, ()
 
-    def predict(self, model: LinearModel, rows: LinearRows, active: int) -> np.ndarray:
+    def predict(
+        self, rates: LinearRates, rows: LinearRows, active: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         num, cat = rows
-        linear = np.empty((len(num), model.width), dtype=np.float32)
+        weights = rates.by_rate
+        each = np.empty((len(weights), len(num), weights.shape[2]), dtype=np.float32)
+        mixed = np.empty(each.shape[1:], dtype=np.float32)
+        slots, shares = rates.models[0].numeric_slots, rates.shares
         _linear_code(
-            self._library.linear_predict(
-                model.weights, model.numeric_slots, num, cat, active, linear
-            )
+            self._library.linear_predict(weights, slots, num, cat, shares, active, each, mixed)
         )
-        return linear
+        return each, mixed
 
     def learn(
         self,
-        model: LinearModel,
+        rates: LinearRates,
         rows: LinearRows,
         active: int,
         target: np.ndarray,
-        linear: np.ndarray,
-    ) -> None:
+        each: np.ndarray,
+    ) -> np.ndarray:
         num, cat = rows
         target = np.ascontiguousarray(target, dtype=np.int64)
+        loss, fade = rates.loss.copy(), rates.discount ** len(target)
+        slots = rates.models[0].numeric_slots
         _linear_code(
             self._library.linear_learn(
-                model.weights, model.numeric_slots, num, cat, active, target, linear, model.lr
+                rates.by_rate, slots, num, cat, rates.lrs, active, target, each, loss, fade
             )
         )
+        return loss
 
 
 def _linear_code(code: int) -> None:

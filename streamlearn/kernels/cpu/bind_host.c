@@ -243,78 +243,103 @@ BINDING(memory_store, 12) {
     return PyLong_FromLong(code);
 }
 
-/* The linear model's weights (float32 [numeric_slots + buckets + 1, width], C-contiguous),
- * its numeric rows (float32 [rows, <= numeric_slots]) and bucket rows (int64 [rows, c]), each
- * with rows any distance apart: checked, their sizes into `shape` (width, buckets, rows). */
+/* The linear model's rates' weights (float32 [rates, numeric_slots + buckets + 1, width],
+ * C-contiguous), its numeric rows (float32 [rows, <= numeric_slots]) and bucket rows (int64
+ * [rows, c]), each with rows any distance apart, and a float array of one value per rate
+ * (args[4]: shares, float64, or lrs, float32): checked, their sizes into `a`. */
 typedef struct {
-    Py_buffer *weights, *num, *cat;
+    Py_buffer *weights, *num, *cat, *per_rate;
     int64_t numeric_slots, buckets, rows, num_stride, cat_stride;
-    int32_t width;
+    int32_t rates, width;
 } LinearArgs;
 
-static int linear_args(Borrowed *b, PyObject *const *args, LinearArgs *a) {
+static int linear_args(Borrowed *b, PyObject *const *args, enum Type per_rate, LinearArgs *a) {
     if (as_i64(args[1], &a->numeric_slots) < 0) return -1;
-    a->weights = borrow(b, args[0], "weights", F32, 2, 1);
+    a->weights = borrow(b, args[0], "weights", F32, 3, 1);
     a->num = a->weights ? borrow_as(b, args[2], "num", F32, 2, 0, 1) : NULL;
     a->cat = a->num ? borrow_as(b, args[3], "cat", I64, 2, 0, 1) : NULL;
-    if (!a->cat) return -1;
+    a->per_rate = a->cat ? borrow(b, args[4], per_rate == F64 ? "shares" : "lrs", per_rate, 1, 0)
+                         : NULL;
+    if (!a->per_rate) return -1;
     a->rows = a->num->shape[0];
-    a->buckets = a->weights->shape[0] - a->numeric_slots - 1;
+    a->buckets = a->weights->shape[1] - a->numeric_slots - 1;
     a->num_stride = a->num->strides[0] / (Py_ssize_t)sizeof(float);
     a->cat_stride = a->cat->strides[0] / (Py_ssize_t)sizeof(int64_t);
-    if (in_range("numeric_slots", a->numeric_slots, 0, a->weights->shape[0] - 1) < 0 ||
-        in_range("width", a->weights->shape[1], 1, INT32_MAX) < 0 ||
+    if (in_range("rates", a->weights->shape[0], 1, INT32_MAX) < 0 ||
+        in_range("numeric_slots", a->numeric_slots, 0, a->weights->shape[1] - 1) < 0 ||
+        in_range("width", a->weights->shape[2], 1, INT32_MAX) < 0 ||
         in_range("num columns", a->num->shape[1], 0, a->numeric_slots) < 0 ||
         in_range("cat columns", a->cat->shape[1], 0, INT32_MAX) < 0 ||
-        check_dim(a->cat, "cat", 0, a->rows, 0) < 0)
+        check_dim(a->cat, "cat", 0, a->rows, 0) < 0 ||
+        check_dim(a->per_rate, per_rate == F64 ? "shares" : "lrs", 0, a->weights->shape[0], 0) <
+            0)
         return -1;
-    a->width = (int32_t)a->weights->shape[1];
+    a->rates = (int32_t)a->weights->shape[0];
+    a->width = (int32_t)a->weights->shape[2];
     return 0;
 }
 
-/* linear_predict(weights, numeric_slots, num, cat, active, linear) -> 0, or -3 (a bucket
- * outside the weights: nothing written): the linear model's probabilities over the first
- * `active` class slots into float32 linear [rows, width]. */
-BINDING(linear_predict, 6) {
+/* The array `obj` (argument `name`) as float32 [rates, rows, width], writable where `out`;
+ * NULL with a Python error. */
+static Py_buffer *per_rate_rows(Borrowed *b, PyObject *obj, const char *name, int out,
+                                const LinearArgs *a) {
+    Py_buffer *view = borrow(b, obj, name, F32, 3, out);
+    if (!view || check_dim(view, name, 0, a->rates, 0) < 0 ||
+        check_dim(view, name, 1, a->rows, 0) < 0 || check_dim(view, name, 2, a->width, 0) < 0)
+        return NULL;
+    return view;
+}
+
+/* linear_predict(weights, numeric_slots, num, cat, shares, active, each, mixed) -> 0, or -3
+ * (a bucket outside the weights: nothing written): each rate's probabilities over the first
+ * `active` class slots into float32 each [rates, rows, width], their mix by float64 shares
+ * [rates] into float32 mixed [rows, width]. */
+BINDING(linear_predict, 8) {
     LinearArgs a;
     int32_t active;
-    if (linear_args(b, args, &a) < 0 || as_i32(args[4], "active", &active) < 0) return NULL;
-    Py_buffer *linear = borrow(b, args[5], "linear", F32, 2, 1);
-    if (!linear || in_range("active", active, 0, a.width) < 0 ||
-        check_dim(linear, "linear", 0, a.rows, 0) < 0 ||
-        check_dim(linear, "linear", 1, a.width, 0) < 0)
+    if (linear_args(b, args, F64, &a) < 0 || as_i32(args[5], "active", &active) < 0)
+        return NULL;
+    Py_buffer *each = per_rate_rows(b, args[6], "each", 1, &a);
+    Py_buffer *mixed = each ? borrow(b, args[7], "mixed", F32, 2, 1) : NULL;
+    if (!mixed || in_range("active", active, 0, a.width) < 0 ||
+        check_dim(mixed, "mixed", 0, a.rows, 0) < 0 ||
+        check_dim(mixed, "mixed", 1, a.width, 0) < 0)
         return NULL;
     int code;
     Py_BEGIN_ALLOW_THREADS
-    code = linear_predict(a.weights->buf, a.width, a.numeric_slots, a.buckets, a.num->buf,
-                          a.num_stride, (int32_t)a.num->shape[1], a.cat->buf, a.cat_stride,
-                          (int32_t)a.cat->shape[1], a.rows, active, linear->buf);
+    code = linear_predict(a.weights->buf, a.rates, a.width, a.numeric_slots, a.buckets,
+                          a.per_rate->buf, a.num->buf, a.num_stride, (int32_t)a.num->shape[1],
+                          a.cat->buf, a.cat_stride, (int32_t)a.cat->shape[1], a.rows, active,
+                          each->buf, mixed->buf);
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(code);
 }
 
-/* linear_learn(weights, numeric_slots, num, cat, active, target, linear, lr) -> 0, -3 (a bucket
- * outside the weights) or -5 (an int64 target outside [0, active)), nothing written then: one
- * SGD step on the weights in place from the rows' float32 predictions linear [rows, width]. */
-BINDING(linear_learn, 8) {
+/* linear_learn(weights, numeric_slots, num, cat, lrs, active, target, each, loss, fade) -> 0,
+ * -3 (a bucket outside the weights) or -5 (an int64 target outside [0, active)), nothing
+ * written then: each rate's discounted log loss (float64 loss [rates], in place, faded by
+ * `fade`) and one SGD step at float32 lrs [rates] from its float32 predictions each [rates,
+ * rows, width]. */
+BINDING(linear_learn, 10) {
     LinearArgs a;
     int32_t active;
-    float lr;
-    if (linear_args(b, args, &a) < 0 || as_i32(args[4], "active", &active) < 0 ||
-        as_f32(args[7], &lr) < 0)
+    double fade;
+    if (linear_args(b, args, F32, &a) < 0 || as_i32(args[5], "active", &active) < 0 ||
+        as_f64(args[9], &fade) < 0)
         return NULL;
-    Py_buffer *target = borrow(b, args[5], "target", I64, 1, 0);
-    Py_buffer *linear = target ? borrow(b, args[6], "linear", F32, 2, 0) : NULL;
-    if (!linear || in_range("active", active, 1, a.width) < 0 ||
+    Py_buffer *target = borrow(b, args[6], "target", I64, 1, 0);
+    Py_buffer *each = target ? per_rate_rows(b, args[7], "each", 0, &a) : NULL;
+    Py_buffer *loss = each ? borrow(b, args[8], "loss", F64, 1, 1) : NULL;
+    if (!loss || in_range("active", active, 1, a.width) < 0 ||
         check_dim(target, "target", 0, a.rows, 0) < 0 ||
-        check_dim(linear, "linear", 0, a.rows, 0) < 0 ||
-        check_dim(linear, "linear", 1, a.width, 0) < 0)
+        check_dim(loss, "loss", 0, a.rates, 0) < 0)
         return NULL;
     int code;
     Py_BEGIN_ALLOW_THREADS
-    code = linear_learn(a.weights->buf, a.width, a.numeric_slots, a.buckets, a.num->buf,
-                        a.num_stride, (int32_t)a.num->shape[1], a.cat->buf, a.cat_stride,
-                        (int32_t)a.cat->shape[1], a.rows, active, target->buf, linear->buf, lr);
+    code = linear_learn(a.weights->buf, a.rates, a.width, a.numeric_slots, a.buckets,
+                        a.per_rate->buf, a.num->buf, a.num_stride, (int32_t)a.num->shape[1],
+                        a.cat->buf, a.cat_stride, (int32_t)a.cat->shape[1], a.rows, active,
+                        target->buf, each->buf, loss->buf, fade);
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(code);
 }

@@ -39,14 +39,15 @@ int memory_store(float *ring_keys, float *ring_values, int64_t size, int64_t cur
                  const double *targets, const float *base, int64_t rows, float *ring_num,
                  int64_t *ring_cat, const float *num, const int64_t *cat, int32_t num_dim,
                  int32_t cat_dim);
-int linear_predict(const float *weights, int32_t width, int64_t numeric_slots, int64_t buckets,
-                   const float *num, int64_t num_stride, int32_t num_cols, const int64_t *cat,
-                   int64_t cat_stride, int32_t cat_cols, int64_t rows, int32_t active,
-                   float *linear);
-int linear_learn(float *weights, int32_t width, int64_t numeric_slots, int64_t buckets,
-                 const float *num, int64_t num_stride, int32_t num_cols, const int64_t *cat,
-                 int64_t cat_stride, int32_t cat_cols, int64_t rows, int32_t active,
-                 const int64_t *target, const float *linear, float lr);
+int linear_predict(const float *weights, int32_t rates, int32_t width, int64_t numeric_slots,
+                   int64_t buckets, const double *shares, const float *num, int64_t num_stride,
+                   int32_t num_cols, const int64_t *cat, int64_t cat_stride, int32_t cat_cols,
+                   int64_t rows, int32_t active, float *each, float *mixed);
+int linear_learn(float *weights, int32_t rates, int32_t width, int64_t numeric_slots,
+                 int64_t buckets, const float *lrs, const float *num, int64_t num_stride,
+                 int32_t num_cols, const int64_t *cat, int64_t cat_stride, int32_t cat_cols,
+                 int64_t rows, int32_t active, const int64_t *target, const float *each,
+                 double *loss, double fade);
 void reservoir_insert(float *num, int64_t *cat, char *y, int64_t capacity, int64_t seen,
                       const float *batch_num, const int64_t *batch_cat, const char *batch_y,
                       int64_t rows, int32_t num_dim, int32_t cat_dim, int32_t y_size,

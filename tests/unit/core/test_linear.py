@@ -51,6 +51,7 @@ def test_the_linear_model_learns_a_linear_concept_over_numeric_and_bucket_inputs
     form = NumpyLinear() if kernel == "numpy" else chain().backend.linear
     assert form.name == kernel
     model = LinearModel(numeric_slots=3, buckets=16, width=4, lr=0.05, kernel=form)
+    rates = LinearRates([model], 0.99)
     rng = np.random.default_rng(1)
 
     def rows(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,12 +61,12 @@ def test_the_linear_model_learns_a_linear_concept_over_numeric_and_bucket_inputs
 
     for _ in range(200):
         num, cat, target = rows(32)
-        model.learn((num, cat), target, model.predict((num, cat), 2), 2)
+        rates.learn((num, cat), target, rates.predict((num, cat), 2), 2)
     num, cat, target = rows(500)
     network = np.zeros((500, 4), np.float32)
     network[:, 0] = 1.0
     quarter = Hedge(0.99, 1.0, (-50.0, 50.0), math.log(1 / 3))  # σ(log 1/3) = 1/4
-    mixture = LinearMixture(LinearRates([model], 0.99), quarter)
+    mixture = LinearMixture(rates, quarter)
     assert mixture.share == pytest.approx(0.25)
     mixed, linear = mixture.mix(network, (num, cat), 2)
     prediction = linear.mixed
@@ -75,15 +76,14 @@ def test_the_linear_model_learns_a_linear_concept_over_numeric_and_bucket_inputs
     np.testing.assert_allclose(mixed, 0.75 * network + 0.25 * prediction, rtol=1e-6)
     assert not prediction[:, 2:].any()  # classes not switched on stay zero
     assert not model.buckets[0].any()  # bucket 0 is a missing value
-    assert not model.predict((num, cat), 0).any()  # no class yet: all zero
+    assert not rates.predict((num, cat), 0).mixed.any()  # no class yet: all zero
 
 
 def test_a_pickled_linear_model_keeps_its_parts_views_of_one_buffer():
     model = pickle.loads(pickle.dumps(LinearModel(2, 4, 2, 0.1, NumpyLinear())))
-    rows = (np.ones((1, 2), np.float32), np.ones((1, 1), np.int64))
-    model.learn(rows, np.array([1]), np.full((1, 2), 0.5, np.float32), 2)
-    assert model.flat.any() and np.shares_memory(model.flat, model.numeric)
-    assert np.shares_memory(model.flat, model.buckets) and model.buckets[1].any()
+    model.weights[1, 0] = 1.0
+    assert model.numeric[1, 0] == 1.0 and np.shares_memory(model.flat, model.numeric)
+    assert np.shares_memory(model.flat, model.buckets) and np.shares_memory(model.flat, model.bias)
 
 
 def test_a_pickled_set_of_rates_keeps_each_model_a_view_of_its_buffer():
@@ -93,6 +93,9 @@ def test_a_pickled_set_of_rates_keeps_each_model_a_view_of_its_buffer():
     rates.learn(rows, np.array([1]), rates.predict(rows, 2), 2)
     fast, slow = rates.models
     assert np.shares_memory(rates.flat, fast.numeric) and np.shares_memory(rates.flat, slow.bias)
+    assert np.shares_memory(rates.flat, rates.by_rate) and rates.lrs.tolist() == pytest.approx(
+        [0.1, 0.01]
+    )
     np.testing.assert_allclose(fast.bias, 10 * slow.bias)  # same gradient, ten times the step
     np.testing.assert_array_equal(rates.flat, np.concatenate([fast.flat, slow.flat]))
 
