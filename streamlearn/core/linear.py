@@ -180,7 +180,7 @@ class LinearRates:
 
     def predict(self, rows: LinearRows, active: int) -> LinearPrediction:
         """Each rate's probabilities and their mix for ``rows`` over the first ``active``
-        class slots (see :meth:`LinearModel.predict`)."""
+        class slots (zero elsewhere; all zero with none: :class:`LinearKernel`)."""
         each, mixed = self.kernel.predict(self, rows, active)
         return LinearPrediction(mixed, each)
 
