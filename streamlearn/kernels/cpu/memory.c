@@ -126,8 +126,8 @@ static inline Keys smaller(Keys a, Keys b) {
 }
 #endif
 
-/* k <= SMALL_K over a batch, LANES rows at a time, one lane per row. The ring is read in
- * blocks of SLOT_BLOCK slots: one product of a block's keys with the queries makes the
+/* k <= SMALL_K over a batch, LANES rows at a time, one lane per row. Wide keys: the ring is
+ * read in blocks of SLOT_BLOCK slots: one product of a block's keys with the queries makes the
  * block's similarities [slots, rows] (gemm.h: each the same bits as in a product over the
  * whole ring), small enough to stay in the first-level cache while every group of rows reads
  * them. Each slot's keys pass down a chain of compare-exchanges with the `picked` largest so
@@ -135,47 +135,109 @@ static inline Keys smaller(Keys a, Keys b) {
  * next one's. Once `picked` are held, a slot whose similarity is at most the smallest held
  * one's in every lane skips the chain (its keys are smaller: an equal value's later slot is
  * below), which after the first slots is nearly every slot. The same keys as sort_keys, so the
- * same slots in the same order as select_insertion. */
+ * same slots in the same order as select_insertion. Narrow keys: select_fused below. */
 #define SLOT_BLOCK 128
+
+/* the lanes of a group that hold rows (the first `lanes`): a padded lane's keys are never
+ * read, so it must not keep a slot from being skipped */
+static inline Words valid_lanes(int32_t lanes) {
+    Words lane;
+    for (int32_t i = 0; i < LANES; i++) lane[i] = (uint32_t)i;
+    return (Words)(lane < (uint32_t)lanes);
+}
+
+/* a slot's similarities `scaled` (a lane per row) down the group's chain of the `picked`
+ * largest keys `best`, unless no row's exceeds its smallest held one (`least`) */
+static inline __attribute__((always_inline)) void offer_slot(Floats scaled, int32_t slot,
+                                                             int32_t picked, Words valid,
+                                                             Floats *least, Keys *best) {
+    if (!any_lane(~(Words)(scaled <= *least) & valid)) return;
+    const Wide zero = {0};
+    Keys x = slot_keys(scaled, zero + (uint64_t)slot);
+    for (int32_t t = 0; t < picked; t++) {
+        const Keys kept = larger(best[t], x);
+        x = smaller(best[t], x);
+        best[t] = kept;
+    }
+    *least = key_values(best[picked - 1]);
+}
 
 /* one group's pass over a block (`count` slots from slot `first`, row n's similarity to the
  * block's slot j at block[j * rows + n]); `best`: the group's `picked` largest keys so far */
 static inline __attribute__((always_inline)) void select_block(
     const float *block, int32_t count, int32_t first, int32_t rows, int32_t picked, float scale,
     int32_t n0, const int32_t lanes, Keys *best) {
+    const Words valid = valid_lanes(lanes);
     Floats least = key_values(best[picked - 1]); /* NaN until picked are held */
-    for (int32_t j = 0; j < count; j++) {
-        const Floats scaled = load_floats(block + (int64_t)j * rows + n0, lanes) * scale;
-        if (!any_lane(~(Words)(scaled <= least))) continue;
-        const Wide slot = {0};
-        Keys x = slot_keys(scaled, slot + (uint64_t)(first + j));
-        for (int32_t t = 0; t < picked; t++) {
-            const Keys kept = larger(best[t], x);
-            x = smaller(best[t], x);
-            best[t] = kept;
-        }
-        least = key_values(best[picked - 1]);
+    for (int32_t j = 0; j < count; j++)
+        offer_slot(load_floats(block + (int64_t)j * rows + n0, lanes) * scale, first + j, picked,
+                   valid, &least, best);
+}
+
+/* Narrow keys (hidden_dim <= FUSED_DIM, e.g. the neighbour vote's few numeric slots): a
+ * group's similarities to each slot computed where they are compared, its queries held in
+ * vector registers, with no block of products written and read back. The sums are gemm_acc's
+ * to float32 rounding (the compiler may reorder a key's few products); a row's are the same
+ * alone or in a batch, as there. DIM: hidden_dim, a constant once inlined. */
+#define FUSED_DIM 16
+static inline __attribute__((always_inline)) void select_fused(
+    const int DIM, const float *ring_keys, int32_t filled, const float *queries_t, int32_t rows,
+    int32_t picked, float scale, int32_t n0, int32_t lanes, Keys *best) {
+    Floats q[FUSED_DIM];
+    for (int p = 0; p < DIM; p++) q[p] = load_floats(queries_t + (int64_t)p * rows + n0, lanes);
+    const Words valid = valid_lanes(lanes);
+    Floats least = key_values(best[picked - 1]); /* NaN until picked are held */
+    for (int32_t j = 0; j < filled; j++) {
+        const float *key = ring_keys + (int64_t)j * DIM;
+        Floats sim = {0};
+        for (int p = 0; p < DIM; p++) sim += key[p] * q[p];
+        offer_slot(sim * scale, j, picked, valid, &least, best);
+    }
+}
+
+#define FUSED_CASE(D) \
+    case D: \
+        select_fused(D, ring_keys, filled, queries_t, rows, picked, scale, n0, lanes, best); \
+        break;
+
+/* select_fused for a group, dispatched to a copy compiled for its hidden_dim */
+static void select_group_fused(int32_t hidden_dim, const float *ring_keys, int32_t filled,
+                               const float *queries_t, int32_t rows, int32_t picked, float scale,
+                               int32_t n0, int32_t lanes, Keys *best) {
+    switch (hidden_dim) {
+        FUSED_CASE(1) FUSED_CASE(2) FUSED_CASE(3) FUSED_CASE(4) FUSED_CASE(5) FUSED_CASE(6)
+        FUSED_CASE(7) FUSED_CASE(8) FUSED_CASE(9) FUSED_CASE(10) FUSED_CASE(11) FUSED_CASE(12)
+        FUSED_CASE(13) FUSED_CASE(14) FUSED_CASE(15) FUSED_CASE(16)
     }
 }
 
 /* `top`, `value`: [rows, picked], every row's chosen slots and their similarities times
- * `scale` (-0 as +0); `block`: room for SLOT_BLOCK * rows, `best`: for SMALL_K keys a group */
+ * `scale` (-0 as +0); `block`: room for SLOT_BLOCK * rows (wide keys), `best`: for SMALL_K keys a
+ * group */
 static void select_rows(const float *ring_keys, int32_t filled, int32_t hidden_dim,
                         const float *queries_t, int32_t rows, int32_t picked, float scale,
                         int32_t *top, float *value, float *block, Keys *best) {
     const int32_t groups = (rows + LANES - 1) / LANES, whole = rows / LANES;
     for (int32_t t = 0; t < groups * SMALL_K; t++) best[t] = broadcast(INT64_MIN);
-    for (int32_t first = 0; first < filled; first += SLOT_BLOCK) {
-        const int32_t count = filled - first < SLOT_BLOCK ? filled - first : SLOT_BLOCK;
-        memset(block, 0, sizeof(float) * (size_t)count * (size_t)rows);
-        gemm_acc(count, hidden_dim, rows, ring_keys + (int64_t)first * hidden_dim, hidden_dim,
-                 queries_t, rows, block, rows);
-        for (int32_t g = 0; g < whole; g++) /* whole groups: LANES a constant */
-            select_block(block, count, first, rows, picked, scale, g * LANES, LANES,
-                         best + g * SMALL_K);
-        if (whole < groups)
-            select_block(block, count, first, rows, picked, scale, whole * LANES,
-                         rows - whole * LANES, best + whole * SMALL_K);
+    if (hidden_dim <= FUSED_DIM) {
+        for (int32_t g = 0; g < groups; g++) {
+            const int32_t n0 = g * LANES, lanes = rows - n0 < LANES ? rows - n0 : LANES;
+            select_group_fused(hidden_dim, ring_keys, filled, queries_t, rows, picked, scale, n0,
+                               lanes, best + g * SMALL_K);
+        }
+    } else {
+        for (int32_t first = 0; first < filled; first += SLOT_BLOCK) {
+            const int32_t count = filled - first < SLOT_BLOCK ? filled - first : SLOT_BLOCK;
+            memset(block, 0, sizeof(float) * (size_t)count * (size_t)rows);
+            gemm_acc(count, hidden_dim, rows, ring_keys + (int64_t)first * hidden_dim,
+                     hidden_dim, queries_t, rows, block, rows);
+            for (int32_t g = 0; g < whole; g++) /* whole groups: LANES a constant */
+                select_block(block, count, first, rows, picked, scale, g * LANES, LANES,
+                             best + g * SMALL_K);
+            if (whole < groups)
+                select_block(block, count, first, rows, picked, scale, whole * LANES,
+                             rows - whole * LANES, best + whole * SMALL_K);
+        }
     }
     for (int32_t g = 0; g < groups; g++) {
         const int32_t n0 = g * LANES, lanes = rows - n0 < LANES ? rows - n0 : LANES;

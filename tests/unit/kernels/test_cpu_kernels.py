@@ -454,13 +454,15 @@ def _compensation_by_formula(memory, hidden, base):
     return np.array(out)
 
 
+@pytest.mark.parametrize("hidden_dim", [64, 9])
 @pytest.mark.parametrize("rows", [1, 3, 7, 8, 33])
-def test_compiled_memory_compensates_a_row_alone_as_within_a_batch(rows):
+def test_compiled_memory_compensates_a_row_alone_as_within_a_batch(rows, hidden_dim):
     """One query row goes through gemm_acc's padded columns, a batch through its vector tiles
-    too (and padded ones for what is left): every row's compensation is the same bit for bit
-    either way (river's one-row API against its pandas path)."""
+    too (and padded ones for what is left); narrow keys (9) a lane of a group of rows, alone
+    or beside others: every row's compensation is the same bit for bit either way (river's
+    one-row API against its pandas path)."""
     rng = np.random.default_rng(3)
-    hidden_dim, width = 64, 4
+    width = 4
     memory = ErrorMemory(
         hidden_dim, width, k=8, size=128, tau=0.1, regression=False,
         kernel=CompiledMemory(binding.load()),
@@ -496,6 +498,39 @@ def test_compiled_memory_neighbours_tie_to_the_earlier_slot_and_never_a_nan(k, s
     got, _ = memory.compensate_keyed(queries, base)
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, _compensation_by_formula(memory, queries, base), atol=2e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 8, 33])
+@pytest.mark.parametrize("hidden_dim", [1, 9, 16])
+def test_narrow_keys_pick_as_the_blockwise_product_does(hidden_dim, rows):
+    """Keys of at most 16 entries (the neighbour vote's) are compared as their similarities are
+    computed; wider ones through block products. A zero entry appended past 16 changes no
+    similarity, so the narrow keys' read must equal the widened ones' to float32 rounding:
+    the same neighbours (ties, a NaN key, a part-filled last group of rows included)."""
+    rng = np.random.default_rng(hidden_dim + rows)
+    width, size = 3, 300
+    keys = rng.normal(size=(size, hidden_dim)).astype(np.float32)
+    keys[200:260] = keys[:60]  # repeated keys: equal similarities
+    keys[[7, 150]] = np.nan
+    values = rng.random((size, 2 * width)).astype(np.float32)
+    queries = rng.normal(size=(rows, hidden_dim)).astype(np.float32)
+    base = rng.dirichlet(np.ones(width), rows).astype(np.float32)
+    wide = 17
+    padded = np.zeros((size, wide), np.float32)
+    padded[:, :hidden_dim] = keys
+    padded_queries = np.zeros((rows, wide), np.float32)
+    padded_queries[:, :hidden_dim] = queries
+    library = binding.load()
+    narrow, _ = binding.compensate_top_k(
+        library, (keys.ctypes.data, values.ctypes.data, size), 5, 0.3, 0.9, 0.4, False,
+        queries, base,
+    )  # fmt: skip
+    widened, _ = binding.compensate_top_k(
+        library, (padded.ctypes.data, values.ctypes.data, size), 5, 0.3, 0.9, 0.4, False,
+        padded_queries, base,
+    )  # fmt: skip
+    assert np.isfinite(narrow).all() and not np.allclose(narrow, base)
+    np.testing.assert_allclose(narrow, widened, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("regression", [False, True])
