@@ -31,6 +31,7 @@ SOURCES = [
     "async.c",
     "memory.c",
     "linear.c",
+    "mix.c",
     "replay.c",
     "drift.c",
     "features.c",

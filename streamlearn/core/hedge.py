@@ -18,8 +18,8 @@ as Fixed Share does (Herbster & Warmuth, *Tracking the Best Expert*, 1998): the 
 switch within L⁺ net losses of the second, or L⁻ net wins.
 
 Used by the error memory's gate (core/memory/gate.py: base vs compensated) and the linear
-model's mixture (core/linear.py: network vs linear model). Numpy alone: the weight travels to
-serving with what uses it.
+model's mixture (core/linear.py: network vs linear model). The weight travels to serving with
+what uses it; the evidence's count runs in mix.c where the kernels load (numpy elsewhere).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from streamlearn.kernels.cpu.binding import float32_rows, loaded
 from streamlearn.settings import LinearSettings, NeighbourSettings
 
-__all__ = ["Hedge"]
+__all__ = ["Hedge", "hit_gain"]
 
 
 class Hedge:
@@ -78,9 +79,7 @@ class Hedge:
             scale = max(self.error_sum / self.error_rows, 1e-12)
             gain = float(np.clip((first_error - np.abs(y - second)) / scale, -1, 1).sum())
         else:  # hits of the second arg max minus hits of the first one
-            hit = np.asarray(target, dtype=np.int64)
-            gain = float(np.count_nonzero(second.argmax(1) == hit))
-            gain -= float(np.count_nonzero(first.argmax(1) == hit))
+            gain = float(hit_gain(np.asarray(target, dtype=np.int64), first, second))
         low, high = self.limits
         self.advantage = min(max(fade * self.advantage + gain, low), high)
         self.weight = _sigmoid(self.eta * self.advantage)
@@ -109,6 +108,18 @@ class Hedge:
         self.error_sum = float(state["error_sum"])
         self.error_rows = float(state["error_rows"])
         self.weight = float(state["weight"])
+
+
+def hit_gain(target: np.ndarray, first: np.ndarray, second: np.ndarray) -> int:
+    """Rows whose ``second`` arg max is their class slot ``target`` (int64 [B]) minus those
+    whose ``first`` one is (predictions [B, W]): mix.c's count where it loads and takes the
+    arrays, else numpy's (the same count: numpy's arg max, the first largest or first NaN)."""
+    kernels = loaded()
+    if kernels is not None and target.flags.c_contiguous and float32_rows(first, second):
+        return int(kernels.hedge_hits(target, first, second))
+    return int(np.count_nonzero(second.argmax(1) == target)) - int(
+        np.count_nonzero(first.argmax(1) == target)
+    )
 
 
 def _sigmoid(x: float) -> float:

@@ -1,7 +1,8 @@
 /* The host-side kernels' Python functions: features.c's standardisation and statistics,
- * drift.c's detector, replay.c's inserts, memory.c's compensation and writes. Each takes numpy
- * arrays (buffer protocol) and the torch tensors Python keeps as data_ptr() ints with their
- * sizes, checks them (args.h), then calls its kernel; nothing here computes. */
+ * drift.c's detector, replay.c's inserts, memory.c's compensation and writes, mix.c's evidence
+ * and gated mix. Each takes numpy arrays (buffer protocol) and the torch tensors Python keeps
+ * as data_ptr() ints with their sizes, checks them (args.h), then calls its kernel; nothing
+ * here computes. */
 #include <stdint.h>
 
 #include "args.h"
@@ -342,4 +343,40 @@ BINDING(linear_learn, 10) {
                         target->buf, each->buf, loss->buf, fade);
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(code);
+}
+
+/* float32 [rows, width] `name`, C-contiguous, the shape of `like` where given */
+static Py_buffer *prediction_rows(Borrowed *b, PyObject *obj, const char *name, int out,
+                                  const Py_buffer *like) {
+    Py_buffer *view = borrow(b, obj, name, F32, 2, out);
+    if (!view || (like && (check_dim(view, name, 0, like->shape[0], 0) < 0 ||
+                           check_dim(view, name, 1, like->shape[1], 0) < 0)))
+        return NULL;
+    return view;
+}
+
+/* hedge_hits(target, first, second) -> rows whose float32 second [rows, width] arg max is
+ * their int64 class slot target [rows], minus those whose first one is. */
+BINDING(hedge_hits, 3) {
+    Py_buffer *first = prediction_rows(b, args[1], "first", 0, NULL);
+    Py_buffer *second = first ? prediction_rows(b, args[2], "second", 0, first) : NULL;
+    Py_buffer *target = second ? borrow(b, args[0], "target", I64, 1, 0) : NULL;
+    if (!target || check_dim(target, "target", 0, first->shape[0], 0) < 0 ||
+        in_range("width", first->shape[1], 1, INT32_MAX) < 0)
+        return NULL;
+    return PyLong_FromLongLong(hedge_hits(target->buf, first->buf, second->buf,
+                                          first->shape[0], (int32_t)first->shape[1]));
+}
+
+/* mix_gated(base, compensated, weight, out): float32 out = (1 - weight) base + weight
+ * compensated, all three float32 [rows, width]. */
+BINDING(mix_gated, 4) {
+    float weight;
+    if (as_f32(args[2], &weight) < 0) return NULL;
+    Py_buffer *base = prediction_rows(b, args[0], "base", 0, NULL);
+    Py_buffer *compensated = base ? prediction_rows(b, args[1], "compensated", 0, base) : NULL;
+    Py_buffer *out = compensated ? prediction_rows(b, args[3], "out", 1, base) : NULL;
+    if (!out) return NULL;
+    mix_gated(base->buf, compensated->buf, base->shape[0] * base->shape[1], weight, out->buf);
+    Py_RETURN_NONE;
 }

@@ -47,7 +47,9 @@ __all__ = [
     "built",
     "compensate_top_k",
     "find",
+    "float32_rows",
     "load",
+    "loaded",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,25 @@ def load() -> ModuleType:
     if isinstance(_loaded, KernelsUnavailable):
         raise _loaded
     return _loaded
+
+
+def loaded() -> ModuleType | None:
+    """:func:`load`'s module, or None where the kernels are unavailable: for callers with a
+    numpy path of the same result (the first attempt logs why)."""
+    try:
+        return load()
+    except KernelsUnavailable:
+        return None
+
+
+def float32_rows(*arrays: np.ndarray) -> bool:
+    """Whether every array is C-contiguous float32 [rows, width] of the first one's shape: the
+    predictions mix.c's kernels take (callers pass others to numpy)."""
+    shape = arrays[0].shape
+    return all(
+        a.dtype == np.float32 and a.ndim == 2 and a.shape == shape and a.flags.c_contiguous
+        for a in arrays
+    )
 
 
 def compensate_top_k(

@@ -15,6 +15,8 @@ FUNCTION(memory_compensate);
 FUNCTION(memory_store);
 FUNCTION(linear_predict);
 FUNCTION(linear_learn);
+FUNCTION(hedge_hits);
+FUNCTION(mix_gated);
 #undef FUNCTION
 
 extern PyTypeObject StepType;

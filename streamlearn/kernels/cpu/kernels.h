@@ -55,6 +55,10 @@ void reservoir_insert(float *num, int64_t *cat, char *y, int64_t capacity, int64
 int32_t drift_update(const double *losses, int32_t n, double *ring, int64_t window, double alpha,
                      double k, int64_t min_samples, double min_rise, int64_t cooldown,
                      int64_t *counters, double *smoothed, int32_t *fired);
+int64_t hedge_hits(const int64_t *target, const float *first, const float *second, int64_t rows,
+                   int32_t width);
+void mix_gated(const float *base, const float *compensated, int64_t count, float weight,
+               float *out);
 void features_standardize(const double *num, int64_t rows, int64_t slots, int64_t used,
                           const double *count, const double *mean, const double *m2,
                           float *out);

@@ -52,6 +52,8 @@ static PyMethodDef functions[] = {
     {"memory_store", FASTCALL(py_memory_store), "See bind_host.c."},
     {"linear_predict", FASTCALL(py_linear_predict), "See bind_host.c."},
     {"linear_learn", FASTCALL(py_linear_learn), "See bind_host.c."},
+    {"hedge_hits", FASTCALL(py_hedge_hits), "See bind_host.c."},
+    {"mix_gated", FASTCALL(py_mix_gated), "See bind_host.c."},
     {NULL, NULL, 0, NULL},
 };
 
