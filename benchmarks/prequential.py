@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -59,12 +58,11 @@ from peers.river_peers import RIVER_PEERS, run_river_peer
 from prequential_report import StreamResult, render_markdown, results_json, write_plots
 from report import (
     ModelRun,
+    RunStart,
     add_skip_option,
     command_line,
     fmt_float,
     fmt_rate,
-    load_average,
-    machine_info,
     stream_parser,
     write_json,
 )
@@ -281,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only_baseline:
         baseline()
         return 0
-    started, load_at_start = datetime.now(timezone.utc), load_average()
+    start = RunStart.now()
     grid = presets(args.frontier_batches, args.frontier_updates, args.frontier_lrs)
     results: list[StreamResult] = []
     frontiers: dict[str, list[FrontierPoint]] = {}
@@ -294,15 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(result)
     add_speed_bounds(results, args.events, args.seed)
     comparison = baseline() if args.baseline else None
-    meta = {
-        "command": command,
-        "started": started.isoformat(timespec="seconds"),
-        "seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
-        "events": args.events,
-        "seed": args.seed,
-        "machine": machine_info(),
-        "load_average_1m": {"start": load_at_start, "end": load_average()},
-    }
+    meta = start.meta(command, events=args.events, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     write_plots(results, args.out)
     default = Settings()

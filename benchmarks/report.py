@@ -15,6 +15,7 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from streamlearn.core.evaluation import PrequentialScore
 
 __all__ = [
     "ModelRun",
+    "RunStart",
     "add_skip_option",
     "command_line",
     "fmt_float",
@@ -249,6 +251,30 @@ def load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """When a benchmark run started and the machine's load then, for its results' header."""
+
+    started: datetime
+    load: float | None
+
+    @classmethod
+    def now(cls) -> RunStart:
+        return cls(datetime.now(timezone.utc), load_average())
+
+    def meta(self, command: str, **fields: Any) -> dict[str, Any]:
+        """The header every results file carries: ``command``, the start, the seconds since,
+        ``fields``, the machine and the load average at the start and now."""
+        return {
+            "command": command,
+            "started": self.started.isoformat(timespec="seconds"),
+            "seconds": round((datetime.now(timezone.utc) - self.started).total_seconds(), 1),
+            **fields,
+            "machine": machine_info(),
+            "load_average_1m": {"start": self.load, "end": load_average()},
+        }
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

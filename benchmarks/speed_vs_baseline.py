@@ -24,12 +24,11 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
 from typing import Any
 
-from report import fmt_float, fmt_rate, load_average, machine_info, markdown_table, write_json
+from report import RunStart, fmt_float, fmt_rate, load_average, markdown_table, write_json
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +106,7 @@ def compare(
 ) -> dict[str, Any]:
     """Measure both sides, interleaved, and summarise them (the JSON document written)."""
     baseline = resolve(rev)
-    started, load_at_start = datetime.now(timezone.utc), load_average()
+    start = RunStart.now()
     changed = git("status", "--porcelain", "--", *WATCHED).splitlines()
     sides = {
         "baseline": {"rev": rev, **_commit(baseline)},
@@ -130,17 +129,13 @@ def compare(
                     )
             if len({r["rows_sha256"] for side in SIDES for r in runs[stream][side]}) > 1:
                 raise RuntimeError(f"{stream}: the two commits generate different rows")
-    meta = {
-        "command": command,
-        "started": started.isoformat(timespec="seconds"),
-        "seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
-        "events": events,
-        "seed": seed,
-        "repeats": repeats,
-        "warmup_events": min(events, WARMUP_EVENTS),
-        "machine": machine_info(),
-        "load_average_1m": {"start": load_at_start, "end": load_average()},
-    }
+    meta = start.meta(
+        command,
+        events=events,
+        seed=seed,
+        repeats=repeats,
+        warmup_events=min(events, WARMUP_EVENTS),
+    )
     return {**meta, **sides, **summarise(runs)}
 
 

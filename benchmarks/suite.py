@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 from peers.deep_river_peer import KEY as DEEP_RIVER
@@ -42,12 +41,11 @@ from peers.river_peers import EXTRA_CLASSIFIERS, REGRESSION_PEERS, RIVER_PEERS, 
 from prequential import run_streamlearn
 from prequential_report import StreamResult
 from report import (
+    RunStart,
     add_skip_option,
     command_line,
     fmt_float,
     fmt_rate,
-    load_average,
-    machine_info,
     stream_parser,
     write_json,
 )
@@ -143,7 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started, load_at_start = datetime.now(timezone.utc), load_average()
+    start = RunStart.now()
     args.out.mkdir(parents=True, exist_ok=True)
     if DEEP_RIVER not in args.skip_peers:
         try:
@@ -158,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, args.events, seed, args.skip_peers, not args.no_progress
         )
         done = [s for s in results.values() if s.by_seed]
-        markdown = write_results(done, stream, args, started, load_at_start)  # each: kept
+        markdown = write_results(done, stream, args, start)  # each: kept
     print(markdown)
     return 0
 
@@ -167,22 +165,17 @@ def write_results(
     results: Sequence[SeededStream],
     latest: SeededStream,
     args: argparse.Namespace,
-    started: datetime,
-    load_at_start: float | None,
+    start: RunStart,
 ) -> str:
     """suite.md and suite.json over the runs so far, the plot of the stream just run; the
     markdown."""
-    meta = {
-        "command": command_line(),
-        "started": started.isoformat(timespec="seconds"),
-        "seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
-        "events": args.events,
-        "quick": args.quick,
-        "seeds": args.seed,
-        "machine": machine_info(),
-        "load_average_1m": {"start": load_at_start, "end": load_average()},
-        "settings": Settings().model_dump(mode="json", include={"source", "learner", "memory"}),
-    }
+    meta = start.meta(
+        command_line(),
+        events=args.events,
+        quick=args.quick,
+        seeds=args.seed,
+    )
+    meta["settings"] = Settings().model_dump(mode="json", include={"source", "learner", "memory"})
     runs, planned = sum(len(s.by_seed) for s in results), len(args.streams) * len(args.seed)
     if runs < planned:
         meta["partial"] = f"{runs} of {planned} stream runs so far"

@@ -25,7 +25,9 @@ from suite_streams import SUITE
 
 __all__ = [
     "MEMORY_OFF",
+    "SPEED_PEERS",
     "SeededStream",
+    "at_least",
     "render_markdown",
     "results_json",
     "summarise",
@@ -125,7 +127,7 @@ class SeededStream:
         return out
 
 
-def _at_least(a: float, b: float, regression: bool) -> bool:
+def at_least(a: float, b: float, regression: bool) -> bool:
     """Whether ``a`` is as good as ``b``: accuracy as high, or MAE as low."""
     return bool(a <= b) if regression else bool(a >= b)
 
@@ -164,7 +166,7 @@ def summarise(stream: SeededStream) -> dict[str, Any]:
     }
     if best is not None:
         best_value = stream.value(best)
-        out["at_least_best"] = _at_least(value, best_value, regression)
+        out["at_least_best"] = at_least(value, best_value, regression)
         # classification: accuracy points; regression: MAE relative to the best peer's, in %
         out["gap"] = (
             100.0 * (best_value - value) / best_value
@@ -187,7 +189,7 @@ def summarise(stream: SeededStream) -> dict[str, Any]:
             "peer_events_per_s": peer_rate,
             "events_per_s": rate,
             "ratio": rate / peer_rate,
-            "met": rate > peer_rate and _at_least(value, peer_value, regression),
+            "met": rate > peer_rate and at_least(value, peer_value, regression),
         }
     return out
 

@@ -1,0 +1,261 @@
+"""Issue 23's speed target, measured on its own: streamlearn against river's StandardScaler |
+LogisticRegression (LinearRegression on regression streams) on the suite's streams, in
+interleaved rounds.
+
+The suite (benchmarks/suite.py) times every model once per seed, and on a shared machine one
+run of a stream can be a quarter faster or slower than the next. Here the two models run in
+turns on the same rows, streamlearn first in even rounds and the peer first in odd ones, so
+that load from other work falls on both alike: a stream's ratio is the median over its rounds
+(each round: the peer's seconds over streamlearn's), with the rounds' spread beside it. Each
+run is a fresh model (the settings benchmarks/suite.py gives streamlearn: its defaults, the
+stream's task, the seed), timed over its own calls only (benchmarks/timing_runner.py,
+peers/river_peers.py). The target is met on a stream where the median ratio is above 1 and
+streamlearn's accuracy is at least the peer's (MAE at most).
+
+Writes <out>/suite_speed.md (the table, machine, verdicts), <out>/suite_speed.json (every
+round) and <out>/suite_speed.png (each stream's median ratio, its rounds' range, the line at
+1):
+
+  python benchmarks/suite_speed.py --seed 5 6 7 --rounds 5
+  python benchmarks/suite_speed.py --streams phishing sea-gradual --events 5000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import matplotlib.pyplot as plt
+from peers.river_peers import REGRESSION_PEERS, RIVER_PEERS, run_river_peer
+from report import (
+    RunStart,
+    command_line,
+    fmt_float,
+    fmt_rate,
+    markdown_table,
+    stream_parser,
+    write_json,
+)
+from suite import suite_settings
+from suite_report import SPEED_PEERS, at_least
+from suite_streams import SUITE, suite_rows
+from timing_runner import has_strings, prequential_run
+from tqdm import tqdm
+
+PEERS = {**RIVER_PEERS, **REGRESSION_PEERS}
+
+
+@dataclass
+class StreamSpeed:
+    """One stream's rounds: each model's seconds per round and its score (the same every
+    round: the runs are seeded)."""
+
+    stream: str
+    task: str
+    events: int
+    peer: str  # the peer's display name
+    seconds: list[float] = field(default_factory=list)  # streamlearn's, per round
+    peer_seconds: list[float] = field(default_factory=list)
+    value: float = float("nan")  # accuracy or MAE, mean over the seeds
+    peer_value: float = float("nan")
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def ratios(self) -> list[float]:
+        """streamlearn's speed over the peer's, per round."""
+        return [p / s for s, p in zip(self.seconds, self.peer_seconds, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        return median(self.ratios)
+
+    @property
+    def met(self) -> bool:
+        return self.ratio > 1.0 and at_least(self.value, self.peer_value, self.regression)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "events": self.events,
+            "peer": self.peer,
+            "seconds": self.seconds,
+            "peer_seconds": self.peer_seconds,
+            "ratios": self.ratios,
+            "ratio": self.ratio,
+            "value": self.value,
+            "peer_value": self.peer_value,
+            "met": self.met,
+        }
+
+
+def measure(name: str, events: int, seeds: Sequence[int], rounds: int) -> StreamSpeed:
+    """``rounds`` turns of streamlearn and the speed peer on the stream at each seed."""
+    task = SUITE[name].task
+    peer = PEERS[SPEED_PEERS["regression" if task == "regression" else "classification"]]
+    values: list[float] = []
+    peer_values: list[float] = []
+    result: StreamSpeed | None = None
+    for seed in seeds:
+        rows = suite_rows(name, events, seed)
+        settings, categorical = suite_settings(task, seed), has_strings(rows)
+        result = result or StreamSpeed(name, task, len(rows), peer.name)
+        for turn in range(rounds):
+            for ours in (True, False) if turn % 2 == 0 else (False, True):
+                if ours:
+                    _, score, seconds = prequential_run(settings, rows)
+                    result.seconds.append(seconds)
+                    value = score.overall()
+                else:
+                    run = run_river_peer(
+                        peer, rows, task, seed, progress=False, categorical=categorical
+                    )
+                    result.peer_seconds.append(run.seconds)
+                    peer_value = run.score.overall()
+        values.append(value)
+        peer_values.append(peer_value)
+    assert result is not None
+    result.value, result.peer_value = sum(values) / len(values), sum(peer_values) / len(peer_values)
+    return result
+
+
+def render_markdown(results: Sequence[StreamSpeed], meta: dict[str, Any]) -> str:
+    machine = meta["machine"]
+    load = meta["load_average_1m"]
+    met = [r for r in results if r.met]
+    rows = [
+        [
+            r.stream,
+            r.task,
+            f"{r.events:,}",
+            fmt_rate(r.events * len(r.seconds) / sum(r.seconds)),
+            fmt_rate(r.events * len(r.peer_seconds) / sum(r.peer_seconds)),
+            f"{r.ratio:.2f}×",
+            f"{min(r.ratios):.2f}–{max(r.ratios):.2f}×",
+            f"{'MAE' if r.regression else 'accuracy'} {fmt_float(r.value, 4)} / "
+            f"{fmt_float(r.peer_value, 4)}",
+            "met" if r.met else "**missed**",
+        ]
+        for r in results
+    ]
+    table = markdown_table(
+        [
+            "stream",
+            "task",
+            "events",
+            "streamlearn events/s",
+            "peer events/s",
+            "ratio (median)",
+            "rounds' range",
+            "streamlearn / peer",
+            "target",
+        ],
+        rows,
+    )
+    missed = ", ".join(r.stream for r in results if not r.met) or "none"
+    return "\n".join(
+        [
+            "# Speed target: streamlearn against river's StandardScaler | linear model",
+            "",
+            f"Produced by `{meta['command']}` (started {meta['started']}, "
+            f"{meta['seconds']:,.1f} s); seeds {', '.join(map(str, meta['seeds']))}, "
+            f"{meta['rounds']} interleaved round(s) a seed (streamlearn first in even rounds, "
+            "the peer in odd ones), "
+            f"{meta['events']:,} events per generated stream, real data sets whole (at most "
+            "that many). Ratio: the peer's seconds over streamlearn's, per round; a stream's "
+            "figure is the median over its rounds; events/s: all runs' events over their "
+            "seconds. Only the models' own calls are timed. The peer is river's "
+            "StandardScaler | LogisticRegression (LinearRegression on regression streams); "
+            "streamlearn runs its defaults through Prequential.process_columns, as in "
+            "benchmarks/suite.py.",
+            "",
+            "## Machine",
+            "",
+            f"- CPU: {machine['cpu']}; {machine['platform']}",
+            f"- python {machine['python']}, torch {machine['torch']}, river {machine['river']}",
+            f"- load average (1 min) at start / end: {load['start']} / {load['end']}",
+            "",
+            "## Target: faster than the peer at equal or better accuracy (MAE) on every stream",
+            "",
+            f"**{len(met)} of {len(results)} streams met**; missed: {missed}.",
+            "",
+            table,
+            "",
+            "![speed ratio per stream](suite_speed.png)",
+            "",
+        ]
+    )
+
+
+def write_plot(results: Sequence[StreamSpeed], path: Path) -> Path:
+    """Each stream's median ratio as a dot (green: met), its rounds' range as a line, on a log
+    scale with 1 marked."""
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(results) + 1.5))
+    for y, r in enumerate(results):
+        ax.plot([min(r.ratios), max(r.ratios)], [y, y], color="black", linewidth=1)
+        ax.plot([r.ratio], [y], "o", color="tab:green" if r.met else "tab:red")
+    ax.axvline(1.0, color="grey", linestyle="--")
+    ax.set_yticks(range(len(results)), [r.stream for r in results])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    low = min(min(r.ratios) for r in results)
+    high = max(max(r.ratios) for r in results)
+    ticks = [t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if low / 2 <= t <= high * 2]
+    ax.set_xticks(ticks, [f"{t:g}×" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("streamlearn's events/s over the peer's (median of the rounds, their range)")
+    ax.set_title("Speed against river StandardScaler | linear model (green: target met)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = stream_parser(
+        "python benchmarks/suite_speed.py", __doc__ or "", list(SUITE), list(SUITE), True
+    )
+    p.add_argument("--rounds", type=int, default=5, help="turns of both models a seed (default 5)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="folder for suite_speed.md/.json/.png (default benchmarks/results)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if args.events < 100:
+        p.error("--events must be at least 100")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = RunStart.now()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = [
+        measure(name, args.events, args.seed, args.rounds)
+        for name in tqdm(args.streams, desc="streams", disable=args.no_progress)
+    ]
+    meta = start.meta(command_line(), events=args.events, seeds=args.seed, rounds=args.rounds)
+    markdown = render_markdown(results, meta)
+    (args.out / "suite_speed.md").write_text(markdown, encoding="utf-8")
+    write_json(
+        args.out / "suite_speed.json",
+        {"meta": meta, "streams": {r.stream: r.to_json() for r in results}},
+    )
+    write_plot(results, args.out / "suite_speed.png")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
