@@ -26,7 +26,7 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import median
+from statistics import mean, median
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -60,7 +60,7 @@ class StreamSpeed:
     peer: str  # the peer's display name
     seconds: list[float] = field(default_factory=list)  # streamlearn's, per round
     peer_seconds: list[float] = field(default_factory=list)
-    value: float = float("nan")  # accuracy or MAE, mean over the seeds
+    value: float = float("nan")  # accuracy or MAE, mean over the runs
     peer_value: float = float("nan")
 
     @property
@@ -96,32 +96,30 @@ class StreamSpeed:
 
 
 def measure(name: str, events: int, seeds: Sequence[int], rounds: int) -> StreamSpeed:
-    """``rounds`` turns of streamlearn and the speed peer on the stream at each seed."""
+    """``rounds`` turns of streamlearn and the speed peer on the stream at each seed; the
+    scores are means over every run (a seed's runs score alike)."""
     task = SUITE[name].task
     peer = PEERS[SPEED_PEERS["regression" if task == "regression" else "classification"]]
+    result = StreamSpeed(name, task, 0, peer.name)
     values: list[float] = []
     peer_values: list[float] = []
-    result: StreamSpeed | None = None
     for seed in seeds:
         rows = suite_rows(name, events, seed)
         settings, categorical = suite_settings(task, seed), has_strings(rows)
-        result = result or StreamSpeed(name, task, len(rows), peer.name)
+        result.events = len(rows)
         for turn in range(rounds):
             for ours in (True, False) if turn % 2 == 0 else (False, True):
                 if ours:
                     _, score, seconds = prequential_run(settings, rows)
                     result.seconds.append(seconds)
-                    value = score.overall()
+                    values.append(score.overall())
                 else:
                     run = run_river_peer(
                         peer, rows, task, seed, progress=False, categorical=categorical
                     )
                     result.peer_seconds.append(run.seconds)
-                    peer_value = run.score.overall()
-        values.append(value)
-        peer_values.append(peer_value)
-    assert result is not None
-    result.value, result.peer_value = sum(values) / len(values), sum(peer_values) / len(peer_values)
+                    peer_values.append(run.score.overall())
+    result.value, result.peer_value = mean(values), mean(peer_values)
     return result
 
 
