@@ -280,12 +280,12 @@ int memory_compensate(const float *ring_keys, const float *ring_values, int32_t 
      * keys with the queries, and each row's are gathered for the sortable keys */
     const int grouped = !all && picked <= SMALL_K;
     /* scratch: the chosen ones' similarities (every row's when grouped), the weighted means,
-     * the unit queries transposed [hidden_dim, rows], then a block's similarities (grouped)
-     * or one row's and every row's */
+     * the unit queries transposed [hidden_dim, rows], then a block's similarities (grouped,
+     * wide keys; narrow ones need none) or one row's and every row's */
     const size_t chosen_size = (size_t)picked * (grouped ? (size_t)rows : 1);
+    const size_t block = hidden_dim <= FUSED_DIM ? 0 : (size_t)SLOT_BLOCK * (size_t)rows;
     const size_t scratch = chosen_size + 2 * (size_t)width + (size_t)hidden_dim * (size_t)rows +
-                           (grouped ? (size_t)SLOT_BLOCK * (size_t)rows
-                                    : (size_t)filled * (1 + (size_t)rows));
+                           (grouped ? block : (size_t)filled * (1 + (size_t)rows));
     float *chosen = malloc(sizeof(float) * scratch);
     /* each row's chosen slots: one row's at a time, or every row's for select_rows */
     int32_t *top = malloc(sizeof(int32_t) * (picked > 0 ? chosen_size : 1));
