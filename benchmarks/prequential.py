@@ -107,7 +107,7 @@ def run_streamlearn(
     name: str = "streamlearn",
 ) -> ModelRun:
     """Prequential run of streamlearn through its batch (columns) or per-dict API."""
-    preq, score, seconds = prequential_run(
+    preq, score, seconds, *_ = prequential_run(
         settings, rows, dicts=dicts, progress=progress, desc=name
     )
     extra = {"detected_drifts": list(preq.drifts), "device": str(preq.learner.device)}

@@ -58,7 +58,7 @@ def run(
     (experts.fresh, on with the pool by default), seconds."""
     rows = list(stream_rows(stream, events, seed))
     pool = settings.experts.model_copy(update={"enabled": experts is not None, **(experts or {})})
-    preq, score, seconds = prequential_run(settings.model_copy(update={"experts": pool}), rows)
+    preq, score, seconds, *_ = prequential_run(settings.model_copy(update={"experts": pool}), rows)
     fresh = 0 if preq.experts is None or preq.experts.fresh is None else preq.experts.fresh.switches
     return {
         "hits": score.values(),

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for value in args.values:
                     bar.set_description(f"{name} seed {seed} {args.setting} {label(value)}")
                     settings = with_setting(base_settings(args, task, seed), args.setting, value)
-                    preq, score, seconds = prequential_run(settings, rows)
+                    preq, score, seconds, *_ = prequential_run(settings, rows)
                     scores = entry.setdefault(
                         label(value), {"overall": [], "first": [], "steps": [], "seconds": []}
                     )

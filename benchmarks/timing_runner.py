@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Hashable, Sequence
 from importlib.machinery import PathFinder
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -103,6 +103,19 @@ def to_columns(batch: Sequence[Row]) -> Columns:
 
 
 # -- the timed loop -----------------------------------------------------------------------------
+class TimedRun(NamedTuple):
+    """One timed run: the learner, its score, the seconds in its calls, and of those the
+    seconds and events of the batches learned while the model was young (the fast start's,
+    fewer than learner.fast_start × batch_size events learned: a cost paid once per model;
+    0 where the commit has no fast start or does not say)."""
+
+    prequential: Prequential
+    score: PrequentialScore
+    seconds: float
+    fast_start_seconds: float
+    fast_start_events: int
+
+
 def prequential_run(
     settings: Settings,
     rows: Sequence[Row],
@@ -110,10 +123,11 @@ def prequential_run(
     dicts: bool = False,
     progress: bool = False,
     desc: str = "streamlearn",
-) -> tuple[Prequential, PrequentialScore, float]:
+) -> TimedRun:
     """streamlearn over ``rows`` in micro-batches of source.batch_size, through process_columns
     (``dicts``: process on lists of dicts): the learner, its per-event prequential score and the
-    seconds spent in those calls alone (inputs are built before, scoring done outside the clock).
+    seconds spent in those calls alone (inputs are built before, scoring done outside the clock),
+    with the share of them its fast start took (where this commit's Prequential says when).
     """
     batches = row_batches(rows, settings.source.batch_size)
     inputs = [[x for x, _ in b] for b in batches] if dicts else [to_columns(b) for b in batches]
@@ -123,7 +137,9 @@ def prequential_run(
     process = preq.process if dicts else preq.process_columns
     regression = settings.learner.task == "regression"  # only where PrequentialScore has it
     score = locate("PrequentialScore")(**({"regression": True} if regression else {}))
-    seconds = 0.0
+    seconds = young_seconds = 0.0
+    young_events = 0
+    fast_starting = getattr(preq, "fast_starting", lambda rows: False)
     for batch, ys in tqdm(
         zip(inputs, labels, strict=True),
         total=len(batches),
@@ -132,11 +148,15 @@ def prequential_run(
         disable=not progress,
         leave=False,
     ):
+        young = fast_starting(settings.source.batch_size)  # a short last batch as a full one
         start = time.perf_counter()
         outcome = process(batch, ys)
-        seconds += time.perf_counter() - start
+        took = time.perf_counter() - start
+        seconds += took
+        if young:
+            young_seconds, young_events = young_seconds + took, young_events + len(ys)
         score.update(outcome.prediction, ys, classes=preq.classes())
-    return preq, score, seconds
+    return TimedRun(preq, score, seconds, young_seconds, young_events)
 
 
 def kernel_of(preq: Prequential) -> str:
@@ -159,7 +179,7 @@ def measure(stream: str, events: int, seed: int) -> dict[str, Any]:
 
     rows = list(stream_rows(stream, events, seed))
     settings = settings_for(stream, events, seed)
-    preq, score, seconds = prequential_run(settings, rows)
+    preq, score, seconds, *_ = prequential_run(settings, rows)
     return {
         "stream": stream,
         "events": len(score),

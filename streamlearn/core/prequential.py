@@ -221,6 +221,12 @@ class Prequential:
         self.unknown_labels += int((labelled & ~ok).sum())
         return ok, target[ok], False
 
+    def fast_starting(self, rows: int) -> bool:
+        """Whether a batch of ``rows`` rows would pass in the fast start's sub-batches now
+        (the model is still young): what a benchmark times apart, as a cost paid once per
+        model."""
+        return bool(self.fast_start) and self.seen < self.fast_start * rows
+
     def process_encoded(
         self, feats: EncodedFeatures, ys: Sequence[Hashable | None]
     ) -> BatchOutcome:
@@ -234,7 +240,7 @@ class Prequential:
         """
         n, parts, seen = len(feats), [], self.seen
         known_before = len(self.labels)
-        if not self.fast_start or seen >= self.fast_start * n:
+        if not self.fast_starting(n):
             return self._process_batch(feats, ys, known_before)  # grown up (or off): whole
         # the batch's classes switched on at once, as for a whole batch (in order of first
         # appearance); a sub-batch predicts those first labelled in the rows before it

@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/suite_speed.py: a classification and a regression stream, two
-rounds; checks the table, the verdicts' inputs in the JSON and the plot."""
+"""Smoke test of benchmarks/suite_speed.py: two short real data sets (classification and
+regression, young throughout) and a generated stream that outlasts the fast start, two rounds;
+checks the tables, the verdicts' and the fast start's figures in the JSON, and the plot."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 
 from benchmark_run import run_benchmark
 
-STREAMS = ("phishing", "chick-weights")
+STREAMS = ("phishing", "chick-weights", "sea-gradual")
+EVENTS = 3000  # the defaults' fast start: the first 64 × 32 = 2,048 events
 
 
 def test_times_both_models_in_turns_and_judges_each_stream(tmp_path: Path) -> None:
     run_benchmark(
-        "suite_speed.py", "--streams", *STREAMS, "--events", "2000", "--rounds", "2",
+        "suite_speed.py", "--streams", *STREAMS, "--events", str(EVENTS), "--rounds", "2",
         "--seed", "5", "--out", str(tmp_path), "--no-progress",
     )  # fmt: skip
     markdown = (tmp_path / "suite_speed.md").read_text(encoding="utf-8")
@@ -33,6 +35,21 @@ def test_times_both_models_in_turns_and_judges_each_stream(tmp_path: Path) -> No
             else entry["value"] >= entry["peer_value"]
         )
         assert entry["met"] == (entry["ratio"] > 1.0 and better)
+        fast, share = entry["fast_start_seconds"], entry["fast_start_share"]
+        assert all(0 < f <= s for f, s in zip(fast, entry["seconds"], strict=True))
+        assert min(f / s for f, s in zip(fast, entry["seconds"], strict=True)) <= share <= 1
+    for stream in ("phishing", "chick-weights"):  # young from the first event to the last
+        entry = runs[stream]
+        assert entry["fast_start_events"] == [entry["events"]] * 2
+        assert entry["ratios_after_fast_start"] == []
+    generated = runs["sea-gradual"]
+    assert generated["events"] == EVENTS and generated["fast_start_events"] == [2048] * 2
+    assert len(generated["ratios_after_fast_start"]) == 2
+    assert "## Where streamlearn's time goes: the fast start" in markdown
+    assert any(
+        line.startswith("| sea-gradual ") and "2,048 of 3,000" in line
+        for line in markdown.splitlines()
+    )
     assert runs["chick-weights"]["peer"] == "river StandardScaler | LinearRegression"
     assert runs["phishing"]["peer"] == "river StandardScaler | LogisticRegression"
     assert (tmp_path / "suite_speed.png").read_bytes().startswith(b"\x89PNG")

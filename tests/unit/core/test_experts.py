@@ -231,7 +231,7 @@ def test_the_recurring_stream_recovers_sooner_with_the_pool():
     hits = {}
     for pool in (False, True):
         settings = load_settings(learner={"seed": seed, "device": "cpu"}, experts={"enabled": pool})
-        preq, score, _ = prequential_run(settings, rows)
+        preq, score, *_ = prequential_run(settings, rows)
         hits[pool] = score.values()
         fresh = 0 if preq.experts is None else preq.experts.fresh.switches  # to a fresh model
         assert preq.expert_switches - fresh == (2 if pool else 0)  # back to a past model

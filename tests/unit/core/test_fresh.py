@@ -188,7 +188,7 @@ def test_sine_abrupt_is_learned_better_with_the_fresh_model():
         settings = settings.model_copy(
             update={"experts": settings.experts.model_copy(update={"fresh": fresh})}
         )
-        preq, score, _ = prequential_run(settings, rows)
+        preq, score, *_ = prequential_run(settings, rows)
         accuracy[fresh] = float(score.values().mean())
         pool = preq.experts
         switches[fresh] = 0 if pool is None or pool.fresh is None else pool.fresh.switches

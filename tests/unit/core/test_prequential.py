@@ -323,13 +323,18 @@ def test_only_the_fast_starts_sub_batches_are_young(monkeypatch):
 def test_fast_start_passes_a_grown_model_its_batches_whole():
     rng = np.random.default_rng(4)
     p = make(fast_start=2, updates=1)
+    assert not make(fast_start=0).fast_starting(32)  # off: never
     p.process(*rows(rng, 1))  # one event learned: the next batch is split
+    assert p.fast_starting(4) and p.fast_starting(32) and not p.fast_starting(0)
     steps = p.learner.steps
     p.process(*rows(rng, 4))
     # events // 2 rows at a time (at least one): after 1, 2, 3 and 4 events, one row each
     assert p.learner.steps - steps == 4
     while p.seen < 2 * 32:
+        assert p.fast_starting(32)
         p.process(*rows(rng, 32))
+    # grown for batches of 32, still young for those of more than half the events learned
+    assert not p.fast_starting(32) and p.fast_starting(p.seen // 2 + 1)
     steps = p.learner.steps
     p.process(*rows(rng, 32))
     assert p.learner.steps - steps == 1
