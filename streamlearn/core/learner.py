@@ -135,8 +135,10 @@ class OnlineLearner:
         device = learner_device(learner, features)
         configure_threads(learner.threads)
         regression = learner.task == "regression"
+        # the CPU generator alone, restored after: the weights are drawn on the CPU, and a
+        # learner's build leaves the process's generators (CUDA's included) as they were
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(learner.seed)
+            torch.default_generator.manual_seed(learner.seed)
             model = TabularNet(
                 features.numeric_slots,
                 features.categorical_slots,

@@ -234,6 +234,15 @@ def test_same_seed_same_weights_and_global_rng_untouched():
     assert_same(pa, pb)
 
 
+def test_building_a_learner_seeds_no_other_generator(monkeypatch):
+    """The weights come from the CPU generator alone: a build leaves CUDA's (and so every
+    other device's) generators as they were, which torch.manual_seed would reseed."""
+    seeded: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    make(seed=5)
+    assert seeded == []
+
+
 def forward_rows(monkeypatch) -> list[int]:
     """The rows of every forward pass of the torch step from now on (batch plus replay)."""
     sizes: list[int] = []
