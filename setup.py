@@ -33,6 +33,7 @@ SOURCES = [
     "linear.c",
     "mix.c",
     "replay.c",
+    "draws.c",
     "drift.c",
     "features.c",
 ]

@@ -2,7 +2,8 @@
 
 Vitter's Algorithm R (1985): item t (0-based) enters while t < capacity, afterwards it replaces
 slot j ~ U{0..t} when j < capacity, so every item seen so far is kept with equal probability.
-The reservoir is its tensors, its count and its generator: it makes a batch's draws and hands
+The reservoir is its tensors, its count and its generator: it makes a batch's draws
+(kernels/draws.py: numpy's Generator.integers, in one compiled call where it can) and hands
 the rows to the insert kernel it was given (kernels/torch_reservoir.py, or the compiled form
 in kernels/compiled.py), which writes them in one vectorised step with the result of
 one-by-one insertion.
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from streamlearn.kernels.compiled import reloaded_reservoir
+from streamlearn.kernels.draws import uniform_below, uniform_through
 from streamlearn.kernels.torch_reservoir import Row, Rows, TorchReservoir
 
 if TYPE_CHECKING:
@@ -75,7 +77,7 @@ class ReservoirBuffer:
         free = max(self.capacity - self.seen, 0)
         if n <= free:
             return None
-        return self._rng.integers(0, np.arange(self.seen + free, self.seen + n) + 1)
+        return uniform_through(self._rng, self.seen + free, n - free)
 
     def add(self, num: Row, cat: Row, y: Row) -> None:
         """Insert a batch's rows (host arrays or tensors on any device): :meth:`prepare`, then
@@ -104,7 +106,7 @@ class ReservoirBuffer:
 
     def draw(self, k: int) -> np.ndarray:
         """Positions of k rows drawn uniformly with replacement from what the reservoir holds."""
-        return self._rng.integers(0, len(self), size=k)
+        return uniform_below(self._rng, len(self), k)
 
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """k rows drawn uniformly with replacement from what the reservoir holds."""

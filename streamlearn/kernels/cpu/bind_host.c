@@ -1,6 +1,6 @@
 /* The host-side kernels' Python functions: features.c's standardisation and statistics,
- * drift.c's detector, replay.c's inserts, memory.c's compensation and writes, mix.c's evidence
- * and gated mix. Each takes numpy arrays (buffer protocol) and the torch tensors Python keeps
+ * drift.c's detector, replay.c's inserts, draws.c's uniform integers, memory.c's compensation
+ * and writes, mix.c's evidence and gated mix. Each takes numpy arrays (buffer protocol) and the torch tensors Python keeps
  * as data_ptr() ints with their sizes, checks them (args.h), then calls its kernel; nothing
  * here computes. */
 #include <stdint.h>
@@ -137,6 +137,20 @@ BINDING(reservoir_insert, 12) {
     }
     reservoir_insert(num_at, cat_at, y_at, capacity, seen, num->buf, cat->buf, y->buf, rows,
                      num_dim, cat_dim, y_size, drawn);
+    Py_RETURN_NONE;
+}
+
+/* uniform_draws(capsule, last, growing, out): int64 out [count] written, each uniform on
+ * [0, last] (on [0, last + i] where growing), drawn from the numpy bit generator whose
+ * BitGenerator.capsule is given. The caller owns the generator (numpy's lock is not taken). */
+BINDING(uniform_draws, 4) {
+    BitSource *bits = PyCapsule_GetPointer(args[0], "BitGenerator");
+    int64_t last, growing;
+    if (!bits || as_i64(args[1], &last) < 0 || as_i64(args[2], &growing) < 0) return NULL;
+    Py_buffer *out = borrow(b, args[3], "out", I64, 1, 1);
+    const int64_t most = growing ? INT64_MAX - out->shape[0] : INT64_MAX; /* last + i fits */
+    if (!out || in_range("last", last, 0, most) < 0) return NULL;
+    uniform_draws(bits, (uint64_t)last, growing != 0, out->shape[0], out->buf);
     Py_RETURN_NONE;
 }
 

@@ -11,6 +11,7 @@ FUNCTION(features_standardize);
 FUNCTION(features_observe);
 FUNCTION(drift_update);
 FUNCTION(reservoir_insert);
+FUNCTION(uniform_draws);
 FUNCTION(memory_compensate);
 FUNCTION(memory_store);
 FUNCTION(linear_predict);

@@ -65,4 +65,19 @@ void features_standardize(const double *num, int64_t rows, int64_t slots, int64_
 int64_t features_observe(const double *num, int64_t rows, int64_t slots, int64_t used,
                          double *count, double *mean, double *m2);
 
+/* A numpy bit generator's functions: the layout of numpy's bitgen_t (numpy/random/bitgen.h),
+ * which BitGenerator.capsule holds; draws.c uses the first three. */
+typedef struct {
+    void *state;
+    uint64_t (*next_uint64)(void *state);
+    uint32_t (*next_uint32)(void *state);
+    double (*next_double)(void *state);
+    uint64_t (*next_raw)(void *state);
+} BitSource;
+
+/* out[i] uniform on [0, last] (on [0, last + i] where `growing`), as numpy's Generator.integers
+ * draws int64s (draws.c) */
+void uniform_draws(const BitSource *bits, uint64_t last, int32_t growing, int64_t count,
+                   int64_t *out);
+
 #endif

@@ -48,6 +48,7 @@ static PyMethodDef functions[] = {
     {"features_observe", FASTCALL(py_features_observe), "See bind_host.c."},
     {"drift_update", FASTCALL(py_drift_update), "See bind_host.c."},
     {"reservoir_insert", FASTCALL(py_reservoir_insert), "See bind_host.c."},
+    {"uniform_draws", FASTCALL(py_uniform_draws), "See bind_host.c."},
     {"memory_compensate", FASTCALL(py_memory_compensate), "See bind_host.c."},
     {"memory_store", FASTCALL(py_memory_store), "See bind_host.c."},
     {"linear_predict", FASTCALL(py_linear_predict), "See bind_host.c."},
