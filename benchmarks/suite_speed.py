@@ -66,7 +66,7 @@ class StreamSpeed:
     peer: str  # the peer's display name
     seconds: list[float] = field(default_factory=list)  # streamlearn's, per round
     peer_seconds: list[float] = field(default_factory=list)
-    # of streamlearn's seconds and events, those of the batches its fast start split, per round
+    # of streamlearn's seconds and events, those learned while its model was young, per round
     fast_start_seconds: list[float] = field(default_factory=list)
     fast_start_events: list[int] = field(default_factory=list)
     value: float = float("nan")  # accuracy or MAE, mean over the runs
