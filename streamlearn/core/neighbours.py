@@ -38,6 +38,7 @@ from streamlearn.core.memory.compensation import (
     gated,
     kernels_available,
 )
+from streamlearn.kernels.cpu.binding import compensate_top_k, float32_rows, load
 from streamlearn.settings import NeighbourSettings
 
 __all__ = ["NeighbourVote"]
@@ -80,12 +81,24 @@ class NeighbourVote:
 
     def vote(self, z: np.ndarray, like: np.ndarray) -> np.ndarray | None:
         """The vote [B, W] for standardised rows ``z`` (their numeric slots in use), shaped as
-        the prediction ``like``; None while there is none."""
+        the prediction ``like``; None while there is none. Float32 rows of the ring's width go
+        to memory.c's read straight from the ring (what :meth:`lookup`'s compensation calls,
+        without the read-only memory's checks and copies around it: a young model's
+        sub-batches are a row or two)."""
         self._widen(z.shape[1])
-        lookup = self.lookup()
-        if lookup is None or not len(z):
+        n = self.filled
+        if self.retired or not n or not len(z):
             return None
-        return lookup.compensate(queries(z, self.active), like)
+        rows = queries(z, self.active)
+        if kernels_available() and float32_rows(like) and like.shape[1] == self.width:
+            ring = (self.keys.ctypes.data, self.values.ctypes.data, n)
+            vote, _ = compensate_top_k(
+                load(), ring, self.k, TEMPERATURE, 1.0, 1.0, False, rows, like
+            )
+            return vote
+        lookup = self.lookup()  # numpy's read, or the read-only memory's error
+        assert lookup is not None
+        return lookup.compensate(rows, like)
 
     def mix(self, prediction: np.ndarray, vote: np.ndarray | None) -> np.ndarray:
         """``prediction`` with the vote mixed in by its share."""

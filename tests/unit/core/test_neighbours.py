@@ -42,6 +42,26 @@ def test_the_vote_is_the_k_nearest_rows_labels(monkeypatch, compiled):
     np.testing.assert_allclose(vote, brute_force(z, keys, labels, 5), atol=1e-5)
 
 
+def test_the_compiled_vote_reads_as_the_read_only_memory_does():
+    """vote()'s call straight into memory.c gives the bits of lookup()'s compensation, and a
+    prediction of another width gets the read-only memory's error, not a read past the ring."""
+    if not compensation.kernels_available():
+        pytest.skip("compiled kernels not built")
+    rng = np.random.default_rng(3)
+    nv = vote_of({"k": 3, "window": 64})
+    for _ in range(3):  # 96 rows into 64 slots: the ring wraps
+        nv.learn(rng.normal(size=(32, 5)).astype(np.float32), rng.integers(0, WIDTH, 32), [], None)
+    for rows in (1, 2, 32):
+        z = rng.normal(size=(rows, 5)).astype(np.float32)
+        like = rng.dirichlet(np.ones(WIDTH), rows).astype(np.float32)
+        lookup = nv.lookup()
+        assert lookup is not None and lookup.compiled
+        expected = lookup.compensate(np.c_[z, np.ones(rows, np.float32)], like)
+        np.testing.assert_array_equal(nv.vote(z, like), expected)
+    with pytest.raises(ValueError, match="do not fit"):
+        nv.vote(z, np.zeros((rows, WIDTH + 1), dtype=np.float32))
+
+
 def test_only_the_window_votes_and_new_slots_count_as_zero():
     nv = vote_of({"k": 1, "window": 4})
     old = np.array([[5.0, 5.0]] * 4, dtype=np.float32)
