@@ -5,10 +5,11 @@ deviation marks a new concept; a model of an earlier concept may serve it better
 model, which has just begun to adapt. The pool keeps at most ``size`` such models (experts):
 
 - **Save**, at every detection: the live model's last copy (:meth:`OnlineLearner.weights`:
-  parameters and optimizer moments, taken every ``snapshot_every`` batches) goes into the slot
-  of the expert it was switched from, if any (it kept learning that concept since), else into a
-  new slot; a full pool evicts the least recently used one (saved or switched to). A copy, not
-  the model at the detection: the batch that shows the change has already been learned then,
+  parameters and optimizer moments, taken every ``snapshot_every`` micro-batches, a fast
+  start's sub-batches of one counted once) goes into the slot of the expert it was switched
+  from, if any (it kept learning that concept since), else into a new slot; a full pool
+  evicts the least recently used one (saved or switched to). A copy, not the model at the
+  detection: the batch that shows the change has already been learned then,
   and a sudden rise of the loss makes Adam's next steps large on every parameter (the first
   moment grows faster than the second), which costs the old concept's model accuracy.
 - **Trial**: the next ``trial_rows`` learned rows after the detection are kept with the live
@@ -95,7 +96,7 @@ class ExpertPool:
         self.last_trial: Trial | None = None
         self._rows: list[tuple[np.ndarray, ...]] | None = None  # the open trial's batches
         self._fresh = -1  # the slot saved at the last detection
-        self.batches = 0  # learned batches observed
+        self.batches = 0  # learned micro-batches observed (a fast start's sub-batches: one)
         self._standby: dict[str, Any] | None = None  # the live model's last copy
 
     def __len__(self) -> int:
@@ -135,14 +136,20 @@ class ExpertPool:
         prediction: np.ndarray,
         drifted: bool,
         detected_at: int = 0,
+        ends_batch: bool = True,
     ) -> bool:
         """After a learned batch (its updates done, :meth:`learn` called on it): on a
         detection (at row ``detected_at`` of the batch) save the live model's last copy, open
         a trial, start a fresh model and try an early switch on the rows from there on; else
         judge the fresh model, copy the live model when due, add the rows to an open trial and
         judge it (early while it fills, at the margin once full). Returns whether the live
-        model was switched to an expert or to the fresh model."""
-        self.batches += 1
+        model was switched to an expert or to the fresh model.
+
+        ``ends_batch``: False for a fast-start sub-batch before the last of its micro-batch.
+        Copies are due every ``snapshot_every`` micro-batches, not sub-batches: a young model's
+        first micro-batches pass in dozens of sub-batches, which would make a copy every few
+        rows (each a copy of every weight and moment)."""
+        self.batches += ends_batch
         if drifted:
             self._fresh = self._save()
             self._rows = [] if len(self.experts) > 1 else None  # none but the one just saved
@@ -161,7 +168,8 @@ class ExpertPool:
             self._standby = None  # a copy of the weights replaced must not be saved
             self.origin = None  # a new concept's model: a new slot at the next detection
             return True
-        if self._standby is None or self.batches % self.settings.snapshot_every == 0:
+        due = ends_batch and self.batches % self.settings.snapshot_every == 0
+        if self._standby is None or due:
             self._standby = self.learner.weights()
         if self._rows is None:
             return False

@@ -248,7 +248,8 @@ class Prequential:
         for rows in fast_start_slices(seen, n, self.fast_start):
             known = max(known_before, int(slots[: rows.start].max(initial=-1)) + 1)
             part = EncodedFeatures(feats.num[rows], feats.cat[rows])
-            parts.append(self._process_batch(part, ys[rows], known, young=True))
+            ends = rows.stop == n
+            parts.append(self._process_batch(part, ys[rows], known, young=True, ends_batch=ends))
         return _joined(parts)
 
     def _process_batch(
@@ -257,10 +258,12 @@ class Prequential:
         ys: Sequence[Hashable | None],
         known_before: int,
         young: bool = False,
+        ends_batch: bool = True,
     ) -> BatchOutcome:
         """One (sub-)batch through the chain; predictions renormalised over the first
         ``known_before`` classes (those whose first label came before its rows); ``young``:
-        a fast-start sub-batch (its updates replay at least learner.replay_floor rows)."""
+        a fast-start sub-batch (its updates replay at least learner.replay_floor rows);
+        ``ends_batch``: False for a sub-batch before the last of its micro-batch."""
         n = len(feats)
         ok, target, every = self._targets(ys)
         z = self.encoder.standardize(feats.num)
@@ -319,7 +322,13 @@ class Prequential:
             finally:
                 step.wait()
             switched = self.experts is not None and self.experts.observe(
-                z, cat, target, step.prediction, bool(drifts), drifts[-1] - first if drifts else 0
+                z,
+                cat,
+                target,
+                step.prediction,
+                bool(drifts),
+                drifts[-1] - first if drifts else 0,
+                ends_batch,
             )
             if self.memory is not None:  # re-keyed by the model that learned this batch
                 if switched and drifts:  # at the detection: rows mostly of the concept that ended

@@ -257,6 +257,22 @@ def test_predictions_are_unchanged_without_a_detection():
     assert with_pool.experts.batches == 25 and not with_pool.experts.trying
 
 
+def test_copies_are_counted_in_micro_batches_through_the_fast_start(monkeypatch):
+    """A young model's micro-batches pass in many sub-batches; the pool still counts them as
+    one each, so its copies of the live model stay snapshot_every micro-batches apart."""
+    preq = _chain(snapshot_every=4)  # the default fast start: 64 x 32 = 2,048 events
+    assert preq.fast_start
+    copies = []
+    weights = preq.learner.weights
+    monkeypatch.setattr(preq.learner, "weights", lambda: copies.append(preq.seen) or weights())
+    rows, ys = make_rows(640, 3)  # 20 micro-batches, all in the fast start
+    outcomes = _outcomes(preq, rows, ys)
+    assert preq.fast_starting(32) and preq.drifts == []
+    assert preq.experts is not None and preq.experts.batches == len(outcomes) == 20
+    # the first sub-batch's copy (none held yet), then every 4th micro-batch's end
+    assert copies == [1, 128, 256, 384, 512, 640]
+
+
 def test_regression_experts_are_judged_by_squared_error():
     rows, ys = make_rows(600, 10, task="regression")
     preq = Prequential.from_settings(
