@@ -1,8 +1,8 @@
 /* The host-side kernels' Python functions: features.c's standardisation and statistics,
  * drift.c's detector, replay.c's inserts, draws.c's uniform integers, memory.c's compensation
- * and writes, mix.c's evidence and gated mix. Each takes numpy arrays (buffer protocol) and the torch tensors Python keeps
- * as data_ptr() ints with their sizes, checks them (args.h), then calls its kernel; nothing
- * here computes. */
+ * and writes, mix.c's evidence and gated mix. Each takes numpy arrays (buffer protocol) and
+ * the torch tensors Python keeps as data_ptr() ints with their sizes, checks them (args.h),
+ * then calls its kernel; nothing here computes. */
 #include <stdint.h>
 
 #include "args.h"
