@@ -47,8 +47,14 @@ lint:
 	$(PYTHON) -m ruff format --check streamlearn tests benchmarks
 	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
+# the suite on TEST_WORKERS processes (pytest-xdist; 0: in this one), an idle one taking queued
+# tests from the others: much of its time is integration tests waiting on brokers, servers and
+# killed workers. Each worker starts its own session fixtures (a broker of its own). More
+# workers than cores starved the consumer-group tests' tight poll deadlines (a rank was
+# dropped from its group)
+TEST_WORKERS ?= 2
 test: install-test lint
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # the alert rules' promtool unit tests alone (`make test` runs them too, in
 # tests/deploy/test_alert_rules.py, which skips them where promtool is missing)
