@@ -1,12 +1,15 @@
 /* A micro-batch's weight updates on a second thread, while Python goes on with the rest of
  * the batch (error memory, drift detector, statistics), which does not read the weights.
  *
- * Python scores the batch first (fused_step with score_only: the predictions and losses the
- * first update's own forward pass would give), then submits a Job: every update of the batch,
- * in order, each with its share of the replay rows and the learning rate the schedule gives
- * after the updates applied before it. It waits for the Job before anything reads the model,
- * the optimizer or the reservoir again. A Job may also be one forward-only call: the error
- * memory's re-keying, left running while Python encodes the next batch. One worker thread per
+ * Python submits a Job: the batch's scoring (fused_step with score_only: the predictions and
+ * losses the first update's own forward pass would give), then every update of the batch, in
+ * order, each with its share of the replay rows and the learning rate the schedule gives after
+ * the updates applied before it. Python waits for the scores only (updates_submit_scored), and
+ * for the whole Job before anything reads the model, the optimizer or the reservoir again.
+ * Scoring here, not on Python's thread, keeps the weights on the core whose updates last wrote
+ * them: read from the other core, each of their cache lines moved between the cores twice a
+ * step (decision 0058). A Job may also be one forward-only call: the error memory's re-keying,
+ * left running while Python encodes the next batch. One worker thread per
  * process serves every learner, one Job at a time. The results are the synchronous ones: the
  * same calls in the same order on the same buffers. The binding (bind_step.c) owns each Job, in
  * the step object that submits it, and waits for it before it changes or frees the Job. */
@@ -26,8 +29,9 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER, submit_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, finished = PTHREAD_COND_INITIALIZER;
-static const Job *current;           /* the last Job submitted */
+static Job *current;                 /* the last Job submitted */
 static atomic_long submitted, done;  /* Jobs submitted and run; equal: the worker is idle */
+static atomic_long scored;           /* Jobs past their scoring call (or without one) */
 static atomic_int worker_sleeps, caller_sleeps; /* threads asleep on wake / finished */
 static int started;                  /* the worker thread exists (in this process) */
 
@@ -77,7 +81,16 @@ static void *worker(void *unused) {
     for (;;) {
         long ran = atomic_load(&done);
         await_count(&submitted, ran, 1, &worker_sleeps, &wake);
-        run(current);
+        Job *job = current;
+        const Call *score = job->score; /* read once: the caller may reset it once scored */
+        int learn = 1;
+        if (score) {
+            job->score_code = fused_step(job->net, score);
+            learn = job->score_code == STEP_FORWARD_ONLY;
+        }
+        atomic_store(&scored, ran + 1);
+        if (score) signal_sleeper(&caller_sleeps, &finished);
+        if (learn) run(job);
         atomic_store(&done, ran + 1);
         signal_sleeper(&caller_sleeps, &finished);
     }
@@ -92,6 +105,7 @@ static void after_fork_in_child(void) {
     pthread_cond_init(&finished, NULL);
     atomic_store(&submitted, 0);
     atomic_store(&done, 0);
+    atomic_store(&scored, 0);
     atomic_store(&worker_sleeps, 0);
     atomic_store(&caller_sleeps, 0);
     current = NULL;
@@ -102,7 +116,7 @@ __attribute__((constructor)) static void register_fork_handler(void) {
     pthread_atfork(NULL, NULL, after_fork_in_child);
 }
 
-static int submit(const Job *job) {
+static int submit(Job *job) {
     if (!started) {
         pthread_t thread;
         if (pthread_create(&thread, NULL, worker, NULL) != 0) return -2;
@@ -118,10 +132,21 @@ static int submit(const Job *job) {
 
 /* Start the Job on the worker once the one before it has run; 0, or -2 when the thread could
  * not be created (then nothing ran: the caller runs the updates itself). */
-int updates_submit(const Job *job) {
+int updates_submit(Job *job) {
     pthread_mutex_lock(&submit_lock); /* the binding releases the GIL: threads may submit at once */
     const int result = submit(job);
     pthread_mutex_unlock(&submit_lock);
+    return result;
+}
+
+/* updates_submit for a Job with a scoring call, returning once that call has run (its result
+ * in job->score_code); the updates may still run. */
+int updates_submit_scored(Job *job) {
+    pthread_mutex_lock(&submit_lock);
+    const int result = submit(job);
+    const long id = atomic_load(&submitted); /* this Job's: no other submits under the lock */
+    pthread_mutex_unlock(&submit_lock);
+    if (result == 0) await_count(&scored, id, 0, &caller_sleeps, &finished);
     return result;
 }
 

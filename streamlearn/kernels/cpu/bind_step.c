@@ -22,6 +22,7 @@ typedef struct {
     Py_buffer net_views[NET_ARRAYS];
     Borrowed buffers;   /* the trainer's (net_views), for the object's life */
     Job job;
+    Call score; /* begin()'s scoring call, the Job's first (job.score) */
     Py_buffer job_array_views[CALL_ARRAYS];
     Borrowed job_views; /* the submitted Job's arrays (job_array_views), until wait() */
     PyObject *job_keep; /* what else the Job reads or writes (tensors by address) */
@@ -401,7 +402,7 @@ static PyObject *submit(Step *step, Borrowed *b, PyObject *keep) {
     step->job_keep = Py_NewRef(keep);
     step->in_flight = 1;
     Py_BEGIN_ALLOW_THREADS
-    code = updates_submit(&step->job);
+    code = step->job.score ? updates_submit_scored(&step->job) : updates_submit(&step->job);
     Py_END_ALLOW_THREADS
     if (code != 0) {
         step->in_flight = 0;
@@ -414,22 +415,42 @@ static PyObject *submit(Step *step, Borrowed *b, PyObject *keep) {
 
 /* begin(num, cat, y, r_num_at, r_cat_at, r_y_at, r_idx, active_num, active_cat, outputs, lrs,
  *       target_loc, target_scale, pred_loc, pred_scale, prediction, loss, hidden, keep)
- * -> bool: score the batch here (the first update's forward pass over the batch rows alone:
- * prediction, loss [B] and hidden written, nothing learned), then start its len(lrs) updates on
- * the worker thread: update u takes the u-th equal share of the replay rows and lrs[a] after a
- * applied updates. False when no worker thread could be started (scored, nothing learned).
- * Until wait() nothing may touch the trainer's buffers, the reservoir or `keep`. */
+ * -> bool: score the batch (the first update's forward pass over the batch rows alone:
+ * prediction, loss [B] and hidden written, nothing learned), then its len(lrs) updates: update u
+ * takes the u-th equal share of the replay rows and lrs[a] after a applied updates. Both run on
+ * the worker thread, the scoring where the last updates left the weights (async.c); this returns
+ * once the scores are written. False when no worker thread could be started (scored here,
+ * nothing learned). Until wait() nothing may touch the trainer's buffers, the reservoir or
+ * `keep`. */
 STEP_METHOD(begin, 19) {
     if (check_idle(step) < 0) return NULL;
-    Call *call = &step->job.call;
+    Call *call = &step->job.call, *score = &step->score;
     if (set_call(step, call, b, args, 0) < 0 || set_rates(step, args[10]) < 0) return NULL;
     const int32_t replayed = call->r_rows, updates = step->job.updates;
-    call->r_rows = 0, call->score_only = 1, call->lr = 0.0f;
-    if (run_forward(step, call) < 0) return NULL;
+    *score = *call;
+    score->r_rows = 0, score->score_only = 1, score->lr = 0.0f;
     step->job.per_update = call->r_rows = replayed / updates;
     call->score_only = 0;
     call->prediction = call->loss = call->hidden = NULL;
-    return submit(step, b, args[18]);
+    step->job.score = score;
+    PyObject *started = submit(step, b, args[18]);
+    step->job.score = NULL;
+    if (started == Py_False) { /* nothing ran: score here (the arguments outlive the call) */
+        if (run_forward(step, score) < 0) {
+            Py_DECREF(started);
+            return NULL;
+        }
+        return started;
+    }
+    const int code = step->job.score_code;
+    if (code != STEP_FORWARD_ONLY) { /* scoring failed: the updates were not run */
+        settle(step);
+        Py_DECREF(started);
+        if (raise_for(step, code) == 0)
+            PyErr_Format(PyExc_MemoryError, "compiled forward pass failed (code %d)", code);
+        return NULL;
+    }
+    return started;
 }
 
 /* forward(num, cat, outputs, active_num, active_cat, pred_loc, pred_scale, prediction,

@@ -267,13 +267,14 @@ class CompiledStep:
         loss: np.ndarray,
         hidden: np.ndarray,
     ) -> bool:
-        """Score the batch here, then start its ``len(lrs)`` updates on the worker thread of
-        async.c; arguments as :meth:`update`'s, ``loss`` [B].
+        """Score the batch, then run its ``len(lrs)`` updates, both on the worker thread of
+        async.c (the scoring where the last updates left the weights); returns once the scores
+        are written. Arguments as :meth:`update`'s, ``loss`` [B].
 
         Scoring is the first update's forward pass over the batch rows alone (rows do not mix,
         so the replay rows change none of its outputs), nothing learned. Update u then takes
         the u-th equal share of the replay rows and ``lrs[a]`` after ``a`` applied updates.
-        False when no worker thread could be started (scored, nothing learned: run the
+        False when no worker thread could be started (scored here, nothing learned: run the
         updates with :meth:`update`). Until :meth:`wait` nothing may read or change the
         trainer's buffers, the reservoir's rows or the arrays passed (the job holds them).
         """

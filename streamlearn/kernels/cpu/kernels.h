@@ -23,12 +23,16 @@ typedef struct {
     int32_t per_update; /* replay rows per update (call.r_rows) */
     const float *lrs;   /* [updates]: the learning rate after a applied updates */
     int32_t *codes;     /* [updates] out: fused_step's result for each update */
+    const Call *score;  /* NULL, or a scoring call run first (its result in score_code): the
+                         * updates run only where it gave STEP_FORWARD_ONLY */
+    int32_t score_code;
 } Job;
 
 int batch_inputs(const float *num, const int64_t *cat, const int64_t *labels, int64_t rows,
                  int32_t num_slots, int32_t cat_slots, int64_t buckets, int32_t outputs,
                  int32_t *active);
-int updates_submit(const Job *job);
+int updates_submit(Job *job);
+int updates_submit_scored(Job *job);
 void updates_wait(void);
 int memory_compensate(const float *ring_keys, const float *ring_values, int32_t filled,
                       int32_t hidden_dim, int32_t width, const float *hidden, const float *base,

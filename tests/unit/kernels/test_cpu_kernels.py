@@ -435,6 +435,50 @@ def test_the_compiled_step_refuses_what_it_cannot_run_on():
         step.wait()
 
 
+def test_begin_scores_on_the_worker_and_a_failed_scoring_learns_nothing():
+    """begin() has the worker thread score the batch before its updates (async.c): the scores
+    are written when it returns, equal to update()'s own; a batch the scoring refuses (a bucket
+    id outside the table, which check() would have caught) raises, with no job left running
+    and no weight or moment changed."""
+    _, learner = pair()
+    trainer, step = learner.trainer, learner.step_kernel.binding
+    num, cat, y = batch(np.random.default_rng(11), "multiclass")
+    step.check(num, cat, y, CLASSES)  # the active widths: the bucket columns are read
+
+    def outputs() -> list[np.ndarray]:
+        n = len(y)
+        return [
+            np.zeros((n, CLASSES), np.float32),
+            np.empty(n, np.float32),
+            np.empty((n, 8), np.float32),
+        ]
+
+    state = (trainer.flat, trainer.exp_avg, trainer.exp_avg_sq, trainer.step, trainer.table)
+    state = (*state, trainer.table_moments)
+    before = [t.clone() for t in state]
+    scores = outputs()
+    if not step.begin((num, cat, y), None, CLASSES, [0.01], (0.0, 1.0, 0.0, 1.0), *scores):
+        pytest.skip("no worker thread here")
+    assert step.wait() == [binding.APPLIED]
+    learned = [t.clone() for t in state]
+    for t, saved in zip(state, before, strict=True):
+        t.copy_(saved)  # back to the weights begin() scored with
+    expected = outputs()
+    step.update((num, cat, y), None, CLASSES, 0.01, prediction=expected[0], loss=expected[1],
+                hidden=expected[2])  # fmt: skip
+    for got, want in zip(scores, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    for t, saved in zip(state, learned, strict=True):
+        assert torch.equal(t, saved)  # the same update, on either thread
+    bad = cat.copy()
+    bad[3, 1] = FEATURES.hash_buckets
+    with pytest.raises(IndexError, match="bucket id outside"):
+        step.begin((num, bad, y), None, CLASSES, [0.01], (0.0, 1.0, 0.0, 1.0), *scores)
+    assert not step.in_flight
+    for t, saved in zip(state, learned, strict=True):
+        assert torch.equal(t, saved)
+
+
 def _compensation_by_formula(memory, hidden, base):
     """ReLoop2's compensation from the ring as stored, its k neighbours sorted by similarity,
     descending, ties to the earlier slot, a NaN below every number (float64 throughout)."""
