@@ -4,7 +4,7 @@
  * Python submits a Job: the batch's scoring (fused_step with score_only: the predictions and
  * losses the first update's own forward pass would give), then every update of the batch, in
  * order, each with its share of the replay rows and the learning rate the schedule gives after
- * the updates applied before it. Python waits for the scores only (updates_submit_scored), and
+ * the updates applied before it. Python waits for the scores only (updates_submit), and
  * for the whole Job before anything reads the model, the optimizer or the reservoir again.
  * Scoring here, not on Python's thread, keeps the weights on the core whose updates last wrote
  * them: read from the other core, each of their cache lines moved between the cores twice a
@@ -130,23 +130,15 @@ static int submit(Job *job) {
     return 0;
 }
 
-/* Start the Job on the worker once the one before it has run; 0, or -2 when the thread could
- * not be created (then nothing ran: the caller runs the updates itself). */
+/* Start the Job on the worker once the one before it has run; with a scoring call, return once
+ * that call has run (its result in job->score_code; the updates may still run). 0, or -2 when
+ * the thread could not be created (then nothing ran: the caller scores and updates itself). */
 int updates_submit(Job *job) {
     pthread_mutex_lock(&submit_lock); /* the binding releases the GIL: threads may submit at once */
     const int result = submit(job);
-    pthread_mutex_unlock(&submit_lock);
-    return result;
-}
-
-/* updates_submit for a Job with a scoring call, returning once that call has run (its result
- * in job->score_code); the updates may still run. */
-int updates_submit_scored(Job *job) {
-    pthread_mutex_lock(&submit_lock);
-    const int result = submit(job);
     const long id = atomic_load(&submitted); /* this Job's: no other submits under the lock */
     pthread_mutex_unlock(&submit_lock);
-    if (result == 0) await_count(&scored, id, 0, &caller_sleeps, &finished);
+    if (result == 0 && job->score) await_count(&scored, id, 0, &caller_sleeps, &finished);
     return result;
 }
 

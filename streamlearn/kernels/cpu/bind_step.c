@@ -402,7 +402,7 @@ static PyObject *submit(Step *step, Borrowed *b, PyObject *keep) {
     step->job_keep = Py_NewRef(keep);
     step->in_flight = 1;
     Py_BEGIN_ALLOW_THREADS
-    code = step->job.score ? updates_submit_scored(&step->job) : updates_submit(&step->job);
+    code = updates_submit(&step->job);
     Py_END_ALLOW_THREADS
     if (code != 0) {
         step->in_flight = 0;

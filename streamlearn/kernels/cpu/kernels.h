@@ -32,7 +32,6 @@ int batch_inputs(const float *num, const int64_t *cat, const int64_t *labels, in
                  int32_t num_slots, int32_t cat_slots, int64_t buckets, int32_t outputs,
                  int32_t *active);
 int updates_submit(Job *job);
-int updates_submit_scored(Job *job);
 void updates_wait(void);
 int memory_compensate(const float *ring_keys, const float *ring_values, int32_t filled,
                       int32_t hidden_dim, int32_t width, const float *hidden, const float *base,
