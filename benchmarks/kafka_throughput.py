@@ -4,18 +4,19 @@ the same learner fed from memory, and the decode ceiling of each JSON library.
     python benchmarks/kafka_throughput.py                 # starts its own tansu broker
     python benchmarks/kafka_throughput.py --bootstrap HOST:PORT --events 100000
 
-Every path sees the same events (a synthetic stream serialised to the wire format once) and the
-same settings (streamlearn's defaults). From memory: the worker's own decoder (``EventDecoder``:
-validated rows, straight into columns) into ``Prequential``, as the worker does; "pre-decoded"
-leaves decoding out as well. Through Kafka: the real ``Worker`` (poll → decode → learn →
-checkpoints → commits) against a broker that already holds the events, timed from the end of its
-first batch to its last learned event: the consumer-group join is not counted, and the wait for
-the first fetch is reported apart; where its time goes (the client's poll, the learner, the rest)
-is measured in the same runs. The decode ceiling: one core consuming the topic without decoding,
-then with ``json.loads`` (and kafka-python with its own record parser and with the worker's,
-records.c), and each decoder alone from memory. Last, whether kafka-python's own record parsing
-(pure Python, on the thread that calls ``poll``) gains from a thread of its own: its polls
-feeding the decoder and learner on one thread, and from a thread of their own.
+Every path sees the same events (a synthetic stream serialised to the wire format once) and the same
+settings (streamlearn's defaults), each run with the process's heap frozen out of the garbage
+collector's full collections first, as ``streamlearn worker`` freezes its own. From memory: the
+worker's own decoder (``EventDecoder``: validated rows, straight into columns) into ``Prequential``,
+as the worker does; "pre-decoded" leaves decoding out as well. Through Kafka: the real ``Worker``
+(poll → decode → learn → checkpoints → commits) against a broker that already holds the events,
+timed from the end of its first batch to its last learned event: the consumer-group join is not
+counted, and the wait for the first fetch is reported apart; where its time goes (the client's poll,
+the learner, the rest) is measured in the same runs. The decode ceiling: one core consuming the
+topic without decoding, then with ``json.loads`` (and kafka-python with its own record parser and
+with the worker's, records.c), and each decoder alone from memory. Last, whether kafka-python's own
+record parsing (pure Python, on the thread that calls ``poll``) gains from a thread of its own: its
+polls feeding the decoder and learner on one thread, and from a thread of their own.
 The client ``kafka-python-process`` is kafka-python in a child process (``kafka.reader_process``),
 ``kafka-python-own-parser`` the worker's kafka-python reader with kafka-python's own record parser
 (pure Python) instead of records.c (native_records.py), for the comparison.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
 import json
 import queue
@@ -55,6 +57,7 @@ import streamlearn.worker.kafka.kafka_python as kafka_python_reader
 import streamlearn.worker.loop as worker_loop
 from streamlearn.core.prequential import Prequential
 from streamlearn.events import Event, Rejection, decode
+from streamlearn.heap import freeze_startup_heap
 from streamlearn.settings import Settings, load_settings
 from streamlearn.worker.decode import EventDecoder
 from streamlearn.worker.kafka.native_records import install, parser
@@ -272,15 +275,31 @@ def through_kafka(
     return seconds, worker.preq.seen - first, start - assigned, stages.seconds | apart
 
 
+@contextlib.contextmanager
+def frozen_heap(frozen: bool = True) -> Iterator[None]:
+    """One measured run with the process's heap frozen out of full collections first, as
+    ``streamlearn worker`` freezes its start-up heap (streamlearn/heap.py), or not (``frozen``
+    False); thawed and collected after it either way. Frozen, no run pays for a full collection
+    of what the benchmark holds or earlier runs left (benchmarks/gc_pause.py measures one)."""
+    if frozen:
+        freeze_startup_heap()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.collect()
+
+
 def in_rounds(paths: dict[str, Callable[[], tuple[Any, ...]]], repeats: int) -> dict[str, list]:
-    """``repeats`` rounds, each running every path once, in turn: a path's ratio to the
-    from-memory rate then compares runs a few minutes apart at most (on a shared machine the
-    load drifts, and the learner's speed with it)."""
+    """``repeats`` rounds, each running every path once, in turn, with the heap frozen
+    (frozen_heap): a path's ratio to the from-memory rate then compares runs a few minutes
+    apart at most (on a shared machine the load drifts, and the learner's speed with it)."""
     runs: dict[str, list[tuple[Any, ...]]] = {key: [] for key in paths}
     for round_ in range(repeats):
         for key, measure in paths.items():
             print(f"round {round_ + 1}/{repeats}: {key} ...", file=sys.stderr)
-            runs[key].append(measure())
+            with frozen_heap():
+                runs[key].append(measure())
     return runs
 
 

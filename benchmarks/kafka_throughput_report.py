@@ -141,7 +141,9 @@ def report(
         f"{args.repeats} rounds, each running every path once in turn: events/s is the median "
         "of a path's runs, × from memory the median of its runs' ratios to the from-memory run "
         "of the same round (on a shared machine the load drifts, and the learner's speed with "
-        "it).",
+        "it). Every run starts with the process's heap frozen out of the garbage collector's "
+        "full collections, as `streamlearn worker` freezes its start-up heap "
+        "(`streamlearn/heap.py`; `benchmarks/gc_pause.py` measures a full collection's pause).",
         "",
         "Kafka rows time the real `Worker` (poll → decode/validate → score → drift → learn → "
         "metrics → commits) from the end of its first batch to its last learned event, against "

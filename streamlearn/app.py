@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from streamlearn.errors import ConfigError, RegistryError
+from streamlearn.heap import freeze_startup_heap
 from streamlearn.settings import Settings, env_var
 from streamlearn.sources import FileSource, Source, SyntheticSource
 
@@ -246,6 +247,9 @@ def _serve(settings: Settings, http_port: int, grpc_port: int | None, *, shared:
             previous = signal.signal(signal.SIGTERM, terminate)
             stack.callback(signal.signal, signal.SIGTERM, previous)
         app, runtime = build_server(settings, registry)
+        # a full collection's pause would hold requests up; frozen before the first model
+        # loads, so that a model swapped out later is collected as any other object
+        freeze_startup_heap()
         # load what the registry holds before taking connections: beside other processes on
         # the port, one still loading would answer 503 while another says the pod is ready
         runtime.refresh_model()
@@ -451,6 +455,7 @@ def run_worker(settings: Settings) -> None:
             export = build_export_hook(publisher, metrics)
         worker = build_worker(settings, stop, export, metrics, heartbeat, group, publisher)
         if worker is not None:
+            freeze_startup_heap()  # what is built lives on: out of the full collections
             worker.run()
     finally:
         if group is not None:
