@@ -139,10 +139,18 @@ class Outbox:
 
     Subclasses implement ``_submit`` (start sending, return a handle or None when the client
     refused it for now), ``_state`` ("ok" | "failed" | "pending") and ``_flush``.
+
+    Between settles, whenever the outbox has doubled (at least ``COMPACT_MIN`` messages) what
+    is acknowledged already leaves it (counted as delivered): a worker publishing a prediction
+    per event would otherwise hold every message and its handle until the next checkpoint's
+    settle, and each of those objects is one more for every full garbage collection to walk.
     """
+
+    COMPACT_MIN = 1024
 
     def __init__(self) -> None:
         self._outbox: list[tuple[Message, Any]] = []
+        self._compact_at = self.COMPACT_MIN
         self.delivered = 0
         self.retried = 0
 
@@ -155,6 +163,20 @@ class Outbox:
     ) -> None:
         message: Message = (topic, value, key, tuple(headers))
         self._outbox.append((message, self._submit(message)))
+        if len(self._outbox) >= self._compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the acknowledged messages (counted as delivered); the rest keep their order."""
+        kept: list[tuple[Message, Any]] = []
+        for entry in self._outbox:
+            handle = entry[1]
+            if handle is not None and self._state(handle) == "ok":
+                self.delivered += 1
+            else:
+                kept.append(entry)
+        self._outbox = kept
+        self._compact_at = max(self.COMPACT_MIN, 2 * len(kept))
 
     @property
     def pending(self) -> int:
@@ -175,6 +197,7 @@ class Outbox:
             else:
                 kept.append((message, handle))
         self._outbox = kept
+        self._compact_at = max(self.COMPACT_MIN, 2 * len(kept))
         return not kept
 
     def _submit(self, message: Message) -> Any:

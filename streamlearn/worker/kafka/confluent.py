@@ -320,11 +320,10 @@ class ConfluentWriter(Outbox):
     def _submit(self, message: Message) -> Any:
         topic, value, key, headers = message
         delivery = _Delivery()
+        listed = list(headers) if headers else None  # none: cheaper for librdkafka as None
         for _ in range(2):
             try:
-                self.producer.produce(
-                    topic, value, key, headers=list(headers), on_delivery=delivery
-                )
+                self.producer.produce(topic, value, key, headers=listed, on_delivery=delivery)
                 self.producer.poll(0)
                 return delivery
             except BufferError:  # local queue full: serve callbacks, then try once more
