@@ -48,7 +48,7 @@ def test_the_outbox_compacts_again_only_once_it_has_doubled():
         writer.send("out", str(i).encode())
     assert writer.pending == Outbox.COMPACT_MIN  # nothing acknowledged: nothing left
     writer.states = {}  # every message acknowledged from now on
-    for i in range(Outbox.COMPACT_MIN - 1):
+    for _ in range(Outbox.COMPACT_MIN - 1):
         writer.send("out", b"more")
     assert writer.pending == 2 * Outbox.COMPACT_MIN - 1  # not doubled yet
     writer.send("out", b"more")
