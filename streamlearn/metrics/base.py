@@ -4,7 +4,9 @@ No ``*_created`` series: prometheus-client exports one per counter and histogram
 default, doubling the series for a timestamp nobody queries (``disable_created_metrics`` is
 process-wide; every streamlearn registry turns it off). Each registry carries the process
 metrics (``process_resident_memory_bytes``, ``process_open_fds``, ``process_start_time_seconds``
-and friends) of the process that answers the scrape.
+and friends) and the garbage collector's (``python_gc_collections_total{generation}`` and the
+objects collected) of the process that answers the scrape: full (generation 2) collections are
+what the start-up heap's freeze makes cheap (streamlearn/heap.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
@@ -42,10 +45,12 @@ class MetricFactory:
         disable_created_metrics()
 
     def process_metrics(self) -> None:
-        """RSS, CPU time, open and max fds, start time of this process (Linux ``/proc``), once
-        per registry (the worker's and the server's families may share one)."""
+        """RSS, CPU time, open and max fds, start time of this process (Linux ``/proc``) and its
+        garbage collections per generation, once per registry (the worker's and the server's
+        families may share one)."""
         if self.registry not in _WITH_PROCESS:
             ProcessCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
             _WITH_PROCESS.add(self.registry)
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:

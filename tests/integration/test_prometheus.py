@@ -302,6 +302,8 @@ def test_every_dashboard_and_alert_query_works_on_real_scrapes(tmp_path):
         assert lint.returncode == 0, lint.stdout + lint.stderr
     assert b"streamlearn_worker_drifts_total" in worker_text
     assert b'streamlearn_serve_swaps_total{result="swapped"}' in server_text
+    for text in (worker_text, server_text):  # the process's own collections, for operators
+        assert b'python_gc_collections_total{generation="2"}' in text
 
 
 def test_rule_and_dashboard_queries_are_listed():
