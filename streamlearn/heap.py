@@ -4,11 +4,12 @@ CPython's cyclic collector traverses every tracked container in a full (oldest-g
 collection. Once a worker or a server process has started it holds a few hundred thousand of
 them (torch's, onnxruntime's and the clients' modules), so each full collection stops the
 process for a long pause (``benchmarks/gc_pause.py`` measures it): the loop learns nothing
-meanwhile, a request waits. The more of the loop's own objects survive a while (a producer's
-buffered messages, say), the more often a full collection comes. The start-up objects live as
-long as the process, so :func:`freeze_startup_heap` moves them out of the collector's reach
-(``gc.freeze``, Python's permanent generation); later collections traverse only what was
-allocated since.
+meanwhile; in a server, requests would wait (its steady requests allocate in balance and were
+measured to start none: there this is insurance). The more of the loop's own objects survive a
+while (a producer's buffered messages, say), the more often a full collection comes. The
+start-up objects live as long as the process, so :func:`freeze_startup_heap` moves them out of
+the collector's reach (``gc.freeze``, Python's permanent generation); later collections traverse
+only what was allocated since.
 """
 
 from __future__ import annotations
