@@ -72,9 +72,16 @@ def test_dashboard_model_is_importable(dashboard):
         cells |= taken
 
 
-def test_rows_cover_throughput_learning_lifecycle_and_serving(dashboard):
+def test_rows_cover_throughput_learning_lifecycle_serving_and_processes(dashboard):
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Throughput and lag", "Ranks", "Learning", "Model lifecycle", "Serving"]
+    assert rows == [
+        "Throughput and lag",
+        "Ranks",
+        "Learning",
+        "Model lifecycle",
+        "Serving",
+        "Processes",
+    ]
 
 
 def test_every_panel_queries_the_datasource_variable(dashboard):
@@ -92,7 +99,9 @@ def test_every_panel_queries_the_datasource_variable(dashboard):
 
 # -- namespace / job / instance: deployments on one data source stay apart ---------------------
 SCOPE = ("namespace", "job", "instance")
-_SELECTOR = re.compile(r"\b(streamlearn_[a-z_]+|up)\b(\{[^}]*\})?(?!\s*\()")
+_SELECTOR = re.compile(
+    r"\b(streamlearn_[a-z_]+|process_[a-z_]+|python_gc_[a-z_]+|up)\b(\{[^}]*\})?(?!\s*\()"
+)
 
 
 def test_scope_variables_chain_and_allow_all(dashboard):
