@@ -164,19 +164,7 @@ class Outbox:
         message: Message = (topic, value, key, tuple(headers))
         self._outbox.append((message, self._submit(message)))
         if len(self._outbox) >= self._compact_at:
-            self._compact()
-
-    def _compact(self) -> None:
-        """Drop the acknowledged messages (counted as delivered); the rest keep their order."""
-        kept: list[tuple[Message, Any]] = []
-        for entry in self._outbox:
-            handle = entry[1]
-            if handle is not None and self._state(handle) == "ok":
-                self.delivered += 1
-            else:
-                kept.append(entry)
-        self._outbox = kept
-        self._compact_at = max(self.COMPACT_MIN, 2 * len(kept))
+            self._sweep(resend=False)
 
     @property
     def pending(self) -> int:
@@ -186,19 +174,25 @@ class Outbox:
         if not self._outbox:
             return True
         self._flush(timeout_s)
+        self._sweep(resend=True)
+        return not self._outbox
+
+    def _sweep(self, resend: bool) -> None:
+        """Drop the acknowledged messages (counted as delivered) and, with ``resend``, submit
+        the failed ones again (counted as retried); the rest keep their order. The next sweep
+        between settles comes once the outbox has doubled."""
         kept: list[tuple[Message, Any]] = []
         for message, handle in self._outbox:
             state = "failed" if handle is None else self._state(handle)
             if state == "ok":
                 self.delivered += 1
-            elif state == "failed":
+            elif state == "failed" and resend:
                 self.retried += 1
                 kept.append((message, self._submit(message)))
             else:
                 kept.append((message, handle))
         self._outbox = kept
         self._compact_at = max(self.COMPACT_MIN, 2 * len(kept))
-        return not kept
 
     def _submit(self, message: Message) -> Any:
         raise NotImplementedError

@@ -320,7 +320,7 @@ class ConfluentWriter(Outbox):
     def _submit(self, message: Message) -> Any:
         topic, value, key, headers = message
         delivery = _Delivery()
-        listed = list(headers) if headers else None  # none: cheaper for librdkafka as None
+        listed = list(headers) if headers else None  # None: librdkafka copies no empty list
         for _ in range(2):
             try:
                 self.producer.produce(topic, value, key, headers=listed, on_delivery=delivery)
