@@ -77,6 +77,14 @@ def connection_config(settings: KafkaSettings) -> dict[str, Any]:
     return config
 
 
+# librdkafka stops fetching a partition once its local queue holds queued.min.messages (100,000)
+# messages or queued.max.messages.kbytes, and then postpones the next fetch by
+# fetch.queue.backoff.ms, 1,000 ms by default (CONFIGURATION.md): a worker that learns faster
+# than that drains the queue and waits out the rest of the second, once per 100,000 events,
+# whenever it catches up on a backlog. 10 ms keeps the queue filled; client_options overrides.
+_CONSUMER_DEFAULTS: dict[str, Any] = {"fetch.queue.backoff.ms": 10}
+
+
 def _start(factory: type, config: dict[str, Any]) -> Any:
     try:
         return factory(config)
@@ -122,6 +130,7 @@ class ConfluentReader:
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         config = connection_config(settings) | {
+            **_CONSUMER_DEFAULTS,
             "group.id": settings.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

@@ -66,6 +66,29 @@ def test_librdkafka_names():
     assert config["ssl.key.password"] == "k3y"
 
 
+def _consumer_config(monkeypatch, **kafka):
+    """The configuration a ConfluentReader hands librdkafka's Consumer (none is started)."""
+    made = []
+    monkeypatch.setattr(kafka_confluent, "Consumer", made.append)
+    kafka_confluent.ConfluentReader(load_settings(kafka=kafka).kafka)
+    (config,) = made
+    return config
+
+
+def test_confluent_reader_refetches_soon_after_its_queue_filled(monkeypatch):
+    # librdkafka's own default postpones the next fetch by 1,000 ms once the local queue is
+    # full: a fast consumer drains it and waits (the catch-up stall of decision 0060)
+    config = _consumer_config(monkeypatch)
+    assert config["fetch.queue.backoff.ms"] == 10
+    assert config["enable.auto.commit"] is False
+
+
+def test_client_options_override_the_readers_defaults(monkeypatch):
+    options = {"fetch.queue.backoff.ms": 250, "queued.min.messages": 5000}
+    config = _consumer_config(monkeypatch, client_options=options)
+    assert config["fetch.queue.backoff.ms"] == 250 and config["queued.min.messages"] == 5000
+
+
 def test_plaintext_has_no_security_keys():
     config = kafka_python.connection_config(load_settings().kafka)
     assert not any(k.startswith(("sasl", "ssl")) for k in config)
