@@ -11,7 +11,6 @@ because one fetch was slow.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Collection
 
 from streamlearn.worker.kafka.client import Record, TopicPartition
@@ -52,7 +51,7 @@ class Batcher:
         self.poll_timeout_s = poll_timeout_s
         self.max_records = max_records
         self._clock = clock
-        self._buffer: deque[Record] = deque()
+        self._buffer: list[Record] = []  # a batch is cut off its front by one slice
         self._oldest_at = 0.0  # when the oldest buffered record arrived
         self._last_record_at = clock()
 
@@ -93,7 +92,8 @@ class Batcher:
         return bool(records), now
 
     def _take(self, n: int, now: float) -> list[Record]:
-        batch = [self._buffer.popleft() for _ in range(n)]
+        batch = self._buffer[:n]
+        del self._buffer[:n]
         if self._buffer:  # the rest arrived no later than now; their wait starts now
             self._oldest_at = now
         return batch
@@ -101,7 +101,7 @@ class Batcher:
     def drop(self, partitions: Collection[TopicPartition]) -> int:
         """Forget buffered records of partitions given up (they are re-read by the next owner)."""
         gone = set(partitions)
-        kept = deque(r for r in self._buffer if (r.topic, r.partition) not in gone)
+        kept = [r for r in self._buffer if (r.topic, r.partition) not in gone]
         dropped = len(self._buffer) - len(kept)
         self._buffer = kept
         return dropped
