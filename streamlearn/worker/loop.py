@@ -41,7 +41,13 @@ from streamlearn.worker.intake import (
     send_predictions,
     split,
 )
-from streamlearn.worker.kafka.client import KafkaReader, KafkaWriter, Record, TopicPartition
+from streamlearn.worker.kafka.client import (
+    KafkaReader,
+    KafkaWriter,
+    Record,
+    TopicPartition,
+    next_offsets,
+)
 from streamlearn.worker.lag import LagLookup
 from streamlearn.worker.late_labels import LabelJoin
 
@@ -204,7 +210,7 @@ class Worker:
                 self.stats.published += send_predictions(
                     self.writer, k.output_topic, intake, prediction, classes, step
                 )
-        moved = {(r.topic, r.partition): r.offset + 1 for r in batch}  # each one's last record
+        moved = next_offsets(batch)
         self.positions.update(moved)
         self.stats.batches += 1
         self.stats.events += len(intake.events)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from streamlearn.errors import ConfigError
@@ -32,6 +33,7 @@ __all__ = [
     "RebalanceHandler",
     "Record",
     "TopicPartition",
+    "next_offsets",
     "open_reader",
     "open_writer",
     "security_config",
@@ -56,6 +58,27 @@ class Record(NamedTuple):
     @property
     def tp(self) -> TopicPartition:
         return (self.topic, self.partition)
+
+
+_TOPIC, _PARTITION = itemgetter(0), itemgetter(1)
+
+
+def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    """Each partition's offset after its last record among ``records``: where it resumes once
+    they are learned. This runs for every batch: a batch from one partition (the usual one) is
+    told apart in two passes in C, without a key built per record.
+
+    >>> next_offsets([Record("t", 0, 5, b""), Record("t", 1, 9, b""), Record("t", 0, 6, b"")])
+    {('t', 0): 7, ('t', 1): 10}
+    >>> next_offsets([Record("t", 3, 41, b""), Record("t", 3, 42, b"")])
+    {('t', 3): 43}
+    """
+    if not records:
+        return {}
+    last = records[-1]
+    if len(set(map(_PARTITION, records))) == 1 and len(set(map(_TOPIC, records))) == 1:
+        return {(last.topic, last.partition): last.offset + 1}
+    return {(r.topic, r.partition): r.offset + 1 for r in records}
 
 
 class RebalanceHandler(Protocol):

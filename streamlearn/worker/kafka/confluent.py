@@ -32,10 +32,12 @@ from streamlearn.worker.kafka.client import (
     TopicPartition,
     security_config,
 )
+from streamlearn.worker.kafka.native_records import parser
 
 __all__ = ["ConfluentReader", "ConfluentWriter", "connection_config"]
 
 log = logging.getLogger(__name__)
+_NATIVE = parser()  # records.c: the Messages' fields into Records in one call (None: not built)
 client_log = logging.getLogger("kafka.librdkafka")
 
 
@@ -98,6 +100,28 @@ def _tps(partitions: Sequence[CTopicPartition]) -> list[TopicPartition]:
 
 def _offsets(offsets: Mapping[TopicPartition, int]) -> list[CTopicPartition]:
     return [CTopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+
+
+def _records(messages: list[Any]) -> list[Record]:
+    """Messages as Records, the notices among them logged and left out (a fatal error raises
+    KafkaUnavailable): what records.c's ``messages`` builds where no message has an error."""
+    records: list[Record] = []
+    append, new = records.append, tuple.__new__
+    for m in messages:
+        error = m.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaUnavailable(f"fatal consumer error: {error}")
+            log.debug("consumer notice: %s", error)
+            continue
+        headers = m.headers()
+        append(
+            new(Record, (
+                m.topic(), m.partition(), m.offset(), m.value(), m.key(),
+                tuple((k, v or b"") for k, v in headers) if headers else (),
+            ))
+        )  # fmt: skip
+    return records
 
 
 class _Background:
@@ -198,23 +222,9 @@ class ConfluentReader:
         if self._handler_error is not None:
             error, self._handler_error = self._handler_error, None
             raise error
-        records: list[Record] = []
-        append, new = records.append, tuple.__new__
-        for m in messages:  # one Record per message: kept lean, this runs for every event
-            error = m.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaUnavailable(f"fatal consumer error: {error}")
-                log.debug("consumer notice: %s", error)
-                continue
-            headers = m.headers()
-            append(
-                new(Record, (
-                    m.topic(), m.partition(), m.offset(), m.value(), m.key(),
-                    tuple((k, v or b"") for k, v in headers) if headers else (),
-                ))
-            )  # fmt: skip
-        return records
+        if _NATIVE is not None and (records := _NATIVE.messages(Record, messages)) is not None:
+            return records  # no message carried an error
+        return _records(messages)
 
     def _consume(self, n: int, timeout_s: float) -> list[Any]:
         try:

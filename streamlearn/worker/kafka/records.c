@@ -12,6 +12,10 @@
  * do not fill exactly its length, a negative header count or header key length, bytes beyond
  * the buffer, or bytes left after the batch's last record raise ValueError (native_records.py
  * makes it kafka-python's CorruptRecordError).
+ *
+ * messages() does the same job for confluent-kafka, which parses in C but hands out one Message
+ * object per record: their fields into Record tuples in one call instead of a Python loop of
+ * seven method calls per message (confluent.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -135,20 +139,29 @@ fail:
     return NULL;
 }
 
+/* the record type every function takes first, once the call's argument count is checked;
+ * NULL with TypeError set otherwise */
+static PyTypeObject *record_type(const char *function, PyObject *const *args, Py_ssize_t n,
+                                 Py_ssize_t expected) {
+    if (n != expected) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", function, expected,
+                     n);
+        return NULL;
+    }
+    if (!PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s(): record_type must be a tuple type", function);
+        return NULL;
+    }
+    return (PyTypeObject *)args[0];
+}
+
 /* records(record_type, buffer, start, count, base_offset, topic, partition) -> (list, int):
  * the `count` records from byte `start` of `buffer` (a batch's record bytes to its end), and
  * the sum of their lengths (kafka-python's bytes-read count) */
 static PyObject *records(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     (void)self;
-    if (n != 7) {
-        PyErr_Format(PyExc_TypeError, "records() takes 7 arguments (%zd given)", n);
-        return NULL;
-    }
-    if (!PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type)) {
-        PyErr_SetString(PyExc_TypeError, "records(): record_type must be a tuple type");
-        return NULL;
-    }
-    PyTypeObject *type = (PyTypeObject *)args[0];
+    PyTypeObject *type = record_type("records", args, n, 7);
+    if (!type) return NULL;
     const Py_ssize_t start = PyLong_AsSsize_t(args[2]), count = PyLong_AsSsize_t(args[3]);
     const long long base_offset = PyLong_AsLongLong(args[4]);
     if (PyErr_Occurred()) return NULL;
@@ -181,14 +194,107 @@ done:
     return result;
 }
 
+/* confluent-kafka Message method names, interned once by the module's init */
+static PyObject *name_error, *name_topic, *name_partition, *name_offset, *name_value, *name_key,
+    *name_headers;
+
+/* a message's headers (None or a list of (str, bytes | None)) as a tuple of (str, bytes), a None
+ * value as b"": `tuple((k, v or b"") for k, v in headers) if headers else ()`; NULL on error */
+static PyObject *message_headers(PyObject *headers) {
+    if (headers == Py_None) return PyTuple_New(0);
+    PyObject *items = PySequence_Fast(headers, "message headers must be a sequence");
+    if (!items) return NULL;
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    PyObject *out = PyTuple_New(count);
+    for (Py_ssize_t i = 0; out && i < count; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a message header must be a (key, value) tuple");
+            Py_CLEAR(out);
+            break;
+        }
+        PyObject *value = PyTuple_GET_ITEM(item, 1);
+        PyObject *pair = value == Py_None || !PyObject_IsTrue(value)
+                             ? Py_BuildValue("(Oy#)", PyTuple_GET_ITEM(item, 0), "", (Py_ssize_t)0)
+                             : Py_BuildValue("(OO)", PyTuple_GET_ITEM(item, 0), value);
+        if (!pair) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, i, pair);
+    }
+    Py_DECREF(items);
+    return out;
+}
+
+/* messages(record_type, messages) -> list | None: confluent-kafka's Messages as Records
+ * (topic, partition, offset, value, key, headers), in order; None, and nothing built, where one
+ * of them carries an error (confluent.py's own loop then says what each error means) */
+static PyObject *messages(PyObject *self, PyObject *const *args, Py_ssize_t n) {
+    (void)self;
+    PyTypeObject *type = record_type("messages", args, n, 2);
+    if (!type) return NULL;
+    if (!PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "messages(): messages must be a list");
+        return NULL;
+    }
+    PyObject *source = args[1];
+    const Py_ssize_t count = PyList_GET_SIZE(source);
+    PyObject *list = PyList_New(count);
+    if (!list) return NULL;
+    PyObject *const names[5] = {name_topic, name_partition, name_offset, name_value, name_key};
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *message = PyList_GET_ITEM(source, i);
+        PyObject *error = PyObject_CallMethodNoArgs(message, name_error);
+        if (!error) goto fail;
+        Py_DECREF(error);
+        if (error != Py_None) {
+            Py_DECREF(list);
+            Py_RETURN_NONE;
+        }
+        PyObject *record = type->tp_alloc(type, 6);
+        if (!record) goto fail;
+        PyList_SET_ITEM(list, i, record); /* filled below; the list frees it on failure */
+        for (int f = 0; f < 5; f++) {
+            PyObject *field = PyObject_CallMethodNoArgs(message, names[f]);
+            if (!field) goto fail;
+            PyTuple_SET_ITEM(record, f, field);
+        }
+        PyObject *headers = PyObject_CallMethodNoArgs(message, name_headers);
+        if (!headers) goto fail;
+        PyObject *fields = message_headers(headers);
+        Py_DECREF(headers);
+        if (!fields) goto fail;
+        PyTuple_SET_ITEM(record, 5, fields);
+    }
+    return list;
+fail:
+    Py_DECREF(list);
+    return NULL;
+}
+
 static PyMethodDef functions[] = {
     {"records", (PyCFunction)(void (*)(void))records, METH_FASTCALL,
      "records(record_type, buffer, start, count, base_offset, topic, partition) -> (list, int)"},
+    {"messages", (PyCFunction)(void (*)(void))messages, METH_FASTCALL,
+     "messages(record_type, messages) -> list | None"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_records", "A Kafka record batch's records as tuples.", -1, functions,
+    PyModuleDef_HEAD_INIT, "_records", "Kafka records as tuples.", -1, functions,
 };
 
-PyMODINIT_FUNC PyInit__records(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__records(void) {
+    struct {
+        PyObject **at;
+        const char *name;
+    } names[] = {{&name_error, "error"},         {&name_topic, "topic"},
+                 {&name_partition, "partition"}, {&name_offset, "offset"},
+                 {&name_value, "value"},         {&name_key, "key"},
+                 {&name_headers, "headers"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!*names[i].at && !(*names[i].at = PyUnicode_InternFromString(names[i].name)))
+            return NULL;
+    return PyModule_Create(&module);
+}
