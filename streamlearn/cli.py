@@ -97,10 +97,11 @@ _KAFKA_EPILOG = (
     _EPILOG
     + """
 Kafka keys live in the sections kafka (bootstrap_servers, client, topic, labels_topic,
-dead_letter_topic, output_topic, group_id, security_protocol, sasl_*, ssl_*, client_options),
-worker (max_wait_s, label_cache_size, label_ttl_s, backoff_*, ...) and checkpoint (dir,
-every_batches, every_s, keep). Secrets are best given by environment, e.g.
-STREAMLEARN_KAFKA__SASL_PASSWORD.
+dead_letter_topic, output_topic, group_id, security_protocol, sasl_*, ssl_*; client settings
+passed through: client_options to the consumer and the producer, consumer_options and
+producer_options to one of them), worker (max_wait_s, label_cache_size, label_ttl_s,
+backoff_*, ...) and checkpoint (dir, every_batches, every_s, keep). Secrets are best given by
+environment, e.g. STREAMLEARN_KAFKA__SASL_PASSWORD.
 """
 )
 

@@ -527,8 +527,10 @@ class ServeSettings(_Section):
 class KafkaSettings(_Section):
     """Kafka connection, topics and consumer group (``source.kind: kafka``, worker, produce).
 
-    Connection keys are passed through to the client; ``client_options`` takes any further
-    client setting verbatim (kafka-python keyword names, or librdkafka names for confluent).
+    Connection keys are passed through to the client. Further client settings go verbatim
+    (kafka-python keyword names, or librdkafka names for confluent): ``client_options`` to the
+    consumer and the producer alike, ``consumer_options`` and ``producer_options`` to one of
+    them only (kafka-python refuses a setting of the other client's).
     """
 
     client: Literal["kafka-python", "confluent"] = Field(
@@ -569,7 +571,19 @@ class KafkaSettings(_Section):
     request_timeout_ms: int = Field(30_000, ge=1_000)
     reconnect_backoff_max_ms: int = Field(10_000, ge=100, description="client reconnect cap")
     client_options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="extra client settings, passed through verbatim"
+        default_factory=dict,
+        description="extra settings of both clients, the consumer's and the producer's, "
+        "passed through verbatim",
+    )
+    consumer_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="extra settings of the consumer alone (e.g. fetch sizes), verbatim, "
+        "over client_options",
+    )
+    producer_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="extra settings of the producer alone (e.g. batching, compression), "
+        "verbatim, over client_options",
     )
 
     @model_validator(mode="after")

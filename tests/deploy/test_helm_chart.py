@@ -494,6 +494,8 @@ SECRET_SETTINGS = [
     ({"serve": {"admin_token": "hunter2"}}, "/settings/serve/admin_token"),
     ({"kafka": {"client_options": {"sasl.password": "hunter2"}}}, "client_options/sasl.password"),
     ({"kafka": {"client_options": {"ssl_keystore_Password": "x"}}}, "ssl_keystore_Password"),
+    ({"kafka": {"consumer_options": {"sasl.oauthbearer.client.secret": "x"}}}, "client.secret"),
+    ({"kafka": {"producer_options": {"sasl_oauth_token": "x"}}}, "producer_options/sasl_oauth"),
     ({"registry": {"url": "redis://:hunter2@redis:6379/0"}}, "/settings/registry/url"),
 ]
 
@@ -532,7 +534,12 @@ def test_settings_without_secrets_are_still_accepted(chart):
         chart,
         {
             "settings": {
-                "kafka": {"client_options": {"fetch_max_bytes": 1048576}, "sasl_username": "u"},
+                "kafka": {
+                    "client_options": {"request_timeout_ms": 40000},
+                    "consumer_options": {"fetch_max_bytes": 1048576},
+                    "producer_options": {"linger_ms": 20},
+                    "sasl_username": "u",
+                },
                 "registry": {"url": "redis://redis:6379/1"},
                 "serve": {"model_name": "churn"},
             }

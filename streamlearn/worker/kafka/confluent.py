@@ -83,7 +83,8 @@ def connection_config(settings: KafkaSettings) -> dict[str, Any]:
 # messages or queued.max.messages.kbytes, and then postpones the next fetch by
 # fetch.queue.backoff.ms, 1,000 ms by default (CONFIGURATION.md): a worker that learns faster
 # than that drains the queue and waits out the rest of the second, once per 100,000 events,
-# whenever it catches up on a backlog. 10 ms keeps the queue filled; client_options overrides.
+# whenever it catches up on a backlog. 10 ms keeps the queue filled (kafka.consumer_options
+# overrides it).
 _CONSUMER_DEFAULTS: dict[str, Any] = {"fetch.queue.backoff.ms": 10}
 
 
@@ -164,7 +165,7 @@ class ConfluentReader:
             "max.poll.interval.ms": settings.max_poll_interval_ms,
             "on_commit": _on_commit,
         }
-        config.update(settings.client_options)
+        config.update(settings.client_options | settings.consumer_options)
         self.consumer = _start(Consumer, config)
         self._handler: RebalanceHandler | None = None
         self._handler_error: BaseException | None = None
@@ -332,7 +333,7 @@ class ConfluentWriter(Outbox):
         config = connection_config(settings) | {
             "acks": "all", "linger.ms": 5, "partitioner": "murmur2_random",
         }  # fmt: skip
-        config.update(settings.client_options)
+        config.update(settings.client_options | settings.producer_options)
         config.update(options)
         self.producer = _start(Producer, config)
 

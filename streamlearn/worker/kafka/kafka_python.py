@@ -61,11 +61,19 @@ def connection_config(settings: KafkaSettings) -> dict[str, Any]:
 
 
 def _start(factory: type, config: dict[str, Any]) -> Any:
-    """Construct a client; configuration mistakes are ConfigErrors, the rest outages."""
+    """Construct a client; configuration mistakes are ConfigErrors (kafka-python's consumer
+    raises KafkaConfigurationError for a setting it does not know, its producer ValueError),
+    the rest outages."""
     try:
         return factory(**config)
-    except KafkaConfigurationError as exc:
-        raise ConfigError(f"kafka: {exc}") from None
+    except (KafkaConfigurationError, ValueError) as exc:
+        hint = ""
+        if "Unrecognized configs" in str(exc):
+            hint = (
+                f" (the {factory.__name__}'s; a setting of one client only belongs in "
+                "kafka.consumer_options or kafka.producer_options)"
+            )
+        raise ConfigError(f"kafka: {exc}{hint}") from None
     except (KafkaError, OSError) as exc:
         raise KafkaUnavailable(f"cannot reach {config['bootstrap_servers']}: {exc!r}") from None
 
@@ -120,7 +128,7 @@ class KafkaPythonReader:
             "max_poll_interval_ms": settings.max_poll_interval_ms,
             "max_poll_records": settings.max_poll_records,
         }
-        config.update(settings.client_options)
+        config.update(settings.client_options | settings.consumer_options)
         self.consumer = _start(KafkaConsumer, config)
         # records parsed in C straight into Records (False: kafka-python's, converted in poll)
         self.native = install(self.consumer)
@@ -212,7 +220,7 @@ class KafkaPythonWriter(Outbox):
             "linger_ms": 5,
             "max_block_ms": 5_000,  # send() never stalls the loop for long in an outage
         }
-        config.update(settings.client_options)
+        config.update(settings.client_options | settings.producer_options)
         config.update(options)
         self.producer = _start(KafkaProducer, config)
 

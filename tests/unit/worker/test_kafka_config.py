@@ -89,6 +89,69 @@ def test_client_options_override_the_readers_defaults(monkeypatch):
     assert config["fetch.queue.backoff.ms"] == 250 and config["queued.min.messages"] == 5000
 
 
+SPLIT_OPTIONS = {
+    "client_options": {"client_id": "both", "request_timeout_ms": 40_000},
+    "consumer_options": {"fetch_max_bytes": 1 << 20, "request_timeout_ms": 41_000},
+    "producer_options": {"linger_ms": 50},
+}
+
+
+def _client_configs(monkeypatch, module, consumer: str, producer: str, **kafka):
+    """The configurations a reader and a writer of ``module``'s client hand their consumer and
+    producer classes (none is started)."""
+    made: dict[str, dict] = {}
+
+    def factory(role):
+        def build(*config, **keywords):  # confluent passes a dict, kafka-python keywords
+            made[role] = config[0] if config else keywords
+
+        return build
+
+    monkeypatch.setattr(module, consumer, factory("consumer"))
+    monkeypatch.setattr(module, producer, factory("producer"))
+    settings = load_settings(kafka=kafka).kafka
+    if module is kafka_python:
+        monkeypatch.setattr(kafka_python, "install", lambda consumer: False)
+        kafka_python.KafkaPythonReader(settings), kafka_python.KafkaPythonWriter(settings)
+    else:
+        kafka_confluent.ConfluentReader(settings), kafka_confluent.ConfluentWriter(settings)
+    return made["consumer"], made["producer"]
+
+
+@pytest.mark.parametrize(
+    ("module", "consumer", "producer"),
+    [(kafka_python, "KafkaConsumer", "KafkaProducer"), (kafka_confluent, "Consumer", "Producer")],
+)
+def test_consumer_and_producer_options_reach_only_their_client(
+    monkeypatch, module, consumer, producer
+):
+    reader, writer = _client_configs(monkeypatch, module, consumer, producer, **SPLIT_OPTIONS)
+    assert reader["client_id"] == writer["client_id"] == "both"  # client_options: both
+    assert reader["fetch_max_bytes"] == 1 << 20 and "fetch_max_bytes" not in writer
+    assert writer["linger_ms"] == 50 and "linger_ms" not in reader
+    assert reader["request_timeout_ms"] == 41_000  # the consumer's own over client_options
+    assert writer["request_timeout_ms"] == 40_000
+
+
+@pytest.mark.parametrize(
+    ("options", "client"),
+    [({"fetch_max_bytes": 1 << 20}, "KafkaProducer"), ({"linger_ms": 50}, "KafkaConsumer")],
+)
+def test_a_setting_of_one_kafka_python_client_in_client_options_is_a_config_error(options, client):
+    # kafka-python refuses a setting it does not know, before it connects: the message says
+    # which client refused it and where such a setting belongs
+    settings = load_settings(
+        kafka={"bootstrap_servers": ["127.0.0.1:1"], "client_options": options}
+    )
+    build = (
+        kafka_python.KafkaPythonWriter
+        if client == "KafkaProducer"
+        else kafka_python.KafkaPythonReader
+    )
+    with pytest.raises(ConfigError, match=f"Unrecognized configs.*{client}.*consumer_options"):
+        build(settings.kafka)
+
+
 def test_plaintext_has_no_security_keys():
     config = kafka_python.connection_config(load_settings().kafka)
     assert not any(k.startswith(("sasl", "ssl")) for k in config)
