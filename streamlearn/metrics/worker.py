@@ -1,8 +1,9 @@
 """The worker's metrics, served on ``metrics.port`` by ``streamlearn worker``.
 
 Cost: the worker's loop calls :meth:`WorkerMetrics.observe_batch` once per micro-batch: two
-histogram observations, the smoothed loss and score (a few numpy reductions, no copies when every
-row was learned) and the batch's offsets noted; no loop over events. Everything else is read at
+histogram observations, the batch's outcome kept for the smoothed loss and score (folded many
+batches at once, metrics/smoothing.py) and the batch's offsets noted; no loop over events.
+Everything else is read at
 scrape time (decision 0034): the totals the loop keeps (events learned, optimizer steps, drifts,
 …) become counter increments by difference, the learner's state sets its gauges, and the noted
 offsets set each partition's offset and lag. A scrape every few seconds then costs the loop
@@ -14,14 +15,12 @@ sit below the worker in the layers).
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, get_args
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -29,6 +28,7 @@ from prometheus_client.registry import Collector
 from streamlearn.events import RejectionReason
 from streamlearn.metrics.base import SLOW_BUCKETS, MetricFactory
 from streamlearn.metrics.ranked import RankLabelled
+from streamlearn.metrics.smoothing import SmoothedScores
 
 if TYPE_CHECKING:
     from streamlearn.core.prequential import BatchOutcome, Prequential
@@ -107,7 +107,6 @@ class WorkerMetrics:
         """Families on ``registry``, each with the label ``rank`` (a scaled-out worker's ranks
         serve one ``/metrics`` each; "0" for a single worker)."""
         self.registry = registry
-        self.smoothing = smoothing  # EWMA weight of one learned event
         MetricFactory(registry, "streamlearn_worker_").process_metrics()
         families = CollectorRegistry(auto_describe=True)
         registry.register(_Refreshed(RankLabelled(families, "rank", str(rank)), self._refresh))
@@ -250,8 +249,8 @@ class WorkerMetrics:
         self._consumed = 0  # records consumed, published at scrape time
         self._moved: dict[TopicPartition, int] = {}  # offsets noted since the last scrape
         self._last: dict[str, int] = {}
-        self._loss: float | None = None
-        self._score: float | None = None
+        self._scores = SmoothedScores(smoothing)  # smoothing: EWMA weight of one learned event
+        self._folding = threading.Lock()  # the loop folds every so many batches, a scrape too
         self._partitions: set[TopicPartition] = set()  # those with offset / lag samples
         self._ends: dict[TopicPartition, int] = {}  # the last end offsets looked up
         self._position_of: dict[TopicPartition, Gauge] = {}  # gauge children, looked up once
@@ -300,11 +299,15 @@ class WorkerMetrics:
             self._consumed += records
             self._moved.update(offsets)
         if outcome is not None:
-            self._smooth(outcome)
+            with self._folding:
+                if self._scores.add(outcome):
+                    self._publish_scores()
 
     def _refresh(self) -> None:
         """At scrape time: counters by how far the loop's totals moved, gauges set from the
         learner's state and the offsets noted since the last scrape."""
+        with self._folding:
+            self._publish_scores()
         with self._lock:
             moved, self._moved = self._moved, {}
             for tp, offset in moved.items():
@@ -357,33 +360,20 @@ class WorkerMetrics:
         if publish and step > 0:
             counter.inc(step)
 
-    def _smooth(self, outcome: BatchOutcome) -> None:
-        """Event-weighted EWMAs of the batch's loss and accuracy / absolute error over the
-        learned rows (sums over counts: ``mean``'s values, without its overhead)."""
-        learned = outcome.learned
-        n = int(np.count_nonzero(learned))
-        if n == 0:
+    def _publish_scores(self) -> None:
+        """Fold the kept batches into the smoothed loss and score, and set their gauges (the
+        score's is made with the task's first score: accuracy or mae)."""
+        scores = self._scores
+        if not scores.fold():
             return
-        every = n == len(learned)
-        loss = outcome.loss if every else outcome.loss[learned]
-        batch_loss = float(loss.sum()) / n
-        if not math.isfinite(batch_loss):  # a row without a finite loss: the others' mean
-            loss = loss[np.isfinite(loss)]
-            batch_loss = float(loss.sum()) / loss.size if loss.size else math.nan
-        weight = 1.0 - (1.0 - self.smoothing) ** n
-        pred = outcome.prediction if every else outcome.prediction[learned]
-        if outcome.prediction.ndim == 1:  # regression: one value per row
-            name, value = "mae", float(np.abs(pred - outcome.target).sum()) / n
-        else:
-            name, value = "accuracy", np.count_nonzero(pred.argmax(axis=1) == outcome.target) / n
-        if math.isfinite(batch_loss):
-            self._loss = _ewma(self._loss, batch_loss, weight)
-            self.loss.set(self._loss)
-        if math.isfinite(value):
-            self._score = _ewma(self._score, value, weight)
+        if scores.loss is not None:
+            self.loss.set(scores.loss)
+        if scores.score is not None and scores.score_name is not None:
             if self.score is None:
-                self.score = self._factory.gauge(f"prequential_{name}", _SCORES[name])
-            self.score.set(self._score)
+                self.score = self._factory.gauge(
+                    f"prequential_{scores.score_name}", _SCORES[scores.score_name]
+                )
+            self.score.set(scores.score)
 
     def observe_label_join(self, join: LabelJoinCounts, *, baseline: bool = False) -> None:
         """The waiting sets' sizes, and evictions by difference (``baseline``: after a restore,
@@ -459,10 +449,6 @@ class WorkerMetrics:
         if result.published and result.version is not None:
             self.version.set(result.version)
             self.publish_time.set(time.time())
-
-
-def _ewma(old: float | None, new: float, weight: float) -> float:
-    return new if old is None else old + weight * (new - old)
 
 
 class _Refreshed(Collector):
