@@ -75,7 +75,7 @@ class SmoothedScores:
             return False
         # targets are the learned rows' only, in order: so are the predictions taken here
         prediction = np.concatenate([o.prediction for o in group])
-        if len(learned_counts) < len(group) or learned_counts.sum() < len(learned):
+        if not learned.all():
             prediction = prediction[learned]
         target = np.concatenate([o.target for o in group])
         row_starts = np.cumsum([0, *learned_counts[:-1]])

@@ -3,13 +3,12 @@
 Cost: the worker's loop calls :meth:`WorkerMetrics.observe_batch` once per micro-batch: two
 histogram observations, the batch's outcome kept for the smoothed loss and score (folded many
 batches at once, metrics/smoothing.py) and the batch's offsets noted; no loop over events.
-Everything else is read at
-scrape time (decision 0034): the totals the loop keeps (events learned, optimizer steps, drifts,
-…) become counter increments by difference, the learner's state sets its gauges, and the noted
-offsets set each partition's offset and lag. A scrape every few seconds then costs the loop
-nothing, where a per-batch update cost it a share of its time at tens of thousands of events a
-second. What it reads of the worker's loop and publisher is stated as Protocols here (metrics
-sit below the worker in the layers).
+Everything else is read at scrape time (decision 0034): the totals the loop keeps (events
+learned, optimizer steps, drifts, …) become counter increments by difference, the learner's
+state sets its gauges, and the noted offsets set each partition's offset and lag. A scrape
+every few seconds then costs the loop nothing, where a per-batch update cost it a share of its
+time at tens of thousands of events a second. What it reads of the worker's loop and publisher
+is stated as Protocols here (metrics sit below the worker in the layers).
 """
 
 from __future__ import annotations
@@ -250,7 +249,6 @@ class WorkerMetrics:
         self._moved: dict[TopicPartition, int] = {}  # offsets noted since the last scrape
         self._last: dict[str, int] = {}
         self._scores = SmoothedScores(smoothing)  # smoothing: EWMA weight of one learned event
-        self._folding = threading.Lock()  # the loop folds every so many batches, a scrape too
         self._partitions: set[TopicPartition] = set()  # those with offset / lag samples
         self._ends: dict[TopicPartition, int] = {}  # the last end offsets looked up
         self._position_of: dict[TopicPartition, Gauge] = {}  # gauge children, looked up once
@@ -298,17 +296,14 @@ class WorkerMetrics:
         with self._lock:
             self._consumed += records
             self._moved.update(offsets)
-        if outcome is not None:
-            with self._folding:
-                if self._scores.add(outcome):
-                    self._publish_scores()
+            if outcome is not None and self._scores.add(outcome):
+                self._publish_scores()
 
     def _refresh(self) -> None:
         """At scrape time: counters by how far the loop's totals moved, gauges set from the
         learner's state and the offsets noted since the last scrape."""
-        with self._folding:
-            self._publish_scores()
         with self._lock:
+            self._publish_scores()  # what the loop kept since its last fold
             moved, self._moved = self._moved, {}
             for tp, offset in moved.items():
                 self._offset(tp, offset)
