@@ -67,26 +67,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="STREAM",
         help="streams to run (default: the suite's)",
     )
-    p.add_argument(
-        "--with",
-        dest="fixed",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="another setting held at VALUE (JSON) in every run, e.g. features.periodic=4",
-    )
+    add_with_option(p)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if len(args.values) < 2:
         p.error("give at least two values: the reference and one to compare")
-    fixed = []
-    for item in args.fixed:
-        dotted, sep, text = item.partition("=")
-        if not sep:
-            p.error(f"--with {item}: give SECTION.KEY=VALUE")
-        fixed.append((dotted, _json(text)))
-    args.fixed = fixed
+    args.fixed = held_settings(p, args.fixed)
     try:
         for value in args.values:
             with_setting(base_settings(args, "binary", 0), args.setting, value)
@@ -95,12 +82,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def base_settings(args: argparse.Namespace, task: str, seed: int) -> Settings:
-    """The suite's settings for ``task`` and ``seed`` with the --with settings applied."""
-    settings = suite_settings(task, seed)
-    for dotted, value in args.fixed:
+def add_with_option(p: argparse.ArgumentParser) -> None:
+    """--with SECTION.KEY=VALUE (repeatable), into ``args.fixed``; held_settings parses it."""
+    p.add_argument(
+        "--with",
+        dest="fixed",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="another setting held at VALUE (JSON) in every run, e.g. features.periodic=4",
+    )
+
+
+def held_settings(p: argparse.ArgumentParser, items: Sequence[str]) -> list[tuple[str, Any]]:
+    """--with's items as (SECTION.KEY, value) pairs, each checked against the suite's
+    settings (the parser exits with a clear message on a bad one)."""
+    fixed = []
+    for item in items:
+        dotted, sep, text = item.partition("=")
+        if not sep:
+            p.error(f"--with {item}: give SECTION.KEY=VALUE")
+        fixed.append((dotted, _json(text)))
+        try:
+            held(suite_settings("binary", 0), fixed)
+        except (ValueError, KeyError) as error:
+            p.error(f"--with {item}: {error}")
+    return fixed
+
+
+def held(settings: Settings, fixed: Sequence[tuple[str, Any]]) -> Settings:
+    """``settings`` with each (SECTION.KEY, value) of ``fixed`` applied."""
+    for dotted, value in fixed:
         settings = with_setting(settings, dotted, value)
     return settings
+
+
+def base_settings(args: argparse.Namespace, task: str, seed: int) -> Settings:
+    """The suite's settings for ``task`` and ``seed`` with the --with settings applied."""
+    return held(suite_settings(task, seed), args.fixed)
 
 
 def _json(text: str) -> Any:

@@ -24,11 +24,13 @@ after the fast start, the line at 1):
 
   python benchmarks/suite_speed.py --seed 5 6 7 --rounds 5
   python benchmarks/suite_speed.py --streams phishing sea-gradual --events 5000 --rounds 3
+  python benchmarks/suite_speed.py --streams chick-weights --with learner.fast_start=4
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ from report import (
     stream_parser,
     write_json,
 )
+from setting_sweep import add_with_option, held, held_settings
 from suite import suite_settings
 from suite_report import SPEED_PEERS, at_least
 from suite_streams import SUITE, suite_rows
@@ -139,9 +142,16 @@ class StreamSpeed:
         }
 
 
-def measure(name: str, events: int, seeds: Sequence[int], rounds: int) -> StreamSpeed:
+def measure(
+    name: str,
+    events: int,
+    seeds: Sequence[int],
+    rounds: int,
+    fixed: Sequence[tuple[str, Any]] = (),
+) -> StreamSpeed:
     """``rounds`` turns of streamlearn and the speed peer on the stream at each seed; the
-    scores are means over every run (a seed's runs score alike)."""
+    scores are means over every run (a seed's runs score alike). ``fixed``: (SECTION.KEY,
+    value) settings held in streamlearn's runs (--with)."""
     task = SUITE[name].task
     peer = PEERS[SPEED_PEERS["regression" if task == "regression" else "classification"]]
     result = StreamSpeed(name, task, 0, peer.name)
@@ -149,7 +159,7 @@ def measure(name: str, events: int, seeds: Sequence[int], rounds: int) -> Stream
     peer_values: list[float] = []
     for seed in seeds:
         rows = suite_rows(name, events, seed)
-        settings, categorical = suite_settings(task, seed), has_strings(rows)
+        settings, categorical = held(suite_settings(task, seed), fixed), has_strings(rows)
         result.events = len(rows)
         for turn in range(rounds):
             for ours in (True, False) if turn % 2 == 0 else (False, True):
@@ -203,6 +213,7 @@ def render_markdown(results: Sequence[StreamSpeed], meta: dict[str, Any]) -> str
         rows,
     )
     missed = ", ".join(r.stream for r in results if not r.met) or "none"
+    held_text = ", ".join(f"{key} = {json.dumps(value)}" for key, value in meta["with"].items())
     return "\n".join(
         [
             "# Speed target: streamlearn against river's StandardScaler | linear model",
@@ -217,7 +228,7 @@ def render_markdown(results: Sequence[StreamSpeed], meta: dict[str, Any]) -> str
             "seconds. Only the models' own calls are timed. The peer is river's "
             "StandardScaler | LogisticRegression (LinearRegression on regression streams); "
             "streamlearn runs its defaults through Prequential.process_columns, as in "
-            "benchmarks/suite.py.",
+            "benchmarks/suite.py" + (f", with {held_text} (--with)." if held_text else "."),
             "",
             "## Machine",
             "",
@@ -331,7 +342,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="folder for suite_speed.md/.json/.png (default benchmarks/results)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_with_option(p)
     args = p.parse_args(argv)
+    args.fixed = held_settings(p, args.fixed)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     if args.events < 100:
@@ -344,10 +357,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = RunStart.now()
     args.out.mkdir(parents=True, exist_ok=True)
     results = [
-        measure(name, args.events, args.seed, args.rounds)
+        measure(name, args.events, args.seed, args.rounds, args.fixed)
         for name in tqdm(args.streams, desc="streams", disable=args.no_progress)
     ]
-    meta = start.meta(command_line(), events=args.events, seeds=args.seed, rounds=args.rounds)
+    meta = start.meta(
+        command_line(),
+        events=args.events,
+        seeds=args.seed,
+        rounds=args.rounds,
+        **{"with": dict(args.fixed)},
+    )
     markdown = render_markdown(results, meta)
     (args.out / "suite_speed.md").write_text(markdown, encoding="utf-8")
     write_json(

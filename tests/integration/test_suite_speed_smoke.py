@@ -5,9 +5,11 @@ checks the tables, the verdicts' and the fast start's figures in the JSON, and t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
-from benchmark_run import run_benchmark
+from benchmark_run import ROOT, run_benchmark
 
 STREAMS = ("phishing", "chick-weights", "sea-gradual")
 EVENTS = 3000  # the defaults' fast start: the first 64 × 32 = 2,048 events
@@ -53,3 +55,32 @@ def test_times_both_models_in_turns_and_judges_each_stream(tmp_path: Path) -> No
     assert runs["chick-weights"]["peer"] == "river StandardScaler | LinearRegression"
     assert runs["phishing"]["peer"] == "river StandardScaler | LogisticRegression"
     assert (tmp_path / "suite_speed.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_with_holds_a_setting_in_streamlearns_runs_and_names_it(tmp_path: Path) -> None:
+    run_benchmark(
+        "suite_speed.py", "--streams", "sea-gradual", "--events", "1000", "--rounds", "1",
+        "--seed", "5", "--out", str(tmp_path), "--no-progress", "--with", "learner.fast_start=4",
+    )  # fmt: skip
+    result = json.loads((tmp_path / "suite_speed.json").read_text())
+    assert result["meta"]["with"] == {"learner.fast_start": 4}
+    # young while fewer than fast_start × batch (4 × 32) events were learned
+    assert result["streams"]["sea-gradual"]["fast_start_events"] == [128]
+    markdown = (tmp_path / "suite_speed.md").read_text(encoding="utf-8")
+    assert "benchmarks/suite.py, with learner.fast_start = 4 (--with)." in markdown
+
+
+def test_with_refuses_an_unknown_or_invalid_setting(tmp_path: Path) -> None:
+    for held, message in (
+        ("learner.no_such_key=1", "no such setting"),
+        ("learner.fast_start=-1", "greater than or equal to 0"),
+        ("learner.fast_start", "give SECTION.KEY=VALUE"),
+    ):
+        command = [
+            sys.executable, str(ROOT / "benchmarks" / "suite_speed.py"), "--streams",
+            "chick-weights", "--rounds", "1", "--out", str(tmp_path), "--no-progress",
+            "--with", held,
+        ]  # fmt: skip
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+        assert not (tmp_path / "suite_speed.md").exists()
