@@ -20,7 +20,9 @@ polls feeding the decoder and learner on one thread, and from a thread of their 
 The client ``kafka-python-process`` is kafka-python in a child process (``kafka.reader_process``),
 ``kafka-python-own-parser`` the worker's kafka-python reader with kafka-python's own record parser
 (pure Python) instead of records.c (native_records.py), for the comparison.
-Targets: confluent-kafka ≥ 150k events/s and ≥ 0.8× from memory; kafka-python ≥ 0.6×.
+Targets: confluent-kafka ≥ 150k events/s and ≥ 0.8× from memory; kafka-python ≥ 0.6×. A
+path's ratio is the median over the rounds of its run's rate over that of a from-memory run made
+right before it (runs seconds apart share the machine's load; a round lasts minutes).
 204,800 events by default (the issue's own figures were over 200,000): more than librdkafka keeps
 prefetched (``queued.min.messages``, 100,000), so a consumer that has to fetch again while it
 catches up, as a worker behind on a backlog does, is inside the timed span.
@@ -296,30 +298,43 @@ def frozen_heap(frozen: bool = True) -> Iterator[None]:
         gc.collect()
 
 
-def in_rounds(paths: dict[str, Callable[[], tuple[Any, ...]]], repeats: int) -> dict[str, list]:
+Runs = dict[str, list[tuple[Any, ...]]]
+
+
+def in_rounds(
+    paths: dict[str, Callable[[], tuple[Any, ...]]], repeats: int, reference: str
+) -> tuple[Runs, Runs]:
     """``repeats`` rounds, each running every path once, in turn, with the heap frozen
-    (frozen_heap): a path's ratio to the from-memory rate then compares runs a few minutes
-    apart at most (on a shared machine the load drifts, and the learner's speed with it)."""
-    runs: dict[str, list[tuple[Any, ...]]] = {key: [] for key in paths}
+    (frozen_heap), every path but ``reference`` right after a run of ``reference`` of its own:
+    (each path's runs, each other path's reference runs). A path's ratio to the reference then
+    compares two runs seconds apart: on a shared machine the load drifts within a round, and
+    the learner's speed with it, by more than the differences measured."""
+    runs: Runs = {key: [] for key in paths}
+    before: Runs = {key: [] for key in paths if key != reference}
     for round_ in range(repeats):
-        for key, measure in paths.items():
-            print(f"round {round_ + 1}/{repeats}: {key} ...", file=sys.stderr)
-            with frozen_heap():
-                runs[key].append(measure())
-    return runs
+        for key in paths:
+            turns = [(reference, before[key])] if key in before else []
+            for name, into in [*turns, (key, runs[key])]:
+                label = f"{name} (before {key})" if into is not runs[name] else name
+                print(f"round {round_ + 1}/{repeats}: {label} ...", file=sys.stderr)
+                with frozen_heap():
+                    into.append(paths[name]())
+    return runs, before
 
 
 def summary(runs: list[tuple[Any, ...]], memory: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """A path's median events/s, and the median of its runs' ratios to the from-memory run of
-    the same round; a third figure per run is the first-batch wait, a fourth the seconds per
-    stage (the run with the median rate's). For the Kafka runs also both figures with the
-    loop's time in checkpoints and lag lookups at the default cadence added back
-    (``loop_events_per_s``, ``loop_ratio``: what the targets are judged on)."""
+    """A path's median events/s, and the median of its runs' ratios to the from-memory runs
+    made right before them (``memory``, one per run); a third figure per run is the
+    first-batch wait, a fourth the seconds per stage (the run with the median rate's). For
+    the Kafka runs also both figures with the loop's time in checkpoints and lag lookups at
+    the default cadence added back (``loop_events_per_s``, ``loop_ratio``: what the targets
+    are judged on)."""
     rates = [run[1] / run[0] for run in runs]
-    ratios = [rate / (m[1] / m[0]) for rate, m in zip(rates, memory, strict=True)]
+    references = [m[1] / m[0] for m in memory]
+    ratios = [rate / reference for rate, reference in zip(rates, references, strict=True)]
     result = {
         "events_per_s": statistics.median(rates), "runs": rates, "events": runs[0][1],
-        "ratio": statistics.median(ratios), "ratios": ratios,
+        "ratio": statistics.median(ratios), "ratios": ratios, "reference_runs": references,
     }  # fmt: skip
     if len(runs[0]) > 2:
         result["first_batch_s"] = [run[2] for run in runs]
@@ -559,10 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             args.events, c.endswith("-own-parser"),
                         )
                     )  # fmt: skip
-            runs = in_rounds(paths, args.repeats)
+            runs, before = in_rounds(paths, args.repeats, "memory")
+        before["memory"] = runs["memory"]
         apart = ("stdlib", "polled", "polled-thread")
-        results = {key: summary(r, runs["memory"]) for key, r in runs.items() if key not in apart}
-        extra = {key: summary(runs[key], runs["memory"]) for key in apart if key in runs}
+        results = {key: summary(r, before[key]) for key, r in runs.items() if key not in apart}
+        extra = {key: summary(runs[key], before[key]) for key in apart if key in runs}
         print("measuring the decode ceiling ...", file=sys.stderr)
         ceiling = decode_ceiling(bootstrap, topic, values, base, args.repeats)
     finally:

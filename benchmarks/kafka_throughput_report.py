@@ -63,8 +63,8 @@ def _version(package: str) -> str:
 
 def targets(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
     """confluent-kafka: ≥ TARGET_RATE events/s and ≥ its ratio; kafka-python: ≥ its ratio
-    (the median of the rounds' ratios to the from-memory rate), both with the loop's time in
-    checkpoints and lag lookups at the default cadence counted."""
+    (the median of its runs' ratios to the from-memory runs right before them), both with the
+    loop's time in checkpoints and lag lookups at the default cadence counted."""
     met = {}
     for client, ratio in TARGET_RATIO.items():
         if client in results:
@@ -138,11 +138,12 @@ def report(
         "",
         f"Produced by `{command_line()}` (started {started.isoformat(timespec='seconds')}); "
         f"{args.events:,} events of `{args.stream}`; broker: {broker}, one partition. "
-        f"{args.repeats} rounds, each running every path once in turn: events/s is the median "
-        "of a path's runs, × from memory the median of its runs' ratios to the from-memory run "
-        "of the same round (on a shared machine the load drifts, and the learner's speed with "
-        "it). Every run starts with the process's heap frozen out of the garbage collector's "
-        "full collections, as `streamlearn worker` freezes its start-up heap "
+        f"{args.repeats} rounds, each running every path once in turn, every other path right "
+        "after a from-memory run of its own: events/s is the median of a path's runs, × from "
+        "memory the median of its runs' ratios to the from-memory runs right before them (on a "
+        "shared machine the load drifts, and the learner's speed with it: runs seconds apart "
+        "see about the same load). Every run starts with the process's heap frozen out of the "
+        "garbage collector's full collections, as `streamlearn worker` freezes its start-up heap "
         "(`streamlearn/heap.py`; `benchmarks/gc_pause.py` measures a full collection's pause).",
         "",
         "Kafka rows time the real `Worker` (poll → decode/validate → score → drift → learn → "

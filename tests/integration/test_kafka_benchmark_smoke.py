@@ -37,6 +37,12 @@ def test_kafka_throughput_writes_table_and_json(kafka_bootstrap: str, tmp_path: 
             # checkpoints and lag lookups, timed apart, added back at their default cadence
             assert result["stages_s"]["checkpoint"] > 0 and result["stages_s"]["lag"] > 0
             assert 0 < result["loop_ratio"] < result["ratio"]
+        # each run against a from-memory run of its own, made right before it
+        (reference,) = result["reference_runs"]
+        assert result["ratios"] == [result["runs"][0] / reference]
+    assert data["results"]["memory"]["reference_runs"] == data["results"]["memory"]["runs"]
+    assert "memory (before confluent) ..." in done.stderr
+    assert "memory (before memory-predecoded) ..." in done.stderr
 
 
 def test_kafka_throughput_runs_every_path_with_the_throughput_preset(
