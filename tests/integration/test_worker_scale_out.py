@@ -72,8 +72,18 @@ def offsets(state: dict[str, Any]) -> dict[tuple[str, int], int]:
     return {(t, int(p)): int(o) for t, p, o in state["offsets"]}
 
 
+# A rank blocks in a collective while its peer is slower (a checkpoint, a loaded machine) and
+# does not poll meanwhile: the other tests' 3.5 s between polls dropped a rank from the group
+# under the suite's load, and its partitions moved. The worker's defaults allow 300 s.
+RANK_GROUP = {
+    "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 20000,
+}  # fmt: skip
+
+
 def scale_config(path: Path, bootstrap: str, topic: str, **sections: dict[str, Any]) -> Path:
-    """The worker config of these tests: fixed slots (ranks need them), frequent cuts."""
+    """The worker config of these tests: fixed slots (ranks need them), frequent cuts, the
+    group's timeouts of RANK_GROUP."""
+    sections["kafka"] = RANK_GROUP | sections.get("kafka", {})
     return write_config(
         path, bootstrap, topic, features={"numeric": ["a", "b"], "categorical": ["c"]},
         learner={"classes": [0, 1]}, checkpoint={"every_batches": 5, "every_s": 0.5}, **sections,
