@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,6 +29,7 @@ __all__ = [
     "Intake",
     "LabelCheck",
     "dead_letter_headers",
+    "events_and_labels",
     "label_check",
     "prediction_messages",
     "send_dead_letters",
@@ -40,6 +42,10 @@ LabelCheck = Callable[[Label], RejectionReason | None]
 
 _MAX_DETAIL = 512
 _UNCHECKED = "unchecked"  # no verdict on a label yet (a verdict is a reason or None)
+_VALUE = operator.attrgetter("value")
+_LABEL = operator.attrgetter("y")  # a Decoded's label
+_EVENT = operator.itemgetter(1)  # an (event's record, event) pair's event
+_REJECTED = Rejection.__instancecheck__  # isinstance(·, Rejection), to map over a batch
 
 
 @dataclass
@@ -73,11 +79,25 @@ def split(
     decode_event: Callable[[bytes], Decoded | Rejection] | None = None,
 ) -> Intake:
     """Decode every record of a batch, keeping stream order within each kind. Events are
-    decoded by ``decode_event`` (the worker's EventDecoder; by default ``events.decode``)."""
+    decoded by ``decode_event`` (the worker's EventDecoder; by default ``events.decode``).
+
+    Without a labels topic the batch is decoded in one pass, and the usual batch (no
+    rejection, every distinct label accepted) becomes the intake's events at once; otherwise,
+    and where that batch holds a refusal, record by record."""
     decode_event = decode_event or partial(decode, max_bytes=max_bytes)
+    decoded: list[Decoded | Rejection] | None = None
+    if labels_topic is None:
+        values = list(map(_VALUE, records))
+        if None in values:  # a tombstone: an empty message
+            values = [value or b"" for value in values]
+        decoded = list(map(decode_event, values))
+        if not any(map(_REJECTED, decoded)) and all(
+            check(y) is None for y in set(map(_LABEL, decoded)) if y is not None
+        ):
+            return Intake(events=list(zip(records, decoded, strict=True)))  # type: ignore[arg-type]
     intake = Intake()
     verdicts: dict[Label, RejectionReason | None] = {}  # a batch holds few distinct labels
-    for record in records:
+    for i, record in enumerate(records):
         raw = record.value or b""
         if labels_topic is not None and record.topic == labels_topic:
             label = decode_label(raw, max_bytes)
@@ -88,7 +108,7 @@ def split(
             else:
                 intake.labels.append((record, label))
             continue
-        event = decode_event(raw)
+        event = decode_event(raw) if decoded is None else decoded[i]
         if not isinstance(event, Rejection) and (y := event.y) is not None:
             if (reason := verdicts.get(y, _UNCHECKED)) is _UNCHECKED:
                 reason = verdicts[y] = check(y)
@@ -99,6 +119,12 @@ def split(
         else:
             intake.events.append((record, event))
     return intake
+
+
+def events_and_labels(intake: Intake) -> tuple[list[Decoded], list[Label | None]]:
+    """The intake's events and their labels, in stream order."""
+    events = list(map(_EVENT, intake.events))
+    return events, list(map(_LABEL, events))
 
 
 def dead_letter_headers(record: Record, rejection: Rejection) -> list[tuple[str, bytes]]:

@@ -36,6 +36,7 @@ from streamlearn.worker.decode import EventDecoder
 from streamlearn.worker.health import Heartbeat
 from streamlearn.worker.intake import (
     Intake,
+    events_and_labels,
     label_check,
     send_dead_letters,
     send_predictions,
@@ -284,11 +285,11 @@ class Worker:
         then the events that waited for a label of this batch. Events go first so a pair
         within one batch completes whatever its order. Without a labels topic the features
         are encoded already where the decoder could (see EventDecoder.features)."""
-        ys: list[Label | None] = [e.y for _, e in intake.events]
+        events, ys = events_and_labels(intake)
         if self.settings.kafka.labels_topic is None:
-            return self.decoder.features([e for _, e in intake.events], self.preq.encoder), ys
+            return self.decoder.features(events, self.preq.encoder), ys
         # with a labels topic every event took the dict path: an unlabelled one waits as a dict
-        xs: list[Mapping[str, FeatureValue]] = [e.x for _, e in intake.events]
+        xs: list[Mapping[str, FeatureValue]] = [e.x for e in events]
         for i, (record, event) in enumerate(intake.events):
             if event.y is None and (y := self.join.event(event.id, event.x, record.tp)) is not None:
                 ys[i] = y

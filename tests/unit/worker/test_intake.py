@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 
 from streamlearn.core.prequential import Prequential
-from streamlearn.events import Rejection
+from streamlearn.events import Rejection, decode
 from streamlearn.settings import load_settings
-from streamlearn.worker.intake import dead_letter_headers, label_check, prediction_messages, split
+from streamlearn.worker.intake import (
+    dead_letter_headers,
+    events_and_labels,
+    label_check,
+    prediction_messages,
+    split,
+)
 from streamlearn.worker.kafka.client import Record
 
 
@@ -91,3 +97,33 @@ def test_prediction_messages_are_json_dumps_byte_for_byte(ids, rows, classes):
         for i, v in zip(ids, values, strict=True)
     ]
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [b'{"id": "a", "x": {"f": 1}, "y": "yes"}', b'{"id": 7, "x": {"f": 2}}'],  # every one in
+        [b'{"id": "a", "x": {"f": 1}, "y": "yes"}', b"{", b'{"id": "c", "x": {"f": 3}}'],
+        [b'{"id": "a", "x": {"f": 1}, "y": "maybe"}', b'{"id": "b", "x": {"f": 1}, "y": "no"}'],
+        [None, b'{"id": "b", "x": {"f": 1}, "y": "no"}'],  # a tombstone
+        [],
+    ],
+)
+def test_split_without_labels_topic_matches_the_record_by_record_path(values):
+    """The batch decoded in one pass gives what the record-by-record path gives (that path
+    runs wherever a labels topic is set: here one no record is on), each record decoded once."""
+    records = [Record("ev", 0, i, value) for i, value in enumerate(values)]
+    check = label_check(preq(classes=["no", "yes"]))
+    calls: list[bytes] = []
+
+    def counted(raw: bytes):
+        calls.append(raw)
+        return decode(raw, max_bytes=1024)
+
+    whole = split(records, None, 1024, check, counted)
+    assert calls == [value or b"" for value in values]
+    by_record = split(records, "labels", 1024, check)
+    assert whole == by_record
+    events, ys = events_and_labels(whole)
+    assert events == [event for _, event in by_record.events]
+    assert ys == [event.y for event in events]
