@@ -15,6 +15,9 @@ from streamlearn.settings import Settings
 TARGET_RATE = 150_000  # confluent-kafka, events/s
 # × the same learner from memory; kafka-python's in the worker's process or a child's
 TARGET_RATIO = {"confluent": 0.8, "kafka-python": 0.6, "kafka-python-process": 0.6}
+# from-memory runs further apart than this (fastest over slowest): the machine's load moved by
+# more than the ratios' differences, and the report says so
+NOISY_SPREAD = 1.2
 _SETTINGS = {  # --preset: what the settings line calls the settings every path ran with
     "defaults": "streamlearn's defaults",
     "throughput": "the throughput preset (`--preset throughput`, on top of the defaults)",
@@ -78,6 +81,24 @@ STAGES = ("poll", "decode", "learn", "metrics")
 STAGE_HEADER = [
     "path", *STAGES, "rest", "total (µs/event)", "lag lookup (ms)", "checkpoint (ms)",
 ]  # fmt: skip
+
+
+def reference_spread(results: dict[str, dict[str, Any]]) -> str:
+    """A line on how far apart the run's from-memory runs (every ratio's reference) were,
+    saying when they were too far apart (NOISY_SPREAD) for the ratios to be compared."""
+    rates = [rate for result in results.values() for rate in result["reference_runs"]]
+    low, high = min(rates), max(rates)
+    line = (
+        f"The from-memory runs (each ratio's reference) took {low:,.0f}–{high:,.0f} events/s, "
+        f"the fastest {high / low:.2f}× the slowest"
+    )
+    if high / low > NOISY_SPREAD:
+        return (
+            f"{line}: **a noisy run** (over {NOISY_SPREAD:g}×): the machine's load changed "
+            "between runs by more than the ratios differ; rerun on a quieter machine before "
+            "comparing its figures."
+        )
+    return f"{line}."
 
 
 def _apart(seconds: float, interval_s: float) -> str:
@@ -186,6 +207,8 @@ def report(
             rows,
             "lrrrrr",
         ),
+        "",
+        reference_spread(results),
         "",
         "## Where the Kafka path's time goes",
         "",

@@ -42,6 +42,10 @@ def test_kafka_throughput_writes_table_and_json(kafka_bootstrap: str, tmp_path: 
         assert result["ratios"] == [result["runs"][0] / reference]
     assert data["results"]["memory"]["reference_runs"] == data["results"]["memory"]["runs"]
     assert "memory (before confluent) ..." in done.stderr
+    references = [r for result in data["results"].values() for r in result["reference_runs"]]
+    spread = f"took {min(references):,.0f}–{max(references):,.0f} events/s"
+    assert spread in markdown
+    assert ("**a noisy run**" in markdown) == (max(references) / min(references) > 1.2)
     assert "memory (before memory-predecoded) ..." in done.stderr
 
 
