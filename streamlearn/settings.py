@@ -597,6 +597,16 @@ class KafkaSettings(_Section):
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
         return self
 
+    @property
+    def consumer_extras(self) -> dict[str, str | int | float | bool]:
+        """What the consumer gets verbatim: client_options, consumer_options over them."""
+        return self.client_options | self.consumer_options
+
+    @property
+    def producer_extras(self) -> dict[str, str | int | float | bool]:
+        """What the producer gets verbatim: client_options, producer_options over them."""
+        return self.client_options | self.producer_options
+
 
 class WorkerSettings(_Section):
     """The long-running worker: batching, late labels, back-off, limits."""

@@ -86,17 +86,19 @@ def split(
     and where that batch holds a refusal, record by record."""
     decode_event = decode_event or partial(decode, max_bytes=max_bytes)
     decoded: list[Decoded | Rejection] | None = None
+    verdicts: dict[Label, RejectionReason | None] = {}  # a batch holds few distinct labels
     if labels_topic is None:
         values = list(map(_VALUE, records))
         if None in values:  # a tombstone: an empty message
             values = [value or b"" for value in values]
         decoded = list(map(decode_event, values))
-        if not any(map(_REJECTED, decoded)) and all(
-            check(y) is None for y in set(map(_LABEL, decoded)) if y is not None
-        ):
-            return Intake(events=list(zip(records, decoded, strict=True)))  # type: ignore[arg-type]
+        if not any(map(_REJECTED, decoded)):
+            labels = set(map(_LABEL, decoded))
+            labels.discard(None)
+            verdicts = {y: check(y) for y in labels}
+            if not any(verdicts.values()):  # a verdict is a reason (a string) or None
+                return Intake(events=list(zip(records, decoded, strict=True)))  # type: ignore[arg-type]
     intake = Intake()
-    verdicts: dict[Label, RejectionReason | None] = {}  # a batch holds few distinct labels
     for i, record in enumerate(records):
         raw = record.value or b""
         if labels_topic is not None and record.topic == labels_topic:

@@ -165,7 +165,7 @@ class ConfluentReader:
             "max.poll.interval.ms": settings.max_poll_interval_ms,
             "on_commit": _on_commit,
         }
-        config.update(settings.client_options | settings.consumer_options)
+        config.update(settings.consumer_extras)
         self.consumer = _start(Consumer, config)
         self._handler: RebalanceHandler | None = None
         self._handler_error: BaseException | None = None
@@ -333,7 +333,7 @@ class ConfluentWriter(Outbox):
         config = connection_config(settings) | {
             "acks": "all", "linger.ms": 5, "partitioner": "murmur2_random",
         }  # fmt: skip
-        config.update(settings.client_options | settings.producer_options)
+        config.update(settings.producer_extras)
         config.update(options)
         self.producer = _start(Producer, config)
 

@@ -128,7 +128,7 @@ class KafkaPythonReader:
             "max_poll_interval_ms": settings.max_poll_interval_ms,
             "max_poll_records": settings.max_poll_records,
         }
-        config.update(settings.client_options | settings.consumer_options)
+        config.update(settings.consumer_extras)
         self.consumer = _start(KafkaConsumer, config)
         # records parsed in C straight into Records (False: kafka-python's, converted in poll)
         self.native = install(self.consumer)
@@ -220,7 +220,7 @@ class KafkaPythonWriter(Outbox):
             "linger_ms": 5,
             "max_block_ms": 5_000,  # send() never stalls the loop for long in an outage
         }
-        config.update(settings.client_options | settings.producer_options)
+        config.update(settings.producer_extras)
         config.update(options)
         self.producer = _start(KafkaProducer, config)
 
